@@ -1,0 +1,27 @@
+# Two commands for a newcomer: `make demo` and `make test` (both as root).
+PY := .venv/bin/python
+PREFIX ?= lab
+CLIENTS ?= 3
+
+.PHONY: setup demo test test-unit lab-up lab-down lab-status clean
+
+setup:
+	@./image/host-setup.sh
+
+demo: setup
+	@$(PY) manage.py demo --prefix $(PREFIX) --clients $(CLIENTS)
+
+test: setup
+	@$(PY) -m pytest tests
+
+test-unit: setup
+	@$(PY) -m pytest tests/unit
+
+lab-up: setup
+	@$(PY) manage.py lab up --prefix $(PREFIX) --clients $(CLIENTS)
+
+lab-down: setup
+	@$(PY) manage.py lab down --prefix $(PREFIX)
+
+lab-status: setup
+	@$(PY) manage.py lab status --prefix $(PREFIX)

@@ -1,0 +1,13 @@
+"""The one boundary between the appliance and the kernel.
+
+Everything that touches netlink, sysctl, nftables or processes goes through a
+`Kernel`: `LinuxKernel` does it for real (pyroute2, nft, ip netns exec),
+`FakeKernel` keeps the same state in memory for unit tests. Every method
+takes the network namespace it acts in, so the same code runs against the
+machine's root namespace (ns=None) or a lab namespace standing for it.
+"""
+from appliance.kernel.base import Kernel, KernelError, Link, Route
+from appliance.kernel.fake import FakeKernel
+from appliance.kernel.linux import LinuxKernel
+
+__all__ = ["Kernel", "KernelError", "Link", "Route", "FakeKernel", "LinuxKernel"]

@@ -1,0 +1,84 @@
+"""What the appliance asks of the kernel, as an interface.
+
+Namespaces are named (`ip netns` names); `None` means the namespace the
+process runs in. Link, address and route objects are plain data so plans can
+be diffed against what `observe` returns.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+
+class KernelError(RuntimeError):
+    """A kernel operation failed; the message names the object and the call."""
+
+
+@dataclass(frozen=True)
+class Link:
+    name: str
+    kind: str  # "veth", "bridge", "dummy", "device"
+    mac: str
+    up: bool
+    master: str | None = None
+    mtu: int = 1500
+    ifindex: int = 0
+
+
+@dataclass(frozen=True)
+class Route:
+    dst: str  # "default" or a CIDR
+    via: str | None = None
+    dev: str | None = None
+    type: str = "unicast"  # or "local"
+    table: str = "main"  # "main", "local" or a number
+
+
+@dataclass
+class Process:
+    pid: int
+    argv: Sequence[str]
+    ns: str | None
+    log: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class Kernel(Protocol):
+    # namespaces
+    def list_netns(self) -> list[str]: ...
+    def add_netns(self, name: str) -> None: ...
+    def del_netns(self, name: str) -> None: ...
+
+    # links
+    def links(self, ns: str | None) -> list[Link]: ...
+    def add_veth(self, ns: str | None, name: str, peer_ns: str | None, peer: str,
+                 mac: str | None = None, peer_mac: str | None = None) -> None: ...
+    def add_bridge(self, ns: str | None, name: str, mac: str | None = None) -> None: ...
+    def add_dummy(self, ns: str | None, name: str) -> None: ...
+    def set_link(self, ns: str | None, name: str, *, up: bool | None = None,
+                 master: str | None = None, nomaster: bool = False,
+                 mac: str | None = None) -> None: ...
+    def del_link(self, ns: str | None, name: str) -> None: ...
+
+    # addresses and routes
+    def addresses(self, ns: str | None, name: str) -> list[str]: ...
+    def add_address(self, ns: str | None, name: str, cidr: str) -> None: ...
+    def del_address(self, ns: str | None, name: str, cidr: str) -> None: ...
+    def routes(self, ns: str | None) -> list[Route]: ...
+    def add_route(self, ns: str | None, route: Route) -> None: ...
+    def del_route(self, ns: str | None, route: Route) -> None: ...
+
+    # sysctl and nftables
+    def get_sysctls(self, ns: str | None, keys: Sequence[str]) -> dict[str, str | None]: ...
+    def set_sysctls(self, ns: str | None, values: dict[str, str]) -> None: ...
+    def nft_tables(self, ns: str | None) -> list[tuple[str, str]]: ...
+    def nft_table(self, ns: str | None, family: str, name: str) -> str | None: ...
+    def nft_load(self, ns: str | None, ruleset: str) -> None: ...
+    def nft_delete_table(self, ns: str | None, family: str, name: str) -> None: ...
+
+    # processes
+    def spawn(self, ns: str | None, argv: Sequence[str], *, log: str | None = None,
+              env: dict[str, str] | None = None, cwd: str | None = None) -> int: ...
+    def alive(self, pid: int) -> bool: ...
+    def stop(self, pid: int, timeout: float = 3.0) -> None: ...
+    def netns_pids(self, ns: str) -> list[int]: ...

@@ -1,0 +1,215 @@
+"""An in-memory kernel with the same behaviour as LinuxKernel, for unit tests.
+
+It keeps namespaces, links, addresses, routes, sysctls, nftables tables and
+processes as data, records every mutating call in `calls`, and can be told
+to fail a given call (`fail_on`) so tests can check what a failed apply
+leaves behind.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field, replace
+
+from appliance.kernel.base import KernelError, Link, Route
+
+_OWN = "(own)"
+
+
+@dataclass
+class _Ns:
+    links: dict[str, Link] = field(default_factory=dict)
+    addrs: dict[str, set[str]] = field(default_factory=dict)
+    routes: list[Route] = field(default_factory=list)
+    sysctls: dict[str, str] = field(default_factory=dict)
+    nft: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+class FakeKernel:
+    def __init__(self) -> None:
+        self.ns: dict[str, _Ns] = {_OWN: _Ns()}
+        self.calls: list[tuple] = []
+        self.peers: dict[tuple[str, str], tuple[str, str]] = {}
+        self.fail_on: set[str] = set()
+        self.procs: dict[int, tuple[str | None, tuple[str, ...]]] = {}
+        self._pids = itertools.count(1000)
+        self._ifindex = itertools.count(2)
+        self._mac = itertools.count(1)
+        self.ns[_OWN].links["lo"] = Link("lo", "device", "00:00:00:00:00:00", True, ifindex=1)
+
+    def _record(self, op: str, *args) -> None:
+        if op in self.fail_on:
+            raise KernelError(f"injected failure in {op}{args}")
+        self.calls.append((op, *args))
+
+    def _get(self, ns: str | None) -> _Ns:
+        try:
+            return self.ns[ns or _OWN]
+        except KeyError:
+            raise KernelError(f"netns {ns}: No such file or directory") from None
+
+    def _link(self, ns, name) -> Link:
+        try:
+            return self._get(ns).links[name]
+        except KeyError:
+            raise KernelError(f"netns {ns or _OWN}: no link named {name}") from None
+
+    def _new_mac(self) -> str:
+        n = next(self._mac)
+        return "02:fa:%02x:%02x:%02x:%02x" % ((n >> 24) & 255, (n >> 16) & 255, (n >> 8) & 255, n & 255)
+
+    # namespaces
+    def list_netns(self):
+        return sorted(n for n in self.ns if n != _OWN)
+
+    def add_netns(self, name):
+        self._record("add_netns", name)
+        if name not in self.ns:
+            self.ns[name] = _Ns(links={"lo": Link("lo", "device", "00:00:00:00:00:00", True, ifindex=1)})
+
+    def del_netns(self, name):
+        self._record("del_netns", name)
+        gone = self.ns.pop(name, None)
+        if gone:
+            # Deleting a namespace destroys its veths, and with them their peers.
+            for (lns, lname), (pns, pname) in list(self.peers.items()):
+                if lns == name:
+                    self.ns.get(pns, _Ns()).links.pop(pname, None)
+                    self.peers.pop((lns, lname), None)
+                    self.peers.pop((pns, pname), None)
+            for pid, (pns, _) in list(self.procs.items()):
+                if pns == name:
+                    del self.procs[pid]
+
+    # links
+    def links(self, ns):
+        return list(self._get(ns).links.values())
+
+    def _add(self, ns, link: Link):
+        space = self._get(ns)
+        if link.name in space.links:
+            raise KernelError(f"netns {ns or _OWN}: link {link.name}: File exists")
+        space.links[link.name] = link
+
+    def add_veth(self, ns, name, peer_ns, peer, mac=None, peer_mac=None):
+        self._record("add_veth", ns, name, peer_ns, peer)
+        self._get(peer_ns)
+        if peer in self._get(peer_ns).links:
+            raise KernelError(f"netns {peer_ns or _OWN}: link {peer}: File exists")
+        self._add(ns, Link(name, "veth", mac or self._new_mac(), False, ifindex=next(self._ifindex)))
+        self._add(peer_ns, Link(peer, "veth", peer_mac or self._new_mac(), False, ifindex=next(self._ifindex)))
+        self.peers[(ns or _OWN, name)] = (peer_ns or _OWN, peer)
+        self.peers[(peer_ns or _OWN, peer)] = (ns or _OWN, name)
+
+    def add_bridge(self, ns, name, mac=None):
+        self._record("add_bridge", ns, name)
+        self._add(ns, Link(name, "bridge", mac or self._new_mac(), False, ifindex=next(self._ifindex)))
+
+    def add_dummy(self, ns, name):
+        self._record("add_dummy", ns, name)
+        self._add(ns, Link(name, "dummy", self._new_mac(), False, ifindex=next(self._ifindex)))
+
+    def set_link(self, ns, name, *, up=None, master=None, nomaster=False, mac=None):
+        self._record("set_link", ns, name, up, master, nomaster, mac)
+        link = self._link(ns, name)
+        if master is not None:
+            self._link(ns, master)
+            link = replace(link, master=master)
+        elif nomaster:
+            link = replace(link, master=None)
+        if mac is not None:
+            link = replace(link, mac=mac.lower())
+        if up is not None:
+            link = replace(link, up=up)
+        self._get(ns).links[name] = link
+
+    def del_link(self, ns, name):
+        self._record("del_link", ns, name)
+        space = self._get(ns)
+        if name in space.links:
+            del space.links[name]
+            space.addrs.pop(name, None)
+            peer = self.peers.pop((ns or _OWN, name), None)
+            if peer:
+                pns, pname = peer
+                self.ns.get(pns, _Ns()).links.pop(pname, None)
+                self.peers.pop(peer, None)
+
+    # addresses and routes
+    def addresses(self, ns, name):
+        self._link(ns, name)
+        return sorted(self._get(ns).addrs.get(name, set()))
+
+    def add_address(self, ns, name, cidr):
+        self._record("add_address", ns, name, cidr)
+        self._link(ns, name)
+        addrs = self._get(ns).addrs.setdefault(name, set())
+        if cidr in addrs:
+            raise KernelError(f"address {cidr} on {name}: File exists")
+        addrs.add(cidr)
+
+    def del_address(self, ns, name, cidr):
+        self._record("del_address", ns, name, cidr)
+        self._get(ns).addrs.get(name, set()).discard(cidr)
+
+    def routes(self, ns):
+        return list(self._get(ns).routes)
+
+    def add_route(self, ns, route):
+        self._record("add_route", ns, route)
+        space = self._get(ns)
+        if route.dev:
+            self._link(ns, route.dev)
+        if any(r.dst == route.dst and r.table == route.table for r in space.routes):
+            raise KernelError(f"route {route.dst}: File exists")
+        space.routes.append(route)
+
+    def del_route(self, ns, route):
+        self._record("del_route", ns, route)
+        space = self._get(ns)
+        space.routes = [r for r in space.routes if r != route]
+
+    # sysctl and nftables
+    def get_sysctls(self, ns, keys):
+        space = self._get(ns)
+        return {k: space.sysctls.get(k) for k in keys}
+
+    def set_sysctls(self, ns, values):
+        self._record("set_sysctls", ns, dict(values))
+        self._get(ns).sysctls.update({k: str(v) for k, v in values.items()})
+
+    def nft_tables(self, ns):
+        return sorted(self._get(ns).nft)
+
+    def nft_table(self, ns, family, name):
+        return self._get(ns).nft.get((family, name))
+
+    def nft_load(self, ns, ruleset):
+        self._record("nft_load", ns, ruleset)
+        space = self._get(ns)
+        for m in re.finditer(r"^\s*table\s+(\S+)\s+(\S+)", ruleset, re.M):
+            space.nft[(m.group(1), m.group(2))] = ruleset
+        for m in re.finditer(r"^\s*delete table\s+(\S+)\s+(\S+)", ruleset, re.M):
+            space.nft.pop((m.group(1), m.group(2)), None)
+
+    def nft_delete_table(self, ns, family, name):
+        self._record("nft_delete_table", ns, family, name)
+        self._get(ns).nft.pop((family, name), None)
+
+    # processes
+    def spawn(self, ns, argv, *, log=None, env=None, cwd=None):
+        self._record("spawn", ns, tuple(argv))
+        self._get(ns)
+        pid = next(self._pids)
+        self.procs[pid] = (ns, tuple(argv))
+        return pid
+
+    def alive(self, pid):
+        return pid in self.procs
+
+    def stop(self, pid, timeout=3.0):
+        self._record("stop", pid)
+        self.procs.pop(pid, None)
+
+    def netns_pids(self, ns):
+        return [pid for pid, (pns, _) in self.procs.items() if pns == ns]

@@ -1,0 +1,295 @@
+"""The real kernel: pyroute2 for netlink, nft for nftables, ip netns exec for processes."""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import subprocess
+import time
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+from pyroute2 import IPRoute, netns as pr_netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+from appliance.kernel.base import KernelError, Link, Route
+
+IFF_UP = 0x1
+_TABLES = {"main": 254, "local": 255}
+_TABLE_NAMES = {v: k for k, v in _TABLES.items()}
+
+
+def _run(argv: Sequence[str], *, input: str | None = None) -> str:
+    try:
+        res = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=30)
+    except FileNotFoundError as e:
+        raise KernelError(f"{argv[0]}: not installed ({e})") from e
+    if res.returncode != 0:
+        raise KernelError(f"{' '.join(argv)}: {res.stderr.strip() or res.stdout.strip()}")
+    return res.stdout
+
+
+def _in_ns(ns: str | None, argv: Sequence[str]) -> list[str]:
+    # nsenter keeps the mount namespace: cheaper than `ip netns exec` where
+    # /etc/netns files do not matter (sysctl, nft).
+    return list(argv) if ns is None else ["nsenter", f"--net=/run/netns/{ns}", *argv]
+
+
+class LinuxKernel:
+    def __init__(self) -> None:
+        self._children: dict[int, subprocess.Popen] = {}
+
+    # -- namespaces ---------------------------------------------------------
+    def list_netns(self) -> list[str]:
+        return sorted(pr_netns.listnetns())
+
+    def add_netns(self, name: str) -> None:
+        try:
+            pr_netns.create(name)
+        except OSError as e:
+            if e.errno != errno.EEXIST:
+                raise KernelError(f"netns {name}: {e}") from e
+        with self._ip(name) as ip:
+            ip.link("set", index=ip.link_lookup(ifname="lo")[0], state="up")
+
+    def del_netns(self, name: str) -> None:
+        try:
+            pr_netns.remove(name)
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                raise KernelError(f"netns {name}: {e}") from e
+
+    # -- links --------------------------------------------------------------
+    @contextmanager
+    def _ip(self, ns: str | None) -> Iterator[IPRoute]:
+        try:
+            ip = IPRoute(netns=ns) if ns else IPRoute()
+        except OSError as e:
+            raise KernelError(f"netns {ns}: {e}") from e
+        try:
+            yield ip
+        except NetlinkError as e:
+            raise KernelError(f"netns {ns or '(own)'}: {e}") from e
+        finally:
+            ip.close()
+
+    def _index(self, ip: IPRoute, ns: str | None, name: str) -> int:
+        idx = ip.link_lookup(ifname=name)
+        if not idx:
+            raise KernelError(f"netns {ns or '(own)'}: no link named {name}")
+        return idx[0]
+
+    def links(self, ns: str | None) -> list[Link]:
+        with self._ip(ns) as ip:
+            msgs = list(ip.get_links())
+        names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in msgs}
+        out = []
+        for m in msgs:
+            info = m.get_attr("IFLA_LINKINFO")
+            kind = info.get_attr("IFLA_INFO_KIND") if info else None
+            master = m.get_attr("IFLA_MASTER")
+            out.append(Link(
+                name=m.get_attr("IFLA_IFNAME"),
+                kind=kind or "device",
+                mac=(m.get_attr("IFLA_ADDRESS") or "").lower(),
+                up=bool(m["flags"] & IFF_UP),
+                master=names.get(master) if master else None,
+                mtu=m.get_attr("IFLA_MTU") or 0,
+                ifindex=m["index"],
+            ))
+        return out
+
+    def add_veth(self, ns, name, peer_ns, peer, mac=None, peer_mac=None) -> None:
+        peer_spec: dict = {"ifname": peer}
+        if peer_ns != ns:
+            # A name for the peer's namespace: ip netns names are resolved by pyroute2.
+            peer_spec["net_ns_fd"] = peer_ns if peer_ns else "/proc/1/ns/net"
+        if peer_mac:
+            peer_spec["address"] = peer_mac
+        kw = {"address": mac} if mac else {}
+        with self._ip(ns) as ip:
+            ip.link("add", ifname=name, kind="veth", peer=peer_spec, **kw)
+
+    def add_bridge(self, ns, name, mac=None) -> None:
+        kw = {"address": mac} if mac else {}
+        with self._ip(ns) as ip:
+            # STP off: the box must not emit BPDUs on either side.
+            ip.link("add", ifname=name, kind="bridge", br_stp_state=0, **kw)
+
+    def add_dummy(self, ns, name) -> None:
+        with self._ip(ns) as ip:
+            ip.link("add", ifname=name, kind="dummy")
+
+    def set_link(self, ns, name, *, up=None, master=None, nomaster=False, mac=None) -> None:
+        with self._ip(ns) as ip:
+            idx = self._index(ip, ns, name)
+            kw: dict = {}
+            if mac is not None:
+                kw["address"] = mac
+            if master is not None:
+                kw["master"] = self._index(ip, ns, master)
+            elif nomaster:
+                kw["master"] = 0
+            if kw:
+                ip.link("set", index=idx, **kw)
+            if up is not None:
+                ip.link("set", index=idx, state="up" if up else "down")
+
+    def del_link(self, ns, name) -> None:
+        with self._ip(ns) as ip:
+            idx = ip.link_lookup(ifname=name)
+            if idx:
+                ip.link("del", index=idx[0])
+
+    # -- addresses and routes ----------------------------------------------
+    def addresses(self, ns, name) -> list[str]:
+        with self._ip(ns) as ip:
+            idx = self._index(ip, ns, name)
+            return sorted(
+                f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+                for a in ip.get_addr(index=idx, family=socket.AF_INET)
+            )
+
+    def add_address(self, ns, name, cidr) -> None:
+        addr, plen = cidr.split("/")
+        with self._ip(ns) as ip:
+            ip.addr("add", index=self._index(ip, ns, name), address=addr, prefixlen=int(plen))
+
+    def del_address(self, ns, name, cidr) -> None:
+        addr, plen = cidr.split("/")
+        with self._ip(ns) as ip:
+            ip.addr("del", index=self._index(ip, ns, name), address=addr, prefixlen=int(plen))
+
+    def routes(self, ns) -> list[Route]:
+        out = []
+        with self._ip(ns) as ip:
+            names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ip.get_links()}
+            for r in ip.get_routes(family=socket.AF_INET):
+                if r["proto"] == 2:
+                    continue  # made by the kernel from an address: not ours to manage
+                table = r.get_attr("RTA_TABLE") or r["table"]
+                dst = r.get_attr("RTA_DST")
+                dst = f"{dst}/{r['dst_len']}" if dst else "default"
+                oif = r.get_attr("RTA_OIF")
+                out.append(Route(
+                    dst=dst,
+                    via=r.get_attr("RTA_GATEWAY"),
+                    dev=names.get(oif) if oif else None,
+                    type="local" if r["type"] == 2 else "unicast",
+                    table=_TABLE_NAMES.get(table, str(table)),
+                ))
+        return out
+
+    def _route_kw(self, ip: IPRoute, ns, route: Route) -> dict:
+        kw: dict = {"dst": route.dst if route.dst != "default" else "0.0.0.0/0"}
+        if route.via:
+            kw["gateway"] = route.via
+        if route.dev:
+            kw["oif"] = self._index(ip, ns, route.dev)
+        if route.type == "local":
+            kw["type"] = "local"
+        kw["table"] = _TABLES.get(route.table) or int(route.table)
+        return kw
+
+    def add_route(self, ns, route: Route) -> None:
+        with self._ip(ns) as ip:
+            ip.route("add", **self._route_kw(ip, ns, route))
+
+    def del_route(self, ns, route: Route) -> None:
+        with self._ip(ns) as ip:
+            ip.route("del", **self._route_kw(ip, ns, route))
+
+    # -- sysctl -------------------------------------------------------------
+    def get_sysctls(self, ns, keys) -> dict[str, str | None]:
+        if not keys:
+            return {}
+        res = subprocess.run(_in_ns(ns, ["sysctl", "-e", *keys]), capture_output=True, text=True)
+        out: dict[str, str | None] = {k: None for k in keys}
+        for line in res.stdout.splitlines():
+            k, _, v = line.partition(" = ")
+            if k in out:
+                out[k] = v.strip()
+        return out
+
+    def set_sysctls(self, ns, values) -> None:
+        if values:
+            _run(_in_ns(ns, ["sysctl", "-q", "-w", *(f"{k}={v}" for k, v in values.items())]))
+
+    # -- nftables -----------------------------------------------------------
+    def nft_tables(self, ns) -> list[tuple[str, str]]:
+        out = _run(_in_ns(ns, ["nft", "list", "tables"]))
+        tables = []
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == "table":
+                tables.append((parts[1], parts[2]))
+        return tables
+
+    def nft_table(self, ns, family, name) -> str | None:
+        if (family, name) not in self.nft_tables(ns):
+            return None
+        return _run(_in_ns(ns, ["nft", "list", "table", family, name]))
+
+    def nft_load(self, ns, ruleset) -> None:
+        # nft -f applies a file as one transaction: all or nothing.
+        _run(_in_ns(ns, ["nft", "-f", "-"]), input=ruleset)
+
+    def nft_delete_table(self, ns, family, name) -> None:
+        if (family, name) in self.nft_tables(ns):
+            _run(_in_ns(ns, ["nft", "delete", "table", family, name]))
+
+    # -- processes ----------------------------------------------------------
+    def spawn(self, ns, argv, *, log=None, env=None, cwd=None) -> int:
+        # `ip netns exec` also binds /etc/netns/NS/* over /etc, which is how
+        # lab clients get their own resolv.conf.
+        full = list(argv) if ns is None else ["ip", "netns", "exec", ns, *argv]
+        out = open(log, "ab") if log else subprocess.DEVNULL
+        try:
+            p = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                 env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)
+        except OSError as e:
+            raise KernelError(f"spawn {argv[0]} in {ns or '(own)'}: {e}") from e
+        finally:
+            if log:
+                out.close()
+        self._children[p.pid] = p
+        return p.pid
+
+    def alive(self, pid: int) -> bool:
+        child = self._children.get(pid)
+        if child is not None:
+            return child.poll() is None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    def stop(self, pid: int, timeout: float = 3.0) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.alive(pid):
+                time.sleep(0.02)
+            if not self.alive(pid):
+                break
+        child = self._children.pop(pid, None)
+        if child is not None:
+            child.wait(timeout=timeout)
+
+    def netns_pids(self, ns: str) -> list[int]:
+        try:
+            out = _run(["ip", "netns", "pids", ns])
+        except KernelError:
+            return []
+        return [int(p) for p in out.split()]

@@ -1,0 +1,150 @@
+"""Make the kernel hold a desired state, changing only what differs.
+
+`reconcile(kernel, objects)` walks the objects in dependency order
+(namespaces, bridges and dummies, veths, addresses, routes, sysctls,
+nftables), compares each with what the kernel reports, and returns the list
+of changes it made; a second run with the same objects returns [] and makes
+no mutating call. `remove` undoes objects in reverse order.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from appliance.kernel.base import Kernel
+from appliance.kernel.desired import (
+    Address, Bridge, Dummy, Namespace, NftTable, Object, RouteEntry, Sysctls, Veth,
+)
+
+_ORDER = (Namespace, Bridge, Dummy, Veth, Address, RouteEntry, Sysctls, NftTable)
+Progress = Callable[[str], None]
+
+
+def ordered(objects: Iterable[Object]) -> list[Object]:
+    rank = {cls: i for i, cls in enumerate(_ORDER)}
+    return sorted(objects, key=lambda o: rank[type(o)])  # stable: plan order kept within a kind
+
+
+class _View:
+    """Caches what the kernel reports per namespace during one reconcile."""
+
+    def __init__(self, kernel: Kernel):
+        self.k = kernel
+        self._links: dict = {}
+
+    def links(self, ns):
+        if ns not in self._links:
+            self._links[ns] = {l.name: l for l in self.k.links(ns)}
+        return self._links[ns]
+
+    def forget(self, ns):
+        self._links.pop(ns, None)
+
+
+def _ensure_link_props(v: _View, ns, name, mac, master, changes, what):
+    link = v.links(ns)[name]
+    if mac and link.mac != mac.lower():
+        v.k.set_link(ns, name, mac=mac.lower())
+        changes.append(f"~ {what}: mac {link.mac} -> {mac.lower()}")
+    if master and link.master != master:
+        v.k.set_link(ns, name, master=master)
+        changes.append(f"~ {what}: master {master}")
+    if not link.up:
+        v.k.set_link(ns, name, up=True)
+        changes.append(f"~ {what}: up")
+    v.forget(ns)
+
+
+def _apply_one(v: _View, obj: Object, changes: list[str]) -> None:
+    k = v.k
+    if isinstance(obj, Namespace):
+        if obj.name not in k.list_netns():
+            k.add_netns(obj.name)
+            changes.append(f"+ {obj.key()}")
+    elif isinstance(obj, Bridge):
+        if obj.name not in v.links(obj.ns):
+            k.add_bridge(obj.ns, obj.name, obj.mac)
+            changes.append(f"+ {obj.key()}")
+            v.forget(obj.ns)
+        _ensure_link_props(v, obj.ns, obj.name, obj.mac, None, changes, obj.key())
+    elif isinstance(obj, Dummy):
+        if obj.name not in v.links(obj.ns):
+            k.add_dummy(obj.ns, obj.name)
+            changes.append(f"+ {obj.key()}")
+            v.forget(obj.ns)
+        _ensure_link_props(v, obj.ns, obj.name, None, None, changes, obj.key())
+    elif isinstance(obj, Veth):
+        have = obj.name in v.links(obj.ns)
+        have_peer = obj.peer in v.links(obj.peer_ns)
+        if have != have_peer:
+            # Half a pair is left from something else: start this pair afresh.
+            if have:
+                k.del_link(obj.ns, obj.name)
+            if have_peer:
+                k.del_link(obj.peer_ns, obj.peer)
+            have = False
+        if not have:
+            k.add_veth(obj.ns, obj.name, obj.peer_ns, obj.peer, obj.mac, obj.peer_mac)
+            changes.append(f"+ {obj.key()}")
+            v.forget(obj.ns)
+            v.forget(obj.peer_ns)
+        _ensure_link_props(v, obj.ns, obj.name, obj.mac, obj.master, changes, f"{obj.ns}/{obj.name}")
+        _ensure_link_props(v, obj.peer_ns, obj.peer, obj.peer_mac, obj.peer_master, changes,
+                           f"{obj.peer_ns}/{obj.peer}")
+    elif isinstance(obj, Address):
+        if obj.cidr not in k.addresses(obj.ns, obj.dev):
+            k.add_address(obj.ns, obj.dev, obj.cidr)
+            changes.append(f"+ {obj.key()}")
+    elif isinstance(obj, RouteEntry):
+        if obj.route not in k.routes(obj.ns):
+            k.add_route(obj.ns, obj.route)
+            changes.append(f"+ {obj.key()}")
+    elif isinstance(obj, Sysctls):
+        want = dict(obj.values)
+        have = k.get_sysctls(obj.ns, list(want))
+        # A key the kernel does not have (br_netfilter not loaded) has nothing to turn off.
+        diff = {key: val for key, val in want.items() if have.get(key) is not None and have[key] != val}
+        if diff:
+            k.set_sysctls(obj.ns, diff)
+            changes.append(f"~ sysctl {obj.ns}: " + " ".join(f"{a}={b}" for a, b in diff.items()))
+    elif isinstance(obj, NftTable):
+        current = k.nft_table(obj.ns, obj.family, obj.name)
+        if current is None or f"appliance:{obj.digest}" not in current:
+            k.nft_load(obj.ns, obj.ruleset())
+            changes.append(f"{'+' if current is None else '~'} {obj.key()}")
+    else:  # pragma: no cover - a new kind of object without a rule is a bug
+        raise TypeError(f"no reconcile rule for {type(obj).__name__}")
+
+
+def reconcile(kernel: Kernel, objects: Iterable[Object], progress: Progress | None = None) -> list[str]:
+    view = _View(kernel)
+    changes: list[str] = []
+    for obj in ordered(objects):
+        before = len(changes)
+        _apply_one(view, obj, changes)
+        if progress:
+            for line in changes[before:]:
+                progress(line)
+    return changes
+
+
+def remove(kernel: Kernel, objects: Iterable[Object]) -> list[str]:
+    """Remove what the objects describe; namespaces last (they take their links along)."""
+    changes = []
+    present = set(kernel.list_netns())
+    for obj in reversed(ordered(objects)):
+        ns = getattr(obj, "ns", None)
+        if ns is not None and ns not in present:
+            continue
+        if isinstance(obj, Namespace) and obj.name in present:
+            kernel.del_netns(obj.name)
+            present.discard(obj.name)
+            changes.append(f"- {obj.key()}")
+        elif isinstance(obj, NftTable):
+            if kernel.nft_table(obj.ns, obj.family, obj.name) is not None:
+                kernel.nft_delete_table(obj.ns, obj.family, obj.name)
+                changes.append(f"- {obj.key()}")
+        elif isinstance(obj, (Bridge, Dummy, Veth)):
+            if obj.name in {l.name for l in kernel.links(obj.ns)}:
+                kernel.del_link(obj.ns, obj.name)
+                changes.append(f"- {obj.key()}")
+    return changes

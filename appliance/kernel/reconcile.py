@@ -8,6 +8,7 @@ no mutating call. `remove` undoes objects in reverse order.
 """
 from __future__ import annotations
 
+import re
 from typing import Callable, Iterable
 
 from appliance.kernel.base import Kernel
@@ -15,13 +16,22 @@ from appliance.kernel.desired import (
     Address, Bridge, Dummy, Namespace, NftTable, Object, RouteEntry, Sysctls, Veth,
 )
 
-_ORDER = (Namespace, Bridge, Dummy, Veth, Address, RouteEntry, Sysctls, NftTable)
+_ORDER = (Namespace, "namespace sysctls", Bridge, Dummy, Veth, Address, RouteEntry, Sysctls, NftTable)
+_RANK = {k: i for i, k in enumerate(_ORDER)}
+_PER_LINK = re.compile(r"\.conf\.(?!all\.|default\.)[^.]+\.")
 Progress = Callable[[str], None]
 
 
+def _rank(obj: Object) -> int:
+    # Namespace-wide sysctls (all/default, bridge-nf) go before any link
+    # exists, so a new link never chatters (IPv6 DAD, RS) before it is quiet.
+    if isinstance(obj, Sysctls) and not any(_PER_LINK.search(k) for k, _ in obj.values):
+        return _RANK["namespace sysctls"]
+    return _RANK[type(obj)]
+
+
 def ordered(objects: Iterable[Object]) -> list[Object]:
-    rank = {cls: i for i, cls in enumerate(_ORDER)}
-    return sorted(objects, key=lambda o: rank[type(o)])  # stable: plan order kept within a kind
+    return sorted(objects, key=_rank)  # stable: plan order kept within a kind
 
 
 class _View:
@@ -52,6 +62,12 @@ def _ensure_link_props(v: _View, ns, name, mac, master, changes, what):
         v.k.set_link(ns, name, up=True)
         changes.append(f"~ {what}: up")
     v.forget(ns)
+
+
+def _same_route(want, have) -> bool:
+    # The kernel always reports the output device; a plan may leave it to the kernel.
+    return (want.dst, want.via, want.type, want.table) == (have.dst, have.via, have.type, have.table) \
+        and (want.dev is None or want.dev == have.dev)
 
 
 def _apply_one(v: _View, obj: Object, changes: list[str]) -> None:
@@ -95,7 +111,7 @@ def _apply_one(v: _View, obj: Object, changes: list[str]) -> None:
             k.add_address(obj.ns, obj.dev, obj.cidr)
             changes.append(f"+ {obj.key()}")
     elif isinstance(obj, RouteEntry):
-        if obj.route not in k.routes(obj.ns):
+        if not any(_same_route(obj.route, r) for r in k.routes(obj.ns)):
             k.add_route(obj.ns, obj.route)
             changes.append(f"+ {obj.key()}")
     elif isinstance(obj, Sysctls):

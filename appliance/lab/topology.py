@@ -1,0 +1,193 @@
+"""The lab's home network as data: the "before" picture of the seed's home.
+
+    internet ---- modem ====== box ====== home switch ---- client1..N
+    (web, DNS)    192.168.1.1  enp5s0     (bridge sw0)     dhclient, dig, curl
+                  dnsmasq,NAT  enp1s0
+
+`build(spec)` is pure: it returns the namespaces, links, addresses, routes,
+sysctls and nftables tables (`appliance.kernel.desired`) plus the processes
+the lab runs. Every namespace name starts with the spec's prefix, so several
+labs and test runs can coexist; link names only need to be unique inside
+their own namespace, so they are the same in every lab.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+
+from appliance.kernel.base import Route
+from appliance.kernel.desired import (
+    Address, Bridge, Namespace, NftTable, Object, RouteEntry, Sysctls, Veth,
+)
+
+MAX_CLIENTS = 16
+_PREFIX = re.compile(r"^[a-z][a-z0-9]{0,7}$")
+
+LAN = "192.168.1.0/24"
+MODEM_LAN_IP = "192.168.1.1"
+MODEM_LAN_MAC = "02:4d:4f:44:45:4d"  # fixed, like a real modem's burned-in MAC
+MODEM_DHCP_RANGE = ("192.168.1.100", "192.168.1.200")
+WAN_NET = "203.0.113.0/24"  # TEST-NET-3: the ISP link between modem and internet
+INTERNET_WAN_IP = "203.0.113.1"
+MODEM_WAN_IP = "203.0.113.2"
+PUBLIC_RESOLVER = "198.51.100.53"  # TEST-NET-2: "public" DNS on the internet side
+
+# Test zones: one web address per domain, served by the internet namespace.
+SITES = {
+    "www.example.test": "198.51.100.10",
+    "www.blocked.test": "198.51.100.11",
+    "www.proxied.test": "198.51.100.12",
+}
+ZONES = ("example.test", "blocked.test", "proxied.test")
+
+UPLINK_NIC, DOWNLINK_NIC = "enp5s0", "enp1s0"
+UPLINK_MAC, DOWNLINK_MAC = "52:54:00:00:05:00", "52:54:00:00:01:00"
+
+
+class LabError(ValueError):
+    """Bad lab input; the message names the field and the problem."""
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    prefix: str = "lab"
+    clients: int = 3
+
+    def __post_init__(self):
+        if not isinstance(self.prefix, str) or not _PREFIX.match(self.prefix):
+            raise LabError(
+                f"prefix: {self.prefix!r} is not valid: use 1-8 lowercase letters or digits, "
+                "starting with a letter (it prefixes every namespace name)"
+            )
+        if isinstance(self.clients, bool) or not isinstance(self.clients, int) \
+                or not 1 <= self.clients <= MAX_CLIENTS:
+            raise LabError(f"clients: {self.clients!r} is not valid: use a whole number from 1 to {MAX_CLIENTS}")
+
+    def ns(self, role: str) -> str:
+        return f"{self.prefix}-{role}"
+
+    @property
+    def internet(self) -> str:
+        return self.ns("internet")
+
+    @property
+    def modem(self) -> str:
+        return self.ns("modem")
+
+    @property
+    def box(self) -> str:
+        return self.ns("box")
+
+    @property
+    def home(self) -> str:
+        return self.ns("home")
+
+    def client(self, i: int) -> str:
+        return self.ns(f"client{i}")
+
+    @property
+    def client_names(self) -> list[str]:
+        return [self.client(i) for i in range(1, self.clients + 1)]
+
+    @property
+    def namespaces(self) -> list[str]:
+        return [self.internet, self.modem, self.box, self.home, *self.client_names]
+
+
+def client_mac(i: int) -> str:
+    return f"02:00:00:00:10:{i:02x}"
+
+
+@dataclass(frozen=True)
+class LabProcess:
+    name: str
+    ns: str
+    argv: tuple[str, ...]
+
+
+# Quiet namespaces: no IPv6 chatter, and bridged frames never pass through
+# the host's iptables (br_netfilter is loaded on these machines; the switch
+# is per namespace).
+_QUIET = (
+    ("net.ipv6.conf.all.disable_ipv6", "1"),
+    ("net.ipv6.conf.default.disable_ipv6", "1"),
+)
+_NO_BR_NF = (
+    ("net.bridge.bridge-nf-call-iptables", "0"),
+    ("net.bridge.bridge-nf-call-ip6tables", "0"),
+    ("net.bridge.bridge-nf-call-arptables", "0"),
+)
+
+
+def build(spec: LabSpec) -> list[Object]:
+    s = spec
+    objs: list[Object] = [Namespace(n) for n in s.namespaces]
+    for n in s.namespaces:
+        objs.append(Sysctls(n, _QUIET))
+
+    # internet: the ISP side, web sites and authoritative DNS.
+    objs += [
+        Veth(s.internet, "isp0", s.modem, "wan0"),
+        Address(s.internet, "isp0", f"{INTERNET_WAN_IP}/24"),
+        # Service addresses live on lo: the kernel may lack the dummy driver.
+        Address(s.internet, "lo", f"{PUBLIC_RESOLVER}/32"),
+        *(Address(s.internet, "lo", f"{ip}/32") for ip in sorted(set(SITES.values()))),
+    ]
+
+    # modem: NAT router with DHCP and DNS forwarding on its LAN side.
+    objs += [
+        Address(s.modem, "wan0", f"{MODEM_WAN_IP}/24"),
+        RouteEntry(s.modem, Route(dst="default", via=INTERNET_WAN_IP)),
+        Veth(s.modem, "lan0", s.box, UPLINK_NIC, mac=MODEM_LAN_MAC, peer_mac=UPLINK_MAC, peer_master="br0"),
+        Address(s.modem, "lan0", f"{MODEM_LAN_IP}/24"),
+        Sysctls(s.modem, (("net.ipv4.ip_forward", "1"),)),
+        NftTable(s.modem, "ip", "modem_nat",
+                 "  chain postrouting {\n"
+                 "    type nat hook postrouting priority srcnat; policy accept;\n"
+                 '    oifname "wan0" masquerade\n'
+                 "  }"),
+    ]
+
+    # box: the appliance's hardware; a plain bridge until the appliance applies.
+    objs += [
+        Bridge(s.box, "br0"),
+        Veth(s.box, DOWNLINK_NIC, s.home, "box", mac=DOWNLINK_MAC, master="br0", peer_master="sw0"),
+        Sysctls(s.box, _NO_BR_NF),
+    ]
+
+    # home: the home switch and its clients.
+    objs += [Bridge(s.home, "sw0"), Sysctls(s.home, _NO_BR_NF)]
+    for i, c in enumerate(s.client_names, start=1):
+        objs.append(Veth(s.home, f"c{i}", c, "eth0", peer_mac=client_mac(i), master="sw0"))
+    return objs
+
+
+def processes(spec: LabSpec, rundir: str) -> list[LabProcess]:
+    s = spec
+    py = sys.executable
+    zone_args = []
+    for name, ip in SITES.items():
+        zone_args.append(f"--host-record={name},{ip}")
+    for zone in ZONES:
+        zone_args.append(f"--local=/{zone}/")  # authoritative: unknown names get NXDOMAIN
+        zone_args.append(f"--host-record={zone},{SITES['www.' + zone]}")
+    return [
+        LabProcess("web", s.internet, (py, "-m", "appliance.lab.web", "--port", "80")),
+        LabProcess("dns", s.internet, (
+            "dnsmasq", "--keep-in-foreground", "--user=root", "--group=root", "--conf-file=/dev/null",
+            f"--pid-file={rundir}/dns.pid", "--no-resolv", "--no-hosts", "--bind-interfaces",
+            f"--listen-address={PUBLIC_RESOLVER}",
+            "--log-queries", f"--log-facility={rundir}/dns.log", *zone_args,
+        )),
+        LabProcess("modem", s.modem, (
+            "dnsmasq", "--keep-in-foreground", "--user=root", "--group=root", "--conf-file=/dev/null",
+            f"--pid-file={rundir}/modem.pid", "--no-resolv", "--no-hosts", f"--server={PUBLIC_RESOLVER}",
+            "--interface=lan0", "--bind-interfaces", "--except-interface=lo",
+            f"--dhcp-range={MODEM_DHCP_RANGE[0]},{MODEM_DHCP_RANGE[1]},255.255.255.0,12h",
+            f"--dhcp-option=option:router,{MODEM_LAN_IP}",
+            f"--dhcp-option=option:dns-server,{MODEM_LAN_IP}",
+            "--dhcp-authoritative", f"--dhcp-leasefile={rundir}/modem.leases",
+            "--log-dhcp", "--log-queries", f"--log-facility={rundir}/modem.log",
+        )),
+    ]

@@ -1,0 +1,65 @@
+"""The internet namespace's web server: one page per test site.
+
+The page names the site it was asked for, so a test can tell which site
+(and which path through the network) answered. `/bytes/N` streams N
+pseudo-random bytes (for download tests); `/health` answers "ok".
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+CHUNK = hashlib.sha256(b"lab").digest() * 2048  # 64 KiB, the same in every run
+
+
+def page(host: str) -> bytes:
+    return f"<html><body><h1>internet page for {host}</h1></body></html>\n".encode()
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "labweb/1"
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):  # noqa: N802 - the http.server interface
+        host = (self.headers.get("Host") or "").split(":")[0] or self.server.server_address[0]
+        if self.path == "/health":
+            return self._send(b"ok\n", "text/plain")
+        if self.path.startswith("/bytes/"):
+            try:
+                n = int(self.path.split("/")[2])
+            except ValueError:
+                return self.send_error(400, "size must be a number")
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            while n > 0:
+                part = CHUNK[: min(n, len(CHUNK))]
+                self.wfile.write(part)
+                n -= len(part)
+            return None
+        return self._send(page(host), "text/html")
+
+    def _send(self, body: bytes, ctype: str):
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt, *args):
+        pass
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--port", type=int, default=80)
+    ap.add_argument("--bind", default="0.0.0.0")
+    args = ap.parse_args(argv)
+    ThreadingHTTPServer.daemon_threads = True
+    ThreadingHTTPServer((args.bind, args.port), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    main()

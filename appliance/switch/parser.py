@@ -1,0 +1,528 @@
+"""Parse flow text as `ovs-ofctl add-flow`/`add-flows` and `dump-flows` write it.
+
+``parse_flow(text)`` reads one flow, ``parse_flows(text)`` a file (blank
+lines and lines starting with ``#`` skipped, a trailing ``\\`` joins the
+next line). Both return typed `Flow` objects or raise `FlowSyntaxError`
+with ``.line``, ``.column`` (1-based, in the original text) and
+``.message``; a file with any error yields nothing, so nothing partial can
+be applied.
+
+Where Open vSwitch is lenient in ways that surprise, this parser is strict:
+
+- a field without its prerequisite (``nw_src=10.0.0.1`` without ``ip``)
+  is an error that says what to add, where OVS silently drops the field;
+- a field given twice with different values, or a shorthand that
+  contradicts a field (``udp,nw_proto=6``), is an error, where OVS keeps
+  the last one.
+
+Normalisations OVS applies silently (host bits outside a mask, a zero mask,
+a field that repeats a shorthand) are applied too and recorded in
+``Flow.notes`` for lint to report.
+
+Port names resolve through ``port_map`` (name -> OpenFlow port number);
+the reserved names (LOCAL, IN_PORT, ...) are case-insensitive and always win.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, replace
+from typing import Mapping
+
+from . import fields as F
+from . import flows as FL
+from .fields import FIELD_BY_NAME
+from .flows import Flow, Match
+
+
+class FlowSyntaxError(ValueError):
+    """An error in flow text, located by line and column (both 1-based)."""
+
+    def __init__(self, message: str, line: int = 1, column: int = 1, text: str | None = None):
+        self.message = message
+        self.line = line
+        self.column = column
+        self.text = text
+        super().__init__(f"line {line}, column {column}: {message}")
+
+
+@dataclass
+class _Tok:
+    key: str
+    value: str | None
+    kcol: int   # 0-based offset of the key in the flow string
+    vcol: int   # 0-based offset of the value
+
+
+class _Located:
+    """Turns offsets in a (possibly joined) flow string into (line, column)."""
+
+    def __init__(self, positions: list[tuple[int, int]] | None, line: int, base_col: int = 0):
+        self.positions = positions
+        self.line = line
+        self.base_col = base_col
+
+    def error(self, message: str, offset: int) -> FlowSyntaxError:
+        if self.positions:
+            offset = max(0, min(offset, len(self.positions) - 1))
+            ln, col = self.positions[offset]
+            return FlowSyntaxError(message, ln, col + 1)
+        return FlowSyntaxError(message, self.line, self.base_col + offset + 1)
+
+
+_ACTIONS_RE = re.compile(r"(?:^|[\s,])(actions?)\s*=")
+_SEP = " \t\r\n,"
+_STAT_KEYS = {"duration", "n_packets", "n_bytes", "idle_age", "hard_age", "importance"}
+
+
+def _split_kv(s: str, start: int, end: int) -> list[_Tok]:
+    """Split s[start:end] at commas/whitespace into key[=value] tokens
+    (like OVS's ofputil_parse_key_value: ':' also separates key and value)."""
+    toks: list[_Tok] = []
+    i = start
+    while i < end:
+        while i < end and s[i] in _SEP:
+            i += 1
+        if i >= end:
+            break
+        j = i
+        depth = 0
+        while j < end and (depth or s[j] not in _SEP):
+            if s[j] == "(":
+                depth += 1
+            elif s[j] == ")":
+                depth -= 1
+            j += 1
+        tok = s[i:j]
+        m = re.search(r"[=:]", tok)
+        if m:
+            toks.append(_Tok(tok[:m.start()], tok[m.start() + 1:], i, i + m.start() + 1))
+        else:
+            toks.append(_Tok(tok, None, i, i))
+        i = j
+    return toks
+
+
+def _int(text: str, what: str, lo: int, hi: int) -> int:
+    try:
+        v = int(text, 0)
+    except ValueError:
+        try:
+            v = int(text, 10)  # leading zeros: "010" is 10, as strtol base 10 reads it
+        except ValueError:
+            raise ValueError(f"{what}: {text!r} is not a number") from None
+    if not lo <= v <= hi:
+        raise ValueError(f"{what}: {v} is out of range {lo}..{hi}")
+    return v
+
+
+def _mac(text: str, what: str) -> int:
+    if not re.fullmatch(r"[0-9A-Fa-f]{1,2}(:[0-9A-Fa-f]{1,2}){5}", text):
+        raise ValueError(f"{what}: {text!r} is not a MAC address (xx:xx:xx:xx:xx:xx)")
+    return int("".join(p.zfill(2) for p in text.split(":")), 16)
+
+
+def _ipv4(text: str, what: str) -> int:
+    try:
+        return int(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise ValueError(f"{what}: {text!r} is not an IPv4 address") from None
+
+
+def _ipv6(text: str, what: str) -> int:
+    try:
+        return int(ipaddress.IPv6Address(text))
+    except ValueError:
+        raise ValueError(f"{what}: {text!r} is not an IPv6 address") from None
+
+
+def _value_mask(fld: F.Field, text: str, name: str) -> tuple[int, int]:
+    """Parse 'value' or 'value/mask' for a field into ints (mask not yet applied)."""
+    if "/" in text:
+        if not fld.maskable:
+            raise ValueError(f"{name} does not take a mask")
+        vtext, mtext = text.split("/", 1)
+    else:
+        vtext, mtext = text, None
+    full = fld.full_mask
+    if fld.kind == F.MAC:
+        v = _mac(vtext, name)
+        m = full if mtext is None else _mac(mtext, f"{name} mask")
+    elif fld.kind == F.IPV4:
+        v = _ipv4(vtext, name)
+        if mtext is None:
+            m = full
+        elif mtext.isdigit():
+            plen = int(mtext)
+            if plen > 32:
+                raise ValueError(f"{name}: prefix length /{plen} is more than 32")
+            m = (full << (32 - plen)) & full
+        else:
+            m = _ipv4(mtext, f"{name} mask")
+    elif fld.kind == F.IPV6:
+        v = _ipv6(vtext, name)
+        if mtext is None:
+            m = full
+        elif mtext.isdigit():
+            plen = int(mtext)
+            if plen > 128:
+                raise ValueError(f"{name}: prefix length /{plen} is more than 128")
+            m = (full << (128 - plen)) & full
+        else:
+            m = _ipv6(mtext, f"{name} mask")
+    else:
+        v = _int(vtext, name, 0, full)
+        m = full if mtext is None else _int(mtext, f"{name} mask", 0, full)
+    return v, m
+
+
+def parse_port(text: str, port_map: Mapping[str, int] | None, what: str = "port") -> int:
+    """A port: a reserved name (any case), a name from port_map, or a number."""
+    up = text.upper()
+    if up in FL.RESERVED_PORTS:
+        return FL.RESERVED_PORTS[up]
+    if port_map and text in port_map:
+        return port_map[text]
+    if text.isdigit() or text.lower().startswith("0x"):
+        v = _int(text, what, 0, 0xFFFF)
+        if v == 0 or (FL.OFPP_MAX <= v and v not in FL.RESERVED_NAMES):
+            raise ValueError(f"{what}: {v} is not a valid OpenFlow port (1..{FL.OFPP_MAX - 1} or a reserved name)")
+        return v
+    known = ", ".join(sorted(port_map)) if port_map else "none (no bridge given)"
+    raise ValueError(f"{what}: unknown port {text!r} (known ports: {known})")
+
+
+class _MatchBuilder:
+    def __init__(self, loc: _Located):
+        self.loc = loc
+        self.values: dict[str, int] = {}
+        self.masks: dict[str, int] = {}
+        self.where: dict[str, int] = {}
+        self.notes: list[str] = []
+        self.shorthand: str | None = None
+
+    def set(self, name: str, value: int, mask: int, col: int, spelled: str) -> None:
+        fld = FIELD_BY_NAME[name]
+        mask &= fld.full_mask
+        if value & ~mask & fld.full_mask:
+            norm = Match({name: value}, {name: mask})
+            shown = norm.to_ofctl() or f"{name}=*"
+            self.notes.append(f"{spelled} has bits outside its mask; OVS stores it as {shown}")
+            value &= mask
+        if mask == 0:
+            self.notes.append(f"{spelled} has a zero mask and matches anything; OVS drops it")
+            return
+        if name in self.masks:
+            if self.masks[name] == mask and self.values[name] == value:
+                self.notes.append(f"{spelled} repeats a match already given")
+                return
+            common = self.masks[name] & mask
+            if name == "vlan_tci" and not (self.values[name] ^ value) & common:
+                # dl_vlan and dl_vlan_pcp set different bits of one field.
+                self.values[name] |= value
+                self.masks[name] |= mask
+                return
+            raise self.loc.error(f"{spelled} conflicts with an earlier match on {name}", col)
+        self.values[name] = value
+        self.masks[name] = mask
+        self.where[name] = col
+
+
+def _parse_match_tokens(toks: list[_Tok], loc: _Located, port_map, mb: _MatchBuilder,
+                        extra: dict | None) -> None:
+    """Fill mb from tokens. `extra` (None for a bare match) collects
+    table/priority/cookie/timeouts."""
+    # First pass: the protocol, so aliases that depend on it (nw_src on ARP)
+    # resolve the same whichever order the user wrote things in.
+    dl_type: int | None = None
+    for t in toks:
+        k = t.key.lower()
+        if t.value is None and k in F.SHORTHANDS:
+            dl_type = F.SHORTHANDS[k][0]
+        elif k in ("dl_type", "eth_type") and t.value:
+            try:
+                dl_type = int(t.value, 0)
+            except ValueError:
+                pass
+    for t in toks:
+        k = t.key
+        kl = k.lower()
+        try:
+            if t.value is None:
+                if kl in F.SHORTHANDS:
+                    dt, proto = F.SHORTHANDS[kl]
+                    if "dl_type" in mb.masks and mb.values["dl_type"] != dt:
+                        raise mb.loc.error(f"'{k}' contradicts the dl_type already given", t.kcol)
+                    if proto is not None and "nw_proto" in mb.masks and mb.values["nw_proto"] != proto:
+                        raise mb.loc.error(f"'{k}' contradicts the nw_proto already given", t.kcol)
+                    if mb.shorthand and mb.shorthand != kl:
+                        mb.notes.append(f"'{k}' follows '{mb.shorthand}'")
+                    mb.shorthand = kl
+                    mb.values["dl_type"], mb.masks["dl_type"] = dt, 0xFFFF
+                    mb.where.setdefault("dl_type", t.kcol)
+                    if proto is not None:
+                        mb.values["nw_proto"], mb.masks["nw_proto"] = proto, 0xFF
+                        mb.where.setdefault("nw_proto", t.kcol)
+                    continue
+                if kl in FL.RESERVED_PORTS or kl in ("drop",):
+                    raise mb.loc.error(f"'{k}' looks like an action; actions go after 'actions='", t.kcol)
+                raise mb.loc.error(f"'{k}' is not a field or a protocol (ip, arp, tcp, udp, icmp, ipv6, tcp6, udp6)", t.kcol)
+            v = t.value
+            if v == "":
+                raise mb.loc.error(f"{k}: missing value after '='", t.vcol)
+            if extra is not None and kl in ("table", "priority", "cookie", "idle_timeout", "hard_timeout"):
+                if kl in extra:
+                    raise mb.loc.error(f"{kl} given twice", t.kcol)
+                if kl == "table":
+                    extra[kl] = _int(v, "table", 0, FL.N_TABLES - 1)
+                elif kl == "priority":
+                    extra[kl] = _int(v, "priority", 0, FL.MAX_PRIORITY)
+                elif kl == "cookie":
+                    if "/" in v:
+                        raise ValueError("cookie: a mask is only meaningful to del-flows")
+                    extra[kl] = _int(v, "cookie", 0, (1 << 64) - 1)
+                else:
+                    extra[kl] = _int(v, kl, 0, 65535)
+                continue
+            if extra is not None and kl in _STAT_KEYS:
+                continue  # dump-flows counters read back in: not part of the flow
+            if kl == "in_port":
+                port = parse_port(v, port_map, "in_port")
+                mb.set("in_port", port, 0xFFFF, t.kcol, f"in_port={v}")
+                continue
+            if kl == "dl_vlan":
+                vid = _int(v, "dl_vlan", 0, 0xFFFF)
+                if vid == 0xFFFF:
+                    mb.set("vlan_tci", 0, 0xFFFF, t.kcol, "dl_vlan=0xffff")
+                elif vid > 4095:
+                    raise ValueError(f"dl_vlan: {vid} is not a VLAN id (0..4095, or 0xffff for untagged)")
+                else:
+                    mb.set("vlan_tci", F.VLAN_CFI | vid, F.VLAN_CFI | F.VLAN_VID_MASK, t.kcol, f"dl_vlan={v}")
+                continue
+            if kl == "dl_vlan_pcp":
+                pcp = _int(v, "dl_vlan_pcp", 0, 7)
+                mb.set("vlan_tci", F.VLAN_CFI | (pcp << 13), F.VLAN_CFI | F.VLAN_PCP_MASK, t.kcol, f"dl_vlan_pcp={v}")
+                continue
+            try:
+                name = F.resolve_alias(kl, dl_type)
+            except KeyError:
+                raise mb.loc.error(f"unknown field '{k}'", t.kcol) from None
+            if name == "in_port":
+                continue
+            fld = FIELD_BY_NAME[name]
+            value, mask = _value_mask(fld, v, kl)
+            if kl in F.ALIAS_PREREQ:
+                pre = F.ALIAS_PREREQ[kl]
+                mb.where.setdefault("_alias_" + name, t.kcol)
+                mb.notes_alias = getattr(mb, "notes_alias", [])
+                mb.notes_alias.append((kl, pre, t.kcol))
+            # A field that repeats the shorthand (udp,nw_proto=17) is
+            # normalised away by OVS; one that contradicts it is an error.
+            mb.set(name, value, mask, t.kcol, f"{k}={v}")
+        except ValueError as e:
+            if isinstance(e, FlowSyntaxError):
+                raise
+            raise mb.loc.error(str(e), t.vcol if t.value is not None else t.kcol) from None
+    _check_prereqs(mb)
+
+
+def _check_prereqs(mb: _MatchBuilder) -> None:
+    for name in list(mb.masks):
+        fld = FIELD_BY_NAME[name]
+        if fld.prereq and not fld.prereq.satisfied_by(mb.values, mb.masks):
+            raise mb.loc.error(
+                f"{name} needs {_describe(fld.prereq)}: {fld.prereq.hint} "
+                f"(Open vSwitch would silently ignore this field)", mb.where.get(name, 0))
+    for kl, pre, col in getattr(mb, "notes_alias", []):
+        if not pre.satisfied_by(mb.values, mb.masks):
+            raise mb.loc.error(f"{kl} needs {_describe(pre)}: {pre.hint}", col)
+
+
+def _describe(pre: F.Prerequisite) -> str:
+    dt = " or ".join(f"dl_type=0x{d:04x}" for d in pre.dl_types)
+    if pre.nw_protos:
+        return dt + " and nw_proto=" + " or ".join(str(p) for p in pre.nw_protos)
+    return dt
+
+
+def _parse_actions(s: str, start: int, end: int, loc: _Located, port_map,
+                   table: int) -> tuple[FL.Action, ...]:
+    toks = _split_kv(s, start, end)
+    if not toks:
+        raise loc.error("no actions after 'actions=' (write 'drop' to drop)", start)
+    out: list[FL.Action] = []
+    saw_drop = None
+    for i, t in enumerate(toks):
+        k = t.key.lower()
+        v = t.value
+        try:
+            act = _one_action(t, k, v, port_map, table, loc)
+        except ValueError as e:
+            if isinstance(e, FlowSyntaxError):
+                raise
+            raise loc.error(str(e), t.vcol if v is not None else t.kcol) from None
+        if isinstance(act, FL.Drop):
+            saw_drop = t
+            continue
+        if isinstance(act, FL.GotoTable) and i != len(toks) - 1:
+            raise loc.error("goto_table must be the last action", t.kcol)
+        out.append(act)
+    if saw_drop is not None and (out or len(toks) > 1):
+        raise loc.error("'drop' must not be accompanied by any other action", saw_drop.kcol)
+    return tuple(out)
+
+
+def _one_action(t: _Tok, k: str, v: str | None, port_map, table: int, loc: _Located) -> FL.Action:
+    if v is None:
+        if k == "drop":
+            return FL.Drop()
+        if k in ("normal", "flood", "all", "in_port", "local", "controller"):
+            return _reserved_action(FL.RESERVED_PORTS[k.upper()])
+        if k in ("strip_vlan", "pop_vlan"):
+            return FL.StripVlan()
+        if k.startswith("resubmit(") and k.endswith(")"):
+            inner = t.key[len("resubmit("):-1]
+            if "," not in inner:
+                raise ValueError("resubmit(PORT,TABLE): missing ','")
+            p, tb = inner.split(",", 1)
+            port = parse_port(p.strip(), port_map, "resubmit port") if p.strip() else None
+            tab = _int(tb.strip(), "resubmit table", 0, FL.N_TABLES - 1) if tb.strip() else None
+            if port is None and tab is None:
+                raise ValueError("resubmit(,) needs a port or a table")
+            return FL.Resubmit(port, tab)
+        if k.startswith("controller(") and k.endswith(")"):
+            max_len = 65535
+            for item in t.key[len("controller("):-1].split(","):
+                item = item.strip()
+                if item.startswith("max_len="):
+                    max_len = _int(item[8:], "controller max_len", 0, 65535)
+                elif item:
+                    raise ValueError(f"controller: unsupported option {item!r} (only max_len)")
+            return FL.Controller(max_len)
+        # A bare port number or name means output to it.
+        return _output(parse_port(t.key, port_map, "action"))
+    if v == "":
+        raise ValueError(f"{k}: missing value")
+    if k == "output":
+        return _output(parse_port(v, port_map, "output"))
+    if k == "controller":
+        return FL.Controller(_int(v, "controller max_len", 0, 65535))
+    if k in ("mod_dl_src", "mod_dl_dst"):
+        return FL.SetField(k[4:], _mac(v, k))
+    if k == "set_field":
+        if "->" not in v:
+            raise ValueError("set_field: expected VALUE->FIELD")
+        val, fname = v.split("->", 1)
+        fname = F.ALIASES.get(fname.strip(), fname.strip())
+        if fname not in FL.SETTABLE_FIELDS:
+            raise ValueError(f"set_field: cannot set {fname!r} (settable: {', '.join(FL.SETTABLE_FIELDS)})")
+        return FL.SetField(fname, _mac(val.strip(), f"set_field ->{fname}"))
+    if k == "mod_vlan_vid":
+        return FL.ModVlanVid(_int(v, "mod_vlan_vid", 0, 4095))
+    if k == "resubmit":
+        return FL.Resubmit(parse_port(v, port_map, "resubmit port"), None)
+    if k == "goto_table":
+        tab = _int(v, "goto_table", 0, FL.N_TABLES - 1)
+        if tab <= table:
+            raise ValueError(f"goto_table:{tab} must go to a later table than {table}")
+        return FL.GotoTable(tab)
+    raise ValueError(f"unsupported action '{t.key}'")
+
+
+def _reserved_action(port: int) -> FL.Action:
+    return {
+        FL.OFPP_NORMAL: FL.Normal(), FL.OFPP_FLOOD: FL.Flood(), FL.OFPP_ALL: FL.All(),
+        FL.OFPP_IN_PORT: FL.InPort(), FL.OFPP_LOCAL: FL.Local(),
+        FL.OFPP_CONTROLLER: FL.Controller(),
+    }[port]
+
+
+def _output(port: int) -> FL.Action:
+    if port in FL.RESERVED_NAMES:
+        if port in (FL.OFPP_NONE, FL.OFPP_TABLE):
+            raise ValueError(f"output:{FL.RESERVED_NAMES[port]} is not a valid output")
+        return _reserved_action(port)
+    return FL.Output(port)
+
+
+def _parse(s: str, loc: _Located, port_map) -> Flow:
+    m = _ACTIONS_RE.search(s)
+    if not m:
+        raise loc.error("missing 'actions=' (every flow needs actions; 'actions=drop' drops)", len(s))
+    mb = _MatchBuilder(loc)
+    extra: dict[str, int] = {}
+    toks = _split_kv(s, 0, m.start(1))
+    _parse_match_tokens(toks, loc, port_map, mb, extra)
+    table = extra.get("table", 0)
+    actions = _parse_actions(s, m.end(), len(s), loc, port_map, table)
+    return Flow(
+        match=Match(mb.values, mb.masks), actions=actions, table=table,
+        priority=extra.get("priority", FL.DEFAULT_PRIORITY), cookie=extra.get("cookie", 0),
+        idle_timeout=extra.get("idle_timeout", 0), hard_timeout=extra.get("hard_timeout", 0),
+        line=loc.positions[0][0] if loc.positions else loc.line, notes=tuple(mb.notes))
+
+
+def parse_flow(text: str, port_map: Mapping[str, int] | None = None, line: int = 1) -> Flow:
+    """One flow in add-flow (or dump-flows) syntax."""
+    if not text.strip():
+        raise FlowSyntaxError("empty flow", line, 1)
+    return _parse(text, _Located(None, line), port_map)
+
+
+def parse_match(text: str, port_map: Mapping[str, int] | None = None,
+                line: int = 1) -> Match:
+    """A match alone ('in_port=1,udp,tp_dst=53'), as del-flows and trace take it."""
+    loc = _Located(None, line)
+    mb = _MatchBuilder(loc)
+    _parse_match_tokens(_split_kv(text, 0, len(text)), loc, port_map, mb, None)
+    return Match(mb.values, mb.masks)
+
+
+def parse_del_match(text: str, port_map: Mapping[str, int] | None = None
+                    ) -> tuple[Match, int | None, int | None]:
+    """del-flows' argument: a match plus optional table= and priority=."""
+    loc = _Located(None, 1)
+    mb = _MatchBuilder(loc)
+    extra: dict[str, int] = {}
+    _parse_match_tokens(_split_kv(text, 0, len(text)), loc, port_map, mb, extra)
+    return Match(mb.values, mb.masks), extra.get("table"), extra.get("priority")
+
+
+def logical_lines(text: str) -> list[tuple[str, list[tuple[int, int]]]]:
+    """A flow file's flows: (text, position of every char as (line, col0)).
+
+    Skips blank and '#' lines; a line ending in '\\' continues on the next.
+    """
+    out: list[tuple[str, list[tuple[int, int]]]] = []
+    buf: list[str] = []
+    pos: list[tuple[int, int]] = []
+    for ln, raw in enumerate(text.splitlines(), start=1):
+        if not buf and (not raw.strip() or raw.lstrip().startswith("#")):
+            continue
+        cont = raw.endswith("\\")
+        body = raw[:-1] if cont else raw
+        buf.append(body)
+        pos.extend((ln, c) for c in range(len(body)))
+        if cont:
+            buf.append(" ")
+            pos.append((ln, len(body)))
+            continue
+        out.append(("".join(buf), pos + [(ln, len(body))]))
+        buf, pos = [], []
+    if buf:
+        out.append(("".join(buf), pos + [pos[-1] if pos else (1, 0)]))
+    return out
+
+
+def parse_flows(text: str, port_map: Mapping[str, int] | None = None) -> list[Flow]:
+    """A flow file, all or nothing: the first error raises, nothing is returned."""
+    flows = []
+    for s, pos in logical_lines(text):
+        if not s.strip():
+            continue
+        flows.append(_parse(s, _Located(pos, pos[0][0]), port_map))
+    return flows
+
+
+def without_source(flow: Flow) -> Flow:
+    return replace(flow, line=None, notes=())

@@ -187,10 +187,13 @@ class FakeKernel:
     def nft_load(self, ns, ruleset):
         self._record("nft_load", ns, ruleset)
         space = self._get(ns)
-        for m in re.finditer(r"^\s*table\s+(\S+)\s+(\S+)", ruleset, re.M):
-            space.nft[(m.group(1), m.group(2))] = ruleset
-        for m in re.finditer(r"^\s*delete table\s+(\S+)\s+(\S+)", ruleset, re.M):
-            space.nft.pop((m.group(1), m.group(2)), None)
+        # Statement by statement, as nft runs a file (in one transaction).
+        for line in ruleset.splitlines():
+            m = re.match(r"^\s*(delete\s+)?table\s+(\S+)\s+(\S+)", line)
+            if m and m.group(1):
+                space.nft.pop((m.group(2), m.group(3)), None)
+            elif m:
+                space.nft[(m.group(2), m.group(3))] = ruleset
 
     def nft_delete_table(self, ns, family, name):
         self._record("nft_delete_table", ns, family, name)

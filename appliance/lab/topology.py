@@ -187,7 +187,7 @@ def processes(spec: LabSpec, rundir: str) -> list[LabProcess]:
             f"--dhcp-range={MODEM_DHCP_RANGE[0]},{MODEM_DHCP_RANGE[1]},255.255.255.0,12h",
             f"--dhcp-option=option:router,{MODEM_LAN_IP}",
             f"--dhcp-option=option:dns-server,{MODEM_LAN_IP}",
-            "--dhcp-authoritative", f"--dhcp-leasefile={rundir}/modem.leases",
+            "--dhcp-authoritative", "--no-ping", f"--dhcp-leasefile={rundir}/modem.leases",
             "--log-dhcp", "--log-queries", f"--log-facility={rundir}/modem.log",
         )),
     ]

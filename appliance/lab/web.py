@@ -2,7 +2,9 @@
 
 The page names the site it was asked for, so a test can tell which site
 (and which path through the network) answered. `/bytes/N` streams N
-pseudo-random bytes (for download tests); `/health` answers "ok".
+pseudo-random bytes (for download tests); `/whoami` answers the address the
+connection came from (behind the modem's NAT: the modem's WAN address);
+`/health` answers "ok".
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ class Handler(BaseHTTPRequestHandler):
         host = (self.headers.get("Host") or "").split(":")[0] or self.server.server_address[0]
         if self.path == "/health":
             return self._send(b"ok\n", "text/plain")
+        if self.path == "/whoami":
+            return self._send(f"{self.client_address[0]}\n".encode(), "text/plain")
         if self.path.startswith("/bytes/"):
             try:
                 n = int(self.path.split("/")[2])

@@ -1,0 +1,66 @@
+import pytest
+
+from appliance.kernel import FakeKernel
+from appliance.kernel.desired import Namespace, Veth
+from appliance.kernel.reconcile import reconcile
+from appliance.lab import topology
+from appliance.lab.topology import LabError, LabSpec
+
+
+@pytest.mark.parametrize("prefix", ["", "Lab", "1lab", "lab-x", "lab_x", "abcdefghi", "la b", None])
+def test_bad_prefix_is_rejected_with_the_field_named(prefix):
+    with pytest.raises(LabError, match=r"^prefix: .* is not valid"):
+        LabSpec(prefix=prefix)
+
+
+@pytest.mark.parametrize("clients", [0, -1, 17, "3", 2.5, True])
+def test_bad_client_count_is_rejected_with_the_field_named(clients):
+    with pytest.raises(LabError, match=r"^clients: .* is not valid"):
+        LabSpec(clients=clients)
+
+
+def test_every_namespace_carries_the_prefix():
+    spec = LabSpec(prefix="abc", clients=4)
+    objs = topology.build(spec)
+    names = {o.name for o in objs if isinstance(o, Namespace)}
+    assert names == {f"abc-{r}" for r in ["internet", "modem", "box", "home",
+                                           "client1", "client2", "client3", "client4"]}
+    for o in objs:
+        for attr in ("ns", "peer_ns"):
+            ns = getattr(o, attr, None)
+            assert ns is None or ns.startswith("abc-")
+
+
+def test_box_has_two_nics_named_like_hardware_and_bridged():
+    objs = topology.build(LabSpec())
+    ends = {}
+    for o in objs:
+        if isinstance(o, Veth):
+            ends[(o.ns, o.name)] = o.master
+            ends[(o.peer_ns, o.peer)] = o.peer_master
+    assert ends[("lab-box", "enp5s0")] == "br0"
+    assert ends[("lab-box", "enp1s0")] == "br0"
+
+
+def test_clients_have_distinct_fixed_macs():
+    macs = [topology.client_mac(i) for i in range(1, topology.MAX_CLIENTS + 1)]
+    assert len(set(macs)) == len(macs)
+
+
+def test_lab_builds_on_a_fake_kernel_and_a_second_build_changes_nothing():
+    k = FakeKernel()
+    objs = topology.build(LabSpec(prefix="f", clients=2))
+    first = reconcile(k, objs)
+    assert "+ netns f-modem" in first
+    assert k.links("f-box") and {l.name for l in k.links("f-box")} >= {"br0", "enp5s0", "enp1s0"}
+    calls = len(k.calls)
+    assert reconcile(k, objs) == []
+    assert len(k.calls) == calls, "a no-op reconcile must not call the kernel to change anything"
+
+
+def test_modem_processes_serve_the_lan_and_forward_dns_to_the_internet():
+    procs = {p.name: p for p in topology.processes(LabSpec(), "/run/x")}
+    modem = " ".join(procs["modem"].argv)
+    assert "--dhcp-range=192.168.1.100,192.168.1.200" in modem
+    assert f"--server={topology.PUBLIC_RESOLVER}" in modem
+    assert procs["modem"].ns == "lab-modem" and procs["dns"].ns == "lab-internet"

@@ -1,0 +1,107 @@
+"""`make demo`: the lab plus the console, until Ctrl-C.
+
+Brings the lab up (clients take leases as a home's devices would), applies
+the database migrations, and starts Redis, a Celery worker and daphne as
+children of this process. Ctrl-C (or SIGTERM) stops every child it started
+and takes the lab down.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from appliance.lab.lab import Lab
+from appliance.lab.topology import LabSpec
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_port(port: int, what: str, proc: subprocess.Popen, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not _port_open(port):
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} does not listen on 127.0.0.1:{port}")
+        time.sleep(0.1)
+
+
+def run(prefix: str, clients: int, port: int, redis_port: int, out=print) -> int:
+    spec = LabSpec(prefix=prefix, clients=clients)
+    lab = Lab(spec)
+    children: list[tuple[str, subprocess.Popen]] = []
+    state = Path(os.environ.get("APPLIANCE_STATE_DIR", Path(__file__).resolve().parents[2] / "var"))
+    state.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "APPLIANCE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+           "DJANGO_SETTINGS_MODULE": "appliance.web.settings"}
+    bindir = Path(sys.executable).parent
+
+    def start(name, argv):
+        log = open(state / f"demo-{name}.log", "ab")
+        p = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        children.append((name, p))
+        return p
+
+    stopping = False
+
+    def stop(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        out(f"demo: lab {prefix} up")
+        lab.up(progress=None)
+        for c in spec.client_names:
+            lease = lab.dhcp(c)
+            out(f"demo: {c} leased {lease.address} from {lease.server_identifier}")
+        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], check=True, env=env,
+                       cwd=Path(__file__).resolve().parents[2])
+        if _port_open(redis_port):
+            out(f"demo: using the Redis already on 127.0.0.1:{redis_port}")
+        else:
+            redis = start("redis", [shutil.which("redis-server") or "/usr/bin/redis-server",
+                                    "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "",
+                                    "--appendonly", "no"])
+            _wait_port(redis_port, "redis-server", redis)
+        start("celery", [str(bindir / "celery"), "-A", "appliance.web.celery", "worker",
+                         "--concurrency", "1", "--loglevel", "INFO"])
+        daphne = start("daphne", [str(bindir / "daphne"), "-b", "127.0.0.1", "-p", str(port),
+                                  "appliance.web.asgi:application"])
+        _wait_port(port, "daphne", daphne)
+        out(f"demo: console at http://127.0.0.1:{port}/  (logs in {state}/demo-*.log)")
+        out(f"demo: try  ip netns exec {spec.client(1)} curl http://www.example.test/")
+        out("demo: Ctrl-C stops everything")
+        while not stopping:
+            for name, p in children:
+                if p.poll() is not None:
+                    raise RuntimeError(f"{name} exited with code {p.returncode}; see {state}/demo-{name}.log")
+            time.sleep(0.5)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    except RuntimeError as e:
+        out(f"demo: {e}")
+        return 1
+    finally:
+        out("demo: stopping")
+        for name, p in reversed(children):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+        lab.down(progress=None)
+        out("demo: stopped, lab down")

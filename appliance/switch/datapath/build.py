@@ -1,0 +1,53 @@
+"""Turn generated C into a BPF object with `clang -O2 -target bpf`.
+
+The production build and the test build (`-DDP_TEST`: outputs recorded in
+the dp_trace map instead of sent, input port from skb->cb[0]) come from the
+same C.  A clang failure raises `BuildError` with clang's message.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+C_DIR = Path(__file__).resolve().parent / "c"
+CLANG = os.environ.get("APPLIANCE_CLANG", "clang")
+# Debian keeps asm/types.h under the multiarch directory, which -target bpf
+# does not search.
+_ARCH_INCLUDE = f"/usr/include/{os.uname().machine}-linux-gnu"
+
+
+class BuildError(RuntimeError):
+    """clang rejected the generated C."""
+
+
+def clang_command(src: str, obj: str, test: bool = False) -> list[str]:
+    cmd = [CLANG, "-O2", "-g", "-target", "bpf", "-Wall", "-Wno-unused-label",
+           "-Wno-unused-function", "-Wno-sometimes-uninitialized", "-Wno-uninitialized",
+           "-I", str(C_DIR), "-I", _ARCH_INCLUDE, "-c", src, "-o", obj]
+    if test:
+        cmd.insert(1, "-DDP_TEST")
+    return cmd
+
+
+def build(source: str, out_dir: str | Path, test: bool = False) -> Path:
+    """Compile `source` into `<out_dir>/dp-<hash>[-test].o`; returns the path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    stem = f"dp-{digest}{'-test' if test else ''}"
+    src = out_dir / f"dp-{digest}.c"
+    obj = out_dir / f"{stem}.o"
+    if obj.exists():
+        return obj
+    src.write_text(source)
+    tmp = tempfile.mktemp(dir=out_dir, suffix=".o")
+    proc = subprocess.run(clang_command(str(src), tmp, test), capture_output=True, text=True)
+    if proc.returncode != 0:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise BuildError(f"clang failed on {src}:\n{proc.stderr.strip()}")
+    os.replace(tmp, obj)
+    return obj

@@ -1,0 +1,477 @@
+/* The fixed half of every compiled datapath: maps shared by all tables,
+ * the header parser, and the output machinery.  The generated half (one
+ * function per flow table) is written by compiler.py and includes this.
+ *
+ * Outputs are deferred by one step: an output becomes "pending" and is sent
+ * as a clone only when another output follows, or before a header rewrite
+ * (so it leaves with the headers it had when the action ran).  The last
+ * pending output is the program's verdict: bpf_redirect for a port,
+ * TC_ACT_OK for NORMAL (the Linux bridge behind the port takes it),
+ * TC_ACT_SHOT when nothing was output.  A single output therefore costs no
+ * clone at all.
+ *
+ * Built with -DDP_TEST, outputs are recorded in dp_trace instead of sent,
+ * and the input port comes from skb->cb[0]; BPF_PROG_TEST_RUN then shows
+ * exactly what the production build would have done.
+ */
+#ifndef DP_RUNTIME_H
+#define DP_RUNTIME_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "dp_contract.h"
+
+#ifndef DP_STATS_SLOTS
+#define DP_STATS_SLOTS 1024
+#endif
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);              /* OpenFlow port */
+	__type(value, struct dp_port);
+} dp_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);              /* ifindex */
+	__type(value, __u32);            /* OpenFlow port */
+} dp_ifports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, DP_MAX_PORTS);
+	__type(key, __u32);
+	__type(value, struct dp_flood_slot);
+} dp_flood_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DP_STATS_SLOTS);
+	__type(key, __u32);
+	__type(value, struct dp_stats);
+} dp_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DP_MISC_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} dp_misc SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} dp_events SEC(".maps");
+
+#ifdef DP_TEST
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dp_trace);
+} dp_trace SEC(".maps");
+#endif
+
+enum { DP_PEND_NONE = 0, DP_PEND_PORT = 1, DP_PEND_NORMAL = 2 };
+
+struct dp_state {
+	struct dp_key key;          /* headers as the actions have left them */
+	__u32 in_ifindex;
+	__u32 mark;                 /* skb->mark with the hop count advanced */
+	__u32 pend_kind;
+	__u32 pend_ifindex;
+	__u32 pend_flags;
+	__u32 pend_port;
+#ifdef DP_TEST
+	struct dp_trace *trace;
+#endif
+};
+
+static __always_inline void dp_misc_add(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&dp_misc, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u64 dp_load_mac(const __u8 *p)
+{
+	return ((__u64)p[0] << 40) | ((__u64)p[1] << 32) | ((__u64)p[2] << 24) |
+	       ((__u64)p[3] << 16) | ((__u64)p[4] << 8) | (__u64)p[5];
+}
+
+static __always_inline __u32 dp_load_be32(const __u8 *p)
+{
+	return ((__u32)p[0] << 24) | ((__u32)p[1] << 16) | ((__u32)p[2] << 8) | p[3];
+}
+
+static __always_inline __u64 dp_load_be64(const __u8 *p)
+{
+	return ((__u64)dp_load_be32(p) << 32) | dp_load_be32(p + 4);
+}
+
+/* Fill k from the frame, reading exactly what packet.py's Packet.from_bytes
+ * reads (the reference classifier's view).  A VLAN tag is either already
+ * taken off by the receiving device (skb->vlan_tci) or still in the data
+ * (test runs, devices without offload); both give the same key.
+ * Returns -1 for a frame too short for its Ethernet/802.1Q header. */
+static __always_inline int dp_parse(struct __sk_buff *skb, struct dp_key *k)
+{
+	__u8 *data = (void *)(long)skb->data;
+	__u8 *end = (void *)(long)skb->data_end;
+	__u8 *l3, *l4;
+	__u16 proto;
+	__u32 ihl;
+
+	if (data + 14 > end)
+		return -1;
+	k->dl_dst = dp_load_mac(data);
+	k->dl_src = dp_load_mac(data + 6);
+	proto = ((__u16)data[12] << 8) | data[13];
+	l3 = data + 14;
+	if (skb->vlan_present)
+		k->vlan_tci = skb->vlan_tci | DP_VLAN_PRESENT;
+	if (proto == ETH_P_8021Q) {
+		if (l3 + 4 > end)
+			return -1;
+		if (!k->vlan_tci)
+			k->vlan_tci = (((__u16)l3[0] << 8) | l3[1]) | DP_VLAN_PRESENT;
+		proto = ((__u16)l3[2] << 8) | l3[3];
+		l3 += 4;
+	}
+	k->dl_type = proto;
+
+	if (proto == ETH_P_ARP) {
+		if (l3 + 28 > end)
+			return 0;
+		/* Ethernet/IPv4 ARP only: htype 1, ptype 0x0800, hlen 6, plen 4. */
+		if (l3[0] != 0 || l3[1] != 1 || l3[2] != 0x08 || l3[3] != 0 ||
+		    l3[4] != 6 || l3[5] != 4)
+			return 0;
+		k->arp_op = ((__u16)l3[6] << 8) | l3[7];
+		k->arp_sha = dp_load_mac(l3 + 8);
+		k->arp_spa = dp_load_be32(l3 + 14);
+		k->arp_tha = dp_load_mac(l3 + 18);
+		k->arp_tpa = dp_load_be32(l3 + 24);
+		return 0;
+	}
+	if (proto == ETH_P_IP) {
+		if (l3 + 20 > end || (l3[0] >> 4) != 4)
+			return 0;
+		ihl = (l3[0] & 0x0f) * 4;
+		if (ihl < 20 || l3 + ihl > end)
+			return 0;
+		k->nw_tos = l3[1] & 0xfc;
+		k->nw_ttl = l3[8];
+		k->nw_proto = l3[9];
+		k->nw_src = dp_load_be32(l3 + 12);
+		k->nw_dst = dp_load_be32(l3 + 16);
+		/* A later fragment has no transport header. */
+		if ((((__u16)l3[6] << 8) | l3[7]) & 0x1fff)
+			return 0;
+		l4 = l3 + ihl;
+	} else if (proto == ETH_P_IPV6) {
+		if (l3 + 40 > end)
+			return 0;
+		k->nw_tos = ((((__u16)l3[0] << 8) | l3[1]) >> 4) & 0xfc;
+		k->nw_proto = l3[6];
+		k->nw_ttl = l3[7];
+		k->ipv6_src[0] = dp_load_be64(l3 + 8);
+		k->ipv6_src[1] = dp_load_be64(l3 + 16);
+		k->ipv6_dst[0] = dp_load_be64(l3 + 24);
+		k->ipv6_dst[1] = dp_load_be64(l3 + 32);
+		l4 = l3 + 40;
+	} else {
+		return 0;
+	}
+	if (k->nw_proto == IPPROTO_TCP || k->nw_proto == IPPROTO_UDP) {
+		if (l4 + 4 > end)
+			return 0;
+		k->tp_src = ((__u16)l4[0] << 8) | l4[1];
+		k->tp_dst = ((__u16)l4[2] << 8) | l4[3];
+	} else if (k->nw_proto == IPPROTO_ICMP || k->nw_proto == 58 /* ICMPv6 */) {
+		if (l4 + 2 > end)
+			return 0;
+		k->icmp_type = l4[0];
+		k->icmp_code = l4[1];
+	}
+	return 0;
+}
+
+static __always_inline void dp_count(struct dp_state *st, __u32 table, __u32 slot,
+				     __u32 len)
+{
+	struct dp_stats *s = bpf_map_lookup_elem(&dp_stats, &slot);
+	if (s) {
+		s->packets += 1;
+		s->bytes += len;
+	}
+#ifdef DP_TEST
+	if (st->trace) {
+		__u32 n = st->trace->n_matches;
+		if (n < DP_MAX_TRACE_MATCH) {
+			st->trace->matches[n].table = table;
+			st->trace->matches[n].slot = slot;
+			st->trace->n_matches = n + 1;
+		}
+	}
+#endif
+}
+
+static __always_inline void dp_miss(struct dp_state *st, __u32 table)
+{
+#ifdef DP_TEST
+	dp_count(st, table, 0xffffffff, 0);
+#endif
+}
+
+#ifdef DP_TEST
+static __always_inline void dp_trace_out(struct dp_state *st, __u32 port)
+{
+	if (st->trace) {
+		__u32 n = st->trace->n_outputs;
+		if (n < DP_MAX_TRACE_OUT) {
+			st->trace->outputs[n].port = port;
+			st->trace->outputs[n].vlan_tci = st->key.vlan_tci;
+			st->trace->outputs[n].dl_src = st->key.dl_src;
+			st->trace->outputs[n].dl_dst = st->key.dl_dst;
+			st->trace->n_outputs = n + 1;
+		}
+	}
+}
+#endif
+
+/* Send the pending output as a clone, so that another can follow. */
+static __always_inline void dp_flush(struct __sk_buff *skb, struct dp_state *st)
+{
+#ifndef DP_TEST
+	if (st->pend_kind == DP_PEND_PORT) {
+		skb->mark = st->mark;
+		bpf_clone_redirect(skb, st->pend_ifindex,
+				   (st->pend_flags & DP_PORT_INGRESS) ? BPF_F_INGRESS : 0);
+	} else if (st->pend_kind == DP_PEND_NORMAL) {
+		/* Re-enter the input port marked, so this program lets it
+		 * through to the bridge with the headers it has now. */
+		skb->mark = st->mark | DP_MARK_NORMAL;
+		bpf_clone_redirect(skb, st->in_ifindex, BPF_F_INGRESS);
+		skb->mark = st->mark;
+	}
+#endif
+	st->pend_kind = DP_PEND_NONE;
+}
+
+static __always_inline void dp_set_pending(struct __sk_buff *skb, struct dp_state *st,
+					   __u32 port, __u32 ifindex, __u32 flags)
+{
+	dp_flush(skb, st);
+	st->pend_kind = DP_PEND_PORT;
+	st->pend_port = port;
+	st->pend_ifindex = ifindex;
+	st->pend_flags = flags;
+#ifdef DP_TEST
+	dp_trace_out(st, port);
+#endif
+}
+
+/* output:PORT.  OpenFlow never sends a frame back out of its input port
+ * unless asked with IN_PORT; ports without a device are skipped. */
+static __always_inline void dp_output(struct __sk_buff *skb, struct dp_state *st,
+				      __u32 port)
+{
+	struct dp_port *p;
+
+	if (port == st->key.in_port)
+		return;
+	p = bpf_map_lookup_elem(&dp_ports, &port);
+	if (!p || !p->ifindex)
+		return;
+	dp_set_pending(skb, st, port, p->ifindex, p->flags);
+}
+
+/* IN_PORT: the one way back out of the input port (which a resubmit may
+ * have changed). */
+static __always_inline void dp_output_in_port(struct __sk_buff *skb, struct dp_state *st)
+{
+	__u32 port = st->key.in_port;
+	struct dp_port *p = bpf_map_lookup_elem(&dp_ports, &port);
+
+	if (!p || !p->ifindex)
+		return;
+	dp_set_pending(skb, st, port, p->ifindex, p->flags);
+}
+
+static __always_inline void dp_normal(struct __sk_buff *skb, struct dp_state *st)
+{
+	dp_flush(skb, st);
+	st->pend_kind = DP_PEND_NORMAL;
+#ifdef DP_TEST
+	dp_trace_out(st, DP_OFPP_NORMAL);
+#endif
+}
+
+struct dp_flood_ctx {
+	struct __sk_buff *skb;
+	struct dp_state *st;
+};
+
+static long dp_flood_one(__u32 i, void *arg)
+{
+	struct dp_flood_ctx *c = arg;
+	struct dp_flood_slot *f = bpf_map_lookup_elem(&dp_flood_ports, &i);
+
+	if (!f || !f->ofport || !f->ifindex || f->ofport == c->st->key.in_port)
+		return 0;
+	dp_set_pending(c->skb, c->st, f->ofport, f->ifindex, f->flags);
+	return 0;
+}
+
+/* FLOOD and ALL: every port but the input port, in dp_flood order. */
+static __always_inline void dp_flood(struct __sk_buff *skb, struct dp_state *st)
+{
+	struct dp_flood_ctx c = { .skb = skb, .st = st };
+	bpf_loop(DP_MAX_PORTS, dp_flood_one, &c, 0);
+}
+
+static __always_inline void dp_controller(struct __sk_buff *skb, struct dp_state *st,
+					  __u32 table, __u32 slot)
+{
+#ifdef DP_TEST
+	dp_trace_out(st, DP_OFPP_CONTROLLER);
+#else
+	struct dp_event *ev = bpf_ringbuf_reserve(&dp_events, sizeof(*ev), 0);
+	__u32 len = skb->len;
+
+	if (!ev) {
+		dp_misc_add(DP_MISC_EVENT_DROPS);
+		return;
+	}
+	ev->in_port = st->key.in_port;
+	ev->slot = slot;
+	ev->table = table;
+	ev->len = len;
+	if (len > DP_EVENT_BYTES)
+		len = DP_EVENT_BYTES;
+	if (len < 1)
+		len = 1;
+	if (bpf_skb_load_bytes(skb, 0, ev->data, len) < 0)
+		__builtin_memset(ev->data, 0, DP_EVENT_BYTES);
+	bpf_ringbuf_submit(ev, 0);
+#endif
+}
+
+static __always_inline void dp_store_mac(struct __sk_buff *skb, __u32 off, __u64 mac)
+{
+	__u8 b[6] = { mac >> 40, mac >> 32, mac >> 24, mac >> 16, mac >> 8, mac };
+	bpf_skb_store_bytes(skb, off, b, 6, 0);
+}
+
+static __always_inline void dp_set_dl_dst(struct __sk_buff *skb, struct dp_state *st, __u64 mac)
+{
+	dp_flush(skb, st);
+	st->key.dl_dst = mac;
+	dp_store_mac(skb, 0, mac);
+}
+
+static __always_inline void dp_set_dl_src(struct __sk_buff *skb, struct dp_state *st, __u64 mac)
+{
+	dp_flush(skb, st);
+	st->key.dl_src = mac;
+	dp_store_mac(skb, 6, mac);
+}
+
+/* mod_vlan_vid: retag a tagged frame (keeping its PCP), tag an untagged one. */
+static __always_inline void dp_set_vlan_vid(struct __sk_buff *skb, struct dp_state *st, __u16 vid)
+{
+	__u16 tci;
+
+	dp_flush(skb, st);
+	if (st->key.vlan_tci & DP_VLAN_PRESENT) {
+		tci = (st->key.vlan_tci & 0xe000) | vid;
+		bpf_skb_vlan_pop(skb);
+	} else {
+		tci = vid;
+	}
+	bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), tci);
+	st->key.vlan_tci = tci | DP_VLAN_PRESENT;
+}
+
+static __always_inline void dp_strip_vlan(struct __sk_buff *skb, struct dp_state *st)
+{
+	dp_flush(skb, st);
+	if (st->key.vlan_tci & DP_VLAN_PRESENT) {
+		bpf_skb_vlan_pop(skb);
+		st->key.vlan_tci = 0;
+	}
+}
+
+static __always_inline int dp_finish(struct __sk_buff *skb, struct dp_state *st)
+{
+	int verdict = TC_ACT_SHOT;
+
+	if (st->pend_kind == DP_PEND_PORT)
+		verdict = TC_ACT_REDIRECT;
+	else if (st->pend_kind == DP_PEND_NORMAL)
+		verdict = TC_ACT_OK;
+#ifdef DP_TEST
+	if (st->trace)
+		st->trace->verdict = verdict;
+	return verdict;
+#else
+	if (verdict != TC_ACT_REDIRECT)
+		return verdict;
+	skb->mark = st->mark;
+	if (st->pend_flags & DP_PORT_PEER)
+		return bpf_redirect_peer(st->pend_ifindex, 0);
+	if (st->pend_flags & DP_PORT_INGRESS)
+		return bpf_redirect(st->pend_ifindex, BPF_F_INGRESS);
+	return bpf_redirect(st->pend_ifindex, 0);
+#endif
+}
+
+/* Set up the state for one frame; returns a verdict (>= 0) to return at
+ * once, or -1 to run the flow tables. */
+static __always_inline int dp_begin(struct __sk_buff *skb, struct dp_state *st)
+{
+	__u32 mark = skb->mark;
+	__u32 hops;
+
+	if (mark & DP_MARK_NORMAL) {
+		skb->mark = mark & ~DP_MARK_NORMAL;
+		return TC_ACT_OK;
+	}
+	hops = (mark & DP_MARK_HOPS) >> DP_MARK_HOPS_SHIFT;
+	if (hops >= DP_MAX_HOPS) {
+		dp_misc_add(DP_MISC_LOOP_DROPS);
+		return TC_ACT_SHOT;
+	}
+	st->mark = (mark & ~DP_MARK_HOPS) | ((hops + 1) << DP_MARK_HOPS_SHIFT);
+	st->in_ifindex = skb->ifindex;
+#ifdef DP_TEST
+	{
+		__u32 zero = 0;
+		st->trace = bpf_map_lookup_elem(&dp_trace, &zero);
+		if (st->trace)
+			__builtin_memset(st->trace, 0, sizeof(struct dp_trace));
+		st->key.in_port = skb->cb[0];
+	}
+#else
+	{
+		__u32 ifindex = skb->ifindex;
+		__u32 *port = bpf_map_lookup_elem(&dp_ifports, &ifindex);
+		if (!port)
+			return TC_ACT_OK;   /* not one of ours: leave it to the bridge */
+		st->key.in_port = *port;
+	}
+#endif
+	if (dp_parse(skb, &st->key) < 0)
+		return TC_ACT_SHOT;
+	return -1;
+}
+
+#endif

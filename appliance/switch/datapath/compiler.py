@@ -1,0 +1,438 @@
+"""Compile a `FlowTable` into the C of an eBPF tc program (pure: no I/O).
+
+The output is one C file that includes `c/dp_runtime.h` (parser, maps,
+output machinery) and adds one function per OpenFlow table.  Two lookup
+structures, chosen per table:
+
+- **linear**: the flows as `if` statements in rank order (priority high to
+  low, then insertion order, the tie-break of `FlowTable`); the first that
+  matches wins.  Cheapest for the handful of flows a home network has.
+- **tuple**: Open vSwitch's tuple space search.  Flows with the same mask
+  share a "tuple"; all tuples of a table live in one BPF hash map keyed by
+  (tuple id, the packet's fields under that mask).  Tuples are probed in
+  order of their best rank and the probe stops as soon as no remaining
+  tuple can beat the best hit, so the per-packet cost depends on the number
+  of distinct masks, not of flows.  The map entries are data (`TableImage`
+  .entries), filled by the loader; the C only knows the masks.
+
+Action lists are deduplicated per table and become the cases of a switch.
+`resubmit` and `goto_table` are inlined (the called table's function is
+emitted first), so a resubmit loop cannot be expressed: it is rejected with
+the flow that closes the loop named.  Same table in, same C out.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .. import flows as FL
+from ..fields import FIELD_BY_NAME
+from ..flows import Flow, FlowTable
+
+# Tables with at most this many flows compile to straight-line code.
+LINEAR_MAX_FLOWS = 64
+# The per-CPU counter map is shared by every program of a bridge (it
+# survives recompiles), so its size is fixed.
+STATS_SLOTS = 65536
+# OVS cuts resubmit recursion at 64; the inlined chain must stay below it.
+MAX_DEPTH = 63
+
+# dp_key field -> (C type width in bytes, number of words).  Order here is
+# the packing order of tuple keys: widest first keeps every store aligned.
+_KEY_FIELDS: dict[str, tuple[int, int]] = {
+    "ipv6_src": (8, 2), "ipv6_dst": (8, 2),
+    "dl_dst": (8, 1), "dl_src": (8, 1), "arp_sha": (8, 1), "arp_tha": (8, 1),
+    "nw_src": (4, 1), "nw_dst": (4, 1), "arp_spa": (4, 1), "arp_tpa": (4, 1),
+    "in_port": (2, 1), "vlan_tci": (2, 1), "dl_type": (2, 1), "arp_op": (2, 1),
+    "tp_src": (2, 1), "tp_dst": (2, 1),
+    "nw_proto": (1, 1), "nw_tos": (1, 1), "nw_ttl": (1, 1),
+    "icmp_type": (1, 1), "icmp_code": (1, 1),
+}
+_CTYPE = {8: "__u64", 4: "__u32", 2: "__u16", 1: "__u8"}
+_PACK = {8: "Q", 4: "I", 2: "H", 1: "B"}
+
+
+class CompileError(ValueError):
+    """The datapath cannot express a flow; names the flow and the reason."""
+
+    def __init__(self, flow: Flow | None, problem: str,
+                 port_names: Mapping[int, str] | None = None):
+        self.flow = flow
+        self.problem = problem
+        where = ""
+        if flow is not None:
+            line = f" (line {flow.line})" if flow.line else ""
+            where = f"flow {flow.to_ofctl(port_names)!r}{line}: "
+        super().__init__(where + problem)
+
+
+@dataclass(frozen=True)
+class Tuple:
+    """One mask shape of a table: its id, fields and best (lowest) rank."""
+    id: int
+    signature: tuple[tuple[str, int], ...]
+    min_rank: int
+
+
+@dataclass
+class TableImage:
+    """What the loader needs for one table besides the C."""
+    table: int
+    strategy: str                      # "linear" or "tuple"
+    map_name: str | None = None        # tuple: the hash map to fill
+    key_size: int = 0                  # tuple: bytes of the map key
+    entries: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+@dataclass
+class Program:
+    """A compiled flow table: C source plus the data the loader installs."""
+    source: str
+    tables: list[TableImage]
+    slots: dict[tuple, int]            # Flow.key -> counter slot
+    flows_by_slot: dict[int, Flow]
+
+
+def rank_order(flows: list[Flow]) -> list[Flow]:
+    """Flows as a lookup must try them: priority high to low, then insertion order."""
+    return sorted(flows, key=lambda f: -f.priority)  # sort is stable
+
+
+def assign_slots(table: FlowTable, previous: Mapping[tuple, int] | None = None) -> dict[tuple, int]:
+    """Counter slot per flow: a flow that survives a recompile keeps its slot
+    (and so its counters); new flows take the lowest free slots."""
+    previous = previous or {}
+    slots: dict[tuple, int] = {}
+    for f in table:
+        if f.key in previous:
+            slots[f.key] = previous[f.key]
+    used = set(slots.values())
+    free = (s for s in range(STATS_SLOTS) if s not in used)
+    for f in table:
+        if f.key not in slots:
+            try:
+                slots[f.key] = next(free)
+            except StopIteration:
+                raise CompileError(f, f"more than {STATS_SLOTS} flows") from None
+    return slots
+
+
+# ------------------------------------------------------------------ matching
+
+def _words(name: str, value: int) -> list[int]:
+    width, n = _KEY_FIELDS[name]
+    if n == 2:
+        return [(value >> 64) & (2**64 - 1), value & (2**64 - 1)]
+    return [value]
+
+
+def _c_ref(name: str, word: int) -> str:
+    if _KEY_FIELDS[name][1] == 2:
+        return f"k->{name}[{word}]"
+    return f"k->{name}"
+
+
+def _lit(width: int, v: int) -> str:
+    return f"0x{v:x}ULL" if width == 8 else f"0x{v:x}"
+
+
+def _conditions(match: FL.Match) -> list[str]:
+    conds = []
+    for name, mask in match.masks.items():
+        width, _ = _KEY_FIELDS[name]
+        full = FIELD_BY_NAME[name].full_mask
+        for i, (v, m) in enumerate(zip(_words(name, match.values[name]), _words(name, mask))):
+            wfull = _words(name, full)[i]
+            if m == 0:
+                continue
+            ref = _c_ref(name, i)
+            if m == wfull:
+                conds.append(f"{ref} == {_lit(width, v)}")
+            else:
+                conds.append(f"({ref} & {_lit(width, m)}) == {_lit(width, v)}")
+    return conds
+
+
+def _tuple_layout(signature) -> list[tuple[str, int, int, int]]:
+    """(field, word, offset, width) of each stored word, widest first."""
+    names = sorted((n for n, _ in signature), key=list(_KEY_FIELDS).index)
+    out, off = [], 0
+    for n in names:
+        width, count = _KEY_FIELDS[n]
+        for w in range(count):
+            out.append((n, w, off, width))
+            off += width
+    return out
+
+
+def _pack_tuple_key(tid: int, layout, values: Mapping[str, int], size: int) -> bytes:
+    buf = bytearray(8 + size)
+    struct.pack_into("<I", buf, 0, tid)
+    for name, word, off, width in layout:
+        struct.pack_into("<" + _PACK[width], buf, 8 + off, _words(name, values[name])[word])
+    return bytes(buf)
+
+
+# ------------------------------------------------------------------- actions
+
+def _action_code(act: FL.Action, flow: Flow, table: int, slot: int,
+                 port_names) -> list[str]:
+    t = type(act)
+    if t is FL.Output:
+        return [f"dp_output(skb, st, {act.port});"]
+    if t is FL.Normal:
+        return ["dp_normal(skb, st);"]
+    if t is FL.Flood or t is FL.All:
+        return ["dp_flood(skb, st);"]
+    if t is FL.InPort:
+        return ["dp_output_in_port(skb, st);"]
+    if t is FL.Local:
+        return [f"dp_output(skb, st, {FL.OFPP_LOCAL});"]
+    if t is FL.Drop:
+        return []
+    if t is FL.Controller:
+        return [f"dp_controller(skb, st, {table}, {slot});"]
+    if t is FL.SetField:
+        if act.field not in ("dl_src", "dl_dst"):
+            raise CompileError(flow, f"the datapath cannot rewrite {act.field}", port_names)
+        return [f"dp_set_{act.field}(skb, st, 0x{act.value:012x}ULL);"]
+    if t is FL.ModVlanVid:
+        return [f"dp_set_vlan_vid(skb, st, {act.vid});"]
+    if t is FL.StripVlan:
+        return ["dp_strip_vlan(skb, st);"]
+    if t is FL.Resubmit:
+        target = table if act.table is None else act.table
+        if act.port is None:
+            return [f"dp_table_{target}(skb, st);"]
+        return ["{",
+                "\t__u16 saved_in_port = st->key.in_port;",
+                f"\tst->key.in_port = {act.port};",
+                f"\tdp_table_{target}(skb, st);",
+                "\tst->key.in_port = saved_in_port;",
+                "}"]
+    if t is FL.GotoTable:
+        return [f"dp_table_{act.table}(skb, st);"]
+    raise CompileError(flow, f"the datapath has no action {act.to_ofctl(port_names)}", port_names)
+
+
+def _calls(flow: Flow) -> list[int]:
+    out = []
+    for a in flow.actions:
+        if isinstance(a, FL.Resubmit):
+            out.append(flow.table if a.table is None else a.table)
+        elif isinstance(a, FL.GotoTable):
+            out.append(a.table)
+    return out
+
+
+def _table_order(table: FlowTable, port_names) -> list[int]:
+    """Tables reachable from table 0, callees first; rejects resubmit loops."""
+    by_table: dict[int, list[Flow]] = {}
+    for f in table:
+        by_table.setdefault(f.table, []).append(f)
+    order: list[int] = []
+    state: dict[int, int] = {}      # 1 = on the stack, 2 = done
+    depth: dict[int, int] = {}
+
+    def visit(t: int, via: Flow | None) -> int:
+        if state.get(t) == 2:
+            return depth[t]
+        if state.get(t) == 1:
+            raise CompileError(via, f"resubmit loop back into table {t}: the datapath "
+                               "inlines resubmits and cannot run a loop", port_names)
+        state[t] = 1
+        d = 0
+        for f in by_table.get(t, []):
+            for callee in _calls(f):
+                d = max(d, 1 + visit(callee, f))
+                if d > MAX_DEPTH:
+                    raise CompileError(f, f"resubmit chain deeper than {MAX_DEPTH}", port_names)
+        state[t] = 2
+        depth[t] = d
+        order.append(t)
+        return d
+
+    visit(0, None)
+    return order
+
+
+# -------------------------------------------------------------------- tables
+
+def _flow_comment(flow: Flow, port_names) -> str:
+    text = flow.to_ofctl(port_names).replace("*/", "* /")
+    return f"/* {text} */"
+
+
+def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_names,
+                   strategy: str) -> tuple[list[str], TableImage]:
+    ranked = rank_order(flows)
+    action_ids: dict[tuple, int] = {}
+    action_code: list[list[str]] = []
+    for f in ranked:
+        if f.actions not in action_ids:
+            lines: list[str] = []
+            for a in f.actions:
+                lines += _action_code(a, f, t, slots[f.key], port_names)
+            # The controller action names the slot; keep such lists per flow.
+            key = f.actions if not any(isinstance(a, FL.Controller) for a in f.actions) \
+                else (f.actions, slots[f.key])
+            if key in action_ids:
+                continue
+            action_ids[key] = len(action_code)
+            action_code.append(lines)
+
+    def action_id(f: Flow) -> int:
+        if any(isinstance(a, FL.Controller) for a in f.actions):
+            return action_ids[(f.actions, slots[f.key])]
+        return action_ids[f.actions]
+
+    out = [f"/* OpenFlow table {t}: {len(flows)} flows, {strategy} lookup. */",
+           f"static __always_inline void dp_table_{t}(struct __sk_buff *skb, struct dp_state *st)",
+           "{",
+           "\tconst struct dp_key *k = &st->key;",
+           "\t__u32 slot, action;",
+           ""]
+    image = TableImage(t, strategy)
+    if strategy == "linear":
+        for f in ranked:
+            conds = _conditions(f.match)
+            out.append("\t" + _flow_comment(f, port_names))
+            out.append(f"\tif ({' && '.join(conds) or '1'}) {{")
+            out.append(f"\t\tslot = {slots[f.key]}; action = {action_id(f)};")
+            out.append("\t\tgoto hit;")
+            out.append("\t}")
+        out.append(f"\tdp_miss(st, {t});")
+        out.append("\treturn;")
+    else:
+        rank_of = {id(f): i for i, f in enumerate(ranked)}
+        tuples: dict[tuple, Tuple] = {}
+        for f in ranked:
+            sig = f.match.signature
+            if sig not in tuples:
+                tuples[sig] = Tuple(len(tuples), sig, rank_of[id(f)])
+        layouts = {sig: _tuple_layout(sig) for sig in tuples}
+        size = max([sum(w for *_, w in lay) for lay in layouts.values()] + [8])
+        size = (size + 7) // 8 * 8
+        image.map_name = f"dp_flows_{t}"
+        image.key_size = 8 + size
+        seen: set[bytes] = set()
+        for f in ranked:
+            tp = tuples[f.match.signature]
+            key = _pack_tuple_key(tp.id, layouts[f.match.signature], f.match.values, size)
+            if key in seen:
+                continue  # same match, worse rank: can never win
+            seen.add(key)
+            val = struct.pack("<IIII", rank_of[id(f)], slots[f.key], action_id(f), 0)
+            image.entries.append((key, val))
+        out[0:0] = [f"struct dp_tuple_key_{t} {{",
+                    "\t__u32 mask_id;",
+                    "\t__u32 pad;",
+                    f"\t__u8 fields[{size}];",
+                    "};",
+                    "",
+                    "struct {",
+                    "\t__uint(type, BPF_MAP_TYPE_HASH);",
+                    f"\t__uint(max_entries, {max(1, len(image.entries))});",
+                    f"\t__type(key, struct dp_tuple_key_{t});",
+                    "\t__type(value, struct dp_tuple_val);",
+                    f"}} dp_flows_{t} SEC(\".maps\");",
+                    ""]
+        out += [f"\tstruct dp_tuple_key_{t} tk;",
+                "\tstruct dp_tuple_val *v, *best = 0;",
+                ""]
+        for sig, tp in tuples.items():
+            desc = ",".join(n if m == FIELD_BY_NAME[n].full_mask else f"{n}/0x{m:x}"
+                            for n, m in sig) or "(no fields)"
+            out.append(f"\t/* tuple {tp.id}: {desc} */")
+            if tp.id:
+                out.append(f"\tif (best && best->rank < {tp.min_rank})")
+                out.append("\t\tgoto found;")
+            out.append("\t__builtin_memset(&tk, 0, sizeof(tk));")
+            out.append(f"\ttk.mask_id = {tp.id};")
+            masks = dict(sig)
+            for name, word, off, width in layouts[sig]:
+                m = _words(name, masks[name])[word]
+                ref = _c_ref(name, word)
+                full = (1 << (8 * width)) - 1 if name not in ("dl_src", "dl_dst", "arp_sha", "arp_tha") \
+                    else (1 << 48) - 1
+                expr = ref if m == full else f"{ref} & {_lit(width, m)}"
+                out.append(f"\t*({_CTYPE[width]} *)&tk.fields[{off}] = {expr};")
+            out.append(f"\tv = bpf_map_lookup_elem(&dp_flows_{t}, &tk);")
+            out.append("\tif (v && (!best || v->rank < best->rank))")
+            out.append("\t\tbest = v;")
+        out += ["found:",
+                "\tif (!best) {",
+                f"\t\tdp_miss(st, {t});",
+                "\t\treturn;",
+                "\t}",
+                "\tslot = best->slot;",
+                "\taction = best->action;"]
+    out += ["hit:",
+            f"\tdp_count(st, {t}, slot, skb->len);",
+            "\tswitch (action) {"]
+    for i, lines in enumerate(action_code):
+        out.append(f"\tcase {i}:")
+        out += ["\t\t" + ln for ln in lines]
+        out.append("\t\tbreak;")
+    out += ["\t}", "}", ""]
+    if strategy == "linear":
+        # `k` and the labels are used by every shape of table; silence the
+        # unused warnings of an empty one.
+        out.insert(5, "\t(void)k;")
+    return out, image
+
+
+def compile_table(table: FlowTable, port_names: Mapping[int, str] | None = None,
+                  slots: Mapping[tuple, int] | None = None,
+                  strategy: str = "auto") -> Program:
+    """The C program and map contents for a flow table.
+
+    `strategy` is "auto" (linear up to LINEAR_MAX_FLOWS flows in a table,
+    tuple space above), "linear" or "tuple" (tests force one or the other).
+    Raises CompileError naming the first flow the datapath cannot express.
+    """
+    if strategy not in ("auto", "linear", "tuple"):
+        raise ValueError(f"strategy {strategy!r}: use auto, linear or tuple")
+    slots = dict(slots) if slots is not None else assign_slots(table)
+    flows_by_slot = {}
+    for f in table:
+        if f.key not in slots:
+            raise CompileError(f, "no counter slot assigned", port_names)
+        flows_by_slot[slots[f.key]] = f
+    by_table: dict[int, list[Flow]] = {}
+    for f in table:
+        by_table.setdefault(f.table, []).append(f)
+        for a in f.actions:  # reject what cannot be expressed, even if unreachable
+            _action_code(a, f, f.table, slots[f.key], port_names)
+    order = _table_order(table, port_names)
+    lines = ["/* Generated by appliance/switch/datapath/compiler.py from a flow table.",
+             " * Do not edit: change the flows and recompile. */",
+             f"#define DP_STATS_SLOTS {STATS_SLOTS}",
+             '#include "dp_runtime.h"',
+             ""]
+    images = []
+    for t in order:
+        flows = by_table.get(t, [])
+        strat = strategy
+        if strat == "auto":
+            strat = "linear" if len(flows) <= LINEAR_MAX_FLOWS else "tuple"
+        code, image = _compile_table(t, flows, slots, port_names, strat)
+        lines += code
+        images.append(image)
+    lines += ['SEC("tc")',
+              "int dp_ingress(struct __sk_buff *skb)",
+              "{",
+              "\tstruct dp_state state = {};",
+              "\tstruct dp_state *st = &state;",
+              "\tint verdict = dp_begin(skb, st);",
+              "",
+              "\tif (verdict >= 0)",
+              "\t\treturn verdict;",
+              "\tdp_table_0(skb, st);",
+              "\treturn dp_finish(skb, st);",
+              "}",
+              "",
+              'char _license[] SEC("license") = "GPL";',
+              ""]
+    return Program("\n".join(lines), images, slots, flows_by_slot)

@@ -1,0 +1,355 @@
+"""ctypes binding to Debian's libbpf.so.1: the only way this package talks to bpf(2).
+
+libbpf holds the file descriptors for us, so nothing here parses the output
+of bpftool.  Only the handful of calls the datapath needs are bound: open and
+load an object, find its programs and maps, reuse a map from an earlier load
+(per-flow counters survive a recompile that way), read and write map
+entries, pin and unpin, BPF_PROG_TEST_RUN and ring buffers.
+
+Every failing call raises `BpfError` with the call, errno and, for loads,
+the verifier's log and libbpf's own messages.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno as errno_mod
+import os
+import threading
+from dataclasses import dataclass
+
+_lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)
+
+c_void_p = ctypes.c_void_p
+c_int = ctypes.c_int
+c_char_p = ctypes.c_char_p
+c_size_t = ctypes.c_size_t
+c_uint32 = ctypes.c_uint32
+
+BPF_ANY = 0
+BPF_NOEXIST = 1
+BPF_EXIST = 2
+
+# libbpf reports its own problems through a print callback taking a va_list;
+# on x86_64 a va_list argument is a pointer, which vsnprintf accepts as is.
+_PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
+_libc.vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
+_messages = threading.local()
+
+
+def _on_libbpf_print(level, fmt, args):
+    buf = ctypes.create_string_buffer(2048)
+    _libc.vsnprintf(buf, len(buf), fmt, args)
+    log = getattr(_messages, "log", None)
+    if log is not None:
+        log.append(buf.value.decode(errors="replace").rstrip())
+    return 0
+
+
+_print_cb = _PRINT_FN(_on_libbpf_print)
+_lib.libbpf_set_print.restype = c_void_p
+_lib.libbpf_set_print.argtypes = [_PRINT_FN]
+_lib.libbpf_set_print(_print_cb)
+
+
+def _sig(name, restype, *argtypes):
+    fn = getattr(_lib, name)
+    fn.restype = restype
+    fn.argtypes = list(argtypes)
+    return fn
+
+
+_open_file = _sig("bpf_object__open_file", c_void_p, c_char_p, c_void_p)
+_obj_load = _sig("bpf_object__load", c_int, c_void_p)
+_obj_close = _sig("bpf_object__close", None, c_void_p)
+_find_prog = _sig("bpf_object__find_program_by_name", c_void_p, c_void_p, c_char_p)
+_find_map = _sig("bpf_object__find_map_by_name", c_void_p, c_void_p, c_char_p)
+_prog_fd = _sig("bpf_program__fd", c_int, c_void_p)
+_prog_set_log_buf = _sig("bpf_program__set_log_buf", c_int, c_void_p, c_char_p, c_size_t)
+_map_fd = _sig("bpf_map__fd", c_int, c_void_p)
+_map_reuse_fd = _sig("bpf_map__reuse_fd", c_int, c_void_p, c_int)
+_map_set_max = _sig("bpf_map__set_max_entries", c_int, c_void_p, c_uint32)
+_map_update = _sig("bpf_map_update_elem", c_int, c_int, c_void_p, c_void_p, ctypes.c_uint64)
+_map_lookup = _sig("bpf_map_lookup_elem", c_int, c_int, c_void_p, c_void_p)
+_map_delete = _sig("bpf_map_delete_elem", c_int, c_int, c_void_p)
+_map_next_key = _sig("bpf_map_get_next_key", c_int, c_int, c_void_p, c_void_p)
+_obj_pin = _sig("bpf_obj_pin", c_int, c_int, c_char_p)
+_obj_get = _sig("bpf_obj_get", c_int, c_char_p)
+_test_run = _sig("bpf_prog_test_run_opts", c_int, c_int, c_void_p)
+_num_cpus = _sig("libbpf_num_possible_cpus", c_int)
+
+_SAMPLE_FN = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
+_rb_new = _sig("ring_buffer__new", c_void_p, c_int, _SAMPLE_FN, c_void_p, c_void_p)
+_rb_free = _sig("ring_buffer__free", None, c_void_p)
+_rb_poll = _sig("ring_buffer__poll", c_int, c_void_p, c_int)
+
+
+class BpfError(OSError):
+    """A bpf(2) or libbpf call failed; `log` carries the verifier's words."""
+
+    def __init__(self, what: str, err: int, log: str = ""):
+        self.what = what
+        self.log = log
+        message = f"{what}: {os.strerror(err)}"
+        if log:
+            message += "\n" + log
+        super().__init__(err, message)
+
+
+def _check(rc: int, what: str) -> int:
+    if rc < 0:
+        err = -rc if rc < -1 else ctypes.get_errno()
+        raise BpfError(what, err or errno_mod.EINVAL)
+    return rc
+
+
+def num_possible_cpus() -> int:
+    return _check(_num_cpus(), "libbpf_num_possible_cpus")
+
+
+class BpfObject:
+    """An ELF object opened and loaded by libbpf.
+
+    Maps named in `reuse` are bound to the given existing map fds before the
+    load, so the new program shares them with the old one (counters, ports).
+    `max_entries` resizes maps before the load.
+    """
+
+    LOG_SIZE = 4 << 20
+
+    def __init__(self, path: str, programs: tuple[str, ...],
+                 reuse: dict[str, int] | None = None,
+                 max_entries: dict[str, int] | None = None):
+        self.path = path
+        self._obj = None
+        _messages.log = []
+        ptr = _open_file(path.encode(), None)
+        if not ptr:
+            err = ctypes.get_errno() or errno_mod.EINVAL
+            raise BpfError(f"open {path}", err, "\n".join(_messages.log))
+        self._obj = ptr
+        self._log_bufs = {}
+        try:
+            for name in programs:
+                prog = self._program(name)
+                buf = ctypes.create_string_buffer(self.LOG_SIZE)
+                self._log_bufs[name] = buf
+                _check(_prog_set_log_buf(prog, buf, self.LOG_SIZE), "set log buffer")
+            for name, size in (max_entries or {}).items():
+                _check(_map_set_max(self._map(name), size), f"resize map {name}")
+            for name, fd in (reuse or {}).items():
+                _check(_map_reuse_fd(self._map(name), fd), f"reuse map {name}")
+            _messages.log = []
+            rc = _obj_load(self._obj)
+            if rc < 0:
+                err = -rc if rc < -1 else (ctypes.get_errno() or errno_mod.EINVAL)
+                logs = [b.value.decode(errors="replace") for b in self._log_bufs.values()]
+                log = "\n".join(x for x in logs if x) or "\n".join(_messages.log)
+                raise BpfError(f"load {os.path.basename(path)}", err, log.strip())
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            _messages.log = None
+        self._log_bufs.clear()
+
+    def _program(self, name: str):
+        prog = _find_prog(self._obj, name.encode())
+        if not prog:
+            raise BpfError(f"program {name} not in {self.path}", errno_mod.ENOENT)
+        return prog
+
+    def _map(self, name: str):
+        m = _find_map(self._obj, name.encode())
+        if not m:
+            raise BpfError(f"map {name} not in {self.path}", errno_mod.ENOENT)
+        return m
+
+    def prog_fd(self, name: str) -> int:
+        return _check(_prog_fd(self._program(name)), f"fd of program {name}")
+
+    def map_fd(self, name: str) -> int:
+        return _check(_map_fd(self._map(name)), f"fd of map {name}")
+
+    def close(self) -> None:
+        if self._obj:
+            _obj_close(self._obj)
+            self._obj = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+
+@dataclass
+class Map:
+    """A map fd with fixed key and value sizes, addressed with bytes."""
+
+    fd: int
+    key_size: int
+    value_size: int
+    percpu: bool = False
+    owned: bool = False
+
+    def _vsize(self) -> int:
+        if self.percpu:
+            return ((self.value_size + 7) // 8 * 8) * num_possible_cpus()
+        return self.value_size
+
+    def update(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
+        assert len(key) == self.key_size, (len(key), self.key_size)
+        assert len(value) == self._vsize(), (len(value), self._vsize())
+        k = ctypes.create_string_buffer(key, len(key))
+        v = ctypes.create_string_buffer(value, len(value))
+        _check(_map_update(self.fd, k, v, flags), "map update")
+
+    def lookup(self, key: bytes) -> bytes | None:
+        k = ctypes.create_string_buffer(key, len(key))
+        v = ctypes.create_string_buffer(self._vsize())
+        if _map_lookup(self.fd, k, v) < 0:
+            if ctypes.get_errno() == errno_mod.ENOENT:
+                return None
+            _check(-1, "map lookup")
+        return v.raw
+
+    def delete(self, key: bytes) -> bool:
+        k = ctypes.create_string_buffer(key, len(key))
+        if _map_delete(self.fd, k) < 0:
+            if ctypes.get_errno() == errno_mod.ENOENT:
+                return False
+            _check(-1, "map delete")
+        return True
+
+    def keys(self) -> list[bytes]:
+        out = []
+        cur = None
+        nxt = ctypes.create_string_buffer(self.key_size)
+        while True:
+            rc = _map_next_key(self.fd, cur, nxt)
+            if rc < 0:
+                if ctypes.get_errno() == errno_mod.ENOENT:
+                    return out
+                _check(-1, "map next key")
+            out.append(nxt.raw)
+            cur = ctypes.create_string_buffer(nxt.raw, self.key_size)
+
+    def percpu_values(self, key: bytes) -> list[bytes]:
+        raw = self.lookup(key)
+        if raw is None:
+            return []
+        step = (self.value_size + 7) // 8 * 8
+        return [raw[i:i + self.value_size] for i in range(0, len(raw), step)]
+
+    def pin(self, path: str) -> None:
+        pin(self.fd, path)
+
+    def close(self) -> None:
+        if self.owned and self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def pin(fd: int, path: str) -> None:
+    _check(_obj_pin(fd, path.encode()), f"pin {path}")
+
+
+def unpin(path: str) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def obj_get(path: str) -> int:
+    """Open a pinned object; the caller owns (and closes) the fd."""
+    return _check(_obj_get(path.encode()), f"open pinned {path}")
+
+
+class _TestRunOpts(ctypes.Structure):
+    _fields_ = [
+        ("sz", c_size_t),
+        ("data_in", c_void_p),
+        ("data_out", c_void_p),
+        ("data_size_in", c_uint32),
+        ("data_size_out", c_uint32),
+        ("ctx_in", c_void_p),
+        ("ctx_out", c_void_p),
+        ("ctx_size_in", c_uint32),
+        ("ctx_size_out", c_uint32),
+        ("retval", c_uint32),
+        ("repeat", c_int),
+        ("duration", c_uint32),
+        ("flags", c_uint32),
+        ("cpu", c_uint32),
+        ("batch_size", c_uint32),
+    ]
+
+
+@dataclass
+class TestRun:
+    retval: int
+    data: bytes
+    ctx: bytes
+    duration_ns: int
+
+
+def test_run(prog_fd: int, data: bytes, ctx: bytes | None = None,
+             repeat: int = 1) -> TestRun:
+    """BPF_PROG_TEST_RUN: run the program on `data` in the kernel, `repeat` times."""
+    din = ctypes.create_string_buffer(data, len(data))
+    dout = ctypes.create_string_buffer(len(data) + 256)
+    opts = _TestRunOpts()
+    opts.sz = ctypes.sizeof(opts)
+    opts.data_in = ctypes.cast(din, c_void_p)
+    opts.data_size_in = len(data)
+    opts.data_out = ctypes.cast(dout, c_void_p)
+    opts.data_size_out = len(dout)
+    cin = cout = None
+    if ctx is not None:
+        cin = ctypes.create_string_buffer(ctx, len(ctx))
+        cout = ctypes.create_string_buffer(len(ctx))
+        opts.ctx_in = ctypes.cast(cin, c_void_p)
+        opts.ctx_size_in = len(ctx)
+        opts.ctx_out = ctypes.cast(cout, c_void_p)
+        opts.ctx_size_out = len(ctx)
+    opts.repeat = repeat
+    _check(_test_run(prog_fd, ctypes.byref(opts)), "BPF_PROG_TEST_RUN")
+    return TestRun(
+        retval=opts.retval,
+        data=dout.raw[: opts.data_size_out],
+        ctx=cout.raw[: opts.ctx_size_out] if cout is not None else b"",
+        duration_ns=opts.duration,
+    )
+
+
+class RingBuffer:
+    """Consume a BPF ring buffer map; `callback(bytes)` gets every record."""
+
+    def __init__(self, map_fd: int, callback):
+        def sample(_ctx, data, size):
+            callback(ctypes.string_at(data, size))
+            return 0
+
+        self._cb = _SAMPLE_FN(sample)
+        self._rb = _rb_new(map_fd, self._cb, None, None)
+        if not self._rb:
+            _check(-1, "ring_buffer__new")
+
+    def poll(self, timeout_ms: int = 100) -> int:
+        return _check(_rb_poll(self._rb, timeout_ms), "ring_buffer__poll")
+
+    def close(self) -> None:
+        if self._rb:
+            _rb_free(self._rb)
+            self._rb = None
+
+    def __del__(self):
+        self.close()

@@ -1,0 +1,82 @@
+"""The DNS server process: ``python -m appliance.services.dns --config FILE``.
+
+The service supervisor starts it inside netns vproxy. SIGHUP re-reads the
+file and swaps the policy atomically; an invalid file or list is logged with
+its field or line and the running policy stays. SIGTERM/SIGINT stop it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from .control import serve_control
+from .server import DnsService
+from .settings import SettingsError, load_settings_file
+
+log = logging.getLogger("appliance.services.dns")
+
+
+async def run(config: str) -> int:
+    settings = load_settings_file(config)
+    service = DnsService(settings)
+    await service.start()
+    control = None
+    if settings.control_socket:
+        control = await serve_control(service, settings.control_socket)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reloading: set[asyncio.Task] = set()
+
+    async def reload() -> None:
+        try:
+            new = load_settings_file(config)
+        except (SettingsError, OSError) as exc:
+            log.error("reload refused, keeping the running policy: %s", exc)
+            service.last_reload_error = str(exc)
+            return
+        errors = await service.reload(new)
+        if errors:
+            log.error("reload refused, keeping the running policy: %s", "; ".join(errors))
+        else:
+            log.info("reloaded %s", config)
+
+    def on_hup() -> None:
+        task = loop.create_task(reload())
+        reloading.add(task)
+        task.add_done_callback(reloading.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    print(f"ready ports={','.join(map(str, service.bound_ports()))}", flush=True)
+    await stop.wait()
+    if control is not None:
+        control.close()
+    await service.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m appliance.services.dns")
+    parser.add_argument("--config", required=True, help="YAML or JSON DnsSettings file")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(run(args.config))
+    except SettingsError as exc:
+        for field, problem in exc.errors.items():
+            print(f"{args.config}: {field}: {problem}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Local names: DHCP leases and static hosts as `hostname.lan`, both ways.
+
+Leases come from callables returning (hostname, ip, mac) tuples, so the DHCP
+service (Kea, issue of its own) only has to provide one such callable;
+`kea_lease_file` reads Kea's memfile CSV for the server process.
+"""
+
+from __future__ import annotations
+
+import csv
+import ipaddress
+import re
+import time
+from typing import Callable, Iterable
+
+LeaseSource = Callable[[], Iterable[tuple[str, str, str | None]]]
+
+_BAD = re.compile(r"[^a-z0-9-]+")
+
+
+def clean_hostname(name: str, domain: str) -> str | None:
+    """A DHCP client's hostname as one DNS label, or None if nothing is left."""
+    name = name.strip().lower().rstrip(".")
+    if name.endswith("." + domain):
+        name = name[: -len(domain) - 1]
+    name = name.split(".", 1)[0]
+    name = _BAD.sub("-", name).strip("-")[:63]
+    return name or None
+
+
+class LocalNames:
+    def __init__(self, domain: str = "lan", sources: list[LeaseSource] | None = None,
+                 static: Iterable[tuple[str, str, str | None]] = ()):
+        self.domain = domain
+        self.sources = list(sources or [])
+        self.static = list(static)
+        self._forward: dict[str, list[str]] = {}
+        self._reverse: dict[str, str] = {}
+        self.errors: list[str] = []
+        self.refresh()
+
+    def refresh(self) -> None:
+        forward: dict[str, list[str]] = {}
+        reverse: dict[str, str] = {}
+        errors = []
+        entries: list[tuple[str, str, str | None]] = list(self.static)
+        for source in self.sources:
+            try:
+                entries.extend(source())
+            except Exception as exc:  # a broken lease source must not take DNS down
+                errors.append(f"lease source: {exc}")
+        # Static entries come first, so they win over a lease with the same name.
+        static_count = len(self.static)
+        for index, (hostname, ip, _mac) in enumerate(entries):
+            label = clean_hostname(hostname or "", self.domain)
+            try:
+                address = str(ipaddress.ip_address(ip))
+            except ValueError:
+                continue
+            if label is None:
+                continue
+            fqdn = f"{label}.{self.domain}"
+            if fqdn not in forward:
+                forward[fqdn] = [address]
+            elif index < static_count and address not in forward[fqdn]:
+                forward[fqdn].append(address)  # several static addresses for one name
+            reverse.setdefault(ipaddress.ip_address(address).reverse_pointer, fqdn)
+        self._forward, self._reverse, self.errors = forward, reverse, errors
+
+    def in_domain(self, qname: str) -> bool:
+        return qname == self.domain or qname.endswith("." + self.domain)
+
+    def forward(self, qname: str) -> list[str] | None:
+        """Addresses of a local name; [] for an unknown name in the local domain."""
+        if not self.in_domain(qname):
+            return None
+        return self._forward.get(qname, [])
+
+    def reverse(self, qname: str) -> str | None:
+        return self._reverse.get(qname)
+
+    def table(self) -> list[dict]:
+        return [{"name": n, "addresses": a} for n, a in sorted(self._forward.items())]
+
+
+def kea_lease_file(path: str, clock: Callable[[], float] = time.time) -> LeaseSource:
+    """Leases from Kea's memfile CSV (append-only: the last row of an address wins)."""
+
+    def read() -> list[tuple[str, str, str | None]]:
+        latest: dict[str, dict] = {}
+        try:
+            with open(path, newline="") as fh:
+                for row in csv.DictReader(fh):
+                    if row.get("address"):
+                        latest[row["address"]] = row
+        except FileNotFoundError:
+            return []
+        now = clock()
+        out = []
+        for address, row in latest.items():
+            try:
+                expired = int(row.get("expire") or 0) < now
+                state = int(row.get("state") or 0)
+            except ValueError:
+                continue
+            if expired or state != 0 or not row.get("hostname"):
+                continue
+            out.append((row["hostname"], address, row.get("hwaddr") or None))
+        return out
+
+    return read

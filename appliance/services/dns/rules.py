@@ -1,0 +1,267 @@
+"""Domain rules: parsing rule lists and matching a name, first match wins.
+
+A `DomainMatcher` holds rules in order (exact, suffix, keyword, regex) and
+returns the first one, in that order, that matches a name. Exact and suffix
+rules are dictionary look-ups (one per label of the name), so a 100,000-line
+blocklist costs no more per query than a ten-line one.
+
+`parse_list` turns the text of a rule set or blocklist (hosts, AdBlock
+``||domain^``, plain, or ``rules`` lines) into entries, and rejects the whole
+text with a `ListError` naming the line and the reason, so a broken download
+never replaces a working list.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from .settings import normalize_domain
+
+MATCHES = ("exact", "suffix", "keyword", "regex")
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    match: str
+    value: str
+    action: Any  # a settings action model (BlockAction, FakeIpAction, ...)
+    origin: str  # where it came from, for the query log: "rules.3", "list ads"
+
+
+class DomainMatcher:
+    """Ordered rules; `match(name)` returns the first rule that matches."""
+
+    def __init__(self, rules: Iterable[Rule]):
+        self.rules: list[Rule] = []
+        self._exact: dict[str, int] = {}
+        self._suffix: dict[str, int] = {}
+        self._keyword: list[tuple[int, str]] = []
+        self._regex: list[tuple[int, re.Pattern]] = []
+        for rule in rules:
+            self.add(rule)
+
+    def add(self, rule: Rule) -> None:
+        index = len(self.rules)
+        self.rules.append(rule)
+        if rule.match == "exact":
+            self._exact.setdefault(rule.value, index)
+        elif rule.match == "suffix":
+            self._suffix.setdefault(rule.value, index)
+        elif rule.match == "keyword":
+            self._keyword.append((index, rule.value))
+        elif rule.match == "regex":
+            self._regex.append((index, re.compile(rule.value, re.IGNORECASE)))
+        else:
+            raise ValueError(f"unknown match {rule.match!r}")
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def match(self, name: str) -> Rule | None:
+        best = self._exact.get(name, len(self.rules))
+        if self._suffix:
+            suffix = name
+            while True:
+                index = self._suffix.get(suffix)
+                if index is not None and index < best:
+                    best = index
+                dot = suffix.find(".")
+                if dot < 0:
+                    break
+                suffix = suffix[dot + 1 :]
+        for index, word in self._keyword:
+            if index >= best:
+                break
+            if word in name:
+                best = index
+                break
+        for index, pattern in self._regex:
+            if index >= best:
+                break
+            if pattern.search(name):
+                best = index
+                break
+        return self.rules[best] if best < len(self.rules) else None
+
+
+class ListError(ValueError):
+    """A rule list that cannot be used; names the line and the reason."""
+
+    def __init__(self, source: str, line: int, reason: str, text: str = ""):
+        self.source, self.line, self.reason, self.text = source, line, reason, text
+        shown = f": {text[:80]!r}" if text else ""
+        super().__init__(f"{source} line {line}: {reason}{shown}")
+
+
+@dataclass
+class ParsedList:
+    """Entries of a list as (match, value); exceptions are AdBlock `@@` lines."""
+
+    entries: list[tuple[str, str]] = field(default_factory=list)
+    exceptions: list[tuple[str, str]] = field(default_factory=list)
+    skipped: int = 0  # valid lines this DNS server has no use for (cosmetic rules)
+
+    @property
+    def count(self) -> int:
+        return len(self.entries) + len(self.exceptions)
+
+
+# Names a hosts file maps that are not blocking entries.
+_HOSTS_IGNORED = {
+    "localhost", "localhost.localdomain", "local", "broadcasthost",
+    "ip6-localhost", "ip6-loopback", "ip6-localnet", "ip6-mcastprefix",
+    "ip6-allnodes", "ip6-allrouters", "ip6-allhosts", "0.0.0.0",
+}
+_ADBLOCK_OK_MODIFIERS = {"important"}
+
+
+def _domain(text: str) -> str:
+    try:
+        text = text.encode("idna").decode("ascii") if not text.isascii() else text
+    except UnicodeError:
+        raise ValueError(f"not a valid international domain: {text!r}") from None
+    return normalize_domain(text)
+
+
+def _parse_hosts(line: str) -> list[tuple[str, str]]:
+    parts = line.split("#", 1)[0].split()
+    if len(parts) < 2:
+        raise ValueError("a hosts line is an address and at least one name")
+    try:
+        ipaddress.ip_address(parts[0])
+    except ValueError:
+        raise ValueError(f"{parts[0]!r} is not an IP address") from None
+    return [("exact", _domain(n)) for n in parts[1:] if n.lower() not in _HOSTS_IGNORED]
+
+
+def _parse_adblock(line: str) -> tuple[bool, tuple[str, str] | None]:
+    """Returns (is_exception, entry or None when the line is skipped)."""
+    if "##" in line or "#@#" in line or "#?#" in line or "#$#" in line:
+        return False, None  # cosmetic (element hiding): nothing to do for DNS
+    exception = line.startswith("@@")
+    body = line[2:] if exception else line
+    body, _, modifiers = body.partition("$")
+    if modifiers:
+        names = {m.strip().split("=")[0] for m in modifiers.split(",")}
+        if names - _ADBLOCK_OK_MODIFIERS:
+            return exception, None  # client-, type- or page-specific: not for a DNS server
+    if body.startswith("/") and body.endswith("/") and len(body) > 2:
+        pattern = body[1:-1]
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"invalid regex: {exc}") from None
+        return exception, ("regex", pattern)
+    if body.startswith("||"):
+        body = body[2:]
+        match = "suffix"
+    elif body.startswith("|"):
+        body = body[1:]
+        match = "exact"
+    else:
+        match = "suffix"
+    body = body.rstrip("|")
+    if body.endswith("^"):
+        body = body[:-1]
+    if "*" in body or "/" in body:
+        return exception, None  # URL patterns: skip, as AdGuard Home's DNS filter does
+    return exception, (match, _domain(body))
+
+
+def _parse_rule_line(line: str) -> tuple[str, str]:
+    kind, _, value = line.partition(" ")
+    kind = kind.strip().lower()
+    value = value.strip()
+    if kind not in MATCHES:
+        raise ValueError(f"unknown match {kind!r}; expected one of {', '.join(MATCHES)}")
+    if not value:
+        raise ValueError("missing value")
+    if kind == "regex":
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regex: {exc}") from None
+        return kind, value
+    if kind == "keyword":
+        if any(c.isspace() for c in value):
+            raise ValueError("a keyword is one word")
+        return kind, value.lower()
+    return kind, _domain(value)
+
+
+def _guess(line: str) -> str:
+    if line.startswith(("||", "@@", "|")) or "^" in line or "##" in line:
+        return "adblock"
+    first = line.split(None, 1)[0]
+    try:
+        ipaddress.ip_address(first)
+        return "hosts"
+    except ValueError:
+        return "plain"
+
+
+def parse_list(text: str, fmt: str = "auto", plain_match: str = "suffix",
+               source: str = "list") -> ParsedList:
+    """Parse a whole list; raise ListError at the first bad line."""
+    parsed = ParsedList()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith(("#", "!")) or (line.startswith("[") and line.endswith("]")):
+            continue
+        kind = _guess(line) if fmt == "auto" else fmt
+        try:
+            if kind == "hosts":
+                parsed.entries.extend(_parse_hosts(line))
+            elif kind == "adblock":
+                exception, entry = _parse_adblock(line)
+                if entry is None:
+                    parsed.skipped += 1
+                else:
+                    (parsed.exceptions if exception else parsed.entries).append(entry)
+            elif kind == "plain":
+                value = line.split("#", 1)[0].strip()
+                match = plain_match
+                if value.startswith("*."):
+                    value, match = value[2:], "suffix"
+                if " " in value or "\t" in value:
+                    raise ValueError("a plain list has one domain a line")
+                parsed.entries.append((match, _domain(value)))
+            elif kind == "rules":
+                parsed.entries.append(_parse_rule_line(line.split(" #", 1)[0]))
+            else:
+                raise ValueError(f"unknown list format {kind!r}")
+        except ValueError as exc:
+            raise ListError(source, number, str(exc), raw.strip()) from None
+    return parsed
+
+
+# Fake IPs break things that need the real address or that check the network
+# before using it (Clash users' reports): time sync, captive-portal and
+# connectivity checks, STUN, local names. These stay real whatever the rules.
+BUILTIN_KEEP_REAL_SUFFIXES = (
+    "pool.ntp.org", "ntp.org", "time.windows.com", "time.apple.com", "time-ios.apple.com",
+    "time.google.com", "time.cloudflare.com", "time.android.com", "ntp.ubuntu.com",
+    "time.nist.gov", "ntp.aliyun.com", "ntp.tencent.com",
+    "connectivitycheck.gstatic.com", "connectivitycheck.android.com", "clients3.google.com",
+    "clients1.google.com", "msftconnecttest.com", "msftncsi.com", "captive.apple.com",
+    "captive.g.aaplimg.com", "detectportal.firefox.com", "nmcheck.gnome.org",
+    "network-test.debian.org", "connectivity-check.ubuntu.com", "networkcheck.kde.org",
+    "conncheck.opensuse.org", "connect.rom.miui.com", "connectivitycheck.platform.hicloud.com",
+    "wifi.vivo.com.cn", "localhost", "local", "lan", "home.arpa", "in-addr.arpa", "ip6.arpa",
+)
+BUILTIN_KEEP_REAL_REGEX = r"^(ntp|time|stun)[0-9]*\."
+
+
+def keep_real_matcher(extra_suffixes: Iterable[str], builtin: bool = True,
+                      local_domain: str | None = None) -> DomainMatcher:
+    keep = object()
+    rules = [Rule("suffix", s, keep, "fake_ip.keep_real") for s in extra_suffixes]
+    if local_domain:
+        rules.append(Rule("suffix", local_domain, keep, "local_names.domain"))
+    if builtin:
+        rules += [Rule("suffix", s, keep, "builtin keep-real") for s in BUILTIN_KEEP_REAL_SUFFIXES]
+        rules.append(Rule("regex", BUILTIN_KEEP_REAL_REGEX, keep, "builtin keep-real"))
+    return DomainMatcher(rules)

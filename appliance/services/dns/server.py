@@ -1,0 +1,330 @@
+"""The DNS service: sockets (UDP and TCP), access control, rate limit, reload.
+
+`DnsService` builds everything from `DnsSettings`, listens, and is the
+Python interface the console and the relay use (directly in-process, or
+through `control.DnsControl` over the Unix control socket):
+`stats()`, `query_log(...)`, `fake_ip_table()`, `lists()`, `upstreams()`,
+`local_names()`, `lookup_fake_ip(ip)`, `pin(ip)`, `unpin(ip)`, `reload(...)`.
+
+Only clients inside `allow_clients` and outside `deny_clients` get an answer;
+the others get nothing (no REFUSED: nothing to reflect or amplify).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import struct
+import time
+from typing import Callable, Iterable
+
+from .fakeip import FakeIpPool
+from .lists import ListStore, read_lists
+from .localnames import LeaseSource, LocalNames, kea_lease_file
+from .policy import Policy
+from .querylog import QueryLog
+from .ratelimit import RateLimiter
+from .resolver import Resolver, read_neighbour_mac
+from .settings import DnsSettings
+from .upstream import Upstream, UpstreamSet
+
+log = logging.getLogger(__name__)
+
+
+class AccessList:
+    def __init__(self, allow: Iterable[str], deny: Iterable[str]):
+        self.allow = [ipaddress.ip_network(n) for n in allow]
+        self.deny = [ipaddress.ip_network(n) for n in deny]
+        self._known: dict[str, bool] = {}
+
+    def allowed(self, ip: str) -> bool:
+        verdict = self._known.get(ip)
+        if verdict is None:
+            address = ipaddress.ip_address(ip)
+            if address.version == 6 and address.ipv4_mapped:
+                address = address.ipv4_mapped
+            verdict = any(address in n for n in self.allow if n.version == address.version) and \
+                not any(address in n for n in self.deny if n.version == address.version)
+            if len(self._known) > 10000:
+                self._known = {}
+            self._known[ip] = verdict
+        return verdict
+
+
+def build_upstreams(settings: DnsSettings) -> UpstreamSet:
+    return UpstreamSet([
+        Upstream(u.url, u.address, u.server_name, u.ca_file, u.timeout, u.name)
+        for u in settings.upstreams
+    ])
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, service: "DnsService"):
+        self.service = service
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        service = self.service
+        client = addr[0]
+        if not service.admit(client):
+            return
+        resolver = service.resolver
+        try:
+            wire = resolver.answer_fast(data, client, True)
+        except Exception:  # a bug must cost one answer, never the server
+            log.exception("fast path failed for a query from %s", client)
+            wire = None
+        if wire is not None:
+            self.transport.sendto(wire, addr)
+            return
+        task = asyncio.get_running_loop().create_task(self._slow(data, addr))
+        service.tasks.add(task)
+        task.add_done_callback(service.tasks.discard)
+
+    async def _slow(self, data: bytes, addr) -> None:
+        try:
+            wire = await self.service.resolver.answer_slow(data, addr[0], True)
+        except Exception:
+            log.exception("query from %s failed", addr[0])
+            return
+        if wire is not None and self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(wire, addr)
+
+    def error_received(self, exc) -> None:
+        pass  # ICMP errors for earlier answers: nothing to do
+
+
+class DnsService:
+    def __init__(self, settings: DnsSettings, lease_sources: list[LeaseSource] | None = None,
+                 neighbour_mac: Callable[[str], str | None] = read_neighbour_mac):
+        self.settings = settings
+        self.started = time.time()
+        self.lists_store = ListStore()
+        errors = read_lists(self.lists_store, settings.lists)
+        for error in errors:
+            log.error("list not loaded: %s", error)
+        self.policy = Policy(settings, self.lists_store.parsed)
+        fake = settings.fake_ip
+        self.fakeips = FakeIpPool(fake.network, fake.db_path, fake.max_entries)
+        self._lease_sources = list(lease_sources or [])
+        self.localnames = self._build_local_names(settings)
+        q = settings.query_log
+        self.querylog = QueryLog(q.max_entries, q.max_age)
+        self.resolver = Resolver(settings, self.policy, build_upstreams(settings), self.fakeips,
+                                 self.localnames, self.querylog, neighbour_mac=neighbour_mac)
+        self.access = AccessList(settings.allow_clients, settings.deny_clients)
+        self.limiter = RateLimiter(settings.rate_limit.per_client_qps, settings.rate_limit.burst)
+        self.tasks: set[asyncio.Task] = set()
+        self._servers: list = []
+        self._transports: list = []
+        self._periodic: list[asyncio.Task] = []
+        self.last_reload_error: str | None = None
+        self.reloads = 0
+
+    def _build_local_names(self, settings: DnsSettings) -> LocalNames:
+        ln = settings.local_names
+        sources = list(self._lease_sources)
+        if ln.leases_file:
+            sources.append(kea_lease_file(ln.leases_file))
+        return LocalNames(ln.domain, sources, [(h.hostname, h.ip, h.mac) for h in ln.static])
+
+    def admit(self, client: str) -> bool:
+        if not self.access.allowed(client):
+            self.querylog.dropped["not allowed"] += 1
+            return False
+        if not self.limiter.allow(client):
+            self.querylog.dropped["rate limited"] += 1
+            return False
+        return True
+
+    # -- sockets --------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for host, port in self.settings.listen_addresses():
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # Bursts of queries must queue in the kernel, not be dropped.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+            sock.bind((host, port))
+            transport, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=sock)
+            self._transports.append(transport)
+            server = await asyncio.start_server(self._tcp_client, host, port, reuse_address=True,
+                                                family=family)
+            self._servers.append(server)
+            log.info("listening on %s port %d (udp, tcp)", host, port)
+        self._periodic.append(loop.create_task(self._every(30, self.fakeips.flush)))
+        self._periodic.append(loop.create_task(
+            self._every(self.settings.local_names.refresh, self.refresh_local_names)))
+        for item in self.settings.lists:
+            if item.enabled and item.refresh > 0:
+                self._periodic.append(loop.create_task(self._refresh_list(item.name, item.refresh)))
+
+    def bound_ports(self) -> list[int]:
+        return [t.get_extra_info("sockname")[1] for t in self._transports]
+
+    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        client = peer[0] if peer else ""
+        try:
+            if not self.access.allowed(client):
+                self.querylog.dropped["not allowed"] += 1
+                return
+            while True:
+                try:
+                    head = await asyncio.wait_for(reader.readexactly(2),
+                                                  self.settings.tcp_idle_timeout)
+                    length = struct.unpack(">H", head)[0]
+                    data = await asyncio.wait_for(reader.readexactly(length),
+                                                  self.settings.tcp_idle_timeout)
+                except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+                    return
+                if not self.limiter.allow(client):
+                    self.querylog.dropped["rate limited"] += 1
+                    return
+                try:
+                    wire = await self.resolver.answer(data, client, udp=False)
+                except Exception:
+                    log.exception("TCP query from %s failed", client)
+                    return
+                if wire is None:
+                    return
+                writer.write(struct.pack(">H", len(wire)) + wire)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def _every(self, seconds: float, action: Callable[[], object]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                action()
+            except Exception:
+                log.exception("periodic %s failed", getattr(action, "__name__", action))
+
+    async def _refresh_list(self, name: str, seconds: int) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            item = next((i for i in self.settings.lists if i.name == name), None)
+            if item is None:
+                return
+            changed = await asyncio.to_thread(self.lists_store.load, item)
+            if changed:
+                self.resolver.swap_policy(Policy(self.settings, self.lists_store.parsed))
+                self.policy = self.resolver.policy
+            else:
+                log.warning("list %s kept its previous version: %s", name,
+                            self.lists_store.status[name].error)
+
+    def refresh_local_names(self) -> None:
+        before = self.localnames.table()
+        self.localnames.refresh()
+        if self.localnames.table() != before:
+            self.resolver.forget_fast_answers()
+
+    async def stop(self) -> None:
+        for task in self._periodic:
+            task.cancel()
+        for transport in self._transports:
+            transport.close()
+        for server in self._servers:
+            server.close()
+            await server.wait_closed()
+        for task in list(self.tasks):
+            task.cancel()
+        self.resolver.upstreams.close()
+        self.fakeips.close()
+
+    # -- reload ---------------------------------------------------------------
+    async def reload(self, settings: DnsSettings) -> list[str]:
+        """Swap in new settings. Returns the errors; on errors the old policy stays.
+
+        Listen addresses, the fake-IP pool and the control socket need a restart.
+        """
+        store = self.lists_store
+        errors = await asyncio.to_thread(read_lists, store, settings.lists, True)
+        if errors:
+            self.last_reload_error = "; ".join(errors)
+            return errors
+        store.forget_except({i.name for i in settings.lists})
+        try:
+            policy = Policy(settings, store.parsed)
+        except (ValueError, KeyError) as exc:
+            self.last_reload_error = str(exc)
+            return [str(exc)]
+        old = self.settings
+        self.settings = settings
+        self.policy = policy
+        if settings.upstreams != old.upstreams:
+            self.resolver.upstreams.close()
+            self.resolver.upstreams = build_upstreams(settings)
+            self.resolver.cache.clear()
+        self.localnames = self._build_local_names(settings)
+        self.resolver.local_names = self.localnames
+        self.access = AccessList(settings.allow_clients, settings.deny_clients)
+        self.limiter = RateLimiter(settings.rate_limit.per_client_qps, settings.rate_limit.burst)
+        self.querylog.max_entries = settings.query_log.max_entries
+        self.querylog.max_age = settings.query_log.max_age
+        self.resolver.swap_policy(policy, settings)
+        self.reloads += 1
+        self.last_reload_error = None
+        loop = asyncio.get_running_loop()
+        for task in self._periodic[2:]:
+            task.cancel()
+        del self._periodic[2:]
+        for item in settings.lists:
+            if item.enabled and item.refresh > 0:
+                self._periodic.append(loop.create_task(self._refresh_list(item.name, item.refresh)))
+        return []
+
+    # -- the interface for the console and the relay ---------------------------
+    def stats(self, top: int = 10) -> dict:
+        out = self.querylog.stats(top)
+        out.update({
+            "uptime": time.time() - self.started,
+            "cache_entries": len(self.resolver.cache),
+            "fast_path_answers": self.resolver.fast_hits,
+            "slow_path_answers": self.resolver.slow_answers,
+            "fake_ip_entries": len(self.fakeips),
+            "fake_ip_capacity": self.fakeips.capacity,
+            "fake_ip_recycled": self.fakeips.recycled,
+            "reloads": self.reloads,
+            "last_reload_error": self.last_reload_error,
+        })
+        return out
+
+    def query_log(self, client: str | None = None, domain: str | None = None,
+                  action: str | None = None, since: float | None = None, limit: int = 100) -> list[dict]:
+        return self.querylog.search(client, domain, action, since, limit)
+
+    def fake_ip_table(self, limit: int | None = 1000) -> list[dict]:
+        return self.fakeips.table(limit)
+
+    def lookup_fake_ip(self, ip: str) -> dict | None:
+        entry = self.fakeips.lookup_ip(ip)
+        if entry is None:
+            return None
+        return {"ip": entry.ip, "domain": entry.domain, "route": entry.route,
+                "pins": self.fakeips.pins(ip)}
+
+    def pin(self, ip: str) -> bool:
+        return self.fakeips.pin(ip)
+
+    def unpin(self, ip: str) -> None:
+        self.fakeips.unpin(ip)
+
+    def lists(self) -> list[dict]:
+        return self.lists_store.counts()
+
+    def upstreams(self) -> list[dict]:
+        return self.resolver.upstreams.health()
+
+    def local_names(self) -> list[dict]:
+        return self.localnames.table()

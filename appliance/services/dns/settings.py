@@ -1,0 +1,458 @@
+"""Typed, validated settings of the DNS service.
+
+`DnsSettings` is the whole configuration of the server in netns `vproxy`:
+where it listens and whom it serves, its upstreams, cache, rate limit,
+fake-IP pool, rules, rule lists, client groups, local names and query log.
+The box's global settings document embeds it as one field; the server
+process reads it from a YAML or JSON file (`load_settings_file`).
+
+Validation happens here, once: every error names the field path
+(`rules.2.value`) and the problem. Rule *lists* (files, URLs) are parsed
+later by `rules.parse_list`, which names the line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def normalize_domain(text: str) -> str:
+    """Lower-case a domain, drop one trailing dot, check its labels.
+
+    Raises ValueError naming the bad label; used by settings and list parsers.
+    """
+    name = text.strip().lower()
+    if name.endswith("."):
+        name = name[:-1]
+    if not name:
+        raise ValueError("empty domain")
+    if len(name) > 253:
+        raise ValueError(f"domain longer than 253 characters: {name[:40]}...")
+    for label in name.split("."):
+        if not _LABEL.match(label):
+            raise ValueError(f"invalid label {label!r} in domain {name!r}")
+    return name
+
+
+class _Model(BaseModel):
+    # Unknown keys are typos; reject them instead of silently ignoring them.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UpstreamSettings(_Model):
+    """One upstream resolver.
+
+    url forms: ``udp://192.168.1.1``, ``tcp://192.168.1.1:53``,
+    ``tls://1.1.1.1:853`` (DNS-over-TLS), ``https://dns.example/dns-query``
+    (DNS-over-HTTPS). For tls/https with a host name, ``address`` is the
+    bootstrap IP to connect to (the box must not need DNS to reach DNS).
+    """
+
+    url: str
+    name: str | None = None
+    address: str | None = None
+    server_name: str | None = Field(
+        default=None, description="TLS name to verify; default: the URL's host"
+    )
+    ca_file: str | None = Field(
+        default=None, description="CA bundle for tls/https; default: the system's"
+    )
+    timeout: float = Field(default=1.0, gt=0, le=10)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        from .upstream import parse_upstream_url  # one parser for both places
+
+        parse_upstream_url(value)
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            ipaddress.ip_address(value)
+        return value
+
+    @model_validator(mode="after")
+    def _bootstrap(self) -> "UpstreamSettings":
+        from .upstream import parse_upstream_url
+
+        target = parse_upstream_url(self.url)
+        if self.address is None and not target.host_is_ip:
+            raise ValueError(
+                f"upstream {self.url!r} names a host; give its IP in 'address'"
+            )
+        return self
+
+
+class CacheSettings(_Model):
+    size: int = Field(default=20000, ge=0, le=10_000_000)
+    min_ttl: int = Field(default=0, ge=0, le=86400)
+    max_ttl: int = Field(default=86400, ge=1, le=7 * 86400)
+    negative_ttl: int = Field(
+        default=300, ge=0, le=86400,
+        description="cap on caching NXDOMAIN/NODATA (RFC 2308 uses the SOA minimum)",
+    )
+    serve_stale: bool = True
+    stale_answer_ttl: int = Field(default=30, ge=1, le=3600)
+    stale_max_age: int = Field(
+        default=86400, ge=0, description="seconds after expiry an answer may still be served"
+    )
+    stale_after: float = Field(
+        default=0.4, gt=0, le=5,
+        description="seconds to wait for a slow upstream before answering from stale cache",
+    )
+    servfail_after: float = Field(
+        default=1.5, gt=0, le=10,
+        description="overall deadline of an upstream resolution; then SERVFAIL",
+    )
+
+
+class RateLimitSettings(_Model):
+    """Per-client token bucket. 0 disables.
+
+    The default is generous on purpose: a home device opening a news page can
+    fire a hundred lookups in a second (AdGuard Home's 20 q/s is a complaint).
+    """
+
+    per_client_qps: float = Field(default=300, ge=0)
+    burst: int = Field(default=2000, ge=1)
+
+
+class FakeIpSettings(_Model):
+    network: str = "100.96.0.0/11"
+    ttl: int = Field(default=1, ge=0, le=3600, description="TTL of fake answers")
+    db_path: str = "/var/lib/appliance/dns-fakeip.sqlite3"
+    max_entries: int | None = Field(
+        default=None, ge=1, description="default: every address of the pool"
+    )
+    builtin_filter: bool = Field(
+        default=True, description="keep NTP and connectivity-check domains real"
+    )
+    keep_real: list[str] = Field(default_factory=list, description="extra suffixes never faked")
+
+    @field_validator("network")
+    @classmethod
+    def _network(cls, value: str) -> str:
+        net = ipaddress.ip_network(value, strict=True)
+        if net.version != 4:
+            raise ValueError("the fake-IP pool must be IPv4")
+        if net.num_addresses < 4:
+            raise ValueError("the fake-IP pool needs at least a /30")
+        return str(net)
+
+    @field_validator("keep_real")
+    @classmethod
+    def _keep(cls, value: list[str]) -> list[str]:
+        return [normalize_domain(v) for v in value]
+
+
+Match = Literal["exact", "suffix", "keyword", "regex"]
+
+
+class BlockAction(_Model):
+    action: Literal["block"]
+    mode: Literal["nxdomain", "null"] | None = Field(
+        default=None, description="default: the service's block_mode"
+    )
+
+
+class DirectAction(_Model):
+    action: Literal["direct"]
+
+
+class FakeIpAction(_Model):
+    action: Literal["fake-ip"]
+    route: str = Field(default="direct", description="'direct' or a named upstream proxy")
+
+    @field_validator("route")
+    @classmethod
+    def _route(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("route must be a name (letters, digits, _ . -)")
+        return value
+
+
+class RewriteAction(_Model):
+    action: Literal["rewrite"]
+    answer: list[str] = Field(min_length=1, description="IPv4/IPv6 addresses or one CNAME target")
+    ttl: int = Field(default=300, ge=0, le=86400)
+
+    @field_validator("answer")
+    @classmethod
+    def _answer(cls, value: list[str]) -> list[str]:
+        addresses, names = [], []
+        for item in value:
+            try:
+                addresses.append(str(ipaddress.ip_address(item)))
+            except ValueError:
+                names.append(normalize_domain(item))
+        if names and (addresses or len(names) > 1):
+            raise ValueError("a rewrite is either addresses or exactly one CNAME target")
+        return addresses or names
+
+
+Action = Annotated[
+    Union[BlockAction, DirectAction, FakeIpAction, RewriteAction],
+    Field(discriminator="action"),
+]
+
+
+class RuleSettings(_Model):
+    """`match` `value` -> `then` (an action)."""
+
+    match: Match
+    value: str
+    then: Action
+
+    @model_validator(mode="after")
+    def _value(self) -> "RuleSettings":
+        if self.match == "regex":
+            try:
+                re.compile(self.value)
+            except re.error as exc:
+                raise ValueError(f"value: invalid regex: {exc}") from None
+        elif self.match == "keyword":
+            if not self.value.strip() or any(c.isspace() for c in self.value):
+                raise ValueError("value: a keyword is one word")
+            object.__setattr__(self, "value", self.value.lower())
+        else:
+            object.__setattr__(self, "value", normalize_domain(self.value))
+        return self
+
+
+class RuleListSettings(_Model):
+    """A rule set or blocklist loaded from a file or URL.
+
+    Formats: ``hosts`` (``0.0.0.0 ads.example``, exact names), ``adblock``
+    (``||ads.example^``, the name and its subdomains; ``@@||x^`` excepts),
+    ``plain`` (one domain a line, matched as ``plain_match``), ``rules``
+    (``suffix example.com`` / ``exact`` / ``keyword`` / ``regex`` a line),
+    ``auto`` (guess per line among hosts, adblock, plain).
+    """
+
+    name: str
+    source: str = Field(description="a file path or an http(s) URL")
+    format: Literal["auto", "hosts", "adblock", "plain", "rules"] = "auto"
+    plain_match: Literal["exact", "suffix"] = "suffix"
+    then: Action = Field(default_factory=lambda: BlockAction(action="block"))
+    refresh: int = Field(default=86400, ge=0, description="seconds; 0: load once")
+    enabled: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("a list name is letters, digits, _ . -")
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("empty source")
+        return value
+
+
+def _client_id(value: str) -> str:
+    text = value.strip().lower().replace("-", ":")
+    if _MAC.match(text):
+        return text
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is neither a MAC, an IP nor a network") from None
+
+
+class ClientGroupSettings(_Model):
+    """A policy for some clients (by MAC or IP/network).
+
+    Its own rules and lists are consulted first, in order; then, unless
+    ``inherit`` is off, those of the default group.
+    """
+
+    name: str
+    clients: list[str] = Field(default_factory=list)
+    rules: list[RuleSettings] = Field(default_factory=list)
+    lists: list[str] = Field(default_factory=list, description="names of rule lists")
+    inherit: bool = True
+    block_mode: Literal["nxdomain", "null"] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value) or value == "default":
+            raise ValueError("a group name is letters, digits, _ . - and not 'default'")
+        return value
+
+    @field_validator("clients")
+    @classmethod
+    def _clients(cls, value: list[str]) -> list[str]:
+        return [_client_id(v) for v in value]
+
+
+class StaticHost(_Model):
+    hostname: str
+    ip: str
+    mac: str | None = None
+
+    @field_validator("ip")
+    @classmethod
+    def _ip(cls, value: str) -> str:
+        return str(ipaddress.ip_address(value))
+
+
+class LocalNamesSettings(_Model):
+    domain: str = "lan"
+    ttl: int = Field(default=60, ge=0, le=86400)
+    leases_file: str | None = Field(
+        default=None, description="Kea memfile lease CSV to read hostnames from"
+    )
+    static: list[StaticHost] = Field(default_factory=list)
+    refresh: float = Field(default=10, gt=0, description="seconds between lease re-reads")
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        return normalize_domain(value)
+
+
+class QueryLogSettings(_Model):
+    max_entries: int = Field(default=20000, ge=0, le=5_000_000)
+    max_age: int = Field(default=86400, ge=0, description="seconds")
+
+
+def _hostport(value: str, default_port: int = 53) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = value, str(default_port)
+    host = host.strip("[]")
+    ipaddress.ip_address(host)
+    number = int(port)
+    if not 0 <= number <= 65535:
+        raise ValueError(f"port {number} out of range")
+    return host, number
+
+
+class DnsSettings(_Model):
+    """The DNS service of netns vproxy."""
+
+    listen: list[str] = Field(default_factory=lambda: ["0.0.0.0:53"])
+    allow_clients: list[str] = Field(
+        default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8"],
+        description="sources served; everything else gets no answer",
+    )
+    deny_clients: list[str] = Field(
+        default_factory=list, description="sources refused even inside allow_clients (the modem)"
+    )
+    upstreams: list[UpstreamSettings] = Field(min_length=1)
+    edns_udp_size: int = Field(default=1232, ge=512, le=4096)
+    block_mode: Literal["nxdomain", "null"] = "nxdomain"
+    block_ttl: int = Field(default=300, ge=0, le=86400)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    fake_ip: FakeIpSettings = Field(default_factory=FakeIpSettings)
+    rules: list[RuleSettings] = Field(default_factory=list, description="the default group's rules")
+    lists: list[RuleListSettings] = Field(default_factory=list)
+    default_lists: list[str] | None = Field(
+        default=None, description="lists the default group uses; default: all enabled"
+    )
+    groups: list[ClientGroupSettings] = Field(default_factory=list)
+    local_names: LocalNamesSettings = Field(default_factory=LocalNamesSettings)
+    query_log: QueryLogSettings = Field(default_factory=QueryLogSettings)
+    control_socket: str | None = "/run/appliance/dns.sock"
+    tcp_idle_timeout: float = Field(default=10, gt=0)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: list[str]) -> list[str]:
+        for item in value:
+            _hostport(item)
+        if not value:
+            raise ValueError("listen on at least one address")
+        return value
+
+    @field_validator("allow_clients", "deny_clients")
+    @classmethod
+    def _nets(cls, value: list[str]) -> list[str]:
+        return [str(ipaddress.ip_network(v, strict=False)) for v in value]
+
+    @model_validator(mode="after")
+    def _references(self) -> "DnsSettings":
+        names = [item.name for item in self.lists]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"lists: duplicate name {sorted(dup)[0]!r}")
+        known = set(names)
+        for i, group in enumerate(self.groups):
+            for name in group.lists:
+                if name not in known:
+                    raise ValueError(f"groups.{i}.lists: unknown list {name!r}")
+        for name in self.default_lists or []:
+            if name not in known:
+                raise ValueError(f"default_lists: unknown list {name!r}")
+        gnames = [g.name for g in self.groups]
+        dup = {n for n in gnames if gnames.count(n) > 1}
+        if dup:
+            raise ValueError(f"groups: duplicate name {sorted(dup)[0]!r}")
+        return self
+
+    def listen_addresses(self) -> list[tuple[str, int]]:
+        return [_hostport(item) for item in self.listen]
+
+
+class SettingsError(ValueError):
+    """Invalid DNS settings; `errors` maps a field path to its problem."""
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+
+def _field_path(loc: tuple) -> str:
+    # Pydantic puts the discriminator tag into loc (e.g. "rules.0.then.block");
+    # drop the tag names so the path is the user's field path.
+    tags = {"block", "direct", "fake-ip", "rewrite"}
+    return ".".join(str(p) for p in loc if p not in tags) or "(settings)"
+
+
+def parse_settings(data: object) -> DnsSettings:
+    """Validate a settings document; raise SettingsError keyed by field."""
+    try:
+        return DnsSettings.model_validate(data)
+    except ValidationError as exc:
+        errors: dict[str, str] = {}
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            errors.setdefault(_field_path(err["loc"]), msg)
+        raise SettingsError(errors) from None
+
+
+def load_settings_file(path: str | Path) -> DnsSettings:
+    """Read YAML (or JSON, a subset) from a file and validate it."""
+    import yaml
+
+    text = Path(path).read_text()
+    try:
+        data = yaml.safe_load(text) if not str(path).endswith(".json") else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise SettingsError({"(file)": f"{path}: {exc}"}) from None
+    return parse_settings(data or {})

@@ -26,8 +26,8 @@ from typing import Mapping
 
 from appliance.box.settings import Settings
 from appliance.kernel.base import Route
-from appliance.kernel.desired import (
-    Address, Bridge, Namespace, NftTable, Object, RouteEntry, Sysctls, Veth,
+from appliance.kernel.desired import (  # noqa: F401 - BridgePort is part of a plan's vocabulary
+    Address, Bridge, BridgePort, Namespace, NftTable, Object, RouteEntry, Sysctls, Veth,
 )
 from appliance.services.dhcp import config as kea
 from appliance.services.supervisor import ServiceSpec
@@ -102,18 +102,6 @@ class Observed:
 
     def mac_of(self, nic: str) -> str | None:
         return dict(self.nic_macs).get(nic)
-
-
-@dataclass(frozen=True)
-class BridgePort:
-    """An existing link (a NIC) made a port of the bridge."""
-
-    ns: str | None
-    name: str
-    master: str
-
-    def key(self) -> str:
-        return f"bridge-port {self.ns}/{self.name} master {self.master}"
 
 
 @dataclass(frozen=True)

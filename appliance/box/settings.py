@@ -81,6 +81,19 @@ def _domain(value: str) -> str:
     return name
 
 
+def _network(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return IPv4Network(value)
+    except ValueError:
+        try:
+            loose = IPv4Network(value, strict=False)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IPv4 network (write it as 192.168.1.0/24)") from None
+        raise ValueError(f"{value} has host bits set; the network is {loose}") from None
+
+
 def _port_number(value: int) -> int:
     if not 1 <= value <= 65535:
         raise ValueError(f"{value} is not a TCP port (1-65535)")
@@ -92,6 +105,7 @@ IfName = Annotated[str, AfterValidator(_ifname)]
 DomainName = Annotated[str, AfterValidator(_domain)]
 Hostname = Annotated[str, AfterValidator(_domain)]
 TcpPort = Annotated[int, AfterValidator(_port_number)]
+Network = Annotated[IPv4Network, BeforeValidator(_network)]
 
 
 class _Model(BaseModel):
@@ -116,7 +130,7 @@ class Gateway(_Model):
 
 
 class Lan(_Model):
-    prefix: IPv4Network
+    prefix: Network
 
 
 class Admin(_Model):
@@ -132,7 +146,7 @@ class VProxy(_Model):
 
     address: IPv4Address
     mac: MacAddress
-    fake_range: IPv4Network = IPv4Network("100.96.0.0/11")
+    fake_range: Network = IPv4Network("100.96.0.0/11")
 
 
 class DhcpPool(_Model):

@@ -1,0 +1,172 @@
+"""Apply a plan to the box, changing only what differs; restore on failure.
+
+The apply walks the plan in the order a working box needs it:
+
+1. kernel objects (`reconcile`), and removal of the ones the previous plan
+   had and this one does not;
+2. directories and config files (written atomically, only when different);
+3. the switch: flows compiled and swapped into the datapath;
+4. services: started, restarted when their definition changed, stopped when
+   the plan no longer has them.
+
+Each step reports progress lines. If any step fails, the previous plan is
+applied again (or, on a first apply, what was made is removed), so the box
+keeps running what it ran before; the result says what failed and that it
+was restored. Applying the same plan twice changes nothing the second time.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+from appliance.kernel.base import Kernel
+from appliance.kernel.reconcile import reconcile, remove
+
+Progress = Callable[[str], None]
+
+
+class SwitchLoader(Protocol):
+    """Puts a plan's switch (ports + flow table) into the datapath."""
+
+    def load(self, switch) -> list[str]:
+        """Compile and swap in; on failure raise and leave the running datapath as it was."""
+
+    def unload(self, switch) -> list[str]: ...
+
+
+class ServiceRunner(Protocol):
+    def start(self, spec) -> str: ...  # "unchanged", "started" or "restarted"
+    def stop(self, name: str) -> bool: ...
+    def remove(self, name: str) -> None: ...
+
+
+class FileSystem(Protocol):
+    def read(self, path: str) -> str | None: ...
+    def write(self, path: str, content: str, mode: int) -> None: ...
+    def mkdir(self, path: str) -> None: ...
+
+
+class RealFileSystem:
+    def read(self, path):
+        try:
+            return Path(path).read_text()
+        except FileNotFoundError:
+            return None
+
+    def write(self, path, content, mode):
+        # Write-then-rename: a daemon never reads half a config.
+        d = os.path.dirname(path)
+        os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(content)
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def mkdir(self, path):
+        os.makedirs(path, exist_ok=True)
+
+
+@dataclass
+class ApplyResult:
+    ok: bool
+    changes: list[str] = field(default_factory=list)
+    error: str | None = None
+    restored: bool = False  # after a failure: the previous state is back
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+
+class Applier:
+    def __init__(self, kernel: Kernel, switch: SwitchLoader, services: ServiceRunner,
+                 fs: FileSystem | None = None):
+        self.kernel = kernel
+        self.switch = switch
+        self.services = services
+        self.fs = fs or RealFileSystem()
+
+    def _steps(self, new, old, progress: Progress) -> list[str]:
+        changes: list[str] = []
+
+        def note(lines):
+            for line in lines:
+                changes.append(line)
+                progress(line)
+
+        progress("step 1/4: network namespaces, links, addresses, routes, nftables")
+        note(reconcile(self.kernel, new.kernel))
+        if old is not None:
+            keep = {o.key() for o in new.kernel}
+            note(remove(self.kernel, [o for o in old.kernel if o.key() not in keep]))
+
+        progress("step 2/4: configuration files")
+        for d in new.directories:
+            self.fs.mkdir(d)
+        for f in new.files:
+            if self.fs.read(f.path) != f.content:
+                self.fs.write(f.path, f.content, f.mode)
+                note([f"~ file {f.path} ({f.digest})"])
+
+        progress("step 3/4: switch: compile the flow table and swap the datapath")
+        note(self.switch.load(new.switch))
+
+        progress("step 4/4: services")
+        for spec in new.services:
+            how = self.services.start(spec)
+            if how != "unchanged":
+                note([f"~ service {spec.name}: {how}"])
+        if old is not None:
+            names = {s.name for s in new.services}
+            for spec in old.services:
+                if spec.name not in names:
+                    self.services.remove(spec.name)
+                    note([f"- service {spec.name}"])
+        return changes
+
+    def apply(self, new, old=None, progress: Progress | None = None) -> ApplyResult:
+        progress = progress or (lambda line: None)
+        try:
+            changes = self._steps(new, old, progress)
+        except Exception as e:  # noqa: BLE001 - any failure must restore what ran before
+            error = f"{type(e).__name__}: {e}"
+            progress(f"failed: {error}")
+            restored = self._restore(new, old, progress)
+            return ApplyResult(ok=False, error=error, restored=restored)
+        progress("done: " + (f"{len(changes)} change(s)" if changes else "no changes"))
+        return ApplyResult(ok=True, changes=changes)
+
+    def _restore(self, failed, old, progress: Progress) -> bool:
+        try:
+            if old is not None:
+                progress("restoring the previous configuration")
+                self._steps(old, failed, lambda line: progress(f"restore: {line}"))
+            else:
+                progress("removing what the failed first apply made")
+                self.teardown(failed, progress)
+            progress("restored")
+            return True
+        except Exception as e:  # noqa: BLE001
+            progress(f"restore failed too: {type(e).__name__}: {e}")
+            return False
+
+    def teardown(self, plan, progress: Progress | None = None) -> list[str]:
+        progress = progress or (lambda line: None)
+        changes = []
+        for spec in plan.services:
+            self.services.remove(spec.name)
+            changes.append(f"- service {spec.name}")
+        changes += self.switch.unload(plan.switch)
+        changes += remove(self.kernel, plan.kernel)
+        for line in changes:
+            progress(line)
+        return changes

@@ -1,0 +1,232 @@
+"""The pure plan: deterministic, stable MACs, the seed's topology, and a
+flow table that does each step of `init-flow.sh` without relying on
+equal-priority overlaps (checked with the flow language's parser, lint and
+reference classifier)."""
+import pytest
+
+from appliance.box.plan import (
+    ADMIN_DEV, BRIDGE, GW_NS, VPROXY_NS, BridgePort, Observed, PlanError, derived_mac, diff, plan, render,
+)
+from appliance.box.settings import default_settings, parse_settings, to_data
+from appliance.kernel.desired import Address, Bridge, Namespace, NftTable, RouteEntry, Sysctls, Veth
+from appliance.switch.classifier import classify
+from appliance.switch.flows import FlowTable
+from appliance.switch.parser import parse_flows
+
+GW_MAC = "18:00:00:00:00:e8"
+UP_MAC = "5c:00:00:00:00:7d"
+VP_MAC = "d6:00:00:00:00:bf"
+CLIENT = "02:11:22:33:44:55"
+OBSERVED = Observed.of({"enp5s0": UP_MAC, "enp1s0": "5c:00:00:00:00:7c"})
+
+
+def settings(**changes):
+    data = to_data(default_settings("enp5s0", "enp1s0", gateway={"ip": "192.168.1.1", "mac": GW_MAC}))
+    data.update(changes)
+    return parse_settings(data)
+
+
+@pytest.fixture(scope="module")
+def the_plan():
+    return plan(settings(), OBSERVED)
+
+
+@pytest.fixture(scope="module")
+def table(the_plan):
+    return FlowTable(parse_flows(the_plan.switch.flow_text(), the_plan.switch.port_map))
+
+
+def test_plan_is_deterministic_and_comparable(the_plan):
+    again = plan(settings(), Observed.of({"enp1s0": "5c:00:00:00:00:7c", "enp5s0": UP_MAC}))
+    assert again == the_plan
+    assert render(again) == render(the_plan)
+    assert diff(the_plan, again) == ""
+    assert hash(the_plan.switch) == hash(again.switch)
+
+
+def test_derived_macs_are_stable_local_unicast():
+    assert derived_mac("vgw") == derived_mac("vgw") != derived_mac("vproxy")
+    # Fixed values: a change here renames the box's ports to every neighbour.
+    assert derived_mac("vgw") == "9a:83:78:64:fc:d1"
+    for name in ("admin", "vgw", "vproxy", BRIDGE):
+        first = int(derived_mac(name)[:2], 16)
+        assert first & 0x02 and not first & 0x01
+
+
+def test_topology(the_plan):
+    k = the_plan.kernel
+    assert [o for o in k if isinstance(o, Namespace)] == [Namespace(GW_NS), Namespace(VPROXY_NS)]
+    assert Bridge(None, BRIDGE, derived_mac(BRIDGE)) in k
+    assert BridgePort(None, "enp5s0", BRIDGE) in k and BridgePort(None, "enp1s0", BRIDGE) in k
+    veths = {v.name: v for v in k if isinstance(v, Veth)}
+    # gw0 carries the modem's IP and MAC; admin0 the uplink NIC's MAC.
+    assert (veths["gw0"].ns, veths["gw0"].mac, veths["gw0"].peer) == (GW_NS, GW_MAC, "vgw")
+    assert (veths[ADMIN_DEV].ns, veths[ADMIN_DEV].mac, veths[ADMIN_DEV].peer) == (None, UP_MAC, "admin")
+    assert (veths["vproxy0"].ns, veths["vproxy0"].mac) == (VPROXY_NS, VP_MAC)
+    for v in veths.values():
+        assert v.peer_master == BRIDGE and v.peer_ns is None and v.peer_mac == derived_mac(v.peer)
+    assert {(a.ns, a.dev, a.cidr) for a in k if isinstance(a, Address)} == {
+        (None, ADMIN_DEV, "192.168.1.8/24"), (GW_NS, "gw0", "192.168.1.1/24"), (VPROXY_NS, "vproxy0", "192.168.1.9/24")}
+    routes = {(r.ns, r.route.dst, r.route.via, r.route.type) for r in k if isinstance(r, RouteEntry)}
+    assert routes == {(None, "default", "192.168.1.1", "unicast"),
+                      (VPROXY_NS, "100.96.0.0/11", None, "local"),
+                      (VPROXY_NS, "default", "192.168.1.1", "unicast")}
+
+
+def test_sysctls(the_plan):
+    values = {(s.ns, k): v for s in the_plan.kernel if isinstance(s, Sysctls) for k, v in s.values}
+    assert values[(VPROXY_NS, "net.ipv4.conf.all.arp_announce")] == "2"
+    assert values[(VPROXY_NS, "net.ipv4.conf.all.arp_ignore")] == "1"
+    for dev in ("enp5s0", "enp1s0", BRIDGE, "admin", "vgw", "vproxy", ADMIN_DEV):
+        assert values[(None, f"net.ipv6.conf.{dev}.disable_ipv6")] == "1"
+    for ns in (GW_NS, VPROXY_NS):
+        assert values[(ns, "net.ipv6.conf.default.disable_ipv6")] == "1"
+        assert values[(ns, "net.ipv4.ip_forward")] == "0"
+    for key in ("iptables", "ip6tables", "arptables"):
+        assert values[(None, f"net.bridge.bridge-nf-call-{key}")] == "0"
+
+
+def test_nftables(the_plan):
+    tables = {(t.ns, t.family, t.name): t for t in the_plan.kernel if isinstance(t, NftTable)}
+    vp = tables[(VPROXY_NS, "ip", "appliance")].body
+    assert "ip daddr 192.168.1.1 udp dport 53 redirect to :53" in vp
+    assert "ip daddr 192.168.1.1 tcp dport 53 redirect to :53" in vp
+    assert "PLACEHOLDER for issue 7" in vp and "tproxy" in vp
+    host = tables[(None, "inet", "appliance")].body
+    assert f'iifname "admin0" ether saddr {GW_MAC} tcp dport {{ 22, 80, 443 }} drop' in host
+
+
+def test_service_and_files(the_plan):
+    (svc,) = the_plan.services
+    (conf,) = the_plan.files
+    assert svc.netns == GW_NS and svc.argv == ("kea-dhcp4", "-c", conf.path)
+    assert svc.revision == conf.digest
+    changed = plan(settings(dhcp={"pools": [{"start": "192.168.1.100", "end": "192.168.1.120"}]}), OBSERVED)
+    assert changed.services[0].revision != svc.revision  # a new config restarts Kea
+    assert "+file /var/lib/appliance/dhcp/kea-dhcp4.conf |" in diff(the_plan, changed)
+
+
+def test_plan_needs_the_observations():
+    with pytest.raises(PlanError) as e:
+        plan(settings(), Observed.of({"enp1s0": "5c:00:00:00:00:7c"}))
+    assert e.value.field == "ports.uplink"
+    no_mac = parse_settings(to_data(default_settings("enp5s0", "enp1s0")))
+    with pytest.raises(PlanError) as e:
+        plan(no_mac, OBSERVED)
+    assert e.value.field == "gateway.mac"
+    found = plan(no_mac, Observed.of(dict(OBSERVED.nic_macs), gateway_mac=GW_MAC))
+    assert found.kernel == plan(settings(), OBSERVED).kernel
+
+
+def test_generated_flows_have_no_equal_priority_overlap_and_no_shadowed_flow(table):
+    from appliance.switch.lint import lint
+    findings = [f for f in lint(table) if f.code in ("overlap", "overlap-same", "shadowed")]
+    assert findings == [], "\n".join(f.format() for f in findings)
+
+
+def test_uplink_dhcp_drops_are_strictly_above_the_dhcp_rules(table):
+    prio = {f.to_ofctl(): f.priority for f in table}
+    drops = [f.priority for f in table if "in_port" in f.match and not f.actions]
+    generic = [f.priority for f in table if f.actions and "tp_src" in f.match and f.match.values["tp_src"] in (67, 68)]
+    assert prio and min(p for p in drops if p > 900) > max(generic)
+
+
+# -- each step of the seed's init-flow.sh, by the reference classifier
+
+P = {"uplink": 1, "downlink": 2, "admin": 3, "vgw": 4, "vproxy": 5}
+
+
+def run(table, text):
+    from appliance.switch.packet import packet_from_text
+    return classify(table, packet_from_text(text, P))
+
+
+def outs(result):
+    return sorted(result.output_ports)
+
+
+@pytest.mark.parametrize("text,expect", [
+    # IPv6 is dropped.
+    (f"in_port=downlink,ipv6,dl_src={CLIENT},dl_dst={GW_MAC}", []),
+    # Frames with the gateway MAC on both sides go nowhere.
+    (f"in_port=vgw,ip,dl_src={GW_MAC},dl_dst={GW_MAC}", []),
+    # DHCP client -> server: to the virtual gateway only (broadcast and unicast).
+    (f"in_port=downlink,udp,dl_src={CLIENT},dl_dst=ff:ff:ff:ff:ff:ff,nw_src=0.0.0.0,nw_dst=255.255.255.255,"
+     "tp_src=68,tp_dst=67", ["vgw"]),
+    (f"in_port=downlink,udp,dl_src={CLIENT},dl_dst={GW_MAC},nw_src=192.168.1.70,nw_dst=192.168.1.1,"
+     "tp_src=68,tp_dst=67", ["vgw"]),
+    # DHCP server -> client: downlink only, even broadcast from the gateway MAC.
+    (f"in_port=vgw,udp,dl_src={GW_MAC},dl_dst=ff:ff:ff:ff:ff:ff,nw_src=192.168.1.1,nw_dst=255.255.255.255,"
+     "tp_src=67,tp_dst=68", ["downlink"]),
+    # DHCP from the modem side is dropped, both directions (the known trap).
+    (f"in_port=uplink,udp,dl_src={GW_MAC},dl_dst=ff:ff:ff:ff:ff:ff,nw_src=192.168.1.1,nw_dst=255.255.255.255,"
+     "tp_src=67,tp_dst=68", []),
+    (f"in_port=uplink,udp,dl_src=02:99:00:00:00:01,dl_dst=ff:ff:ff:ff:ff:ff,nw_src=0.0.0.0,"
+     "nw_dst=255.255.255.255,tp_src=68,tp_dst=67", []),
+    # Broadcast with the gateway MAC (the modem's or gw0's ARP) never goes to uplink/vgw.
+    (f"in_port=vgw,arp,dl_src={GW_MAC},dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_spa=192.168.1.1,"
+     "arp_tpa=192.168.1.70", ["admin", "downlink", "vproxy"]),
+    (f"in_port=uplink,arp,dl_src={GW_MAC},dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_spa=192.168.1.1,"
+     "arp_tpa=192.168.1.70", ["admin", "downlink", "vproxy"]),
+    # ARP replies to the gateway MAC go to both the modem and vgw.
+    (f"in_port=downlink,arp,dl_src={CLIENT},dl_dst={GW_MAC},arp_op=2,arp_spa=192.168.1.70,"
+     "arp_tpa=192.168.1.1", ["uplink", "vgw"]),
+    # ARP for the gateway IP is for the modem.
+    (f"in_port=downlink,arp,dl_src={CLIENT},dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_spa=192.168.1.70,"
+     "arp_tpa=192.168.1.1", ["uplink"]),
+    # vproxy may not ARP as the gateway.
+    (f"in_port=vproxy,arp,dl_src={VP_MAC},dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_spa=192.168.1.1,"
+     "arp_tpa=192.168.1.70", []),
+    # DNS to the gateway goes to vproxy (UDP and TCP) ...
+    (f"in_port=downlink,udp,dl_src={CLIENT},dl_dst={GW_MAC},nw_src=192.168.1.70,nw_dst=192.168.1.1,"
+     "tp_src=5353,tp_dst=53", ["vproxy"]),
+    (f"in_port=admin,tcp,dl_src={UP_MAC},dl_dst={GW_MAC},nw_src=192.168.1.8,nw_dst=192.168.1.1,"
+     "tp_src=40000,tp_dst=53", ["vproxy"]),
+    # ... except vproxy's own, which goes to the modem.
+    (f"in_port=vproxy,udp,dl_src={VP_MAC},dl_dst={GW_MAC},nw_src=192.168.1.9,nw_dst=192.168.1.1,"
+     "tp_src=5353,tp_dst=53", ["uplink"]),
+    # The fake range goes to vproxy.
+    (f"in_port=downlink,tcp,dl_src={CLIENT},dl_dst={GW_MAC},nw_src=192.168.1.70,nw_dst=100.100.1.2,"
+     "tp_src=40000,tp_dst=443", ["vproxy"]),
+    # Other traffic to the gateway MAC goes to the modem.
+    (f"in_port=downlink,tcp,dl_src={CLIENT},dl_dst={GW_MAC},nw_src=192.168.1.70,nw_dst=93.184.216.34,"
+     "tp_src=40000,tp_dst=443", ["uplink"]),
+    # Console/SSH guard: nothing from the modem side opens a connection to the box.
+    (f"in_port=uplink,tcp,dl_src={GW_MAC},dl_dst={UP_MAC},nw_src=192.168.1.1,nw_dst=192.168.1.8,"
+     "tp_src=40000,tp_dst=22", []),
+    (f"in_port=uplink,tcp,dl_src={GW_MAC},dl_dst={UP_MAC},nw_src=192.168.1.1,nw_dst=192.168.1.8,"
+     "tp_src=40000,tp_dst=443", []),
+])
+def test_seed_steps(table, text, expect):
+    assert outs(run(table, text)) == sorted(P[p] for p in expect)
+
+
+@pytest.mark.parametrize("text", [
+    # From the home side the console answers (switched normally).
+    f"in_port=downlink,tcp,dl_src={CLIENT},dl_dst={UP_MAC},nw_src=192.168.1.70,nw_dst=192.168.1.8,"
+    "tp_src=40000,tp_dst=22",
+    # A reply from the modem to a connection the box opened is let through.
+    f"in_port=uplink,tcp,dl_src={GW_MAC},dl_dst={UP_MAC},nw_src=192.168.1.1,nw_dst=192.168.1.8,"
+    "tp_src=80,tp_dst=40000",
+    # Ordinary traffic between home devices.
+    f"in_port=downlink,ip,dl_src={CLIENT},dl_dst=02:11:22:33:44:66,nw_src=192.168.1.70,nw_dst=192.168.1.71",
+])
+def test_everything_else_is_normal(table, text):
+    r = run(table, text)
+    assert r.normal and r.output_ports == []
+
+
+def test_custom_flows_follow_the_boxs_own(the_plan):
+    custom = "priority=100,udp,in_port=downlink,tp_dst=123,actions=output:uplink\n"
+    p = plan(settings(flows={"custom": custom}), OBSERVED)
+    text = p.switch.flow_text()
+    assert text.rstrip().endswith(custom.strip())
+    t = FlowTable(parse_flows(text, p.switch.port_map))
+    assert len(t) == len(the_plan.switch.flows) + 1
+    r = run(t, f"in_port=downlink,udp,dl_src={CLIENT},dl_dst=02:11:22:33:44:66,nw_src=192.168.1.70,"
+               "nw_dst=192.168.1.71,tp_src=123,tp_dst=123")
+    assert outs(r) == [P["uplink"]]
+
+
+def test_ipv6_drop_follows_the_policy(the_plan):
+    assert the_plan.switch.flows[0].text == "priority=1000,ipv6,actions=drop"

@@ -21,7 +21,7 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import flows as FL
@@ -103,7 +103,9 @@ class Bridge:
     def from_json(cls, name: str, data: dict) -> "Bridge":
         from .parser import parse_flows
         br = cls(name, {k: int(v) for k, v in data.get("ports", {}).items()})
-        br.flows = FlowTable(parse_flows("\n".join(data.get("flows", [])), br.port_map))
+        # Line numbers of the stored list would mislead lint: drop them.
+        flows = parse_flows("\n".join(data.get("flows", [])), br.port_map)
+        br.flows = FlowTable(replace(f, line=None) for f in flows)
         return br
 
 

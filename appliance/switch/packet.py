@@ -278,14 +278,15 @@ def _build_l3(f: Mapping[str, int], payload: bytes) -> bytes:
     return payload
 
 
-def packet_from_text(text: str) -> Packet:
+def packet_from_text(text: str, port_map: Mapping[str, int] | None = None) -> Packet:
     """A packet from a trace-style flow string ('in_port=1,udp,nw_dst=...').
 
-    Accepts what the parser accepts for a match, but every field must be
-    exact (no masks). Port names are not resolved here; see trace.py.
+    Accepts what the parser accepts for a match (prerequisites included),
+    but every field must be exact (no masks). Raises FlowSyntaxError or
+    PacketError.
     """
     from .parser import parse_match
-    match = parse_match(text)
+    match = parse_match(text, port_map)
     for name, mask in match.masks.items():
         if mask != FIELD_BY_NAME[name].full_mask and name != "vlan_tci":
             raise PacketError(f"{name}: a packet field takes an exact value, not a mask")

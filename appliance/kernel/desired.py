@@ -56,6 +56,24 @@ class Veth:
 
 
 @dataclass(frozen=True)
+class BridgePort:
+    """An existing link (a NIC) made a port of a bridge; removing it only frees the link.
+
+    `mac` gives the link another MAC while it is a port (and `original_mac`
+    is put back when it stops being one).
+    """
+
+    ns: str | None
+    name: str
+    master: str
+    mac: str | None = None
+    original_mac: str | None = None
+
+    def key(self) -> str:
+        return f"bridge-port {self.ns}/{self.name} master {self.master}"
+
+
+@dataclass(frozen=True)
 class Address:
     ns: str | None
     dev: str
@@ -116,4 +134,4 @@ class NftTable:
         return f"nft {self.ns}: table {self.family} {self.name} ({self.digest})"
 
 
-Object = Namespace | Bridge | Dummy | Veth | Address | RouteEntry | Sysctls | NftTable
+Object = Namespace | Bridge | Dummy | Veth | BridgePort | Address | RouteEntry | Sysctls | NftTable

@@ -74,7 +74,8 @@ class FakeKernel:
             # Deleting a namespace destroys its veths, and with them their peers.
             for (lns, lname), (pns, pname) in list(self.peers.items()):
                 if lns == name:
-                    self.ns.get(pns, _Ns()).links.pop(pname, None)
+                    if pns in self.ns:
+                        self._drop(self.ns[pns], pname)
                     self.peers.pop((lns, lname), None)
                     self.peers.pop((pns, pname), None)
             for pid, (pns, _) in list(self.procs.items()):
@@ -127,13 +128,24 @@ class FakeKernel:
         self._record("del_link", ns, name)
         space = self._get(ns)
         if name in space.links:
-            del space.links[name]
-            space.addrs.pop(name, None)
+            self._drop(space, name)
             peer = self.peers.pop((ns or _OWN, name), None)
             if peer:
                 pns, pname = peer
-                self.ns.get(pns, _Ns()).links.pop(pname, None)
+                if pns in self.ns:
+                    self._drop(self.ns[pns], pname)
                 self.peers.pop(peer, None)
+
+    @staticmethod
+    def _drop(space: _Ns, name: str) -> None:
+        # As the kernel does: a link takes its addresses and routes along,
+        # and its bridge ports are freed.
+        space.links.pop(name, None)
+        space.addrs.pop(name, None)
+        space.routes = [r for r in space.routes if r.dev != name]
+        for lname, link in list(space.links.items()):
+            if link.master == name:
+                space.links[lname] = replace(link, master=None)
 
     # addresses and routes
     def addresses(self, ns, name):

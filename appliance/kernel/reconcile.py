@@ -11,12 +11,12 @@ from __future__ import annotations
 import re
 from typing import Callable, Iterable
 
-from appliance.kernel.base import Kernel
+from appliance.kernel.base import Kernel, KernelError
 from appliance.kernel.desired import (
-    Address, Bridge, Dummy, Namespace, NftTable, Object, RouteEntry, Sysctls, Veth,
+    Address, Bridge, BridgePort, Dummy, Namespace, NftTable, Object, RouteEntry, Sysctls, Veth,
 )
 
-_ORDER = (Namespace, "namespace sysctls", Bridge, Dummy, Veth, Address, RouteEntry, Sysctls, NftTable)
+_ORDER = (Namespace, "namespace sysctls", Bridge, Dummy, Veth, BridgePort, Address, RouteEntry, Sysctls, NftTable)
 _RANK = {k: i for i, k in enumerate(_ORDER)}
 _PER_LINK = re.compile(r"\.conf\.(?!all\.|default\.)[^.]+\.")
 Progress = Callable[[str], None]
@@ -106,6 +106,10 @@ def _apply_one(v: _View, obj: Object, changes: list[str]) -> None:
         _ensure_link_props(v, obj.ns, obj.name, obj.mac, obj.master, changes, f"{obj.ns}/{obj.name}")
         _ensure_link_props(v, obj.peer_ns, obj.peer, obj.peer_mac, obj.peer_master, changes,
                            f"{obj.peer_ns}/{obj.peer}")
+    elif isinstance(obj, BridgePort):
+        if obj.name not in v.links(obj.ns):
+            raise KernelError(f"{obj.key()}: there is no link named {obj.name} in {obj.ns or 'this namespace'}")
+        _ensure_link_props(v, obj.ns, obj.name, obj.mac, obj.master, changes, obj.key())
     elif isinstance(obj, Address):
         if obj.cidr not in k.addresses(obj.ns, obj.dev):
             k.add_address(obj.ns, obj.dev, obj.cidr)
@@ -159,6 +163,24 @@ def remove(kernel: Kernel, objects: Iterable[Object]) -> list[str]:
             if kernel.nft_table(obj.ns, obj.family, obj.name) is not None:
                 kernel.nft_delete_table(obj.ns, obj.family, obj.name)
                 changes.append(f"- {obj.key()}")
+        elif isinstance(obj, Address):
+            names = {l.name for l in kernel.links(obj.ns)}
+            if obj.dev in names and obj.cidr in kernel.addresses(obj.ns, obj.dev):
+                kernel.del_address(obj.ns, obj.dev, obj.cidr)
+                changes.append(f"- {obj.key()}")
+        elif isinstance(obj, RouteEntry):
+            have = [r for r in kernel.routes(obj.ns) if _same_route(obj.route, r)]
+            for r in have:
+                kernel.del_route(obj.ns, r)
+                changes.append(f"- {obj.key()}")
+        elif isinstance(obj, BridgePort):
+            links = {l.name: l for l in kernel.links(obj.ns)}
+            if obj.name in links and links[obj.name].master == obj.master:
+                kernel.set_link(obj.ns, obj.name, nomaster=True)
+                changes.append(f"- {obj.key()}")
+            if obj.name in links and obj.original_mac and links[obj.name].mac != obj.original_mac:
+                kernel.set_link(obj.ns, obj.name, mac=obj.original_mac)
+                changes.append(f"~ {obj.ns}/{obj.name}: mac back to {obj.original_mac}")
         elif isinstance(obj, (Bridge, Dummy, Veth)):
             if obj.name in {l.name for l in kernel.links(obj.ns)}:
                 kernel.del_link(obj.ns, obj.name)

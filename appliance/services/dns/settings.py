@@ -442,7 +442,13 @@ def parse_settings(data: object) -> DnsSettings:
         errors: dict[str, str] = {}
         for err in exc.errors():
             msg = err["msg"].removeprefix("Value error, ")
-            errors.setdefault(_field_path(err["loc"]), msg)
+            path = _field_path(err["loc"])
+            # Model-level checks name their sub-field as "field: problem".
+            sub = re.match(r"^([a-z_][a-z0-9_.]*): (.*)$", msg, re.S)
+            if sub:
+                base = "" if path == "(settings)" else path + "."
+                path, msg = base + sub.group(1), sub.group(2)
+            errors.setdefault(path, msg)
         raise SettingsError(errors) from None
 
 

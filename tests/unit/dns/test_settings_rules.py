@@ -1,0 +1,132 @@
+"""Settings validation and rule lists: errors name the field or the line."""
+
+import pytest
+
+from appliance.services.dns.policy import Policy
+from appliance.services.dns.rules import DomainMatcher, ListError, Rule, parse_list
+from appliance.services.dns.settings import SettingsError, parse_settings
+
+UP = [{"url": "udp://192.168.1.1"}]
+
+
+def test_defaults_are_valid_and_home_friendly():
+    s = parse_settings({"upstreams": UP})
+    assert s.fake_ip.network == "100.96.0.0/11"
+    assert s.rate_limit.per_client_qps >= 100  # AdGuard Home's 20 q/s is the complaint
+    assert s.listen_addresses() == [("0.0.0.0", 53)]
+
+
+@pytest.mark.parametrize("doc, field, words", [
+    ({"upstreams": UP, "rules": [{"match": "suffix", "value": "a.b", "then": {"action": "block"}},
+                                 {"match": "regex", "value": "(", "then": {"action": "block"}}]},
+     "rules.1.value", "invalid regex"),
+    ({"upstreams": UP, "rules": [{"match": "exact", "value": "bad_label-.x", "then": {"action": "direct"}}]},
+     "rules.0", "invalid label"),
+    ({"upstreams": UP, "rules": [{"match": "exact", "value": "a.b", "then": {"action": "fly"}}]},
+     "rules.0.then", "action"),
+    ({"upstreams": [{"url": "ftp://1.2.3.4"}]}, "upstreams.0.url", "unknown upstream scheme"),
+    ({"upstreams": [{"url": "tls://dns.example"}]}, "upstreams.0", "address"),
+    ({"upstreams": UP, "fake_ip": {"network": "fd00::/64"}}, "fake_ip.network", "IPv4"),
+    ({"upstreams": UP, "colour": "blue"}, "colour", "Extra inputs"),
+    ({"upstreams": UP, "groups": [{"name": "kids", "clients": ["nonsense"]}]},
+     "groups.0.clients", "neither a MAC"),
+    ({"upstreams": UP, "groups": [{"name": "kids", "lists": ["nope"]}]}, "groups.0.lists", "unknown list"),
+    ({"upstreams": []}, "upstreams", "at least 1"),
+])
+def test_errors_are_keyed_by_field(doc, field, words):
+    with pytest.raises(SettingsError) as info:
+        parse_settings(doc)
+    assert field in info.value.errors, info.value.errors
+    assert words in info.value.errors[field]
+
+
+def test_list_formats():
+    text = """! AdBlock header
+[Adblock Plus 2.0]
+||ads.example^
+@@||good.ads.example^
+||tracker.example^$important
+example.com##.banner
+||x.example^$third-party
+0.0.0.0 hosts.example other.example
+127.0.0.1 localhost
+plain.example
+*.wild.example
+"""
+    parsed = parse_list(text)
+    assert ("suffix", "ads.example") in parsed.entries
+    assert ("suffix", "tracker.example") in parsed.entries
+    assert ("exact", "hosts.example") in parsed.entries
+    assert ("exact", "other.example") in parsed.entries
+    assert ("suffix", "plain.example") in parsed.entries
+    assert ("suffix", "wild.example") in parsed.entries
+    assert parsed.exceptions == [("suffix", "good.ads.example")]
+    assert parsed.skipped == 2
+    assert not any(v == "localhost" for _, v in parsed.entries)
+
+
+def test_rules_format_and_bad_line_names_line_and_reason():
+    parsed = parse_list("suffix a.example\nkeyword ads\nregex ^x[0-9]+\\.\nexact b.example\n", "rules")
+    assert parsed.entries == [("suffix", "a.example"), ("keyword", "ads"),
+                              ("regex", "^x[0-9]+\\."), ("exact", "b.example")]
+    with pytest.raises(ListError) as info:
+        parse_list("suffix ok.example\n\n# comment\nwildcard x.example\n", "rules", source="mylist")
+    assert info.value.line == 4 and "unknown match" in info.value.reason
+    assert "mylist line 4" in str(info.value)
+    with pytest.raises(ListError) as info:
+        parse_list("good.example\nbad..example\n", "plain")
+    assert info.value.line == 2 and "invalid label" in info.value.reason
+    with pytest.raises(ListError) as info:
+        parse_list("0.0.0.0 a.example\n999.1.1.1 b.example\n", "hosts")
+    assert info.value.line == 2 and "not an IP" in info.value.reason
+
+
+def test_matcher_first_match_wins_and_suffix_respects_labels():
+    m = DomainMatcher([
+        Rule("keyword", "ads", "k", "r0"),
+        Rule("suffix", "example.com", "s", "r1"),
+        Rule("exact", "ads.example.com", "e", "r2"),
+        Rule("regex", r"^cdn[0-9]+\.", "x", "r3"),
+    ])
+    assert m.match("ads.example.com").action == "k"  # rule 0 comes first
+    assert m.match("www.example.com").action == "s"
+    assert m.match("example.com").action == "s"
+    assert m.match("notexample.com") is None
+    assert m.match("cdn7.other.org").action == "x"
+    assert m.match("cdn.other.org") is None
+
+
+def _policy(extra):
+    return Policy(parse_settings({"upstreams": UP, **extra}), {})
+
+
+def test_groups_by_ip_and_mac_inherit_and_keep_real():
+    p = _policy({
+        "rules": [{"match": "suffix", "value": "video.example", "then": {"action": "fake-ip", "route": "proxyA"}},
+                  {"match": "suffix", "value": "pool.ntp.org", "then": {"action": "fake-ip"}}],
+        "groups": [
+            {"name": "kids", "clients": ["192.168.1.50", "AA-BB-CC-DD-EE-FF"],
+             "rules": [{"match": "suffix", "value": "video.example", "then": {"action": "block"}}]},
+            {"name": "guests", "clients": ["192.168.1.128/25"], "inherit": False},
+        ],
+    })
+    assert p.group_of("192.168.1.50") == 1
+    assert p.group_of("192.168.1.7", "aa:bb:cc:dd:ee:ff") == 1
+    assert p.group_of("192.168.1.200") == 2
+    assert p.group_of("192.168.1.7") == 0
+    assert p.decide(0, "www.video.example").kind == "fake-ip"
+    assert p.decide(0, "www.video.example").action.route == "proxyA"
+    assert p.decide(1, "www.video.example").kind == "block"
+    assert p.decide(2, "www.video.example").kind == "direct"  # does not inherit
+    kept = p.decide(0, "0.pool.ntp.org")
+    assert kept.kind == "direct" and "kept real" in kept.origin
+
+
+def test_lists_feed_policy_with_exceptions():
+    settings = parse_settings({"upstreams": UP, "lists": [
+        {"name": "ads", "source": "/nonexistent", "format": "adblock"}]})
+    parsed = parse_list("||ads.example^\n@@||ok.ads.example^\n", "adblock")
+    p = Policy(settings, {"ads": parsed})
+    assert p.decide(0, "x.ads.example").kind == "block"
+    assert p.decide(0, "ok.ads.example").kind == "direct"
+    assert p.list_counts == {"ads": 2}

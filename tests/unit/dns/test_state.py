@@ -1,0 +1,174 @@
+"""Fake-IP pool, cache, query log, rate limit, local names, wire helpers."""
+
+import ipaddress
+
+import dns.message
+import dns.rcode
+import dns.rrset
+
+from appliance.services.dns.cache import DnsCache
+from appliance.services.dns.fakeip import FakeIpPool
+from appliance.services.dns.localnames import LocalNames, kea_lease_file
+from appliance.services.dns.querylog import QueryLog
+from appliance.services.dns.ratelimit import RateLimiter
+from appliance.services.dns.wire import patch, read_query_head, ttl_offsets
+
+
+class Clock:
+    def __init__(self, t=1000.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def test_fake_ip_stable_two_way_and_in_pool(tmp_path):
+    pool = FakeIpPool("100.96.0.0/11", str(tmp_path / "f.db"))
+    a = pool.allocate("a.example", "proxyA")
+    assert ipaddress.ip_address(a) in ipaddress.ip_network("100.96.0.0/11")
+    assert pool.allocate("a.example", "proxyA") == a
+    assert pool.lookup_ip(a).domain == "a.example" and pool.lookup_ip(a).route == "proxyA"
+    assert pool.lookup_domain("A.Example.").ip == a
+    other = FakeIpPool("100.96.0.0/11")  # no database: the hash alone is stable
+    assert other.allocate("a.example") == a
+
+
+def test_fake_ip_probing_persisted_across_restart(tmp_path):
+    db = str(tmp_path / "f.db")
+    pool = FakeIpPool("10.9.0.0/29", db)  # 6 usable addresses: collisions certain
+    names = [f"n{i}.example" for i in range(6)]
+    first = {n: pool.allocate(n) for n in names}
+    assert len(set(first.values())) == 6
+    pool.close()
+    again = FakeIpPool("10.9.0.0/29", db)
+    # Allocated in the reverse order, probing alone would give other answers.
+    assert {n: again.allocate(n) for n in reversed(names)} == first
+    assert "10.9.0.0" not in first.values() and "10.9.0.7" not in first.values()
+
+
+def test_fake_ip_lru_recycling_skips_pinned(tmp_path):
+    clock = Clock()
+    pool = FakeIpPool("10.9.0.0/29", str(tmp_path / "f.db"), max_entries=3, clock=clock)
+    ips = {}
+    for name in ("a", "b", "c"):
+        clock.t += 1
+        ips[name] = pool.allocate(name)
+    clock.t += 1
+    pool.allocate("a")  # a is now the most recently used; b is the LRU
+    assert pool.pin(ips["b"])
+    d = pool.allocate("d")  # must recycle c (b is pinned)
+    assert pool.lookup_domain("c") is None
+    assert pool.lookup_domain("b").ip == ips["b"]
+    assert pool.recycled == 1
+    pool.pin(ips["a"]), pool.pin(d)
+    assert pool.allocate("e") is None  # every address pinned: nothing recycled
+    pool.unpin(ips["b"])
+    assert pool.allocate("e") is not None and pool.lookup_domain("b") is None
+    assert not pool.pin("10.9.0.6") or pool.lookup_ip("10.9.0.6") is not None
+
+
+def _answer(name, ttl, rcode=dns.rcode.NOERROR, soa=None):
+    q = dns.message.make_query(name, "A")
+    r = dns.message.make_response(q)
+    r.set_rcode(rcode)
+    if ttl is not None:
+        r.answer.append(dns.rrset.from_text(name, ttl, "IN", "A", "192.0.2.1"))
+    if soa:
+        r.authority.append(dns.rrset.from_text("example.", soa[0], "IN", "SOA",
+                                               f"ns. h. 1 2 3 4 {soa[1]}"))
+    return r
+
+
+def test_cache_ttl_negative_and_stale():
+    clock = Clock()
+    cache = DnsCache(size=10, negative_ttl=600, stale_max_age=100, clock=clock)
+    cache.put(("a.example", 1, 1), _answer("a.example.", 30))
+    assert cache.get(("a.example", 1, 1))[1] is True
+    clock.t += 31
+    entry, fresh = cache.get(("a.example", 1, 1))
+    assert not fresh and entry.ttl == 30
+    clock.t += 100
+    assert cache.get(("a.example", 1, 1)) is None
+    # Negative: the SOA's minimum (RFC 2308), capped by negative_ttl.
+    cache.put(("n.example", 1, 1), _answer("n.example.", None, dns.rcode.NXDOMAIN, soa=(3600, 120)))
+    assert cache.get(("n.example", 1, 1))[0].ttl == 120
+    assert cache.put(("s.example", 1, 1), _answer("s.example.", None, dns.rcode.SERVFAIL)) is None
+
+
+def test_cache_is_bounded_lru():
+    cache = DnsCache(size=2, clock=Clock())
+    for n in "abc":
+        cache.put((n, 1, 1), _answer(f"{n}.example.", 60))
+    assert len(cache) == 2 and cache.get(("a", 1, 1)) is None
+
+
+def test_query_log_bounded_by_size_and_age_searchable_with_stats():
+    clock = Clock()
+    log = QueryLog(max_entries=3, max_age=60, clock=clock)
+    log.add("10.0.0.2", "ads.example", 1, "block", 3)
+    log.add("10.0.0.2", "a.example", 1, "direct", 0)
+    log.add("10.0.0.3", "a.example", 1, "direct", 0)
+    log.add("10.0.0.3", "b.example", 28, "fake-ip", 0)
+    assert len(log) == 3 and log.total == 4
+    stats = log.stats()
+    assert stats["top_domains"][0] == ("a.example", 2)
+    assert stats["blocked"] == 0 and stats["blocked_total"] == 1
+    assert [e["qname"] for e in log.search(client="10.0.0.3")] == ["b.example", "a.example"]
+    assert log.search(domain="b.ex")[0]["qtype"] == "AAAA"
+    assert log.search(action="fake-ip")[0]["client"] == "10.0.0.3"
+    clock.t += 61
+    log.add("10.0.0.4", "c.example", 1, "block", 3)
+    assert len(log) == 1
+    assert log.stats()["blocked_share"] == 1.0
+    assert log.stats()["top_clients"] == [("10.0.0.4", 1)]
+
+
+def test_rate_limit_per_client():
+    clock = Clock()
+    limiter = RateLimiter(rate=10, burst=5, clock=clock)
+    assert all(limiter.allow("a") for _ in range(5))
+    assert not limiter.allow("a")
+    assert limiter.allow("b")  # another client is not affected
+    clock.t += 0.5
+    assert sum(limiter.allow("a") for _ in range(10)) == 5
+    assert RateLimiter(0, 1).allow("x")
+
+
+def test_local_names_from_kea_leases_and_static(tmp_path):
+    csv = tmp_path / "leases.csv"
+    csv.write_text(
+        "address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname,state,user_context,pool_id\n"
+        "192.168.1.30,aa:bb:cc:00:00:01,,3600,2000,1,0,0,old-name,0,,0\n"
+        "192.168.1.30,aa:bb:cc:00:00:01,,3600,9000,1,0,0,Laptop.lan.,0,,0\n"
+        "192.168.1.31,aa:bb:cc:00:00:02,,3600,500,1,0,0,expired,0,,0\n"
+        "192.168.1.32,aa:bb:cc:00:00:03,,3600,9000,1,0,0,My Phone,0,,0\n")
+    names = LocalNames("lan", [kea_lease_file(str(csv), clock=lambda: 1000)],
+                       static=[("nas", "192.168.1.20", None)])
+    assert names.forward("laptop.lan") == ["192.168.1.30"]
+    assert names.forward("my-phone.lan") == ["192.168.1.32"]
+    assert names.forward("expired.lan") == []
+    assert names.forward("old-name.lan") == []
+    assert names.forward("nas.lan") == ["192.168.1.20"]
+    assert names.forward("example.com") is None
+    assert names.reverse("30.1.168.192.in-addr.arpa") == "laptop.lan"
+    names.sources.append(lambda: [("tv", "192.168.1.40", None)])
+    names.refresh()
+    assert names.forward("tv.lan") == ["192.168.1.40"]
+
+
+def test_wire_fast_helpers_agree_with_dnspython():
+    q = dns.message.make_query("Www.Example.com", "A", use_edns=0, payload=4096, want_dnssec=True)
+    head = read_query_head(q.to_wire())
+    assert head.qid == q.id and head.qtype == 1 and head.edns_size == 4096 and head.do_bit
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text("www.example.com.", 300, "IN", "A", "192.0.2.1", "192.0.2.2"))
+    r.authority.append(dns.rrset.from_text("example.com.", 600, "IN", "NS", "ns.example.com."))
+    wire = r.to_wire()
+    offsets = ttl_offsets(wire)
+    assert sorted(t for _, t in offsets) == [300, 300, 600]
+    patched = dns.message.from_wire(patch(wire, 4242, offsets, 100))
+    assert patched.id == 4242
+    assert patched.answer[0].ttl == 200 and patched.authority[0].ttl == 500
+    assert patched.opt is not None  # OPT untouched
+    assert read_query_head(b"\x00" * 11) is None
+    assert read_query_head(r.to_wire()) is None  # an answer is not a query

@@ -22,8 +22,10 @@ Rules, as OpenFlow and Open vSwitch have them:
   `normal`/`controller`; the L2 switching NORMAL does is not modelled here
   (the datapath hands the frame to a Linux bridge).
 - Header rewrites apply in order and are seen by later lookups
-  (`resubmit`); `resubmit(PORT,T)` looks up with in_port=PORT and restores
-  in_port afterwards. Recursion is cut at 64 nested resubmits, as in OVS.
+  (`resubmit`). `resubmit(PORT,T)` uses in_port=PORT for that one lookup
+  only: the flow's actions (output skipping, IN_PORT, FLOOD, later
+  lookups) see the real in_port, as in OVS's xlate_table_action.
+  Recursion is cut at 64 nested resubmits, as in OVS.
 
 Speed: lookups use tuple space search, as OVS does: flows with the same
 mask shape share a subtable hashed on the masked values; subtables are
@@ -49,11 +51,13 @@ MAX_RESUBMIT_DEPTH = 64
 @dataclass
 class TableLookup:
     """One lookup: the table, the flow that matched (None: miss), the
-    packet as it was looked up, and how deep in resubmits it happened."""
+    packet as it was looked up (in_port from `resubmit(PORT,..)`), how deep
+    in resubmits it happened, and the packet's real in_port."""
     table: int
     flow: Flow | None
     packet: Packet
     depth: int = 0
+    real_in_port: int = 0
 
 
 @dataclass
@@ -163,10 +167,11 @@ def classify(table: FlowTable, packet: Packet, bridge: "Bridge | None" = None,
 
 
 def _run(cls: Classifier, table: int, state: list[Packet], res: ClassifyResult,
-         flood_ports: list[int] | None, depth: int) -> None:
+         flood_ports: list[int] | None, depth: int, lookup_port: int | None = None) -> None:
     pkt = state[0]
-    flow = cls.lookup(table, pkt.fields)
-    res.lookups.append(TableLookup(table, flow, pkt, depth))
+    looked = pkt if lookup_port is None else pkt.replace(in_port=lookup_port)
+    flow = cls.lookup(table, looked.fields)
+    res.lookups.append(TableLookup(table, flow, looked, depth, pkt.fields.get("in_port", 0)))
     if flow is None:
         return
     outputs = res.outputs
@@ -193,12 +198,7 @@ def _run(cls: Classifier, table: int, state: list[Packet], res: ClassifyResult,
                 _run(cls, act.table, state, res, flood_ports, depth + 1)
                 continue
             target = table if act.table is None else act.table
-            if act.port is None:
-                _run(cls, target, state, res, flood_ports, depth + 1)
-            else:
-                state[0] = state[0].replace(in_port=act.port)
-                _run(cls, target, state, res, flood_ports, depth + 1)
-                state[0] = state[0].replace(in_port=in_port)
+            _run(cls, target, state, res, flood_ports, depth + 1, act.port)
             if res.truncated:
                 return
         elif t is FL.Flood or t is FL.All:

@@ -77,7 +77,7 @@ def _emit(lk, lookups, lines, names, skipped, depth) -> None:
     lines.append(f"{indent} {lk.table}. {head}")
     if not f.actions:
         lines.append(f"{indent}    drop")
-    in_port = lk.packet.get("in_port")
+    in_port = lk.real_in_port
     for a in f.actions:
         lines.append(f"{indent}    {a.to_ofctl(names)}")
         if isinstance(a, FL.Output) and a.port == in_port or isinstance(a, FL.Local) and in_port == FL.OFPP_LOCAL:

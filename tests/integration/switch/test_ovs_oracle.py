@@ -1,0 +1,127 @@
+"""Differential tests: the reference classifier against Open vSwitch.
+
+Our classifier and `ovs-appctl ofproto/trace` on a private OVS with a dummy
+datapath must agree on every packet: the flow matched in each table (by
+cookie), and every output as (OpenFlow port, dl_src, dl_dst, vlan_tci),
+the controller included. Packets whose lookup ties with another flow of
+equal priority are undefined in OpenFlow: they are counted apart and not
+compared. The counts are printed (run with -s) and asserted at the end.
+"""
+import random
+import re
+from collections import Counter
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from appliance.switch.bridge import Bridge, seed_bridge
+from appliance.switch.classifier import classify
+from appliance.switch.flows import FlowTable
+from appliance.switch.packet import Packet
+from appliance.switch.parser import parse_flows
+from tests.support import flowgen
+from tests.support.ovs import OvsOracle, expected_from_classifier, ovs_available
+
+pytestmark = [pytest.mark.root,
+              pytest.mark.skipif(not ovs_available(), reason="Open vSwitch is not installed")]
+
+SEED = "tests/data/seed-flows.txt"
+COUNTS: Counter = Counter()
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    o = OvsOracle({f"p{n}": n for n in flowgen.PORTS})
+    o.start()
+    try:
+        yield o
+    finally:
+        o.stop()
+
+
+@pytest.fixture(scope="module")
+def seed_oracle():
+    br = seed_bridge()
+    o = OvsOracle(br.ports)
+    o.start()
+    try:
+        yield o
+    finally:
+        o.stop()
+
+
+def compare(oracle: OvsOracle, table: FlowTable, bridge: Bridge, packet: Packet, kind: str) -> None:
+    ours = classify(table, packet, bridge)
+    if flowgen.ambiguous(table, ours.lookups):
+        COUNTS[f"{kind} packets with an equal-priority tie (not compared)"] += 1
+        return
+    tr = oracle.trace(packet)
+    index = {id(f): i + 1 for i, f in enumerate(oracle.flows)}
+    our_lookups = [(lk.table, None if lk.flow is None else index[id(lk.flow)]) for lk in ours.lookups]
+    assert not tr.unparsed, tr.text
+    assert our_lookups == tr.lookups, f"matched flows differ for {packet}\n{tr.text}"
+    expected = expected_from_classifier(ours, packet.in_port, bridge.ports.values(), tr)
+    assert expected == tr.outputs, f"outputs differ for {packet}\nours: {expected}\novs: {tr.outputs}\n{tr.text}"
+    COUNTS[f"{kind} packets compared"] += 1
+
+
+def assert_dump_matches(oracle: OvsOracle, table: FlowTable) -> None:
+    """Our dump-flows text is OVS's, line for line (as sets: OVS's order
+    within a priority is its own). OVS speaks OpenFlow 1.0 here, where
+    goto_table:N is resubmit(,N)."""
+    from dataclasses import replace
+    ours = set()
+    for i, f in enumerate(oracle.flows):
+        line = replace(f, cookie=i + 1).to_ofctl()
+        ours.add(re.sub(r"goto_table:(\d+)", r"resubmit(,\1)", line))
+    theirs = {ln.strip() for ln in oracle.dump_flows().splitlines() if ln.strip() and "NXST" not in ln}
+    assert ours == theirs
+    COUNTS["flows printed identically to ovs-ofctl dump-flows"] += len(ours)
+
+
+def test_seed_table_agrees_with_ovs(seed_oracle):
+    br = seed_bridge()
+    with open(SEED) as fh:
+        br.flows.extend(parse_flows(fh.read(), br.port_map))
+    seed_oracle.load_flows(br.flows)
+    assert_dump_matches(seed_oracle, br.flows)
+    r = random.Random(1)
+    packets = flowgen.packets_for(br.flows, r, 400)
+    # The seed's own scenarios, with its MACs and addresses.
+    gw, gw_mac, vp_mac = 0xC0A80101, 0x1800000000E8, 0xD600000000BF
+    for in_port in br.ports.values():
+        for dst in (gw_mac, 0xFFFFFFFFFFFF, vp_mac, 0x020000000009):
+            for src in (gw_mac, 0x020000000007):
+                base = dict(in_port=in_port, dl_src=src, dl_dst=dst)
+                packets += [
+                    Packet(base, dl_type=0x0800, nw_proto=17, nw_src=0xC0A80146, nw_dst=gw, tp_src=40000, tp_dst=53, nw_ttl=64),
+                    Packet(base, dl_type=0x0800, nw_proto=17, nw_src=0, nw_dst=0xFFFFFFFF, tp_src=68, tp_dst=67, nw_ttl=64),
+                    Packet(base, dl_type=0x0800, nw_proto=17, nw_src=gw, nw_dst=0xC0A80146, tp_src=67, tp_dst=68, nw_ttl=64),
+                    Packet(base, dl_type=0x0806, arp_op=1, arp_spa=0xC0A80146, arp_tpa=gw, arp_sha=src),
+                    Packet(base, dl_type=0x0806, arp_op=2, arp_spa=gw, arp_tpa=0xC0A80146, arp_sha=src),
+                    Packet(base, dl_type=0x0800, nw_proto=6, nw_src=0xC0A80146, nw_dst=0x64600001, tp_src=40000, tp_dst=443, nw_ttl=64),
+                    Packet(base, dl_type=0x86DD, nw_proto=17, ipv6_src=1, ipv6_dst=2, tp_src=546, tp_dst=547, nw_ttl=64),
+                ]
+    for p in packets:
+        compare(seed_oracle, br.flows, br, p, "seed")
+    assert COUNTS["seed packets compared"] > 300
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(table=flowgen.flow_tables(max_size=30), seed=st.integers(0, 2**32 - 1))
+def test_random_tables_agree_with_ovs(oracle, table, seed):
+    bridge = Bridge("br0", {f"p{n}": n for n in flowgen.PORTS}, table)
+    oracle.load_flows(table)
+    assert_dump_matches(oracle, table)
+    COUNTS["random tables"] += 1
+    COUNTS["random flows"] += len(table)
+    for p in flowgen.packets_for(table, random.Random(seed), 25):
+        compare(oracle, table, bridge, p, "random")
+
+
+def test_zz_report_counts():
+    for k, v in sorted(COUNTS.items()):
+        print(f"  {k}: {v}")
+    assert COUNTS["random tables"] >= 50
+    assert COUNTS["random packets compared"] > 500

@@ -95,7 +95,8 @@ def _split_kv(s: str, start: int, end: int) -> list[_Tok]:
             j += 1
         tok = s[i:j]
         m = re.search(r"[=:]", tok)
-        if m:
+        paren = tok.find("(")
+        if m and (paren < 0 or m.start() < paren):
             toks.append(_Tok(tok[:m.start()], tok[m.start() + 1:], i, i + m.start() + 1))
         else:
             toks.append(_Tok(tok, None, i, i))
@@ -264,7 +265,7 @@ def _parse_match_tokens(toks: list[_Tok], loc: _Located, port_map, mb: _MatchBui
                         mb.values["nw_proto"], mb.masks["nw_proto"] = proto, 0xFF
                         mb.where.setdefault("nw_proto", t.kcol)
                     continue
-                if kl in FL.RESERVED_PORTS or kl in ("drop",):
+                if k.upper() in FL.RESERVED_PORTS or kl in ("drop", "strip_vlan"):
                     raise mb.loc.error(f"'{k}' looks like an action; actions go after 'actions='", t.kcol)
                 raise mb.loc.error(f"'{k}' is not a field or a protocol (ip, arp, tcp, udp, icmp, ipv6, tcp6, udp6)", t.kcol)
             v = t.value
@@ -399,6 +400,8 @@ def _one_action(t: _Tok, k: str, v: str | None, port_map, table: int, loc: _Loca
                 elif item:
                     raise ValueError(f"controller: unsupported option {item!r} (only max_len)")
             return FL.Controller(max_len)
+        if "(" in k:
+            raise ValueError(f"unsupported action '{t.key}'")
         # A bare port number or name means output to it.
         return _output(parse_port(t.key, port_map, "action"))
     if v == "":

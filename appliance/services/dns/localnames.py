@@ -36,6 +36,7 @@ class LocalNames:
         self.static = list(static)
         self._forward: dict[str, list[str]] = {}
         self._reverse: dict[str, str] = {}
+        self._macs: dict[str, str] = {}
         self.errors: list[str] = []
         self.refresh()
 
@@ -50,8 +51,11 @@ class LocalNames:
             except Exception as exc:  # a broken lease source must not take DNS down
                 errors.append(f"lease source: {exc}")
         # Static entries come first, so they win over a lease with the same name.
+        macs: dict[str, str] = {}
         static_count = len(self.static)
-        for index, (hostname, ip, _mac) in enumerate(entries):
+        for index, (hostname, ip, mac) in enumerate(entries):
+            if mac and ip:
+                macs.setdefault(str(ip), mac.lower())
             label = clean_hostname(hostname or "", self.domain)
             try:
                 address = str(ipaddress.ip_address(ip))
@@ -65,7 +69,11 @@ class LocalNames:
             elif index < static_count and address not in forward[fqdn]:
                 forward[fqdn].append(address)  # several static addresses for one name
             reverse.setdefault(ipaddress.ip_address(address).reverse_pointer, fqdn)
-        self._forward, self._reverse, self.errors = forward, reverse, errors
+        self._forward, self._reverse, self._macs, self.errors = forward, reverse, macs, errors
+
+    def mac_of(self, ip: str) -> str | None:
+        """The MAC a lease gives for `ip` (the box is the DHCP server, so it knows)."""
+        return self._macs.get(ip)
 
     def in_domain(self, qname: str) -> bool:
         return qname == self.domain or qname.endswith("." + self.domain)

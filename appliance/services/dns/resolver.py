@@ -40,7 +40,7 @@ from .policy import Decision, Policy
 from .querylog import QueryLog
 from .settings import DnsSettings
 from .upstream import UpstreamError, UpstreamSet
-from .wire import QR, read_query_head, patch, qname_text, ttl_offsets
+from .wire import QR, patch, read_query_head, ttl_offsets
 
 log = logging.getLogger(__name__)
 
@@ -129,14 +129,20 @@ class Resolver:
         known = self._groups.get(client)
         if known is not None and known[1] > now:
             return known[0]
-        mac = self._neighbour_mac(client) if self.policy.needs_mac() else None
+        mac = None
+        if self.policy.needs_mac():
+            # The ARP table first; a client that never ARPed for us (it ARPs
+            # for the gateway, which is the modem) is known by its DHCP lease.
+            mac = self._neighbour_mac(client) or self.local_names.mac_of(client)
         try:
             group = self.policy.group_of(client, mac)
         except ValueError:
             group = 0
         if len(self._groups) > 10000:
             self._groups = {}
-        self._groups[client] = (group, now + GROUP_LIFETIME)
+        # Unknown MAC: decide again soon, the reply will have taught us the MAC.
+        lifetime = GROUP_LIFETIME if mac or not self.policy.needs_mac() else 1.0
+        self._groups[client] = (group, now + lifetime)
         return group
 
     def _udp_limit(self, edns_size: int | None) -> int:

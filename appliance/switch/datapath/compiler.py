@@ -12,7 +12,8 @@ structures, chosen per table:
   (tuple id, the packet's fields under that mask).  Tuples are probed in
   order of their best rank and the probe stops as soon as no remaining
   tuple can beat the best hit, so the per-packet cost depends on the number
-  of distinct masks, not of flows.  The map entries are data (`TableImage`
+  of distinct masks, not of flows.  A mask with only a few flows is
+  compared inline instead of hashed.  The map entries are data (`TableImage`
   .entries), filled by the loader; the C only knows the masks.
 
 Action lists are deduplicated per table and become the cases of a switch.
@@ -32,6 +33,9 @@ from ..flows import Flow, FlowTable
 
 # Tables with at most this many flows compile to straight-line code.
 LINEAR_MAX_FLOWS = 64
+# In a tuple-space table, a mask shared by at most this many flows is
+# checked inline rather than through the hash map.
+TUPLE_INLINE_MAX = 4
 # The per-CPU counter map is shared by every program of a bridge (it
 # survives recompiles), so its size is fixed.
 STATS_SLOTS = 65536
@@ -316,10 +320,16 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
         size = (size + 7) // 8 * 8
         image.map_name = f"dp_flows_{t}"
         image.key_size = 8 + size
+        members: dict[tuple, list[Flow]] = {}
+        for f in ranked:
+            members.setdefault(f.match.signature, []).append(f)
+        hashed = {sig for sig, fl in members.items() if len(fl) > TUPLE_INLINE_MAX}
         seen: set[bytes] = set()
         for f in ranked:
-            tp = tuples[f.match.signature]
-            key = _pack_tuple_key(tp.id, layouts[f.match.signature], f.match.values, size)
+            sig = f.match.signature
+            if sig not in hashed:
+                continue
+            key = _pack_tuple_key(tuples[sig].id, layouts[sig], f.match.values, size)
             if key in seen:
                 continue  # same match, worse rank: can never win
             seen.add(key)
@@ -339,15 +349,27 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
                     f"}} dp_flows_{t} SEC(\".maps\");",
                     ""]
         out += [f"\tstruct dp_tuple_key_{t} tk;",
-                "\tstruct dp_tuple_val *v, *best = 0;",
+                "\tstruct dp_tuple_val *v;",
+                "\t__u32 best = 0xffffffff;",
                 ""]
         for sig, tp in tuples.items():
             desc = ",".join(n if m == FIELD_BY_NAME[n].full_mask else f"{n}/0x{m:x}"
                             for n, m in sig) or "(no fields)"
-            out.append(f"\t/* tuple {tp.id}: {desc} */")
+            how = "hashed" if sig in hashed else "inline"
+            out.append(f"\t/* tuple {tp.id} ({how}, {len(members[sig])} flows): {desc} */")
             if tp.id:
-                out.append(f"\tif (best && best->rank < {tp.min_rank})")
+                out.append(f"\tif (best < {tp.min_rank})")
                 out.append("\t\tgoto found;")
+            if sig not in hashed:
+                # Few flows under this mask: comparing beats hashing.
+                for f in members[sig]:
+                    conds = _conditions(f.match) + [f"{rank_of[id(f)]} < best"]
+                    out.append("\t" + _flow_comment(f, port_names))
+                    out.append(f"\tif ({' && '.join(conds)}) {{")
+                    out.append(f"\t\tbest = {rank_of[id(f)]}; slot = {slots[f.key]}; "
+                               f"action = {action_id(f)};")
+                    out.append("\t}")
+                continue
             out.append("\t__builtin_memset(&tk, 0, sizeof(tk));")
             out.append(f"\ttk.mask_id = {tp.id};")
             masks = dict(sig)
@@ -359,15 +381,14 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
                 expr = ref if m == full else f"{ref} & {_lit(width, m)}"
                 out.append(f"\t*({_CTYPE[width]} *)&tk.fields[{off}] = {expr};")
             out.append(f"\tv = bpf_map_lookup_elem(&dp_flows_{t}, &tk);")
-            out.append("\tif (v && (!best || v->rank < best->rank))")
-            out.append("\t\tbest = v;")
+            out.append("\tif (v && v->rank < best) {")
+            out.append("\t\tbest = v->rank; slot = v->slot; action = v->action;")
+            out.append("\t}")
         out += ["found:",
-                "\tif (!best) {",
+                "\tif (best == 0xffffffff) {",
                 f"\t\tdp_miss(st, {t});",
                 "\t\treturn;",
-                "\t}",
-                "\tslot = best->slot;",
-                "\taction = best->action;"]
+                "\t}"]
     out += ["hit:",
             f"\tdp_count(st, {t}, slot, skb->len);",
             "\tswitch (action) {"]

@@ -104,7 +104,7 @@ class Applier:
                 progress(line)
 
         progress("step 1/4: network namespaces, links, addresses, routes, nftables")
-        note(reconcile(self.kernel, new.kernel))
+        changes += reconcile(self.kernel, new.kernel, progress)
         if old is not None:
             keep = {o.key() for o in new.kernel}
             note(remove(self.kernel, [o for o in old.kernel if o.key() not in keep]))

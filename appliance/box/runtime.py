@@ -47,8 +47,9 @@ class Box:
     @property
     def applier(self) -> Applier:
         if self._switch is None:
-            from appliance.switch.datapath.loader import DatapathLoader
-            self._switch = DatapathLoader(state_dir=f"{self.layout.state_dir}/datapath")
+            from appliance.box.switchload import DatapathLoader
+            self._switch = DatapathLoader(self.kernel, f"{self.layout.state_dir}/datapath",
+                                          self.placement.host_ns)
         if self._services is None:
             from appliance.services.supervisor import Supervisor
             self._services = Supervisor(f"{self.layout.run_dir}/services")
@@ -66,7 +67,15 @@ class Box:
                 if nic in macs and macs[nic] != mac and macs[nic] == planner.derived_mac(f"nic:{nic}"):
                     macs[nic] = mac
         nics = {n: macs[n] for n in (settings.ports.uplink, settings.ports.downlink) if n in macs}
-        return planner.Observed.of(nics, None)
+        gw_mac = None
+        if settings.gateway.mac is None:
+            if applied and applied["observed"].get("gateway_mac") \
+                    and applied["settings"]["gateway"]["ip"] == str(settings.gateway.ip):
+                gw_mac = applied["observed"]["gateway_mac"]
+            elif settings.ports.uplink in macs:
+                # An ARP probe (sender 0.0.0.0) from the uplink NIC: nothing borrowed, nothing to set up.
+                gw_mac = self.kernel.arp_probe(host, settings.ports.uplink, str(settings.gateway.ip))
+        return planner.Observed.of(nics, gw_mac)
 
     def plan(self, settings: Settings, observed: planner.Observed | None = None) -> planner.Plan:
         observed = observed or self.observe(settings)

@@ -211,6 +211,11 @@ class FakeKernel:
         self._record("nft_delete_table", ns, family, name)
         self._get(ns).nft.pop((family, name), None)
 
+    # neighbours: tests set `neighbours[(ns, ip)] = mac`
+    def arp_probe(self, ns, ifname, ip, timeout=1.5):
+        self._link(ns, ifname)
+        return getattr(self, "neighbours", {}).get((ns, ip))
+
     # processes
     def spawn(self, ns, argv, *, log=None, env=None, cwd=None):
         self._record("spawn", ns, tuple(argv))

@@ -189,6 +189,7 @@ class LinuxKernel:
             kw["oif"] = self._index(ip, ns, route.dev)
         if route.type == "local":
             kw["type"] = "local"
+            kw["scope"] = 254  # host, as `ip route add local` sets it
         kw["table"] = _TABLES.get(route.table) or int(route.table)
         return kw
 
@@ -238,6 +239,13 @@ class LinuxKernel:
     def nft_delete_table(self, ns, family, name) -> None:
         if (family, name) in self.nft_tables(ns):
             _run(_in_ns(ns, ["nft", "delete", "table", family, name]))
+
+    # -- neighbours ---------------------------------------------------------
+    def arp_probe(self, ns, ifname, ip, timeout: float = 1.5) -> str | None:
+        import sys
+        res = subprocess.run(_in_ns(ns, [sys.executable, "-m", "appliance.kernel.arp", ifname, ip, str(timeout)]),
+                             capture_output=True, text=True, timeout=timeout + 10)
+        return res.stdout.strip() or None if res.returncode == 0 else None
 
     # -- processes ----------------------------------------------------------
     def spawn(self, ns, argv, *, log=None, env=None, cwd=None) -> int:

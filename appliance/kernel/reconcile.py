@@ -140,7 +140,10 @@ def reconcile(kernel: Kernel, objects: Iterable[Object], progress: Progress | No
     changes: list[str] = []
     for obj in ordered(objects):
         before = len(changes)
-        _apply_one(view, obj, changes)
+        try:
+            _apply_one(view, obj, changes)
+        except KernelError as e:
+            raise KernelError(f"{obj.key()}: {e}") from e
         if progress:
             for line in changes[before:]:
                 progress(line)

@@ -269,7 +269,7 @@ def _flow_comment(flow: Flow, port_names) -> str:
 
 
 def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_names,
-                   strategy: str) -> tuple[list[str], TableImage]:
+                   strategy: str, inline_max: int = TUPLE_INLINE_MAX) -> tuple[list[str], TableImage]:
     ranked = rank_order(flows)
     action_ids: dict[tuple, int] = {}
     action_code: list[list[str]] = []
@@ -323,7 +323,7 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
         members: dict[tuple, list[Flow]] = {}
         for f in ranked:
             members.setdefault(f.match.signature, []).append(f)
-        hashed = {sig for sig, fl in members.items() if len(fl) > TUPLE_INLINE_MAX}
+        hashed = {sig for sig, fl in members.items() if len(fl) > inline_max}
         seen: set[bytes] = set()
         for f in ranked:
             sig = f.match.signature
@@ -410,11 +410,12 @@ def compile_table(table: FlowTable, port_names: Mapping[int, str] | None = None,
     """The C program and map contents for a flow table.
 
     `strategy` is "auto" (linear up to LINEAR_MAX_FLOWS flows in a table,
-    tuple space above), "linear" or "tuple" (tests force one or the other).
+    tuple space above), "linear", "tuple", or "hashed" (tuple space with
+    every mask hashed, none inline; tests force each).
     Raises CompileError naming the first flow the datapath cannot express.
     """
-    if strategy not in ("auto", "linear", "tuple"):
-        raise ValueError(f"strategy {strategy!r}: use auto, linear or tuple")
+    if strategy not in ("auto", "linear", "tuple", "hashed"):
+        raise ValueError(f"strategy {strategy!r}: use auto, linear, tuple or hashed")
     slots = dict(slots) if slots is not None else assign_slots(table)
     flows_by_slot = {}
     for f in table:
@@ -438,7 +439,10 @@ def compile_table(table: FlowTable, port_names: Mapping[int, str] | None = None,
         strat = strategy
         if strat == "auto":
             strat = "linear" if len(flows) <= LINEAR_MAX_FLOWS else "tuple"
-        code, image = _compile_table(t, flows, slots, port_names, strat)
+        if strat == "hashed":
+            code, image = _compile_table(t, flows, slots, port_names, "tuple", inline_max=0)
+        else:
+            code, image = _compile_table(t, flows, slots, port_names, strat)
         lines += code
         images.append(image)
     lines += ['SEC("tc")',

@@ -97,12 +97,13 @@ class ClassifyResult:
 
 
 class _Subtable:
-    __slots__ = ("pairs", "buckets", "max_priority")
+    __slots__ = ("pairs", "buckets", "max_priority", "first_at_max")
 
     def __init__(self, signature):
         self.pairs = signature
         self.buckets: dict[tuple, tuple[int, int, Flow]] = {}
         self.max_priority = -1
+        self.first_at_max = 0  # lowest insertion index among its max-priority flows
 
 
 class Classifier:
@@ -123,9 +124,13 @@ class Classifier:
             old = st.buckets.get(key)
             if old is None or rank > (old[0], old[1]):
                 st.buckets[key] = (flow.priority, -index, flow)
-            st.max_priority = max(st.max_priority, flow.priority)
+            if flow.priority > st.max_priority:
+                st.max_priority, st.first_at_max = flow.priority, index
+        # Visit order: highest max priority first, then earliest flow at that
+        # priority, so the search can stop at the first subtable that cannot
+        # beat the best hit on (priority, insertion order).
         self.tables: dict[int, list[_Subtable]] = {
-            t: sorted(per.values(), key=lambda s: -s.max_priority)
+            t: sorted(per.values(), key=lambda s: (-s.max_priority, s.first_at_max))
             for t, per in subtables.items()
         }
 
@@ -134,7 +139,10 @@ class Classifier:
         best_rank = (-1, 0)
         get = fields.get
         for st in self.tables.get(table, ()):
-            if st.max_priority < best_rank[0]:
+            # Every later subtable has a lower max priority, or the same one
+            # with only later-added flows at it: none can win.
+            if st.max_priority < best_rank[0] or (
+                    st.max_priority == best_rank[0] and -st.first_at_max < best_rank[1]):
                 break
             hit = st.buckets.get(tuple([get(n, 0) & m for n, m in st.pairs]))
             if hit is not None and (hit[0], hit[1]) > best_rank:

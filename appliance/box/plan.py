@@ -63,6 +63,7 @@ P_DNS_UDP = 891
 P_DNS_TCP = 890
 P_FAKE_RANGE = 880
 P_TO_GW_MAC = 200
+P_TO_ADMIN_MAC = 100
 P_NORMAL = 0
 
 
@@ -242,6 +243,9 @@ def kernel_objects(settings: Settings, gw_mac: str, uplink_mac: str) -> tuple[Ob
             (f"net.ipv4.conf.{ADMIN_DEV}.arp_announce", "2"),
             (f"net.ipv4.conf.{ADMIN_DEV}.arp_ignore", "1"),
             (f"net.ipv4.conf.{ADMIN_DEV}.rp_filter", "1"),
+            # The bridge device must never answer ARP for the admin address
+            # (Linux answers for any local address on any link by default).
+            (f"net.ipv4.conf.{BRIDGE}.arp_ignore", "8"),
             # Bridged frames must not be seen by the host's iptables/arptables.
             ("net.bridge.bridge-nf-call-iptables", "0"),
             ("net.bridge.bridge-nf-call-ip6tables", "0"),
@@ -298,6 +302,9 @@ def host_nft_body(s: Settings, gw_mac: str) -> str:
     lines = [
         "  chain input {",
         "    type filter hook input priority filter; policy accept;",
+        # The bridge device holds no address: nothing may reach the box's
+        # stack through it, or the box would answer with the bridge's MAC.
+        f'    iifname "{BRIDGE}" drop',
     ]
     if ports:
         lines.append(f'    iifname "{ADMIN_DEV}" ether saddr {gw_mac} tcp dport {{ {ports} }} drop')
@@ -350,6 +357,11 @@ def flow_table(s: Settings, gw_mac: str, admin_mac: str) -> tuple[FlowEntry, ...
         f"ip,nw_dst={s.vproxy.fake_range}", f"mod_dl_dst:{vp},output:vproxy")
     add("other unicast to the gateway MAC goes to the modem", P_TO_GW_MAC,
         f"dl_dst={gw_mac}", "output:uplink")
+    # Not in the seed (OVS has no such trap): a Linux bridge keeps each
+    # port's MAC as its own, and admin0 shares the uplink NIC's MAC, so
+    # NORMAL would hand frames for the box to the bridge device, not admin.
+    add("frames for the box go straight to the admin port", P_TO_ADMIN_MAC,
+        f"dl_dst={admin_mac}", "output:admin")
     add("everything else is switched normally", P_NORMAL, "", "NORMAL")
     return tuple(f)
 

@@ -82,6 +82,7 @@ def test_sysctls(the_plan):
     for ns in (GW_NS, VPROXY_NS):
         assert values[(ns, "net.ipv6.conf.default.disable_ipv6")] == "1"
         assert values[(ns, "net.ipv4.ip_forward")] == "0"
+    assert values[(None, f"net.ipv4.conf.{BRIDGE}.arp_ignore")] == "8"
     for key in ("iptables", "ip6tables", "arptables"):
         assert values[(None, f"net.bridge.bridge-nf-call-{key}")] == "0"
 
@@ -93,6 +94,7 @@ def test_nftables(the_plan):
     assert "ip daddr 192.168.1.1 tcp dport 53 redirect to :53" in vp
     assert "PLACEHOLDER for issue 7" in vp and "tproxy" in vp
     host = tables[(None, "inet", "appliance")].body
+    assert f'iifname "{BRIDGE}" drop' in host
     assert f'iifname "admin0" ether saddr {GW_MAC} tcp dport {{ 22, 80, 443 }} drop' in host
 
 
@@ -202,12 +204,20 @@ def test_seed_steps(table, text, expect):
 
 
 @pytest.mark.parametrize("text", [
-    # From the home side the console answers (switched normally).
+    # From the home side the console answers: straight to the admin port
+    # (the Linux bridge would take the uplink NIC's MAC for its own).
     f"in_port=downlink,tcp,dl_src={CLIENT},dl_dst={UP_MAC},nw_src=192.168.1.70,nw_dst=192.168.1.8,"
     "tp_src=40000,tp_dst=22",
     # A reply from the modem to a connection the box opened is let through.
     f"in_port=uplink,tcp,dl_src={GW_MAC},dl_dst={UP_MAC},nw_src=192.168.1.1,nw_dst=192.168.1.8,"
     "tp_src=80,tp_dst=40000",
+    f"in_port=downlink,arp,dl_src={CLIENT},dl_dst={UP_MAC},arp_op=2,arp_spa=192.168.1.70,arp_tpa=192.168.1.8",
+])
+def test_frames_for_the_box_go_to_the_admin_port(table, text):
+    assert outs(run(table, text)) == [P["admin"]]
+
+
+@pytest.mark.parametrize("text", [
     # Ordinary traffic between home devices.
     f"in_port=downlink,ip,dl_src={CLIENT},dl_dst=02:11:22:33:44:66,nw_src=192.168.1.70,nw_dst=192.168.1.71",
 ])

@@ -1,0 +1,243 @@
+"""Typed, validated settings of the transparent relay in netns `vproxy`.
+
+`RelaySettings` says where the TPROXY socket listens, whom it serves, the
+named upstream proxies a DNS `fake-ip` rule may route through, where the
+fake-IP map lives, and the relay's limits. The box's settings document
+embeds it as one field; the relay process reads it from a YAML or JSON file
+(`load_settings_file`).
+
+Route names: ``direct`` and ``reject`` are built in; every other route is a
+proxy named in `proxies`. Validation happens here, once: every error names
+the field path (``proxies.1.port``) and the problem.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from pathlib import Path
+from typing import Iterable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+BUILTIN_ROUTES = ("direct", "reject")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def _hostport(value: str, default_port: int | None = None) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        if default_port is None:
+            raise ValueError(f"{value!r}: give address:port")
+        host, port = value, str(default_port)
+    host = host.strip("[]")
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IPv4 address") from None
+    if not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError(f"port {port!r} is not 1-65535")
+    return host, int(port)
+
+
+class _Model(BaseModel):
+    # Unknown keys are typos; frozen so a validated document stays valid.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProxySettings(_Model):
+    """A named upstream proxy: SOCKS5 (RFC 1928/1929) or HTTP CONNECT.
+
+    The relay hands the proxy the *domain* (SOCKS5 ATYP 3, ``CONNECT
+    host:port``), so the proxy resolves it where it stands.
+    """
+
+    name: str
+    type: Literal["socks5", "http"]
+    address: str = Field(description="IPv4 address of the proxy (the box needs no DNS to reach it)")
+    port: int = Field(ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    udp: bool = Field(
+        default=False, description="socks5 only: the proxy does UDP ASSOCIATE; else UDP gets ICMP"
+    )
+    connect_timeout: float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("a proxy name is letters, digits, _ . - (at most 63)")
+        if value in BUILTIN_ROUTES:
+            raise ValueError(f"{value!r} is a built-in route; pick another name")
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            return str(ipaddress.IPv4Address(value.strip()))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IPv4 address") from None
+
+    @field_validator("username", "password")
+    @classmethod
+    def _credential(cls, value: str | None) -> str | None:
+        # RFC 1929 carries each in one length byte.
+        if value is not None and not 1 <= len(value.encode()) <= 255:
+            raise ValueError("must be 1 to 255 bytes")
+        return value
+
+    @model_validator(mode="after")
+    def _pairs(self) -> "ProxySettings":
+        if (self.username is None) != (self.password is None):
+            missing = "password" if self.password is None else "username"
+            raise ValueError(f"{missing}: give both username and password, or neither")
+        if self.udp and self.type != "socks5":
+            raise ValueError("udp: only a socks5 proxy can carry UDP")
+        return self
+
+
+class RelaySettings(_Model):
+    """The relay service of netns vproxy."""
+
+    listen: str = Field(
+        default="127.0.0.1:7893",
+        description="the TPROXY target for TCP and UDP; loopback so nothing reaches it directly",
+    )
+    fake_range: str = "100.96.0.0/11"
+    allow_clients: list[str] = Field(
+        default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
+        description="sources served; every other source is reset at once",
+    )
+    deny_clients: list[str] = Field(
+        default_factory=list, description="sources refused even inside allow_clients (the modem)"
+    )
+    proxies: list[ProxySettings] = Field(default_factory=list)
+    resolvers: list[str] = Field(
+        default_factory=list,
+        description="DNS servers (address[:port]) giving real addresses; empty: the system's",
+    )
+    fakeip_db: str = Field(
+        default="/var/lib/appliance/dns-fakeip.sqlite3",
+        description="the DNS server's fake-IP store (domain, route by address)",
+    )
+    control_socket: str | None = "/run/appliance/relay.sock"
+    max_connections: int = Field(default=4096, ge=1, le=1_000_000)
+    connect_timeout: float = Field(default=5.0, gt=0, le=60)
+    idle_timeout: float = Field(default=600, gt=0, description="seconds without a byte either way")
+    udp_idle_timeout: float = Field(default=60, gt=0)
+    history_size: int = Field(default=1000, ge=0, le=1_000_000)
+    pipe_size: int = Field(default=262144, ge=4096, le=1 << 20)
+    splice: bool = Field(default=True, description="zero-copy splice(); off: recv/send copies")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        _hostport(value)
+        return value
+
+    @field_validator("fake_range")
+    @classmethod
+    def _range(cls, value: str) -> str:
+        try:
+            net = ipaddress.IPv4Network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not an IPv4 network: {exc}") from None
+        return str(net)
+
+    @field_validator("allow_clients", "deny_clients")
+    @classmethod
+    def _nets(cls, value: list[str]) -> list[str]:
+        out = []
+        for item in value:
+            try:
+                out.append(str(ipaddress.IPv4Network(item, strict=False)))
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IPv4 address or network") from None
+        return out
+
+    @field_validator("resolvers")
+    @classmethod
+    def _resolvers(cls, value: list[str]) -> list[str]:
+        for item in value:
+            _hostport(item, default_port=53)
+        return value
+
+    @model_validator(mode="after")
+    def _unique(self) -> "RelaySettings":
+        seen: set[str] = set()
+        for i, proxy in enumerate(self.proxies):
+            if proxy.name in seen:
+                raise ValueError(f"proxies.{i}.name: duplicate proxy name {proxy.name!r}")
+            seen.add(proxy.name)
+        return self
+
+    # -- derived ------------------------------------------------------------
+    def listen_address(self) -> tuple[str, int]:
+        return _hostport(self.listen)
+
+    def resolver_addresses(self) -> list[tuple[str, int]]:
+        return [_hostport(item, default_port=53) for item in self.resolvers]
+
+    def route_names(self) -> list[str]:
+        return [*BUILTIN_ROUTES, *(p.name for p in self.proxies)]
+
+    def proxy(self, name: str) -> ProxySettings | None:
+        for proxy in self.proxies:
+            if proxy.name == name:
+                return proxy
+        return None
+
+    def unknown_routes(self, routes: Iterable[tuple[str, str]]) -> dict[str, str]:
+        """For the box document: `(field_path, route)` pairs naming no route -> errors."""
+        known = set(self.route_names())
+        return {path: f"unknown route {route!r}; known: {', '.join(sorted(known))}"
+                for path, route in routes if route not in known}
+
+
+class SettingsError(ValueError):
+    """Invalid relay settings; `errors` maps a field path to its problem."""
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+
+def _error_path(err: dict) -> tuple[str, str]:
+    path = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    # Model-level validators name their field in the message ("proxies.1.name: ...").
+    head, sep, rest = msg.partition(": ")
+    if sep and re.fullmatch(r"[a-z_]+(\.[0-9a-z_]+)*", head):
+        path = f"{path}.{head}" if path and not head.startswith(path.split(".")[0]) else head
+        msg = rest
+    return path or "(settings)", msg
+
+
+def parse_settings(data: object) -> RelaySettings:
+    """Validate a settings document; raise SettingsError keyed by field."""
+    try:
+        return RelaySettings.model_validate(data)
+    except ValidationError as exc:
+        errors: dict[str, str] = {}
+        for err in exc.errors():
+            path, msg = _error_path(err)
+            errors.setdefault(path, msg)
+        raise SettingsError(errors) from None
+
+
+def load_settings_file(path: str | Path) -> RelaySettings:
+    """Read YAML (or JSON) from a file and validate it."""
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise SettingsError({"(file)": f"{path}: {exc.strerror}"}) from None
+    try:
+        data = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise SettingsError({"(file)": f"{path}: {exc}"}) from None
+    return parse_settings(data or {})

@@ -224,3 +224,16 @@ def test_settings_model_itself_enforces_cross_field_rules():
         Settings.model_validate(with_("admin.address", "10.0.0.8"))
     data = base()
     assert parse_settings(copy.deepcopy(data)) == parse_settings(data)
+
+
+def test_the_dns_section_is_embedded_and_agrees_on_the_fake_range():
+    data = base()
+    data["dns"] = {"upstreams": [{"url": "udp://192.168.1.1"}]}
+    s = parse_settings(data)
+    assert type(s.dns).__name__ == "DnsSettings"
+    assert from_yaml(to_yaml(s)) == s
+    data["dns"]["fake_ip"] = {"network": "100.64.0.0/16"}
+    errors = settings_errors(data)
+    assert errors == {"dns.fake_ip.network": ["100.64.0.0/16 differs from vproxy.fake_range 100.96.0.0/11"]}
+    data["dns"] = {"upstreams": []}
+    assert "dns.upstreams" in settings_errors(data)

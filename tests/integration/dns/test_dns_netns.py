@@ -55,7 +55,7 @@ def dig(client, name, *opts, server=GW, rtype="A"):
 
 
 def upstream_dnsmasq(tmp):
-    args = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces",
+    args = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces",
             f"--listen-address={GW}", "--local=/test/", "--local-ttl=300", "--user=root",
             f"--pid-file={tmp}/dnsmasq.pid", "--host-record=www.direct.test,203.0.113.10",
             "--host-record=www.video.test,203.0.113.20", "--host-record=ads.test,203.0.113.30",

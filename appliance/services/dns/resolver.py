@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 A, AAAA, PTR, CNAME = dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.PTR, dns.rdatatype.CNAME
 EMPTY_FOR_FAKE = {dns.rdatatype.AAAA, dns.rdatatype.HTTPS, dns.rdatatype.SVCB}
 FIXED_LIFETIME = 10.0  # seconds a fixed (policy-made) answer stays on the fast path
-FAST_MAX = 100_000
+FAST_MIN = 1000  # the fast path holds at most max(cache size, this) answers
 GROUP_LIFETIME = 30.0  # seconds a client's group (its MAC may change) is remembered
 
 
@@ -106,6 +106,7 @@ class Resolver:
         self._clock = clock
         self._neighbour_mac = neighbour_mac
         self._fast: dict[tuple, FastEntry] = {}
+        self._fast_max = max(FAST_MIN, settings.cache.size)
         self._groups: dict[str, tuple[int, float]] = {}
         self._inflight: dict[tuple, asyncio.Task] = {}
         self._background: set[asyncio.Task] = set()
@@ -208,7 +209,9 @@ class Resolver:
                                       question.rdclass, group)
         wire = response.to_wire()
         limit = self._udp_limit(query.payload if query.edns >= 0 else None)
-        if outcome.lifetime and outcome.lifetime > 0 and len(self._fast) < FAST_MAX:
+        if len(self._fast) >= self._fast_max:
+            self._fast = {}  # crude but O(1): the next hits refill it
+        if outcome.lifetime and outcome.lifetime > 0:
             head = read_query_head(data)
             if head is not None:
                 now = self._clock()
@@ -216,8 +219,6 @@ class Resolver:
                     wire, [] if outcome.fixed else ttl_offsets(wire), now, now + outcome.lifetime,
                     qname, outcome.action, response.rcode(), outcome.origin, outcome.fake_ip,
                     self.fakeips.recycled)
-        elif len(self._fast) >= FAST_MAX:
-            self._fast = {}
         self.querylog.add(client, qname, question.rdtype, outcome.action, response.rcode(),
                           outcome.cached, outcome.origin)
         if udp and len(wire) > limit:

@@ -15,8 +15,9 @@
 - ``modem`` (192.168.1.1, inside the home allow list on purpose) stands for
   the uplink side and must not reach the relay.
 
-The fake-IP store is a real `FakeIpPool` file (the DNS server's code) the
-test fills with domains and routes. Every name carries a unique prefix;
+The DNS server of issue 6 runs in ``vproxy`` too (the client's resolver):
+its rules give each test domain a fake address and a route, and the relay
+asks its control socket, as in the box. Every name carries a unique prefix;
 `close()` kills what it started and removes namespaces and /etc/netns files.
 """
 
@@ -61,11 +62,11 @@ class RelayLab:
         self.dir = Path(tempfile.mkdtemp(prefix=f"relaylab-{tag}-"))
         self.db = str(self.dir / "fakeip.sqlite3")
         self.control = str(self.dir / "relay.sock")
+        self.dns_control = str(self.dir / "dns.sock")
         self.config = self.dir / "relay.yaml"
         self.relay_log = self.dir / "relay.log"
         self.procs: dict[str, subprocess.Popen] = {}
         self.relay_overrides = relay_overrides or {}
-        self.pool = None
         self.fake: dict[str, str] = {}
 
     # -- building -------------------------------------------------------------
@@ -87,7 +88,7 @@ class RelayLab:
         try:
             self._namespaces()
             self._internet_services()
-            self._fake_store()
+            self._dns_server()
             self.write_config()
             self.start_relay()
         except BaseException:
@@ -203,14 +204,38 @@ DisableViaHeader Yes
                 if (self.dir / f"{n}.log").exists()}
         raise RuntimeError(f"{host}:{port} in {role} not listening after {timeout}s; logs: {logs}")
 
-    def _fake_store(self) -> None:
-        from appliance.services.dns.fakeip import FakeIpPool
+    ROUTES = {"direct.test": "direct", "socks.test": "socks", "http.test": "web-proxy",
+              "reject.test": "reject", "dead.test": "dead", "udp.test": "direct",
+              "pin.test": "direct", "nudp.test": "web-proxy"}
 
-        self.pool = FakeIpPool(FAKE_RANGE, db_path=self.db, max_entries=16)
-        for domain, route in (("direct.test", "direct"), ("socks.test", "socks"),
-                              ("http.test", "web-proxy"), ("reject.test", "reject"),
-                              ("dead.test", "dead"), ("udp.test", "direct")):
-            self.fake[domain] = self.pool.allocate(domain, route)
+    def _dns_server(self) -> None:
+        """The DNS server of issue 6, in vproxy: it hands out the fake addresses."""
+        import yaml
+
+        rules = [{"match": "exact", "value": d, "then": {"action": "fake-ip", "route": r}}
+                 for d, r in self.ROUTES.items()]
+        rules.append({"match": "suffix", "value": "fill.test",
+                      "then": {"action": "fake-ip", "route": "direct"}})
+        doc = {"listen": [f"{HOME_IP}:53"], "allow_clients": ["10.0.0.0/8"],
+               "deny_clients": [f"{MODEM_IP}/32"], "upstreams": [{"url": f"udp://{WEB_IP}"}],
+               "control_socket": self.dns_control,
+               "fake_ip": {"network": FAKE_RANGE, "db_path": self.db, "max_entries": 16},
+               "rules": rules}
+        (self.dir / "dns.yaml").write_text(yaml.safe_dump(doc))
+        self.spawn("dns", "vproxy", [PYTHON, "-m", "appliance.services.dns", "--config",
+                                     str(self.dir / "dns.yaml")])
+        etc = Path("/etc/netns") / self.ns["client"]
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "resolv.conf").write_text(f"nameserver {HOME_IP}\n")
+        self.wait_port("vproxy", HOME_IP, 53)
+        for domain in self.ROUTES:
+            self.fake[domain] = self.resolve(domain)
+
+    def resolve(self, domain: str) -> str:
+        out = self.sh("client", ["dig", "+short", "+time=2", "+tries=2", domain]).stdout.split()
+        if not out:
+            raise RuntimeError(f"{domain}: no answer from the DNS server")
+        return out[-1]
 
     def relay_settings(self) -> dict:
         data = {
@@ -220,6 +245,7 @@ DisableViaHeader Yes
             "deny_clients": [f"{MODEM_IP}/32"],
             "resolvers": [WEB_IP],
             "fakeip_db": self.db,
+            "dns_control": self.dns_control,
             "control_socket": self.control,
             "proxies": [
                 {"name": "socks", "type": "socks5", "address": SOCKS_IP, "port": 1080,
@@ -273,8 +299,6 @@ DisableViaHeader Yes
                 self.stop(name)
             except (ProcessLookupError, PermissionError):
                 pass
-        if self.pool is not None:
-            self.pool.close()
         for name in self.ns.values():
             # Anything still inside (a test's stray client) goes with the namespace.
             pids = _run(["ip", "netns", "pids", name], check=False).stdout.split()

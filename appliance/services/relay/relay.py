@@ -33,7 +33,7 @@ import socket
 import struct
 import time
 
-from .directory import Directory, StoreDirectory
+from .directory import Directory, DnsDirectory
 from .pump import Pump
 from .resolve import ResolveError, Resolver
 from .settings import RelaySettings
@@ -150,13 +150,15 @@ class Relay:
                  loop: asyncio.AbstractEventLoop | None = None):
         self.loop = loop or asyncio.get_event_loop()
         self.settings = settings
-        self.directory = directory if directory is not None else StoreDirectory(settings.fakeip_db)
+        self.directory = directory if directory is not None else DnsDirectory(
+            settings.dns_control, settings.fakeip_db)
         self._own_directory = directory is None
         self.table = ConnectionTable(settings.history_size)
         self.resolver = Resolver(settings.resolver_addresses())
         self.allowed = ClientFilter(settings.allow_clients, settings.deny_clients)
         self.fake_range = ipaddress.IPv4Network(settings.fake_range)
         self.sessions: dict[int, TcpSession] = {}
+        self.pending = 0  # accepted, domain not yet looked up
         self.listener: socket.socket | None = None
         self.udp = None
         self.control = None
@@ -219,9 +221,10 @@ class Relay:
         self.table.resize_history(settings.history_size)
         if settings.resolvers != old.resolvers:
             self.resolver = Resolver(settings.resolver_addresses())
-        if settings.fakeip_db != old.fakeip_db and self._own_directory:
-            self.directory.close()
-            self.directory = StoreDirectory(settings.fakeip_db)
+        if (settings.dns_control, settings.fakeip_db) != (old.dns_control, old.fakeip_db) \
+                and self._own_directory:
+            # Live connections keep their pins on the old connection until they end.
+            log.warning("dns_control/fakeip_db changed; they take effect at the next restart")
         if settings.listen != old.listen:
             self._unlisten()
             self._listen()
@@ -260,20 +263,27 @@ class Relay:
                 log.warning("refused %s:%d -> %s:%d: not a fake address", *client, *fake)
                 reset(sock)
                 continue
-            if len(self.sessions) >= self.settings.max_connections:
+            if len(self.sessions) + self.pending >= self.settings.max_connections:
                 log.warning("refused %s:%d -> %s:%d: connection cap %d reached",
                             *client, *fake, self.settings.max_connections)
                 self.table.totals["refused"] += 1
                 reset(sock)
                 continue
-            self._serve(sock, client, fake)
+            self.pending += 1
+            self.loop.create_task(self._serve(sock, client, fake))
 
     def _resume_accept(self) -> None:
         if self.listener is not None:
             self.loop.add_reader(self.listener.fileno(), self._on_accept)
 
-    def _serve(self, sock: socket.socket, client: tuple[str, int], fake: tuple[str, int]) -> None:
-        target = self.directory.lookup(fake[0])
+    async def _serve(self, sock: socket.socket, client: tuple[str, int], fake: tuple[str, int]) -> None:
+        try:
+            target = await self.directory.lookup(fake[0])
+        except Exception:  # noqa: BLE001 - a bug must not kill the relay
+            log.exception("look-up of %s failed", fake[0])
+            target = None
+        finally:
+            self.pending -= 1
         if target is None:
             conn = self.table.open("tcp", client, fake, None, "-")
             self._refuse(sock, conn, f"no domain for fake address {fake[0]} (unknown or recycled)")
@@ -292,7 +302,7 @@ class Relay:
         session = TcpSession(self, conn, sock)
         self.sessions[conn.id] = session
         self.directory.pin(fake[0])
-        self.loop.create_task(self._connect(session, proxy))
+        await self._connect(session, proxy)
 
     def _refuse(self, sock: socket.socket, conn: Connection, reason: str,
                 level: int = logging.WARNING) -> None:

@@ -119,9 +119,13 @@ class RelaySettings(_Model):
         default_factory=list,
         description="DNS servers (address[:port]) giving real addresses; empty: the system's",
     )
-    fakeip_db: str = Field(
+    dns_control: str | None = Field(
+        default="/run/appliance/dns.sock",
+        description="the DNS server's control socket: fake-address look-ups and pins",
+    )
+    fakeip_db: str | None = Field(
         default="/var/lib/appliance/dns-fakeip.sqlite3",
-        description="the DNS server's fake-IP store (domain, route by address)",
+        description="the DNS server's fake-IP store, read while its control socket is down",
     )
     control_socket: str | None = "/run/appliance/relay.sock"
     max_connections: int = Field(default=4096, ge=1, le=1_000_000)

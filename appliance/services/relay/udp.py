@@ -81,7 +81,7 @@ def parse_socks_udp(data: bytes) -> bytes | None:
 
 class UdpSession:
     __slots__ = ("udp", "conn", "client", "fake", "sock", "control", "queue", "last",
-                 "up", "down", "closed", "header")
+                 "up", "down", "closed", "header", "pinned")
 
     def __init__(self, udp: "UdpRelay", conn: Connection):
         self.udp, self.conn = udp, conn
@@ -93,6 +93,7 @@ class UdpSession:
         self.up = self.down = 0
         self.closed = False
         self.header = b""  # SOCKS5 UDP request header, empty for direct
+        self.pinned = False
         conn.bytes_fn = lambda: (self.up, self.down)
 
     def send(self, data: bytes) -> None:
@@ -203,28 +204,37 @@ class UdpRelay:
 
     def _open(self, client, fake, data: bytes) -> UdpSession | None:
         relay = self.relay
-        target = relay.directory.lookup(fake[0])
-        if target is None:
-            self.refuse(client, fake, data, f"no domain for fake address {fake[0]}")
+        if len(self.sessions) >= relay.settings.max_connections:
+            self.refuse(client, fake, data, "connection cap reached")
             return None
+        # The row is filled in once the directory has answered; datagrams queue meanwhile.
+        conn = relay.table.open("udp", client, fake, None, "-")
+        session = UdpSession(self, conn)
+        self.sessions[(client, fake)] = session
+        self.loop.create_task(self._connect(session))
+        return session
+
+    async def _connect(self, session: UdpSession) -> None:
+        conn = session.conn
+        relay = self.relay
+        target = await relay.directory.lookup(conn.fake[0])
+        if session.closed:
+            return
+        first = (session.queue or [b""])[0]
+        if target is None:
+            session.close("refused", f"no domain for fake address {conn.fake[0]}")
+            self.refuse(conn.client, conn.fake, first, session.conn.error)
+            return
+        conn.domain, conn.route = target.domain, target.route
         route = target.route
         proxy = relay.settings.proxy(route) if route not in ("direct", "reject") else None
         if route != "direct" and not (proxy and proxy.type == "socks5" and proxy.udp
                                       and proxy.name not in self._no_udp):
-            self.refuse(client, fake, data, f"{target.domain}: route {route} carries no UDP")
-            return None
-        if len(self.sessions) >= relay.settings.max_connections:
-            self.refuse(client, fake, data, "connection cap reached")
-            return None
-        conn = relay.table.open("udp", client, fake, target.domain, route)
-        session = UdpSession(self, conn)
-        self.sessions[(client, fake)] = session
-        relay.directory.pin(fake[0])
-        self.loop.create_task(self._connect(session, proxy))
-        return session
-
-    async def _connect(self, session: UdpSession, proxy) -> None:
-        conn = session.conn
+            session.close("refused", f"route {route} carries no UDP")
+            self.refuse(conn.client, conn.fake, first, f"{target.domain}: {session.conn.error}")
+            return
+        relay.directory.pin(conn.fake[0])
+        session.pinned = True
         try:
             if proxy is None:
                 real = await self.relay.resolver.resolve(conn.domain)
@@ -308,7 +318,8 @@ class UdpRelay:
     def closed(self, session: UdpSession, state: str, error: str | None) -> None:
         if self.sessions.pop((session.client, session.fake), None) is None:
             return
-        self.relay.directory.unpin(session.fake[0])
+        if session.pinned:
+            self.relay.directory.unpin(session.fake[0])
         self.relay.table.close(session.conn, state, error)
         if not any(k[1] == session.fake for k in self.sessions):
             sock = self._reply_socks.pop(session.fake, None)

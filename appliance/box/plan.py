@@ -222,7 +222,11 @@ def kernel_objects(settings: Settings, gw_mac: str, uplink_mac: str) -> tuple[Ob
         Namespace(GW_NS),
         Namespace(VPROXY_NS),
         Bridge(None, BRIDGE, derived_mac(BRIDGE)),
-        BridgePort(None, up, BRIDGE),
+        # The admin port carries the uplink NIC's MAC; were the NIC to keep it
+        # too, the Linux bridge would hold it as a local address and deliver
+        # frames for the admin address to itself instead of to the admin port.
+        # The NIC's own MAC never shows on the wire, so it takes another.
+        BridgePort(None, up, BRIDGE, mac=derived_mac(f"nic:{up}"), original_mac=uplink_mac),
         BridgePort(None, down, BRIDGE),
         Veth(None, ADMIN_DEV, None, ADMIN_PORT, mac=uplink_mac, peer_mac=derived_mac(ADMIN_PORT),
              peer_master=BRIDGE),

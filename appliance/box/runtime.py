@@ -101,13 +101,14 @@ class Box:
         return place(planner.plan(Settings.model_validate(data["settings"]), observed, self.layout),
                      self.placement)
 
-    def _save(self, settings: Settings, observed: planner.Observed) -> None:
+    def _save(self, settings: Settings, observed: planner.Observed, before: dict) -> None:
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({
             "settings": settings.model_dump(mode="json"),
             "observed": {"nic_macs": [list(x) for x in observed.nic_macs],
                          "gateway_mac": observed.gateway_mac},
+            "before": before,
         }, indent=1))
         tmp.replace(self.state_path)
 
@@ -120,9 +121,15 @@ class Box:
         diff = planner.diff(old, new)
         if dry_run:
             return BoxResult(ok=True, diff=diff, dry_run=True)
+        # How the NICs were before the box first took them (a factory bridge,
+        # say), so teardown can give them back as they were.
+        applied = self._load()
+        before = applied["before"] if applied else {"masters": {
+            l.name: l.master for l in self.kernel.links(self.placement.host_ns)
+            if l.name in (settings.ports.uplink, settings.ports.downlink) and l.master}}
         res: ApplyResult = self.applier.apply(new, old, progress)
         if res.ok:
-            self._save(settings, observed)
+            self._save(settings, observed, before)
         return BoxResult(ok=res.ok, diff=diff, changes=res.changes, error=res.error, restored=res.restored)
 
     def teardown(self, progress: Progress | None = None) -> list[str]:
@@ -130,5 +137,13 @@ class Box:
         if old is None:
             return []
         changes = self.applier.teardown(old, progress)
+        host = self.placement.host_ns
+        present = {l.name for l in self.kernel.links(host)}
+        for nic, master in (self._load() or {}).get("before", {}).get("masters", {}).items():
+            if nic in present and master in present:
+                self.kernel.set_link(host, nic, master=master)
+                changes.append(f"~ {nic}: back in {master}")
+                if progress:
+                    progress(changes[-1])
         self.state_path.unlink(missing_ok=True)
         return changes

@@ -67,4 +67,8 @@ class DatapathLoader:
             return []
         dp.detach()
         self.stamp.unlink(missing_ok=True)
+        try:
+            Path(self.pin_root).rmdir()
+        except OSError:
+            pass  # not empty (another bridge of this box) or already gone
         return [f"- datapath {switch.bridge}"]

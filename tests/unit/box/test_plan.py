@@ -57,7 +57,8 @@ def test_topology(the_plan):
     k = the_plan.kernel
     assert [o for o in k if isinstance(o, Namespace)] == [Namespace(GW_NS), Namespace(VPROXY_NS)]
     assert Bridge(None, BRIDGE, derived_mac(BRIDGE)) in k
-    assert BridgePort(None, "enp5s0", BRIDGE) in k and BridgePort(None, "enp1s0", BRIDGE) in k
+    assert BridgePort(None, "enp5s0", BRIDGE, mac=derived_mac("nic:enp5s0"), original_mac=UP_MAC) in k
+    assert BridgePort(None, "enp1s0", BRIDGE) in k
     veths = {v.name: v for v in k if isinstance(v, Veth)}
     # gw0 carries the modem's IP and MAC; admin0 the uplink NIC's MAC.
     assert (veths["gw0"].ns, veths["gw0"].mac, veths["gw0"].peer) == (GW_NS, GW_MAC, "vgw")

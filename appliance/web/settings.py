@@ -112,3 +112,52 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = STATE_DIR / "static"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# ---------------------------------------------------------------- the console (issue 8)
+INSTALLED_APPS += [
+    "rest_framework.authtoken",
+    "appliance.web.console",
+    "appliance.web.audit",
+    "appliance.web.network",
+    "appliance.web.dhcp",
+    "appliance.web.dns",
+    "appliance.web.switch",
+    "appliance.web.applies",
+    "appliance.web.system",
+]
+MIDDLEWARE += [
+    "appliance.web.console.middleware.SecurityHeadersMiddleware",
+    "appliance.web.console.middleware.FirstRunMiddleware",
+    "appliance.web.console.middleware.DocumentSeedMiddleware",
+]
+TEMPLATES[0]["OPTIONS"]["context_processors"].append("appliance.web.console.context.nav")
+LOGIN_URL = "/login/"
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+SESSION_SAVE_EVERY_REQUEST = False
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
+    "rest_framework.authentication.SessionAuthentication",
+    "rest_framework.authentication.TokenAuthentication",
+]
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {"anon": "30/minute"}
+SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = ["rest_framework.permissions.IsAuthenticated"]
+SPECTACULAR_SETTINGS["COMPONENT_SPLIT_REQUEST"] = True
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# The box the console manages: placed in a host namespace (the lab's
+# "lab-box") or on this machine (empty), with its state and runtime dirs.
+APPLIANCE_HOST_NETNS = os.environ.get("APPLIANCE_HOST_NETNS", "")
+APPLIANCE_BOX_STATE = os.environ.get("APPLIANCE_BOX_STATE", str(STATE_DIR / "box"))
+APPLIANCE_BOX_RUN = os.environ.get("APPLIANCE_BOX_RUN", "/run/appliance")
+APPLIANCE_BOX_FACTORY = os.environ.get("APPLIANCE_BOX_FACTORY", "")  # "module:function", tests only
+APPLIANCE_SOURCES = os.environ.get("APPLIANCE_SOURCES", "")  # "module:function", tests only
+APPLIANCE_DNS_SOCKET = os.environ.get("APPLIANCE_DNS_SOCKET", f"{APPLIANCE_BOX_RUN}/dns.sock")
+APPLIANCE_RELAY_SOCKET = os.environ.get("APPLIANCE_RELAY_SOCKET", f"{APPLIANCE_BOX_RUN}/relay.sock")
+APPLIANCE_AUTHORIZED_KEYS = os.environ.get("APPLIANCE_AUTHORIZED_KEYS", str(STATE_DIR / "authorized_keys"))
+APPLIANCE_CONFIRM_TIMEOUT = float(os.environ.get("APPLIANCE_CONFIRM_TIMEOUT", "60"))
+APPLIANCE_LOGIN_MAX_FAILURES = int(os.environ.get("APPLIANCE_LOGIN_MAX_FAILURES", "5"))
+APPLIANCE_LOGIN_LOCKOUT_SECONDS = int(os.environ.get("APPLIANCE_LOGIN_LOCKOUT_SECONDS", "900"))

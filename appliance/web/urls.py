@@ -1,7 +1,32 @@
-from django.urls import path
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from appliance.web.core import views
 
+api = [
+    path("", include("appliance.web.console.api.urls")),
+    path("network/", include(("appliance.web.network.api.urls", "network-api"))),
+    path("dhcp/", include(("appliance.web.dhcp.api.urls", "dhcp-api"))),
+    path("dns/", include(("appliance.web.dns.api.urls", "dns-api"))),
+    path("switch/", include(("appliance.web.switch.api.urls", "switch-api"))),
+    path("", include("appliance.web.applies.api.urls")),
+    path("audit/", include("appliance.web.audit.api.urls")),
+    path("system/", include("appliance.web.system.api.urls")),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+]
+
 urlpatterns = [
-    path("", views.home, name="home"),
+    path("", include("appliance.web.console.urls")),
+    path("network/", include("appliance.web.network.urls")),
+    path("dhcp/", include("appliance.web.dhcp.urls")),
+    path("dns/", include("appliance.web.dns.urls")),
+    path("switch/", include("appliance.web.switch.urls")),
+    path("applies/", include("appliance.web.applies.urls")),
+    path("audit/", include("appliance.web.audit.urls")),
+    path("system/", include("appliance.web.system.urls")),
+    path("api/", include(api)),
+    path("admin/", admin.site.urls),
+    path("home/", views.home, name="home"),
 ]

@@ -1,0 +1,25 @@
+from rest_framework import serializers
+
+
+class TileSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    problem = serializers.CharField(allow_null=True)
+    value = serializers.JSONField(allow_null=True)
+
+
+class StatusSerializer(serializers.Serializer):
+    ports = TileSerializer()
+    services = TileSerializer()
+    leases = TileSerializer()
+    dns = TileSerializer()
+    relay = TileSerializer()
+
+
+class TokenRequestSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    password = serializers.CharField()
+    code = serializers.CharField(required=False, help_text="TOTP code, when the user has one")
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField()

@@ -1,0 +1,48 @@
+from django.contrib.auth import authenticate
+from drf_spectacular.utils import extend_schema
+from rest_framework.authtoken.models import Token
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle
+from rest_framework.views import APIView
+
+from appliance.web.audit.log import record
+from appliance.web.console import lockout
+from appliance.web.console.api import serializers as s
+from appliance.web.console.views import status
+
+
+class StatusView(APIView):
+    """The dashboard's figures."""
+
+    @extend_schema(responses={200: s.StatusSerializer})
+    def get(self, request):
+        return Response(status())
+
+
+class TokenView(APIView):
+    """Trade a user name and password (and TOTP code) for an API token; same lockout as the login page."""
+
+    permission_classes = [AllowAny]
+    authentication_classes = []
+    throttle_classes = [AnonRateThrottle]
+
+    @extend_schema(request=s.TokenRequestSerializer, responses={200: s.TokenSerializer})
+    def post(self, request):
+        req = s.TokenRequestSerializer(data=request.data)
+        req.is_valid(raise_exception=True)
+        username, ip = req.validated_data["username"], lockout.client_ip(request)
+        if lockout.locked(username, ip):
+            return Response({"detail": "too many failed logins; try again later"}, status=429)
+        user = authenticate(request, username=username, password=req.validated_data["password"])
+        device = getattr(user, "totp", None) if user else None
+        if user is not None and device is not None and device.confirmed:
+            if not device.verify(req.validated_data.get("code", "")):
+                user = None
+        if user is None:
+            lockout.failed(username, ip)
+            record(None, "login-failed", f"{username} (API token)")
+            return Response({"detail": "wrong user name, password or code"}, status=401)
+        lockout.succeeded(username, ip)
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})

@@ -1,0 +1,168 @@
+"""First run, login (lockout, TOTP), account, and the dashboard."""
+from django.contrib import messages
+from django.contrib.auth import authenticate, get_user_model, login, logout, update_session_auth_hash
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import PasswordChangeForm
+from django.db import transaction
+from django.http import JsonResponse
+from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+from rest_framework.authtoken.models import Token
+
+from appliance.web import sources
+from appliance.web.audit.log import record
+from appliance.web.console import forms, lockout
+from appliance.web.console.models import TotpDevice
+
+
+def setup(request):
+    User = get_user_model()
+    if User.objects.exists():
+        return redirect("console:login")
+    form = forms.SetupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        with transaction.atomic():
+            if User.objects.select_for_update().exists():  # two first visitors at once
+                return redirect("console:login")
+            user = User.objects.create_superuser(form.cleaned_data["username"], "", form.cleaned_data["password"])
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        record(user, "setup", f"admin account {user.username}")
+        messages.success(request, "Admin account created. Next: the setup wizard.")
+        return redirect("network:wizard")
+    return render(request, "console/setup.html", {"form": form})
+
+
+def _next(request):
+    nxt = request.POST.get("next") or request.GET.get("next") or "/"
+    return nxt if url_has_allowed_host_and_scheme(nxt, allowed_hosts={request.get_host()}) else "/"
+
+
+def login_view(request):
+    form = forms.LoginForm(request.POST or None)
+    ip = lockout.client_ip(request)
+    if request.method == "POST" and form.is_valid():
+        username = form.cleaned_data["username"]
+        if lockout.locked(username, ip):
+            record(None, "login-locked", username)
+            form.add_error(None, "Too many failed logins; try again later.")
+            return render(request, "console/login.html", {"form": form}, status=429)
+        user = authenticate(request, username=username, password=form.cleaned_data["password"])
+        if user is None:
+            lockout.failed(username, ip)
+            record(None, "login-failed", username)
+            form.add_error(None, "Wrong user name or password.")
+            return render(request, "console/login.html", {"form": form}, status=401)
+        lockout.succeeded(username, ip)
+        device = getattr(user, "totp", None)
+        if device is not None and device.confirmed:
+            request.session["totp_user"] = user.pk
+            request.session["totp_next"] = _next(request)
+            return redirect("console:totp")
+        login(request, user)
+        record(user, "login", user.username)
+        return redirect(_next(request))
+    return render(request, "console/login.html", {"form": form})
+
+
+def totp_view(request):
+    pk = request.session.get("totp_user")
+    if pk is None:
+        return redirect("console:login")
+    user = get_user_model().objects.get(pk=pk)
+    form = forms.TotpForm(request.POST or None)
+    ip = lockout.client_ip(request)
+    if request.method == "POST" and form.is_valid():
+        if lockout.locked(user.username, ip):
+            form.add_error(None, "Too many failed logins; try again later.")
+            return render(request, "console/totp.html", {"form": form}, status=429)
+        if user.totp.verify(form.cleaned_data["code"]):
+            nxt = request.session.pop("totp_next", "/")
+            request.session.pop("totp_user", None)
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            record(user, "login", f"{user.username} (TOTP)")
+            return redirect(nxt)
+        lockout.failed(user.username, ip)
+        record(None, "login-failed", f"{user.username} (TOTP)")
+        form.add_error("code", "Wrong code.")
+        return render(request, "console/totp.html", {"form": form}, status=401)
+    return render(request, "console/totp.html", {"form": form})
+
+
+@require_POST
+def logout_view(request):
+    logout(request)
+    return redirect("console:login")
+
+
+@login_required
+def account(request):
+    import pyotp
+
+    device, _ = TotpDevice.objects.get_or_create(user=request.user, defaults={"secret": pyotp.random_base32()})
+    pw_form = PasswordChangeForm(request.user)
+    totp_form = forms.TotpForm()
+    if request.method == "POST":
+        what = request.POST.get("what")
+        if what == "password":
+            pw_form = PasswordChangeForm(request.user, request.POST)
+            if pw_form.is_valid():
+                update_session_auth_hash(request, pw_form.save())
+                record(request.user, "password", request.user.username)
+                messages.success(request, "Password changed.")
+                return redirect("console:account")
+        elif what == "totp-enable":
+            totp_form = forms.TotpForm(request.POST)
+            if totp_form.is_valid() and device.verify(totp_form.cleaned_data["code"]):
+                device.confirmed = True
+                device.save()
+                record(request.user, "totp-enable", request.user.username)
+                messages.success(request, "Two-factor login is on.")
+                return redirect("console:account")
+            totp_form.add_error("code", "Wrong code: check the clock of the device.")
+        elif what == "totp-disable":
+            device.delete()
+            record(request.user, "totp-disable", request.user.username)
+            messages.success(request, "Two-factor login is off.")
+            return redirect("console:account")
+        elif what == "token":
+            Token.objects.filter(user=request.user).delete()
+            Token.objects.create(user=request.user)
+            record(request.user, "api-token", request.user.username)
+            return redirect("console:account")
+    uri = pyotp.TOTP(device.secret).provisioning_uri(name=request.user.username, issuer_name="appliance")
+    token = Token.objects.filter(user=request.user).first()
+    return render(request, "console/account.html", {"pw_form": pw_form, "totp_form": totp_form,
+                                                    "device": device, "uri": uri, "token": token})
+
+
+def status() -> dict:
+    """The dashboard's figures: ports, services, leases, DNS, relay (each says if not running)."""
+    src = sources.get()
+    out = {}
+    for name in ("ports", "services", "leases", "dns", "relay"):
+        try:
+            r = getattr(src, name)()
+        except Exception as e:  # noqa: BLE001 - one broken tile must not break the page
+            out[name] = {"ok": False, "problem": f"{type(e).__name__}: {e}", "value": None}
+            continue
+        value = r.value
+        if name == "leases" and r.ok:
+            value = {"count": len(value)}
+        out[name] = {"ok": r.ok, "problem": r.problem, "value": value}
+    return out
+
+
+@login_required
+def dashboard(request):
+    return render(request, "console/dashboard.html", {"status": status()})
+
+
+@login_required
+def tiles(request):
+    return render(request, "console/tiles.html", {"status": status()})
+
+
+@login_required
+def status_json(request):
+    return JsonResponse(status())

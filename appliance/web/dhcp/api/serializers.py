@@ -1,0 +1,16 @@
+from rest_framework import serializers
+
+from appliance.web.dhcp import models
+from appliance.web.sections import section_serializer
+
+DhcpServerSerializer = section_serializer(models.DhcpServer)
+DhcpPoolSerializer = section_serializer(models.DhcpPool)
+StaticLeaseSerializer = section_serializer(models.StaticLease)
+
+
+class LeaseSerializer(serializers.Serializer):
+    ip = serializers.CharField()
+    mac = serializers.CharField()
+    hostname = serializers.CharField(allow_blank=True)
+    expires = serializers.IntegerField(help_text="unix time")
+    state = serializers.IntegerField()

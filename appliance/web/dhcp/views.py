@@ -1,0 +1,53 @@
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import redirect, render
+
+from appliance.box.settings import SettingsError
+from appliance.web import document, sources
+from appliance.web.dhcp import forms, models
+from appliance.web.dhcp.suggest import static_address
+from appliance.web.sections import SectionDeleteView, SectionEditView, save_section
+
+
+@login_required
+def index(request):
+    return render(request, "dhcp/index.html", {
+        "server": models.DhcpServer.objects.first(),
+        "pools": models.DhcpPool.ordered(), "static_leases": models.StaticLease.ordered()})
+
+
+@login_required
+def lease_table(request):
+    """The live lease table (htmx polls it)."""
+    reading = sources.get().leases()
+    static = {s.mac for s in models.StaticLease.objects.all()}
+    return render(request, "dhcp/lease_table.html", {"reading": reading, "static": static})
+
+
+@login_required
+def make_static(request):
+    """Reserve a leased device's address: prefilled form, saved through the usual rules."""
+    mac, ip, hostname = (request.GET.get(k, "") for k in ("mac", "ip", "hostname"))
+    if request.method == "POST":
+        form = forms.StaticLeaseForm(request.POST, instance=models.StaticLease())
+        if form.is_valid():
+            obj = save_section(form.save(commit=False), request.user)
+            messages.success(request, f"Reserved {obj.ip} for {obj.mac}. Apply to make it live.")
+            return redirect("dhcp:index")
+        return render(request, "console/section_form.html",
+                      {"form": form, "title": "Make static"}, status=400)
+    try:
+        suggested = static_address(document.current_settings(), ip) if ip else ""
+    except (SettingsError, ValueError):
+        suggested = ip
+    form = forms.StaticLeaseForm(initial={"mac": mac, "ip": suggested or ip, "hostname": hostname})
+    note = (f"{ip} is inside a pool; a static lease must be outside the pools, so {suggested} is proposed."
+            if suggested and suggested != ip else "")
+    return render(request, "console/section_form.html", {"form": form, "title": "Make static", "note": note})
+
+
+server_edit = SectionEditView.as_view(model=models.DhcpServer, title="DHCP server", success_url="/dhcp/")
+pool_edit = SectionEditView.as_view(model=models.DhcpPool, title="DHCP pool", success_url="/dhcp/")
+pool_delete = SectionDeleteView.as_view(model=models.DhcpPool, success_url="/dhcp/")
+static_edit = SectionEditView.as_view(model=models.StaticLease, title="Static lease", success_url="/dhcp/")
+static_delete = SectionDeleteView.as_view(model=models.StaticLease, success_url="/dhcp/")

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from appliance.web.dns.api import views
+from appliance.web.sections import singleton_routes
+
+urlpatterns = [
+    path("config/", singleton_routes(views.DnsServiceViewSet), name="config"),
+    path("stats/", views.DnsStatsView.as_view(), name="stats"),
+]

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from appliance.web.dns import views
+
+app_name = "dns"
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("config/", views.config_edit, name="config"),
+]

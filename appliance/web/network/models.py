@@ -1,0 +1,62 @@
+"""The network sections of the settings document: ports, gateway, LAN, admin, vproxy, IPv6.
+
+Each model is one singleton section; validation is the document's own
+(`document.Section.clean`). Addresses are text here on purpose: the one
+validator that parses them is the document's, so its messages are the ones
+shown.
+"""
+from django.db import models
+
+from appliance.web import document
+
+
+def _default_guarded_ports():
+    return [22, 80, 443]
+
+
+@document.register
+class Ports(document.Section):
+    doc_path = "ports"
+    doc_fields = {"uplink": "uplink", "downlink": "downlink"}
+    uplink = models.CharField(max_length=15, help_text="NIC to the modem")
+    downlink = models.CharField(max_length=15, help_text="NIC to the home")
+
+
+@document.register
+class Gateway(document.Section):
+    doc_path = "gateway"
+    doc_fields = {"ip": "ip", "mac": "mac"}
+    ip = models.CharField(max_length=15, help_text="the modem's LAN address")
+    mac = models.CharField(max_length=17, blank=True, help_text="blank: found by ARP")
+
+
+@document.register
+class Lan(document.Section):
+    doc_path = "lan"
+    doc_fields = {"prefix": "prefix"}
+    prefix = models.CharField(max_length=18, help_text="e.g. 192.168.1.0/24")
+
+
+@document.register
+class Admin(document.Section):
+    doc_path = "admin"
+    doc_fields = {"address": "address", "guarded_ports": "guarded_ports"}
+    address = models.CharField(max_length=15, help_text="the console's address")
+    guarded_ports = models.JSONField(default=_default_guarded_ports,
+                                     help_text="TCP ports closed to the uplink side")
+
+
+@document.register
+class VProxy(document.Section):
+    doc_path = "vproxy"
+    doc_fields = {"address": "address", "mac": "mac", "fake_range": "fake_range"}
+    address = models.CharField(max_length=15)
+    mac = models.CharField(max_length=17)
+    fake_range = models.CharField(max_length=18, default="100.96.0.0/11")
+
+
+@document.register
+class Ipv6(document.Section):
+    doc_path = "ipv6"
+    doc_fields = {"policy": "policy"}
+    policy = models.CharField(max_length=16, default="drop", choices=[("drop", "drop")])

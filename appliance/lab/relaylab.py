@@ -321,8 +321,9 @@ DisableViaHeader Yes
 # -- the internet namespace's test server ------------------------------------------
 
 async def _tcp_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Protocol: ``bytes N\\n`` -> N bytes then close; ``sink\\n`` -> read to EOF,
-    then answer ``<count> <sha256>\\n`` and 1 MiB of data, then close (half-close)."""
+    """Protocol: ``bytes N\\n`` -> N bytes then close; ``hold\\n`` -> ``ok\\n``, then
+    idle until the client closes; ``sink\\n`` -> read to EOF, then answer
+    ``<count> <sha256>\\n`` and 1 MiB of data, then close (half-close)."""
     import hashlib
 
     try:
@@ -334,6 +335,10 @@ async def _tcp_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
                 writer.write(block[: min(n, len(block))])
                 n -= min(n, len(block))
                 await writer.drain()
+        elif line[:1] == ["hold"]:
+            writer.write(b"ok\n")  # then idle until the client closes
+            await writer.drain()
+            await reader.read()
         elif line[:1] == ["sink"]:
             digest, count = hashlib.sha256(), 0
             while chunk := await reader.read(65536):

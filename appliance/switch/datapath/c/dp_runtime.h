@@ -25,6 +25,9 @@
 #include <bpf/bpf_endian.h>
 #include "dp_contract.h"
 
+/* Ethernet + 802.1Q + IPv4 with options + the ports. */
+#define DP_PARSE_BYTES 96
+
 #ifndef DP_STATS_SLOTS
 #define DP_STATS_SLOTS 1024
 #endif
@@ -469,6 +472,14 @@ static __always_inline int dp_begin(struct __sk_buff *skb, struct dp_state *st)
 		st->key.in_port = *port;
 	}
 #endif
+	{
+		/* Frames built in pages (AF_PACKET senders such as trafgen, GRO)
+		 * may hold only part of their headers in the linear area that
+		 * direct access sees: pull what the parser reads. */
+		__u32 want = skb->len < DP_PARSE_BYTES ? skb->len : DP_PARSE_BYTES;
+		if ((long)skb->data + want > (long)skb->data_end)
+			bpf_skb_pull_data(skb, want);
+	}
 	if (dp_parse(skb, &st->key) < 0)
 		return TC_ACT_SHOT;
 	return -1;

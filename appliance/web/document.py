@@ -200,6 +200,15 @@ def current_settings() -> Settings:
     return parse_settings(build_document())
 
 
+def normalized() -> dict:
+    """The document in the settings module's own form (defaults filled), for diffs against files."""
+    doc = build_document()
+    try:
+        return to_data(parse_settings(doc))
+    except Exception:  # noqa: BLE001 - an invalid document is shown as it is
+        return doc
+
+
 def is_empty() -> bool:
     return not any(cls.objects.exists() for cls in _SECTIONS)
 

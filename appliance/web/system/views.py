@@ -61,7 +61,7 @@ def restore(request):
             return render(request, "system/restore.html", {"errors": e.errors, "form": form}, status=400)
         data = settings.model_dump(mode="json")
         request.session["restore_document"] = data
-        diff = document_diff(document.build_document(), data)
+        diff = document_diff(document.normalized(), data)
         return render(request, "system/restore.html", {"diff": diff, "form": form})
     return render(request, "system/restore.html", {"form": form}, status=400 if request.method == "POST" else 200)
 

@@ -20,11 +20,14 @@ The apply layer walks `Plan.kernel` (in the order given), writes
 from __future__ import annotations
 
 import difflib
+import json
 import hashlib
+import sys
 from dataclasses import dataclass, field
 from typing import Mapping
 
 from appliance.box.settings import Settings
+from appliance.services.dns.settings import DnsSettings
 from appliance.kernel.base import Route
 from appliance.kernel.desired import (  # noqa: F401 - BridgePort is part of a plan's vocabulary
     Address, Bridge, BridgePort, Namespace, NftTable, Object, RouteEntry, Sysctls, Veth,
@@ -83,6 +86,7 @@ class Layout:
     state_dir: str = "/var/lib/appliance"
     run_dir: str = "/run/appliance"
     kea_hooks_dir: str = kea.KEA_HOOKS_DIR
+    python: str = sys.executable  # runs the box's own services (DNS, relay)
 
     @property
     def kea(self) -> kea.KeaPaths:
@@ -195,21 +199,56 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
     kpaths = layout.kea
     kea_text = kea.render(kea.kea_config(settings, kpaths, hooks_dir=layout.kea_hooks_dir))
     kea_file = ConfigFile(kpaths.config, kea_text)
-    services = (ServiceSpec(
-        name="dhcp4",
-        argv=("kea-dhcp4", "-c", kpaths.config),
-        netns=GW_NS,
-        env=tuple(sorted(kpaths.env().items())),
-        cwd=f"{layout.state_dir}/dhcp",
-        revision=kea_file.digest,
-    ),)
+    dns_file = ConfigFile(f"{layout.state_dir}/dns/dns.json",
+                          json.dumps(dns_settings(settings, layout).model_dump(mode="json"), indent=1) + "\n")
+    services = (
+        ServiceSpec(
+            name="dhcp4",
+            argv=("kea-dhcp4", "-c", kpaths.config),
+            netns=GW_NS,
+            env=tuple(sorted(kpaths.env().items())),
+            cwd=f"{layout.state_dir}/dhcp",
+            revision=kea_file.digest,
+            ready=("udp/67",),
+        ),
+        ServiceSpec(
+            name="dns",
+            argv=(layout.python, "-m", "appliance.services.dns", "--config", dns_file.path),
+            netns=VPROXY_NS,
+            cwd=f"{layout.state_dir}/dns",
+            revision=dns_file.digest,
+            ready=("udp/53", "tcp/53"),
+        ),
+    )
     return Plan(
         kernel=kernel_objects(settings, gw_mac, uplink_mac),
         switch=switch,
-        directories=(f"{layout.state_dir}/dhcp", kpaths.run_dir),
-        files=(kea_file,),
+        directories=(f"{layout.state_dir}/dhcp", kpaths.run_dir, f"{layout.state_dir}/dns"),
+        files=(kea_file, dns_file),
         services=services,
     )
+
+
+def dns_settings(s: Settings, layout: Layout) -> DnsSettings:
+    """The DNS service's settings: the document's `dns` section, bound to this box.
+
+    Without a `dns` section the box answers like the modem did: everything
+    forwarded to the modem, nothing filtered. The fake-IP range, the files
+    and the local names always follow the rest of the document.
+    """
+    base = s.dns if s.dns is not None else DnsSettings(upstreams=[{"url": f"udp://{s.gateway.ip}"}])
+    data = base.model_dump(mode="json")
+    data["fake_ip"]["network"] = str(s.vproxy.fake_range)
+    data["fake_ip"]["db_path"] = f"{layout.state_dir}/dns/fakeip.sqlite3"
+    data["control_socket"] = f"{layout.run_dir}/dns.sock"
+    ln = data["local_names"]
+    ln["leases_file"] = layout.kea.leases
+    if s.dhcp.options.domain:
+        ln["domain"] = s.dhcp.options.domain
+    known = {h["hostname"] for h in ln["static"]}
+    ln["static"] += [{"hostname": l.hostname, "ip": str(l.ip), "mac": l.mac}
+                     for l in s.dhcp.static_leases if l.hostname and l.hostname not in known]
+    return DnsSettings.model_validate(data)
 
 
 def kernel_objects(settings: Settings, gw_mac: str, uplink_mac: str) -> tuple[Object | BridgePort, ...]:

@@ -48,6 +48,10 @@ class ServiceSpec:
     # the service is left `failed` instead of being restarted forever.
     max_fast_failures: int = 10
     stable_after: float = 10.0
+    # Sockets that say the service is ready ("udp/53", "tcp/67"): start()
+    # returns once they listen in the service's namespace, so an apply is
+    # done when the service answers, not when its process exists.
+    ready: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
@@ -67,6 +71,7 @@ class ServiceSpec:
         data = dict(data)
         data["argv"] = tuple(data["argv"])
         data["env"] = tuple(tuple(p) for p in data.get("env", ()))
+        data["ready"] = tuple(data.get("ready", ()))
         return cls(**data)
 
     def systemd_unit(self, description: str | None = None) -> str:
@@ -180,7 +185,19 @@ class Supervisor:
             if st.state != STARTING and st.monitor_pid:
                 break
             time.sleep(0.05)
+        self.wait_ready(spec, deadline)
         return "restarted" if alive else "started"
+
+    def wait_ready(self, spec: ServiceSpec, deadline: float) -> bool:
+        """Wait until every socket in `spec.ready` listens; False at the deadline."""
+        pending = list(spec.ready)
+        while pending and time.monotonic() < deadline:
+            pending = [r for r in pending if not _listening(spec.netns, r)]
+            if pending:
+                if self.status(spec.name).state == FAILED:
+                    return False
+                time.sleep(0.05)
+        return not pending
 
     def stop(self, name: str, timeout: float = 10.0) -> bool:
         """Stop a service (its monitor stops it); False if it was not running."""
@@ -206,6 +223,15 @@ class Supervisor:
 
 
 # ---------------------------------------------------------------- the monitor
+
+def _listening(netns: str | None, what: str) -> bool:
+    proto, _, port = what.partition("/")
+    argv = ["ss", "-Hln" + ("u" if proto == "udp" else "t"), f"sport = :{port}"]
+    if netns:
+        argv = ["nsenter", f"--net=/run/netns/{netns}", *argv]
+    res = subprocess.run(argv, capture_output=True, text=True)
+    return bool(res.stdout.strip())
+
 
 def _pid_alive(pid: int | None) -> bool:
     if not pid:

@@ -100,13 +100,28 @@ def test_nftables(the_plan):
 
 
 def test_service_and_files(the_plan):
-    (svc,) = the_plan.services
-    (conf,) = the_plan.files
+    svc, dns = the_plan.services
+    conf, dns_conf = the_plan.files
     assert svc.netns == GW_NS and svc.argv == ("kea-dhcp4", "-c", conf.path)
+    assert dns.netns == VPROXY_NS and dns.argv[-2:] == ("--config", dns_conf.path)
+    assert dns.revision == dns_conf.digest
     assert svc.revision == conf.digest
     changed = plan(settings(dhcp={"pools": [{"start": "192.168.1.100", "end": "192.168.1.120"}]}), OBSERVED)
     assert changed.services[0].revision != svc.revision  # a new config restarts Kea
     assert "+file /var/lib/appliance/dhcp/kea-dhcp4.conf |" in diff(the_plan, changed)
+
+
+def test_dns_without_a_section_forwards_to_the_modem_and_follows_the_document():
+    from appliance.box.plan import Layout, dns_settings
+    s = settings(dhcp={"pools": [{"start": "192.168.1.100", "end": "192.168.1.120"}],
+                       "static_leases": [{"mac": CLIENT, "ip": "192.168.1.30", "hostname": "printer"}],
+                       "options": {"domain": "home.arpa"}})
+    d = dns_settings(s, Layout(state_dir="/s", run_dir="/r"))
+    assert [u.url for u in d.upstreams] == ["udp://192.168.1.1"]
+    assert d.fake_ip.network == "100.96.0.0/11" and d.fake_ip.db_path == "/s/dns/fakeip.sqlite3"
+    assert d.local_names.domain == "home.arpa" and d.local_names.leases_file == "/s/dhcp/dhcp4.leases"
+    assert [(h.hostname, h.ip) for h in d.local_names.static] == [("printer", "192.168.1.30")]
+    assert d.control_socket == "/r/dns.sock"
 
 
 def test_plan_needs_the_observations():

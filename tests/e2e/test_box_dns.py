@@ -1,0 +1,114 @@
+"""DNS through the invisible box (issue 6 in the lab): every query a client
+sends to the gateway is answered by the box's DNS server in vproxy."""
+import ipaddress
+import secrets
+import time
+
+import pytest
+
+from appliance.box.cli import box_for
+from appliance.box.settings import parse_settings
+from appliance.lab import topology
+from appliance.lab.lab import Lab, parse_dig_answers
+from appliance.lab.topology import LabSpec
+from tests.e2e.test_box import settings_data
+
+FAKE = ipaddress.ip_network("100.96.0.0/11")
+KIDS_MAC = topology.client_mac(2)
+
+DNS = {
+    "upstreams": [{"url": "udp://192.168.1.1"}],
+    "rules": [
+        {"match": "suffix", "value": "blocked.test", "then": {"action": "block"}},
+        {"match": "suffix", "value": "proxied.test", "then": {"action": "fake-ip", "route": "direct"}},
+    ],
+    "groups": [{"name": "kids", "clients": [KIDS_MAC], "inherit": True,
+                "rules": [{"match": "exact", "value": "www.example.test", "then": {"action": "block"}}]}],
+}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    spec = LabSpec(prefix="n" + secrets.token_hex(3), clients=3)
+    lab = Lab(spec)
+    state = tmp_path_factory.mktemp("box")
+    box = box_for(spec.box, state=str(state / "state"), run=str(state / "run"))
+    try:
+        lab.up(progress=None)
+        res = box.apply(parse_settings(settings_data(dns=DNS)))
+        assert res.ok, res.error
+        for c in spec.client_names:
+            lab.dhcp(c)
+        # The DNS server is a Python process: give it its start-up time.
+        deadline = time.monotonic() + 20
+        while "status: NOERROR" not in dig(lab, spec.client(1), "www.example.test"):
+            assert time.monotonic() < deadline, "the box's DNS server never answered"
+            time.sleep(0.3)
+        yield lab, box
+    finally:
+        try:
+            box.teardown()
+        finally:
+            lab.down(progress=None)
+
+
+def dig(lab, client, name, *extra):
+    res = lab.run(client, ["dig", "+time=2", "+tries=2", "@192.168.1.1", name, *extra])
+    return res.stdout
+
+
+def test_direct_domain_gets_the_internet_answer_and_the_page(home):
+    lab, _ = home
+    c = lab.spec.client(1)
+    assert parse_dig_answers(dig(lab, c, "www.example.test", "+short")) == [topology.SITES["www.example.test"]]
+    page = lab.run(c, ["curl", "-s", "-m", "5", "http://www.example.test/"]).stdout
+    assert "internet page for www.example.test" in page
+
+
+def test_blocked_domain_is_blocked(home):
+    lab, _ = home
+    assert "status: NXDOMAIN" in dig(lab, lab.spec.client(1), "www.blocked.test")
+
+
+def test_fake_ip_domain_gets_a_stable_address_in_the_pool(home):
+    lab, box = home
+    c = lab.spec.client(1)
+    first = parse_dig_answers(dig(lab, c, "www.proxied.test", "+short"))
+    assert len(first) == 1 and ipaddress.ip_address(first[0]) in FAKE
+    assert parse_dig_answers(dig(lab, lab.spec.client(3), "www.proxied.test", "+short")) == first
+    # AAAA for a fake-ip name is an empty NOERROR: clients fall back to the fake IPv4.
+    aaaa = dig(lab, c, "www.proxied.test", "AAAA")
+    assert "status: NOERROR" in aaaa and "ANSWER: 0" in aaaa
+    # The same address after the DNS server restarts.
+    sup = box.applier.services
+    sup.stop("dns")
+    sup.start(box.applied_plan().services[1])
+    assert parse_dig_answers(dig(lab, c, "www.proxied.test", "+short")) == first
+
+
+def test_local_names_resolve_from_static_leases(home):
+    lab, _ = home
+    out = dig(lab, lab.spec.client(1), "printer.lan", "+short")
+    assert parse_dig_answers(out) == ["192.168.1.10"]
+
+
+def test_client_groups_get_different_answers(home):
+    lab, _ = home
+    assert "status: NXDOMAIN" in dig(lab, lab.spec.client(2), "www.example.test")
+    assert parse_dig_answers(dig(lab, lab.spec.client(1), "www.example.test", "+short"))
+
+
+def test_tcp_queries_work(home):
+    lab, _ = home
+    out = dig(lab, lab.spec.client(1), "www.example.test", "+tcp", "+short")
+    assert parse_dig_answers(out) == [topology.SITES["www.example.test"]]
+
+
+def test_the_modem_never_sees_a_client_query(home):
+    lab, _ = home
+    dig(lab, lab.spec.client(1), "www.example.test")
+    log = (lab.rundir / "modem.log").read_text()
+    for c in lab.spec.client_names:
+        addr = lab.kernel.addresses(c, "eth0")[0].split("/")[0]
+        assert f"from {addr}" not in log, f"the modem saw a query from {c}"
+    assert "from 192.168.1.9" in log  # the box's own upstream queries do go to the modem

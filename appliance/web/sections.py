@@ -173,6 +173,10 @@ class SectionSerializer(serializers.ModelSerializer):
 
     def validate(self, attrs):
         obj = copy.copy(self.instance) if self.instance is not None else self.Meta.model()
+        nulls = {k: ["may not be null"] for k, v in attrs.items()
+                 if v is None and not obj._meta.get_field(k).null}
+        if nulls:
+            raise ValidationError(nulls)
         for k, v in attrs.items():
             setattr(obj, k, v)
         try:

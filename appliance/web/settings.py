@@ -141,8 +141,10 @@ REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
     "rest_framework.authentication.TokenAuthentication",
 ]
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {"anon": "30/minute"}
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "appliance.web.openapi.ApplianceAutoSchema"
 SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = ["rest_framework.permissions.IsAuthenticated"]
 SPECTACULAR_SETTINGS["COMPONENT_SPLIT_REQUEST"] = True
+SPECTACULAR_SETTINGS["SERVE_INCLUDE_SCHEMA"] = False
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

@@ -17,6 +17,9 @@ api = [
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]
 
+handler404 = "appliance.web.console.views.not_found"
+handler500 = "appliance.web.console.views.server_error"
+
 urlpatterns = [
     path("", include("appliance.web.console.urls")),
     path("network/", include("appliance.web.network.urls")),

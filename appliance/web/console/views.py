@@ -16,6 +16,21 @@ from appliance.web.console import forms, lockout
 from appliance.web.console.models import TotpDevice
 
 
+def not_found(request, exception=None):
+    """JSON for the API (its clients parse errors), the plain page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "not found"}, status=404)
+    from django.views.defaults import page_not_found
+    return page_not_found(request, exception)
+
+
+def server_error(request):
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "server error"}, status=500)
+    from django.views.defaults import server_error as default
+    return default(request)
+
+
 def setup(request):
     User = get_user_model()
     if User.objects.exists():

@@ -20,11 +20,10 @@ class StaticLeaseViewSet(SectionViewSet):
 
 
 class LeaseListView(APIView):
-    """Kea's current leases; 503 with the reason when the DHCP server is not running."""
+    """Kea's current leases, or why there are none (`running: false`)."""
 
-    @extend_schema(responses={200: s.LeaseSerializer(many=True)})
+    @extend_schema(responses={200: s.LeaseListSerializer})
     def get(self, request):
         reading = sources.get().leases()
-        if not reading.ok:
-            return Response({"detail": reading.problem}, status=503)
-        return Response(s.LeaseSerializer(reading.value, many=True).data)
+        return Response(s.LeaseListSerializer({"running": reading.ok, "problem": reading.problem,
+                                               "leases": reading.value or []}).data)

@@ -12,11 +12,9 @@ class DnsServiceViewSet(SingletonViewSet):
 
 
 class DnsStatsView(APIView):
-    """The DNS service's statistics; 503 with the reason when it is not running."""
+    """The DNS service's statistics, or why there are none (`running: false`)."""
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request):
         reading = sources.get().dns()
-        if not reading.ok:
-            return Response({"detail": reading.problem}, status=503)
-        return Response(reading.value)
+        return Response({"running": reading.ok, "problem": reading.problem, "stats": reading.value})

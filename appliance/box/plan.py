@@ -28,6 +28,8 @@ from typing import Mapping
 
 from appliance.box.settings import Settings
 from appliance.services.dns.settings import DnsSettings
+from appliance.services.relay import nft as relay_nft
+from appliance.services.relay.settings import RelaySettings
 from appliance.kernel.base import Route
 from appliance.kernel.desired import (  # noqa: F401 - BridgePort is part of a plan's vocabulary
     Address, Bridge, BridgePort, Namespace, NftTable, Object, RouteEntry, Sysctls, Veth,
@@ -64,6 +66,7 @@ P_VPROXY_DNS_UDP = 901
 P_VPROXY_DNS_TCP = 900
 P_DNS_UDP = 891
 P_DNS_TCP = 890
+P_FAKE_RANGE_GUARD = 885  # the relay serves the home side only
 P_FAKE_RANGE = 880
 P_TO_GW_MAC = 200
 P_TO_ADMIN_MAC = 100
@@ -201,6 +204,9 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
     kea_file = ConfigFile(kpaths.config, kea_text)
     dns_file = ConfigFile(f"{layout.state_dir}/dns/dns.json",
                           json.dumps(dns_settings(settings, layout).model_dump(mode="json"), indent=1) + "\n")
+    relay = relay_settings(settings, layout)
+    relay_file = ConfigFile(f"{layout.state_dir}/dns/relay.json",
+                            json.dumps(relay.model_dump(mode="json"), indent=1) + "\n")
     services = (
         ServiceSpec(
             name="dhcp4",
@@ -219,14 +225,41 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
             revision=dns_file.digest,
             ready=("udp/53", "tcp/53"),
         ),
+        ServiceSpec(
+            name="relay",
+            argv=(layout.python, "-m", "appliance.services.relay", "--config", relay_file.path),
+            netns=VPROXY_NS,
+            cwd=f"{layout.state_dir}/dns",
+            revision=relay_file.digest,
+            ready=(f"tcp/{relay.listen_address()[1]}",),
+        ),
     )
     return Plan(
         kernel=kernel_objects(settings, gw_mac, uplink_mac),
         switch=switch,
         directories=(f"{layout.state_dir}/dhcp", kpaths.run_dir, f"{layout.state_dir}/dns"),
-        files=(kea_file, dns_file),
+        files=(kea_file, dns_file, relay_file),
         services=services,
     )
+
+
+def relay_settings(s: Settings, layout: Layout) -> RelaySettings:
+    """The relay's settings: the document's `relay` section, bound to this box.
+
+    It resolves real addresses through the modem (its DNS from vproxy goes
+    out of the uplink by the flows), finds domains through the DNS server's
+    control socket, and never serves the modem itself.
+    """
+    data = (s.relay or RelaySettings()).model_dump(mode="json")
+    data["fake_range"] = str(s.vproxy.fake_range)
+    data["dns_control"] = f"{layout.run_dir}/dns.sock"
+    data["fakeip_db"] = f"{layout.state_dir}/dns/fakeip.sqlite3"
+    data["control_socket"] = f"{layout.run_dir}/relay.sock"
+    if not data["resolvers"]:
+        data["resolvers"] = [str(s.gateway.ip)]
+    if str(s.gateway.ip) not in data["deny_clients"]:
+        data["deny_clients"] = [*data["deny_clients"], f"{s.gateway.ip}/32"]
+    return RelaySettings.model_validate(data)
 
 
 def dns_settings(s: Settings, layout: Layout) -> DnsSettings:
@@ -329,11 +362,8 @@ def vproxy_nft_body(s: Settings) -> str:
         f"    ip daddr {gw} udp dport 53 redirect to :53",
         f"    ip daddr {gw} tcp dport 53 redirect to :53",
         "  }",
-        "  chain fake_range {",
-        "    type filter hook prerouting priority mangle; policy accept;",
-        f"    # PLACEHOLDER for issue 7: TPROXY of {s.vproxy.fake_range} to the relay, e.g.",
-        f"    # ip daddr {s.vproxy.fake_range} meta l4proto tcp tproxy to 127.0.0.1:8888 meta mark set 1 accept",
-        "  }",
+        # The seed's step 3: one TPROXY socket takes every connection to the fake range.
+        relay_nft.chain(relay_settings(s, Layout()), [VPROXY_DEV]),
     ])
 
 
@@ -396,6 +426,8 @@ def flow_table(s: Settings, gw_mac: str, admin_mac: str) -> tuple[FlowEntry, ...
         f"udp,nw_dst={gw},tp_dst=53", f"mod_dl_dst:{vp},output:vproxy")
     add("DNS to the gateway goes to vproxy (TCP)", P_DNS_TCP,
         f"tcp,nw_dst={gw},tp_dst=53", f"mod_dl_dst:{vp},output:vproxy")
+    add("the relay is no open proxy: the fake range is not reachable from the modem side",
+        P_FAKE_RANGE_GUARD, f"ip,in_port=uplink,nw_dst={s.vproxy.fake_range}", "drop")
     add("the fake range goes to vproxy", P_FAKE_RANGE,
         f"ip,nw_dst={s.vproxy.fake_range}", f"mod_dl_dst:{vp},output:vproxy")
     add("other unicast to the gateway MAC goes to the modem", P_TO_GW_MAC,

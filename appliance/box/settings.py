@@ -8,8 +8,9 @@ as `{field_path: [messages]}` with paths such as `dhcp.pools[0].start`, so
 the Django forms, the REST API and the CLI all show the same words. A
 `Settings` object that exists is valid; nothing invalid reaches the planner.
 
-The DNS service's own settings (`appliance.services.dns.settings`) are
-embedded as the `dns` field when that module is present.
+The DNS service's and the relay's own settings
+(`appliance.services.dns.settings`, `appliance.services.relay.settings`) are
+embedded as the `dns` and `relay` sections.
 """
 from __future__ import annotations
 
@@ -22,10 +23,8 @@ from typing import Annotated, Any, Callable, Collection, Literal, Mapping
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-try:
-    from appliance.services.dns.settings import DnsSettings
-except ImportError:  # written in parallel; the field takes it when it lands
-    DnsSettings = None  # type: ignore[assignment,misc]
+from appliance.services.dns.settings import DnsSettings
+from appliance.services.relay.settings import RelaySettings
 
 # Link names the box creates itself (see plan.py); a NIC cannot be called so.
 RESERVED_LINK_NAMES = frozenset({"admin", "admin0", "vgw", "vproxy", "vswitch"})
@@ -196,9 +195,6 @@ class Flows(_Model):
     custom: str = ""
 
 
-_DnsField = DnsSettings if DnsSettings is not None else dict
-
-
 class Settings(_Model):
     version: Literal[1] = 1
     ports: Ports
@@ -209,7 +205,8 @@ class Settings(_Model):
     dhcp: Dhcp
     ipv6: Ipv6 = Ipv6()
     flows: Flows = Flows()
-    dns: _DnsField | None = None  # type: ignore[valid-type]
+    dns: DnsSettings | None = None
+    relay: RelaySettings | None = None
 
     @property
     def router(self) -> IPv4Address:
@@ -327,14 +324,36 @@ def _cross_field_errors(s: Settings) -> dict[str, list[str]]:
         in_lan("dhcp.options.router", s.dhcp.options.router)
 
     dns = s.dns
-    if dns is not None and DnsSettings is not None:
-        fake = getattr(getattr(dns, "fake_ip", None), "network", None)
-        if fake is not None and IPv4Network(fake) != s.vproxy.fake_range:
+    if dns is not None:
+        fake = dns.fake_ip.network
+        if IPv4Network(fake) != s.vproxy.fake_range:
             err("dns.fake_ip.network", f"{fake} differs from vproxy.fake_range {s.vproxy.fake_range}")
+        # Every fake-ip rule names a route the relay has.
+        relay = s.relay or RelaySettings()
+        for path, message in relay.unknown_routes(fake_ip_routes(dns)).items():
+            err(path, message)
 
     for message in custom_flow_errors(s.flows.custom):
         err("flows.custom", message)
     return errors
+
+
+def fake_ip_routes(dns: DnsSettings) -> list[tuple[str, str]]:
+    """(field path, route) of every fake-ip action in the DNS section."""
+    out = []
+
+    def rules(prefix, items):
+        for i, rule in enumerate(items):
+            if rule.then.action == "fake-ip":
+                out.append((f"{prefix}[{i}].then.route", rule.then.route))
+
+    rules("dns.rules", dns.rules)
+    for g, group in enumerate(dns.groups):
+        rules(f"dns.groups[{g}].rules", group.rules)
+    for i, lst in enumerate(dns.lists):
+        if lst.then.action == "fake-ip":
+            out.append((f"dns.lists[{i}].then.route", lst.then.route))
+    return out
 
 
 def custom_flow_errors(text: str) -> list[str]:

@@ -112,3 +112,25 @@ def test_the_modem_never_sees_a_client_query(home):
         addr = lab.kernel.addresses(c, "eth0")[0].split("/")[0]
         assert f"from {addr}" not in log, f"the modem saw a query from {c}"
     assert "from 192.168.1.9" in log  # the box's own upstream queries do go to the modem
+
+
+def test_fake_ip_domain_is_relayed_to_the_real_site(home):
+    lab, box = home
+    c = lab.spec.client(1)
+    page = lab.run(c, ["curl", "-s", "-m", "10", "http://www.proxied.test/"]).stdout
+    assert "internet page for www.proxied.test" in page
+    # The relay went out through the modem, like any other traffic of the home.
+    assert lab.run(c, ["curl", "-s", "-m", "10", "http://www.proxied.test/whoami"]).stdout.strip() \
+        == topology.MODEM_WAN_IP
+
+
+def test_the_relay_cannot_be_reached_from_the_modem_side(home):
+    lab, _ = home
+    fake = parse_dig_answers(dig(lab, lab.spec.client(1), "www.proxied.test", "+short"))[0]
+    lab.run(lab.spec.modem, ["ip", "route", "replace", "100.96.0.0/11", "via", "192.168.1.9"])
+    try:
+        res = lab.run(lab.spec.modem, ["curl", "-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}",
+                                       f"http://{fake}/"])
+        assert res.stdout in ("000", "")
+    finally:
+        lab.run(lab.spec.modem, ["ip", "route", "del", "100.96.0.0/11"])

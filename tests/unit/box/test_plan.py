@@ -93,15 +93,17 @@ def test_nftables(the_plan):
     vp = tables[(VPROXY_NS, "ip", "appliance")].body
     assert "ip daddr 192.168.1.1 udp dport 53 redirect to :53" in vp
     assert "ip daddr 192.168.1.1 tcp dport 53 redirect to :53" in vp
-    assert "PLACEHOLDER for issue 7" in vp and "tproxy" in vp
+    assert ('iifname { "vproxy0" } ip daddr 100.96.0.0/11 meta l4proto { tcp, udp } '
+            'tproxy to 127.0.0.1:7893 accept') in vp
     host = tables[(None, "inet", "appliance")].body
     assert f'iifname "{BRIDGE}" drop' in host
     assert f'iifname "admin0" ether saddr {GW_MAC} tcp dport {{ 22, 80, 443 }} drop' in host
 
 
 def test_service_and_files(the_plan):
-    svc, dns = the_plan.services
-    conf, dns_conf = the_plan.files
+    svc, dns, relay = the_plan.services
+    conf, dns_conf, relay_conf = the_plan.files
+    assert relay.netns == VPROXY_NS and relay.argv[-2:] == ("--config", relay_conf.path)
     assert svc.netns == GW_NS and svc.argv == ("kea-dhcp4", "-c", conf.path)
     assert dns.netns == VPROXY_NS and dns.argv[-2:] == ("--config", dns_conf.path)
     assert dns.revision == dns_conf.digest
@@ -256,3 +258,32 @@ def test_custom_flows_follow_the_boxs_own(the_plan):
 
 def test_ipv6_drop_follows_the_policy(the_plan):
     assert the_plan.switch.flows[0].text == "priority=1000,ipv6,actions=drop"
+
+
+def test_relay_is_bound_to_the_box_and_refuses_the_modem():
+    from appliance.box.plan import Layout, relay_settings
+    r = relay_settings(settings(), Layout(state_dir="/s", run_dir="/r"))
+    assert r.fake_range == "100.96.0.0/11" and r.resolvers == ["192.168.1.1"]
+    assert "192.168.1.1/32" in r.deny_clients
+    assert r.dns_control == "/r/dns.sock" and r.fakeip_db == "/s/dns/fakeip.sqlite3"
+
+
+def test_fake_range_from_the_modem_side_is_dropped_before_it_reaches_vproxy(table):
+    modem = run(table, f"in_port=uplink,tcp,dl_src={GW_MAC},dl_dst={UP_MAC},nw_src=192.168.1.1,"
+                       "nw_dst=100.96.0.7,tcp_dst=80")
+    assert modem.output_ports == [] and not modem.normal
+    home = run(table, f"in_port=downlink,tcp,dl_src={CLIENT},dl_dst={GW_MAC},nw_src=192.168.1.70,"
+                      "nw_dst=100.96.0.7,tcp_dst=80")
+    assert home.output_ports == [5]
+
+
+def test_fake_ip_rules_must_name_a_known_route():
+    from appliance.box.settings import SettingsError
+    dns = {"upstreams": [{"url": "udp://192.168.1.1"}],
+           "rules": [{"match": "suffix", "value": "x.test", "then": {"action": "fake-ip", "route": "tor"}}]}
+    with pytest.raises(SettingsError) as e:
+        settings(dns=dns)
+    assert "dns.rules[0].then.route" in e.value.errors
+    ok = settings(dns=dns, relay={"proxies": [{"name": "tor", "type": "socks5", "address": "192.168.1.5",
+                                               "port": 9050}]})
+    assert ok.relay.proxies[0].name == "tor"

@@ -21,7 +21,7 @@ import random
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # not bench/: its dns.py would shadow dnspython
 
 from appliance.switch.bridge import Bridge, seed_bridge  # noqa: E402
 from appliance.switch.classifier import Classifier, classify  # noqa: E402

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[0] = str(ROOT)  # not bench/: its dns.py would shadow dnspython
 
 from appliance.switch.bridge import seed_bridge  # noqa: E402
 from appliance.switch.datapath import contract as C  # noqa: E402

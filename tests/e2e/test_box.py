@@ -4,7 +4,6 @@ The lab's home gets its leases from the box's Kea in the virtual gateway,
 while the modem sees nothing of it and the clients cannot tell.
 """
 import ipaddress
-import json
 import os
 import secrets
 import signal
@@ -19,47 +18,15 @@ from appliance.box.cli import box_for
 from appliance.box.settings import parse_settings
 from appliance.kernel import KernelError, LinuxKernel
 from appliance.lab import topology
-from appliance.lab.lab import Lab
-from appliance.lab.topology import LabSpec
+from tests.e2e.boxlab import POOL, STATIC_IP, box_in_lab, settings_data
 
 MODEM_MAC = topology.MODEM_LAN_MAC
-STATIC_IP = "192.168.1.10"
-POOL = ("192.168.1.20", "192.168.1.99")  # apart from the modem's .100-.200
-
-
-def settings_data(**changes):
-    data = {
-        "ports": {"uplink": topology.UPLINK_NIC, "downlink": topology.DOWNLINK_NIC},
-        "gateway": {"ip": "192.168.1.1"},  # the MAC is found by ARP
-        "lan": {"prefix": "192.168.1.0/24"},
-        "admin": {"address": "192.168.1.8"},
-        "vproxy": {"address": "192.168.1.9", "mac": "d6:00:00:00:00:bf"},
-        "dhcp": {"pools": [{"start": POOL[0], "end": POOL[1]}], "lease_time": 600,
-                 "static_leases": [{"mac": topology.client_mac(3), "ip": STATIC_IP, "hostname": "printer"}]},
-    }
-    data.update(changes)
-    return data
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    spec = LabSpec(prefix="b" + secrets.token_hex(3), clients=3)
-    lab = Lab(spec)
-    state = tmp_path_factory.mktemp("box")
-    box = box_for(spec.box, state=str(state / "state"), run=str(state / "run"))
-    try:
-        lab.up(progress=None)
-        res = box.apply(parse_settings(settings_data()))
-        assert res.ok, res.error
-        yield lab, box
-    finally:
-        try:
-            box.teardown()
-        finally:
-            lab.down(progress=None)
-    left = [n for n in LinuxKernel().list_netns() if n.startswith(spec.prefix + "-")]
-    assert left == []
-    assert not os.path.exists(f"/sys/fs/bpf/appliance/{spec.box}")
+    with box_in_lab(tmp_path_factory.mktemp("box"), "b", apply=settings_data()) as lab_box:
+        yield lab_box
 
 
 def in_pool(ip):
@@ -217,18 +184,11 @@ def test_apply_that_fails_half_way_leaves_the_previous_box_working(home):
 
 
 def test_teardown_gives_the_home_back_to_the_plain_bridge(tmp_path):
-    spec = LabSpec(prefix="r" + secrets.token_hex(3), clients=1)
-    lab = Lab(spec)
-    box = box_for(spec.box, state=str(tmp_path / "state"), run=str(tmp_path / "run"))
-    try:
-        lab.up(progress=None)
-        assert box.apply(parse_settings(settings_data())).ok
+    with box_in_lab(tmp_path, "r", clients=1, apply=settings_data()) as (lab, box):
+        spec = lab.spec
         assert in_pool(lab.dhcp(spec.client(1)).address)
         box.teardown()
         assert {l.name for l in LinuxKernel().links(spec.box) if l.master == "br0"} == {"enp5s0", "enp1s0"}
         # The modem serves the home again, as before the box was applied.
         assert not in_pool(lab.dhcp(spec.client(1)).address)
         assert not [n for n in LinuxKernel().list_netns() if n.startswith(spec.box + "-")]
-    finally:
-        box.teardown()
-        lab.down(progress=None)

@@ -1,17 +1,13 @@
 """DNS through the invisible box (issue 6 in the lab): every query a client
 sends to the gateway is answered by the box's DNS server in vproxy."""
 import ipaddress
-import secrets
 import time
 
 import pytest
 
-from appliance.box.cli import box_for
-from appliance.box.settings import parse_settings
 from appliance.lab import topology
-from appliance.lab.lab import Lab, parse_dig_answers
-from appliance.lab.topology import LabSpec
-from tests.e2e.test_box import settings_data
+from appliance.lab.lab import parse_dig_answers
+from tests.e2e.boxlab import box_in_lab, settings_data
 
 FAKE = ipaddress.ip_network("100.96.0.0/11")
 KIDS_MAC = topology.client_mac(2)
@@ -29,27 +25,14 @@ DNS = {
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    spec = LabSpec(prefix="n" + secrets.token_hex(3), clients=3)
-    lab = Lab(spec)
-    state = tmp_path_factory.mktemp("box")
-    box = box_for(spec.box, state=str(state / "state"), run=str(state / "run"))
-    try:
-        lab.up(progress=None)
-        res = box.apply(parse_settings(settings_data(dns=DNS)))
-        assert res.ok, res.error
-        for c in spec.client_names:
+    with box_in_lab(tmp_path_factory.mktemp("box"), "n", apply=settings_data(dns=DNS)) as (lab, box):
+        for c in lab.spec.client_names:
             lab.dhcp(c)
-        # The DNS server is a Python process: give it its start-up time.
         deadline = time.monotonic() + 20
-        while "status: NOERROR" not in dig(lab, spec.client(1), "www.example.test"):
+        while "status: NOERROR" not in dig(lab, lab.spec.client(1), "www.example.test"):
             assert time.monotonic() < deadline, "the box's DNS server never answered"
             time.sleep(0.3)
         yield lab, box
-    finally:
-        try:
-            box.teardown()
-        finally:
-            lab.down(progress=None)
 
 
 def dig(lab, client, name, *extra):

@@ -181,7 +181,7 @@ def outs(result):
     # DHCP from the modem side is dropped, both directions (the known trap).
     (f"in_port=uplink,udp,dl_src={GW_MAC},dl_dst=ff:ff:ff:ff:ff:ff,nw_src=192.168.1.1,nw_dst=255.255.255.255,"
      "tp_src=67,tp_dst=68", []),
-    (f"in_port=uplink,udp,dl_src=02:99:00:00:00:01,dl_dst=ff:ff:ff:ff:ff:ff,nw_src=0.0.0.0,"
+    ("in_port=uplink,udp,dl_src=02:99:00:00:00:01,dl_dst=ff:ff:ff:ff:ff:ff,nw_src=0.0.0.0,"
      "nw_dst=255.255.255.255,tp_src=68,tp_dst=67", []),
     # Broadcast with the gateway MAC (the modem's or gw0's ARP) never goes to uplink/vgw.
     (f"in_port=vgw,arp,dl_src={GW_MAC},dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_spa=192.168.1.1,"

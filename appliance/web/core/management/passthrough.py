@@ -1,0 +1,33 @@
+"""A management command that hands its whole command line to an OVS-style CLI."""
+import argparse
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from appliance.switch import cli
+
+
+class PassthroughCommand(BaseCommand):
+    """Subclasses name `tool`, a function of `appliance.switch.cli` (run_ofctl, ...)."""
+
+    tool = ""
+
+    def add_arguments(self, parser):
+        parser.add_argument("args", nargs=argparse.REMAINDER)
+
+    def run_from_argv(self, argv):
+        # Pass everything through untouched: flow text and OVS-style flags
+        # (--strict, --no-names, -- set Interface ...) are not Django options.
+        self._argv = argv[2:]
+        return super().run_from_argv(argv[:2])
+
+    def handle(self, *args, **opts):
+        argv = getattr(self, "_argv", None)
+        if argv is None:
+            argv = list(args)
+        try:
+            code = getattr(cli, self.tool)(argv, out=self.stdout, state_dir=settings.STATE_DIR)
+        except cli.CliError as e:
+            raise CommandError(str(e)) from None
+        if code:
+            raise SystemExit(code)

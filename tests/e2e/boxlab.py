@@ -1,0 +1,53 @@
+"""A lab home with the box applied in its box namespace, for end-to-end tests."""
+import contextlib
+import os
+import secrets
+
+from appliance.box.cli import box_for
+from appliance.box.settings import parse_settings
+from appliance.kernel import LinuxKernel
+from appliance.lab import topology
+from appliance.lab.lab import Lab
+from appliance.lab.topology import LabSpec
+
+STATIC_IP = "192.168.1.10"
+POOL = ("192.168.1.20", "192.168.1.99")  # apart from the modem's .100-.200
+
+
+def settings_data(**changes):
+    data = {
+        "ports": {"uplink": topology.UPLINK_NIC, "downlink": topology.DOWNLINK_NIC},
+        "gateway": {"ip": "192.168.1.1"},  # the MAC is found by ARP
+        "lan": {"prefix": "192.168.1.0/24"},
+        "admin": {"address": "192.168.1.8"},
+        "vproxy": {"address": "192.168.1.9", "mac": "d6:00:00:00:00:bf"},
+        "dhcp": {"pools": [{"start": POOL[0], "end": POOL[1]}], "lease_time": 600,
+                 "static_leases": [{"mac": topology.client_mac(3), "ip": STATIC_IP, "hostname": "printer"}]},
+    }
+    data.update(changes)
+    return data
+
+
+@contextlib.contextmanager
+def box_in_lab(tmp_dir, letter: str, clients: int = 3, apply: dict | None = None):
+    """Yield (lab, box); the box is applied with `apply` (settings data) if given.
+
+    Everything is removed afterwards, even on failure, and the test fails if
+    a namespace or a BPF pin of this lab is left.
+    """
+    spec = LabSpec(prefix=letter + secrets.token_hex(3), clients=clients)
+    lab = Lab(spec)
+    box = box_for(spec.box, state=f"{tmp_dir}/state", run=f"{tmp_dir}/run")
+    try:
+        lab.up(progress=None)
+        if apply is not None:
+            res = box.apply(parse_settings(apply))
+            assert res.ok, res.error
+        yield lab, box
+    finally:
+        try:
+            box.teardown()
+        finally:
+            lab.down(progress=None)
+    assert [n for n in LinuxKernel().list_netns() if n.startswith(spec.prefix + "-")] == []
+    assert not os.path.exists(f"/sys/fs/bpf/appliance/{spec.box}")

@@ -113,6 +113,35 @@ class Section(models.Model):
             raise ValidationError(field_errors(self, errors, doc_before=build_document()))
 
 
+class JsonSection(Section):
+    """A section kept whole as one JSON value (a service's own settings document).
+
+    Null means "the service's defaults"; errors anywhere inside it land on
+    `config`, each naming its path.
+    """
+
+    doc_fields: dict[str, str] = {}
+    config = models.JSONField(null=True, blank=True, help_text="the service's settings; null: its defaults")
+
+    class Meta:
+        abstract = True
+
+    def to_doc(self):
+        return self.config
+
+    @classmethod
+    def from_doc(cls, data, position=0):
+        return cls(config=data or None)
+
+    def clean(self):
+        errors = settings_errors(build_document(replace=self))
+        if errors:
+            before = settings_errors(build_document())
+            mine = [f"{p}: {m}" for p, ms in errors.items() for m in ms
+                    if p.startswith(self.doc_path) or m not in before.get(p, [])]
+            raise ValidationError({"config": mine or [f"{p}: {m}" for p, ms in errors.items() for m in ms]})
+
+
 _SEG = re.compile(r"[.\[]")
 
 

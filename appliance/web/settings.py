@@ -121,6 +121,7 @@ INSTALLED_APPS += [
     "appliance.web.network",
     "appliance.web.dhcp",
     "appliance.web.dns",
+    "appliance.web.relay",
     "appliance.web.switch",
     "appliance.web.applies",
     "appliance.web.system",

@@ -1,5 +1,6 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.contrib.staticfiles.views import serve as static_serve
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from appliance.web.core import views
@@ -9,6 +10,7 @@ api = [
     path("network/", include(("appliance.web.network.api.urls", "network-api"))),
     path("dhcp/", include(("appliance.web.dhcp.api.urls", "dhcp-api"))),
     path("dns/", include(("appliance.web.dns.api.urls", "dns-api"))),
+    path("relay/", include(("appliance.web.relay.api.urls", "relay-api"))),
     path("switch/", include(("appliance.web.switch.api.urls", "switch-api"))),
     path("", include("appliance.web.applies.api.urls")),
     path("audit/", include("appliance.web.audit.api.urls")),
@@ -25,6 +27,7 @@ urlpatterns = [
     path("network/", include("appliance.web.network.urls")),
     path("dhcp/", include("appliance.web.dhcp.urls")),
     path("dns/", include("appliance.web.dns.urls")),
+    path("relay/", include("appliance.web.relay.urls")),
     path("switch/", include("appliance.web.switch.urls")),
     path("applies/", include("appliance.web.applies.urls")),
     path("audit/", include("appliance.web.audit.urls")),
@@ -32,4 +35,7 @@ urlpatterns = [
     path("api/", include(api)),
     path("admin/", admin.site.urls),
     path("home/", views.home, name="home"),
+    # The box has no separate web server: daphne serves the console's own
+    # files (htmx, uPlot, CSS, JS) from the apps' static/ directories.
+    re_path(r"^static/(?P<path>.*)$", static_serve, {"insecure": True}),
 ]

@@ -88,7 +88,13 @@ def awaiting() -> ApplyRecord | None:
 def _enqueue(rec: ApplyRecord) -> None:
     from appliance.web.applies import tasks
 
-    transaction.on_commit(lambda: tasks.apply_task.apply_async((rec.pk,), task_id=rec.task_id))
+    def send():
+        try:
+            tasks.apply_task.apply_async((rec.pk,), task_id=rec.task_id)
+        except Exception as e:  # noqa: BLE001 - no broker: say so in the history, touch nothing
+            _set_state(rec, ApplyRecord.FAILED, error=f"the task queue is not reachable: {e}",
+                       outcome="old", finished=timezone.now())
+    transaction.on_commit(send)
 
 
 # ---------------------------------------------------------------- queue

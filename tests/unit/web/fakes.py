@@ -24,6 +24,7 @@ def new_box(state_dir: str) -> Box:
     k.add_veth("lab-box", "enp1s0", None, "h0", mac=DOWN_MAC)
     k.set_link("lab-box", "enp5s0", up=True)
     k.set_link("lab-box", "enp1s0", up=True)
+    k.neighbours = {("lab-box", "192.168.1.1"): GW_MAC}  # the modem answers ARP
     return Box(placement=Placement.inside("lab-box"),
                layout=Layout(state_dir=f"{state_dir}/state", run_dir=f"{state_dir}/run"),
                kernel=k, switch=FakeSwitch(), services=FakeServices(), fs=MemFs())

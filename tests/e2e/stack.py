@@ -1,0 +1,131 @@
+"""The console as deployed, for browser tests and the bench: Redis, a Celery worker and daphne.
+
+Each on a free port, against a temporary database and state directory, with
+the Box on persistent fakes (`tests.e2e.fakebox`). Every process is started
+in its own session and killed by its process group on stop.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} does not listen on {port}")
+        time.sleep(0.1)
+
+
+class Stack:
+    def __init__(self, confirm_timeout: float = 8, step_delay: float = 0.4, fakes: bool = True):
+        self.tmp = Path(tempfile.mkdtemp(prefix="appliance-web-e2e-"))
+        self.redis_port, self.port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.env = {**os.environ,
+                    "DJANGO_SETTINGS_MODULE": "appliance.web.settings",
+                    "APPLIANCE_STATE_DIR": str(self.tmp),
+                    "APPLIANCE_DB": str(self.tmp / "db.sqlite3"),
+                    "APPLIANCE_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+                    "APPLIANCE_BOX_STATE": str(self.tmp / "box"),
+                    "APPLIANCE_BOX_RUN": str(self.tmp / "run"),
+                    "APPLIANCE_CONFIRM_TIMEOUT": str(confirm_timeout),
+                    "APPLIANCE_FAKE_STEP_DELAY": str(step_delay),
+                    "DJANGO_SECRET_KEY": "e2e-" + self.tmp.name,
+                    "PYTHONPATH": str(ROOT)}
+        if fakes:
+            self.env["APPLIANCE_BOX_FACTORY"] = "tests.e2e.fakebox:make_box"
+            self.env["APPLIANCE_SOURCES"] = "tests.e2e.fakebox:make_sources"
+        (self.tmp / "box").mkdir()
+
+    def _start(self, name, argv):
+        log = open(self.tmp / f"{name}.log", "ab")
+        p = subprocess.Popen(argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        self.procs[name] = p
+        return p
+
+    def start(self) -> "Stack":
+        try:
+            redis = self._start("redis", [shutil.which("redis-server") or "/usr/bin/redis-server", "--bind",
+                                          "127.0.0.1", "--port", str(self.redis_port), "--save", "",
+                                          "--appendonly", "no"])
+            wait_port(self.redis_port, redis, "redis-server")
+            subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], env=self.env, cwd=ROOT,
+                           check=True)
+            self.start_worker()
+            daphne = self._start("daphne", [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port),
+                                            "appliance.web.asgi:application"])
+            wait_port(self.port, daphne, "daphne")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_worker(self) -> subprocess.Popen:
+        p = self._start("celery", [str(BIN / "celery"), "-A", "appliance.web.celery", "worker", "--pool", "solo",
+                                   "--concurrency", "1", "--loglevel", "INFO", "--without-heartbeat",
+                                   "--without-gossip", "--without-mingle"])
+        # Ready when it logs so (the startup check has run by then).
+        deadline = time.monotonic() + 60
+        while b"ready." not in (self.tmp / "celery.log").read_bytes():
+            if p.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("celery worker did not start:\n" + (self.tmp / "celery.log").read_text()[-3000:])
+            time.sleep(0.2)
+        return p
+
+    def kill(self, name: str) -> None:
+        p = self.procs.pop(name, None)
+        if p and p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        # The log is appended to by the next one; mark the cut.
+        with open(self.tmp / f"{name}.log", "ab") as f:
+            f.write(b"\n--- killed ---\n")
+        if name == "celery":
+            (self.tmp / "celery.log").rename(self.tmp / f"celery-killed-{time.time_ns()}.log")
+
+    def stop(self) -> None:
+        for name, p in reversed(list(self.procs.items())):
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                    p.wait(10)
+                except (subprocess.TimeoutExpired, ProcessLookupError):
+                    try:
+                        os.killpg(p.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    p.wait()
+        self.procs.clear()
+
+    def manage(self, *args) -> str:
+        return subprocess.run([sys.executable, "manage.py", *args], env=self.env, cwd=ROOT, check=True,
+                              capture_output=True, text=True).stdout
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)

@@ -1,0 +1,201 @@
+"""The console in a real browser against daphne + Celery + Redis, the Box on persistent fakes.
+
+Run in order (module-scoped browser and stack): first run, login, wizard,
+apply with live progress, a DHCP pool change, a lease appearing without a
+reload, a confirm-required change that rolls back when not confirmed and
+one the console confirms by itself, a screenshot of every page, and the
+Celery worker killed in the middle of an apply.
+"""
+import json
+import pickle
+import re
+
+PASSWORD = "a long passphrase for e2e"
+
+
+def wait_state(page, states, timeout=30000):
+    page.wait_for_function(
+        "states => states.includes(document.getElementById('apply-state').textContent.trim())",
+        arg=list(states), timeout=timeout)
+    return page.locator("#apply-state").inner_text().strip()
+
+
+def apply_and_watch(page):
+    """Click Apply; collect the progress lines that arrive over the websocket."""
+    frames = []
+
+    def on_ws(ws):
+        ws.on("framereceived", lambda data: frames.append(data))
+    page.on("websocket", on_ws)
+    page.goto("/applies/")
+    page.click("#apply-button")
+    page.wait_for_url(re.compile(r"/applies/\d+/$"))
+    return frames
+
+
+def lines_of(frames):
+    out = []
+    for f in frames:
+        ev = json.loads(f if isinstance(f, str) else f.decode())
+        if ev.get("kind") == "apply" and ev.get("line"):
+            out.append(ev["line"])
+    return out
+
+
+def test_first_run_creates_the_admin_then_login(page, stack, shot):
+    page.goto("/")
+    assert page.url.endswith("/setup/")
+    shot(page, "setup")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", PASSWORD)
+    page.fill("#id_password2", PASSWORD)
+    page.click("#setup-form button")
+    page.wait_for_url("**/network/wizard/")
+    shot(page, "wizard")
+    page.select_option("#id_uplink", "enp5s0")
+    page.select_option("#id_downlink", "enp1s0")
+    page.fill("#id_gateway_ip", "192.168.1.1")
+    page.fill("#id_lan_prefix", "192.168.1.0/24")
+    page.click("main form button")
+    page.wait_for_url("**/network/")
+    assert "enp5s0" in page.content()
+    # Log out and in again.
+    page.click("header .who button")
+    page.wait_for_url("**/login/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "wrong")
+    page.click("#login-form button")
+    assert "Wrong user name or password" in page.content()
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", PASSWORD)
+    page.click("#login-form button")
+    page.wait_for_url(stack.url + "/")
+    assert page.locator("#tile-leases").is_visible()
+
+
+def test_first_apply_streams_its_progress_live(page, shot):
+    frames = apply_and_watch(page)
+    assert wait_state(page, ["applied", "failed"]) == "applied"
+    page.wait_for_function("document.getElementById('apply-log').textContent.includes('done:')")
+    lines = lines_of(frames)
+    assert lines and lines[0].startswith("step 1/4") and any(x.startswith("done:") for x in lines), lines
+    log = page.locator("#apply-log").inner_text()
+    assert "step 4/4: services" in log
+    shot(page, "apply-detail")
+
+
+def test_change_the_dhcp_pool_and_apply(page, stack, shot):
+    page.goto("/dhcp/")
+    page.click("#pools a:has-text('edit')")
+    page.fill("#id_start", "192.168.1.2")
+    page.click("form.section-form button")
+    assert "contains the admin address 192.168.1.8" in page.content(), "the document's own words"
+    page.fill("#id_start", "192.168.1.100")
+    page.click("form.section-form button")
+    page.wait_for_url("**/dhcp/")
+    assert "192.168.1.100" in page.locator("#pools").inner_text()
+    frames = apply_and_watch(page)
+    assert wait_state(page, ["applied", "failed"]) == "applied"
+    assert any("dhcp4: restarted" in x for x in lines_of(frames))
+    applied = json.loads((stack.tmp / "box" / "state" / "applied.json").read_text())
+    assert applied["settings"]["dhcp"]["pools"][0]["start"] == "192.168.1.100"
+
+
+def test_a_new_lease_appears_without_reload(page, stack, shot):
+    page.goto("/dhcp/")
+    page.wait_for_selector("#leases")
+    assert "02:00:00:00:0e:2e" not in page.content()
+    (stack.tmp / "box" / "leases.json").write_text(json.dumps([
+        {"ip": "192.168.1.100", "mac": "02:00:00:00:0e:2e", "hostname": "client1", "expires": 2000000000,
+         "state": 0}]))
+    page.wait_for_selector("#leases >> text=02:00:00:00:0e:2e", timeout=15000)
+    assert page.locator("#leases a:has-text('make static')").count() == 1
+    shot(page, "dhcp")
+
+
+def change_admin_address(page, address):
+    page.goto("/network/admin/")
+    page.fill("#id_address", address)
+    page.click("form.section-form button")
+    page.wait_for_url("**/network/")
+
+
+def test_unconfirmed_change_rolls_back(page, stack, shot):
+    change_admin_address(page, "192.168.1.7")
+    # The console cannot reach the box any more: its confirm requests fail.
+    page.route("**/confirm/", lambda route: route.abort())
+    try:
+        apply_and_watch(page)
+        assert wait_state(page, ["awaiting_confirm", "failed"]) == "awaiting_confirm"
+        page.wait_for_selector("#confirm-box:not([hidden])")
+        page.wait_for_function("Number(document.getElementById('countdown').textContent) > 0")
+        shot(page, "confirm-countdown")
+        assert wait_state(page, ["rolled_back"], timeout=40000) == "rolled_back"
+    finally:
+        page.unroute("**/confirm/")
+    applied = json.loads((stack.tmp / "box" / "state" / "applied.json").read_text())
+    assert applied["settings"]["admin"]["address"] == "192.168.1.8"
+    page.goto("/network/")
+    assert "address=192.168.1.8" in page.content(), "the console's settings follow the box back"
+
+
+def test_console_confirms_by_itself_when_it_can_reach_the_box(page, stack):
+    change_admin_address(page, "192.168.1.7")
+    apply_and_watch(page)
+    assert wait_state(page, ["confirmed", "rolled_back", "failed"], timeout=40000) == "confirmed"
+    applied = json.loads((stack.tmp / "box" / "state" / "applied.json").read_text())
+    assert applied["settings"]["admin"]["address"] == "192.168.1.7"
+
+
+def test_screenshots_of_every_page(page, shot):
+    for name, url in [("dashboard", "/"), ("network", "/network/"), ("dns", "/dns/"), ("applies", "/applies/"),
+                      ("audit", "/audit/"), ("system", "/system/"), ("account", "/account/"),
+                      ("custom-flows", "/switch/custom/")]:
+        page.goto(url)
+        page.wait_for_load_state("networkidle")
+        if name == "dashboard":
+            page.wait_for_selector("#port-charts .chart[data-points]", timeout=15000)
+        if name == "custom-flows":
+            page.fill("#id_custom", "priority=10,udp,tp_dst=99999,actions=drop")
+            page.wait_for_selector("#lint-findings li.error", timeout=10000)
+        shot(page, name)
+    page.goto("/switch/")
+    page.wait_for_selector(".flows")
+    page.click("main form button")
+    page.wait_for_selector("#trace-result pre")
+    assert "OpenFlow outputs" in page.locator("#trace-result").inner_text()
+    shot(page, "switch")
+    page.goto("/audit/")
+    body = page.content()
+    for action in ("setup", "wizard", "update", "apply", "confirm"):
+        assert f">{action}<" in body, action
+
+
+def fake_state(stack):
+    with open(stack.tmp / "box" / "fakes.pickle", "rb") as f:
+        kernel, switch, services, fs = pickle.load(f)
+    return ({n: (dict(ns.links), {d: set(a) for d, a in ns.addrs.items()}, list(ns.routes), dict(ns.nft))
+             for n, ns in kernel.ns.items()}, switch.loaded, dict(services.running), dict(fs.files))
+
+
+def test_worker_killed_during_an_apply_leaves_the_old_state(page, stack):
+    before_state = fake_state(stack)
+    before_applied = (stack.tmp / "box" / "state" / "applied.json").read_text()
+    change_admin_address(page, "192.168.1.6")  # changes kernel objects at step 1
+    page.route("**/confirm/", lambda route: route.abort())
+    try:
+        apply_and_watch(page)
+        page.wait_for_function("document.getElementById('apply-log').textContent.includes('step 2/4')")
+        stack.kill("celery")
+        pk = page.locator("#apply-state").get_attribute("data-apply")
+        assert fake_state(stack) != before_state, "the kill left a half-applied box"
+        stack.start_worker()  # its startup check repairs the box
+        page.reload()
+        assert wait_state(page, ["interrupted"], timeout=30000) == "interrupted"
+    finally:
+        page.unroute("**/confirm/")
+    rec = page.request.get(f"/api/applies/{pk}/").json()
+    assert rec["outcome"] == "old" and "restored: the box runs the previous settings" in rec["log"]
+    assert (stack.tmp / "box" / "state" / "applied.json").read_text() == before_applied
+    assert fake_state(stack) == before_state
+    assert "the previous settings" in page.content()

@@ -1,9 +1,11 @@
-"""`make demo`: the lab plus the console, until Ctrl-C.
+"""`make demo`: the lab plus the box plus the console, until Ctrl-C.
 
-Brings the lab up (clients take leases as a home's devices would), applies
-the database migrations, and starts Redis, a Celery worker and daphne as
-children of this process. Ctrl-C (or SIGTERM) stops every child it started
-and takes the lab down.
+Brings the lab up, applies the box in the lab's box namespace with
+`demo-settings.yaml` (clients then take their leases from the box, as a
+home's devices would), applies the database migrations, and starts Redis, a
+Celery worker and daphne as children of this process; the console manages
+that same box. Ctrl-C (or SIGTERM) stops every child it started, tears the
+box down and takes the lab down.
 """
 from __future__ import annotations
 
@@ -16,8 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+from appliance.box.cli import box_for
+from appliance.box.settings import load_settings
 from appliance.lab.lab import Lab
 from appliance.lab.topology import LabSpec
+
+SETTINGS = Path(__file__).with_name("demo-settings.yaml")
 
 
 def _port_open(port: int) -> bool:
@@ -36,14 +42,19 @@ def _wait_port(port: int, what: str, proc: subprocess.Popen, timeout: float = 20
         time.sleep(0.1)
 
 
-def run(prefix: str, clients: int, port: int, redis_port: int, out=print) -> int:
+def run(prefix: str, clients: int, port: int, redis_port: int, out=print, apply: bool = True) -> int:
     spec = LabSpec(prefix=prefix, clients=clients)
     lab = Lab(spec)
     children: list[tuple[str, subprocess.Popen]] = []
     state = Path(os.environ.get("APPLIANCE_STATE_DIR", Path(__file__).resolve().parents[2] / "var"))
     state.mkdir(parents=True, exist_ok=True)
+    box_state, box_run = state / "demo" / prefix, f"/run/appliance/{spec.box}"
+    box = box_for(spec.box, state=str(box_state), run=box_run)
     env = {**os.environ, "APPLIANCE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-           "DJANGO_SETTINGS_MODULE": "appliance.web.settings"}
+           "DJANGO_SETTINGS_MODULE": "appliance.web.settings",
+           # The console manages the demo's box, inside the lab.
+           "APPLIANCE_HOST_NETNS": spec.box, "APPLIANCE_BOX_STATE": str(box_state),
+           "APPLIANCE_BOX_RUN": box_run}
     bindir = Path(sys.executable).parent
 
     def start(name, argv):
@@ -62,6 +73,11 @@ def run(prefix: str, clients: int, port: int, redis_port: int, out=print) -> int
     try:
         out(f"demo: lab {prefix} up")
         lab.up(progress=None)
+        if apply:
+            res = box.apply(load_settings(SETTINGS), progress=None)
+            if not res.ok:
+                raise RuntimeError(f"the box did not apply: {res.error}")
+            out(f"demo: box applied in {spec.box} ({SETTINGS.name})")
         for c in spec.client_names:
             lease = lab.dhcp(c)
             out(f"demo: {c} leased {lease.address} from {lease.server_identifier}")
@@ -80,7 +96,8 @@ def run(prefix: str, clients: int, port: int, redis_port: int, out=print) -> int
                                   "appliance.web.asgi:application"])
         _wait_port(port, "daphne", daphne)
         out(f"demo: console at http://127.0.0.1:{port}/  (logs in {state}/demo-*.log)")
-        out(f"demo: try  ip netns exec {spec.client(1)} curl http://www.example.test/")
+        out(f"demo: try  ip netns exec {spec.client(1)} curl http://www.proxied.test/   (relayed by the box)")
+        out(f"demo:      ip netns exec {spec.client(1)} dig @192.168.1.1 www.blocked.test   (blocked)")
         out("demo: Ctrl-C stops everything")
         while not stopping:
             for name, p in children:
@@ -103,5 +120,6 @@ def run(prefix: str, clients: int, port: int, redis_port: int, out=print) -> int
                 except subprocess.TimeoutExpired:
                     os.killpg(p.pid, signal.SIGKILL)
                     p.wait()
+        box.teardown()
         lab.down(progress=None)
-        out("demo: stopped, lab down")
+        out("demo: stopped, box torn down, lab down")

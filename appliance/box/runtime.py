@@ -9,6 +9,7 @@ apply-on-boot).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -50,6 +51,9 @@ class Box:
             from appliance.box.switchload import DatapathLoader
             self._switch = DatapathLoader(self.kernel, f"{self.layout.state_dir}/datapath",
                                           self.placement.host_ns)
+        if self._services is None and os.environ.get("APPLIANCE_SERVICES") == "systemd":
+            from appliance.services.units import SystemdUnits  # the image: services are units
+            self._services = SystemdUnits()
         if self._services is None:
             from appliance.services.supervisor import Supervisor
             self._services = Supervisor(f"{self.layout.run_dir}/services")

@@ -1,0 +1,118 @@
+"""The plan's services as systemd units (on the image, `APPLIANCE_SERVICES=systemd`).
+
+Same interface as `Supervisor` (`start`, `stop`, `remove`, `status`), so the
+apply layer does not know which one runs the services. Each `ServiceSpec`
+becomes `/run/systemd/system/appliance-svc-NAME.service` from
+`ServiceSpec.systemd_unit()` (`NetworkNamespacePath=` for the namespaced
+ones, `Restart=always`). Units live under /run on purpose: after a reboot
+only apply-on-boot brings them back, from the last applied settings, so no
+stale unit can start a service with an old config or before its namespace.
+
+systemd rather than the supervisor on the image because a service then
+belongs to no process that applied it: restarting the console's worker (where
+applies run) or apply-on-boot does not take DHCP and DNS down with it, and
+the journal keeps each service's log.
+"""
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+from appliance.services.supervisor import (
+    BACKOFF, FAILED, RUNNING, STARTING, STOPPED, ServiceSpec, ServiceState, _listening,
+)
+
+UNIT_DIR = "/run/systemd/system"
+PREFIX = "appliance-svc-"
+
+Systemctl = Callable[..., subprocess.CompletedProcess]
+
+
+def unit_name(name: str) -> str:
+    return f"{PREFIX}{name}.service"
+
+
+def unit_text(spec: ServiceSpec) -> str:
+    """The unit file; its first line carries the spec's digest, so a new
+    config (a new `revision`) is a changed unit even when argv is the same."""
+    return f"# appliance spec {spec.digest}\n" + spec.systemd_unit(f"appliance service {spec.name}")
+
+
+def _run_systemctl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["systemctl", *args], capture_output=True, text=True)
+
+
+# systemd ActiveState -> the supervisor's words, which the console shows.
+_STATES = {"active": RUNNING, "activating": STARTING, "reloading": RUNNING, "deactivating": STOPPED,
+           "inactive": STOPPED, "failed": FAILED}
+
+
+class SystemdUnits:
+    def __init__(self, unit_dir: str | Path = UNIT_DIR, systemctl: Systemctl = _run_systemctl,
+                 listening: Callable[[str | None, str], bool] = _listening):
+        self.dir = Path(unit_dir)
+        self.systemctl = systemctl
+        self.listening = listening
+
+    def _path(self, name: str) -> Path:
+        return self.dir / unit_name(name)
+
+    def _check(self, res: subprocess.CompletedProcess, what: str) -> None:
+        if res.returncode != 0:
+            raise RuntimeError(f"systemctl {what}: {(res.stderr or res.stdout).strip() or res.returncode}")
+
+    def names(self) -> list[str]:
+        return sorted(p.name[len(PREFIX):-len(".service")] for p in self.dir.glob(f"{PREFIX}*.service"))
+
+    def status(self, name: str) -> ServiceState:
+        res = self.systemctl("show", unit_name(name), "--property=ActiveState,SubState,MainPID,NRestarts")
+        props = dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
+        state = _STATES.get(props.get("ActiveState", ""), STOPPED)
+        if props.get("SubState") == "auto-restart":
+            state = BACKOFF
+        pid = int(props.get("MainPID") or 0) or None
+        return ServiceState(name=name, state=state, pid=pid, restarts=int(props.get("NRestarts") or 0))
+
+    def start(self, spec: ServiceSpec, timeout: float = 10.0) -> str:
+        """Write the unit and start it; "unchanged", "started" or "restarted"."""
+        text = unit_text(spec)
+        path = self._path(spec.name)
+        old = path.read_text() if path.exists() else None
+        active = self.status(spec.name).state in (RUNNING, STARTING, BACKOFF)
+        if old == text and active:
+            return "unchanged"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        self._check(self.systemctl("daemon-reload"), "daemon-reload")
+        # reset-failed: a unit that hit its start limit before may start again.
+        self.systemctl("reset-failed", unit_name(spec.name))
+        self._check(self.systemctl("restart", unit_name(spec.name)), f"restart {unit_name(spec.name)}")
+        self.wait_ready(spec, time.monotonic() + timeout)
+        return "restarted" if active else "started"
+
+    def wait_ready(self, spec: ServiceSpec, deadline: float) -> bool:
+        pending = list(spec.ready)
+        while pending and time.monotonic() < deadline:
+            pending = [r for r in pending if not self.listening(spec.netns, r)]
+            if pending:
+                if self.status(spec.name).state == FAILED:
+                    return False
+                time.sleep(0.05)
+        return not pending
+
+    def stop(self, name: str, timeout: float = 10.0) -> bool:
+        was = self.status(name).state in (RUNNING, STARTING, BACKOFF)
+        self.systemctl("stop", unit_name(name))
+        return was
+
+    def remove(self, name: str) -> None:
+        self.stop(name)
+        path = self._path(name)
+        if path.exists():
+            path.unlink()
+            self.systemctl("daemon-reload")
+        self.systemctl("reset-failed", unit_name(name))

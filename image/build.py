@@ -1,0 +1,520 @@
+#!/usr/bin/python3
+"""Build the flashable disk image (`make image`): Debian 12 by debootstrap.
+
+    python3 image/build.py [--out build/image] [--version V] [--lock]
+
+Why debootstrap and not mkosi: Debian 12's mkosi (v14) predates the
+features a disk with an A/B root and a data partition needs, and it wants
+loop devices and its own idea of the partition table; debootstrap, mkfs's
+`-d` and mtools build every partition as a plain file (no loop device, no
+mount), so the build also works in a container, and every step is a command
+this file names.
+
+Stages, each cached under the output folder:
+
+1. base: debootstrap the mirror this machine's apt uses, then install the
+   packages (image/packages.txt minus image/lab-only.txt, plus
+   image/image-packages.txt) at exactly the versions in image/versions.lock.
+   `--lock` installs the newest instead and rewrites the lock.
+2. appliance: the source tree in /opt/appliance with its venv (wheels made
+   on this machine from pyproject.toml's pins, installed offline in the
+   root), the files under image/rootfs/, units enabled, root locked, no
+   host keys or machine-id (first boot makes them).
+3. disk: GPT with ESP, root-a, root-b and appliance-data; systemd-boot
+   boots slot a; raw and qcow2.
+
+The plan (`plan()`) is pure data so tests can read it; `main()` runs it.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TOP = Path(__file__).resolve().parent.parent
+IMAGE = TOP / "image"
+SUITE = "bookworm"
+MiB = 1 << 20
+
+# GPT partition names are how the box finds its parts (PARTLABEL=), so an
+# upgrade can replace a root slot and never touch the data.
+ESP_SIZE = 256 * MiB
+ROOT_SIZE = 2560 * MiB
+DATA_SIZE = 512 * MiB
+PARTITIONS = (  # (name, size, GPT type)
+    ("esp", ESP_SIZE, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"),
+    ("root-a", ROOT_SIZE, "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"),
+    ("root-b", ROOT_SIZE, "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"),
+    ("appliance-data", DATA_SIZE, "0FC63DAF-8483-4772-8E79-3D69D8477DE4"),
+)
+FIRST_LBA_OFFSET = 1 * MiB
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------- inputs
+
+def list_file(path: Path) -> list[str]:
+    """Names, one a line; '#' starts a comment."""
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            out.append(line)
+    return out
+
+
+def image_packages(packages: list[str], lab_only: list[str], extras: list[str]) -> list[str]:
+    unknown = sorted(set(lab_only) - set(packages))
+    if unknown:
+        raise BuildError(f"image/lab-only.txt: {', '.join(unknown)} not in image/packages.txt")
+    seen, out = set(), []
+    for p in [p for p in packages if p not in lab_only] + extras:
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out
+
+
+def apt_mirrors(sources: dict[str, str]) -> dict[str, str]:
+    """Suite -> URI from this machine's apt sources (deb822 or one-line)."""
+    found: dict[str, str] = {}
+    for name, text in sorted(sources.items()):
+        if name.endswith(".sources"):
+            for stanza in re.split(r"\n\s*\n", text):
+                fields = {}
+                for line in stanza.splitlines():
+                    if line.startswith("#") or ":" not in line:
+                        continue
+                    k, v = line.split(":", 1)
+                    fields[k.strip().lower()] = v.strip()
+                if "deb" not in fields.get("types", "").split() or fields.get("enabled", "yes") == "no":
+                    continue
+                for suite in fields.get("suites", "").split():
+                    found.setdefault(suite, fields.get("uris", "").split()[0])
+        elif name.endswith(".list"):
+            for line in text.splitlines():
+                m = re.match(r"^\s*deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+(\S+)", line)
+                if m:
+                    found.setdefault(m.group(2), m.group(1))
+    if SUITE not in found:
+        raise BuildError(f"apt sources: no 'deb' entry for suite {SUITE}; cannot pick a Debian mirror")
+    return {s: u for s, u in found.items() if s.startswith(SUITE)}
+
+
+def read_apt_sources(root: Path = Path("/etc/apt")) -> dict[str, str]:
+    files = {}
+    for p in [root / "sources.list", *sorted((root / "sources.list.d").glob("*"))]:
+        if p.is_file() and p.suffix in (".list", ".sources"):
+            files[p.name] = p.read_text()
+    return files
+
+
+LOCK_LINE = re.compile(r"^([a-z0-9][a-z0-9+.-]+)(?::([a-z0-9]+))?=(\S+)$")
+
+
+def parse_lock(text: str) -> dict[str, str]:
+    """`name=version` (or `name:arch=version`) a line; errors name the line."""
+    lock: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = LOCK_LINE.match(line)
+        if not m:
+            raise BuildError(f"versions.lock line {n}: {line!r} is not name=version")
+        name = m.group(1) + (f":{m.group(2)}" if m.group(2) else "")
+        if name in lock:
+            raise BuildError(f"versions.lock line {n}: {name} is locked twice")
+        lock[name] = m.group(3)
+    return lock
+
+
+def format_lock(installed: dict[str, str], mirror: str) -> str:
+    head = (f"# Every Debian package in the image at its exact version (generated by\n"
+            f"# `make image-lock` from {mirror} {SUITE}); the build installs these and\n"
+            f"# fails, naming the package, if the mirror no longer has one.\n")
+    return head + "".join(f"{k}={v}\n" for k, v in sorted(installed.items()))
+
+
+def lock_diff(lock: dict[str, str], installed: dict[str, str]) -> list[str]:
+    """What differs between the lock and what dpkg says is installed."""
+    out = []
+    for name in sorted(set(lock) | set(installed)):
+        want, got = lock.get(name), installed.get(name)
+        if want == got:
+            continue
+        if want is None:
+            out.append(f"{name}: installed {got} but not in the lock")
+        elif got is None:
+            out.append(f"{name}: locked {want} but not installed")
+        else:
+            out.append(f"{name}: locked {want}, installed {got}")
+    return out
+
+
+# ---------------------------------------------------------------- the disk
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    start: int  # bytes
+    size: int
+    type: str
+
+
+def disk_layout(parts=PARTITIONS) -> tuple[list[Part], int]:
+    """Partitions at fixed offsets (1 MiB aligned) and the disk size."""
+    out, offset = [], FIRST_LBA_OFFSET
+    for name, size, ptype in parts:
+        out.append(Part(name, offset, size, ptype))
+        offset += size
+    return out, offset + FIRST_LBA_OFFSET  # room for the backup GPT
+
+
+def sfdisk_script(parts: list[Part]) -> str:
+    lines = ["label: gpt", "unit: sectors", ""]
+    for p in parts:
+        lines.append(f"start={p.start // 512}, size={p.size // 512}, type={p.type}, name={p.name}")
+    return "\n".join(lines) + "\n"
+
+
+def kernel_cmdline(slot: str) -> str:
+    return f"root=PARTLABEL=root-{slot} rw console=ttyS0,115200 console=tty0 quiet"
+
+
+def loader_files(slot: str, version: str) -> dict[str, str]:
+    """systemd-boot's config on the ESP: one entry per slot, kernels in /SLOT/."""
+    return {
+        "loader/loader.conf": f"default appliance-{slot}.conf\ntimeout 1\neditor no\n",
+        f"loader/entries/appliance-{slot}.conf": (
+            f"title appliance {version} (slot {slot})\n"
+            f"linux /{slot}/vmlinuz\ninitrd /{slot}/initrd.img\noptions {kernel_cmdline(slot)}\n"),
+    }
+
+
+# ---------------------------------------------------------------- the plan
+
+@dataclass
+class Config:
+    out: Path
+    version: str
+    mirrors: dict[str, str]
+    packages: list[str]
+    lock: dict[str, str] | None  # None: resolve the newest and write the lock
+
+    @property
+    def base_key(self) -> str:
+        data = json.dumps([self.mirrors, self.packages, self.lock, SUITE, _base_source()], sort_keys=True)
+        return hashlib.sha256(data.encode()).hexdigest()[:12]
+
+
+def _base_source() -> str:
+    # The base stage's own code is part of its cache key.
+    text = (IMAGE / "build.py").read_text()
+    return hashlib.sha256(text[text.index("def base_steps"):text.index("# end base")].encode()).hexdigest()
+
+
+@dataclass
+class Step:
+    what: str
+    argv: list[str] = field(default_factory=list)
+    stdin: str | None = None
+
+
+def chroot(root: Path, *argv: str) -> list[str]:
+    return ["chroot", str(root), "/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+            "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C.UTF-8", *argv]
+
+
+def base_steps(cfg: Config, root: Path) -> list[Step]:
+    main = cfg.mirrors[SUITE]
+    sources = "".join(f"deb {uri} {suite} main\n" for suite, uri in sorted(cfg.mirrors.items()))
+    pkgs = [f"{p}={cfg.lock[p]}" for p in sorted(cfg.lock)] if cfg.lock else cfg.packages
+    return [
+        Step("debootstrap", ["debootstrap", "--variant=minbase", "--arch=amd64",
+                             "--include=ca-certificates", SUITE, str(root), main]),
+        Step("apt sources", ["tee", str(root / "etc/apt/sources.list")], sources),
+        # No daemon starts inside the build root.
+        Step("policy-rc.d", ["install", "-m755", "/dev/stdin", str(root / "usr/sbin/policy-rc.d")],
+             "#!/bin/sh\nexit 101\n"),
+        Step("apt update", chroot(root, "apt-get", "update", "-qq")),
+        Step("packages", chroot(root, "apt-get", "install", "-y", "-q", "--no-install-recommends",
+                                "--allow-downgrades", *pkgs)),
+        Step("apt clean", chroot(root, "apt-get", "clean")),
+    ]
+# end base
+
+
+def appliance_steps(cfg: Config, root: Path, wheels: Path) -> list[Step]:
+    app = root / "opt/appliance"
+    return [
+        # Wheels are made here (this machine's pip reaches PyPI; the root may not)
+        # with a throwaway venv's pip, then installed offline in the root.
+        Step("pip venv", [sys.executable, "-m", "venv", str(cfg.out / "work/pip")]),
+        Step("wheels", [str(cfg.out / "work/pip/bin/pip"), "wheel", "-q", "--wheel-dir", str(wheels), str(TOP)]),
+        Step("source", ["cp", "-a", "--parents", *sorted(_source_files()), str(app)]),
+        Step("venv", chroot(root, "python3", "-m", "venv", "/opt/appliance/.venv")),
+        Step("pip install", chroot(root, "/opt/appliance/.venv/bin/pip", "install", "-q", "--no-index",
+                                   "--find-links", "/tmp/wheels", "appliance")),
+        Step("rootfs files", ["cp", "-a", "--no-preserve=ownership", f"{IMAGE}/rootfs/.", str(root)]),
+        Step("upgrade tool", ["install", "-m755", str(IMAGE / "upgrade.py"),
+                              str(root / "usr/local/sbin/appliance-upgrade")]),
+        Step("release", ["tee", str(root / "etc/appliance-release")], f"VERSION={cfg.version}\n"),
+        Step("configure", chroot(root, "/usr/local/sbin/appliance-image-configure")),
+    ]
+
+
+def _source_files() -> list[str]:
+    res = subprocess.run(["git", "ls-files", "appliance", "manage.py", "pyproject.toml"],
+                         cwd=TOP, capture_output=True, text=True, check=True)
+    return [f for f in res.stdout.split() if (TOP / f).is_file()]
+
+
+def plan(cfg: Config) -> dict[str, list[Step]]:
+    work = cfg.out / "work"
+    return {
+        "base": base_steps(cfg, work / f"base-{cfg.base_key}"),
+        "appliance": appliance_steps(cfg, work / "root", work / "root/tmp/wheels"),
+    }
+
+
+# ---------------------------------------------------------------- running
+
+def run(step: Step, log) -> None:
+    print(f"image: {step.what}", flush=True)
+    log.write(f"$ {' '.join(step.argv)}\n")
+    log.flush()
+    res = subprocess.run(step.argv, input=step.stdin, text=True, stdout=log, stderr=subprocess.STDOUT,
+                         cwd=TOP)
+    if res.returncode != 0:
+        raise BuildError(f"{step.what}: `{' '.join(step.argv[:6])} ...` failed with status "
+                         f"{res.returncode}; see {log.name}")
+
+
+class Mounts:
+    """/proc, /sys, /dev and resolv.conf for package scripts inside the root."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.done: list[Path] = []
+
+    def __enter__(self):
+        for src, kind in (("/proc", "proc"), ("/sys", "sysfs"), ("/dev", "bind"), ("/dev/pts", "bind")):
+            dst = self.root / src.lstrip("/")
+            dst.mkdir(parents=True, exist_ok=True)
+            argv = ["mount", "--bind", src, str(dst)] if kind == "bind" else ["mount", "-t", kind, kind, str(dst)]
+            subprocess.run(argv, check=True)
+            self.done.append(dst)
+        return self
+
+    def __exit__(self, *exc):
+        for dst in reversed(self.done):
+            subprocess.run(["umount", "-l", str(dst)], check=False)
+
+
+def installed_versions(root: Path) -> dict[str, str]:
+    res = subprocess.run(["chroot", str(root), "dpkg-query", "-W", "-f",
+                          "${db:Status-Abbrev}${Package}=${Version}\n"],
+                         capture_output=True, text=True, check=True)
+    out = {}
+    for line in res.stdout.splitlines():
+        if line.startswith("ii "):
+            name, _, ver = line[3:].strip().partition("=")
+            out[name] = ver
+    return out
+
+
+def with_resolv(root: Path, fn):
+    resolv = root / "etc/resolv.conf"
+    saved = resolv.read_bytes() if resolv.is_file() and not resolv.is_symlink() else None
+    link = os.readlink(resolv) if resolv.is_symlink() else None
+    resolv.unlink(missing_ok=True)
+    shutil.copy("/etc/resolv.conf", resolv)
+    try:
+        return fn()
+    finally:
+        resolv.unlink(missing_ok=True)
+        if link:
+            resolv.symlink_to(link)
+        elif saved is not None:
+            resolv.write_bytes(saved)
+
+
+def build_base(cfg: Config, steps: list[Step], log) -> Path:
+    root = Path(steps[0].argv[-2])
+    done = root.with_suffix(".done")
+    if done.exists():
+        print(f"image: base {root.name} (cached)")
+        return root
+    if root.exists():
+        subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    run(steps[0], log)
+    with Mounts(root):
+        def rest():
+            for s in steps[1:]:
+                run(s, log)
+        with_resolv(root, rest)
+    installed = installed_versions(root)
+    lock_path = IMAGE / "versions.lock"
+    if cfg.lock is None:
+        lock_path.write_text(format_lock(installed, cfg.mirrors[SUITE]))
+        print(f"image: wrote {lock_path.relative_to(TOP)} ({len(installed)} packages)")
+        # This root is what the new lock describes: the next locked build reuses it.
+        cfg.lock = parse_lock(lock_path.read_text())
+        locked = root.with_name(f"base-{cfg.base_key}")
+        if locked.exists():
+            subprocess.run(["rm", "-rf", "--one-file-system", str(locked)], check=True)
+        root.rename(locked)
+        root, done = locked, locked.with_suffix(".done")
+    else:
+        problems = lock_diff(cfg.lock, installed)
+        if problems:
+            raise BuildError("the root does not match image/versions.lock:\n  " + "\n  ".join(problems)
+                             + "\n(run `make image-lock` to re-resolve)")
+    done.touch()
+    return root
+
+
+def build_root(cfg: Config, base: Path, steps: list[Step], log) -> Path:
+    root = cfg.out / "work/root"
+    if root.exists():
+        subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=True)
+    subprocess.run(["cp", "-a", str(base), str(root)], check=True)
+    (root / "opt/appliance").mkdir(parents=True, exist_ok=True)
+    for s in steps[:2]:  # wheels, on this machine
+        run(s, log)
+    with Mounts(root):
+        with_resolv(root, lambda: [run(s, log) for s in steps[2:]])
+    shutil.rmtree(root / "tmp/wheels", ignore_errors=True)
+    return root
+
+
+def build_disk(cfg: Config, root: Path, log) -> tuple[Path, Path]:
+    out = cfg.out
+    parts, disk_size = disk_layout()
+    by = {p.name: p for p in parts}
+    work = out / "work"
+    esp, rootimg, data = work / "esp.img", work / "root-a.img", work / "data.img"
+    for f in (esp, rootimg, data):
+        f.unlink(missing_ok=True)
+    boot = root / "boot"
+    kernel = sorted(boot.glob("vmlinuz-*"))[-1]
+    initrd = boot / ("initrd.img-" + kernel.name[len("vmlinuz-"):])
+    if not initrd.exists():
+        raise BuildError(f"no initrd for {kernel.name} in the root")
+    efi = root / "usr/lib/systemd/boot/efi/systemd-bootx64.efi"
+    esp_tree = work / "esp"
+    shutil.rmtree(esp_tree, ignore_errors=True)
+    (esp_tree / "EFI/BOOT").mkdir(parents=True)
+    (esp_tree / "a").mkdir()
+    shutil.copy(efi, esp_tree / "EFI/BOOT/BOOTX64.EFI")
+    shutil.copy(kernel, esp_tree / "a/vmlinuz")
+    shutil.copy(initrd, esp_tree / "a/initrd.img")
+    for rel, text in loader_files("a", cfg.version).items():
+        (esp_tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (esp_tree / rel).write_text(text)
+    steps = [
+        Step("esp", ["mkfs.vfat", "-F", "32", "-n", "ESP", "-C", str(esp), str(by["esp"].size // 1024)]),
+        Step("esp files", ["mcopy", "-s", "-i", str(esp), *[str(p) for p in sorted(esp_tree.iterdir())], "::"]),
+        Step("root-a", ["mkfs.ext4", "-q", "-L", "root-a", "-E", "root_owner=0:0", "-d", str(root),
+                        str(rootimg), f"{by['root-a'].size // 1024}k"]),
+        Step("data", ["mkfs.ext4", "-q", "-L", "appliance-data", "-d", str(root / "var/lib/appliance"),
+                      str(data), f"{by['appliance-data'].size // 1024}k"]),
+    ]
+    for s in steps:
+        run(s, log)
+    raw = out / f"appliance-{cfg.version}.raw"
+    raw.unlink(missing_ok=True)
+    with open(raw, "wb") as f:
+        f.truncate(disk_size)
+    run(Step("partition table", ["sfdisk", "-q", str(raw)], sfdisk_script(parts)), log)
+    for name, img in (("esp", esp), ("root-a", rootimg), ("appliance-data", data)):
+        run(Step(f"write {name}", ["dd", f"if={img}", f"of={raw}", "bs=1M", f"seek={by[name].start // MiB}",
+                                   "conv=notrunc,sparse", "status=none"]), log)
+    qcow = raw.with_suffix(".qcow2")
+    run(Step("qcow2", ["qemu-img", "convert", "-c", "-O", "qcow2", str(raw), str(qcow)]), log)
+    for f in (esp, rootimg, data):
+        f.unlink()
+    return raw, qcow
+
+
+def need_tools() -> None:
+    wanted = list_file(IMAGE / "build-tools.txt")
+    missing = [p for p in wanted if subprocess.run(["dpkg-query", "-W", "-f", "${Status}", p],
+                                                   capture_output=True, text=True).stdout != "install ok installed"]
+    if missing:
+        print(f"image: installing build tools: {' '.join(missing)}")
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def config(out: Path, version: str, relock: bool) -> Config:
+    pkgs = image_packages(list_file(IMAGE / "packages.txt"), list_file(IMAGE / "lab-only.txt"),
+                          list_file(IMAGE / "image-packages.txt"))
+    lock_path = IMAGE / "versions.lock"
+    lock = None if relock or not lock_path.exists() else parse_lock(lock_path.read_text())
+    if lock is not None:
+        missing = [p for p in pkgs if p not in lock]
+        if missing:
+            raise BuildError(f"image/versions.lock has no version for {', '.join(missing)}; "
+                             "run `make image-lock`")
+    return Config(out=out, version=version, mirrors=apt_mirrors(read_apt_sources()), packages=pkgs, lock=lock)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(TOP / "build/image"))
+    ap.add_argument("--version", default=os.environ.get("IMAGE_VERSION") or _git_version())
+    ap.add_argument("--lock", action="store_true", help="resolve the newest versions and rewrite versions.lock")
+    opts = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("image: run as root (debootstrap and chroot)", file=sys.stderr)
+        return 1
+    t0 = time.monotonic()
+    try:
+        need_tools()
+        out = Path(opts.out)
+        out.mkdir(parents=True, exist_ok=True)
+        cfg = config(out, opts.version, opts.lock)
+        steps = plan(cfg)
+        with open(out / "build.log", "a") as log:
+            base = build_base(cfg, steps["base"], log)
+            root = build_root(cfg, base, steps["appliance"], log)
+            raw, qcow = build_disk(cfg, root, log)
+    except BuildError as e:
+        print(f"image: {e}", file=sys.stderr)
+        return 1
+    used = subprocess.run(["du", "-sm", str(root)], capture_output=True, text=True).stdout.split()[0]
+    for link, target in (("appliance.raw", raw), ("appliance.qcow2", qcow)):
+        (out / link).unlink(missing_ok=True)
+        (out / link).symlink_to(target.name)
+    print(f"image: version {cfg.version}: {raw} ({raw.stat().st_size // MiB} MiB raw, "
+          f"{_allocated(raw) // MiB} MiB allocated), {qcow} ({qcow.stat().st_size // MiB} MiB); "
+          f"root file system {used} MiB; built in {time.monotonic() - t0:.0f} s")
+    return 0
+
+
+def _allocated(p: Path) -> int:
+    return p.stat().st_blocks * 512
+
+
+def _git_version() -> str:
+    res = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=TOP, capture_output=True, text=True)
+    return "0.1.0-" + (res.stdout.strip() or "dev")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Services as systemd units (the image) and the image's own unit files."""
+import configparser
+import subprocess
+from pathlib import Path
+
+from appliance.services.supervisor import ServiceSpec
+from appliance.services.units import SystemdUnits, unit_name, unit_text
+
+TOP = Path(__file__).resolve().parents[3]
+UNITS = TOP / "image/rootfs/etc/systemd/system"
+
+
+class FakeSystemctl:
+    def __init__(self):
+        self.calls = []
+        self.active = set()
+
+    def __call__(self, *args):
+        self.calls.append(args)
+        if args[0] == "restart":
+            self.active.add(args[1])
+        elif args[0] == "stop":
+            self.active.discard(args[1])
+        out = ""
+        if args[0] == "show":
+            out = f"ActiveState={'active' if args[1] in self.active else 'inactive'}\nSubState=x\nMainPID=42\nNRestarts=0\n"
+        return subprocess.CompletedProcess(args, 0, out, "")
+
+
+def spec(**kw):
+    base = dict(name="dhcp4", argv=("kea-dhcp4", "-c", "/var/lib/appliance/box/dhcp/kea.json"), netns="gw",
+                env=(("KEA_LOCKFILE_DIR", "/run/appliance/kea"),), revision="r1", ready=())
+    base.update(kw)
+    return ServiceSpec(**base)
+
+
+def test_unit_joins_the_namespace_and_restarts():
+    text = unit_text(spec())
+    assert text.startswith("# appliance spec ")
+    assert "NetworkNamespacePath=/run/netns/gw" in text
+    assert "Restart=always" in text
+    assert "Environment=KEA_LOCKFILE_DIR=/run/appliance/kea" in text
+
+
+def test_start_writes_the_unit_then_unchanged_then_restart_on_new_revision(tmp_path):
+    sc = FakeSystemctl()
+    units = SystemdUnits(tmp_path, systemctl=sc, listening=lambda ns, what: True)
+    assert units.start(spec()) == "started"
+    assert (tmp_path / unit_name("dhcp4")).read_text() == unit_text(spec())
+    assert ("restart", "appliance-svc-dhcp4.service") in sc.calls
+    assert units.start(spec()) == "unchanged"
+    assert units.start(spec(revision="r2")) == "restarted"
+    assert units.status("dhcp4").state == "running" and units.status("dhcp4").pid == 42
+    assert units.names() == ["dhcp4"]
+    units.remove("dhcp4")
+    assert not (tmp_path / unit_name("dhcp4")).exists()
+    assert units.status("dhcp4").state == "stopped"
+
+
+def test_image_units_parse_and_order_apply_before_the_network_services():
+    for path in UNITS.glob("*.service"):
+        cp = configparser.ConfigParser(strict=False, interpolation=None)
+        cp.read_string(path.read_text())
+        assert cp.has_section("Service"), path.name
+    apply = configparser.ConfigParser(strict=False, interpolation=None)
+    apply.read_string((UNITS / "appliance-apply.service").read_text())
+    before = apply["Unit"]["Before"].split()
+    for unit in ("network.target", "ssh.service", "appliance-console.service"):
+        assert unit in before
+    assert apply["Service"]["Type"] == "oneshot"
+    assert "appliance-boot-apply" in apply["Service"]["ExecStart"]
+    console = (UNITS / "appliance-console.service").read_text()
+    assert "ssl:443:privateKey=/var/lib/appliance/tls/console.key" in console
+    novnc = (UNITS / "appliance-novnc.service").read_text()
+    assert "127.0.0.1:6080" in novnc

@@ -25,7 +25,7 @@ class BuildError(RuntimeError):
 
 def clang_command(src: str, obj: str, test: bool = False) -> list[str]:
     cmd = [CLANG, "-O2", "-g", "-target", "bpf", "-Wall", "-Wno-unused-label",
-           "-Wno-unused-function", "-Wno-sometimes-uninitialized", "-Wno-uninitialized",
+           "-Wno-unused-function",
            "-I", str(C_DIR), "-I", _ARCH_INCLUDE, "-c", src, "-o", obj]
     if test:
         cmd.insert(1, "-DDP_TEST")

@@ -209,12 +209,9 @@ def _action_code(act: FL.Action, flow: Flow, table: int, slot: int,
         target = table if act.table is None else act.table
         if act.port is None:
             return [f"dp_table_{target}(skb, st);"]
-        return ["{",
-                "\t__u16 saved_in_port = st->key.in_port;",
-                f"\tst->key.in_port = {act.port};",
-                f"\tdp_table_{target}(skb, st);",
-                "\tst->key.in_port = saved_in_port;",
-                "}"]
+        # in_port=PORT for that lookup only: the table puts the real one back.
+        return [f"st->key.in_port = {act.port};",
+                f"dp_table_{target}(skb, st);"]
     if t is FL.GotoTable:
         return [f"dp_table_{act.table}(skb, st);"]
     raise CompileError(flow, f"the datapath has no action {act.to_ofctl(port_names)}", port_names)
@@ -295,7 +292,7 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
            f"static __always_inline void dp_table_{t}(struct __sk_buff *skb, struct dp_state *st)",
            "{",
            "\tconst struct dp_key *k = &st->key;",
-           "\t__u32 slot, action;",
+           "\t__u32 slot = 0, action = 0;",
            ""]
     image = TableImage(t, strategy)
     if strategy == "linear":
@@ -306,6 +303,7 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
             out.append(f"\t\tslot = {slots[f.key]}; action = {action_id(f)};")
             out.append("\t\tgoto hit;")
             out.append("\t}")
+        out.append("\tst->key.in_port = st->in_port;")
         out.append(f"\tdp_miss(st, {t});")
         out.append("\treturn;")
     else:
@@ -385,11 +383,13 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
             out.append("\t\tbest = v->rank; slot = v->slot; action = v->action;")
             out.append("\t}")
         out += ["found:",
+                "\tst->key.in_port = st->in_port;",
                 "\tif (best == 0xffffffff) {",
                 f"\t\tdp_miss(st, {t});",
                 "\t\treturn;",
                 "\t}"]
     out += ["hit:",
+            "\tst->key.in_port = st->in_port;" if strategy == "linear" else "",
             f"\tdp_count(st, {t}, slot, skb->len);",
             "\tswitch (action) {"]
     for i, lines in enumerate(action_code):

@@ -160,7 +160,7 @@ def check(dp: TestDatapath, table: FlowTable, pkt: Packet):
     got, _ = dp.run(pkt)
     got_outs = [(o.port, o.dl_src, o.dl_dst, o.vlan_tci) for o in got.outputs]
     assert list(got.flows) == want_flows, (pkt, got.flows, want_flows)
-    assert got_outs == want_outs, (pkt, got_outs, want_outs)
+    assert got_outs == want_outs, (pkt, got_outs, want_outs, [str(f) for f in table])
     COUNTS["packets"] += 1
 
 

@@ -27,6 +27,11 @@
 
 /* Ethernet + 802.1Q + IPv4 with options + the ports. */
 #define DP_PARSE_BYTES 96
+#define DP_NEED_PULL   1
+/* A header cut off by the end of the linear area, in a frame that goes
+ * on in pages: ask the caller to pull.  Cut off by the end of the frame:
+ * the header is absent (fields read 0), as in packet.py. */
+#define DP_TRUNCATED() (skb->len > linear ? DP_NEED_PULL : 0)
 
 #ifndef DP_STATS_SLOTS
 #define DP_STATS_SLOTS 1024
@@ -84,7 +89,10 @@ struct {
 enum { DP_PEND_NONE = 0, DP_PEND_PORT = 1, DP_PEND_NORMAL = 2 };
 
 struct dp_state {
-	struct dp_key key;          /* headers as the actions have left them */
+	struct dp_key key;          /* headers as the actions have left them;
+				     * key.in_port is the port lookups use, which
+				     * resubmit(PORT,T) changes for one lookup */
+	__u16 in_port;              /* the real input port, seen by actions */
 	__u32 in_ifindex;
 	__u32 mark;                 /* skb->mark with the hop count advanced */
 	__u32 pend_kind;
@@ -126,14 +134,16 @@ static __always_inline __u64 dp_load_be64(const __u8 *p)
  * Returns -1 for a frame too short for its Ethernet/802.1Q header. */
 static __always_inline int dp_parse(struct __sk_buff *skb, struct dp_key *k)
 {
+	__u32 linear;
 	__u8 *data = (void *)(long)skb->data;
 	__u8 *end = (void *)(long)skb->data_end;
 	__u8 *l3, *l4;
 	__u16 proto;
 	__u32 ihl;
 
+	linear = end - data;
 	if (data + 14 > end)
-		return -1;
+		return skb->len > linear ? DP_NEED_PULL : -1;
 	k->dl_dst = dp_load_mac(data);
 	k->dl_src = dp_load_mac(data + 6);
 	proto = ((__u16)data[12] << 8) | data[13];
@@ -142,7 +152,7 @@ static __always_inline int dp_parse(struct __sk_buff *skb, struct dp_key *k)
 		k->vlan_tci = skb->vlan_tci | DP_VLAN_PRESENT;
 	if (proto == ETH_P_8021Q) {
 		if (l3 + 4 > end)
-			return -1;
+			return skb->len > linear ? DP_NEED_PULL : -1;
 		if (!k->vlan_tci)
 			k->vlan_tci = (((__u16)l3[0] << 8) | l3[1]) | DP_VLAN_PRESENT;
 		proto = ((__u16)l3[2] << 8) | l3[3];
@@ -152,7 +162,7 @@ static __always_inline int dp_parse(struct __sk_buff *skb, struct dp_key *k)
 
 	if (proto == ETH_P_ARP) {
 		if (l3 + 28 > end)
-			return 0;
+			return DP_TRUNCATED();
 		/* Ethernet/IPv4 ARP only: htype 1, ptype 0x0800, hlen 6, plen 4. */
 		if (l3[0] != 0 || l3[1] != 1 || l3[2] != 0x08 || l3[3] != 0 ||
 		    l3[4] != 6 || l3[5] != 4)
@@ -165,11 +175,15 @@ static __always_inline int dp_parse(struct __sk_buff *skb, struct dp_key *k)
 		return 0;
 	}
 	if (proto == ETH_P_IP) {
-		if (l3 + 20 > end || (l3[0] >> 4) != 4)
+		if (l3 + 20 > end)
+			return DP_TRUNCATED();
+		if ((l3[0] >> 4) != 4)
 			return 0;
 		ihl = (l3[0] & 0x0f) * 4;
-		if (ihl < 20 || l3 + ihl > end)
+		if (ihl < 20)
 			return 0;
+		if (l3 + ihl > end)
+			return DP_TRUNCATED();
 		k->nw_tos = l3[1] & 0xfc;
 		k->nw_ttl = l3[8];
 		k->nw_proto = l3[9];
@@ -181,7 +195,7 @@ static __always_inline int dp_parse(struct __sk_buff *skb, struct dp_key *k)
 		l4 = l3 + ihl;
 	} else if (proto == ETH_P_IPV6) {
 		if (l3 + 40 > end)
-			return 0;
+			return DP_TRUNCATED();
 		k->nw_tos = ((((__u16)l3[0] << 8) | l3[1]) >> 4) & 0xfc;
 		k->nw_proto = l3[6];
 		k->nw_ttl = l3[7];
@@ -195,12 +209,12 @@ static __always_inline int dp_parse(struct __sk_buff *skb, struct dp_key *k)
 	}
 	if (k->nw_proto == IPPROTO_TCP || k->nw_proto == IPPROTO_UDP) {
 		if (l4 + 4 > end)
-			return 0;
+			return DP_TRUNCATED();
 		k->tp_src = ((__u16)l4[0] << 8) | l4[1];
 		k->tp_dst = ((__u16)l4[2] << 8) | l4[3];
 	} else if (k->nw_proto == IPPROTO_ICMP || k->nw_proto == 58 /* ICMPv6 */) {
 		if (l4 + 2 > end)
-			return 0;
+			return DP_TRUNCATED();
 		k->icmp_type = l4[0];
 		k->icmp_code = l4[1];
 	}
@@ -219,6 +233,7 @@ static __always_inline void dp_count(struct dp_state *st, __u32 table, __u32 slo
 	if (st->trace) {
 		__u32 n = st->trace->n_matches;
 		if (n < DP_MAX_TRACE_MATCH) {
+			asm volatile("%[n] &= 15" : [n] "+r"(n));
 			st->trace->matches[n].table = table;
 			st->trace->matches[n].slot = slot;
 			st->trace->n_matches = n + 1;
@@ -240,6 +255,9 @@ static __always_inline void dp_trace_out(struct dp_state *st, __u32 port)
 	if (st->trace) {
 		__u32 n = st->trace->n_outputs;
 		if (n < DP_MAX_TRACE_OUT) {
+			/* Re-bound n in the register the store uses: clang would
+			 * otherwise fold the check away from the verifier's view. */
+			asm volatile("%[n] &= 31" : [n] "+r"(n));
 			st->trace->outputs[n].port = port;
 			st->trace->outputs[n].vlan_tci = st->key.vlan_tci;
 			st->trace->outputs[n].dl_src = st->key.dl_src;
@@ -289,7 +307,7 @@ static __always_inline void dp_output(struct __sk_buff *skb, struct dp_state *st
 {
 	struct dp_port *p;
 
-	if (port == st->key.in_port)
+	if (port == st->in_port)
 		return;
 	p = bpf_map_lookup_elem(&dp_ports, &port);
 	if (!p || !p->ifindex)
@@ -301,7 +319,7 @@ static __always_inline void dp_output(struct __sk_buff *skb, struct dp_state *st
  * have changed). */
 static __always_inline void dp_output_in_port(struct __sk_buff *skb, struct dp_state *st)
 {
-	__u32 port = st->key.in_port;
+	__u32 port = st->in_port;
 	struct dp_port *p = bpf_map_lookup_elem(&dp_ports, &port);
 
 	if (!p || !p->ifindex)
@@ -328,7 +346,7 @@ static long dp_flood_one(__u32 i, void *arg)
 	struct dp_flood_ctx *c = arg;
 	struct dp_flood_slot *f = bpf_map_lookup_elem(&dp_flood_ports, &i);
 
-	if (!f || !f->ofport || !f->ifindex || f->ofport == c->st->key.in_port)
+	if (!f || !f->ofport || !f->ifindex || f->ofport == c->st->in_port)
 		return 0;
 	dp_set_pending(c->skb, c->st, f->ofport, f->ifindex, f->flags);
 	return 0;
@@ -354,7 +372,7 @@ static __always_inline void dp_controller(struct __sk_buff *skb, struct dp_state
 		dp_misc_add(DP_MISC_EVENT_DROPS);
 		return;
 	}
-	ev->in_port = st->key.in_port;
+	ev->in_port = st->in_port;
 	ev->slot = slot;
 	ev->table = table;
 	ev->len = len;
@@ -443,6 +461,7 @@ static __always_inline int dp_begin(struct __sk_buff *skb, struct dp_state *st)
 {
 	__u32 mark = skb->mark;
 	__u32 hops;
+	int ret;
 
 	if (mark & DP_MARK_NORMAL) {
 		skb->mark = mark & ~DP_MARK_NORMAL;
@@ -462,6 +481,7 @@ static __always_inline int dp_begin(struct __sk_buff *skb, struct dp_state *st)
 		if (st->trace)
 			__builtin_memset(st->trace, 0, sizeof(struct dp_trace));
 		st->key.in_port = skb->cb[0];
+		st->in_port = skb->cb[0];
 	}
 #else
 	{
@@ -470,17 +490,25 @@ static __always_inline int dp_begin(struct __sk_buff *skb, struct dp_state *st)
 		if (!port)
 			return TC_ACT_OK;   /* not one of ours: leave it to the bridge */
 		st->key.in_port = *port;
+		st->in_port = *port;
 	}
 #endif
-	{
-		/* Frames built in pages (AF_PACKET senders such as trafgen, GRO)
-		 * may hold only part of their headers in the linear area that
-		 * direct access sees: pull what the parser reads. */
+	ret = dp_parse(skb, &st->key);
+	if (ret == DP_NEED_PULL) {
+		/* Frames built in pages (AF_PACKET senders such as trafgen) may
+		 * hold part of their headers outside the linear area that direct
+		 * access sees: pull them, only then, and parse again. */
+		__u16 in_port = st->in_port;
 		__u32 want = skb->len < DP_PARSE_BYTES ? skb->len : DP_PARSE_BYTES;
-		if ((long)skb->data + want > (long)skb->data_end)
-			bpf_skb_pull_data(skb, want);
+
+		bpf_skb_pull_data(skb, want);
+		__builtin_memset(&st->key, 0, sizeof(st->key));
+		st->key.in_port = in_port;
+		ret = dp_parse(skb, &st->key);
+		if (ret == DP_NEED_PULL)
+			ret = 0;
 	}
-	if (dp_parse(skb, &st->key) < 0)
+	if (ret < 0)
 		return TC_ACT_SHOT;
 	return -1;
 }

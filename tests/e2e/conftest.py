@@ -37,7 +37,8 @@ def browser():
 
 @pytest.fixture(scope="module")
 def page(browser, stack):
-    ctx = browser.new_context(base_url=stack.url, viewport={"width": 1280, "height": 900})
+    # bypass_csp: Playwright evaluates its wait predicates with eval; the pages themselves never do.
+    ctx = browser.new_context(base_url=stack.url, viewport={"width": 1280, "height": 900}, bypass_csp=True)
     pg = ctx.new_page()
     pg.set_default_timeout(20000)
     yield pg

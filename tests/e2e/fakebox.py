@@ -39,6 +39,24 @@ class PersistentFakeBox(Box):
             pickle.dump((self.kernel, self._switch, self._services, self._fs), f)
         os.replace(tmp, self._path())
 
+    @property
+    def applier(self):
+        box, real = self, Box.applier.fget(self)
+
+        class Saving:  # the recovery path uses the applier directly
+            def apply(self, new, old=None, progress=None):
+                try:
+                    return real.apply(new, old, progress)
+                finally:
+                    box.save_fakes()
+
+            def teardown(self, plan, progress=None):
+                try:
+                    return real.teardown(plan, progress)
+                finally:
+                    box.save_fakes()
+        return Saving()
+
     def apply(self, settings, *, dry_run=False, progress=None):
         delay = float(os.environ.get("APPLIANCE_FAKE_STEP_DELAY", "0"))
 

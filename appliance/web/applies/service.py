@@ -146,6 +146,8 @@ def run_apply(record_id: int) -> ApplyRecord | None:
             _set_state(rec, ApplyRecord.FAILED, error=result.error or "", finished=timezone.now(),
                        outcome="old" if result.restored else "")
             return rec
+        if rec.kind == "rollback":
+            _sync_document(target, rec)  # before the state says so: readers see both at once
         if reasons:
             timeout = django_settings.APPLIANCE_CONFIRM_TIMEOUT
             deadline = timezone.now() + dt.timedelta(seconds=timeout)
@@ -154,8 +156,6 @@ def run_apply(record_id: int) -> ApplyRecord | None:
             _schedule_deadline(rec, timeout)
         else:
             _set_state(rec, ApplyRecord.APPLIED, outcome="new", finished=timezone.now())
-        if rec.kind == "rollback":
-            _sync_document(target, rec)
         return rec
 
 

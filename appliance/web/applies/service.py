@@ -63,7 +63,8 @@ def _progress(rec: ApplyRecord):
     def line(text: str) -> None:
         rec.log += text + "\n"
         ApplyRecord.objects.filter(pk=rec.pk).update(log=rec.log)
-        live.publish(_event(rec, line=text))
+        # n: the line's number in the log, so a console that connected late can fill gaps.
+        live.publish(_event(rec, line=text, n=rec.log.count("\n")))
     return line
 
 

@@ -38,10 +38,29 @@
     setTimeout(attempt, 1500);
   }
 
+  // The log as numbered lines: events carry their line number, and on
+  // (re)connect the whole log is fetched, so nothing said meanwhile is lost.
+  let logLines = null;
+  function renderLog(log) {
+    log.textContent = logLines.filter(function (l) { return l !== undefined; }).map(function (l) { return l + "\n"; }).join("");
+  }
+  function loadLog() {
+    const log = document.getElementById("apply-log");
+    if (!log) return;
+    fetch("/api/applies/" + log.dataset.apply + "/", {credentials: "same-origin", headers: {"Accept": "application/json"}})
+      .then(function (r) { return r.json(); })
+      .then(function (rec) {
+        rec.log.split("\n").slice(0, -1).forEach(function (l, i) { if (logLines[i] === undefined) logLines[i] = l; });
+        renderLog(log);
+        if (rec.state) onApply({kind: "apply", id: rec.id, state: rec.state, deadline: rec.confirm_deadline});
+      }).catch(function () {});
+  }
+
   function onApply(ev) {
     const log = document.getElementById("apply-log");
     if (log && String(log.dataset.apply) === String(ev.id) && ev.line) {
-      log.textContent += ev.line + "\n";
+      if (ev.n) logLines[ev.n - 1] = ev.line; else logLines.push(ev.line);
+      renderLog(log);
     }
     const st = document.getElementById("apply-state");
     if (st && String(st.dataset.apply) === String(ev.id)) {
@@ -101,7 +120,7 @@
       if (ev.kind === "apply") onApply(ev);
       else if (ev.kind === "ports") onPorts(ev);
     };
-    ws.onopen = function () { body.dataset.live = "1"; };
+    ws.onopen = function () { body.dataset.live = "1"; loadLog(); };
     ws.onclose = function () { body.dataset.live = ""; setTimeout(connect, 2000); };
   }
 
@@ -114,6 +133,8 @@
         const t = Number(el.dataset.ts); if (t) el.textContent = new Date(t * 1000).toLocaleString();
       });
     });
+    const log = document.getElementById("apply-log");
+    logLines = log ? log.textContent.split("\n").slice(0, -1) : [];
     const box = document.getElementById("confirm-box");
     if (box && !box.hidden) startConfirm(box.dataset.apply, box.dataset.deadline);
     connect();

@@ -47,6 +47,22 @@ class FlowDump:
     counters: str | None = None  # why there are no counters ("datapath not loaded")
 
 
+_PLANS: dict = {}
+
+
+def applied_plan(box):
+    """The box's applied plan, rebuilt only when its state file changes (planning costs ms)."""
+    try:
+        st = box.state_path.stat()
+    except (FileNotFoundError, AttributeError):
+        return box.applied_plan()
+    key = (str(box.state_path), st.st_mtime_ns, st.st_size)
+    if key not in _PLANS:
+        _PLANS.clear()
+        _PLANS[key] = box.applied_plan()
+    return _PLANS[key]
+
+
 class LiveSources:
     def __init__(self):
         self.box = boxes.get_box()
@@ -87,7 +103,7 @@ class LiveSources:
 
     # -- services ------------------------------------------------------------
     def services(self) -> Reading:
-        plan = self.box.applied_plan()
+        plan = applied_plan(self.box)
         if plan is None:
             return Reading(problem="nothing applied yet")
         from appliance.services.supervisor import Supervisor
@@ -123,7 +139,7 @@ class LiveSources:
     # -- the switch ----------------------------------------------------------
     def bridge(self):
         """The applied flow table as a `Bridge` (None when nothing is applied)."""
-        plan = self.box.applied_plan()
+        plan = applied_plan(self.box)
         if plan is None:
             return None, None
         from appliance.switch.bridge import Bridge

@@ -181,12 +181,15 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--iperf-seconds", type=int, default=4)
+    ap.add_argument("--no-peer", action="store_true",
+                    help="bpf_redirect to the box-side veth instead of bpf_redirect_peer")
     opts = ap.parse_args()
 
     box = DpBox()
     pin_root = f"/sys/fs/bpf/dpbench{os.getpid()}"
     state = tempfile.TemporaryDirectory()
-    dp = Datapath("br0", netns=box.box, pin_root=pin_root, state_dir=state.name, local_device="br0")
+    dp = Datapath("br0", netns=box.box, pin_root=pin_root, state_dir=state.name, local_device="br0",
+                  peer_redirect=not opts.no_peer)
     ovs = None
     results: dict[str, dict] = {}
     normal = trafgen_conf(ADMIN_MAC, "192.168.1.8", 9999)

@@ -8,7 +8,8 @@
 - `trace_datapath(bridge, packet, result)`: compile the bridge's table as a
   test build, run the packet through it with BPF_PROG_TEST_RUN and return
   lines saying what the program did, and whether it agrees with the
-  reference classifier's `result`.
+  reference classifier's `result`; raises the CLI's error (naming
+  --datapath) when the program cannot be built or run.
 """
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def trace_datapath(bridge, packet, result) -> list[str]:
     try:
         dp = TestDatapath(bridge.flows, bridge.ports.values(), names)
     except Exception as e:  # compile, clang, verifier or permission: say which
-        return lines + [f"not run: {type(e).__name__}: {e}"]
+        from ..cli import CliError
+        raise CliError(f"ofproto/trace: --datapath: {type(e).__name__}: {e}") from None
     with dp:
         got, ns = dp.run(packet)
     for table_flow in got.flows:

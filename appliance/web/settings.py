@@ -116,6 +116,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # ---------------------------------------------------------------- the console (issue 8)
 INSTALLED_APPS += [
     "rest_framework.authtoken",
+    "drf_spectacular_sidecar",
     "appliance.web.console",
     "appliance.web.audit",
     "appliance.web.network",
@@ -146,6 +147,10 @@ REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "appliance.web.openapi.ApplianceAutoSch
 SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = ["rest_framework.permissions.IsAuthenticated"]
 SPECTACULAR_SETTINGS["COMPONENT_SPLIT_REQUEST"] = True
 SPECTACULAR_SETTINGS["SERVE_INCLUDE_SCHEMA"] = False
+# The API docs' Swagger UI from a Python package, served by the box: no CDN.
+SPECTACULAR_SETTINGS["SWAGGER_UI_DIST"] = "SIDECAR"
+SPECTACULAR_SETTINGS["SWAGGER_UI_FAVICON_HREF"] = "SIDECAR"
+SPECTACULAR_SETTINGS["REDOC_DIST"] = "SIDECAR"
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

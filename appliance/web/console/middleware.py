@@ -66,6 +66,7 @@ class SecurityHeadersMiddleware:
 
     def __call__(self, request):
         response = self.get_response(request)
+        # Swagger UI starts itself with an inline script; its page alone goes without the policy.
         if not request.path.startswith("/api/docs"):
             response.setdefault("Content-Security-Policy", self.CSP)
         response.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")

@@ -197,3 +197,8 @@ def test_dashboard_tiles_show_dns_and_relay_when_running(client_admin, monkeypat
 def test_dashboard_tiles_say_not_running(client_admin):
     body = client_admin.get("/tiles/").content.decode()
     assert body.count("not running") == 2
+
+
+def test_api_docs_are_served_without_internet(client_admin):
+    body = client_admin.get("/api/docs/").content.decode()
+    assert "swagger-ui" in body and "cdn" not in body.lower() and "https://" not in body

@@ -1,10 +1,15 @@
 """Make the kernel hold a desired state, changing only what differs.
 
 `reconcile(kernel, objects)` walks the objects in dependency order
-(namespaces, bridges and dummies, veths, addresses, routes, sysctls,
+(namespaces and their namespace-wide sysctls, bridges and dummies, veths,
+bridge ports, per-link sysctls, then links up, addresses, routes,
 nftables), compares each with what the kernel reports, and returns the list
 of changes it made; a second run with the same objects returns [] and makes
 no mutating call. `remove` undoes objects in reverse order.
+
+Links come up only after every sysctl is in place: a link that comes up
+before its `disable_ipv6` would already have sent IPv6 DAD and router
+solicitations, which an invisible box must never do.
 """
 from __future__ import annotations
 
@@ -16,7 +21,8 @@ from appliance.kernel.desired import (
     Address, Bridge, BridgePort, Dummy, Namespace, NftTable, Object, RouteEntry, Sysctls, Veth,
 )
 
-_ORDER = (Namespace, "namespace sysctls", Bridge, Dummy, Veth, BridgePort, Address, RouteEntry, Sysctls, NftTable)
+_ORDER = (Namespace, "namespace sysctls", Bridge, Dummy, Veth, BridgePort, Sysctls, "links up",
+          Address, RouteEntry, NftTable)
 _RANK = {k: i for i, k in enumerate(_ORDER)}
 _PER_LINK = re.compile(r"\.conf\.(?!all\.|default\.)[^.]+\.")
 Progress = Callable[[str], None]
@@ -40,6 +46,7 @@ class _View:
     def __init__(self, kernel: Kernel):
         self.k = kernel
         self._links: dict = {}
+        self.pending_up: list[tuple] = []  # links to bring up once every sysctl is set
 
     def links(self, ns):
         if ns not in self._links:
@@ -50,6 +57,17 @@ class _View:
         self._links.pop(ns, None)
 
 
+def _bring_up(v: _View, changes: list[str], progress: Progress | None) -> None:
+    for ns, name, what in v.pending_up:
+        if not v.links(ns)[name].up:
+            v.k.set_link(ns, name, up=True)
+            changes.append(f"~ {what}: up")
+            if progress:
+                progress(changes[-1])
+            v.forget(ns)
+    v.pending_up = []
+
+
 def _ensure_link_props(v: _View, ns, name, mac, master, changes, what):
     link = v.links(ns)[name]
     if mac and link.mac != mac.lower():
@@ -58,9 +76,7 @@ def _ensure_link_props(v: _View, ns, name, mac, master, changes, what):
     if master and link.master != master:
         v.k.set_link(ns, name, master=master)
         changes.append(f"~ {what}: master {master}")
-    if not link.up:
-        v.k.set_link(ns, name, up=True)
-        changes.append(f"~ {what}: up")
+    v.pending_up.append((ns, name, what))
     v.forget(ns)
 
 
@@ -138,7 +154,10 @@ def _apply_one(v: _View, obj: Object, changes: list[str]) -> None:
 def reconcile(kernel: Kernel, objects: Iterable[Object], progress: Progress | None = None) -> list[str]:
     view = _View(kernel)
     changes: list[str] = []
+    up_rank = _RANK["links up"]
     for obj in ordered(objects):
+        if view.pending_up and _rank(obj) > up_rank:
+            _bring_up(view, changes, progress)
         before = len(changes)
         try:
             _apply_one(view, obj, changes)
@@ -147,6 +166,7 @@ def reconcile(kernel: Kernel, objects: Iterable[Object], progress: Progress | No
         if progress:
             for line in changes[before:]:
                 progress(line)
+    _bring_up(view, changes, progress)
     return changes
 
 

@@ -124,7 +124,14 @@ def build(spec: LabSpec) -> list[Object]:
     s = spec
     objs: list[Object] = [Namespace(n) for n in s.namespaces]
     for n in s.namespaces:
-        objs.append(Sysctls(n, _QUIET))
+        if n != s.box:
+            objs.append(Sysctls(n, _QUIET))
+    # The box namespace stands for real hardware, where IPv6 is on by
+    # default: the appliance must keep its own links quiet by itself. Only
+    # the factory bridge and its NICs are quieted here, as a real box's
+    # factory configuration would.
+    objs.append(Sysctls(s.box, tuple((f"net.ipv6.conf.{dev}.disable_ipv6", "1")
+                                     for dev in ("br0", UPLINK_NIC, DOWNLINK_NIC))))
 
     # internet: the ISP side, web sites and authoritative DNS.
     objs += [

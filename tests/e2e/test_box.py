@@ -192,3 +192,31 @@ def test_teardown_gives_the_home_back_to_the_plain_bridge(tmp_path):
         # The modem serves the home again, as before the box was applied.
         assert not in_pool(lab.dhcp(spec.client(1)).address)
         assert not [n for n in LinuxKernel().list_netns() if n.startswith(spec.box + "-")]
+
+
+def test_the_box_says_nothing_of_its_own_on_either_side(tmp_path):
+    """From before the first apply to traffic through it, nothing leaves the box's
+    ports that its design does not need: no IPv6 (link-local, DAD, RS), no STP,
+    no LLDP, and no ARP that names an address that is not the sender's own."""
+    with box_in_lab(tmp_path, "q", clients=1) as (lab, box):
+        spec = lab.spec
+        own_ips = {"192.168.1.8", "0.0.0.0"}  # the admin address, and ARP probes
+
+        def apply_and_use():
+            assert box.apply(parse_settings(settings_data())).ok
+            lease = lab.dhcp(spec.client(1))
+            own_ips.add(lease.address)
+            lab.run(spec.client(1), ["ping", "-c2", "-i0.2", "-W1", "192.168.1.1"])
+            lab.run(spec.client(1), ["curl", "-s", "-m", "3", "http://198.51.100.10/"])
+            lab.run(spec.box, ["ping", "-c1", "-W1", "192.168.1.1"])  # the box's own stack
+
+        for side, ns, dev in (("modem", spec.modem, "lan0"), ("home", spec.home, "box")):
+            frames = _capture(lab, ns, dev, 1.0, apply_and_use if side == "modem" else
+                              (lambda: lab.run(spec.client(1), ["ping", "-c2", "-i0.2", "-W1", "192.168.1.1"])))
+            assert frames, f"no traffic seen on the {side} side"
+            for f in frames:
+                assert "IPv6" not in f and "ethertype 802.1Q" not in f, f
+                assert "STP" not in f and "LLDP" not in f and "01:80:c2:00:00" not in f, f
+                if "ARP" in f and "tell" in f:
+                    sender = f.rsplit("tell ", 1)[1].split(",")[0].strip()
+                    assert sender in own_ips | {"192.168.1.1"}, f"ARP with a borrowed sender: {f}"

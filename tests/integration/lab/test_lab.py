@@ -75,10 +75,14 @@ def test_box_is_a_plain_bridge_before_the_appliance_applies(lab):
     links = {l.name: l for l in lab.kernel.links(lab.spec.box)}
     assert links["enp5s0"].master == "br0" and links["enp1s0"].master == "br0"
     assert links["enp5s0"].mac == topology.UPLINK_MAC
-    # No IPv6 (no link-local chatter) and no iptables on bridged frames.
-    got = lab.kernel.get_sysctls(lab.spec.box, ["net.ipv6.conf.all.disable_ipv6",
-                                               "net.bridge.bridge-nf-call-iptables"])
-    assert got["net.ipv6.conf.all.disable_ipv6"] == "1"
+    # The factory bridge says nothing (no IPv6 link-local chatter) and
+    # bridged frames skip iptables; the namespace itself keeps IPv6 on, as
+    # real hardware does, so the appliance must quiet its own links.
+    keys = [f"net.ipv6.conf.{d}.disable_ipv6" for d in ("br0", "enp5s0", "enp1s0")]
+    got = lab.kernel.get_sysctls(lab.spec.box, keys + ["net.ipv6.conf.default.disable_ipv6",
+                                                      "net.bridge.bridge-nf-call-iptables"])
+    assert [got[k] for k in keys] == ["1", "1", "1"]
+    assert got["net.ipv6.conf.default.disable_ipv6"] == "0"
     assert got["net.bridge.bridge-nf-call-iptables"] in ("0", None)
 
 

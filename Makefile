@@ -3,7 +3,7 @@ PY := .venv/bin/python
 PREFIX ?= lab
 CLIENTS ?= 3
 
-.PHONY: setup demo test test-unit lab-up lab-down lab-status clean
+.PHONY: setup demo test test-unit lab-up lab-down lab-status clean image image-lock image-test
 
 setup:
 	@./image/host-setup.sh
@@ -25,3 +25,13 @@ lab-down: setup
 
 lab-status: setup
 	@$(PY) manage.py lab status --prefix $(PREFIX)
+
+# The flashable OS image (root; installs its own build tools): build/image/.
+image:
+	@/usr/bin/python3 image/build.py
+
+image-lock:
+	@/usr/bin/python3 image/build.py --lock
+
+image-test: setup image
+	@IMAGE_TEST=1 $(PY) -m pytest -s tests/image

@@ -190,7 +190,7 @@ def sfdisk_script(parts: list[Part]) -> str:
 
 
 def kernel_cmdline(slot: str) -> str:
-    return f"root=PARTLABEL=root-{slot} rw console=ttyS0,115200 console=tty0 quiet"
+    return f"root=PARTLABEL=root-{slot} rw console=tty0 console=ttyS0,115200 quiet"
 
 
 def loader_files(slot: str, version: str) -> dict[str, str]:
@@ -261,7 +261,7 @@ def appliance_steps(cfg: Config, root: Path, wheels: Path) -> list[Step]:
     return [
         # Wheels are made here (this machine's pip reaches PyPI; the root may not)
         # with a throwaway venv's pip, then installed offline in the root.
-        Step("pip venv", [sys.executable, "-m", "venv", str(cfg.out / "work/pip")]),
+        Step("pip venv", ["/usr/bin/python3", "-m", "venv", str(cfg.out / "work/pip")]),
         Step("wheels", [str(cfg.out / "work/pip/bin/pip"), "wheel", "-q", "--wheel-dir", str(wheels), str(TOP)]),
         Step("source", ["cp", "-a", "--parents", *sorted(_source_files()), str(app)]),
         Step("venv", chroot(root, "python3", "-m", "venv", "/opt/appliance/.venv")),

@@ -73,3 +73,16 @@ def test_image_units_parse_and_order_apply_before_the_network_services():
     assert "ssl:443:privateKey=/var/lib/appliance/tls/console.key" in console
     novnc = (UNITS / "appliance-novnc.service").read_text()
     assert "127.0.0.1:6080" in novnc
+
+
+def test_units_do_not_wait_for_network_target():
+    # apply-on-boot runs before network.target and waits for these units.
+    assert "After=network.target" not in unit_text(spec())
+
+
+def test_start_limit_is_in_the_unit_section():
+    text = unit_text(spec())
+    cp = configparser.ConfigParser(strict=False, interpolation=None)
+    cp.read_string(text)
+    assert cp["Unit"]["StartLimitBurst"] == "10" and "StartLimitIntervalSec" in cp["Unit"]
+    assert "StartLimitBurst" not in cp["Service"]

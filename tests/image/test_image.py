@@ -1,0 +1,165 @@
+"""The OS image booted in qemu: first boot, console, SSH, reboot, upgrade.
+
+One VM for the module, in order: first boot from a seed, checks, settings
+changed and a lease added, reboot, checks, power off, upgrade the disk to a
+newly built image N+1 (A/B slot), boot, everything is still there. Times are
+printed (boot to console-ready), never asserted.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import vm  # noqa: E402
+
+TOP = Path(__file__).resolve().parents[2]
+BOOT_TIMEOUT = float(os.environ.get("IMAGE_TEST_BOOT_TIMEOUT", "1200"))
+LEASE = {"ip-address": "192.168.1.150", "hw-address": "52:54:00:c0:ff:ee", "hostname": "kept-lease"}
+KEA_CONF = "/var/lib/appliance/box/dhcp/kea-dhcp4.conf"
+
+# Run with the box's venv: sends one command to Kea's control socket.
+KEA_CMD = f"""
+import json, sys
+from appliance.services.dhcp.kea import KeaControl
+conf = json.load(open("{KEA_CONF}"))
+print(json.dumps(KeaControl(conf["Dhcp4"]["control-socket"]["socket-name"]).command(
+    sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else None)))
+"""
+
+
+def kea(box, command, args=None):
+    q = "'" + json.dumps(args).replace("'", "'\\''") + "'" if args is not None else ""
+    res = box.ssh(f"cd /opt/appliance && .venv/bin/python -c '{KEA_CMD.replace(chr(39), chr(34))}' {command} {q}")
+    return json.loads(res.stdout)
+
+
+@pytest.fixture(scope="module")
+def box():
+    work = TOP / "build/image-test" / uuid.uuid4().hex[:8]
+    work.mkdir(parents=True)
+    key = vm.keypair(work)
+    disk = vm.copy_disk(TOP / "build/image/appliance.raw", work / "box.raw")
+    seed = vm.make_seed(work / "seed.img", {"settings.yaml": vm.settings(3600),
+                                            "authorized_keys": key.with_suffix(".pub").read_text()})
+    machine = vm.VM(disk=disk, workdir=work, key=key, seed=seed)
+    machine.start()
+    try:
+        took = machine.wait_console(BOOT_TIMEOUT)
+        print(f"\nimage-test: first boot to console-ready: {took:.0f} s", flush=True)
+        machine.wait_ssh(300)
+        yield machine
+    finally:
+        machine.stop()
+        if os.environ.get("IMAGE_TEST_KEEP") != "1":
+            vm.clean(work)
+
+
+def running(box) -> str:
+    return box.ssh("systemctl is-system-running --wait", check=False, timeout=900).stdout.strip()
+
+
+def test_multi_user_with_no_failed_units(box):
+    state = running(box)
+    failed = box.ssh("systemctl --failed --no-legend --plain", check=False).stdout.strip()
+    assert (state, failed) == ("running", "")
+    assert box.ssh("systemctl is-active multi-user.target").stdout.strip() == "active"
+
+
+def test_console_login_page_over_https(box):
+    status, body = box.login_page()
+    assert status == 200
+    # No admin yet: the first visit is sent to create one (no default password).
+    assert "<form" in body and "password" in body.lower()
+
+
+def test_ssh_by_key_only_on_the_admin_address(box):
+    listening = box.ssh("ss -Htln 'sport = :22' | awk '{print $4}'").stdout.split()
+    assert listening == [f"{vm.ADMIN}:22"]
+    conf = box.ssh("sshd -T").stdout
+    assert "passwordauthentication no" in conf and "kbdinteractiveauthentication no" in conf
+
+
+def test_first_boot_made_keys_and_nothing_has_a_password(box):
+    assert box.ssh("passwd -S root").stdout.split()[1] == "L"
+    out = box.ssh("ls /var/lib/appliance/ssh /var/lib/appliance/tls").stdout
+    for f in ("ssh_host_ed25519_key", "authorized_keys", "console.crt", "console.key"):
+        assert f in out
+    # Host keys were made on this box, not shipped in the image.
+    assert box.ssh("ls /etc/ssh/ssh_host_* 2>/dev/null | wc -l").stdout.strip() == "0"
+
+
+def test_the_wizard_sees_both_nics(box):
+    out = box.ssh("appliance-manage shell -c 'from appliance.web.network import wizard; "
+                  "from appliance.kernel import LinuxKernel; print(wizard.detect(LinuxKernel(), None).nics)'").stdout
+    assert vm.UPLINK in out and vm.DOWNLINK in out
+
+
+def test_box_services_run_as_units_in_their_namespaces(box):
+    for unit in ("appliance-svc-dhcp4", "appliance-svc-dns", "appliance-svc-relay"):
+        assert box.ssh(f"systemctl is-active {unit}").stdout.strip() == "active"
+    assert box.ssh("systemctl show -p NetworkNamespacePath appliance-svc-dhcp4").stdout.strip() == \
+        "NetworkNamespacePath=/run/netns/gw"
+    assert ":67" in box.ssh("ip netns exec gw ss -Hluln").stdout
+
+
+def test_settings_and_leases_applied_before_a_reboot_are_live_after_it(box):
+    box.put("/root/new.yaml", vm.settings(7200))
+    box.ssh("appliance-manage apply --settings /root/new.yaml", timeout=900)
+    res = kea(box, "lease4-add", LEASE)
+    assert res["result"] == 0, res
+    box.ssh("systemctl reboot", check=False, timeout=20)
+    rebooted = time.monotonic()
+    time.sleep(15)  # until the old console has gone
+    box.wait_console(BOOT_TIMEOUT)
+    print(f"\nimage-test: reboot to console-ready: {time.monotonic() - rebooted:.0f} s", flush=True)
+    box.wait_ssh(300)
+    assert running(box) == "running"
+    applied = json.loads(box.ssh("cat /var/lib/appliance/box/applied.json").stdout)
+    assert applied["settings"]["dhcp"]["lease_time"] == 7200
+    assert '"valid-lifetime": 7200' in box.ssh(f"cat {KEA_CONF}").stdout
+    assert ":67" in box.ssh("ip netns exec gw ss -Hluln").stdout
+    got = kea(box, "lease4-get", {"ip-address": LEASE["ip-address"]})
+    assert got["result"] == 0 and got["arguments"]["hw-address"] == LEASE["hw-address"], got
+
+
+def test_upgrade_to_the_next_image_keeps_everything(box):
+    host_key = box.ssh("cat /var/lib/appliance/ssh/ssh_host_ed25519_key.pub").stdout
+    box.ssh("appliance-manage shell -c \"from django.contrib.auth import get_user_model; "
+            "get_user_model().objects.create_superuser('owner', password='kept-owner-pass-1')\"")
+    box.stop()
+    assert not box.alive()
+    version = "upgrade-test-" + uuid.uuid4().hex[:6]
+    t0 = time.monotonic()
+    subprocess.run(["/usr/bin/python3", str(TOP / "image/build.py"), "--version", version], check=True,
+                   timeout=3600)
+    print(f"\nimage-test: image N+1 ({version}) built in {time.monotonic() - t0:.0f} s", flush=True)
+    new = TOP / f"build/image/appliance-{version}.raw"
+    try:
+        subprocess.run(["/usr/bin/python3", str(TOP / "image/upgrade.py"), "--disk", str(box.disk), str(new)],
+                       check=True, timeout=900)
+    finally:
+        new.unlink(missing_ok=True)
+        new.with_suffix(".qcow2").unlink(missing_ok=True)
+    box.start()
+    took = box.wait_console(BOOT_TIMEOUT)
+    print(f"\nimage-test: upgraded boot to console-ready: {took:.0f} s", flush=True)
+    box.wait_ssh(300)
+    assert box.ssh("cat /etc/appliance-release").stdout.strip() == f"VERSION={version}"
+    assert box.ssh("findmnt -no SOURCE /").stdout.strip() == "/dev/vda3"  # slot b
+    assert running(box) == "running"
+    # Same host key (known_hosts did not change), settings, lease, console user.
+    assert box.ssh("cat /var/lib/appliance/ssh/ssh_host_ed25519_key.pub").stdout == host_key
+    applied = json.loads(box.ssh("cat /var/lib/appliance/box/applied.json").stdout)
+    assert applied["settings"]["dhcp"]["lease_time"] == 7200
+    got = kea(box, "lease4-get", {"ip-address": LEASE["ip-address"]})
+    assert got["result"] == 0 and got["arguments"]["hw-address"] == LEASE["hw-address"], got
+    assert "True" in box.ssh("appliance-manage shell -c \"from django.contrib.auth import get_user_model; "
+                             "print(get_user_model().objects.filter(username='owner').exists())\"").stdout
+    status, body = box.login_page()
+    assert status == 200 and "<form" in body

@@ -49,8 +49,7 @@ class Box:
     def applier(self) -> Applier:
         if self._switch is None:
             from appliance.box.switchload import DatapathLoader
-            self._switch = DatapathLoader(self.kernel, f"{self.layout.state_dir}/datapath",
-                                          self.placement.host_ns)
+            self._switch = DatapathLoader.of(self)
         if self._services is None and os.environ.get("APPLIANCE_SERVICES") == "systemd":
             from appliance.services.units import SystemdUnits  # the image: services are units
             self._services = SystemdUnits()

@@ -28,10 +28,15 @@ class DatapathLoader:
         self.pin_root = f"{pin_root}/{netns or 'host'}"
         self.stamp = self.state_dir / "loaded.json"
 
-    def _datapath(self, switch):
+    def datapath(self, bridge: str):
+        """The box's running datapath of `bridge` (for counters, trace, detach)."""
         from appliance.switch.datapath.datapath import Datapath
-        return Datapath(switch.bridge, netns=self.netns, pin_root=self.pin_root,
-                        state_dir=self.state_dir, local_device=switch.bridge)
+        return Datapath(bridge, netns=self.netns, pin_root=self.pin_root,
+                        state_dir=self.state_dir, local_device=bridge)
+
+    @classmethod
+    def of(cls, box) -> "DatapathLoader":
+        return cls(box.kernel, f"{box.layout.state_dir}/datapath", box.placement.host_ns)
 
     @staticmethod
     def bridge_of(switch) -> Bridge:
@@ -47,7 +52,7 @@ class DatapathLoader:
 
     def load(self, switch) -> list[str]:
         digest = self._digest(switch)
-        dp = self._datapath(switch)
+        dp = self.datapath(switch.bridge)
         try:
             loaded = json.loads(self.stamp.read_text()).get("digest")
         except (FileNotFoundError, json.JSONDecodeError):
@@ -62,7 +67,7 @@ class DatapathLoader:
                 f" (+{res.added} -{res.removed} flows)"]
 
     def unload(self, switch) -> list[str]:
-        dp = self._datapath(switch)
+        dp = self.datapath(switch.bridge)
         if not dp.attached():
             return []
         dp.detach()

@@ -151,10 +151,10 @@ class LiveSources:
         return Bridge(name=sw.bridge, ports=dict(sw.port_map), flows=FlowTable(flows)), sw
 
     def datapath(self, bridge_name: str):
-        from appliance.switch.datapath.datapath import Datapath
+        from appliance.box.switchload import DatapathLoader
 
-        dp = Datapath(bridge_name, netns=self.box.placement.host_ns,
-                      state_dir=f"{self.box.layout.state_dir}/datapath")
+        # The loader knows where this box pins its maps (one place per box).
+        dp = DatapathLoader.of(self.box).datapath(bridge_name)
         return dp if dp.attached() else None
 
     def flows(self) -> FlowDump:

@@ -220,3 +220,23 @@ def test_the_box_says_nothing_of_its_own_on_either_side(tmp_path):
                 if "ARP" in f and "tell" in f:
                     sender = f.rsplit("tell ", 1)[1].split(",")[0].strip()
                     assert sender in own_ips | {"192.168.1.1"}, f"ARP with a borrowed sender: {f}"
+
+
+def test_flow_counters_of_the_running_box_count_real_traffic(home):
+    from appliance.box.switchload import DatapathLoader
+
+    lab, box = home
+    plan = box.applied_plan()
+    bridge = DatapathLoader.bridge_of(plan.switch)
+    dp = DatapathLoader.of(box).datapath(bridge.name)
+    assert dp.attached()
+
+    def dhcp_to_server():
+        stats = dp.flow_stats(bridge.flows)
+        flow = next(f for f in bridge.flows if "tp_src=68,tp_dst=67" in f.to_ofctl()
+                    and "output:" in f.to_ofctl() and "in_port" not in f.to_ofctl())
+        return stats[flow.key].n_packets
+
+    before = dhcp_to_server()
+    lab.dhcp(lab.spec.client(1))
+    assert dhcp_to_server() > before  # the DISCOVER/REQUEST went to vgw and were counted

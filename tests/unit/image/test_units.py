@@ -72,7 +72,9 @@ def test_image_units_parse_and_order_apply_before_the_network_services():
     console = (UNITS / "appliance-console.service").read_text()
     assert "ssl:443:privateKey=/var/lib/appliance/tls/console.key" in console
     novnc = (UNITS / "appliance-novnc.service").read_text()
-    assert "127.0.0.1:6080" in novnc
+    assert "--web-auth" in novnc and "--ssl-only" in novnc and "appliance_vnc_auth.ConsoleSession" in novnc
+    assert "127.0.0.1:5901" in novnc
+    assert "-localhost" in (TOP / "image/rootfs/usr/local/sbin/appliance-vnc-session").read_text()
 
 
 def test_units_do_not_wait_for_network_target():

@@ -8,7 +8,14 @@ server and the relay in vproxy) and measures, side by side:
 - iperf3 TCP throughput from the client to the internet namespace's iperf3
   server: routed by vproxy's kernel (the baseline: no relay), through the
   relay with splice (the default), and through the relay copying through
-  user space (``splice: false``, to show what splice buys);
+  user space (``splice: false``, to show what splice buys); rows are
+  interleaved and repeated (`--repeat`), the median is reported;
+- what each row costs: CPU seconds per GB moved, summed over the processes
+  that carry it (iperf3 client and server from their own rusage, the relay
+  process, ksoftirqd). The machine is shared, so throughput swings with
+  other people's load while the cost per GB does not; when the two cores
+  are saturated, relay/routed throughput tends to routed/relay cost, which
+  is printed as the "cost ratio";
 - connections per second (connect, one request, a 1-byte answer, close)
   from 4 client processes, routed vs through the relay;
 - the relay process's memory per idle connection (RSS growth while
@@ -20,9 +27,11 @@ Target: relay throughput >= 0.8 x routed.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -35,11 +44,36 @@ from appliance.lab import relaylab  # noqa: E402
 from appliance.lab.relaylab import IPERF_PORT, TEST_PORT, WEB_IP, RelayLab  # noqa: E402
 
 
-def iperf(lab: RelayLab, target: str, seconds: int, reverse: bool = False) -> float:
+def cpu_seconds(pid: int | str) -> float:
+    """utime + stime of a process (its softirq work too: this kernel has no IRQ time accounting)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ksoftirqd_seconds() -> float:
+    total = 0.0
+    for comm in glob.glob("/proc/[0-9]*/comm"):
+        try:
+            if Path(comm).read_text().startswith("ksoftirqd/"):
+                total += cpu_seconds(comm.split("/")[2])
+        except (OSError, ValueError):
+            pass  # gone meanwhile
+    return total
+
+
+def iperf(lab: RelayLab, target: str, seconds: int, reverse: bool = False,
+          relay_pid: int | None = None) -> tuple[float, float]:
+    """One iperf3 run: (Gbit/s, CPU seconds per GB over iperf3 + relay + ksoftirqd)."""
+    soft, relay = ksoftirqd_seconds(), cpu_seconds(relay_pid) if relay_pid else 0.0
     res = lab.sh("client", ["iperf3", "-c", target, "-p", str(IPERF_PORT), "-t", str(seconds),
                             "-J", *(["-R"] if reverse else [])], timeout=seconds + 30)
+    soft = ksoftirqd_seconds() - soft
+    relay = (cpu_seconds(relay_pid) - relay) if relay_pid else 0.0
     data = json.loads(res.stdout)
-    return data["end"]["sum_received"]["bits_per_second"] / 1e9
+    received = data["end"]["sum_received"]
+    cpu = data["end"]["cpu_utilization_percent"]  # each end's own rusage over the test
+    ends = (cpu["host_total"] + cpu["remote_total"]) / 100 * received["seconds"]
+    return received["bits_per_second"] / 1e9, (ends + relay + soft) / (received["bytes"] / 1e9)
 
 
 CPS_CLIENT = """
@@ -115,20 +149,29 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--idle", type=int, default=1000)
+    ap.add_argument("--repeat", type=int, default=3, help="iperf3 rounds per row (median reported)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root (namespaces, nftables)", file=sys.stderr)
         return 1
+    loads = [os.getloadavg()[0]]
     with RelayLab() as lab:
         fake = lab.resolve("direct.test")  # a fake address whose route is direct, to WEB_IP
-        rows = []
+        pid = lab.query("stats")["pid"]
+        rows, costs = [], []
         for label, reverse in (("iperf3 TCP upload, Gbit/s", False), ("iperf3 TCP download, Gbit/s", True)):
-            routed = iperf(lab, WEB_IP, args.seconds, reverse)
-            spliced = iperf(lab, fake, args.seconds, reverse)
-            set_splice(lab, False)
-            copied = iperf(lab, fake, args.seconds, reverse)
-            set_splice(lab, True)
-            rows.append((label, routed, spliced, copied))
+            runs: dict[str, list[tuple[float, float]]] = {"routed": [], "splice": [], "copy": []}
+            for _ in range(args.repeat):  # interleaved: each round sees about the same load
+                runs["routed"].append(iperf(lab, WEB_IP, args.seconds, reverse))
+                runs["splice"].append(iperf(lab, fake, args.seconds, reverse, pid))
+                set_splice(lab, False)
+                runs["copy"].append(iperf(lab, fake, args.seconds, reverse, pid))
+                set_splice(lab, True)
+                loads.append(os.getloadavg()[0])
+            rate = {k: statistics.median(r for r, _ in v) for k, v in runs.items()}
+            cost = {k: statistics.median(c for _, c in v) for k, v in runs.items()}
+            rows.append((label, rate["routed"], rate["splice"], rate["copy"]))
+            costs.append((label.split(",")[0] + ", CPU s/GB", cost["routed"], cost["splice"], cost["copy"]))
         cps_routed = connections_per_second(lab, WEB_IP, args.seconds)
         cps_relay = connections_per_second(lab, fake, args.seconds)
         rows.append(("connections/s (4 clients)", cps_routed, cps_relay, None))
@@ -137,6 +180,8 @@ def main() -> int:
     print(textwrap.dedent(f"""
         relay benchmark: client -> vproxy -> internet namespaces, one run, {os.cpu_count()} CPUs
         baseline = the same client and server routed by vproxy's kernel (no relay)
+        iperf3 rows: median of {args.repeat} interleaved rounds of {args.seconds}s; load average (1 min)
+        {min(loads):.1f}..{max(loads):.1f} during the run
     """).strip())
     head = f"{'measure':<30} {'routed':>10} {'relay':>10} {'ratio':>7} {'relay copy':>11} {'ratio':>7}"
     print(head)
@@ -144,13 +189,18 @@ def main() -> int:
     for name, base, relay, copy in rows:
         copy_cols = f"{copy:>11.2f} {copy / base:>7.2f}" if copy is not None else f"{'-':>11} {'-':>7}"
         print(f"{name:<30} {base:>10.2f} {relay:>10.2f} {relay / base:>7.2f} {copy_cols}")
+    for name, base, relay, copy in costs:
+        print(f"{name:<30} {base:>10.3f} {relay:>10.3f} {base / relay:>7.2f} {copy:>11.3f} {base / copy:>7.2f}")
     print(f"{'relay memory per idle conn':<30} {'-':>10} {per_conn / 1024:>8.1f}Ki {'':>7} "
           f"(RSS {rss / 1024:.1f} MiB with {args.idle} held)")
-    for name, base, relay, _ in rows[:2]:
+    print("CPU s/GB rows: the ratio column is routed/relay cost, the throughput ratio expected "
+          "when the CPUs are the limit")
+    for (name, base, relay, _), (_, cbase, crelay, _) in zip(rows[:2], costs):
         ratio = relay / base
         print(f"target {name.split(',')[0]}: relay >= 0.8 x routed: {ratio:.2f} -> "
-              f"{'met' if ratio >= 0.8 else 'NOT met'}")
-    print(f"command: sudo .venv/bin/python bench/relay.py --seconds {args.seconds} --idle {args.idle}")
+              f"{'met' if ratio >= 0.8 else 'NOT met'} (cost ratio {cbase / crelay:.2f})")
+    print(f"command: sudo .venv/bin/python bench/relay.py --seconds {args.seconds} --idle {args.idle} "
+          f"--repeat {args.repeat}")
     return 0
 
 

@@ -1,27 +1,34 @@
 #!/usr/bin/env python3
-"""Console speed: requests/s and p95 of three pages under wrk (50 connections), and Apply-to-done.
+"""Console speed: requests/s and p95 of three pages under wrk (50 connections), and Apply-to-live.
 
-Runs the console as deployed (Redis, one Celery worker, one daphne) on a
-temporary database with the Box on the persistent fakes of the browser
-tests (`tests/e2e/fakebox.py`): the figures are the web stack's own, not the
-datapath's. Pages: the dashboard (session), the lease list (100 leases,
-session) and the settings document GET (API token). Then a DHCP-pool change
-is applied through the API and timed from the POST to the record's
-"applied" state, several times; the fake box does no kernel work, so this
-is the queue + worker + bookkeeping overhead on top of the box's own apply
-(see bench/dhcp.py for the real box's apply times).
+Runs the console as deployed (Redis, one Celery worker, the ASGI server) on
+a temporary database, side by side in one run:
 
-    .venv/bin/python bench/web.py [--seconds 10] [--connections 50] [--applies 5]
+  daphne x1, fakes     one daphne process (how the console ran before), the Box on
+                       the persistent fakes of the browser tests (tests/e2e/fakebox.py)
+  uvicorn xN, fakes    `python -m appliance.web.serve` (N workers), same fakes
+  uvicorn xN, lab      the same server managing a real box applied in a lab
+                       (tests/e2e/boxlab.py): Kea's leases over its control socket,
+                       the ports from `ip -s link` in the box's namespace (needs root)
 
+Pages: the dashboard (session), the lease list (100 leases on the fakes; the
+lab's own leases on the real box) and the settings document GET (API token).
 Each page is measured with 50 and with 1 connection, each with keep-alive
 and with "Connection: close": the 1-connection close p95 is the service
-time; 50 connections add queueing in the single daphne process, and
-keep-alive connections show stalls in daphne that close does not.
+time, 50 connections add queueing, and keep-alive shows stalls that close
+does not (daphne's 40 ms delayed-ACK wait). Then a DHCP-pool change is
+applied through the API and timed from the POST to the record's "applied"
+state: on the fakes that is the queue + worker + bookkeeping overhead; in
+the lab it is the real box (datapath loaded, Kea restarted with the new
+pool), checked by a lab client leasing from the new pool afterwards.
+
+    .venv/bin/python bench/web.py [--seconds 5] [--connections 50] [--applies 5] [--workers 2] [--no-lab]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -79,8 +86,8 @@ def wrk(url, header, seconds, connections, script, close=False):
             "errors": int(bad_status) + int(sock_errors), "requests": int(requests)}
 
 
-def apply_once(stack, token, pool_id, end):
-    api(stack, token, "PATCH", f"/api/dhcp/pools/{pool_id}/", {"end": end})
+def apply_once(stack, token, pool_id, start, end):
+    api(stack, token, "PATCH", f"/api/dhcp/pools/{pool_id}/", {"start": start, "end": end})
     t0 = time.monotonic()
     rec = api(stack, token, "POST", "/api/applies/")
     while rec["state"] in ("queued", "running"):
@@ -91,55 +98,116 @@ def apply_once(stack, token, pool_id, end):
     return time.monotonic() - t0
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=int, default=10)
-    ap.add_argument("--connections", type=int, default=50)
-    ap.add_argument("--applies", type=int, default=5)
-    a = ap.parse_args()
-    if not shutil.which("wrk"):
-        print("bench/web.py: needs wrk (image/packages.txt)", file=sys.stderr)
-        return 2
-    stack = Stack(step_delay=0).start()
+def login(stack):
+    out = stack.manage("shell", "-c", SETUP)
+    return re.search(r"SESSION (\S+)", out).group(1), re.search(r"TOKEN (\S+)", out).group(1)
+
+
+def measure_pages(stack, session, token, a, script):
+    rows = {}
+    for name, path, header in [("dashboard", "/", f"Cookie: sessionid={session}"),
+                               ("lease list", "/dhcp/leases/", f"Cookie: sessionid={session}"),
+                               ("settings GET (API)", "/api/system/settings/", f"Authorization: Token {token}")]:
+        rows[name] = {(c, close): wrk(stack.url + path, header, a.seconds, c, script, close)
+                      for c in (a.connections, 1) for close in (False, True)}
+    return rows
+
+
+def on_fakes(server, workers, a, script, applies):
+    stack = Stack(step_delay=0, server=server, workers=workers).start()
     try:
-        out = stack.manage("shell", "-c", SETUP)
-        session = re.search(r"SESSION (\S+)", out).group(1)
-        token = re.search(r"TOKEN (\S+)", out).group(1)
+        session, token = login(stack)
         (stack.tmp / "box" / "leases.json").write_text(json.dumps([
             {"ip": f"192.168.1.{65 + i}", "mac": f"02:00:00:00:01:{i:02x}", "hostname": f"host{i}",
              "expires": 2_000_000_000, "state": 0} for i in range(100)]))
         first = api(stack, token, "POST", "/api/applies/")  # so the dashboard has ports and services to show
         while api(stack, token, "GET", f"/api/applies/{first['id']}/")["state"] in ("queued", "running"):
             time.sleep(0.05)
-        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-            f.write(LUA)
-        rows = []
-        for name, path, header in [("dashboard", "/", f"Cookie: sessionid={session}"),
-                                   ("lease list", "/dhcp/leases/", f"Cookie: sessionid={session}"),
-                                   ("settings GET (API)", "/api/system/settings/", f"Authorization: Token {token}")]:
-            runs = {(c, close): wrk(stack.url + path, header, a.seconds, c, f.name, close)
-                    for c in (a.connections, 1) for close in (False, True)}
-            rows.append((name, runs))
-        pool_id = api(stack, token, "GET", "/api/dhcp/pools/")[0]["id"]
-        times = [apply_once(stack, token, pool_id, f"192.168.1.{180 + i % 2}") for i in range(a.applies)]
+        rows = measure_pages(stack, session, token, a, script)
+        times = []
+        if applies:
+            pool_id = api(stack, token, "GET", "/api/dhcp/pools/")[0]["id"]
+            times = [apply_once(stack, token, pool_id, "192.168.1.100", f"192.168.1.{180 + i % 2}")
+                     for i in range(applies)]
+        return rows, times
     finally:
         stack.cleanup()
 
-    print(f"\nconsole under wrk: {a.connections} connections, {a.seconds} s each, one daphne, "
-          f"Box on fakes, 2 cores")
-    print("p95 in ms (and p95/target, target 100 ms); keep-alive as browsers do, and Connection: close")
+
+def in_lab(workers, a, script):
+    """The console managing a box applied in a lab: pages on real readers, and real applies."""
+    from tests.e2e.boxlab import box_in_lab, settings_data
+
+    tmp = tempfile.mkdtemp(prefix="appliance-bench-web-")
+    try:
+        with box_in_lab(tmp, "w", clients=2, apply=settings_data()) as (lab, box):
+            stack = Stack(step_delay=0, fakes=False, server="uvicorn", workers=workers, env={
+                "APPLIANCE_HOST_NETNS": lab.spec.box, "APPLIANCE_BOX_STATE": f"{tmp}/state",
+                "APPLIANCE_BOX_RUN": f"{tmp}/run"}).start()
+            try:
+                session, token = login(stack)
+                lab.dhcp(lab.spec.client(2))  # a lease for the lease list to show
+                rows = measure_pages(stack, session, token, a, script)
+                pool_id = api(stack, token, "GET", "/api/dhcp/pools/")[0]["id"]
+                pools = [("192.168.1.120", "192.168.1.139"), ("192.168.1.20", "192.168.1.99")]
+                times = [apply_once(stack, token, pool_id, *pools[i % 2]) for i in range(a.applies)]
+                start, end = pools[(a.applies - 1) % 2]
+                lease = lab.dhcp(lab.spec.client(1))
+                if not _in(lease.address, start, end):
+                    raise RuntimeError(f"{lab.spec.client(1)} leased {lease.address}, not from {start}-{end}")
+                return rows, times
+            finally:
+                stack.cleanup()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _in(ip, start, end):
+    import ipaddress
+    return ipaddress.ip_address(start) <= ipaddress.ip_address(ip) <= ipaddress.ip_address(end)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--applies", type=int, default=5)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--no-lab", action="store_true", help="skip the real box in the lab (needs root)")
+    a = ap.parse_args()
+    if not shutil.which("wrk"):
+        print("bench/web.py: needs wrk (image/packages.txt)", file=sys.stderr)
+        return 2
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(LUA)
+    w = a.workers
+    configs = [("daphne x1, fakes", lambda: on_fakes("daphne", 1, a, f.name, 0)),
+               (f"uvicorn x{w}, fakes", lambda: on_fakes("uvicorn", w, a, f.name, a.applies))]
+    if not a.no_lab:
+        configs.append((f"uvicorn x{w}, lab", lambda: in_lab(w, a, f.name)))
+    results = [(name, *run()) for name, run in configs]
+    os.unlink(f.name)
+
     n = a.connections
-    print(f"{'page':<20}{f'{n}c req/s':>10}{f'{n}c p95':>14}{f'{n}c close p95':>16}{'1c p95':>12}"
-          f"{'1c close p95':>16}{'errors':>8}")
-    for name, runs in rows:
-        cell = lambda r: f"{r['p95']:.0f} ({r['p95'] / P95_TARGET_MS:.2f})"  # noqa: E731
-        print(f"{name:<20}{runs[(n, False)]['rps']:>10.0f}{cell(runs[(n, False)]):>14}{cell(runs[(n, True)]):>16}"
-              f"{cell(runs[(1, False)]):>12}{cell(runs[(1, True)]):>16}"
-              f"{sum(r['errors'] for r in runs.values()):>8}")
-    med, worst = statistics.median(times), max(times)
-    print(f"\nApply -> applied, DHCP-pool change, {a.applies} runs (fake box: queue + worker overhead)")
-    print(f"{'median s':>9}{'max s':>8}{'target s':>10}{'median/target':>15}")
-    print(f"{med:>9.3f}{worst:>8.3f}{APPLY_TARGET_S:>10.1f}{med / APPLY_TARGET_S:>15.2f}")
+    print(f"\nconsole under wrk: {n} connections, {a.seconds} s each, {os.cpu_count()} cores")
+    print("p95 in ms (and p95/target, target 100 ms); keep-alive as browsers do, and Connection: close")
+    print(f"{'page':<20}{'server, box':<20}{f'{n}c req/s':>10}{f'{n}c p95':>14}{f'{n}c close p95':>16}"
+          f"{'1c p95':>12}{'1c close p95':>16}{'errors':>8}")
+    cell = lambda r: f"{r['p95']:.0f} ({r['p95'] / P95_TARGET_MS:.2f})"  # noqa: E731
+    for page in results[0][1]:
+        for name, rows, _ in results:
+            runs = rows[page]
+            print(f"{page:<20}{name:<20}{runs[(n, False)]['rps']:>10.0f}{cell(runs[(n, False)]):>14}"
+                  f"{cell(runs[(n, True)]):>16}{cell(runs[(1, False)]):>12}{cell(runs[(1, True)]):>16}"
+                  f"{sum(r['errors'] for r in runs.values()):>8}")
+    print(f"\nApply -> applied, DHCP-pool change, {a.applies} runs each (target {APPLY_TARGET_S:.0f} s)")
+    print(f"{'row':<32}{'median s':>9}{'max s':>8}{'median/target':>15}{'max/target':>12}")
+    labels = {"fakes": "apply (fake box: queue+worker)", "lab": "apply (real box in the lab)"}
+    for name, _, times in results:
+        if times:
+            med, worst = statistics.median(times), max(times)
+            print(f"{labels[name.rsplit(', ', 1)[1]]:<32}{med:>9.3f}{worst:>8.3f}{med / APPLY_TARGET_S:>15.2f}"
+                  f"{worst / APPLY_TARGET_S:>12.2f}")
     print("\nreproduce: .venv/bin/python bench/web.py " + " ".join(sys.argv[1:]))
     return 0
 

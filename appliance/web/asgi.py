@@ -4,16 +4,26 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "appliance.web.settings")
 
 from django.core.asgi import get_asgi_application  # noqa: E402
 
-django_asgi = get_asgi_application()
+django_asgi = get_asgi_application()  # sets Django up before the imports below
 
+from a2wsgi import WSGIMiddleware  # noqa: E402
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.core.wsgi import get_wsgi_application  # noqa: E402
 
 from appliance.web.console.routing import websocket_urlpatterns  # noqa: E402
 
+# Every view is sync. Django's ASGI handler runs each request in a thread
+# made for it, with a database connection opened for it and a thread hop per
+# middleware boundary: under load that was most of a request's cost. As WSGI
+# (a2wsgi) the views run in a few long-lived threads per worker process, each
+# keeping its SQLite connection (CONN_MAX_AGE); the worker processes give the
+# parallelism (appliance.web.serve). The websocket stays async, on the same
+# socket. (asgiref's own WsgiToAsgi shares the thread-sensitive executor with
+# async_to_sync in the views and breaks when an apply event is sent.)
 application = ProtocolTypeRouter({
-    "http": django_asgi,
+    "http": WSGIMiddleware(get_wsgi_application(), workers=4),
     # Session-authenticated, same-origin only: the console's own pages.
     "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
 })

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
+from django.db.models import signals
 
 from appliance.box.settings import NON_FIELD, Settings, parse_settings, settings_errors, to_data
 
@@ -27,11 +28,42 @@ _SECTIONS: list[type["Section"]] = []
 def register(cls):
     """Class decorator: the model is a section of the settings document."""
     _SECTIONS.append(cls)
+    signals.post_save.connect(_changed, sender=cls, weak=False)
+    signals.post_delete.connect(_changed, sender=cls, weak=False)
     return cls
 
 
-def sections() -> list[type["Section"]]:
-    return list(_SECTIONS)
+# The document as the API serves it is cached in each worker process under
+# the document's revision: building it is a dozen queries and a validation,
+# and GET /api/system/settings/ is what automation polls.
+_DATA: dict = {}
+
+
+def _changed(sender, **kw) -> None:
+    from django.db.models import F
+
+    from appliance.web.core.models import DocumentRevision
+
+    if not DocumentRevision.objects.filter(pk=1).update(n=F("n") + 1):
+        DocumentRevision.objects.get_or_create(pk=1, defaults={"n": 1})
+
+
+def revision() -> int:
+    from appliance.web.core.models import DocumentRevision
+
+    return DocumentRevision.objects.filter(pk=1).values_list("n", flat=True).first() or 0
+
+
+def cached_data() -> dict:
+    """`to_data(current_settings())`, kept while the revision stays; raises SettingsError."""
+    with transaction.atomic():  # the revision and the sections from one snapshot
+        rev = revision()
+        data = _DATA.get(rev)
+        if data is None:
+            data = to_data(current_settings())
+            _DATA.clear()
+            _DATA[rev] = data
+    return data
 
 
 def _empty(value: Any) -> Any:

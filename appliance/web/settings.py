@@ -79,6 +79,8 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("APPLIANCE_DB", STATE_DIR / "appliance.sqlite3"),
+        "CONN_MAX_AGE": 600,
+        "CONN_HEALTH_CHECKS": True,
     }
 }
 
@@ -169,3 +171,5 @@ APPLIANCE_AUTHORIZED_KEYS = os.environ.get("APPLIANCE_AUTHORIZED_KEYS", str(STAT
 APPLIANCE_CONFIRM_TIMEOUT = float(os.environ.get("APPLIANCE_CONFIRM_TIMEOUT", "60"))
 APPLIANCE_LOGIN_MAX_FAILURES = int(os.environ.get("APPLIANCE_LOGIN_MAX_FAILURES", "5"))
 APPLIANCE_LOGIN_LOCKOUT_SECONDS = int(os.environ.get("APPLIANCE_LOGIN_LOCKOUT_SECONDS", "900"))
+# How old the box's live figures on the pages may be (one reading per worker process per period).
+APPLIANCE_LIVE_SECONDS = float(os.environ.get("APPLIANCE_LIVE_SECONDS", "1"))

@@ -195,6 +195,36 @@ class LiveSources:
                 "outputs": [str(o.port) for o in result.outputs], "dropped": result.dropped}
 
 
+# What the pages show of the running box may be a second old: one reading
+# (a Kea round trip, `ip -s link`, the control sockets) then serves every
+# page and websocket tick of this worker process in that second, instead of
+# each of 50 open consoles asking the box for itself. Kept in the process,
+# not in Redis: a round trip to Redis under load costs more than most readings.
+_CACHE: dict = {}
+
+
+def cached(key: str, read):
+    """`read()`, or what it returned less than APPLIANCE_LIVE_SECONDS ago in this process."""
+    seconds = getattr(settings, "APPLIANCE_LIVE_SECONDS", 1.0)
+    now = time.monotonic()
+    hit = _CACHE.get(key)
+    if hit is not None and now - hit[0] < seconds:
+        return hit[1]
+    value = read()
+    _CACHE[key] = (now, value)
+    return value
+
+
+def leases() -> Reading:
+    """Kea's leases, at most a second old."""
+    return cached("leases", lambda: get().leases())
+
+
+def ports() -> Reading:
+    """The ports' link state and byte counters, at most a second old."""
+    return cached("ports", lambda: get().ports())
+
+
 def get():
     factory = getattr(settings, "APPLIANCE_SOURCES", "")
     if factory:

@@ -1,4 +1,4 @@
-"""The console as deployed, for browser tests and the bench: Redis, a Celery worker and daphne.
+"""The console as deployed, for browser tests and the bench: Redis, a Celery worker and the ASGI server.
 
 Each on a free port, against a temporary database and state directory, with
 the Box on persistent fakes (`tests.e2e.fakebox`). Every process is started
@@ -39,8 +39,17 @@ def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30)
         time.sleep(0.1)
 
 
+def web_argv(server: str, workers: int, port: int) -> list[str]:
+    """The console's ASGI server as the box runs it (uvicorn, N workers); daphne for comparison."""
+    if server == "daphne":
+        return [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "appliance.web.asgi:application"]
+    return [sys.executable, "-m", "appliance.web.serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
+
+
 class Stack:
-    def __init__(self, confirm_timeout: float = 8, step_delay: float = 0.4, fakes: bool = True):
+    def __init__(self, confirm_timeout: float = 8, step_delay: float = 0.4, fakes: bool = True,
+                 server: str = "uvicorn", workers: int = 2, env: dict | None = None):
+        self.server, self.workers = server, workers
         self.tmp = Path(tempfile.mkdtemp(prefix="appliance-web-e2e-"))
         self.redis_port, self.port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -56,6 +65,7 @@ class Stack:
                     "APPLIANCE_FAKE_STEP_DELAY": str(step_delay),
                     "DJANGO_SECRET_KEY": "e2e-" + self.tmp.name,
                     "PYTHONPATH": str(ROOT)}
+        self.env.update(env or {})
         if fakes:
             self.env["APPLIANCE_BOX_FACTORY"] = "tests.e2e.fakebox:make_box"
             self.env["APPLIANCE_SOURCES"] = "tests.e2e.fakebox:make_sources"
@@ -77,9 +87,8 @@ class Stack:
             subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], env=self.env, cwd=ROOT,
                            check=True)
             self.start_worker()
-            daphne = self._start("daphne", [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port),
-                                            "appliance.web.asgi:application"])
-            wait_port(self.port, daphne, "daphne")
+            web = self._start("web", web_argv(self.server, self.workers, self.port))
+            wait_port(self.port, web, self.server)
         except BaseException:
             self.stop()
             raise

@@ -35,7 +35,7 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):
         period = getattr(settings, "APPLIANCE_LIVE_PERIOD", 2.0)
         try:
             while True:
-                reading = await database_sync_to_async(lambda: sources.get().ports())()
+                reading = await database_sync_to_async(sources.ports)()
                 await self.send_json({"kind": "ports", "ok": reading.ok, "problem": reading.problem,
                                       "ports": reading.value or []})
                 await asyncio.sleep(period)

@@ -27,12 +27,15 @@ class DocumentSeedMiddleware:
 
     def __init__(self, get_response):
         self.get_response = get_response
+        self.seeded = False  # once there is a document there always is one (restore replaces it in one go)
 
     def __call__(self, request):
         from appliance.web.network.models import Ports
 
-        if not request.path.startswith("/static/") and not Ports.objects.exists():
-            seed()
+        if not self.seeded and not request.path.startswith("/static/"):
+            if not Ports.objects.exists():
+                seed()
+            self.seeded = Ports.objects.exists()
         return self.get_response(request)
 
 

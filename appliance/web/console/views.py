@@ -152,7 +152,14 @@ def account(request):
 
 
 def status() -> dict:
-    """The dashboard's figures: ports, services, leases, DNS, relay (each says if not running)."""
+    """The dashboard's figures: ports, services, leases, DNS, relay (each says if not running).
+
+    At most a second old: the dashboard, its tiles and the JSON share one reading.
+    """
+    return sources.cached("status", _status)
+
+
+def _status() -> dict:
     src = sources.get()
     out = {}
     for name in ("ports", "services", "leases", "dns", "relay"):

@@ -13,6 +13,7 @@ def _console_settings(settings, tmp_path):
     settings.APPLIANCE_SOURCES = "tests.unit.web.fakes:make_sources"
     settings.APPLIANCE_AUTHORIZED_KEYS = str(tmp_path / "authorized_keys")
     settings.APPLIANCE_CONFIRM_TIMEOUT = 30
+    settings.APPLIANCE_LIVE_SECONDS = 0  # the tests change the fakes and look at once
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     from appliance.web.celery import app
     app.conf.task_always_eager = True

@@ -24,6 +24,6 @@ class LeaseListView(APIView):
 
     @extend_schema(responses={200: s.LeaseListSerializer})
     def get(self, request):
-        reading = sources.get().leases()
+        reading = sources.leases()
         return Response(s.LeaseListSerializer({"running": reading.ok, "problem": reading.problem,
                                                "leases": reading.value or []}).data)

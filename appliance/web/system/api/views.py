@@ -22,7 +22,7 @@ class SettingsDocumentView(APIView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request):
         try:
-            return Response(to_data(document.current_settings()))
+            return Response(document.cached_data())
         except SettingsError as e:
             return Response({"detail": "the console holds no valid settings yet", "errors": e.errors},
                             status=409)

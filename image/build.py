@@ -479,6 +479,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(TOP / "build/image"))
     ap.add_argument("--version", default=os.environ.get("IMAGE_VERSION") or _git_version())
     ap.add_argument("--lock", action="store_true", help="resolve the newest versions and rewrite versions.lock")
+    ap.add_argument("--no-link", action="store_true",
+                    help="leave appliance.raw/.qcow2 pointing at the previous build (the upgrade test's N+1)")
     opts = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("image: run as root (debootstrap and chroot)", file=sys.stderr)
@@ -498,7 +500,7 @@ def main(argv=None) -> int:
         print(f"image: {e}", file=sys.stderr)
         return 1
     used = subprocess.run(["du", "-sm", str(root)], capture_output=True, text=True).stdout.split()[0]
-    for link, target in (("appliance.raw", raw), ("appliance.qcow2", qcow)):
+    for link, target in () if opts.no_link else (("appliance.raw", raw), ("appliance.qcow2", qcow)):
         (out / link).unlink(missing_ok=True)
         (out / link).symlink_to(target.name)
     print(f"image: version {cfg.version}: {raw} ({raw.stat().st_size // MiB} MiB raw, "

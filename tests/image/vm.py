@@ -35,7 +35,7 @@ version: 1
 ports: {{uplink: {UPLINK}, downlink: {DOWNLINK}}}
 gateway: {{ip: 192.168.1.1, mac: "{MODEM_MAC}"}}
 lan: {{prefix: 192.168.1.0/24}}
-admin: {{address: {ADMIN}}}
+admin: {{address: {ADMIN}, guarded_ports: [22, 80, 443, 6443]}}
 vproxy: {{address: 192.168.1.9, mac: "02:00:5e:10:00:09"}}
 dhcp:
   pools: [{{start: 192.168.1.100, end: 192.168.1.199}}]
@@ -160,7 +160,12 @@ class VM:
         argv = ["ssh", "-i", str(self.key), "-p", str(self.ssh_port), "-o", "BatchMode=yes",
                 "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={self.workdir}/known_hosts",
                 "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "root@127.0.0.1", command]
-        res = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+        for attempt in range(3):
+            res = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+            # 255 before the session began (sshd restarting): try again; never re-run a command.
+            if res.returncode != 255 or "kex_exchange_identification" not in res.stderr:
+                break
+            time.sleep(3)
         if check and res.returncode != 0:
             raise AssertionError(f"ssh {command!r}: status {res.returncode}\n{res.stdout}\n{res.stderr}")
         return res

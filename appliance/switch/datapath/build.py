@@ -23,28 +23,43 @@ class BuildError(RuntimeError):
     """clang rejected the generated C."""
 
 
-def clang_command(src: str, obj: str, test: bool = False) -> list[str]:
+def clang_command(src: str, obj: str, test: bool = False,
+                  defines: tuple[str, ...] = ()) -> list[str]:
     cmd = [CLANG, "-O2", "-g", "-target", "bpf", "-Wall", "-Wno-unused-label",
            "-Wno-unused-function",
            "-I", str(C_DIR), "-I", _ARCH_INCLUDE, "-c", src, "-o", obj]
-    if test:
-        cmd.insert(1, "-DDP_TEST")
+    flags = (["-DDP_TEST"] if test else []) + [f"-D{d}" for d in defines]
+    cmd[1:1] = flags
     return cmd
 
 
-def build(source: str, out_dir: str | Path, test: bool = False) -> Path:
-    """Compile `source` into `<out_dir>/dp-<hash>[-test].o`; returns the path."""
+def _runtime_digest() -> bytes:
+    """The fixed half of the C: an object built from older headers is stale."""
+    h = hashlib.sha256()
+    for path in sorted(C_DIR.glob("*.h")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.digest()
+
+
+def build(source: str, out_dir: str | Path, test: bool = False,
+          defines: tuple[str, ...] = ()) -> Path:
+    """Compile `source` into `<out_dir>/dp-<hash>[-test].o`; returns the path.
+
+    `defines` are extra -D macros of the runtime (e.g. DP_PARSE_COPY).  The
+    hash covers the source, the runtime headers and the flags, so an object
+    is reused only when all three are the same."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    stem = f"dp-{digest}{'-test' if test else ''}"
+    flavour = hashlib.sha256(_runtime_digest() + repr((test, defines)).encode()).hexdigest()[:8]
+    stem = f"dp-{digest}-{flavour}{'-test' if test else ''}"
     src = out_dir / f"dp-{digest}.c"
     obj = out_dir / f"{stem}.o"
     if obj.exists():
         return obj
     src.write_text(source)
     tmp = tempfile.mktemp(dir=out_dir, suffix=".o")
-    proc = subprocess.run(clang_command(str(src), tmp, test), capture_output=True, text=True)
+    proc = subprocess.run(clang_command(str(src), tmp, test, defines), capture_output=True, text=True)
     if proc.returncode != 0:
         if os.path.exists(tmp):
             os.unlink(tmp)

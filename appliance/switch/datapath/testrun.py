@@ -47,13 +47,13 @@ class TestDatapath:
     def __init__(self, table: FlowTable, ports: Iterable[int],
                  port_names: Mapping[int, str] | None = None,
                  strategy: str = "auto", program: Program | None = None,
-                 build_dir: str | None = None):
+                 build_dir: str | None = None, defines: tuple[str, ...] = ()):
         self.program = program or compile_table(table, port_names, strategy=strategy)
         self._tmp = None
         if build_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="dp-test-")
             build_dir = self._tmp.name
-        self.object_path = build(self.program.source, build_dir, test=True)
+        self.object_path = build(self.program.source, build_dir, test=True, defines=defines)
         self.obj = BpfObject(str(self.object_path), ("dp_ingress",))
         self.prog_fd = self.obj.prog_fd("dp_ingress")
         self.trace_map = Map(self.obj.map_fd("dp_trace"), 4, C.TRACE_SIZE)

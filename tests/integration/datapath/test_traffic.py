@@ -136,7 +136,7 @@ def test_seed_flows_steer_real_frames(box):
 
 def test_paged_frames_from_trafgen_are_parsed(box, tmp_path):
     # trafgen's frames reach tc ingress with their headers in pages, not in
-    # the linear area: the program must pull them before parsing.
+    # the linear area: the program must copy them out before parsing.
     b, dp = box
     dp.apply(seed_bridge_with_flows())
     conf = tmp_path / "dns.cfg"

@@ -25,13 +25,9 @@
 #include <bpf/bpf_endian.h>
 #include "dp_contract.h"
 
-/* Ethernet + 802.1Q + IPv4 with options + the ports. */
+/* Ethernet + 802.1Q + IPv4 with options + the ports: the most the parser
+ * reads (18 + 60 + 4 = 82 bytes), rounded up. */
 #define DP_PARSE_BYTES 96
-#define DP_NEED_PULL   1
-/* A header cut off by the end of the linear area, in a frame that goes
- * on in pages: ask the caller to pull.  Cut off by the end of the frame:
- * the header is absent (fields read 0), as in packet.py. */
-#define DP_TRUNCATED() (skb->len > linear ? DP_NEED_PULL : 0)
 
 #ifndef DP_STATS_SLOTS
 #define DP_STATS_SLOTS 1024
@@ -127,23 +123,23 @@ static __always_inline __u64 dp_load_be64(const __u8 *p)
 	return ((__u64)dp_load_be32(p) << 32) | dp_load_be32(p + 4);
 }
 
-/* Fill k from the frame, reading exactly what packet.py's Packet.from_bytes
- * reads (the reference classifier's view).  A VLAN tag is either already
- * taken off by the receiving device (skb->vlan_tci) or still in the data
- * (test runs, devices without offload); both give the same key.
- * Returns -1 for a frame too short for its Ethernet/802.1Q header. */
-static __always_inline int dp_parse(struct __sk_buff *skb, struct dp_key *k)
+/* Fill k from the frame's first bytes [data, end), reading exactly what
+ * packet.py's Packet.from_bytes reads (the reference classifier's view):
+ * a header cut off by `end` is absent and its fields read 0.  A VLAN tag
+ * is either already taken off by the receiving device (skb->vlan_tci) or
+ * still in the data (test runs, devices without offload); both give the
+ * same key.  Returns -1 for a frame too short for its Ethernet/802.1Q
+ * header.  `data` is either the packet (direct access) or a copy on the
+ * stack: inlined once for each, so the verifier checks both. */
+static __always_inline int dp_parse_from(struct __sk_buff *skb, struct dp_key *k,
+					 __u8 *data, __u8 *end)
 {
-	__u32 linear;
-	__u8 *data = (void *)(long)skb->data;
-	__u8 *end = (void *)(long)skb->data_end;
 	__u8 *l3, *l4;
 	__u16 proto;
 	__u32 ihl;
 
-	linear = end - data;
 	if (data + 14 > end)
-		return skb->len > linear ? DP_NEED_PULL : -1;
+		return -1;
 	k->dl_dst = dp_load_mac(data);
 	k->dl_src = dp_load_mac(data + 6);
 	proto = ((__u16)data[12] << 8) | data[13];
@@ -152,7 +148,7 @@ static __always_inline int dp_parse(struct __sk_buff *skb, struct dp_key *k)
 		k->vlan_tci = skb->vlan_tci | DP_VLAN_PRESENT;
 	if (proto == ETH_P_8021Q) {
 		if (l3 + 4 > end)
-			return skb->len > linear ? DP_NEED_PULL : -1;
+			return -1;
 		if (!k->vlan_tci)
 			k->vlan_tci = (((__u16)l3[0] << 8) | l3[1]) | DP_VLAN_PRESENT;
 		proto = ((__u16)l3[2] << 8) | l3[3];
@@ -162,7 +158,7 @@ static __always_inline int dp_parse(struct __sk_buff *skb, struct dp_key *k)
 
 	if (proto == ETH_P_ARP) {
 		if (l3 + 28 > end)
-			return DP_TRUNCATED();
+			return 0;
 		/* Ethernet/IPv4 ARP only: htype 1, ptype 0x0800, hlen 6, plen 4. */
 		if (l3[0] != 0 || l3[1] != 1 || l3[2] != 0x08 || l3[3] != 0 ||
 		    l3[4] != 6 || l3[5] != 4)
@@ -176,14 +172,14 @@ static __always_inline int dp_parse(struct __sk_buff *skb, struct dp_key *k)
 	}
 	if (proto == ETH_P_IP) {
 		if (l3 + 20 > end)
-			return DP_TRUNCATED();
+			return 0;
 		if ((l3[0] >> 4) != 4)
 			return 0;
 		ihl = (l3[0] & 0x0f) * 4;
 		if (ihl < 20)
 			return 0;
 		if (l3 + ihl > end)
-			return DP_TRUNCATED();
+			return 0;
 		k->nw_tos = l3[1] & 0xfc;
 		k->nw_ttl = l3[8];
 		k->nw_proto = l3[9];
@@ -195,7 +191,7 @@ static __always_inline int dp_parse(struct __sk_buff *skb, struct dp_key *k)
 		l4 = l3 + ihl;
 	} else if (proto == ETH_P_IPV6) {
 		if (l3 + 40 > end)
-			return DP_TRUNCATED();
+			return 0;
 		k->nw_tos = ((((__u16)l3[0] << 8) | l3[1]) >> 4) & 0xfc;
 		k->nw_proto = l3[6];
 		k->nw_ttl = l3[7];
@@ -209,16 +205,46 @@ static __always_inline int dp_parse(struct __sk_buff *skb, struct dp_key *k)
 	}
 	if (k->nw_proto == IPPROTO_TCP || k->nw_proto == IPPROTO_UDP) {
 		if (l4 + 4 > end)
-			return DP_TRUNCATED();
+			return 0;
 		k->tp_src = ((__u16)l4[0] << 8) | l4[1];
 		k->tp_dst = ((__u16)l4[2] << 8) | l4[3];
 	} else if (k->nw_proto == IPPROTO_ICMP || k->nw_proto == 58 /* ICMPv6 */) {
 		if (l4 + 2 > end)
-			return DP_TRUNCATED();
+			return 0;
 		k->icmp_type = l4[0];
 		k->icmp_code = l4[1];
 	}
 	return 0;
+}
+
+/* Frames built in pages (AF_PACKET senders such as trafgen, some drivers)
+ * may hold part of their headers outside the linear area that direct
+ * access sees.  Copying the few header bytes to the stack costs less than
+ * bpf_skb_pull_data, which reallocates the skb's head for every such frame
+ * (measured: bench/datapath.py's (b) row).  DP_PARSE_COPY forces the copy,
+ * so that test runs (always linear) can check that path too. */
+static __always_inline int dp_parse_copy(struct __sk_buff *skb, struct dp_key *k)
+{
+	__u8 buf[DP_PARSE_BYTES] = {};
+	__u32 n = skb->len;
+
+	if (n > DP_PARSE_BYTES)
+		n = DP_PARSE_BYTES;
+	if (n < 14 || bpf_skb_load_bytes(skb, 0, buf, n) < 0)
+		return -1;
+	return dp_parse_from(skb, k, buf, buf + n);
+}
+
+static __always_inline int dp_parse(struct __sk_buff *skb, struct dp_key *k)
+{
+#ifndef DP_PARSE_COPY
+	__u8 *data = (void *)(long)skb->data;
+	__u8 *end = (void *)(long)skb->data_end;
+
+	if (data + DP_PARSE_BYTES <= end || end - data >= skb->len)
+		return dp_parse_from(skb, k, data, end);
+#endif
+	return dp_parse_copy(skb, k);
 }
 
 static __always_inline void dp_count(struct dp_state *st, __u32 table, __u32 slot,
@@ -494,20 +520,6 @@ static __always_inline int dp_begin(struct __sk_buff *skb, struct dp_state *st)
 	}
 #endif
 	ret = dp_parse(skb, &st->key);
-	if (ret == DP_NEED_PULL) {
-		/* Frames built in pages (AF_PACKET senders such as trafgen) may
-		 * hold part of their headers outside the linear area that direct
-		 * access sees: pull them, only then, and parse again. */
-		__u16 in_port = st->in_port;
-		__u32 want = skb->len < DP_PARSE_BYTES ? skb->len : DP_PARSE_BYTES;
-
-		bpf_skb_pull_data(skb, want);
-		__builtin_memset(&st->key, 0, sizeof(st->key));
-		st->key.in_port = in_port;
-		ret = dp_parse(skb, &st->key);
-		if (ret == DP_NEED_PULL)
-			ret = 0;
-	}
 	if (ret < 0)
 		return TC_ACT_SHOT;
 	return -1;

@@ -3,18 +3,29 @@
 
 64-byte UDP frames from `trafgen -P 2` in the client namespace (behind the
 box's downlink port) through the box to a sink namespace, where an nftables
-netdev-ingress rule counts and drops them.  Received packets per second,
-median of 3 runs, for:
+netdev-ingress rule counts and drops them.  Both sinks do the same work per
+frame: it arrives addressed to the sink's own MAC (admin's in (a), (b),
+(d); vproxy's after the rewrite in (c)) and is dropped at ingress, before
+any protocol handler.  For:
 
   (a) a plain Linux bridge (bridge-nf-call-* off), traffic to admin
   (b) the compiled datapath with the seed's flows, same traffic (NORMAL)
   (c) the same, DNS to the gateway: steered to vproxy with a MAC rewrite
   (d) Open vSwitch userspace (datapath_type=netdev), the seed's flows, as (b)
 
-and iperf3 TCP throughput client -> admin for (a), (b), (d).  All rows in
-one run, ratios against (a) and (d).
+Two figures per row, medians over `--runs` rounds in which (a), (b) and (c)
+take turns (so that the load of a shared machine falls on all three alike):
 
-Run as root:  .venv/bin/python bench/datapath.py [--seconds 3]
+  rx kpps   frames counted by the sink per second;
+  cpu ns    CPU time per received frame of everything that forwards it:
+            trafgen's processes (the softirqs that carry a frame through
+            veth, bridge/tc and into the sink run in the sender's context),
+            ksoftirqd, and ovs-vswitchd's threads in (d).  Other tenants'
+            load changes kpps much more than this figure.
+
+and iperf3 TCP throughput client -> admin for (a), (b), (d).
+
+Run as root:  .venv/bin/python bench/datapath.py [--runs 5] [--seconds 3]
 """
 from __future__ import annotations
 
@@ -85,28 +96,91 @@ def counter_read(box: DpBox, port: str) -> int:
     return 0
 
 
-def pps(box: DpBox, conf: str, sink: str, seconds: float) -> float:
-    with tempfile.NamedTemporaryFile("w", suffix=".cfg", delete=False) as fh:
-        fh.write(conf)
+def _runtime_ns(pid: int) -> int:
+    """CPU time of every thread of `pid` so far (0 once it is gone)."""
+    total = 0
     try:
-        proc = subprocess.Popen(["ip", "netns", "exec", box.ns("downlink"), "trafgen", "-i", fh.name,
-                                 "-o", "eth0", "-P", "2", "-q"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                total += int(fh.read().split()[0])
+    except (OSError, ValueError):
+        pass
+    return total
+
+
+def _pids(comm: str, pgid: int | None = None) -> list[int]:
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
         try:
-            time.sleep(1.0)   # warm up
-            c0, t0 = counter_read(box, sink), time.monotonic()
-            time.sleep(seconds)
-            c1, t1 = counter_read(box, sink), time.monotonic()
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return (c1 - c0) / (t1 - t0)
+            with open(f"/proc/{p}/comm") as fh:
+                if not fh.read().strip().startswith(comm):
+                    continue
+            if pgid is not None and os.getpgid(int(p)) != pgid:
+                continue
+        except OSError:
+            continue
+        out.append(int(p))
+    return out
+
+
+class Trafgen:
+    """trafgen -P 2 in its own process group.
+
+    trafgen's parent forks one worker per CPU and, on SIGINT, only sets a
+    flag for itself: the workers stop on SIGINT of their own (as Ctrl-C
+    sends to the whole group).  Signalling the parent alone leaves the
+    workers sending for ever, which is how earlier runs of this bench
+    measured (c) against a dozen leftover senders of (a)/(b) traffic."""
+
+    def __init__(self, box: DpBox, conf: str):
+        fd, self.path = tempfile.mkstemp(suffix=".cfg")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(conf)
+        self.proc = subprocess.Popen(["ip", "netns", "exec", box.ns("downlink"), "trafgen", "-i", self.path,
+                                      "-o", "eth0", "-P", "2", "-q"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+
+    def pids(self) -> list[int]:
+        return _pids("trafgen", self.proc.pid)
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        except ProcessLookupError:
+            pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)   # whatever is left of the group
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        for _ in range(50):
+            if not self.pids():
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"trafgen workers still running: {self.pids()}")
+        os.unlink(self.path)
+
+
+def pps(box: DpBox, conf: str, sink: str, seconds: float,
+        forwarders: tuple[int, ...] = ()) -> tuple[float, float]:
+    """(received frames per second, CPU ns per received frame)."""
+    tg = Trafgen(box, conf)
+    try:
+        time.sleep(1.0)   # warm up
+        pids = tg.pids() + _pids("ksoftirqd") + list(forwarders)
+        r0, c0, t0 = sum(map(_runtime_ns, pids)), counter_read(box, sink), time.monotonic()
+        time.sleep(seconds)
+        r1, c1, t1 = sum(map(_runtime_ns, pids)), counter_read(box, sink), time.monotonic()
     finally:
-        os.unlink(fh.name)
+        tg.stop()
+    return (c1 - c0) / (t1 - t0), (r1 - r0) / max(1, c1 - c0)
 
 
 def iperf(box: DpBox, seconds: int) -> float:
@@ -162,6 +236,9 @@ class OvsNetdev:
         self.run("ovs-ofctl", "del-flows", f"unix:{d}/ovsbr.mgmt")
         self.run("ovs-ofctl", "add-flows", f"unix:{d}/ovsbr.mgmt", fh.name)
 
+    def pid(self) -> int:
+        return int(Path(self.dir, "vswitchd.pid").read_text())
+
     def stop(self) -> None:
         for name in ("vswitchd", "ovsdb"):
             try:
@@ -174,6 +251,11 @@ class OvsNetdev:
             except (OSError, ValueError):
                 pass
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg") as fh:
+        return " ".join(fh.read().split()[:3])
 
 
 def main() -> None:
@@ -191,9 +273,12 @@ def main() -> None:
     dp = Datapath("br0", netns=box.box, pin_root=pin_root, state_dir=state.name, local_device="br0",
                   peer_redirect=not opts.no_peer)
     ovs = None
-    results: dict[str, dict] = {}
+    runs: dict[str, list[tuple[float, float]]] = {k: [] for k in "abcd"}
+    tcp: dict[str, list[float]] = {k: [] for k in "abd"}
     normal = trafgen_conf(ADMIN_MAC, "192.168.1.8", 9999)
     steer = trafgen_conf(GW_MAC, "192.168.1.1", 53)
+    load = [loadavg()]
+    started = time.monotonic()
     try:
         for port in ("admin", "vproxy"):
             counter_setup(box, port)
@@ -205,32 +290,38 @@ def main() -> None:
             box.exec(box.ns("admin"), "python3", "-c",
                      "import socket;s=socket.socket(2,2);[s.sendto(b'x',('192.168.1.50',9)) for _ in range(3)]")
 
-        def measure(row, conf, sink, tcp):
+        def measure(row, conf, sink, forwarders=()):
             learn()
-            results[row] = {"pps": statistics.median(pps(box, conf, sink, opts.seconds)
-                                                     for _ in range(opts.runs))}
-            if tcp:
-                results[row]["gbps"] = iperf(box, opts.iperf_seconds)
+            runs[row].append(pps(box, conf, sink, opts.seconds, forwarders))
 
-        measure("a", normal, "admin", True)
         br = seed_bridge()
         br.flows = FlowTable(parse_flows(SEED.read_text(), br.port_map))
-        dp.apply(br)
-        measure("b", normal, "admin", True)
-        measure("c", steer, "vproxy", False)
-        dp.detach()
+        # (a), (b), (c) take turns, so a burst of load elsewhere on the
+        # machine does not fall on one row only.
+        for _ in range(opts.runs):
+            measure("a", normal, "admin")
+            tcp["a"].append(iperf(box, opts.iperf_seconds))
+            dp.apply(br)
+            measure("b", normal, "admin")
+            measure("c", steer, "vproxy")
+            tcp["b"].append(iperf(box, opts.iperf_seconds))
+            dp.detach()
         # (d): the same ports, now under Open vSwitch's userspace datapath.
         for port in box.ports:
             box.exec(box.box, "ip", "link", "set", port, "nomaster")
         # OVS userspace reads and writes the veths with AF_PACKET and does
-        # not complete partial checksums or segment TSO frames: offloads off
-        # at the senders, as OVS's documentation asks for netdev on veth.
+        # not complete partial checksums: with TX checksum offload on, the
+        # senders' TCP segments reach admin with bad checksums
+        # (TcpInCsumErrors) and iperf3 never connects.  Offloads off at the
+        # senders, as OVS's documentation asks for netdev on veth.
         for port in ("downlink", "admin"):
             box.exec(box.ns(port), "ethtool", "-K", "eth0", "tx", "off", "tso", "off", check=False)
         ovs = OvsNetdev(box)
         ovs.start(br.ports, SEED.read_text())
         time.sleep(1)
-        measure("d", normal, "admin", True)
+        for _ in range(opts.runs):
+            measure("d", normal, "admin", (ovs.pid(),))
+            tcp["d"].append(iperf(box, opts.iperf_seconds))
     finally:
         if ovs:
             ovs.stop()
@@ -244,20 +335,35 @@ def main() -> None:
             os.rmdir(pin_root)
         except OSError:
             pass
+        load.append(loadavg())
 
-    a, d = results["a"], results["d"]
+    med = {k: (statistics.median(p for p, _ in v), statistics.median(c for _, c in v))
+           for k, v in runs.items()}
+    gbps = {k: statistics.median(v) for k, v in tcp.items()}
+    a, d = med["a"], med["d"]
     names = {"a": "(a) Linux bridge", "b": "(b) compiled, seed flows, NORMAL",
              "c": "(c) compiled, steered to vproxy + MAC rewrite",
              "d": "(d) OVS 3.1 userspace (netdev), seed flows"}
-    print(f"{'row':<48} {'rx kpps':>9} {'/(a)':>6} {'/(d)':>6} {'TCP Gbit/s':>11} {'/(a)':>6} {'/(d)':>6}")
+    print(f"{'row':<47} {'rx kpps':>8} {'/(a)':>5} {'/(d)':>6} {'cpu ns':>7} {'(a)/':>5}"
+          f" {'TCP Gbit/s':>10} {'/(a)':>5} {'/(d)':>5}   kpps of each run")
     for k in "abcd":
-        r = results[k]
-        line = f"{names[k]:<48} {r['pps'] / 1e3:>9.0f} {r['pps'] / a['pps']:>6.2f} {r['pps'] / d['pps']:>6.2f}"
-        if "gbps" in r:
-            line += f" {r['gbps']:>11.2f} {r['gbps'] / a['gbps']:>6.2f} {r['gbps'] / d['gbps']:>6.2f}"
+        p, c = med[k]
+        line = (f"{names[k]:<47} {p / 1e3:>8.0f} {p / a[0]:>5.2f} {p / d[0]:>6.2f}"
+                f" {c:>7.0f} {a[1] / c:>5.2f}")
+        if k in gbps:
+            line += f" {gbps[k]:>10.2f} {gbps[k] / gbps['a']:>5.2f} {gbps[k] / gbps['d']:>5.2f}"
+        else:
+            line += " " * 23
+        line += "   " + " ".join(f"{r / 1e3:.0f}" for r, _ in runs[k])
         print(line)
-    print(f"\n64-byte UDP from trafgen -P 2, median of {opts.runs} x {opts.seconds:.0f} s; "
-          f"iperf3 {opts.iperf_seconds} s.\ncommand: .venv/bin/python bench/datapath.py")
+    print(f"\n64-byte UDP from trafgen -P 2, median of {opts.runs} x {opts.seconds:.0f} s, (a)/(b)/(c) in turns; "
+          f"iperf3 {opts.iperf_seconds} s, median of {opts.runs}.\n"
+          "cpu ns: CPU time of trafgen, ksoftirqd (and ovs-vswitchd in (d)) per received frame; "
+          "(a)/ = (a)'s cpu ns over the row's: the speed ratio on an idle machine.\n"
+          f"load average before: {load[0]}, after: {load[1]} ({time.monotonic() - started:.0f} s, "
+          f"{os.cpu_count()} CPUs)\n"
+          f"command: .venv/bin/python bench/datapath.py --runs {opts.runs} --seconds {opts.seconds:g}"
+          + (" --no-peer" if opts.no_peer else ""))
 
 
 if __name__ == "__main__":

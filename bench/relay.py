@@ -16,6 +16,11 @@ server and the relay in vproxy) and measures, side by side:
   other people's load while the cost per GB does not; when the two cores
   are saturated, relay/routed throughput tends to routed/relay cost, which
   is printed as the "cost ratio";
+- what a kernel fast path for ``direct`` routes would give: the client's
+  connections to an address DNATed to the server by nftables in vproxy
+  (conntrack, no relay), against routed with the same conntrack load. The
+  address is outside the fake range: in it, the local route the TPROXY
+  socket needs makes the kernel drop forwarded packets (`ip_forward`);
 - connections per second (connect, one request, a 1-byte answer, close)
   from 4 client processes, routed vs through the relay;
 - the relay process's memory per idle connection (RSS growth while
@@ -139,6 +144,21 @@ def memory_per_idle_connection(lab: RelayLab, target: str, count: int) -> tuple[
     return (after - before) * 1024 / count, after
 
 
+NAT_ADDRESS = "198.18.0.1"  # stands for a fake address the kernel would NAT itself
+
+
+def kernel_dnat(lab: RelayLab) -> None:
+    """From now on vproxy runs conntrack; NAT_ADDRESS:iperf3 goes to the server."""
+    table = f"""table ip bench_dnat {{
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr {NAT_ADDRESS} tcp dport {IPERF_PORT} dnat to {WEB_IP}
+  }}
+}}
+"""
+    lab.sh("vproxy", ["nft", "-f", "-"], input=table)
+
+
 def set_splice(lab: RelayLab, on: bool) -> None:
     lab.write_config(splice=on)
     lab.procs["relay"].send_signal(signal.SIGHUP)
@@ -172,6 +192,17 @@ def main() -> int:
             cost = {k: statistics.median(c for _, c in v) for k, v in runs.items()}
             rows.append((label, rate["routed"], rate["splice"], rate["copy"]))
             costs.append((label.split(",")[0] + ", CPU s/GB", cost["routed"], cost["splice"], cost["copy"]))
+        kernel_dnat(lab)
+        nat_rows = []
+        for label, reverse in (("upload", False), ("download", True)):
+            routed_nat, dnat = [], []
+            for _ in range(args.repeat):
+                routed_nat.append(iperf(lab, WEB_IP, args.seconds, reverse))
+                dnat.append(iperf(lab, NAT_ADDRESS, args.seconds, reverse))
+                loads.append(os.getloadavg()[0])
+            for unit, i in (("Gbit/s", 0), ("CPU s/GB", 1)):
+                nat_rows.append((f"kernel DNAT {label}, {unit}", statistics.median(r[i] for r in routed_nat),
+                                 statistics.median(r[i] for r in dnat)))
         cps_routed = connections_per_second(lab, WEB_IP, args.seconds)
         cps_relay = connections_per_second(lab, fake, args.seconds)
         rows.append(("connections/s (4 clients)", cps_routed, cps_relay, None))
@@ -191,6 +222,11 @@ def main() -> int:
         print(f"{name:<30} {base:>10.2f} {relay:>10.2f} {relay / base:>7.2f} {copy_cols}")
     for name, base, relay, copy in costs:
         print(f"{name:<30} {base:>10.3f} {relay:>10.3f} {base / relay:>7.2f} {copy:>11.3f} {base / copy:>7.2f}")
+    print("kernel DNAT rows: relay column = DNAT to the server (conntrack), routed = the same with "
+          "conntrack loaded; for CPU s/GB the ratio is routed/DNAT cost")
+    for name, base, nat in nat_rows:
+        ratio = nat / base if "Gbit" in name else base / nat
+        print(f"{name:<30} {base:>10.3f} {nat:>10.3f} {ratio:>7.2f}")
     print(f"{'relay memory per idle conn':<30} {'-':>10} {per_conn / 1024:>8.1f}Ki {'':>7} "
           f"(RSS {rss / 1024:.1f} MiB with {args.idle} held)")
     print("CPU s/GB rows: the ratio column is routed/relay cost, the throughput ratio expected "

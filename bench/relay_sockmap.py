@@ -26,7 +26,6 @@ peer's redirect backlog is drained before it may pass a FIN on).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import glob
 import os
 import secrets
@@ -36,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])

@@ -9,7 +9,7 @@ to print. The Django management commands are thin wrappers around these.
            del-port [BR] PORT | list-ports BR | show
     ofctl  add-flow BR FLOW | add-flows BR FILE|- | replace-flows BR FILE|-
            del-flows BR [--strict] [MATCH] | dump-flows BR [MATCH] [--no-names]
-           lint BR [FILE|-]
+           lint BR [FILE|-] | monitor BR [--count=N] [--timeout=SECS]
     appctl ofproto/trace BR FLOW [--datapath]
 
 Hooks for the compiled datapath (issue 4): if the module
@@ -20,6 +20,8 @@ Hooks for the compiled datapath (issue 4): if the module
   `--no-stats` form: there are no counters to show);
 - ``trace_datapath(bridge, packet, result) -> list[str]``: `ofproto/trace
   --datapath` appends these lines (what the compiled program did),
+- ``monitor(bridge, out, port_names, count, timeout, state_dir)``: `ofctl
+  monitor` prints the datapath's controller events (packet-ins),
 
 they are used; nothing else here changes.
 """
@@ -180,6 +182,13 @@ def run_ofctl(argv: list[str], out: TextIO = sys.stdout, state_dir: Path | str |
                 stats = hooks.flow_stats(br)
             out.write(flows.to_ofctl(names, stats))
             return 0
+        elif cmd == "monitor":
+            hooks = _hooks()
+            if hooks is None or not hasattr(hooks, "monitor"):
+                raise CliError("ofctl: monitor: the compiled datapath is not available")
+            count, timeout = _monitor_limits(flags)
+            hooks.monitor(br, out, names, count=count, timeout=timeout, state_dir=state_dir)
+            return 0
         elif cmd == "lint":
             flows = br.flows.flows
             if len(rest) > 1:
@@ -194,6 +203,22 @@ def run_ofctl(argv: list[str], out: TextIO = sys.stdout, state_dir: Path | str |
         raise CliError(f"ofctl: {where}{e} (nothing was changed)") from None
     store.save()
     return 0
+
+
+def _monitor_limits(flags: set[str]) -> tuple[int | None, float | None]:
+    """--count=N and --timeout=SECS of `ofctl monitor` (ovs-ofctl has --timeout)."""
+    values = dict(f[2:].split("=", 1) for f in flags if "=" in f)
+    unknown = set(values) - {"count", "timeout"}
+    if unknown:
+        raise CliError(f"ofctl: monitor: unknown option --{sorted(unknown)[0]}")
+    try:
+        count = int(values["count"]) if "count" in values else None
+        timeout = float(values["timeout"]) if "timeout" in values else None
+    except ValueError:
+        raise CliError("ofctl: monitor: --count takes a whole number, --timeout seconds") from None
+    if (count is not None and count < 1) or (timeout is not None and timeout <= 0):
+        raise CliError("ofctl: monitor: --count and --timeout must be positive")
+    return count, timeout
 
 
 def run_appctl(argv: list[str], out: TextIO = sys.stdout, state_dir: Path | str | None = None) -> int:

@@ -96,6 +96,12 @@ class Program:
     tables: list[TableImage]
     slots: dict[tuple, int]            # Flow.key -> counter slot
     flows_by_slot: dict[int, Flow]
+    # Line of the C (1-based) -> the flows whose match or actions it
+    # compiles: a verifier or clang complaint about a line names them.
+    line_flows: dict[int, tuple[Flow, ...]] = field(default_factory=dict)
+
+    def flows_at(self, line: int) -> tuple[Flow, ...]:
+        return self.line_flows.get(line, ())
 
 
 def rank_order(flows: list[Flow]) -> list[Flow]:
@@ -266,7 +272,9 @@ def _flow_comment(flow: Flow, port_names) -> str:
 
 
 def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_names,
-                   strategy: str, inline_max: int = TUPLE_INLINE_MAX) -> tuple[list[str], TableImage]:
+                   strategy: str, inline_max: int = TUPLE_INLINE_MAX
+                   ) -> tuple[list[str], TableImage, dict[int, tuple[Flow, ...]]]:
+    """The table's C lines, its map contents, and line index -> flows."""
     ranked = rank_order(flows)
     action_ids: dict[tuple, int] = {}
     action_code: list[list[str]] = []
@@ -288,6 +296,16 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
             return action_ids[(f.actions, slots[f.key])]
         return action_ids[f.actions]
 
+    users: dict[int, list[Flow]] = {}
+    for f in ranked:
+        users.setdefault(action_id(f), []).append(f)
+    owners: dict[int, tuple[Flow, ...]] = {}   # index in `out` -> flows
+
+    def own(flows_: tuple[Flow, ...], n: int) -> None:
+        """The next n lines appended to `out` compile `flows_`."""
+        for i in range(len(out), len(out) + n):
+            owners[i] = flows_
+
     out = [f"/* OpenFlow table {t}: {len(flows)} flows, {strategy} lookup. */",
            f"static __always_inline void dp_table_{t}(struct __sk_buff *skb, struct dp_state *st)",
            "{",
@@ -298,6 +316,7 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
     if strategy == "linear":
         for f in ranked:
             conds = _conditions(f.match)
+            own((f,), 5)
             out.append("\t" + _flow_comment(f, port_names))
             out.append(f"\tif ({' && '.join(conds) or '1'}) {{")
             out.append(f"\t\tslot = {slots[f.key]}; action = {action_id(f)};")
@@ -333,7 +352,7 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
             seen.add(key)
             val = struct.pack("<IIII", rank_of[id(f)], slots[f.key], action_id(f), 0)
             image.entries.append((key, val))
-        out[0:0] = [f"struct dp_tuple_key_{t} {{",
+        decl = [f"struct dp_tuple_key_{t} {{",
                     "\t__u32 mask_id;",
                     "\t__u32 pad;",
                     f"\t__u8 fields[{size}];",
@@ -346,6 +365,8 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
                     "\t__type(value, struct dp_tuple_val);",
                     f"}} dp_flows_{t} SEC(\".maps\");",
                     ""]
+        out[0:0] = decl
+        owners = {i + len(decl): fl for i, fl in owners.items()}
         out += [f"\tstruct dp_tuple_key_{t} tk;",
                 "\tstruct dp_tuple_val *v;",
                 "\t__u32 best = 0xffffffff;",
@@ -362,6 +383,7 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
                 # Few flows under this mask: comparing beats hashing.
                 for f in members[sig]:
                     conds = _conditions(f.match) + [f"{rank_of[id(f)]} < best"]
+                    own((f,), 4)
                     out.append("\t" + _flow_comment(f, port_names))
                     out.append(f"\tif ({' && '.join(conds)}) {{")
                     out.append(f"\t\tbest = {rank_of[id(f)]}; slot = {slots[f.key]}; "
@@ -393,6 +415,7 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
             f"\tdp_count(st, {t}, slot, skb->len);",
             "\tswitch (action) {"]
     for i, lines in enumerate(action_code):
+        own(tuple(users.get(i, ())), len(lines) + 2)
         out.append(f"\tcase {i}:")
         out += ["\t\t" + ln for ln in lines]
         out.append("\t\tbreak;")
@@ -401,7 +424,8 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
         # `k` and the labels are used by every shape of table; silence the
         # unused warnings of an empty one.
         out.insert(5, "\t(void)k;")
-    return out, image
+        owners = {i + (i >= 5): fl for i, fl in owners.items()}
+    return out, image, owners
 
 
 def compile_table(table: FlowTable, port_names: Mapping[int, str] | None = None,
@@ -434,15 +458,17 @@ def compile_table(table: FlowTable, port_names: Mapping[int, str] | None = None,
              '#include "dp_runtime.h"',
              ""]
     images = []
+    line_flows: dict[int, tuple[Flow, ...]] = {}
     for t in order:
         flows = by_table.get(t, [])
         strat = strategy
         if strat == "auto":
             strat = "linear" if len(flows) <= LINEAR_MAX_FLOWS else "tuple"
         if strat == "hashed":
-            code, image = _compile_table(t, flows, slots, port_names, "tuple", inline_max=0)
+            code, image, owners = _compile_table(t, flows, slots, port_names, "tuple", inline_max=0)
         else:
-            code, image = _compile_table(t, flows, slots, port_names, strat)
+            code, image, owners = _compile_table(t, flows, slots, port_names, strat)
+        line_flows.update({len(lines) + i + 1: fl for i, fl in owners.items() if fl})
         lines += code
         images.append(image)
     lines += ['SEC("tc")',
@@ -460,4 +486,4 @@ def compile_table(table: FlowTable, port_names: Mapping[int, str] | None = None,
               "",
               'char _license[] SEC("license") = "GPL";',
               ""]
-    return Program("\n".join(lines), images, slots, flows_by_slot)
+    return Program("\n".join(lines), images, slots, flows_by_slot, line_flows)

@@ -4,8 +4,8 @@
 program and swaps it in on every port device in one pass of tc "replace".
 Nothing that is running changes until the new program has compiled,
 passed the verifier and had its maps filled; any failure before the swap
-raises (`CompileError`, `BuildError`, `BpfError` with the verifier's log)
-and leaves the old program in place.
+raises (`CompileError`, `BuildError`, `VerifierError` naming the flow the
+verifier refused, with its log) and leaves the old program in place.
 
 Maps shared by every program of a bridge (ports, counters, events) are
 pinned under `<pin_root>/<bridge>/` and handed to each new program with
@@ -34,6 +34,7 @@ from . import tc
 from .build import build
 from .compiler import Program, assign_slots, compile_table
 from .libbpf import BpfError, BpfObject, Map, obj_get, pin, unpin
+from .verifier import explain
 
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/appliance"
 SHARED_MAPS = {
@@ -145,6 +146,8 @@ class Datapath:
         reuse = self._pinned()
         try:
             obj = BpfObject(str(obj_path), ("dp_ingress",), reuse=reuse)
+        except BpfError as e:
+            raise explain(e, program, obj_path, bridge.port_names) from None
         finally:
             for fd in reuse.values():
                 os.close(fd)
@@ -277,6 +280,10 @@ class Datapath:
                     "event_drops": total(C.MISC_EVENT_DROPS)}
         finally:
             m.close()
+
+    def slots(self) -> dict[str, int]:
+        """Flow identity -> counter slot of the program that runs now."""
+        return dict(self._load_state().slots)
 
     def events_fd(self) -> int:
         """An fd of the controller ring buffer (caller closes it)."""

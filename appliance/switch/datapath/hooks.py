@@ -9,7 +9,10 @@
   test build, run the packet through it with BPF_PROG_TEST_RUN and return
   lines saying what the program did, and whether it agrees with the
   reference classifier's `result`; raises the CLI's error (naming
-  --datapath) when the program cannot be built or run.
+  --datapath) when the program cannot be built or run;
+- `monitor(bridge, out, port_names, count, timeout, state_dir)`: `ofctl
+  monitor`: print the running program's controller events (packet-ins)
+  as they come; raises the CLI's error when no datapath runs.
 """
 from __future__ import annotations
 
@@ -60,3 +63,15 @@ def trace_datapath(bridge, packet, result) -> list[str]:
     lines.append("agrees with the reference classifier" if same
                  else "DISAGREES with the reference classifier")
     return lines
+
+
+def monitor(bridge, out, port_names=None, count=None, timeout=None, state_dir=None) -> int:
+    from ..cli import CliError
+    from .events import monitor as run_monitor
+    dp = Datapath(bridge.name, state_dir=state_dir)
+    if not dp.attached():
+        raise CliError(f"ofctl: monitor: no compiled datapath runs for bridge {bridge.name}")
+    try:
+        return run_monitor(dp, bridge.flows, out, port_names, count=count, timeout=timeout)
+    except OSError as e:   # not root, or the pins went away under us
+        raise CliError(f"ofctl: monitor: {bridge.name}: {e}") from None

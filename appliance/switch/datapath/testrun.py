@@ -20,7 +20,8 @@ from ..packet import Packet
 from . import contract as C
 from .build import build
 from .compiler import Program, compile_table
-from .libbpf import BpfObject, Map, test_run
+from .libbpf import BpfError, BpfObject, Map, test_run
+from .verifier import explain
 
 # skb->cb[0] carries the input port into the test build.
 _SKB_CB_OFFSET = 48            # offsetof(struct __sk_buff, cb)
@@ -54,7 +55,12 @@ class TestDatapath:
             self._tmp = tempfile.TemporaryDirectory(prefix="dp-test-")
             build_dir = self._tmp.name
         self.object_path = build(self.program.source, build_dir, test=True, defines=defines)
-        self.obj = BpfObject(str(self.object_path), ("dp_ingress",))
+        try:
+            self.obj = BpfObject(str(self.object_path), ("dp_ingress",))
+        except BpfError as e:
+            if self._tmp is not None:
+                self._tmp.cleanup()
+            raise explain(e, self.program, self.object_path, port_names) from None
         self.prog_fd = self.obj.prog_fd("dp_ingress")
         self.trace_map = Map(self.obj.map_fd("dp_trace"), 4, C.TRACE_SIZE)
         ports_map = Map(self.obj.map_fd("dp_ports"), 4, C.PORT.size)

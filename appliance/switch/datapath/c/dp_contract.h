@@ -21,7 +21,7 @@
 #define DP_MAX_PORTS       64      /* ports a FLOOD/ALL walks over */
 #define DP_MAX_TRACE_MATCH 16      /* tables visited, test build only */
 #define DP_MAX_TRACE_OUT   32      /* outputs recorded, test build only */
-#define DP_EVENT_BYTES     128     /* packet bytes copied to the controller */
+#define DP_EVENT_BYTES     128     /* packet bytes copied to the controller (a power of 2) */
 
 /* skb->mark bits the datapath owns.  The hop count stops redirect loops
  * (the kernel does not); DP_MARK_NORMAL tags a clone re-injected at the

@@ -4,8 +4,10 @@
 Runs the console as deployed (Redis, one Celery worker, the ASGI server) on
 a temporary database, side by side in one run:
 
-  daphne x1, fakes     one daphne process (how the console ran before), the Box on
-                       the persistent fakes of the browser tests (tests/e2e/fakebox.py)
+  before, daphne x1    the console at git revision --before (one daphne process, every
+                       page reading the box and the database afresh), exported with
+                       `git archive` and run by this venv; the Box on the persistent
+                       fakes of the browser tests (tests/e2e/fakebox.py)
   uvicorn xN, fakes    `python -m appliance.web.serve` (N workers), same fakes
   uvicorn xN, lab      the same server managing a real box applied in a lab
                        (tests/e2e/boxlab.py): Kea's leases over its control socket,
@@ -41,7 +43,9 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # not bench/: its dns.py would shadow dnspython
 
-from tests.e2e.stack import Stack  # noqa: E402
+from tests.e2e.stack import ROOT, Stack  # noqa: E402
+
+BEFORE = "dc822c0"  # the console before the speed work: one daphne, every reading per request
 
 P95_TARGET_MS = 100.0
 APPLY_TARGET_S = 3.0
@@ -113,8 +117,8 @@ def measure_pages(stack, session, token, a, script):
     return rows
 
 
-def on_fakes(server, workers, a, script, applies):
-    stack = Stack(step_delay=0, server=server, workers=workers).start()
+def on_fakes(server, workers, a, script, applies, root=None):
+    stack = Stack(step_delay=0, server=server, workers=workers, **({"root": root} if root else {})).start()
     try:
         session, token = login(stack)
         (stack.tmp / "box" / "leases.json").write_text(json.dumps([
@@ -174,6 +178,7 @@ def main() -> int:
     ap.add_argument("--applies", type=int, default=5)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-lab", action="store_true", help="skip the real box in the lab (needs root)")
+    ap.add_argument("--before", default=BEFORE, help="git revision of the console to compare with")
     a = ap.parse_args()
     if not shutil.which("wrk"):
         print("bench/web.py: needs wrk (image/packages.txt)", file=sys.stderr)
@@ -181,12 +186,19 @@ def main() -> int:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(LUA)
     w = a.workers
-    configs = [("daphne x1, fakes", lambda: on_fakes("daphne", 1, a, f.name, 0)),
-               (f"uvicorn x{w}, fakes", lambda: on_fakes("uvicorn", w, a, f.name, a.applies))]
-    if not a.no_lab:
-        configs.append((f"uvicorn x{w}, lab", lambda: in_lab(w, a, f.name)))
-    results = [(name, *run()) for name, run in configs]
-    os.unlink(f.name)
+    before = tempfile.mkdtemp(prefix="appliance-bench-before-")
+    try:
+        # The console as it was, from git, run by the same venv on the same machine in the same run.
+        archive = subprocess.run(["git", "archive", a.before], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", before], input=archive, check=True)
+        configs = [("before, daphne x1", lambda: on_fakes("daphne", 1, a, f.name, 0, root=before)),
+                   (f"uvicorn x{w}, fakes", lambda: on_fakes("uvicorn", w, a, f.name, a.applies))]
+        if not a.no_lab:
+            configs.append((f"uvicorn x{w}, lab", lambda: in_lab(w, a, f.name)))
+        results = [(name, *run()) for name, run in configs]
+    finally:
+        shutil.rmtree(before, ignore_errors=True)
+        os.unlink(f.name)
 
     n = a.connections
     print(f"\nconsole under wrk: {n} connections, {a.seconds} s each, {os.cpu_count()} cores")

@@ -3,7 +3,8 @@
 Brings the lab up, applies the box in the lab's box namespace with
 `demo-settings.yaml` (clients then take their leases from the box, as a
 home's devices would), applies the database migrations, and starts Redis, a
-Celery worker and daphne as children of this process; the console manages
+Celery worker and the console's ASGI server (uvicorn workers,
+`appliance.web.serve`) as children of this process; the console manages
 that same box. Ctrl-C (or SIGTERM) stops every child it started, tears the
 box down and takes the lab down.
 """
@@ -92,9 +93,8 @@ def run(prefix: str, clients: int, port: int, redis_port: int, out=print, apply:
             _wait_port(redis_port, "redis-server", redis)
         start("celery", [str(bindir / "celery"), "-A", "appliance.web.celery", "worker",
                          "--concurrency", "1", "--loglevel", "INFO"])
-        daphne = start("daphne", [str(bindir / "daphne"), "-b", "127.0.0.1", "-p", str(port),
-                                  "appliance.web.asgi:application"])
-        _wait_port(port, "daphne", daphne)
+        web = start("web", [sys.executable, "-m", "appliance.web.serve", "--bind", f"127.0.0.1:{port}"])
+        _wait_port(port, "the console (appliance.web.serve)", web)
         out(f"demo: console at http://127.0.0.1:{port}/  (logs in {state}/demo-*.log)")
         out(f"demo: try  ip netns exec {spec.client(1)} curl http://www.proxied.test/   (relayed by the box)")
         out(f"demo:      ip netns exec {spec.client(1)} dig @192.168.1.1 www.blocked.test   (blocked)")

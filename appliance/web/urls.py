@@ -35,7 +35,7 @@ urlpatterns = [
     path("api/", include(api)),
     path("admin/", admin.site.urls),
     path("home/", views.home, name="home"),
-    # The box has no separate web server: daphne serves the console's own
+    # The box has no separate web server: the console's ASGI server serves its own
     # files (htmx, uPlot, CSS, JS) from the apps' static/ directories.
     re_path(r"^static/(?P<path>.*)$", static_serve, {"insecure": True}),
 ]

@@ -48,8 +48,8 @@ def web_argv(server: str, workers: int, port: int) -> list[str]:
 
 class Stack:
     def __init__(self, confirm_timeout: float = 8, step_delay: float = 0.4, fakes: bool = True,
-                 server: str = "uvicorn", workers: int = 2, env: dict | None = None):
-        self.server, self.workers = server, workers
+                 server: str = "uvicorn", workers: int = 2, env: dict | None = None, root: Path = ROOT):
+        self.server, self.workers, self.root = server, workers, Path(root)
         self.tmp = Path(tempfile.mkdtemp(prefix="appliance-web-e2e-"))
         self.redis_port, self.port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -64,7 +64,7 @@ class Stack:
                     "APPLIANCE_CONFIRM_TIMEOUT": str(confirm_timeout),
                     "APPLIANCE_FAKE_STEP_DELAY": str(step_delay),
                     "DJANGO_SECRET_KEY": "e2e-" + self.tmp.name,
-                    "PYTHONPATH": str(ROOT)}
+                    "PYTHONPATH": str(self.root)}
         self.env.update(env or {})
         if fakes:
             self.env["APPLIANCE_BOX_FACTORY"] = "tests.e2e.fakebox:make_box"
@@ -73,7 +73,7 @@ class Stack:
 
     def _start(self, name, argv):
         log = open(self.tmp / f"{name}.log", "ab")
-        p = subprocess.Popen(argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        p = subprocess.Popen(argv, env=self.env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
                              start_new_session=True)
         self.procs[name] = p
         return p
@@ -84,7 +84,7 @@ class Stack:
                                           "127.0.0.1", "--port", str(self.redis_port), "--save", "",
                                           "--appendonly", "no"])
             wait_port(self.redis_port, redis, "redis-server")
-            subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], env=self.env, cwd=ROOT,
+            subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], env=self.env, cwd=self.root,
                            check=True)
             self.start_worker()
             web = self._start("web", web_argv(self.server, self.workers, self.port))
@@ -132,7 +132,7 @@ class Stack:
         self.procs.clear()
 
     def manage(self, *args) -> str:
-        return subprocess.run([sys.executable, "manage.py", *args], env=self.env, cwd=ROOT, check=True,
+        return subprocess.run([sys.executable, "manage.py", *args], env=self.env, cwd=self.root, check=True,
                               capture_output=True, text=True).stdout
 
     def cleanup(self) -> None:

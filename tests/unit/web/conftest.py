@@ -20,6 +20,9 @@ def _console_settings(settings, tmp_path):
     app.conf.task_eager_propagates = True
     from django.core.cache import cache
     cache.clear()
+    from appliance.web import document, sources
+    document._DATA.clear()  # the database is rolled back between tests; the revision starts again
+    sources._CACHE.clear()
     fakes.BOX = fakes.new_box(str(tmp_path))
     fakes.STATE["leases"] = []
     yield

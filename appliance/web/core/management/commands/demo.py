@@ -5,7 +5,7 @@ from appliance.lab.topology import LabError
 
 
 class Command(BaseCommand):
-    help = "The demo: the lab and the console (Redis, Celery worker, daphne) until Ctrl-C."
+    help = "The demo: the lab and the console (Redis, Celery worker, the ASGI server) until Ctrl-C."
 
     def add_arguments(self, parser):
         parser.add_argument("--prefix", default="lab")

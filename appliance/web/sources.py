@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -201,18 +202,31 @@ class LiveSources:
 # each of 50 open consoles asking the box for itself. Kept in the process,
 # not in Redis: a round trip to Redis under load costs more than most readings.
 _CACHE: dict = {}
+_READING: dict = {}  # key -> lock held by the one thread taking a new reading
 
 
 def cached(key: str, read):
-    """`read()`, or what it returned less than APPLIANCE_LIVE_SECONDS ago in this process."""
+    """`read()`, or what it returned less than APPLIANCE_LIVE_SECONDS ago in this process.
+
+    While one thread takes a new reading, the others keep serving the last
+    one instead of asking the box all at once.
+    """
     seconds = getattr(settings, "APPLIANCE_LIVE_SECONDS", 1.0)
-    now = time.monotonic()
     hit = _CACHE.get(key)
-    if hit is not None and now - hit[0] < seconds:
+    if hit is not None and time.monotonic() - hit[0] < seconds:
         return hit[1]
-    value = read()
-    _CACHE[key] = (now, value)
-    return value
+    lock = _READING.setdefault(key, threading.Lock())
+    if not lock.acquire(blocking=hit is None):
+        return hit[1]
+    try:
+        again = _CACHE.get(key)
+        if again is not None and again is not hit and time.monotonic() - again[0] < seconds:
+            return again[1]  # another thread read it while this one waited
+        value = read()
+        _CACHE[key] = (time.monotonic(), value)
+        return value
+    finally:
+        lock.release()
 
 
 def leases() -> Reading:

@@ -60,3 +60,17 @@ def test_the_cached_document_is_not_rebuilt_while_nothing_changes(doc):
         document.cached_data()
     selects = [x["sql"] for x in q.captured_queries if x["sql"].startswith("SELECT")]
     assert len(selects) == 1 and "core_documentrevision" in selects[0], selects  # not one per section
+
+
+def test_while_one_thread_takes_a_reading_the_others_serve_the_last_one(settings, monkeypatch):
+    import threading
+
+    settings.APPLIANCE_LIVE_SECONDS = 1.0
+    now = [100.0]
+    monkeypatch.setattr(sources.time, "monotonic", lambda: now[0])
+    assert sources.cached("busy-reading", lambda: "old") == "old"
+    now[0] += 5
+    busy = sources._READING.setdefault("busy-reading", threading.Lock())
+    with busy:  # another thread is asking the box
+        assert sources.cached("busy-reading", lambda: "new") == "old"
+    assert sources.cached("busy-reading", lambda: "new") == "new"

@@ -136,8 +136,8 @@ class Admin(_Model):
     """The box's own stack on the admin veth (it carries the uplink NIC's MAC)."""
 
     address: IPv4Address
-    # Console, API and SSH: closed to anything arriving from the uplink.
-    guarded_ports: tuple[TcpPort, ...] = (22, 80, 443)
+    # SSH, console (HTTP, HTTPS) and noVNC: closed to anything arriving from the uplink.
+    guarded_ports: tuple[TcpPort, ...] = (22, 80, 443, 6443)
 
 
 class VProxy(_Model):

@@ -80,7 +80,12 @@ class ServiceSpec:
         if self.netns:
             # The namespace is made by the apply step; the unit only joins it.
             lines += [f"ConditionPathExists=/run/netns/{self.netns}"]
-        lines += ["After=network.target", "", "[Service]", "Type=simple",
+        # Not After=network.target: the apply starts these units and waits for
+        # them, and on boot the apply itself runs before network.target.
+        # The start limit belongs in [Unit] (systemd ignores it in [Service]).
+        lines += [f"StartLimitIntervalSec={int(self.stable_after * self.max_fast_failures)}",
+                  f"StartLimitBurst={self.max_fast_failures}",
+                  "", "[Service]", "Type=simple",
                   "ExecStart=" + " ".join(_systemd_quote(a) for a in self.argv)]
         if self.netns:
             lines.append(f"NetworkNamespacePath=/run/netns/{self.netns}")
@@ -89,8 +94,6 @@ class ServiceSpec:
         if self.cwd:
             lines.append(f"WorkingDirectory={self.cwd}")
         lines += ["Restart=always", f"RestartSec={self.backoff_initial:g}",
-                  f"StartLimitIntervalSec={int(self.stable_after * self.max_fast_failures)}",
-                  f"StartLimitBurst={self.max_fast_failures}",
                   "", "[Install]", "WantedBy=multi-user.target", ""]
         return "\n".join(lines)
 

@@ -37,17 +37,7 @@ def unit_name(name: str) -> str:
 def unit_text(spec: ServiceSpec) -> str:
     """The unit file; its first line carries the spec's digest, so a new
     config (a new `revision`) is a changed unit even when argv is the same."""
-    text = spec.systemd_unit(f"appliance service {spec.name}")
-    # The apply starts these units and waits for them, and on boot the apply
-    # itself runs before network.target: ordering them after it would make
-    # each start wait for the apply that waits for it.
-    lines = [l for l in text.splitlines() if l != "After=network.target"]
-    # systemd reads the start limit in [Unit] only (252 ignores it in [Service]).
-    limits = [l for l in lines if l.startswith(("StartLimitIntervalSec=", "StartLimitBurst="))]
-    lines = [l for l in lines if l not in limits]
-    at = lines.index("[Service]") - 1 if "" in lines[:lines.index("[Service]")] else lines.index("[Service]")
-    lines[at:at] = limits
-    return f"# appliance spec {spec.digest}\n" + "\n".join(lines) + "\n"
+    return f"# appliance spec {spec.digest}\n" + spec.systemd_unit(f"appliance service {spec.name}")
 
 
 def _run_systemctl(*args: str) -> subprocess.CompletedProcess:

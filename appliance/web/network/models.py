@@ -11,7 +11,9 @@ from appliance.web import document
 
 
 def _default_guarded_ports():
-    return [22, 80, 443]
+    # The document's default, so the console and a file never disagree.
+    from appliance.box.settings import Admin
+    return list(Admin.model_fields["guarded_ports"].default)
 
 
 @document.register

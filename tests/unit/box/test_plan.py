@@ -97,7 +97,7 @@ def test_nftables(the_plan):
             'tproxy to 127.0.0.1:7893 accept') in vp
     host = tables[(None, "inet", "appliance")].body
     assert f'iifname "{BRIDGE}" drop' in host
-    assert f'iifname "admin0" ether saddr {GW_MAC} tcp dport {{ 22, 80, 443 }} drop' in host
+    assert f'iifname "admin0" ether saddr {GW_MAC} tcp dport {{ 22, 80, 443, 6443 }} drop' in host
 
 
 def test_service_and_files(the_plan):

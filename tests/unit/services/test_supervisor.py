@@ -112,6 +112,9 @@ def test_spec_round_trips_and_renders_a_systemd_unit():
     assert 'ExecStart=kea-dhcp4 -c "/var/lib/appliance/dhcp/kea dhcp4.conf"' in unit
     assert "Environment=KEA_PIDFILE_DIR=/run/appliance/dhcp" in unit
     assert "WorkingDirectory=/var/lib/appliance" in unit and "Restart=always" in unit
+    unit_section, service_section = unit.split("[Service]")[0], unit.split("[Service]")[1]
+    assert "StartLimitBurst=" in unit_section and "StartLimit" not in service_section
+    assert "After=network.target" not in unit  # the boot-time apply, before network.target, waits for it
     assert spec.digest != ServiceSpec(**{**spec.__dict__, "revision": "x"}).digest
 
 

@@ -14,7 +14,8 @@ any protocol handler.  For:
   (d) Open vSwitch userspace (datapath_type=netdev), the seed's flows, as (b)
 
 Two figures per row, medians over `--runs` rounds in which (a), (b) and (c)
-take turns (so that the load of a shared machine falls on all three alike):
+take turns, (a) first in one round and last in the next (so that the load
+of a shared machine falls on all three alike):
 
   rx kpps   frames counted by the sink per second;
   cpu ns    CPU time per received frame of everything that forwards it:
@@ -297,15 +298,22 @@ def main() -> None:
         br = seed_bridge()
         br.flows = FlowTable(parse_flows(SEED.read_text(), br.port_map))
         # (a), (b), (c) take turns, so a burst of load elsewhere on the
-        # machine does not fall on one row only.
-        for _ in range(opts.runs):
+        # machine does not fall on one row only; every other round starts
+        # with the datapath, so neither comes first each time.
+        def bridge_row():
             measure("a", normal, "admin")
             tcp["a"].append(iperf(box, opts.iperf_seconds))
+
+        def datapath_rows():
             dp.apply(br)
             measure("b", normal, "admin")
             measure("c", steer, "vproxy")
             tcp["b"].append(iperf(box, opts.iperf_seconds))
             dp.detach()
+
+        for i in range(opts.runs):
+            for step in ((bridge_row, datapath_rows) if i % 2 == 0 else (datapath_rows, bridge_row)):
+                step()
         # (d): the same ports, now under Open vSwitch's userspace datapath.
         for port in box.ports:
             box.exec(box.box, "ip", "link", "set", port, "nomaster")
@@ -345,7 +353,7 @@ def main() -> None:
              "c": "(c) compiled, steered to vproxy + MAC rewrite",
              "d": "(d) OVS 3.1 userspace (netdev), seed flows"}
     print(f"{'row':<47} {'rx kpps':>8} {'/(a)':>5} {'/(d)':>6} {'cpu ns':>7} {'(a)/':>5}"
-          f" {'TCP Gbit/s':>10} {'/(a)':>5} {'/(d)':>5}   kpps of each run")
+          f" {'TCP Gbit/s':>10} {'/(a)':>5} {'/(d)':>5}   each run: kpps/cpu ns")
     for k in "abcd":
         p, c = med[k]
         line = (f"{names[k]:<47} {p / 1e3:>8.0f} {p / a[0]:>5.2f} {p / d[0]:>6.2f}"
@@ -354,7 +362,7 @@ def main() -> None:
             line += f" {gbps[k]:>10.2f} {gbps[k] / gbps['a']:>5.2f} {gbps[k] / gbps['d']:>5.2f}"
         else:
             line += " " * 23
-        line += "   " + " ".join(f"{r / 1e3:.0f}" for r, _ in runs[k])
+        line += "   " + " ".join(f"{r / 1e3:.0f}/{c:.0f}" for r, c in runs[k])
         print(line)
     print(f"\n64-byte UDP from trafgen -P 2, median of {opts.runs} x {opts.seconds:.0f} s, (a)/(b)/(c) in turns; "
           f"iperf3 {opts.iperf_seconds} s, median of {opts.runs}.\n"

@@ -129,6 +129,15 @@ def parse_trace(text: str, l2: tuple[int, int, int], odp_to_ofport: Mapping[int,
             tr.outputs[(FL.OFPP_CONTROLLER, None, None, None)] += 1
         else:
             tr.unparsed.append(act)
+    # A table miss: OpenFlow 1.0 (what ovs-ofctl speaks here by default)
+    # sends it to the controller, OpenFlow 1.3 and this project drop it.
+    # Our documented rule is the 1.3 one, so a miss's packet-in is no output.
+    misses = text.count('No match, and a "packet-in" is called for')
+    key = (FL.OFPP_CONTROLLER, None, None, None)
+    if misses and tr.outputs[key]:
+        tr.outputs[key] -= min(misses, tr.outputs[key])
+        if not tr.outputs[key]:
+            del tr.outputs[key]
     return tr
 
 

@@ -108,7 +108,10 @@ def blast(port, rng, count):
             with socket.create_connection(("127.0.0.1", port), timeout=2) as tcp:
                 for _ in range(5):
                     data = packet(rng)
-                    tcp.sendall(struct.pack(">H", len(data)) + data)
+                    try:
+                        tcp.sendall(struct.pack(">H", len(data)) + data)
+                    except (BrokenPipeError, ConnectionResetError):
+                        break  # the server may close a connection that sent garbage (RFC 7766)
     udp.close()
 
 

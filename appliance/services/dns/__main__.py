@@ -7,12 +7,12 @@ its field or line and the running policy stays. SIGTERM/SIGINT stop it.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import signal
 import sys
 
+from appliance.services.entry import service_main
 from .control import serve_control
 from .server import DnsService
 from .settings import SettingsError, load_settings_file
@@ -61,21 +61,7 @@ async def run(config: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m appliance.services.dns")
-    parser.add_argument("--config", required=True, help="YAML or JSON DnsSettings file")
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return asyncio.run(run(args.config))
-    except SettingsError as exc:
-        for field, problem in exc.errors.items():
-            print(f"{args.config}: {field}: {problem}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"cannot start: {exc}", file=sys.stderr)
-        return 1
+    return service_main("python -m appliance.services.dns", run, SettingsError, argv)
 
 
 if __name__ == "__main__":

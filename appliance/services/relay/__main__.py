@@ -6,12 +6,12 @@ kept); SIGTERM/SIGINT stop it.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import signal
 import sys
 
+from appliance.services.entry import service_main
 from .relay import Relay
 from .settings import SettingsError, load_settings_file
 
@@ -42,18 +42,7 @@ async def run(config: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m appliance.services.relay", description=__doc__)
-    parser.add_argument("--config", required=True, help="relay settings (YAML or JSON)")
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return asyncio.run(run(args.config))
-    except SettingsError as exc:
-        for field, problem in exc.errors.items():
-            print(f"{args.config}: {field}: {problem}", file=sys.stderr)
-        return 2
+    return service_main("python -m appliance.services.relay", run, SettingsError, argv, description=__doc__)
 
 
 if __name__ == "__main__":

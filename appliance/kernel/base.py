@@ -6,7 +6,7 @@ be diffed against what `observe` returns.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 
@@ -32,15 +32,6 @@ class Route:
     dev: str | None = None
     type: str = "unicast"  # or "local"
     table: str = "main"  # "main", "local" or a number
-
-
-@dataclass
-class Process:
-    pid: int
-    argv: Sequence[str]
-    ns: str | None
-    log: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 class Kernel(Protocol):

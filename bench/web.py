@@ -25,6 +25,10 @@ the lab it is the real box (datapath loaded, Kea restarted with the new
 pool), checked by a lab client leasing from the new pool afterwards.
 
     .venv/bin/python bench/web.py [--seconds 5] [--connections 50] [--applies 5] [--workers 2] [--no-lab]
+                                  [--baseline REV] [--no-before]
+
+--baseline REV (repeatable) adds a row for the uvicorn server at git revision REV
+on the same fakes (e.g. HEAD, to see the working tree's change side by side with it).
 """
 from __future__ import annotations
 
@@ -179,6 +183,9 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-lab", action="store_true", help="skip the real box in the lab (needs root)")
     ap.add_argument("--before", default=BEFORE, help="git revision of the console to compare with")
+    ap.add_argument("--no-before", action="store_true", help="skip the one-daphne row of --before")
+    ap.add_argument("--baseline", action="append", default=[],
+                    help="also the uvicorn server at this git revision, on the fakes (repeatable)")
     a = ap.parse_args()
     if not shutil.which("wrk"):
         print("bench/web.py: needs wrk (image/packages.txt)", file=sys.stderr)
@@ -187,17 +194,28 @@ def main() -> int:
         f.write(LUA)
     w = a.workers
     before = tempfile.mkdtemp(prefix="appliance-bench-before-")
+    baselines = {rev: tempfile.mkdtemp(prefix="appliance-bench-baseline-") for rev in a.baseline}
     try:
         # The console as it was, from git, run by the same venv on the same machine in the same run.
-        archive = subprocess.run(["git", "archive", a.before], cwd=ROOT, capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", before], input=archive, check=True)
-        configs = [("before, daphne x1", lambda: on_fakes("daphne", 1, a, f.name, 0, root=before)),
-                   (f"uvicorn x{w}, fakes", lambda: on_fakes("uvicorn", w, a, f.name, a.applies))]
+        def export(rev, into):
+            archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
+        configs = []
+        if not a.no_before:
+            export(a.before, before)
+            configs.append(("before, daphne x1", lambda: on_fakes("daphne", 1, a, f.name, 0, root=before)))
+        for rev, tree in baselines.items():
+            export(rev, tree)
+            configs.append((f"{rev[:8]} uvicorn x{w}", lambda tree=tree: on_fakes("uvicorn", w, a, f.name, 0,
+                                                                                   root=tree)))
+        configs.append((f"uvicorn x{w}, fakes", lambda: on_fakes("uvicorn", w, a, f.name, a.applies)))
         if not a.no_lab:
             configs.append((f"uvicorn x{w}, lab", lambda: in_lab(w, a, f.name)))
         results = [(name, *run()) for name, run in configs]
     finally:
         shutil.rmtree(before, ignore_errors=True)
+        for tree in baselines.values():
+            shutil.rmtree(tree, ignore_errors=True)
         os.unlink(f.name)
 
     n = a.connections

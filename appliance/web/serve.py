@@ -5,8 +5,14 @@
 Why not one daphne: Django runs a request's sync code in one thread per
 process, so one process is one core; under 50 browsers' worth of load the
 requests queued behind each other (p95 0.7-1.4 s for 5-20 ms of work each).
-uvicorn's supervisor binds the socket once and its workers accept from it,
-so every core serves. Channels is plain ASGI and its groups live in Redis,
+Every worker opens its own listening socket on the address with
+SO_REUSEPORT, and the kernel spreads new connections evenly over them (by
+a hash of the client's address and port). With uvicorn's one shared socket
+every worker raced to accept, and a keep-alive connection stays with the
+worker that won it: 50 browsers split 20/30 or worse, and the busier
+worker's queue set the p95. A worker that dies takes its socket with it, so
+no connection waits on a socket nobody accepts from; its replacement (the
+supervisor restarts it) binds a new one. Channels is plain ASGI and its groups live in Redis,
 so a page's websocket may land on any worker and still gets every apply
 event. asyncio also sets TCP_NODELAY on every connection; daphne (Twisted)
 does not, and its header and body writes on a keep-alive connection waited
@@ -16,7 +22,13 @@ with keep-alive but not with "Connection: close").
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import socket
+import sys
+
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import multiprocess
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,12 +43,49 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "appliance.web.settings")
     import uvicorn
 
-    uvicorn.run("appliance.web.asgi:application", host=host.strip("[]") or "127.0.0.1", port=int(port),
-                workers=max(1, a.workers), loop="uvloop", http="httptools", ws="websockets-sansio",
-                lifespan="off",  # Django has no lifespan handler; "auto" only logs that
-                access_log=False, proxy_headers=a.proxy_headers, forwarded_allow_ips="127.0.0.1",
-                ssl_certfile=a.certfile, ssl_keyfile=a.keyfile, log_level="info")
+    config = uvicorn.Config("appliance.web.asgi:application", host=host.strip("[]") or "127.0.0.1", port=int(port),
+                            workers=max(1, a.workers), loop="uvloop", http="httptools", ws="websockets-sansio",
+                            lifespan="off",  # Django has no lifespan handler; "auto" only logs that
+                            access_log=False, proxy_headers=a.proxy_headers, forwarded_allow_ips="127.0.0.1",
+                            ssl_certfile=a.certfile, ssl_keyfile=a.keyfile, log_level="info")
+    if config.workers == 1:
+        config.load_app()
+        server = uvicorn.Server(config)
+        server.run()
+        return 0 if server.started else 1
+    # The supervisor (restarts, SIGHUP/TTIN/TTOU, shutdown) is uvicorn's; only its workers differ:
+    # each binds its own socket instead of inheriting the one the supervisor bound.
+    multiprocess.Process = ReusePortWorker
+    logging.getLogger("uvicorn.error").info("Uvicorn running on %s://%s:%d, %d workers, a socket each (SO_REUSEPORT)",
+                                            "https" if config.is_ssl else "http", config.host, config.port,
+                                            config.workers)
+    try:
+        multiprocess.Multiprocess(config, sockets=[]).run()
+    except KeyboardInterrupt:
+        pass
     return 0
+
+
+def reuseport_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port with SO_REUSEPORT (the worker's server listens on it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+class ReusePortWorker(multiprocess.Process):
+    """uvicorn's worker process, listening on a socket of its own (see the module docstring)."""
+
+    def target(self, sockets=None):  # runs in the worker process
+        try:
+            sock = reuseport_socket(self.config.host, self.config.port)
+        except OSError as exc:
+            logging.getLogger("uvicorn.error").error("%s:%d: %s", self.config.host, self.config.port, exc)
+            sys.exit(STARTUP_FAILURE)  # the supervisor stops rather than restarting it in a loop
+        super().target([sock])
 
 
 if __name__ == "__main__":

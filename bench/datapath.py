@@ -305,12 +305,13 @@ def main() -> None:
             tcp["a"].append(iperf(box, opts.iperf_seconds))
 
         def datapath_rows():
-            dp.apply(br)
+            hooks.add(dp.apply(br).hook)
             measure("b", normal, "admin")
             measure("c", steer, "vproxy")
             tcp["b"].append(iperf(box, opts.iperf_seconds))
             dp.detach()
 
+        hooks: set[str] = set()
         for i in range(opts.runs):
             for step in ((bridge_row, datapath_rows) if i % 2 == 0 else (datapath_rows, bridge_row)):
                 step()
@@ -369,7 +370,7 @@ def main() -> None:
           "cpu ns: CPU time of trafgen, ksoftirqd (and ovs-vswitchd in (d)) per received frame; "
           "(a)/ = (a)'s cpu ns over the row's: the speed ratio on an idle machine.\n"
           f"load average before: {load[0]}, after: {load[1]} ({time.monotonic() - started:.0f} s, "
-          f"{os.cpu_count()} CPUs)\n"
+          f"{os.cpu_count()} CPUs); (b)/(c) attached with {'/'.join(sorted(hooks))}\n"
           f"command: .venv/bin/python bench/datapath.py --runs {opts.runs} --seconds {opts.seconds:g}"
           + (" --no-peer" if opts.no_peer else ""))
 

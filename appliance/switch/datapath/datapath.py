@@ -1,7 +1,9 @@
 """The running datapath of one bridge: compile, load, fill maps, swap, detach.
 
 `Datapath.apply(bridge)` turns the bridge's flow table into a loaded
-program and swaps it in on every port device in one pass of tc "replace".
+program and swaps it in on every port device: with a tcx link and
+`bpf_link_update` where the kernel has tcx (>= 6.6, see `tcx`), else with
+a tc clsact filter and "replace" (see `tc`); both swap atomically.
 Nothing that is running changes until the new program has compiled,
 passed the verifier and had its maps filled; any failure before the swap
 raises (`CompileError`, `BuildError`, `VerifierError` naming the flow the
@@ -30,7 +32,7 @@ from pathlib import Path
 from ..bridge import Bridge, default_state_dir
 from ..flows import Flow, FlowStats, FlowTable
 from . import contract as C
-from . import tc
+from . import tc, tcx
 from .build import build
 from .compiler import Program, assign_slots, compile_table
 from .libbpf import BpfError, BpfObject, Map, obj_get, pin, unpin
@@ -69,6 +71,7 @@ class ApplyResult:
     devices: dict[str, int]          # device name -> ifindex the program is on
     added: int = 0
     removed: int = 0
+    hook: str = "tc"                 # "tcx" or "tc": how the program is attached
 
 
 @dataclass
@@ -165,13 +168,25 @@ class Datapath:
                     path = os.path.join(self.pin_dir, name)
                     if not os.path.exists(path):
                         pin(m.fd, path)
-                # The swap: one replace per device, old program until then.
+                # The swap: one link update (or tc replace) per device,
+                # old program until then.
                 prog_fd = obj.prog_fd("dp_ingress")
+                hook = "tcx" if tcx.supported() else "tc"
                 for dev, index in bound.items():
-                    tc.attach(ipr, index, prog_fd)
+                    link = tcx.pin_path(self.pin_dir, dev)
+                    if hook == "tcx":
+                        tcx.attach(self.netns, link, index, prog_fd)
+                        # A filter from an earlier tc attach goes only now,
+                        # after the link runs the program.
+                        if tc.ours(ipr, index):
+                            tc.detach(ipr, index)
+                    else:
+                        tc.attach(ipr, index, prog_fd)
+                        tcx.detach(link)
                 st = self._load_state()
                 for dev in st.devices:
                     if dev not in bound:
+                        tcx.detach(tcx.pin_path(self.pin_dir, dev))
                         try:
                             tc.detach(ipr, tc.ifindex(ipr, dev))
                         except LookupError:
@@ -194,7 +209,7 @@ class Datapath:
         if self._obj is not None:
             self._obj.close()
         self._obj = obj
-        return ApplyResult(program, obj_path, bound, added, removed)
+        return ApplyResult(program, obj_path, bound, added, removed, hook)
 
     def _bind_ports(self, ipr, bridge: Bridge, devices: dict[str, str],
                     maps: dict[str, Map]) -> dict[str, int]:
@@ -295,8 +310,10 @@ class Datapath:
     # -- detach ----------------------------------------------------------------
 
     def detach(self) -> None:
-        """Remove every filter, qdisc, pin and map of this bridge's datapath."""
+        """Remove every link, filter, qdisc, pin and map of this bridge's datapath."""
         st = self._load_state()
+        for link in tcx.pinned(self.pin_dir):
+            tcx.detach(link)
         with tc.rtnl(self.netns) as ipr:
             for dev in st.devices:
                 try:

@@ -79,6 +79,13 @@ _obj_pin = _sig("bpf_obj_pin", c_int, c_int, c_char_p)
 _obj_get = _sig("bpf_obj_get", c_int, c_char_p)
 _test_run = _sig("bpf_prog_test_run_opts", c_int, c_int, c_void_p)
 _num_cpus = _sig("libbpf_num_possible_cpus", c_int)
+_link_create = _sig("bpf_link_create", c_int, c_int, c_int, c_int, c_void_p)
+_link_update = _sig("bpf_link_update", c_int, c_int, c_int, c_void_p)
+_link_detach = _sig("bpf_link_detach", c_int, c_int)
+_prog_query = _sig("bpf_prog_query", c_int, c_int, c_int, c_uint32,
+                   ctypes.POINTER(c_uint32), ctypes.POINTER(c_uint32),
+                   ctypes.POINTER(c_uint32))
+_obj_info = _sig("bpf_obj_get_info_by_fd", c_int, c_int, c_void_p, ctypes.POINTER(c_uint32))
 
 _SAMPLE_FN = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
 _rb_new = _sig("ring_buffer__new", c_void_p, c_int, _SAMPLE_FN, c_void_p, c_void_p)
@@ -271,6 +278,70 @@ def unpin(path: str) -> bool:
 def obj_get(path: str) -> int:
     """Open a pinned object; the caller owns (and closes) the fd."""
     return _check(_obj_get(path.encode()), f"open pinned {path}")
+
+
+# tcx: BPF links at the tc hooks (kernel >= 6.6).  Debian 12's libbpf 1.1
+# predates bpf_program__attach_tcx, but its bpf_link_create passes any
+# attach type through, and a tcx link needs nothing beyond the ifindex.
+BPF_TCX_INGRESS = 46
+
+
+def link_create(prog_fd: int, ifindex: int, attach_type: int) -> int:
+    """bpf_link_create on a device; resolves `ifindex` in the calling thread's netns."""
+    return _check(_link_create(prog_fd, ifindex, attach_type, None), "bpf_link_create")
+
+
+def link_update(link_fd: int, prog_fd: int) -> None:
+    """Swap the program of a link atomically (never a moment without one)."""
+    _check(_link_update(link_fd, prog_fd, None), "bpf_link_update")
+
+
+def link_detach(link_fd: int) -> None:
+    """Detach a link's program now, whoever else holds the link."""
+    _check(_link_detach(link_fd), "bpf_link_detach")
+
+
+class _LinkInfo(ctypes.Structure):
+    # struct bpf_link_info: type, id, prog_id, then a union aligned to 8;
+    # for tcx the union starts with ifindex, attach_type.
+    _fields_ = [
+        ("type", c_uint32),
+        ("id", c_uint32),
+        ("prog_id", c_uint32),
+        ("_pad", c_uint32),
+        ("ifindex", c_uint32),
+        ("attach_type", c_uint32),
+        ("_rest", ctypes.c_uint8 * 64),
+    ]
+
+
+BPF_LINK_TYPE_TCX = 11
+
+
+@dataclass
+class LinkInfo:
+    type: int
+    id: int
+    prog_id: int
+    ifindex: int      # for a tcx link; 0 once its device is gone
+    attach_type: int
+
+
+def link_info(link_fd: int) -> LinkInfo:
+    info = _LinkInfo()
+    size = c_uint32(ctypes.sizeof(info))
+    _check(_obj_info(link_fd, ctypes.byref(info), ctypes.byref(size)), "link info")
+    return LinkInfo(info.type, info.id, info.prog_id, info.ifindex, info.attach_type)
+
+
+def prog_query(ifindex: int, attach_type: int, max_progs: int = 64) -> list[int]:
+    """Ids of the programs attached at `attach_type` on a device (calling thread's netns)."""
+    ids = (c_uint32 * max_progs)()
+    cnt = c_uint32(max_progs)
+    flags = c_uint32(0)
+    _check(_prog_query(ifindex, attach_type, 0, ctypes.byref(flags), ids, ctypes.byref(cnt)),
+           "bpf_prog_query")
+    return list(ids[: cnt.value])
 
 
 class _TestRunOpts(ctypes.Structure):

@@ -5,6 +5,10 @@ with "replace": the kernel swaps the program pointer under RCU, so a frame
 is handled either by the old program or by the new one, never by neither
 (Cilium's and bridger's way).  Without a fixed priority the kernel would
 pick a new one and add a second filter instead of replacing the first.
+
+This is the fallback: where the kernel has tcx (>= 6.6) the datapath
+attaches with BPF links instead (`tcx`), which skips the clsact/cls_bpf
+walk.
 """
 from __future__ import annotations
 
@@ -75,6 +79,11 @@ def filters(ipr: IPRoute, index: int) -> list[dict]:
             "prog_id": opts.get_attr("TCA_BPF_ID"),
         })
     return out
+
+
+def ours(ipr: IPRoute, index: int) -> bool:
+    """Whether our filter is on a device (e.g. left from before a switch to tcx)."""
+    return any(f["prio"] == PRIO and f["handle"] == HANDLE for f in filters(ipr, index))
 
 
 def detach(ipr: IPRoute, index: int) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from appliance.switch.bridge import seed_bridge
-from appliance.switch.datapath import tc
+from appliance.switch.datapath import tc, tcx
 from appliance.switch.datapath.compiler import CompileError
 from appliance.switch.datapath.datapath import Datapath
 from appliance.switch.flows import FlowTable
@@ -54,6 +54,18 @@ def box(tmp_path):
                 os.rmdir(os.path.dirname(dp.pin_dir))
             except OSError:
                 pass
+
+
+def hooked(b: DpBox, dev: str) -> tuple[list[dict], list[int]]:
+    """(tc ingress filters, tcx ingress program ids) on a device of the box."""
+    with tc.rtnl(b.box) as ipr:
+        index = tc.ifindex(ipr, dev)
+        return tc.filters(ipr, index), tcx.programs(b.box, index)
+
+
+def kernel_has_tcx() -> bool:
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    return (major, minor) >= (6, 6)
 
 
 def udp_from(box: DpBox, port: str, dst: str, dport: int, count: int = 1, payload=b"x" * 18):
@@ -180,6 +192,7 @@ def test_swap_is_atomic_and_loses_nothing(box):
     tables = [seed_bridge_with_flows(),
               seed_bridge_with_flows("\ntable=0,priority=1,dl_type=0x88b5,actions=drop\n")]
     dp.apply(tables[0])
+    first_link = tcx.link(tcx.pin_path(dp.pin_dir, "downlink"))
     b.neigh("downlink", "192.168.1.1", "18:00:00:00:00:e8")
     sink = b.socket_in("vproxy")
     sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
@@ -212,9 +225,16 @@ def test_swap_is_atomic_and_loses_nothing(box):
             for _ in range(20):
                 s.sendto(b"q" * 32, ("192.168.1.1", 53))
                 sent += 1
-            with tc.rtnl(b.box) as ipr:
-                fl = tc.filters(ipr, tc.ifindex(ipr, "downlink"))
-            assert len(fl) == 1 and fl[0]["prio"] == tc.PRIO and fl[0]["handle"] == tc.HANDLE
+            # One program on the port, whichever hook the kernel offers.
+            fl, progs = hooked(b, "downlink")
+            if tcx.supported():
+                assert fl == [] and len(progs) == 1
+                # The same link, now running the new program: updated, not re-added.
+                link = tcx.link(tcx.pin_path(dp.pin_dir, "downlink"))
+                assert link.prog_id == progs[0] and link.id == first_link.id
+            else:
+                assert progs == []
+                assert len(fl) == 1 and fl[0]["prio"] == tc.PRIO and fl[0]["handle"] == tc.HANDLE
     finally:
         s.close()
         time.sleep(0.5)
@@ -224,6 +244,108 @@ def test_swap_is_atomic_and_loses_nothing(box):
     print(f"swaps={swaps} sent={sent} received={received[0]}")
     assert swaps == 100
     assert received[0] == sent
+
+
+def test_tcx_links_are_used_where_the_kernel_has_them(box):
+    b, dp = box
+    assert tcx.supported() == kernel_has_tcx()
+    if not tcx.supported():
+        pytest.skip("kernel without tcx: the tc path is what the other tests exercise")
+    result = dp.apply(seed_bridge_with_flows())
+    assert result.hook == "tcx"
+    for dev, index in result.devices.items():
+        fl, progs = hooked(b, dev)
+        assert fl == [] and len(progs) == 1
+        link = tcx.link(tcx.pin_path(dp.pin_dir, dev))
+        assert link.ifindex == index and link.prog_id == progs[0]
+    assert "clsact" not in b.exec(b.box, "tc", "qdisc", "show").stdout
+
+
+def test_swap_under_concurrent_load_loses_nothing(box):
+    # A sender that never pauses while the program is swapped 50 times.
+    b, dp = box
+    tables = [seed_bridge_with_flows(),
+              seed_bridge_with_flows("\ntable=0,priority=1,dl_type=0x88b5,actions=drop\n")]
+    dp.apply(tables[0])
+    b.neigh("downlink", "192.168.1.1", "18:00:00:00:00:e8")
+    b.exec(b.ns("vproxy"), "ip", "addr", "add", "192.168.1.1/32", "dev", "eth0")
+    sink = b.socket_in("vproxy")
+    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    sink.bind(("0.0.0.0", 53))
+    sink.settimeout(2)
+    received = [0]
+    sent = [0]
+    stop_rx = threading.Event()
+    stop_tx = threading.Event()
+
+    def receive():
+        while True:
+            try:
+                sink.recv(2048)
+                received[0] += 1
+            except socket.timeout:
+                if stop_rx.is_set():
+                    return
+
+    def send():
+        s = b.socket_in("downlink")
+        try:
+            while not stop_tx.is_set():
+                s.sendto(b"q" * 32, ("192.168.1.1", 53))
+                sent[0] += 1
+                if sent[0] % 50 == 0:
+                    time.sleep(0.001)     # let the receiver keep up
+        finally:
+            s.close()
+
+    rx = threading.Thread(target=receive)
+    tx = threading.Thread(target=send)
+    rx.start()
+    tx.start()
+    try:
+        for i in range(50):
+            assert dp.apply(tables[(i + 1) % 2]).hook == ("tcx" if tcx.supported() else "tc")
+    finally:
+        stop_tx.set()
+        tx.join()
+        time.sleep(0.5)
+        stop_rx.set()
+        rx.join()
+        sink.close()
+    print(f"sent={sent[0]} received={received[0]}")
+    assert sent[0] > 500
+    assert received[0] == sent[0]
+
+
+def test_tc_fallback_and_move_to_tcx(box, monkeypatch):
+    # Without tcx the program sits in a clsact filter; once the kernel has
+    # tcx, the next apply moves it to a link and removes the filter.
+    b, dp = box
+    monkeypatch.setattr(tcx, "supported", lambda: False)
+    result = dp.apply(seed_bridge_with_flows())
+    assert result.hook == "tc"
+    for dev in result.devices:
+        fl, _ = hooked(b, dev)
+        assert len(fl) == 1 and fl[0]["prio"] == tc.PRIO
+        assert tcx.link(tcx.pin_path(dp.pin_dir, dev)) is None
+    assert dp.apply(seed_bridge_with_flows()).hook == "tc"
+    assert all(len(hooked(b, dev)[0]) == 1 for dev in result.devices)
+    monkeypatch.undo()
+    if not tcx.supported():
+        return
+    result = dp.apply(seed_bridge_with_flows())
+    assert result.hook == "tcx"
+    for dev in result.devices:
+        fl, progs = hooked(b, dev)
+        assert fl == [] and len(progs) == 1
+    assert "clsact" not in b.exec(b.box, "tc", "qdisc", "show").stdout
+    # And back: a fallback apply replaces the links with filters.
+    monkeypatch.setattr(tcx, "supported", lambda: False)
+    result = dp.apply(seed_bridge_with_flows())
+    for dev in result.devices:
+        fl, progs = hooked(b, dev)
+        assert len(fl) == 1 and progs == []
+        assert not os.path.exists(tcx.pin_path(dp.pin_dir, dev))
 
 
 def test_bad_table_is_rejected_and_old_program_keeps_running(box):
@@ -285,9 +407,8 @@ def test_detach_removes_filters_qdiscs_and_pins(box):
     dp.apply(seed_bridge_with_flows())
     assert os.path.exists(os.path.join(dp.pin_dir, "dp_stats"))
     dp.detach()
-    with tc.rtnl(b.box) as ipr:
-        for port in b.ports:
-            assert tc.filters(ipr, tc.ifindex(ipr, port)) == []
+    for port in b.ports:
+        assert hooked(b, port) == ([], [])
     qd = b.exec(b.box, "tc", "qdisc", "show").stdout
     assert "clsact" not in qd
     assert not os.path.exists(dp.pin_dir)

@@ -36,6 +36,13 @@ def _in_ns(ns: str | None, argv: Sequence[str]) -> list[str]:
     return list(argv) if ns is None else ["nsenter", f"--net=/run/netns/{ns}", *argv]
 
 
+def listening(ns: str | None, proto: str, port: int) -> bool:
+    """Whether something listens on `proto`/`port` in namespace `ns` (readiness checks)."""
+    flag = "-Hlun" if proto == "udp" else "-Hltn"
+    res = subprocess.run(_in_ns(ns, ["ss", flag, f"sport = :{port}"]), capture_output=True, text=True)
+    return bool(res.stdout.strip())
+
+
 class LinuxKernel:
     def __init__(self) -> None:
         self._children: dict[int, subprocess.Popen] = {}

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.kernel import Kernel, LinuxKernel
+from appliance.kernel.linux import listening
 from appliance.kernel.reconcile import reconcile
 from appliance.lab import topology
 from appliance.lab.topology import LabSpec
@@ -119,18 +120,12 @@ class Lab:
                 progress(line)
         return changes
 
-    def _listening(self, ns: str, proto: str, port: int) -> bool:
-        flag = "-Hltn" if proto == "tcp" else "-Hlun"
-        res = subprocess.run(["nsenter", f"--net=/run/netns/{ns}", "ss", flag, f"sport = :{port}"],
-                             capture_output=True, text=True)
-        return bool(res.stdout.strip())
-
     def _wait_ready(self, timeout: float = 10.0) -> None:
         want = [(self.spec.internet, "tcp", 80), (self.spec.internet, "udp", 53),
                 (self.spec.modem, "udp", 53), (self.spec.modem, "udp", 67)]
         deadline = time.monotonic() + timeout
         for ns, proto, port in want:
-            while not self._listening(ns, proto, port):
+            while not listening(ns, proto, port):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"lab: nothing listens on {proto}/{port} in {ns}; "
                                        f"see the logs in {self.rundir}")

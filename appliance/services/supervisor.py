@@ -228,12 +228,9 @@ class Supervisor:
 # ---------------------------------------------------------------- the monitor
 
 def _listening(netns: str | None, what: str) -> bool:
+    from appliance.kernel.linux import listening  # pyroute2 only when readiness is asked for
     proto, _, port = what.partition("/")
-    argv = ["ss", "-Hln" + ("u" if proto == "udp" else "t"), f"sport = :{port}"]
-    if netns:
-        argv = ["nsenter", f"--net=/run/netns/{netns}", *argv]
-    res = subprocess.run(argv, capture_output=True, text=True)
-    return bool(res.stdout.strip())
+    return listening(netns, proto, int(port))
 
 
 def _pid_alive(pid: int | None) -> bool:

@@ -17,6 +17,7 @@ import pytest
 from appliance.box.cli import box_for
 from appliance.box.settings import parse_settings
 from appliance.kernel import KernelError, LinuxKernel
+from appliance.kernel.linux import listening
 from appliance.lab import topology
 from tests.e2e.boxlab import POOL, STATIC_IP, box_in_lab, settings_data
 
@@ -125,7 +126,7 @@ def test_console_and_ssh_ports_answer_the_home_but_not_the_modem_side(home):
     srv = _listen_in_box(lab, 443)
     try:
         deadline = time.monotonic() + 15
-        while not lab._listening(lab.spec.box, "tcp", 443):
+        while not listening(lab.spec.box, "tcp", 443):
             assert time.monotonic() < deadline and srv.poll() is None, "the test listener did not start"
             time.sleep(0.1)
         c = lab.spec.client(1)

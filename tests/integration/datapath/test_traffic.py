@@ -8,6 +8,7 @@ redirect loop is cut, and detach leaves nothing behind.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -187,20 +188,23 @@ def test_arp_for_gateway_reaches_uplink_only(box):
             s.close()
 
 
-def test_swap_is_atomic_and_loses_nothing(box):
-    b, dp = box
-    tables = [seed_bridge_with_flows(),
-              seed_bridge_with_flows("\ntable=0,priority=1,dl_type=0x88b5,actions=drop\n")]
-    dp.apply(tables[0])
-    first_link = tcx.link(tcx.pin_path(dp.pin_dir, "downlink"))
+def swap_tables():
+    """Two tables that differ by one flow no test frame matches: every apply is a real swap."""
+    return [seed_bridge_with_flows(),
+            seed_bridge_with_flows("\ntable=0,priority=1,dl_type=0x88b5,actions=drop\n")]
+
+
+@contextlib.contextmanager
+def counting_dns_sink(b: DpBox):
+    """Count, in vproxy, the DNS datagrams the seed's flow steers there; yields [count]."""
     b.neigh("downlink", "192.168.1.1", "18:00:00:00:00:e8")
+    # The DNS flow rewrites dl_dst to vproxy, whose stack then takes the
+    # frame addressed to 192.168.1.1 only if it owns it: give it that address.
+    b.exec(b.ns("vproxy"), "ip", "addr", "add", "192.168.1.1/32", "dev", "eth0")
     sink = b.socket_in("vproxy")
     sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     sink.bind(("0.0.0.0", 53))
     sink.settimeout(2)
-    # The DNS flow rewrites dl_dst to vproxy, whose stack then takes the
-    # frame addressed to 192.168.1.1 only if it owns it: give it that address.
-    b.exec(b.ns("vproxy"), "ip", "addr", "add", "192.168.1.1/32", "dev", "eth0")
     received = [0]
     stop = threading.Event()
 
@@ -215,32 +219,43 @@ def test_swap_is_atomic_and_loses_nothing(box):
 
     rx = threading.Thread(target=receive)
     rx.start()
-    sent = 0
-    swaps = 0
-    s = b.socket_in("downlink")
     try:
-        for i in range(100):
-            dp.apply(tables[i % 2])
-            swaps += 1
-            for _ in range(20):
-                s.sendto(b"q" * 32, ("192.168.1.1", 53))
-                sent += 1
-            # One program on the port, whichever hook the kernel offers.
-            fl, progs = hooked(b, "downlink")
-            if tcx.supported():
-                assert fl == [] and len(progs) == 1
-                # The same link, now running the new program: updated, not re-added.
-                link = tcx.link(tcx.pin_path(dp.pin_dir, "downlink"))
-                assert link.prog_id == progs[0] and link.id == first_link.id
-            else:
-                assert progs == []
-                assert len(fl) == 1 and fl[0]["prio"] == tc.PRIO and fl[0]["handle"] == tc.HANDLE
+        yield received
     finally:
-        s.close()
-        time.sleep(0.5)
+        time.sleep(0.5)  # what is still in flight arrives
         stop.set()
         rx.join()
         sink.close()
+
+
+def test_swap_is_atomic_and_loses_nothing(box):
+    b, dp = box
+    tables = swap_tables()
+    dp.apply(tables[0])
+    first_link = tcx.link(tcx.pin_path(dp.pin_dir, "downlink"))
+    sent = 0
+    swaps = 0
+    with counting_dns_sink(b) as received:
+        s = b.socket_in("downlink")
+        try:
+            for i in range(100):
+                dp.apply(tables[i % 2])
+                swaps += 1
+                for _ in range(20):
+                    s.sendto(b"q" * 32, ("192.168.1.1", 53))
+                    sent += 1
+                # One program on the port, whichever hook the kernel offers.
+                fl, progs = hooked(b, "downlink")
+                if tcx.supported():
+                    assert fl == [] and len(progs) == 1
+                    # The same link, now running the new program: updated, not re-added.
+                    link = tcx.link(tcx.pin_path(dp.pin_dir, "downlink"))
+                    assert link.prog_id == progs[0] and link.id == first_link.id
+                else:
+                    assert progs == []
+                    assert len(fl) == 1 and fl[0]["prio"] == tc.PRIO and fl[0]["handle"] == tc.HANDLE
+        finally:
+            s.close()
     print(f"swaps={swaps} sent={sent} received={received[0]}")
     assert swaps == 100
     assert received[0] == sent
@@ -264,28 +279,10 @@ def test_tcx_links_are_used_where_the_kernel_has_them(box):
 def test_swap_under_concurrent_load_loses_nothing(box):
     # A sender that never pauses while the program is swapped 50 times.
     b, dp = box
-    tables = [seed_bridge_with_flows(),
-              seed_bridge_with_flows("\ntable=0,priority=1,dl_type=0x88b5,actions=drop\n")]
+    tables = swap_tables()
     dp.apply(tables[0])
-    b.neigh("downlink", "192.168.1.1", "18:00:00:00:00:e8")
-    b.exec(b.ns("vproxy"), "ip", "addr", "add", "192.168.1.1/32", "dev", "eth0")
-    sink = b.socket_in("vproxy")
-    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-    sink.bind(("0.0.0.0", 53))
-    sink.settimeout(2)
-    received = [0]
     sent = [0]
-    stop_rx = threading.Event()
     stop_tx = threading.Event()
-
-    def receive():
-        while True:
-            try:
-                sink.recv(2048)
-                received[0] += 1
-            except socket.timeout:
-                if stop_rx.is_set():
-                    return
 
     def send():
         s = b.socket_in("downlink")
@@ -298,20 +295,15 @@ def test_swap_under_concurrent_load_loses_nothing(box):
         finally:
             s.close()
 
-    rx = threading.Thread(target=receive)
-    tx = threading.Thread(target=send)
-    rx.start()
-    tx.start()
-    try:
-        for i in range(50):
-            assert dp.apply(tables[(i + 1) % 2]).hook == ("tcx" if tcx.supported() else "tc")
-    finally:
-        stop_tx.set()
-        tx.join()
-        time.sleep(0.5)
-        stop_rx.set()
-        rx.join()
-        sink.close()
+    with counting_dns_sink(b) as received:
+        tx = threading.Thread(target=send)
+        tx.start()
+        try:
+            for i in range(50):
+                assert dp.apply(tables[(i + 1) % 2]).hook == ("tcx" if tcx.supported() else "tc")
+        finally:
+            stop_tx.set()
+            tx.join()
     print(f"sent={sent[0]} received={received[0]}")
     assert sent[0] > 500
     assert received[0] == sent[0]

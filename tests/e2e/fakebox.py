@@ -1,4 +1,4 @@
-"""A Box on fakes that survives across processes (daphne, Celery workers) for the browser tests.
+"""A Box on fakes that survives across processes (console workers, Celery workers) for the browser tests.
 
 The fakes (kernel, switch, services, files) are pickled into the state
 directory after every progress line, so a worker killed mid-apply leaves

@@ -1,4 +1,4 @@
-"""The console in a real browser against daphne + Celery + Redis, the Box on persistent fakes.
+"""The console in a real browser against uvicorn workers + Celery + Redis, the Box on persistent fakes.
 
 Run in order (module-scoped browser and stack): first run, login, wizard,
 apply with live progress, a DHCP pool change, a lease appearing without a

@@ -1,6 +1,6 @@
 """Login lockout: after N failures for a user name or a client address, refuse for a while.
 
-Counts live in the cache (Redis in production, so every daphne process
+Counts live in the cache (Redis in production, so every console worker process
 agrees); the window and the limit come from Django settings.
 """
 from __future__ import annotations

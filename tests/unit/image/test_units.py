@@ -69,8 +69,19 @@ def test_image_units_parse_and_order_apply_before_the_network_services():
         assert unit in before
     assert apply["Service"]["Type"] == "oneshot"
     assert "appliance-boot-apply" in apply["Service"]["ExecStart"]
-    console = (UNITS / "appliance-console.service").read_text()
-    assert "ssl:443:privateKey=/var/lib/appliance/tls/console.key" in console
+    console = configparser.ConfigParser(strict=False, interpolation=None)
+    console.read_string((UNITS / "appliance-console.service").read_text())
+    argv = console["Service"]["ExecStart"].replace("\\\n", " ").split()
+    # The development tree's server (uvicorn workers), HTTPS on 443 with the first boot's certificate.
+    assert argv[:3] == ["/opt/appliance/.venv/bin/python", "-m", "appliance.web.serve"]
+    opts = dict(zip(argv[3::2], argv[4::2]))
+    assert opts["--bind"] == "0.0.0.0:443" and int(opts["--workers"]) >= 1
+    assert opts["--certfile"] == "/var/lib/appliance/tls/console.crt"
+    assert opts["--keyfile"] == "/var/lib/appliance/tls/console.key"
+    assert "daphne" not in console["Service"]["ExecStart"]
+    for dep in ("appliance-prepare.service", "redis-server.service"):
+        assert dep in console["Unit"]["Requires"] and dep in console["Unit"]["After"]
+    assert "appliance-apply.service" in console["Unit"]["After"]
     novnc = (UNITS / "appliance-novnc.service").read_text()
     assert "--web-auth" in novnc and "--ssl-only" in novnc and "appliance_vnc_auth.ConsoleSession" in novnc
     assert "127.0.0.1:5901" in novnc

@@ -33,6 +33,20 @@ class BoxResult:
     dry_run: bool = False
 
 
+def service_runner(run_dir: str):
+    """systemd units when the box runs its services that way (the image,
+    `APPLIANCE_SERVICES=systemd`), else the supervisor under RUN_DIR/services.
+
+    The apply starts services through it and the console asks it their state,
+    so both always talk to the same one.
+    """
+    if os.environ.get("APPLIANCE_SERVICES") == "systemd":
+        from appliance.services.units import SystemdUnits
+        return SystemdUnits()
+    from appliance.services.supervisor import Supervisor
+    return Supervisor(f"{run_dir}/services")
+
+
 class Box:
     def __init__(self, *, placement: Placement = Placement(), layout: planner.Layout = planner.Layout(),
                  kernel: Kernel | None = None, switch=None, services=None, fs=None):
@@ -46,17 +60,18 @@ class Box:
 
     # -- collaborators, made on first use so planning needs none of them ----
     @property
+    def services(self):
+        """What runs this box's services (`start`, `stop`, `remove`, `status`); see `service_runner`."""
+        if self._services is None:
+            self._services = service_runner(self.layout.run_dir)
+        return self._services
+
+    @property
     def applier(self) -> Applier:
         if self._switch is None:
             from appliance.box.switchload import DatapathLoader
             self._switch = DatapathLoader.of(self)
-        if self._services is None and os.environ.get("APPLIANCE_SERVICES") == "systemd":
-            from appliance.services.units import SystemdUnits  # the image: services are units
-            self._services = SystemdUnits()
-        if self._services is None:
-            from appliance.services.supervisor import Supervisor
-            self._services = Supervisor(f"{self.layout.run_dir}/services")
-        return Applier(self.kernel, self._switch, self._services, self._fs)
+        return Applier(self.kernel, self._switch, self.services, self._fs)
 
     # -- observe and plan ---------------------------------------------------
     def observe(self, settings: Settings) -> planner.Observed:

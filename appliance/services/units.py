@@ -68,6 +68,9 @@ class SystemdUnits:
 
     def status(self, name: str) -> ServiceState:
         res = self.systemctl("show", unit_name(name), "--property=ActiveState,SubState,MainPID,NRestarts")
+        # A unit systemd does not know is "inactive" with status 0; a failure
+        # here is systemd itself not answering, which is not "stopped".
+        self._check(res, f"show {unit_name(name)}")
         props = dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
         state = _STATES.get(props.get("ActiveState", ""), STOPPED)
         if props.get("SubState") == "auto-restart":

@@ -107,13 +107,11 @@ class LiveSources:
         plan = applied_plan(self.box)
         if plan is None:
             return Reading(problem="nothing applied yet")
-        from appliance.services.supervisor import Supervisor
-
-        sup = Supervisor(f"{self.box.layout.run_dir}/services")
+        runner = self.box.services  # systemd on the image, the supervisor elsewhere
         rows = []
         for spec in plan.services:
             try:
-                state = sup.status(spec.name)
+                state = runner.status(spec.name)
                 rows.append({"name": spec.name, "state": getattr(state, "state", str(state))})
             except Exception as e:  # noqa: BLE001
                 rows.append({"name": spec.name, "state": f"unknown ({e})"})

@@ -132,7 +132,9 @@ SESSION = """
 from django.contrib.auth import get_user_model, login
 from django.contrib.sessions.backends.db import SessionStore
 from django.test import RequestFactory
-user = get_user_model().objects.create_superuser("owner", password="kept-owner-pass-1")
+User = get_user_model()
+user = User.objects.filter(username="owner").first() or \
+    User.objects.create_superuser("owner", password="kept-owner-pass-1")
 req = RequestFactory().get("/")
 req.session = SessionStore()
 login(req, user, backend="django.contrib.auth.backends.ModelBackend")
@@ -141,10 +143,15 @@ print("SESSION", req.session.session_key)
 """
 
 
-def test_novnc_only_behind_the_console_login(box):
+def console_session(box) -> str:
+    """A logged-in console session's key (the owner's, made on first use)."""
     box.put("/root/session.py", SESSION)
     out = box.ssh("appliance-manage shell < /root/session.py").stdout
-    key = out.split("SESSION", 1)[1].split()[0]
+    return out.split("SESSION", 1)[1].split()[0]
+
+
+def test_novnc_only_behind_the_console_login(box):
+    key = console_session(box)
     curl = "curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1:6443/vnc.html"
     assert box.ssh(curl).stdout == "403"
     assert box.ssh(f"{curl} -H 'Cookie: sessionid=not-a-session'").stdout == "403"
@@ -152,6 +159,32 @@ def test_novnc_only_behind_the_console_login(box):
     # The VNC server itself only on loopback.
     assert box.ssh("ss -Htln 'sport = :5901' | awk '{print $4}'").stdout.split() in (
         ["127.0.0.1:5901"], ["127.0.0.1:5901", "[::1]:5901"])
+
+
+def test_the_console_shows_the_units_state(box):
+    """The dashboard's services panel reads systemd, which runs the box's services here."""
+    key = console_session(box)
+    status = f"curl -sk -H 'Cookie: sessionid={key}' https://127.0.0.1/status.json"
+
+    def panel(want: dict, timeout: float = 30) -> dict:
+        """The panel's states of want's services, once they are want's or at the timeout."""
+        deadline = time.monotonic() + timeout  # the panel's reading may be a second old
+        while True:
+            services = json.loads(box.ssh(status).stdout)["services"]
+            rows = {row["name"]: row["state"] for row in services["value"] or ()}
+            got = {name: rows.get(name, services["problem"]) for name in want}
+            if got == want or time.monotonic() > deadline:
+                return got
+            time.sleep(1)
+
+    running = {"dhcp4": "running", "dns": "running", "relay": "running"}
+    assert panel(running) == running
+    box.ssh("systemctl stop appliance-svc-relay")
+    try:
+        assert panel({"relay": "stopped"}) == {"relay": "stopped"}
+    finally:
+        box.ssh("systemctl start appliance-svc-relay")
+    assert panel(running) == running
 
 
 def test_upgrade_to_the_next_image_keeps_everything(box):

@@ -6,6 +6,7 @@ from appliance.box.plan import Layout, Observed
 from appliance.box.runtime import Box
 from appliance.box.settings import default_settings
 from appliance.kernel import FakeKernel
+from appliance.services.supervisor import RUNNING, STOPPED, ServiceState
 
 GW_MAC = "02:4d:4f:44:45:4d"
 UP_MAC, DOWN_MAC = "52:54:00:00:05:00", "52:54:00:00:01:00"
@@ -43,6 +44,9 @@ class FakeServices:
 
     def remove(self, name):
         self.running.pop(name, None)
+
+    def status(self, name):
+        return ServiceState(name, RUNNING if name in self.running else STOPPED)
 
 
 class MemFs:

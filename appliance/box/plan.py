@@ -255,6 +255,7 @@ def relay_settings(s: Settings, layout: Layout) -> RelaySettings:
     data["dns_control"] = f"{layout.run_dir}/dns.sock"
     data["fakeip_db"] = f"{layout.state_dir}/dns/fakeip.sqlite3"
     data["control_socket"] = f"{layout.run_dir}/relay.sock"
+    data["fast_path"]["interfaces"] = [VPROXY_DEV]
     if not data["resolvers"]:
         data["resolvers"] = [str(s.gateway.ip)]
     if str(s.gateway.ip) not in data["deny_clients"]:
@@ -338,7 +339,13 @@ def kernel_objects(settings: Settings, gw_mac: str, uplink_mac: str) -> tuple[Ob
         Sysctls(VPROXY_NS, (
             ("net.ipv6.conf.all.disable_ipv6", "1"),
             ("net.ipv6.conf.default.disable_ipv6", "1"),
-            ("net.ipv4.ip_forward", "0"),
+            # Forwarding carries the relay's kernel fast path (direct routes
+            # NATed); the forward chain lets nothing else through.
+            ("net.ipv4.ip_forward", "1" if relay_settings(s, Layout()).fast_path.enabled else "0"),
+            # Fast-path packets leave by the link they came in on: that is no
+            # reason to tell the client of a better route.
+            ("net.ipv4.conf.all.send_redirects", "0"),
+            (f"net.ipv4.conf.{VPROXY_DEV}.send_redirects", "0"),
             # A fake IP (local route) must never be an ARP sender address.
             ("net.ipv4.conf.all.arp_announce", "2"),
             (f"net.ipv4.conf.{VPROXY_DEV}.arp_announce", "2"),
@@ -364,6 +371,11 @@ def vproxy_nft_body(s: Settings) -> str:
         "  }",
         # The seed's step 3: one TPROXY socket takes every connection to the fake range.
         relay_nft.chain(relay_settings(s, Layout()), [VPROXY_DEV]),
+        # vproxy is no router: it forwards only what the relay's fast path NATed.
+        "  chain forward {",
+        "    type filter hook forward priority filter; policy drop;",
+        f"    ct mark 0x{relay_nft.FAST_PATH_CT_MARK:x} accept",
+        "  }",
     ])
 
 

@@ -5,8 +5,9 @@
 - ``client`` (10.77.0.2) routes the fake range (and, for the bench's
   baseline, the internet) to ``vproxy`` (10.77.0.1);
 - ``vproxy`` runs the relay with the real nft TPROXY rule (home interface
-  only) and the local route for the fake range; ``ip_forward`` is on only
-  so the bench can compare with plain routing;
+  only) and the local route for the fake range; ``ip_forward`` is on for
+  the relay's kernel fast path (direct routes NATed, `fastpath.py`) and so
+  the bench can compare with plain routing;
 - ``internet`` (203.0.113.0/24) runs the lab web server, a test server
   (`TestServer`: sized replies, half-close echo, UDP echo), dnsmasq
   answering ``*.test``, Dante (SOCKS5, username/password from the
@@ -246,6 +247,7 @@ DisableViaHeader Yes
             "fakeip_db": self.db,
             "dns_control": self.dns_control,
             "control_socket": self.control,
+            "fast_path": {"interfaces": ["home"]},
             "proxies": [
                 {"name": "socks", "type": "socks5", "address": SOCKS_IP, "port": 1080,
                  "username": USER, "password": PASSWORD, "udp": True},

@@ -107,6 +107,28 @@ def test_fake_ip_domain_is_relayed_to_the_real_site(home):
         == topology.MODEM_WAN_IP
 
 
+def test_later_connections_to_a_direct_name_take_the_kernel_fast_path(home):
+    from appliance.services.relay.control import query
+
+    lab, box = home
+    c = lab.spec.client(1)
+    sock = f"{box.layout.run_dir}/relay.sock"
+    lab.run(c, ["curl", "-s", "-m", "10", "-o", "/dev/null", "http://www.proxied.test/"])
+    deadline = time.monotonic() + 10
+    while query(sock, "stats")["fast_path"]["entries"] < 1:
+        assert time.monotonic() < deadline, "the relay never handed the name to the kernel"
+        time.sleep(0.1)
+    size = lab.run(c, ["curl", "-s", "-m", "10", "-o", "/dev/null", "-w", "%{size_download}",
+                       "http://www.proxied.test/bytes/300000"]).stdout
+    assert size == "300000"
+    deadline = time.monotonic() + 10  # the relay reads conntrack every 2 s
+    while not (rows := [r for r in query(sock, "history")
+                        if r["path"] == "kernel" and r["bytes_down"] >= 300000]):
+        assert time.monotonic() < deadline, "the kernel's connection never reached the table"
+        time.sleep(0.3)
+    assert rows[-1]["domain"] == "www.proxied.test" and rows[-1]["route"] == "direct"
+
+
 def test_the_relay_cannot_be_reached_from_the_modem_side(home):
     lab, _ = home
     fake = parse_dig_answers(dig(lab, lab.spec.client(1), "www.proxied.test", "+short"))[0]

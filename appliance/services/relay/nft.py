@@ -5,27 +5,40 @@ tests use these, so the rule that steers traffic and the socket that takes
 it cannot disagree. Only packets arriving on the home-side interfaces are
 steered; anything else sent to the fake range meets the local route with
 no socket behind it and is refused by the kernel.
+
+The TPROXY chain runs just after destination NAT (``dstnat + 10``), not at
+``mangle``: a connection the kernel fast path has NATed to a real address
+then no longer matches the fake range, and is forwarded instead of being
+handed to the relay's socket (the kernel drops a forwarded packet that
+TPROXY has already tied to a local socket).
 """
 
 from __future__ import annotations
 
 from .settings import RelaySettings
 
+# Conntrack mark of the connections the fast path NATs: the masquerade rule,
+# the box's forward filter and the relay's conntrack reads all select by it.
+FAST_PATH_CT_MARK = 0x7E1A
+
+
+def _iif(interfaces: list[str]) -> str:
+    names = ", ".join(f'"{name}"' for name in interfaces)
+    return f"iifname {{ {names} }} " if interfaces else ""
+
 
 def tproxy_rules(settings: RelaySettings, home_interfaces: list[str]) -> list[str]:
-    """Rule lines for a ``type filter hook prerouting priority mangle`` chain."""
+    """Rule lines for the ``fake_range`` chain (filter, prerouting, after dstnat)."""
     host, port = settings.listen_address()
-    ifaces = ", ".join(f'"{name}"' for name in home_interfaces)
-    match = f"iifname {{ {ifaces} }} " if home_interfaces else ""
     return [
-        f"{match}ip daddr {settings.fake_range} meta l4proto {{ tcp, udp }} "
+        f"{_iif(home_interfaces)}ip daddr {settings.fake_range} meta l4proto {{ tcp, udp }} "
         f"tproxy to {host}:{port} accept",
     ]
 
 
 def chain(settings: RelaySettings, home_interfaces: list[str], name: str = "fake_range") -> str:
     """A whole chain, for a table body."""
-    lines = [f"  chain {name} {{", "    type filter hook prerouting priority mangle; policy accept;"]
+    lines = [f"  chain {name} {{", "    type filter hook prerouting priority dstnat + 10; policy accept;"]
     lines += [f"    {rule}" for rule in tproxy_rules(settings, home_interfaces)]
     lines.append("  }")
     return "\n".join(lines)
@@ -34,3 +47,56 @@ def chain(settings: RelaySettings, home_interfaces: list[str], name: str = "fake
 def local_route(settings: RelaySettings) -> list[str]:
     """`ip route` arguments: the whole fake range is local, so TPROXY delivers to the socket."""
     return ["route", "replace", "local", settings.fake_range, "dev", "lo", "table", "local"]
+
+
+def fast_path_table(settings: RelaySettings) -> str:
+    """An `nft -f` script that (re)creates the relay's own table, empty.
+
+    The map ``fast`` (fake address -> real address) is filled by the relay;
+    a TCP connection from a served client on a home-side interface to a
+    mapped address is marked and DNATed to the real one (same port), then
+    masqueraded to vproxy's own address so the answers come back through
+    vproxy's conntrack and reach the client from the fake address.
+    """
+    fp = settings.fast_path
+    t = fp.table
+    src = f"ip saddr {{ {', '.join(settings.allow_clients)} }} " if settings.allow_clients else ""
+    if settings.deny_clients:
+        src += f"ip saddr != {{ {', '.join(settings.deny_clients)} }} "
+    mark = f"0x{FAST_PATH_CT_MARK:x}"
+    # "add; delete; define" in one transaction: the table exists exactly once afterwards,
+    # and a dead predecessor's entries are gone.
+    return "\n".join([
+        f"add table ip {t}",
+        f"delete table ip {t}",
+        f"table ip {t} {{",
+        "  map fast { type ipv4_addr : ipv4_addr; flags timeout; }",
+        "  chain fast_dnat {",
+        "    type nat hook prerouting priority dstnat; policy accept;",
+        f"    {_iif(fp.interfaces)}{src}meta l4proto tcp ip daddr @fast "
+        f"ct mark set {mark} dnat ip to ip daddr map @fast",
+        "  }",
+        "  chain fast_snat {",
+        "    type nat hook postrouting priority srcnat; policy accept;",
+        f"    ct mark {mark} masquerade",
+        "  }",
+        "}",
+        "",
+    ])
+
+
+def delete_table(settings: RelaySettings) -> str:
+    t = settings.fast_path.table
+    return f"add table ip {t}\ndelete table ip {t}\n"
+
+
+def add_entry(settings: RelaySettings, fake: str, real: str, timeout: float,
+              replace: bool = False) -> str:
+    """Map `fake` to `real` for `timeout` seconds (`replace`: it maps elsewhere now)."""
+    t = settings.fast_path.table
+    old = f"delete element ip {t} fast {{ {fake} }}\n" if replace else ""
+    return old + f"add element ip {t} fast {{ {fake} timeout {max(1, round(timeout))}s : {real} }}\n"
+
+
+def remove_entry(settings: RelaySettings, fake: str) -> str:
+    return f"delete element ip {settings.fast_path.table} fast {{ {fake} }}\n"

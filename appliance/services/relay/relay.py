@@ -34,6 +34,7 @@ import struct
 import time
 
 from .directory import Directory, DnsDirectory
+from .fastpath import FastPath
 from .pump import Pump
 from .resolve import ResolveError, Resolver
 from .settings import RelaySettings
@@ -165,10 +166,13 @@ class Relay:
         self.started = time.time()
         self.rejected_sources = 0
         self._sweeper: asyncio.Task | None = None
+        self.fastpath = FastPath(self)
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
         raise_fd_limit()
+        # Before the first connection: a dead predecessor's map must not outlive this start.
+        await self.fastpath.start()
         self._listen()
         from .udp import UdpRelay
 
@@ -209,6 +213,7 @@ class Relay:
             await self.control.stop()
         for session in list(self.sessions.values()):
             session.abort("relay stopping")
+        await self.fastpath.stop()
         if self._own_directory:
             self.directory.close()
 
@@ -230,10 +235,20 @@ class Relay:
             self._listen()
             self.udp.stop()
             self.udp.start()
+        if settings.fast_path != old.fast_path or (
+                settings.fast_path.enabled and (settings.allow_clients, settings.deny_clients)
+                != (old.allow_clients, old.deny_clients)):
+            self.loop.create_task(self._restart_fastpath())
         if settings.control_socket != old.control_socket:
             log.warning("control_socket changed; it moves at the next restart")
         log.info("relay settings reloaded: routes %s, max_connections %d",
                  ", ".join(settings.route_names()), settings.max_connections)
+
+    async def _restart_fastpath(self) -> None:
+        # The old entries were made under the old rules: start again empty.
+        await self.fastpath.stop()
+        self.fastpath = FastPath(self)
+        await self.fastpath.start()
 
     # -- accepting ------------------------------------------------------------
     def _on_accept(self) -> None:
@@ -350,6 +365,9 @@ class Relay:
                 session.abort(f"client side: {exc.strerror or exc}")
                 return
         session.start(upstream)
+        if proxy is None:
+            # Later connections to this name need no relay: let the kernel NAT them.
+            self.loop.create_task(self.fastpath.offer(conn.fake[0], real, conn.domain))
 
     def _session_closed(self, session: TcpSession, state: str, error: str | None) -> None:
         if self.sessions.pop(session.conn.id, None) is None:
@@ -389,4 +407,5 @@ class Relay:
                 "live_udp": len(self.udp.sessions) if self.udp else 0,
                 "max_connections": self.settings.max_connections,
                 "refused_sources": self.rejected_sources, "totals": dict(self.table.totals),
+                "fast_path": self.fastpath.stats(),
                 "routes": self.settings.route_names()}

@@ -27,6 +27,7 @@ class Connection:
     started: float  # wall clock
     real: str | None = None  # "ip:port" for direct, "proxy NAME" otherwise
     state: str = "connecting"  # connecting | open | closed | failed | refused
+    path: str = "relay"  # "kernel": NATed by the fast path, never seen by the relay
     error: str | None = None
     ended: float | None = None
     up: int = 0  # client -> internet
@@ -46,7 +47,8 @@ class Connection:
             "id": self.id, "proto": self.proto,
             "client": f"{self.client[0]}:{self.client[1]}",
             "domain": self.domain, "fake_ip": self.fake[0], "port": self.fake[1],
-            "real": self.real, "route": self.route, "state": self.state, "error": self.error,
+            "real": self.real, "route": self.route, "path": self.path,
+            "state": self.state, "error": self.error,
             "bytes_up": up, "bytes_down": down,
             "started": self.started,
             "age": round((self.ended or now) - self.started, 3),

@@ -82,7 +82,10 @@ def test_sysctls(the_plan):
         assert values[(None, f"net.ipv6.conf.{dev}.disable_ipv6")] == "1"
     for ns in (GW_NS, VPROXY_NS):
         assert values[(ns, "net.ipv6.conf.default.disable_ipv6")] == "1"
-        assert values[(ns, "net.ipv4.ip_forward")] == "0"
+    assert values[(GW_NS, "net.ipv4.ip_forward")] == "0"
+    # vproxy forwards the relay's fast path (its forward chain drops the rest).
+    assert values[(VPROXY_NS, "net.ipv4.ip_forward")] == "1"
+    assert values[(VPROXY_NS, "net.ipv4.conf.vproxy0.send_redirects")] == "0"
     assert values[(None, f"net.ipv4.conf.{BRIDGE}.arp_ignore")] == "8"
     for key in ("iptables", "ip6tables", "arptables"):
         assert values[(None, f"net.bridge.bridge-nf-call-{key}")] == "0"
@@ -95,6 +98,10 @@ def test_nftables(the_plan):
     assert "ip daddr 192.168.1.1 tcp dport 53 redirect to :53" in vp
     assert ('iifname { "vproxy0" } ip daddr 100.96.0.0/11 meta l4proto { tcp, udp } '
             'tproxy to 127.0.0.1:7893 accept') in vp
+    # After dstnat, so the fast path's NATed connections are forwarded, not taken.
+    assert "type filter hook prerouting priority dstnat + 10;" in vp
+    forward = vp[vp.index("chain forward"):]
+    assert "policy drop;" in forward and "ct mark 0x7e1a accept" in forward
     host = tables[(None, "inet", "appliance")].body
     assert f'iifname "{BRIDGE}" drop' in host
     assert f'iifname "admin0" ether saddr {GW_MAC} tcp dport {{ 22, 80, 443, 6443 }} drop' in host
@@ -287,3 +294,12 @@ def test_fake_ip_rules_must_name_a_known_route():
     ok = settings(dns=dns, relay={"proxies": [{"name": "tor", "type": "socks5", "address": "192.168.1.5",
                                                "port": 9050}]})
     assert ok.relay.proxies[0].name == "tor"
+
+
+def test_relay_fast_path_serves_the_home_port_only_and_can_be_turned_off(the_plan):
+    from appliance.box.plan import Layout, relay_settings
+
+    assert relay_settings(settings(), Layout()).fast_path.interfaces == ["vproxy0"]
+    off = plan(settings(relay={"fast_path": {"enabled": False}}), OBSERVED)
+    values = {(s.ns, k): v for s in off.kernel if isinstance(s, Sysctls) for k, v in s.values}
+    assert values[(VPROXY_NS, "net.ipv4.ip_forward")] == "0"

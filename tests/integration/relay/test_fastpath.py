@@ -1,0 +1,167 @@
+"""The relay's kernel fast path in namespaces (`appliance/services/relay/fastpath.py`).
+
+The first connection to a `direct` name is relayed; once the relay has the
+real address, the kernel NATs the name's later connections itself. These
+tests check what a user would see: the later connections work and carry
+their bytes intact, they never reach the relay yet show in its table,
+proxied names never take the shortcut, the modem side gets nothing, and the
+kernel's map forgets a name (and the DNS server may recycle its address)
+only after `ttl`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import textwrap
+import time
+
+import pytest
+
+from appliance.lab import relaylab
+from appliance.lab.relaylab import TEST_PORT, UP_IP, WAN_IP, RelayLab
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, nftables)")
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with RelayLab() as lab:
+        yield lab
+
+
+def curl(lab, url, *opts, ns="client"):
+    return lab.sh(ns, ["curl", "-sS", "--connect-timeout", "5", "-m", "30", *opts, url], check=False)
+
+
+def wait_for(predicate, what, seconds=10.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"never happened: {what}")
+
+
+def rows(lab, domain, path=None):
+    return [r for r in lab.query("history") + lab.query("connections")
+            if r["domain"] == domain and (path is None or r["path"] == path)]
+
+
+def mapped(lab) -> str:
+    """The fast-path map as nft lists it ("" while the relay has no table)."""
+    res = lab.sh("vproxy", ["nft", "list", "map", "ip", "appliance_relay", "fast"], check=False)
+    return res.stdout if res.returncode == 0 else ""
+
+
+def dns_pins(lab, fake):
+    from appliance.services.dns.control import DnsControl
+
+    with DnsControl(lab.dns_control) as dns:
+        return (dns.lookup_fake_ip(fake) or {}).get("pins", 0)
+
+
+def warm(lab, domain):
+    """One relayed connection, then wait until the kernel maps the name."""
+    fake = lab.resolve(domain)
+    assert curl(lab, f"http://{domain}/whoami").stdout.strip() == WAN_IP
+    wait_for(lambda: fake in mapped(lab), f"{fake} in the fast-path map")
+    return fake
+
+
+def test_later_connections_bypass_the_relay_and_show_in_its_table(lab):
+    fake = warm(lab, "direct.test")
+    relayed = len(rows(lab, "direct.test", "relay"))
+    assert relayed >= 1
+    res = curl(lab, "http://direct.test/bytes/2000000", "-o", "/dev/null", "-w", "%{size_download}")
+    assert res.stdout == "2000000"
+    # The relay never saw it...
+    assert len(rows(lab, "direct.test", "relay")) == relayed
+    # ...but its table does, from conntrack, with the bytes (IP headers included).
+    row = wait_for(lambda: [r for r in rows(lab, "direct.test", "kernel")
+                            if r["bytes_down"] >= 2000000], "the kernel row with 2 MB")[-1]
+    assert row["fake_ip"] == fake and row["real"] == f"{relaylab.WEB_IP}:80"
+    assert row["client"].startswith(relaylab.CLIENT_IP + ":") and row["route"] == "direct"
+    counters = lab.query("counters")["domains"]["direct.test"]
+    assert counters["bytes_down"] >= 2000000
+
+
+def test_fast_path_carries_an_upload_and_a_half_close_intact(lab):
+    warm(lab, "direct.test")
+    fake = lab.resolve("direct.test")
+    script = textwrap.dedent(f"""
+        import hashlib, json, os, socket
+        data = os.urandom(8 << 20)
+        s = socket.create_connection(({fake!r}, {TEST_PORT}))
+        s.sendall(b"sink\\n" + data)
+        s.shutdown(socket.SHUT_WR)  # half-close: the server answers after EOF
+        buf = b""
+        while chunk := s.recv(1 << 16):
+            buf += chunk
+        line, _, rest = buf.partition(b"\\n")
+        count, digest = line.decode().split()
+        print(json.dumps({{"count": int(count), "ok": digest == hashlib.sha256(data).hexdigest(),
+                           "rest": len(rest)}}))
+    """)
+    res = lab.sh("client", [relaylab.PYTHON, "-c", script], timeout=60)
+    assert json.loads(res.stdout) == {"count": 8 << 20, "ok": True, "rest": 1 << 20}
+    wait_for(lambda: [r for r in rows(lab, "direct.test", "kernel") if r["port"] == TEST_PORT
+                      and r["bytes_up"] >= 8 << 20], "the upload's kernel row")
+
+
+def test_proxied_names_are_always_relayed(lab):
+    for _ in range(3):
+        assert curl(lab, "http://socks.test/whoami").returncode == 0
+    fake = lab.resolve("socks.test")
+    assert fake not in mapped(lab)
+    assert len(rows(lab, "socks.test", "relay")) >= 3 and not rows(lab, "socks.test", "kernel")
+
+
+def test_the_modem_side_gets_no_fast_path(lab):
+    fake = warm(lab, "direct.test")
+    lab.ip("modem", "route", "replace", relaylab.FAKE_RANGE, "via", UP_IP)
+    try:
+        res = curl(lab, f"http://{fake}/", "-H", "Host: direct.test", ns="modem")
+        assert res.returncode == 7, res.stdout  # refused: neither NATed nor relayed
+    finally:
+        lab.ip("modem", "route", "del", relaylab.FAKE_RANGE)
+    assert relaylab.MODEM_IP not in json.dumps(lab.query("history"))
+
+
+def test_a_mapped_address_stays_pinned_until_ttl_then_the_relay_takes_over_again(lab):
+    lab.write_config(fast_path={"interfaces": ["home"], "ttl": 3})
+    lab.procs["relay"].send_signal(signal.SIGHUP)
+    wait_for(lambda: lab.query("stats")["fast_path"]["entries"] == 0
+             and "type ipv4_addr" in (m := mapped(lab)) and "elements" not in m,
+             "the reloaded relay starts with an empty map")
+    try:
+        fake = warm(lab, "pin.test")
+        assert dns_pins(lab, fake) >= 1
+        # The pool holds 16: 40 new names recycle every address that is not pinned,
+        # but not one the kernel still sends to pin.test's site.
+        for i in range(40):
+            lab.resolve(f"f{i}.fill.test")
+        from appliance.services.dns.control import DnsControl
+
+        with DnsControl(lab.dns_control) as dns:
+            assert dns.lookup_fake_ip(fake)["domain"] == "pin.test"
+        wait_for(lambda: fake not in mapped(lab), "the entry removed after ttl", seconds=8)
+        wait_for(lambda: dns_pins(lab, fake) == 0, "unpinned after ttl")
+        relayed = len(rows(lab, "pin.test", "relay"))
+        assert curl(lab, "http://pin.test/whoami").stdout.strip() == WAN_IP
+        assert len(rows(lab, "pin.test", "relay")) == relayed + 1  # resolved again by the relay
+    finally:
+        lab.write_config()
+        lab.procs["relay"].send_signal(signal.SIGHUP)
+
+
+def test_a_restarted_relay_starts_with_an_empty_map(lab):
+    warm(lab, "direct.test")
+    lab.stop("relay", signal.SIGKILL)
+    assert "elements" in mapped(lab)  # a dead relay's entries outlive it...
+    lab.start_relay()
+    assert "elements" not in mapped(lab)  # ...until its successor starts
+    assert lab.query("stats")["fast_path"] == {"enabled": True, "entries": 0, "connections": 0,
+                                               "nft_failures": 0}
+    assert curl(lab, "http://direct.test/whoami").stdout.strip() == WAN_IP

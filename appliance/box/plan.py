@@ -374,7 +374,7 @@ def vproxy_nft_body(s: Settings) -> str:
         # vproxy is no router: it forwards only what the relay's fast path NATed.
         "  chain forward {",
         "    type filter hook forward priority filter; policy drop;",
-        f"    ct mark 0x{relay_nft.FAST_PATH_CT_MARK:x} accept",
+        f"    {relay_nft.FAST_PATH_MATCH} accept",
         "  }",
     ])
 

@@ -20,14 +20,21 @@ control connection; its successor starts by recreating the table empty.
 
 The connection table shows the kernel's connections too (``path:
 "kernel"``): conntrack entries carrying `nft.FAST_PATH_CT_MARK`, read
-every `poll` seconds. Their bytes are conntrack's accounting (IP bytes,
-headers included) as of the last read; a connection counts as ended when
-its entry is gone or in TIME_WAIT/CLOSE.
+every `poll` seconds. Only open connections carry that mark (a FIN or RST
+changes it), so a read costs what the open connections cost, not what a
+minute of TIME_WAIT would. When a connection is no longer open its entry
+is read once more for its final bytes. Bytes are conntrack's accounting
+(IP bytes, headers included). A connection that opens and ends between
+two reads has no row in the table or the history (with the default 2 s:
+short HTTP exchanges); the per-domain and per-client counters still count
+it, from the kernel's own counters per (client, fake address) in the
+relay's table (`nft.COUNTER_SETS`), read at the same time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 from collections import OrderedDict
@@ -40,7 +47,6 @@ from .table import Connection
 log = logging.getLogger("appliance.relay")
 
 KERNEL_GRACE = 60  # the kernel's own timeout outlives the relay's timer: the relay removes entries
-TCP_ENDED = {7, 8}  # conntrack TCP states TIME_WAIT, CLOSE
 MAX_REMEMBERED = 4096  # fake -> domain of expired entries, for flows that outlive them
 # Byte counts and start times for the connection table (this namespace only, new entries on).
 CT_SYSCTLS = (Path("/proc/sys/net/netfilter/nf_conntrack_acct"),
@@ -60,8 +66,8 @@ class FastPath:
         self.entries: dict[str, Entry] = {}
         self.domains: OrderedDict[str, str] = OrderedDict()
         self.flows: dict[int, Connection] = {}  # conntrack id -> its live row
-        self.ended: set[int] = set()  # rows closed, conntrack entries not yet gone
         self.busy: set[str] = set()
+        self.last_counts: dict[str, dict[tuple[str, str], int]] = {}
         self.running = False
         self.ct = None
         self._poller: asyncio.Task | None = None
@@ -75,7 +81,7 @@ class FastPath:
     async def start(self) -> None:
         if not self.settings.fast_path.enabled:
             return
-        if not await self._nft(nft.fast_path_table(self.settings)):
+        if await self._nft(nft.fast_path_table(self.settings)) is None:
             log.error("fast path off: its nftables table could not be made")
             return
         for path in CT_SYSCTLS:
@@ -99,6 +105,10 @@ class FastPath:
             self._poller.cancel()
         for fake in list(self.entries):
             self._drop(fake)
+        try:
+            await self.read_counters()  # what the kernel counted since the last read
+        except Exception:  # noqa: BLE001 - stopping goes on
+            log.exception("fast path: last counter read failed")
         await self._nft(nft.delete_table(self.settings))
         for conn in list(self.flows.values()):
             self.relay.table.close(conn, "closed", "fast path stopped")
@@ -123,7 +133,7 @@ class FastPath:
             ttl = self.settings.fast_path.ttl
             script = nft.add_entry(self.settings, fake, real, ttl + KERNEL_GRACE,
                                    replace=entry is not None)
-            if not await self._nft(script):
+            if await self._nft(script) is None:
                 if entry is None:
                     self.relay.directory.unpin(fake)
                 return
@@ -154,23 +164,25 @@ class FastPath:
         while len(self.domains) > MAX_REMEMBERED:
             self.domains.popitem(last=False)
 
-    async def _nft(self, script: str, quiet: bool = False) -> bool:
+    async def _nft(self, script: str | None, quiet: bool = False, *args: str) -> str | None:
+        """Run an nft script (or the command in `args`); its output, or None when it failed."""
         proc = await asyncio.create_subprocess_exec(
-            "nft", "-f", "-", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-        _, err = await proc.communicate(script.encode())
+            "nft", *(args or ("-f", "-")), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate(script.encode() if script else b"")
         if proc.returncode != 0:
             self.failures += 1
             if not quiet:
-                log.error("fast path: nft failed: %s", err.decode().strip().splitlines()[0:1])
-            return False
-        return True
+                log.error("fast path: nft failed: %s", err.decode().strip()[:300])
+            return None
+        return out.decode()
 
     # -- the kernel's connections in the table --------------------------------
     async def _poll(self) -> None:
         while self.running:
             try:
                 await self.read_flows()
+                await self.read_counters()
             except Exception:  # noqa: BLE001 - a bad read must not end the relay
                 log.exception("fast path: conntrack read failed")
             await asyncio.sleep(self.settings.fast_path.poll)
@@ -185,26 +197,63 @@ class FastPath:
             flow = _flow(msg)
             if flow is None:
                 continue
-            ct_id, client, fake, real, state, up, down, started = flow
+            ct_id, client, fake, real, up, down, started = flow
             seen.add(ct_id)
             conn = self.flows.get(ct_id)
             if conn is None:
-                if ct_id in self.ended:
-                    continue
-                # A connection that began and ended between two reads still
-                # gets its row (conntrack keeps it for TIME_WAIT).
-                conn = table.open("tcp", client, fake, self.domains.get(fake[0]), "direct")
+                conn = table.open("tcp", client, fake, self.domains.get(fake[0]), "direct", counted=False)
                 conn.real, conn.state, conn.path = f"{real[0]}:{real[1]}", "open", "kernel"
                 if started:
                     conn.started = started
                 self.flows[ct_id] = conn
             conn.up, conn.down = up, down
-            if state in TCP_ENDED:
-                table.close(self.flows.pop(ct_id), "closed")
-                self.ended.add(ct_id)
         for ct_id in [i for i in self.flows if i not in seen]:
-            table.close(self.flows.pop(ct_id), "closed")
-        self.ended &= seen
+            conn = self.flows.pop(ct_id)
+            await self._final_bytes(conn)
+            table.close(conn, "closed")
+
+    async def _final_bytes(self, conn: Connection) -> None:
+        from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
+
+        tup = NFCTAttrTuple(saddr=conn.client[0], daddr=conn.fake[0], proto=socket.IPPROTO_TCP,
+                            sport=conn.client[1], dport=conn.fake[1])
+        try:
+            for msg in await self.ct.entry("get", tuple_orig=tup):
+                if (flow := _flow(msg)) is not None:
+                    conn.up, conn.down = flow[4], flow[5]
+        except Exception:  # noqa: BLE001 - gone already: the last read's bytes stand
+            pass
+
+    async def read_counters(self) -> None:
+        """Add what the kernel counted since the last read to the relay's counters."""
+        out = await self._nft(None, False, "-j", "list", "table", "ip", self.settings.fast_path.table)
+        if out is None:
+            return
+        now: dict[str, dict[tuple[str, str], int]] = {name: {} for name in nft.COUNTER_SETS}
+        for item in json.loads(out).get("nftables", []):
+            named = item.get("set", {})
+            if named.get("name") not in now:
+                continue
+            field = "packets" if named["name"] == "conns" else "bytes"
+            for elem in named.get("elem", []):
+                elem = elem.get("elem", elem)
+                key = tuple(elem["val"]["concat"])
+                now[named["name"]][key] = elem["counter"][field]
+        deltas: dict[tuple[str, str], list[int]] = {}
+        for i, name in enumerate(nft.COUNTER_SETS):
+            last = self.last_counts.get(name, {})
+            for key, value in now[name].items():
+                before = last.get(key, 0)
+                # Smaller than before: the element expired and came back from zero.
+                delta = value - before if value >= before else value
+                if delta:
+                    deltas.setdefault(key, [0, 0, 0])[i] += delta
+        self.last_counts = now
+        table = self.relay.table
+        for (client, fake), (conns, up, down) in deltas.items():
+            table.by_client.add(client, up, down, conns)
+            table.by_domain.add(self.domains.get(fake, fake), up, down, conns)
+            table.totals["fast_path"] += conns
 
     def stats(self) -> dict:
         return {"enabled": self.running, "entries": len(self.entries),
@@ -212,7 +261,7 @@ class FastPath:
 
 
 def _flow(msg):
-    """(id, client, fake, real, tcp state, bytes up, bytes down, start) of a conntrack message."""
+    """(id, client, fake, real, bytes up, bytes down, start) of a conntrack message."""
     orig, reply = msg.get_attr("CTA_TUPLE_ORIG"), msg.get_attr("CTA_TUPLE_REPLY")
     if orig is None or reply is None:
         return None
@@ -224,10 +273,6 @@ def _flow(msg):
     client = (o_ip.get_attr("CTA_IP_V4_SRC"), proto.get_attr("CTA_PROTO_SRC_PORT"))
     fake = (o_ip.get_attr("CTA_IP_V4_DST"), proto.get_attr("CTA_PROTO_DST_PORT"))
     real = (r_ip.get_attr("CTA_IP_V4_SRC"), r_proto.get_attr("CTA_PROTO_SRC_PORT"))
-    state = None
-    info = msg.get_attr("CTA_PROTOINFO")
-    if info is not None and (tcp := info.get_attr("CTA_PROTOINFO_TCP")) is not None:
-        state = tcp.get_attr("CTA_PROTOINFO_TCP_STATE")
     up = down = 0
     if (c := msg.get_attr("CTA_COUNTERS_ORIG")) is not None:
         up = c.get_attr("CTA_COUNTERS_BYTES") or 0
@@ -236,4 +281,4 @@ def _flow(msg):
     started = None
     if (ts := msg.get_attr("CTA_TIMESTAMP")) is not None and ts.get_attr("CTA_TIMESTAMP_START"):
         started = ts.get_attr("CTA_TIMESTAMP_START") / 1e9
-    return msg.get_attr("CTA_ID"), client, fake, real, state, up, down, started
+    return msg.get_attr("CTA_ID"), client, fake, real, up, down, started

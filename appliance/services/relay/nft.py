@@ -19,7 +19,12 @@ from .settings import RelaySettings
 
 # Conntrack mark of the connections the fast path NATs: the masquerade rule,
 # the box's forward filter and the relay's conntrack reads all select by it.
+# A connection that has seen a FIN or RST takes the ENDED mark, so that the
+# relay's periodic read lists only open ones (not a minute of TIME_WAIT).
 FAST_PATH_CT_MARK = 0x7E1A
+FAST_PATH_CT_MARK_ENDED = 0x7E1B
+FAST_PATH_CT_MASK = 0xFFFFFFFE  # both marks
+FAST_PATH_MATCH = f"ct mark & 0x{FAST_PATH_CT_MASK:x} == 0x{FAST_PATH_CT_MARK:x}"
 
 
 def _iif(interfaces: list[str]) -> str:
@@ -47,6 +52,12 @@ def chain(settings: RelaySettings, home_interfaces: list[str], name: str = "fake
 def local_route(settings: RelaySettings) -> list[str]:
     """`ip route` arguments: the whole fake range is local, so TPROXY delivers to the socket."""
     return ["route", "replace", "local", settings.fake_range, "dev", "lo", "table", "local"]
+
+
+COUNTER_SETS = ("conns", "up", "down")
+COUNTER_KEYS = 65536
+COUNTER_IDLE = "1h"  # an element unused this long goes; the relay has long read it
+PAIR = "ct original ip saddr . ct original ip daddr"  # (client, fake address)
 
 
 def fast_path_table(settings: RelaySettings) -> str:
@@ -79,6 +90,17 @@ def fast_path_table(settings: RelaySettings) -> str:
         "  chain fast_snat {",
         "    type nat hook postrouting priority srcnat; policy accept;",
         f"    ct mark {mark} masquerade",
+        "  }",
+        # Exact bytes and connections per (client, fake address), short
+        # connections included: the relay adds them to its counters.
+        *(f"  set {name} {{ type ipv4_addr . ipv4_addr; size {COUNTER_KEYS}; "
+          f"flags dynamic, timeout; timeout {COUNTER_IDLE}; counter; }}" for name in COUNTER_SETS),
+        "  chain fast_count {",
+        "    type filter hook forward priority filter; policy accept;",
+        f"    {FAST_PATH_MATCH} ct state new update @conns {{ {PAIR} }}",
+        f"    {FAST_PATH_MATCH} ct direction original update @up {{ {PAIR} }}",
+        f"    {FAST_PATH_MATCH} ct direction reply update @down {{ {PAIR} }}",
+        f"    ct mark {mark} tcp flags & (fin | rst) != 0 ct mark set 0x{FAST_PATH_CT_MARK_ENDED:x}",
         "  }",
         "}",
         "",

@@ -28,6 +28,7 @@ class Connection:
     real: str | None = None  # "ip:port" for direct, "proxy NAME" otherwise
     state: str = "connecting"  # connecting | open | closed | failed | refused
     path: str = "relay"  # "kernel": NATed by the fast path, never seen by the relay
+    counted: bool = True  # False: the counters get its bytes from elsewhere
     error: str | None = None
     ended: float | None = None
     up: int = 0  # client -> internet
@@ -89,16 +90,21 @@ class ConnectionTable:
         self.history_entries: deque[dict] = deque(maxlen=history_size)
         self.by_domain = ByteCounters()
         self.by_client = ByteCounters()
-        self.totals = {"accepted": 0, "refused": 0, "failed": 0, "closed": 0}
+        # "fast_path": connections the kernel NATed (counted from its own counters).
+        self.totals = {"accepted": 0, "refused": 0, "failed": 0, "closed": 0, "fast_path": 0}
 
     def resize_history(self, size: int) -> None:
         if size != self.history_entries.maxlen:
             self.history_entries = deque(self.history_entries, maxlen=size)
 
     def open(self, proto: str, client: tuple[str, int], fake: tuple[str, int],
-             domain: str | None, route: str) -> Connection:
+             domain: str | None, route: str, counted: bool = True) -> Connection:
+        """A new live row; `counted=False`: its bytes reach the counters another way."""
         conn = Connection(next(self._ids), proto, client, fake, domain, route, self.clock())
+        conn.counted = counted
         self.live_connections[conn.id] = conn
+        if not counted:
+            return conn
         self.totals["accepted"] += 1
         self.by_client.add(client[0], 0, 0, 1)
         if domain:
@@ -107,6 +113,8 @@ class ConnectionTable:
 
     def _count(self, conn: Connection) -> None:
         up, down = conn.current()
+        if not conn.counted:
+            return
         du, dd = up - conn.counted_up, down - conn.counted_down
         if du or dd:
             conn.counted_up, conn.counted_down = up, down
@@ -120,7 +128,8 @@ class ConnectionTable:
         self._count(conn)
         conn.bytes_fn = None
         conn.state, conn.error, conn.ended = state, error, self.clock()
-        self.totals[state if state in self.totals else "closed"] += 1
+        if conn.counted:
+            self.totals[state if state in self.totals else "closed"] += 1
         self.history_entries.append(conn.as_dict(conn.ended))
 
     # -- queries --------------------------------------------------------------

@@ -25,9 +25,14 @@ from appliance.lab.relaylab import TEST_PORT, UP_IP, WAN_IP, RelayLab
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, nftables)")
 
 
+FAST = {"interfaces": ["home"], "poll": 0.25}
+
+
 @pytest.fixture(scope="module")
 def lab():
-    with RelayLab() as lab:
+    # The relay reads conntrack every `poll` seconds and sees only connections
+    # open at a read: the tests' transfers are paced to last longer than that.
+    with RelayLab(relay_overrides={"fast_path": FAST}) as lab:
         yield lab
 
 
@@ -65,36 +70,67 @@ def dns_pins(lab, fake):
 def warm(lab, domain):
     """One relayed connection, then wait until the kernel maps the name."""
     fake = lab.resolve(domain)
-    assert curl(lab, f"http://{domain}/whoami").stdout.strip() == WAN_IP
-    wait_for(lambda: fake in mapped(lab), f"{fake} in the fast-path map")
-    return fake
+
+    for _ in range(5):  # again if a reload by the previous test dropped the entry meanwhile
+        assert curl(lab, f"http://{domain}/whoami").stdout.strip() == WAN_IP
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            if fake in mapped(lab):
+                return fake
+            time.sleep(0.1)
+    raise AssertionError(f"{fake} never reached the fast-path map")
 
 
 def test_later_connections_bypass_the_relay_and_show_in_its_table(lab):
     fake = warm(lab, "direct.test")
     relayed = len(rows(lab, "direct.test", "relay"))
     assert relayed >= 1
-    res = curl(lab, "http://direct.test/bytes/2000000", "-o", "/dev/null", "-w", "%{size_download}")
-    assert res.stdout == "2000000"
+    # 30 MB read at 30 MB/s: open for about a second, so a conntrack read sees it.
+    res = curl(lab, "http://direct.test/bytes/30000000", "--limit-rate", "30M", "-o", "/dev/null",
+               "-w", "%{size_download}")
+    assert res.stdout == "30000000"
     # The relay never saw it...
     assert len(rows(lab, "direct.test", "relay")) == relayed
     # ...but its table does, from conntrack, with the bytes (IP headers included).
     row = wait_for(lambda: [r for r in rows(lab, "direct.test", "kernel")
-                            if r["bytes_down"] >= 2000000], "the kernel row with 2 MB")[-1]
+                            if r["bytes_down"] >= 30000000], "the kernel row with 30 MB")[-1]
     assert row["fake_ip"] == fake and row["real"] == f"{relaylab.WEB_IP}:80"
     assert row["client"].startswith(relaylab.CLIENT_IP + ":") and row["route"] == "direct"
     counters = lab.query("counters")["domains"]["direct.test"]
-    assert counters["bytes_down"] >= 2000000
+    assert counters["bytes_down"] >= 30000000
+
+
+def test_short_kernel_connections_are_counted_per_domain_and_client(lab):
+    warm(lab, "direct.test")
+    time.sleep(0.5)  # the counters have caught up with earlier tests
+    before = lab.query("counters")
+    for _ in range(5):  # each over in milliseconds: between two conntrack reads
+        assert curl(lab, "http://direct.test/bytes/100000", "-o", "/dev/null",
+                    "-w", "%{size_download}").stdout == "100000"
+
+    def counted():
+        now = lab.query("counters")
+        d = now["domains"]["direct.test"]["connections"] - before["domains"]["direct.test"]["connections"]
+        c = (now["clients"][relaylab.CLIENT_IP]["connections"]
+             - before["clients"][relaylab.CLIENT_IP]["connections"])
+        return (d, c, now) if d >= 5 and c >= 5 else None
+    d, c, now = wait_for(counted, "5 more connections counted")
+    assert (d, c) == (5, 5)  # the kernel's, none counted twice
+    grown = now["domains"]["direct.test"]["bytes_down"] - before["domains"]["direct.test"]["bytes_down"]
+    assert 500000 <= grown < 600000  # the bodies plus IP and TCP headers
 
 
 def test_fast_path_carries_an_upload_and_a_half_close_intact(lab):
     warm(lab, "direct.test")
     fake = lab.resolve("direct.test")
     script = textwrap.dedent(f"""
-        import hashlib, json, os, socket
+        import hashlib, json, os, socket, time
         data = os.urandom(8 << 20)
         s = socket.create_connection(({fake!r}, {TEST_PORT}))
-        s.sendall(b"sink\\n" + data)
+        s.sendall(b"sink\\n")
+        for i in range(0, len(data), 1 << 20):  # paced over ~1 s: longer than a conntrack read
+            s.sendall(data[i:i + (1 << 20)])
+            time.sleep(0.12)
         s.shutdown(socket.SHUT_WR)  # half-close: the server answers after EOF
         buf = b""
         while chunk := s.recv(1 << 16):
@@ -130,7 +166,7 @@ def test_the_modem_side_gets_no_fast_path(lab):
 
 
 def test_a_mapped_address_stays_pinned_until_ttl_then_the_relay_takes_over_again(lab):
-    lab.write_config(fast_path={"interfaces": ["home"], "ttl": 3})
+    lab.write_config(fast_path={**FAST, "ttl": 3})
     lab.procs["relay"].send_signal(signal.SIGHUP)
     wait_for(lambda: lab.query("stats")["fast_path"]["entries"] == 0
              and "type ipv4_addr" in (m := mapped(lab)) and "elements" not in m,

@@ -24,6 +24,10 @@ Hooks for the compiled datapath (issue 4): if the module
   monitor` prints the datapath's controller events (packet-ins),
 
 they are used; nothing else here changes.
+
+A bridge that is not in the store may be the box's own (`appliance.box.switchview`):
+dump-flows, lint, monitor and ofproto/trace read it (``--netns=NS`` names the
+lab's box namespace); changing its flows is the apply's job.
 """
 from __future__ import annotations
 
@@ -49,6 +53,19 @@ def _hooks():
         return importlib.import_module("appliance.switch.datapath.hooks")
     except ImportError:
         return None
+
+
+READ_ONLY = ("dump-flows", "lint", "monitor")
+
+
+def _box_bridge(name: str, flags: set[str]):
+    """The box's applied bridge called `name`, or None."""
+    try:
+        from appliance.box.switchview import applied_bridge
+    except ImportError:
+        return None
+    netns = next((f.split("=", 1)[1] for f in flags if f.startswith("--netns=")), None)
+    return applied_bridge(name, netns)
 
 
 def _need(args: list[str], n: int, usage: str) -> None:
@@ -147,10 +164,17 @@ def run_ofctl(argv: list[str], out: TextIO = sys.stdout, state_dir: Path | str |
     cmd, rest = args[0], args[1:]
     _need(rest, 1, f"ofctl {cmd} BRIDGE ...")
     store = BridgeStore(state_dir)
+    boxed = None
     try:
         br = store.get(rest[0])
     except BridgeError as e:
-        raise CliError(f"ofctl: {e}") from None
+        boxed = _box_bridge(rest[0], flags)
+        if boxed is None:
+            raise CliError(f"ofctl: {e}") from None
+        if cmd not in READ_ONLY:
+            raise CliError(f"ofctl: {cmd}: {rest[0]} is the box's bridge; its flows change by "
+                           "applying settings (custom flows are part of the settings document)")
+        br = boxed.bridge
     pm = br.port_map
     names = None if "--no-names" in flags else br.port_names
     try:
@@ -178,9 +202,22 @@ def run_ofctl(argv: list[str], out: TextIO = sys.stdout, state_dir: Path | str |
                                   if match.covers(f.match) and (table is None or f.table == table))
             hooks = _hooks()
             stats = None
-            if "--no-stats" not in flags and hooks is not None and hasattr(hooks, "flow_stats"):
+            if "--no-stats" in flags:
+                pass
+            elif boxed is not None:
+                stats = boxed.flow_stats()
+            elif hooks is not None and hasattr(hooks, "flow_stats"):
                 stats = hooks.flow_stats(br)
             out.write(flows.to_ofctl(names, stats))
+            return 0
+        elif cmd == "monitor" and boxed is not None:
+            from .datapath.events import monitor as run_monitor
+
+            dp = boxed.datapath()
+            if dp is None:
+                raise CliError(f"ofctl: monitor: no compiled datapath runs for bridge {br.name}")
+            count, timeout = _monitor_limits(flags)
+            run_monitor(dp, br.flows, out, names, count=count, timeout=timeout)
             return 0
         elif cmd == "monitor":
             hooks = _hooks()
@@ -229,7 +266,13 @@ def run_appctl(argv: list[str], out: TextIO = sys.stdout, state_dir: Path | str 
     _need(args, 3, "appctl ofproto/trace BRIDGE FLOW [--datapath]")
     store = BridgeStore(state_dir)
     try:
-        br = store.get(args[1])
+        try:
+            br = store.get(args[1])
+        except BridgeError:
+            boxed = _box_bridge(args[1], flags)
+            if boxed is None:
+                raise
+            br = boxed.bridge
         packet, result = trace(br, " ".join(args[2:]))
     except (BridgeError, FlowSyntaxError, PacketError) as e:
         raise CliError(f"ofproto/trace: {e}") from None

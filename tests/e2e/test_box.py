@@ -241,3 +241,32 @@ def test_flow_counters_of_the_running_box_count_real_traffic(home):
     before = dhcp_to_server()
     lab.dhcp(lab.spec.client(1))
     assert dhcp_to_server() > before  # the DISCOVER/REQUEST went to vgw and were counted
+
+
+def test_ofctl_and_appctl_show_the_running_box_bridge(home):
+    """`./manage.py ofctl dump-flows BR` on the box's own bridge: the applied
+    flows with live counters; ofproto/trace works; editing flows is refused."""
+    import sys
+
+    lab, box = home
+    bridge = box.applied_plan().switch.bridge
+    env = {**os.environ, "APPLIANCE_BOX_STATE": box.layout.state_dir,
+           "APPLIANCE_BOX_RUN": box.layout.run_dir}
+    netns = f"--netns={box.placement.host_ns}"
+
+    def run(*argv):
+        return subprocess.run([sys.executable, "manage.py", *argv], capture_output=True, text=True,
+                              env=env, timeout=60)
+
+    lab.dhcp(lab.spec.client(1))
+    dump = run("ofctl", "dump-flows", bridge, netns)
+    assert dump.returncode == 0, dump.stderr
+    dhcp = [l for l in dump.stdout.splitlines() if "tp_src=68,tp_dst=67" in l and "in_port" not in l]
+    assert dhcp and "n_packets=" in dhcp[0] and "n_packets=0," not in dhcp[0], dump.stdout
+    trace = run("appctl", "ofproto/trace", bridge, netns,
+                "in_port=downlink,udp,dl_src=02:00:00:00:00:01,dl_dst=ff:ff:ff:ff:ff:ff,"
+                "nw_src=0.0.0.0,nw_dst=255.255.255.255,tp_src=68,tp_dst=67")
+    assert trace.returncode == 0, trace.stderr
+    assert "vgw" in trace.stdout.splitlines()[-1], trace.stdout
+    refused = run("ofctl", "add-flow", bridge, netns, "priority=1,actions=drop")
+    assert refused.returncode != 0 and "applying settings" in refused.stderr

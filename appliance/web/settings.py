@@ -52,7 +52,7 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "appliance.web.console.auth.AuthenticationMiddleware",  # Django's, the user read with one plain query
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -142,7 +142,7 @@ SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
     "rest_framework.authentication.SessionAuthentication",
-    "rest_framework.authentication.TokenAuthentication",
+    "appliance.web.console.auth.TokenAuthentication",  # DRF's, the token and user in one plain query
 ]
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {"anon": "30/minute"}
 REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "appliance.web.openapi.ApplianceAutoSchema"

@@ -18,7 +18,7 @@ def index(request):
         "pools": models.DhcpPool.ordered(), "static_leases": models.StaticLease.ordered()})
 
 
-_TABLE: dict = {}
+_TABLE: list = [None, None, None]  # [the leases reading, the document revision, the fragment's HTML]
 
 
 @login_required
@@ -26,16 +26,17 @@ def lease_table(request):
     """The live lease table (htmx polls it every few seconds on every open DHCP page).
 
     A hundred rows take the template engine ~8 ms, so the fragment is kept
-    per process for as long as the leases and the static set are the same.
+    per process while the reading of the leases (`sources.leases()`, the same
+    object for up to APPLIANCE_LIVE_SECONDS) and the settings document's
+    revision (which every change of a static lease bumps) are the same.
     """
     reading = sources.leases()
-    static = frozenset(models.StaticLease.objects.values_list("mac", flat=True))
-    key = (repr(reading), static)
-    html = _TABLE.get(key)
-    if html is None:
+    rev = document.revision()
+    shown, shown_rev, html = _TABLE
+    if shown is not reading or shown_rev != rev:
+        static = frozenset(models.StaticLease.objects.values_list("mac", flat=True))
         html = render_to_string("dhcp/lease_table.html", {"reading": reading, "static": static})
-        _TABLE.clear()
-        _TABLE[key] = html
+        _TABLE[:] = [reading, rev, html]
     return HttpResponse(html)
 
 

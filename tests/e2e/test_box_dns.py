@@ -118,18 +118,23 @@ def test_later_connections_to_a_direct_name_take_the_kernel_fast_path(home):
     while query(sock, "stats")["fast_path"]["entries"] < 1:
         assert time.monotonic() < deadline, "the relay never handed the name to the kernel"
         time.sleep(0.1)
-    # Paced over 3 s: the relay sees a kernel connection when it is open at a
-    # conntrack read (every 2 s).
-    size = lab.run(c, ["curl", "-s", "-m", "10", "--limit-rate", "100k", "-o", "/dev/null",
-                       "-w", "%{size_download}", "http://www.proxied.test/bytes/300000"]).stdout
-    assert size == "300000"
-    deadline = time.monotonic() + 10  # the relay reads conntrack every 2 s
+    before = query(sock, "counters")["domains"]["www.proxied.test"]
+    relayed = query(sock, "stats")["totals"]["accepted"]
+    # 40 MB read at 10 MB/s: open for seconds (more than the client's socket
+    # buffer), so one of the relay's conntrack reads (every 2 s) sees it.
+    size = lab.run(c, ["curl", "-s", "-m", "30", "--limit-rate", "10M", "-o", "/dev/null",
+                       "-w", "%{size_download}", "http://www.proxied.test/bytes/40000000"]).stdout
+    assert size == "40000000"
+    deadline = time.monotonic() + 10
     while not (rows := [r for r in query(sock, "history")
-                        if r["path"] == "kernel" and r["bytes_down"] >= 300000]):
+                        if r["path"] == "kernel" and r["bytes_down"] >= 40000000]):
         assert time.monotonic() < deadline, "the kernel's connection never reached the table"
         time.sleep(0.3)
     assert rows[-1]["domain"] == "www.proxied.test" and rows[-1]["route"] == "direct"
-
+    assert query(sock, "stats")["totals"]["accepted"] == relayed  # the relay never saw it
+    after = query(sock, "counters")["domains"]["www.proxied.test"]
+    assert after["bytes_down"] - before["bytes_down"] >= 40000000
+    assert after["connections"] > before["connections"]
 
 def test_the_relay_cannot_be_reached_from_the_modem_side(home):
     lab, _ = home

@@ -100,10 +100,21 @@ def test_later_connections_bypass_the_relay_and_show_in_its_table(lab):
     assert counters["bytes_down"] >= 30000000
 
 
+def settled_counters(lab):
+    """The counters once they have caught up with earlier connections (read every 0.25 s)."""
+    last = lab.query("counters")
+    for _ in range(50):
+        time.sleep(0.6)
+        now = lab.query("counters")
+        if now == last:
+            return now
+        last = now
+    raise AssertionError("the counters never settled")
+
+
 def test_short_kernel_connections_are_counted_per_domain_and_client(lab):
     warm(lab, "direct.test")
-    time.sleep(0.5)  # the counters have caught up with earlier tests
-    before = lab.query("counters")
+    before = settled_counters(lab)
     for _ in range(5):  # each over in milliseconds: between two conntrack reads
         assert curl(lab, "http://direct.test/bytes/100000", "-o", "/dev/null",
                     "-w", "%{size_download}").stdout == "100000"

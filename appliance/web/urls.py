@@ -23,6 +23,9 @@ handler404 = "appliance.web.console.views.not_found"
 handler500 = "appliance.web.console.views.server_error"
 
 urlpatterns = [
+    # The API first: no other pattern starts with "api/", and an API call no longer
+    # walks (and fails) the console's "" include on every request.
+    path("api/", include(api)),
     path("", include("appliance.web.console.urls")),
     path("network/", include("appliance.web.network.urls")),
     path("dhcp/", include("appliance.web.dhcp.urls")),
@@ -32,7 +35,6 @@ urlpatterns = [
     path("applies/", include("appliance.web.applies.urls")),
     path("audit/", include("appliance.web.audit.urls")),
     path("system/", include("appliance.web.system.urls")),
-    path("api/", include(api)),
     path("admin/", admin.site.urls),
     path("home/", views.home, name="home"),
     # The box has no separate web server: the console's ASGI server serves its own

@@ -46,6 +46,7 @@ from .table import Connection
 
 log = logging.getLogger("appliance.relay")
 
+TCP_CLOSED = {7, 8}  # conntrack's TCP states TIME_WAIT and CLOSE
 KERNEL_GRACE = 60  # the kernel's own timeout outlives the relay's timer: the relay removes entries
 MAX_REMEMBERED = 4096  # fake -> domain of expired entries, for flows that outlive them
 # Byte counts and start times for the connection table (this namespace only, new entries on).
@@ -92,6 +93,7 @@ class FastPath:
         from pyroute2.netlink.nfnetlink.nfctsocket import AsyncNFCTSocket
 
         self.ct = AsyncNFCTSocket()
+        await self._forget_ended()  # a dead predecessor's
         self.running = True
         self._poller = asyncio.ensure_future(self._poll())
         log.info("fast path on: direct routes NATed by table ip %s for %gs after each resolve",
@@ -103,13 +105,15 @@ class FastPath:
         self.running = False
         if self._poller:
             self._poller.cancel()
-        for fake in list(self.entries):
-            self._drop(fake)
+        retired = [fake for fake in list(self.entries) if self._drop(fake)]
         try:
             await self.read_counters()  # what the kernel counted since the last read
         except Exception:  # noqa: BLE001 - stopping goes on
             log.exception("fast path: last counter read failed")
         await self._nft(nft.delete_table(self.settings))
+        await self._forget_ended()
+        for fake in retired:
+            self.relay.directory.unpin(fake)
         for conn in list(self.flows.values()):
             self.relay.table.close(conn, "closed", "fast path stopped")
         self.flows.clear()
@@ -148,15 +152,53 @@ class FastPath:
 
     def _expire(self, fake: str) -> None:
         if self._drop(fake):
-            asyncio.ensure_future(self._nft(nft.remove_entry(self.settings, fake), quiet=True))
+            asyncio.ensure_future(self._retire(fake))
+
+    async def _retire(self, fake: str) -> None:
+        """Unmap `fake`; only then may the DNS server give it to another name."""
+        await self._nft(nft.remove_entry(self.settings, fake), quiet=True)
+        await self._forget_ended(fake)
+        self.relay.directory.unpin(fake)
 
     def _drop(self, fake: str) -> bool:
         entry = self.entries.pop(fake, None)
         if entry is None:
             return False
         entry.timer.cancel()
-        self.relay.directory.unpin(fake)
         return True
+
+    async def _forget_ended(self, fake: str | None = None) -> None:
+        """Delete closed (TIME_WAIT, CLOSE) NATed connections to `fake` (None: to any).
+
+        Conntrack keeps a closed connection for minutes, and a new SYN on the
+        same addresses and ports takes it up again with its old NAT binding.
+        Once a client's port comes round again, that connection would reach
+        the old real address although the map no longer has it, and, if the
+        DNS server has since given the fake address to another name, the
+        wrong site. Open and half-closed connections keep their entries.
+        """
+        if self.ct is None:
+            return
+        from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
+
+        doomed = []
+        where = {} if fake is None else {"tuple_orig": NFCTAttrTuple(daddr=fake)}  # kernel-side
+        try:
+            async for msg in await self.ct.dump(mark=nft.FAST_PATH_CT_MARK_ENDED, **where):
+                flow = _flow(msg)
+                if flow is None or (fake is not None and flow[2][0] != fake):
+                    continue
+                if _tcp_state(msg) in TCP_CLOSED:
+                    doomed.append(flow)
+            for _, client, dst, _, _, _, _ in doomed:
+                tup = NFCTAttrTuple(saddr=client[0], daddr=dst[0], proto=socket.IPPROTO_TCP,
+                                    sport=client[1], dport=dst[1])
+                try:
+                    await self.ct.entry("del", tuple_orig=tup)
+                except Exception:  # noqa: BLE001 - gone meanwhile
+                    pass
+        except Exception:  # noqa: BLE001 - a bad read must not end the relay
+            log.exception("fast path: clearing closed connections failed")
 
     def _remember(self, fake: str, domain: str) -> None:
         self.domains[fake] = domain
@@ -258,6 +300,12 @@ class FastPath:
     def stats(self) -> dict:
         return {"enabled": self.running, "entries": len(self.entries),
                 "connections": len(self.flows), "nft_failures": self.failures}
+
+
+def _tcp_state(msg) -> int | None:
+    info = msg.get_attr("CTA_PROTOINFO")
+    tcp = info.get_attr("CTA_PROTOINFO_TCP") if info is not None else None
+    return tcp.get_attr("CTA_PROTOINFO_TCP_STATE") if tcp is not None else None
 
 
 def _flow(msg):

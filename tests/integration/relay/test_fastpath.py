@@ -176,28 +176,71 @@ def test_the_modem_side_gets_no_fast_path(lab):
     assert relaylab.MODEM_IP not in json.dumps(lab.query("history"))
 
 
-def test_a_mapped_address_stays_pinned_until_ttl_then_the_relay_takes_over_again(lab):
+def test_a_mapped_address_stays_pinned(lab):
+    fake = warm(lab, "pin.test")
+    assert dns_pins(lab, fake) >= 1
+    # The pool holds 16: 40 new names recycle every address that is not pinned,
+    # but not one the kernel still sends to pin.test's site.
+    for i in range(40):
+        lab.resolve(f"f{i}.fill.test")
+    from appliance.services.dns.control import DnsControl
+
+    with DnsControl(lab.dns_control) as dns:
+        assert dns.stats()["fake_ip_recycled"] >= 24
+        assert dns.lookup_fake_ip(fake)["domain"] == "pin.test"
+    assert fake in mapped(lab)
+
+
+def test_after_ttl_the_address_is_unmapped_unpinned_and_the_relay_takes_over_again(lab):
     lab.write_config(fast_path={**FAST, "ttl": 3})
     lab.procs["relay"].send_signal(signal.SIGHUP)
     wait_for(lambda: lab.query("stats")["fast_path"]["entries"] == 0
              and "type ipv4_addr" in (m := mapped(lab)) and "elements" not in m,
              "the reloaded relay starts with an empty map")
     try:
-        fake = warm(lab, "pin.test")
+        fake = warm(lab, "ttl.fill.test")
         assert dns_pins(lab, fake) >= 1
-        # The pool holds 16: 40 new names recycle every address that is not pinned,
-        # but not one the kernel still sends to pin.test's site.
-        for i in range(40):
-            lab.resolve(f"f{i}.fill.test")
-        from appliance.services.dns.control import DnsControl
-
-        with DnsControl(lab.dns_control) as dns:
-            assert dns.lookup_fake_ip(fake)["domain"] == "pin.test"
         wait_for(lambda: fake not in mapped(lab), "the entry removed after ttl", seconds=8)
         wait_for(lambda: dns_pins(lab, fake) == 0, "unpinned after ttl")
-        relayed = len(rows(lab, "pin.test", "relay"))
-        assert curl(lab, "http://pin.test/whoami").stdout.strip() == WAN_IP
-        assert len(rows(lab, "pin.test", "relay")) == relayed + 1  # resolved again by the relay
+        relayed = len(rows(lab, "ttl.fill.test", "relay"))
+        assert curl(lab, "http://ttl.fill.test/whoami").stdout.strip() == WAN_IP
+        assert len(rows(lab, "ttl.fill.test", "relay")) == relayed + 1  # resolved again by the relay
+    finally:
+        lab.write_config()
+        lab.procs["relay"].send_signal(signal.SIGHUP)
+
+
+def closed_kernel_connections(lab, fake):
+    """conntrack's TIME_WAIT entries of NATed connections to `fake` (in vproxy)."""
+    code = textwrap.dedent(f"""
+        import asyncio
+        from pyroute2.netlink.nfnetlink.nfctsocket import AsyncNFCTSocket, NFCTAttrTuple
+        async def main():
+            ct, n = AsyncNFCTSocket(), 0
+            async for m in await ct.dump(mark=0x7e1b, tuple_orig=NFCTAttrTuple(daddr={fake!r})):
+                n += 1
+            print(n)
+        asyncio.run(main())
+    """)
+    return int(lab.sh("vproxy", [relaylab.PYTHON, "-c", code]).stdout)
+
+
+def test_an_unmapped_address_keeps_no_closed_connection_that_a_new_one_could_take_up(lab):
+    """Conntrack would hand a new connection that reuses a closed one's ports the
+    old NAT binding: after ttl the address must lead nowhere but to the relay."""
+    lab.write_config(fast_path={**FAST, "ttl": 3})
+    lab.procs["relay"].send_signal(signal.SIGHUP)
+    wait_for(lambda: lab.query("stats")["fast_path"]["entries"] == 0
+             and "type ipv4_addr" in (m := mapped(lab)) and "elements" not in m,
+             "the reloaded relay starts with an empty map")
+    try:
+        fake = warm(lab, "udp.test")  # a direct name no other test connects to
+        for _ in range(3):
+            curl(lab, "http://udp.test/whoami")
+        assert closed_kernel_connections(lab, fake) >= 3
+        wait_for(lambda: fake not in mapped(lab), "the entry removed after ttl", seconds=8)
+        wait_for(lambda: dns_pins(lab, fake) == 0, "unpinned after ttl")
+        assert closed_kernel_connections(lab, fake) == 0
     finally:
         lab.write_config()
         lab.procs["relay"].send_signal(signal.SIGHUP)

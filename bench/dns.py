@@ -10,7 +10,18 @@ cached, then `dnsperf` measures each resolver in turn:
 - throughput: queries/s at saturation (`-q` outstanding queries);
 - latency: p50/p99 at a fixed offered load (`-Q rate`, from `dnsperf -v`),
   since latency at saturation only measures the queue length;
-- this server's fake-IP answer path (names under a fake-ip rule).
+- this server's fake-IP answer path (names under a fake-ip rule), for
+  names already mapped (answered from the fast path) and for new names
+  (every query a name never seen: parse, policy, a new mapping in the
+  fake-IP pool and its write to the SQLite store). New names have their own
+  offered load for the latency run (`--new-rate`), below what the slow path
+  sustains, and their own name lists (200000 for the throughput run, so the
+  run never comes back to a name). After the run the server is stopped
+  cleanly and the rows of its fake-IP store are counted.
+
+`--server-root DIR` runs this server from another checkout (e.g. `git
+archive HEAD appliance | tar -x -C DIR`) with this same benchmark, for a
+before/after comparison in the same conditions.
 
 The server runs with its query log and rate limiter active (the limit set
 high enough not to drop a benchmark that comes from one client).
@@ -22,6 +33,7 @@ import argparse
 import os
 import random
 import re
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -33,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NS = f"dnsbench-{os.getpid()}-{random.randint(0, 0xffff):04x}"
 AUTH, OURS, DNSMASQ, UNBOUND = 5300, 5301, 5302, 5303
 NAMES = 200
+NEW_NAMES = 200_000
 
 
 def ns(*args: object) -> list[str]:
@@ -50,7 +63,8 @@ def throughput(port: int, data: Path, seconds: float) -> dict:
     qps = float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1))
     lost = re.search(r"Queries lost:\s+(\d+)", out).group(1)
     avg = float(re.search(r"Average Latency \(s\):\s+([\d.]+)", out).group(1))
-    return {"qps": qps, "lost": int(lost), "avg_ms": avg * 1000}
+    sent = int(re.search(r"Queries sent:\s+(\d+)", out).group(1))
+    return {"qps": qps, "lost": int(lost), "avg_ms": avg * 1000, "sent": sent}
 
 
 def latency(port: int, data: Path, rate: int, seconds: float) -> dict:
@@ -76,6 +90,10 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--rate", type=int, default=5000, help="offered q/s for the latency run")
+    parser.add_argument("--new-rate", type=int, default=1000,
+                        help="offered q/s for the latency run of new fake-IP names")
+    parser.add_argument("--server-root", type=Path, default=ROOT,
+                        help="run this server from that checkout (default: this one)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/dns.py needs root (a private network namespace)", file=sys.stderr)
@@ -122,7 +140,7 @@ rules: [{{match: suffix, value: fake.bench.test, then: {{action: fake-ip, route:
 """)
         ours = subprocess.Popen(ns(sys.executable, "-m", "appliance.services.dns", "--config",
                                    tmp / "dns.yaml", "--log-level", "WARNING"),
-                                cwd=ROOT, stdout=subprocess.PIPE, text=True)
+                                cwd=args.server_root, stdout=subprocess.PIPE, text=True)
         procs.append(ours)
         if not ours.stdout.readline().startswith("ready"):
             raise RuntimeError("the DNS server did not start")
@@ -134,25 +152,46 @@ rules: [{{match: suffix, value: fake.bench.test, then: {{action: fake-ip, route:
         fake.write_text("".join(f"f{i}.fake.bench.test A\n" for i in range(NAMES)))
         for port, data in ((OURS, cached), (DNSMASQ, cached), (UNBOUND, cached), (OURS, fake)):
             dnsperf(port, data, "-n", 2)  # warm-up: every answer now cached
+        new_sat = tmp / "new-sat.txt"
+        new_sat.write_text("".join(f"t{i}.fake.bench.test A\n" for i in range(NEW_NAMES)))
+        lat_seconds = min(args.seconds, 5)
+        new_lat = tmp / "new-lat.txt"
+        new_lat.write_text("".join(f"l{i}.fake.bench.test A\n"
+                                   for i in range(int(args.new_rate * lat_seconds * 1.2) + 100)))
         rows = []
-        for label, port, data in (("this server (cached)", OURS, cached),
-                                  ("dnsmasq 2.90 (cached)", DNSMASQ, cached),
-                                  ("unbound (cached)", UNBOUND, cached),
-                                  ("this server (fake-ip)", OURS, fake)):
-            row = {"label": label}
+        for label, port, data, data_lat, rate in (
+                ("this server (cached)", OURS, cached, cached, args.rate),
+                ("dnsmasq 2.90 (cached)", DNSMASQ, cached, cached, args.rate),
+                ("unbound (cached)", UNBOUND, cached, cached, args.rate),
+                ("this server (fake-ip)", OURS, fake, fake, args.rate),
+                ("this server (fake new)", OURS, new_sat, new_lat, args.new_rate)):
+            row = {"label": label, "rate": rate}
             row.update(throughput(port, data, args.seconds))
-            row.update(latency(port, data, args.rate, min(args.seconds, 5)))
+            row.update(latency(port, data_lat, rate, lat_seconds))
             rows.append(row)
+        ours.terminate()  # a clean stop: the fake-IP store gets every mapping
+        ours.wait(30)
+        with sqlite3.connect(f"file:{tmp}/fakeip.sqlite3?mode=ro", uri=True) as db:
+            stored = db.execute("SELECT count(*) FROM fakeip").fetchone()[0]
         base = rows[1]["qps"]
         print(f"\nDNS, cached workload of {NAMES} names, loopback in netns, "
               f"{os.cpu_count()} CPUs, dnsperf -q 64 -c 4 for {args.seconds:g}s; "
               f"latency at -Q {args.rate}")
         print(f"{'server':24} {'queries/s':>10} {'x dnsmasq':>9} {'lost':>6} "
-              f"{'avg ms@sat':>10} {'p50 ms':>7} {'p99 ms':>7}")
+              f"{'avg ms@sat':>10} {'at -Q':>6} {'p50 ms':>7} {'p99 ms':>7}")
         for r in rows:
             print(f"{r['label']:24} {r['qps']:10.0f} {r['qps'] / base:9.2f} {r['lost']:6d} "
-                  f"{r['avg_ms']:10.2f} {r['p50_ms']:7.3f} {r['p99_ms']:7.3f}")
-        print(f"\nreproduce: sudo .venv/bin/python bench/dns.py --seconds {args.seconds:g} --rate {args.rate}")
+                  f"{r['avg_ms']:10.2f} {r['rate']:6d} {r['p50_ms']:7.3f} {r['p99_ms']:7.3f}")
+        new = rows[-1]
+        if new["sent"] > NEW_NAMES:
+            print(f"warning: the new-names run sent {new['sent']} queries for {NEW_NAMES} names: "
+                  f"it came back to names already mapped")
+        print(f"fake-IP store after a clean stop: {stored} rows "
+              f"({NAMES} warm names + new names asked: {min(new['sent'], NEW_NAMES)} at saturation,"
+              f" about {int(args.new_rate * lat_seconds)} at -Q {args.new_rate})")
+        root = "" if args.server_root == ROOT else f" --server-root {args.server_root}"
+        print(f"\nreproduce: sudo .venv/bin/python bench/dns.py --seconds {args.seconds:g} "
+              f"--rate {args.rate} --new-rate {args.new_rate}{root}")
     finally:
         for proc in procs:
             if proc.poll() is None:

@@ -9,20 +9,63 @@ When the pool is full the least recently used mapping is recycled, except
 addresses pinned by live connections: the relay (issue 7) calls
 `pin(ip)` when it accepts a connection to a fake address and `unpin(ip)`
 when that connection ends (a count, so several connections can pin one).
+
+Persistence is write-behind. The maps in memory are the truth for answers,
+pins and recycling; a query never waits for SQLite. Every address whose
+mapping changed (new, route changed, recycled) is marked, and
+`write_behind()` (the DNS server calls it every `WRITE_EVERY` seconds, and
+`allocate` as soon as `BATCH` changes wait) hands the current state of the
+marked addresses to one writer thread, which applies it in one transaction:
+after each commit the table equals the mappings of one moment of the pool,
+so it never holds one address for two names. Last-used times change on
+every hit and are written with the next batch at most every
+`LAST_USED_EVERY` seconds. `close()` (clean shutdown) writes everything.
+
+What a crash (SIGKILL, OOM kill) can lose: the changes after the last
+commit, about the last `WRITE_EVERY` seconds of new mappings (more only
+if the disk is slower than that or failing: `unsaved()`, and the stats'
+`fake_ip_unsaved`). Before write-behind a crash of the process lost
+nothing; a power loss could already lose the last commits
+(synchronous=NORMAL) and still can. The restarted server starts from the
+last committed moment, which is consistent (no address for two names);
+pins are in memory only, as before (the relay pins again when it
+reconnects). A client that got a lost mapping's address F for a name N
+just before the crash still holds F, which the restarted server does not
+know: a connection to F before the client asks again finds no mapping
+(the relay refuses it). When N is asked again it hashes to the same
+slot, so it gets F back if F is still free, which on a mostly empty pool
+is the common case but not a promise: if N had probed past a taken slot,
+or the pool is full (recycling), or another name hashed or probed onto F
+after the restart and before N came back, N gets another address, and in
+the last case a connection to F from a client that still holds the old
+answer reaches that other name. Only answers given in the last batch
+interval before a crash are exposed, and only while clients keep them:
+the fake TTL is 1 s by default (some applications keep answers longer).
+
+The file stays what the relay's `StoreReader` reads: table `fakeip`
+(ip INTEGER PRIMARY KEY, domain UNIQUE, route, created, last_used), WAL.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 import os
+import socket
 import sqlite3
 import time
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
+log = logging.getLogger(__name__)
+
 PROBES = 64
+WRITE_EVERY = 0.1  # seconds between write-behind batches (the DNS server's timer)
+BATCH = 512  # changed mappings that start a batch without waiting for the timer
+LAST_USED_EVERY = 30.0  # seconds between writes of last-used times
 
 
 @dataclass(slots=True)
@@ -34,9 +77,30 @@ class FakeIpEntry:
     last_used: float
 
 
+def _write(db: sqlite3.Connection, deletes: list, upserts: list, touches: list) -> None:
+    """One transaction (in the writer thread): the table then matches one moment of the pool."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        if deletes:
+            db.executemany("DELETE FROM fakeip WHERE ip = ?", deletes)
+        if upserts:
+            # REPLACE also drops a stale row that still holds the domain at its old
+            # address (that address is in the same batch, deleted or reassigned).
+            db.executemany("INSERT OR REPLACE INTO fakeip (ip, domain, route, created, last_used)"
+                           " VALUES (?, ?, ?, ?, ?)", upserts)
+        if touches:
+            db.executemany("UPDATE fakeip SET last_used = ? WHERE ip = ?", touches)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
 class FakeIpPool:
     def __init__(self, network: str = "100.96.0.0/11", db_path: str | None = None,
-                 max_entries: int | None = None, clock: Callable[[], float] = time.time):
+                 max_entries: int | None = None, clock: Callable[[], float] = time.time,
+                 batch: int = BATCH, last_used_every: float = LAST_USED_EVERY):
         self.network = ipaddress.IPv4Network(network)
         # Neither the network nor the broadcast address of the pool is handed out.
         self._first = int(self.network.network_address) + 1
@@ -46,8 +110,18 @@ class FakeIpPool:
         self._by_ip: OrderedDict[int, FakeIpEntry] = OrderedDict()  # LRU order
         self._by_domain: dict[str, int] = {}
         self._pins: dict[int, int] = {}
-        self._dirty: set[int] = set()
+        self._changed: set[int] = set()  # mapping changed since the last batch
+        self._touched: set[int] = set()  # only the last-used time changed
+        self._batch = batch
+        self._last_used_every = last_used_every
+        self._last_used_written = time.monotonic()
+        self._inflight: tuple[Future, set[int], set[int]] | None = None
+        self._writer: ThreadPoolExecutor | None = None
         self.recycled = 0
+        self.batches = 0  # write-behind batches started
+        self.written = 0  # rows committed by them
+        self.write_errors = 0
+        self.last_write_error: str | None = None
         self._db: sqlite3.Connection | None = None
         if db_path:
             self._open(db_path)
@@ -55,7 +129,9 @@ class FakeIpPool:
     # -- persistence ---------------------------------------------------------
     def _open(self, path: str) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        db = sqlite3.connect(path, isolation_level=None)
+        # Used by this thread while loading, then only by the writer thread
+        # (one worker: batches are applied in order).
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute(
@@ -76,18 +152,107 @@ class FakeIpPool:
             self._by_domain[domain] = ip
         if stale:
             db.executemany("DELETE FROM fakeip WHERE ip = ?", stale)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fakeip-store")
+
+    def _mark(self, ip: int) -> None:
+        if self._db is not None:
+            self._changed.add(ip)
+            if len(self._changed) >= self._batch:
+                self.write_behind()
+
+    def unsaved(self) -> int:
+        """Mappings changed in memory and not yet committed to the store."""
+        pending = len(self._changed)
+        if self._inflight is not None and not self._inflight[0].done():
+            pending += len(self._inflight[1])
+        return pending
+
+    def _collect(self) -> bool:
+        """Settle the batch in flight, if it finished. False while one is still running."""
+        if self._inflight is None:
+            return True
+        future, changed, touched = self._inflight
+        if not future.done():
+            return False
+        self._inflight = None
+        error = future.exception()
+        if error is None:
+            self.written += len(changed) + len(touched)
+            return True
+        # Nothing of that batch is in the file: write those addresses again
+        # (their state at the next batch, which is the state that counts).
+        self._changed |= changed
+        self._touched |= touched
+        self.write_errors += 1
+        self.last_write_error = str(error)
+        log.error("fake-IP store: %d changes not written, will retry: %s",
+                  len(changed) + len(touched), error)
+        return True
+
+    def _snapshot(self, last_used: bool) -> tuple[set[int], set[int], list, list, list]:
+        changed, self._changed = self._changed, set()
+        deletes, upserts = [], []
+        by_ip = self._by_ip
+        for ip in changed:
+            entry = by_ip.get(ip)
+            if entry is None:
+                deletes.append((ip,))
+            else:
+                upserts.append((ip, entry.domain, entry.route, entry.created, entry.last_used))
+        touches = []
+        touched: set[int] = set()
+        if last_used:
+            touched, self._touched = self._touched - changed, set()
+            touches = [(by_ip[ip].last_used, ip) for ip in touched if ip in by_ip]
+            self._last_used_written = time.monotonic()
+        return changed, touched, deletes, upserts, touches
+
+    def write_behind(self, last_used: bool | None = None) -> Future | None:
+        """Start writing the changes to the store in the writer thread; never waits.
+
+        Last-used times go along when `last_used` is true, or (None) when
+        LAST_USED_EVERY has passed since they were last written. Returns the
+        batch's future, None if there is nothing to write or a batch is still
+        running (its successor starts at the next call).
+        """
+        if self._db is None or not self._collect():
+            return None
+        if last_used is None:
+            last_used = time.monotonic() - self._last_used_written >= self._last_used_every
+        if not self._changed and not (last_used and self._touched):
+            return None
+        changed, touched, deletes, upserts, touches = self._snapshot(last_used)
+        future = self._writer.submit(_write, self._db, deletes, upserts, touches)
+        self._inflight = (future, changed, touched)
+        self.batches += 1
+        return future
 
     def flush(self) -> None:
-        """Write last-used times (kept in memory between flushes: they change on every hit)."""
-        if self._db is None or not self._dirty:
+        """Write every change, last-used times included, and wait until committed.
+
+        Raises the store's error if the last batch failed (its changes stay
+        marked for the next try).
+        """
+        if self._db is None:
             return
-        rows = [(self._by_ip[i].last_used, i) for i in self._dirty if i in self._by_ip]
-        self._dirty.clear()
-        self._db.executemany("UPDATE fakeip SET last_used = ? WHERE ip = ?", rows)
+        if self._inflight is not None:
+            self._inflight[0].exception()  # wait for it
+            self._collect()
+        future = self.write_behind(last_used=True)
+        if future is not None:
+            error = future.exception()
+            self._collect()
+            if error is not None:
+                raise error
 
     def close(self) -> None:
         if self._db is not None:
-            self.flush()
+            try:
+                self.flush()
+            except sqlite3.Error as exc:
+                log.error("fake-IP store: closing with %d unsaved changes: %s",
+                          len(self._changed) + len(self._touched), exc)
+            self._writer.shutdown(wait=True)
             self._db.close()
             self._db = None
 
@@ -104,9 +269,8 @@ class FakeIpPool:
             if not self._pins.get(ip):
                 entry = self._by_ip.pop(ip)
                 del self._by_domain[entry.domain]
-                self._dirty.discard(ip)
-                if self._db is not None:
-                    self._db.execute("DELETE FROM fakeip WHERE ip = ?", (ip,))
+                self._touched.discard(ip)
+                self._mark(ip)  # written as a delete, or as the address's next mapping
                 self.recycled += 1
                 return ip
         return None
@@ -119,11 +283,11 @@ class FakeIpPool:
             entry = self._by_ip[ip]
             self._by_ip.move_to_end(ip)
             entry.last_used = now
-            self._dirty.add(ip)
             if entry.route != route:
                 entry.route = route
-                if self._db is not None:
-                    self._db.execute("UPDATE fakeip SET route = ? WHERE ip = ?", (route, ip))
+                self._mark(ip)
+            elif self._db is not None:
+                self._touched.add(ip)
             return entry.ip
         freed = None
         if len(self._by_ip) >= self.capacity:
@@ -144,20 +308,22 @@ class FakeIpPool:
         entry = FakeIpEntry(str(ipaddress.IPv4Address(chosen)), domain, route, now, now)
         self._by_ip[chosen] = entry
         self._by_domain[domain] = chosen
-        if self._db is not None:
-            self._db.execute(
-                "INSERT OR REPLACE INTO fakeip (ip, domain, route, created, last_used)"
-                " VALUES (?, ?, ?, ?, ?)", (chosen, domain, route, now, now))
+        self._mark(chosen)
         return entry.ip
 
     def touch(self, ip: str) -> None:
-        """Mark a mapping used (a cached fake answer was served again)."""
-        key = int(ipaddress.IPv4Address(ip))
+        """Mark a mapping used (a cached fake answer was served again).
+
+        `ip` is an address this pool wrote (the fast path's cached answer), so
+        the cheap inet_aton parse is enough: this runs on every fast-path hit.
+        """
+        key = int.from_bytes(socket.inet_aton(ip), "big")
         entry = self._by_ip.get(key)
         if entry is not None:
             self._by_ip.move_to_end(key)
             entry.last_used = self._clock()
-            self._dirty.add(key)
+            if self._db is not None:
+                self._touched.add(key)
 
     # -- the relay's interface ----------------------------------------------
     def lookup_ip(self, ip: str) -> FakeIpEntry | None:

@@ -20,7 +20,7 @@ import struct
 import time
 from typing import Callable, Iterable
 
-from .fakeip import FakeIpPool
+from .fakeip import WRITE_EVERY, FakeIpPool
 from .lists import ListStore, read_lists
 from .localnames import LeaseSource, LocalNames, kea_lease_file
 from .policy import Policy
@@ -190,7 +190,9 @@ class DnsService:
                                                 family=family)
             self._servers.append(server)
             log.info("listening on %s port %d (udp, tcp)", host, port)
-        self._periodic.append(loop.create_task(self._every(30, self.fakeips.flush)))
+        # Write-behind of the fake-IP store: new mappings reach SQLite in batches,
+        # off the event loop (fakeip.py); stop() writes the rest.
+        self._periodic.append(loop.create_task(self._every(WRITE_EVERY, self.fakeips.write_behind)))
         self._periodic.append(loop.create_task(
             self._every(self.settings.local_names.refresh, self.refresh_local_names)))
         for item in self.settings.lists:
@@ -327,6 +329,8 @@ class DnsService:
             "fake_ip_entries": len(self.fakeips),
             "fake_ip_capacity": self.fakeips.capacity,
             "fake_ip_recycled": self.fakeips.recycled,
+            "fake_ip_unsaved": self.fakeips.unsaved(),
+            "fake_ip_store_error": self.fakeips.last_write_error,
             "reloads": self.reloads,
             "last_reload_error": self.last_reload_error,
         })

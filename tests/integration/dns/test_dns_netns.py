@@ -228,8 +228,35 @@ def test_fake_ip_stable_across_queries_and_restart(lab, server):
     with control(lab) as c:  # the pin went with the connection that made it
         assert c.lookup_fake_ip(first[0])["pins"] == 0
     server.stop()
+    # Stopped cleanly: the store has the mapping, as the relay's fallback reads it.
+    from appliance.services.relay.directory import StoreReader
+    reader = StoreReader(str(lab["tmp"] / "fakeip.sqlite3"))
+    assert reader.lookup(first[0]).domain == "www.video.test"
+    reader.close()
     server.start()
     assert dig("cli1", "www.video.test")[1] == first
+
+
+def test_fake_ip_written_behind_survives_a_kill(lab, server):
+    status, first, _ = dig("cli1", "killed.video.test")
+    assert status == "NOERROR" and first[0].startswith("100.")
+    with control(lab) as c:  # the write-behind batch commits without any shutdown
+        for _ in range(100):
+            if c.stats()["fake_ip_unsaved"] == 0:
+                break
+            time.sleep(0.05)
+        assert c.stats()["fake_ip_unsaved"] == 0 and c.stats()["fake_ip_store_error"] is None
+    server.proc.kill()
+    server.proc.wait(10)
+    from appliance.services.relay.directory import StoreReader
+    reader = StoreReader(str(lab["tmp"] / "fakeip.sqlite3"))
+    target = reader.lookup(first[0])
+    reader.close()
+    assert (target.domain, target.route) == ("killed.video.test", "proxyA")
+    server.start()
+    assert dig("cli1", "killed.video.test")[1] == first
+    with control(lab) as c:
+        assert c.lookup_fake_ip(first[0])["domain"] == "killed.video.test"
 
 
 def test_client_groups_get_different_answers(lab, server):

@@ -1,0 +1,175 @@
+"""The fake-IP pool's write-behind store: what survives a restart, what a crash loses.
+
+The SQLite file is also what the relay reads when the DNS server's control
+socket is down (`StoreReader`), so the checks read it the relay's way.
+"""
+
+import asyncio
+import sqlite3
+
+import dns.message
+import pytest
+
+from appliance.services.dns import fakeip
+from appliance.services.dns.fakeip import FakeIpPool
+from appliance.services.dns.server import DnsService
+from appliance.services.dns.settings import parse_settings
+from appliance.services.relay.directory import StoreReader
+
+
+def rows(db):
+    """The table as another process sees it (read-only, like the relay)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return {ip: (domain, route) for ip, domain, route in
+                con.execute("SELECT ip, domain, route FROM fakeip")}
+    finally:
+        con.close()
+
+
+def memory(pool):
+    return {int(fakeip.ipaddress.IPv4Address(e["ip"])): (e["domain"], e["route"])
+            for e in pool.table()}
+
+
+def service(tmp_path, network="10.9.0.0/29"):
+    settings = parse_settings({
+        "listen": ["127.0.0.1:0"],
+        "upstreams": [{"url": "udp://192.0.2.53"}],
+        "control_socket": None,
+        "fake_ip": {"network": network, "db_path": str(tmp_path / "fakeip.sqlite3")},
+        "rules": [{"match": "suffix", "value": "video.test",
+                   "then": {"action": "fake-ip", "route": "proxyA"}}],
+    })
+    return DnsService(settings)
+
+
+def ask(svc, name):
+    query = dns.message.make_query(name, "A")
+    wire = asyncio.run(svc.resolver.answer(query.to_wire(), "127.0.0.1"))
+    return dns.message.from_wire(wire).answer[0][0].address
+
+
+def test_answers_survive_a_clean_server_restart(tmp_path):
+    # 6 addresses for 6 names: most of them probed past a collision, so the
+    # hash alone could not give the same answers again; only the store can.
+    names = [f"n{i}.video.test" for i in range(6)]
+    first = service(tmp_path)
+    before = {name: ask(first, name) for name in names}
+    assert len(set(before.values())) == 6
+    asyncio.run(first.stop())
+    reader = StoreReader(str(tmp_path / "fakeip.sqlite3"))
+    for name, ip in before.items():  # the relay's fallback sees every answer
+        target = reader.lookup(ip)
+        assert (target.domain, target.route) == (name, "proxyA")
+    reader.close()
+    second = service(tmp_path)
+    assert {name: ask(second, name) for name in reversed(names)} == before
+    asyncio.run(second.stop())
+
+
+def test_a_burst_of_new_names_gets_distinct_addresses_all_persisted(tmp_path):
+    db = str(tmp_path / "f.db")
+    pool = FakeIpPool("100.96.0.0/11", db, batch=100)
+    names = [f"host{i}.burst.test" for i in range(2500)]
+    answers = {name: pool.allocate(name, "direct") for name in names[:99]}
+    assert pool.batches == 0
+    answers[names[99]] = pool.allocate(names[99], "direct")
+    assert pool.batches == 1  # the 100th change starts a batch, no timer needed
+    answers.update({name: pool.allocate(name, "direct") for name in names[100:]})
+    assert len(set(answers.values())) == 2500 and None not in answers.values()
+    pool.flush()
+    assert pool.unsaved() == 0
+    stored = rows(db)
+    assert len(stored) == 2500
+    assert {domain: str(fakeip.ipaddress.IPv4Address(ip)) for ip, (domain, _) in stored.items()} == answers
+    pool.close()
+
+
+def test_recycling_under_write_behind_keeps_the_file_equal_to_memory(tmp_path):
+    db = str(tmp_path / "f.db")
+    pool = FakeIpPool("10.9.0.0/29", db, max_entries=4, batch=3)
+    pinned = pool.allocate("pinned.test", "p1")
+    assert pool.pin(pinned)
+    for i in range(60):  # every new name recycles one: addresses change names in every batch
+        assert pool.allocate(f"r{i}.test", f"route{i % 2}") is not None
+        if i % 7 == 0:
+            pool.write_behind()
+    assert pool.recycled >= 56
+    assert pool.lookup_ip(pinned).domain == "pinned.test"  # never recycled while pinned
+    pool.flush()
+    assert rows(db) == memory(pool)
+    assert rows(db)[int(fakeip.ipaddress.IPv4Address(pinned))] == ("pinned.test", "p1")
+    pool.close()
+    again = FakeIpPool("10.9.0.0/29", db, max_entries=4)
+    assert memory(again) == rows(db)
+    again.close()
+
+
+def test_pinned_address_is_not_recycled_and_unpinned_one_is(tmp_path):
+    pool = FakeIpPool("10.9.0.0/29", str(tmp_path / "f.db"), max_entries=2)
+    a = pool.allocate("a.test")
+    b = pool.allocate("b.test")
+    assert pool.pin(a) and pool.pin(a)  # two connections
+    pool.allocate("c.test")  # full: recycles b, the only unpinned one
+    assert pool.lookup_ip(a).domain == "a.test" and pool.lookup_domain("b.test") is None
+    pool.unpin(a)
+    c = pool.lookup_domain("c.test").ip
+    assert pool.pin(c)
+    assert pool.allocate("d.test") is None  # a still pinned once, c pinned: nothing to recycle
+    pool.unpin(a)
+    assert pool.allocate("d.test") is not None and pool.lookup_domain("a.test") is None
+    pool.close()
+
+
+def test_a_crash_loses_only_what_was_not_yet_written(tmp_path):
+    db = str(tmp_path / "f.db")
+    pool = FakeIpPool("100.96.0.0/11", db)
+    kept = pool.allocate("kept.test", "p1")
+    pool.flush()
+    lost = pool.allocate("lost.test", "p2")  # answered, not yet written
+    assert pool.unsaved() == 1
+    # A crash now: the process is gone without close(); a new one opens the file.
+    after = FakeIpPool("100.96.0.0/11", db)
+    assert after.lookup_ip(kept).domain == "kept.test"
+    assert after.lookup_ip(lost) is None  # the relay would refuse a connection to it
+    # Asked again, the name hashes to the same free slot: the same address back.
+    assert after.allocate("lost.test", "p2") == lost
+    after.close()
+    pool.close()
+
+
+def test_a_failed_write_is_retried_with_the_current_state(tmp_path, monkeypatch):
+    db = str(tmp_path / "f.db")
+    pool = FakeIpPool("100.96.0.0/11", db)
+    real = fakeip._write
+
+    def broken(*args):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(fakeip, "_write", broken)
+    ip = pool.allocate("a.test", "p1")
+    with pytest.raises(sqlite3.OperationalError):
+        pool.flush()
+    assert pool.unsaved() == 1 and pool.last_write_error == "disk I/O error"
+    assert pool.allocate("a.test", "p2") == ip  # changed again while unsaved
+    monkeypatch.setattr(fakeip, "_write", real)
+    pool.flush()
+    assert rows(db) == {int(fakeip.ipaddress.IPv4Address(ip)): ("a.test", "p2")}
+    pool.close()
+
+
+def test_last_used_times_reach_the_store(tmp_path):
+    db = str(tmp_path / "f.db")
+    clock = [100.0]
+    pool = FakeIpPool("100.96.0.0/11", db, clock=lambda: clock[0])
+    ip = pool.allocate("a.test")
+    pool.flush()
+    clock[0] = 200.0
+    pool.touch(ip)
+    pool.write_behind(last_used=False)  # a mapping batch: last-used times wait
+    pool.flush()  # clean shutdown writes them
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT last_used FROM fakeip").fetchone()[0] == 200.0
+    con.close()
+    pool.close()

@@ -22,9 +22,10 @@ every hit and are written with the next batch at most every
 `LAST_USED_EVERY` seconds. `close()` (clean shutdown) writes everything.
 
 What a crash (SIGKILL, OOM kill) can lose: the changes after the last
-commit, about the last `WRITE_EVERY` seconds of new mappings (more only
-if the disk is slower than that or failing: `unsaved()`, and the stats'
-`fake_ip_unsaved`). Before write-behind a crash of the process lost
+commit: about the last `WRITE_EVERY` seconds of new mappings, longer
+while the writer waits for the disk (a WAL checkpoint's fsync took up to
+2 s on a loaded test VM) or the disk fails; `unsaved()` and the stats'
+`fake_ip_unsaved` show how many. Before write-behind a crash of the process lost
 nothing; a power loss could already lose the last commits
 (synchronous=NORMAL) and still can. The restarted server starts from the
 last committed moment, which is consistent (no address for two names);
@@ -77,19 +78,28 @@ class FakeIpEntry:
     last_used: float
 
 
-def _write(db: sqlite3.Connection, deletes: list, upserts: list, touches: list) -> None:
-    """One transaction (in the writer thread): the table then matches one moment of the pool."""
+CHUNK = 200  # rows per SQL statement in the writer thread
+
+
+def _write(db: sqlite3.Connection, deletes: list[int], upserts: list[tuple]) -> None:
+    """One transaction (in the writer thread): the table then matches one moment of the pool.
+
+    Many rows per statement: sqlite3 releases the GIL only while a statement
+    steps, and the thread needs it back after every step; one step per row
+    would let a busy event loop starve the writer.
+    """
     try:
         db.execute("BEGIN IMMEDIATE")
-        if deletes:
-            db.executemany("DELETE FROM fakeip WHERE ip = ?", deletes)
-        if upserts:
+        for i in range(0, len(deletes), CHUNK):
+            part = deletes[i:i + CHUNK]
+            db.execute(f"DELETE FROM fakeip WHERE ip IN ({','.join('?' * len(part))})", part)
+        for i in range(0, len(upserts), CHUNK):
+            part = upserts[i:i + CHUNK]
             # REPLACE also drops a stale row that still holds the domain at its old
             # address (that address is in the same batch, deleted or reassigned).
-            db.executemany("INSERT OR REPLACE INTO fakeip (ip, domain, route, created, last_used)"
-                           " VALUES (?, ?, ?, ?, ?)", upserts)
-        if touches:
-            db.executemany("UPDATE fakeip SET last_used = ? WHERE ip = ?", touches)
+            db.execute("INSERT OR REPLACE INTO fakeip (ip, domain, route, created, last_used) VALUES "
+                       + ",".join(["(?,?,?,?,?)"] * len(part)),
+                       [value for row in part for value in row])
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
@@ -189,23 +199,25 @@ class FakeIpPool:
                   len(changed) + len(touched), error)
         return True
 
-    def _snapshot(self, last_used: bool) -> tuple[set[int], set[int], list, list, list]:
+    def _snapshot(self, last_used: bool) -> tuple[set[int], set[int], list, list]:
         changed, self._changed = self._changed, set()
+        touched: set[int] = set()
+        if last_used:
+            touched, self._touched = self._touched - changed, set()
+            self._last_used_written = time.monotonic()
         deletes, upserts = [], []
         by_ip = self._by_ip
         for ip in changed:
             entry = by_ip.get(ip)
             if entry is None:
-                deletes.append((ip,))
+                deletes.append(ip)
             else:
                 upserts.append((ip, entry.domain, entry.route, entry.created, entry.last_used))
-        touches = []
-        touched: set[int] = set()
-        if last_used:
-            touched, self._touched = self._touched - changed, set()
-            touches = [(by_ip[ip].last_used, ip) for ip in touched if ip in by_ip]
-            self._last_used_written = time.monotonic()
-        return changed, touched, deletes, upserts, touches
+        for ip in touched:  # the whole row: memory is the truth, the result is the same
+            entry = by_ip.get(ip)
+            if entry is not None:
+                upserts.append((ip, entry.domain, entry.route, entry.created, entry.last_used))
+        return changed, touched, deletes, upserts
 
     def write_behind(self, last_used: bool | None = None) -> Future | None:
         """Start writing the changes to the store in the writer thread; never waits.
@@ -221,8 +233,8 @@ class FakeIpPool:
             last_used = time.monotonic() - self._last_used_written >= self._last_used_every
         if not self._changed and not (last_used and self._touched):
             return None
-        changed, touched, deletes, upserts, touches = self._snapshot(last_used)
-        future = self._writer.submit(_write, self._db, deletes, upserts, touches)
+        changed, touched, deletes, upserts = self._snapshot(last_used)
+        future = self._writer.submit(_write, self._db, deletes, upserts)
         self._inflight = (future, changed, touched)
         self.batches += 1
         return future

@@ -106,6 +106,21 @@ def test_recycling_under_write_behind_keeps_the_file_equal_to_memory(tmp_path):
     again.close()
 
 
+def test_a_whole_pool_recycled_in_one_batch(tmp_path):
+    db = str(tmp_path / "f.db")
+    pool = FakeIpPool("10.8.0.0/22", db, max_entries=600, batch=10_000)
+    for i in range(600):
+        pool.allocate(f"old{i}.test")
+    pool.flush()
+    for i in range(600):  # every old name recycled: hundreds of deletes and inserts at once
+        pool.allocate(f"new{i}.test", "p2")
+    assert pool.recycled == 600
+    pool.flush()
+    assert rows(db) == memory(pool)
+    assert {domain for domain, _ in rows(db).values()} == {f"new{i}.test" for i in range(600)}
+    pool.close()
+
+
 def test_pinned_address_is_not_recycled_and_unpinned_one_is(tmp_path):
     pool = FakeIpPool("10.9.0.0/29", str(tmp_path / "f.db"), max_entries=2)
     a = pool.allocate("a.test")

@@ -124,10 +124,12 @@ def test_a_whole_pool_recycled_in_one_batch(tmp_path):
 def test_pinned_address_is_not_recycled_and_unpinned_one_is(tmp_path):
     pool = FakeIpPool("10.9.0.0/29", str(tmp_path / "f.db"), max_entries=2)
     a = pool.allocate("a.test")
-    b = pool.allocate("b.test")
+    pool.allocate("b.test")
     assert pool.pin(a) and pool.pin(a)  # two connections
     pool.allocate("c.test")  # full: recycles b, the only unpinned one
     assert pool.lookup_ip(a).domain == "a.test" and pool.lookup_domain("b.test") is None
+    pool.flush()
+    assert {domain for domain, _ in rows(str(tmp_path / "f.db")).values()} == {"a.test", "c.test"}
     pool.unpin(a)
     c = pool.lookup_domain("c.test").ip
     assert pool.pin(c)

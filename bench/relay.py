@@ -88,6 +88,8 @@ def iperf(lab: RelayLab, target: str, seconds: int, reverse: bool = False,
     soft = ksoftirqd_seconds() - soft
     relay = (cpu_seconds(relay_pid) - relay) if relay_pid else 0.0
     data = json.loads(res.stdout)
+    if "error" in data:
+        raise RuntimeError(f"iperf3 to {target}: {data['error']}")
     received = data["end"]["sum_received"]
     cpu = data["end"]["cpu_utilization_percent"]  # each end's own rusage over the test
     ends = (cpu["host_total"] + cpu["remote_total"]) / 100 * received["seconds"]
@@ -162,7 +164,10 @@ def configure(lab: RelayLab, splice: bool = True, fast: bool = False) -> None:
     lab.write_config(splice=splice, fast_path={"enabled": fast, "interfaces": ["home"]})
     lab.procs["relay"].send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 10
-    while lab.query("stats")["fast_path"]["enabled"] != fast or (
+    def table() -> bool:  # the relay's table exists (it is gone only once the old path stopped)
+        return "appliance_relay" in lab.sh("vproxy", ["nft", "list", "tables"]).stdout
+
+    while lab.query("stats")["fast_path"]["enabled"] != fast or table() != fast or (
             fast and lab.query("stats")["fast_path"]["entries"]):
         if time.monotonic() > deadline:
             raise RuntimeError("the relay did not take the new settings")

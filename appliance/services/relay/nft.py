@@ -54,6 +54,11 @@ def local_route(settings: RelaySettings) -> list[str]:
     return ["route", "replace", "local", settings.fake_range, "dev", "lo", "table", "local"]
 
 
+# Source ports of the masqueraded connections: below the kernel's ephemeral
+# range (32768-60999), so they never clash with the ports of the relay's own
+# connections to the same server (conntrack would drop the one that comes
+# second, or hand its answers to the other).
+NAT_PORTS = "10000-32767"
 COUNTER_SETS = ("conns", "up", "down")
 COUNTER_KEYS = 65536
 COUNTER_IDLE = "1h"  # an element unused this long goes; the relay has long read it
@@ -89,7 +94,7 @@ def fast_path_table(settings: RelaySettings) -> str:
         "  }",
         "  chain fast_snat {",
         "    type nat hook postrouting priority srcnat; policy accept;",
-        f"    ct mark {mark} masquerade",
+        f"    ct mark {mark} meta l4proto tcp masquerade to :{NAT_PORTS}",
         "  }",
         # Exact bytes and connections per (client, fake address), short
         # connections included: the relay adds them to its counters.

@@ -40,6 +40,8 @@ def test_defaults_are_valid_and_name_the_builtin_routes():
     ({"fake_range": "100.96.0.1/11"}, "fake_range", "host bits"),
     ({"allow_clients": ["home"]}, "allow_clients", "not an IPv4"),
     ({"resolvers": ["192.0.2.1:99999"]}, "resolvers", "not 1-65535"),
+    ({"fast_path": {"ttl": 0}}, "fast_path.ttl", "greater than or equal to 1"),
+    ({"fast_path": {"interfaces": ["eth0; drop"]}}, "fast_path.interfaces", "not an interface name"),
 ])
 def test_errors_name_the_field(doc, field, words):
     with pytest.raises(SettingsError) as err:
@@ -59,6 +61,19 @@ def test_nft_rule_matches_only_home_interfaces():
     assert nft.tproxy_rules(s, ["home", "lan1"]) == [
         'iifname { "home", "lan1" } ip daddr 100.96.0.0/11 meta l4proto { tcp, udp } '
         "tproxy to 127.0.0.1:7000 accept"]
+
+
+def test_fast_path_serves_only_served_clients_and_keeps_clear_of_the_relays_ports():
+    s = parse_settings({"allow_clients": ["192.168.1.0/24"], "deny_clients": ["192.168.1.1/32"],
+                        "fast_path": {"interfaces": ["vproxy0"], "table": "fp"}})
+    text = nft.fast_path_table(s)
+    assert text.startswith("add table ip fp\ndelete table ip fp\n")  # replaces a dead relay's
+    assert ('iifname { "vproxy0" } ip saddr { 192.168.1.0/24 } ip saddr != { 192.168.1.1/32 } '
+            "meta l4proto tcp ip daddr @fast ct mark set 0x7e1a dnat ip to ip daddr map @fast") in text
+    # NAT source ports below the kernel's ephemeral range: no clash with the relay's sockets.
+    assert "masquerade to :10000-32767" in text
+    assert nft.add_entry(s, "100.96.0.9", "203.0.113.10", 360) == \
+        "add element ip fp fast { 100.96.0.9 timeout 360s : 203.0.113.10 }\n"
 
 
 # -- packets --------------------------------------------------------------------------

@@ -346,6 +346,8 @@ def kernel_objects(settings: Settings, gw_mac: str, uplink_mac: str) -> tuple[Ob
             # reason to tell the client of a better route.
             ("net.ipv4.conf.all.send_redirects", "0"),
             (f"net.ipv4.conf.{VPROXY_DEV}.send_redirects", "0"),
+            # vproxy's own sockets keep clear of the ports the fast path NATs to.
+            ("net.ipv4.ip_local_port_range", "{} {}".format(*relay_nft.LOCAL_PORTS)),
             # A fake IP (local route) must never be an ARP sender address.
             ("net.ipv4.conf.all.arp_announce", "2"),
             (f"net.ipv4.conf.{VPROXY_DEV}.arp_announce", "2"),

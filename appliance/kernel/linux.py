@@ -217,7 +217,7 @@ class LinuxKernel:
         for line in res.stdout.splitlines():
             k, _, v = line.partition(" = ")
             if k in out:
-                out[k] = v.strip()
+                out[k] = " ".join(v.split())  # "61000\t65535" reads as "61000 65535" was written
         return out
 
     def set_sysctls(self, ns, values) -> None:

@@ -128,6 +128,7 @@ class RelayLab:
         table = "table ip relay {\n" + nft.chain(settings, ["home"]) + "\n}\n"
         _run(["ip", "netns", "exec", v, "nft", "-f", "-"], input=table)
         for key, value in (("net.ipv4.ip_forward", "1"), ("net.ipv4.conf.all.rp_filter", "2"),
+                           ("net.ipv4.ip_local_port_range", "{} {}".format(*nft.LOCAL_PORTS)),
                            ("net.ipv4.conf.default.rp_filter", "2")):
             self.sh("vproxy", ["sysctl", "-qw", f"{key}={value}"])
 

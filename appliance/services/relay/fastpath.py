@@ -49,6 +49,7 @@ log = logging.getLogger("appliance.relay")
 TCP_CLOSED = {7, 8}  # conntrack's TCP states TIME_WAIT and CLOSE
 KERNEL_GRACE = 60  # the kernel's own timeout outlives the relay's timer: the relay removes entries
 MAX_REMEMBERED = 4096  # fake -> domain of expired entries, for flows that outlive them
+LOCAL_PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 # Byte counts and start times for the connection table (this namespace only, new entries on).
 CT_SYSCTLS = (Path("/proc/sys/net/netfilter/nf_conntrack_acct"),
               Path("/proc/sys/net/netfilter/nf_conntrack_timestamp"))
@@ -85,6 +86,11 @@ class FastPath:
         if await self._nft(nft.fast_path_table(self.settings)) is None:
             log.error("fast path off: its nftables table could not be made")
             return
+        low, high = (int(x) for x in LOCAL_PORT_RANGE.read_text().split())
+        if not (nft.LOCAL_PORTS[0] <= low and high <= nft.LOCAL_PORTS[1]):
+            log.warning("ip_local_port_range is %d-%d: the relay's connections may take a port of a "
+                        "NATed one (%s) and stall; the namespace should set %d-%d", low, high,
+                        nft.NAT_PORTS, *nft.LOCAL_PORTS)
         for path in CT_SYSCTLS:
             try:
                 path.write_text("1")

@@ -54,11 +54,15 @@ def local_route(settings: RelaySettings) -> list[str]:
     return ["route", "replace", "local", settings.fake_range, "dev", "lo", "table", "local"]
 
 
-# Source ports of the masqueraded connections: below the kernel's ephemeral
-# range (32768-60999), so they never clash with the ports of the relay's own
-# connections to the same server (conntrack would drop the one that comes
-# second, or hand its answers to the other).
-NAT_PORTS = "10000-32767"
+# Source ports: the masqueraded connections keep their client's port where
+# they can (so a new SYN on a closed connection's ports replaces it, as when
+# routed) within NAT_PORTS; vproxy's own sockets (the relay's connections, the
+# DNS server's queries) take theirs from LOCAL_PORTS (`ip_local_port_range`,
+# set by the namespace's owner). The two never meet, so a NATed connection
+# never clashes with the relay's own connection to the same server, which
+# conntrack would drop.
+NAT_PORTS = "1024-60999"
+LOCAL_PORTS = (61000, 65535)
 COUNTER_SETS = ("conns", "up", "down")
 COUNTER_KEYS = 65536
 COUNTER_IDLE = "1h"  # an element unused this long goes; the relay has long read it

@@ -86,6 +86,8 @@ def test_sysctls(the_plan):
     # vproxy forwards the relay's fast path (its forward chain drops the rest).
     assert values[(VPROXY_NS, "net.ipv4.ip_forward")] == "1"
     assert values[(VPROXY_NS, "net.ipv4.conf.vproxy0.send_redirects")] == "0"
+    # The relay's own sockets keep clear of the ports the fast path NATs to.
+    assert values[(VPROXY_NS, "net.ipv4.ip_local_port_range")] == "61000 65535"
     assert values[(None, f"net.ipv4.conf.{BRIDGE}.arp_ignore")] == "8"
     for key in ("iptables", "ip6tables", "arptables"):
         assert values[(None, f"net.bridge.bridge-nf-call-{key}")] == "0"

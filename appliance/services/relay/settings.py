@@ -107,8 +107,8 @@ class FastPathSettings(_Model):
 
     After the relay has resolved a fake address for a direct route, later TCP
     connections to it are NATed by the kernel to the real address instead of
-    being relayed: the relay's second TCP pass per byte is what holds it to
-    about 0.6x of routed throughput on a small box.
+    being relayed: the relay's second TCP pass per byte costs a small box
+    1.3-1.8x the CPU per byte of routing, and a new connection 4x.
     """
 
     enabled: bool = True

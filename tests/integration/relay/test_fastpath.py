@@ -11,6 +11,7 @@ only after `ttl`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -192,13 +193,23 @@ def test_a_mapped_address_stays_pinned(lab):
     assert fake in mapped(lab)
 
 
-def test_after_ttl_the_address_is_unmapped_unpinned_and_the_relay_takes_over_again(lab):
-    lab.write_config(fast_path={**FAST, "ttl": 3})
+@contextlib.contextmanager
+def short_ttl(lab, seconds=3):
+    """The relay reloaded with a `seconds` ttl (and an empty map) for the block."""
+    lab.write_config(fast_path={**FAST, "ttl": seconds})
     lab.procs["relay"].send_signal(signal.SIGHUP)
     wait_for(lambda: lab.query("stats")["fast_path"]["entries"] == 0
              and "type ipv4_addr" in (m := mapped(lab)) and "elements" not in m,
              "the reloaded relay starts with an empty map")
     try:
+        yield
+    finally:
+        lab.write_config()
+        lab.procs["relay"].send_signal(signal.SIGHUP)
+
+
+def test_after_ttl_the_address_is_unmapped_unpinned_and_the_relay_takes_over_again(lab):
+    with short_ttl(lab):
         fake = warm(lab, "ttl.fill.test")
         assert dns_pins(lab, fake) >= 1
         wait_for(lambda: fake not in mapped(lab), "the entry removed after ttl", seconds=8)
@@ -206,9 +217,6 @@ def test_after_ttl_the_address_is_unmapped_unpinned_and_the_relay_takes_over_aga
         relayed = len(rows(lab, "ttl.fill.test", "relay"))
         assert curl(lab, "http://ttl.fill.test/whoami").stdout.strip() == WAN_IP
         assert len(rows(lab, "ttl.fill.test", "relay")) == relayed + 1  # resolved again by the relay
-    finally:
-        lab.write_config()
-        lab.procs["relay"].send_signal(signal.SIGHUP)
 
 
 def closed_kernel_connections(lab, fake):
@@ -229,12 +237,7 @@ def closed_kernel_connections(lab, fake):
 def test_an_unmapped_address_keeps_no_closed_connection_that_a_new_one_could_take_up(lab):
     """Conntrack would hand a new connection that reuses a closed one's ports the
     old NAT binding: after ttl the address must lead nowhere but to the relay."""
-    lab.write_config(fast_path={**FAST, "ttl": 3})
-    lab.procs["relay"].send_signal(signal.SIGHUP)
-    wait_for(lambda: lab.query("stats")["fast_path"]["entries"] == 0
-             and "type ipv4_addr" in (m := mapped(lab)) and "elements" not in m,
-             "the reloaded relay starts with an empty map")
-    try:
+    with short_ttl(lab):
         fake = warm(lab, "udp.test")  # a direct name no other test connects to
         for _ in range(3):
             curl(lab, "http://udp.test/whoami")
@@ -242,9 +245,6 @@ def test_an_unmapped_address_keeps_no_closed_connection_that_a_new_one_could_tak
         wait_for(lambda: fake not in mapped(lab), "the entry removed after ttl", seconds=8)
         wait_for(lambda: dns_pins(lab, fake) == 0, "unpinned after ttl")
         assert closed_kernel_connections(lab, fake) == 0
-    finally:
-        lab.write_config()
-        lab.procs["relay"].send_signal(signal.SIGHUP)
 
 
 def test_a_restarted_relay_starts_with_an_empty_map(lab):

@@ -98,6 +98,8 @@ def run(prefix: str, clients: int, port: int, redis_port: int, out=print, apply:
         out(f"demo: console at http://127.0.0.1:{port}/  (logs in {state}/demo-*.log)")
         out(f"demo: try  ip netns exec {spec.client(1)} curl http://www.proxied.test/   (relayed by the box)")
         out(f"demo:      ip netns exec {spec.client(1)} dig @192.168.1.1 www.blocked.test   (blocked)")
+        out(f"demo:      APPLIANCE_BOX_STATE={box_state} ./manage.py ofctl dump-flows vswitch "
+            f"--netns={spec.box}   (the box's flows, live counters)")
         out("demo: Ctrl-C stops everything")
         while not stopping:
             for name, p in children:

@@ -72,8 +72,9 @@ class DatapathLoader:
             return []
         dp.detach()
         self.stamp.unlink(missing_ok=True)
-        try:
-            Path(self.pin_root).rmdir()
-        except OSError:
-            pass  # not empty (another bridge of this box) or already gone
+        for directory in (Path(self.pin_root), Path(self.pin_root).parent):
+            try:
+                directory.rmdir()
+            except OSError:
+                break  # not empty (another bridge or box) or already gone
         return [f"- datapath {switch.bridge}"]

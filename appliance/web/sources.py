@@ -135,6 +135,19 @@ class LiveSources:
         except Exception as e:  # noqa: BLE001
             return Reading(problem=f"relay not running ({e})")
 
+    def relay_connections(self, history: int = 50) -> Reading:
+        """The relay's connection table: live rows (the relay's and the kernel
+        fast path's), the last `history` ended ones, per-domain/client counters."""
+        try:
+            from appliance.services.relay.control import query
+
+            sock = settings.APPLIANCE_RELAY_SOCKET
+            return Reading({"live": query(sock, "connections", timeout=2),
+                            "history": query(sock, "history", timeout=2, limit=history),
+                            "counters": query(sock, "counters", timeout=2)})
+        except Exception as e:  # noqa: BLE001
+            return Reading(problem=f"relay not running ({e})")
+
     # -- the switch ----------------------------------------------------------
     def bridge(self):
         """The applied flow table as a `Bridge` (None when nothing is applied)."""

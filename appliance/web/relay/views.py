@@ -8,7 +8,15 @@ from appliance.web.sections import SectionEditView
 
 @login_required
 def index(request):
-    return render(request, "relay/index.html", {"reading": sources.get().relay(),
+    src = sources.get()
+    table = src.relay_connections()
+    domains = []
+    if table.ok:
+        counters = table.value["counters"]["domains"]
+        domains = sorted(({"domain": d, **c} for d, c in counters.items()),
+                         key=lambda c: c["bytes_up"] + c["bytes_down"], reverse=True)[:20]
+    return render(request, "relay/index.html", {"reading": src.relay(), "table": table,
+                                                "domains": domains,
                                                 "service": models.RelayService.objects.first()})
 
 

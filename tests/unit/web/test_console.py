@@ -188,10 +188,11 @@ def test_dashboard_tiles_show_dns_and_relay_when_running(client_admin, monkeypat
     from appliance.web.sources import Reading
     monkeypatch.setattr(fakes.FakeSources, "dns", lambda self: Reading(
         {"queries": 200, "blocked": 50, "blocked_share": 0.25, "window_seconds": 86400}), raising=False)
-    monkeypatch.setattr(fakes.FakeSources, "relay", lambda self: Reading({"live_tcp": 3, "live_udp": 1}),
-                        raising=False)
+    monkeypatch.setattr(fakes.FakeSources, "relay", lambda self: Reading(
+        {"live_tcp": 3, "live_udp": 1, "fast_path": {"connections": 5}}), raising=False)
     body = client_admin.get("/tiles/").content.decode()
-    assert "50 blocked (25%)" in body and "4</p>" in body and "3 TCP, 1 UDP" in body
+    assert "50 blocked (25%)" in body and "9</p>" in body
+    assert "3 TCP relayed, 5 by the kernel, 1 UDP" in body
 
 
 def test_dashboard_tiles_say_not_running(client_admin):

@@ -6,4 +6,5 @@ from appliance.web.sections import singleton_routes
 urlpatterns = [
     path("config/", singleton_routes(views.RelayServiceViewSet), name="config"),
     path("stats/", views.RelayStatsView.as_view(), name="stats"),
+    path("connections/", views.RelayConnectionsView.as_view(), name="connections"),
 ]

@@ -1,4 +1,4 @@
-from drf_spectacular.utils import OpenApiTypes, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -18,3 +18,19 @@ class RelayStatsView(APIView):
     def get(self, request):
         reading = sources.get().relay()
         return Response({"running": reading.ok, "problem": reading.problem, "stats": reading.value})
+
+
+class RelayConnectionsView(APIView):
+    """The relay's connection table: live connections (path "relay" or "kernel"),
+    the last ended ones (`?history=N`, default 50) and the per-domain and
+    per-client counters; `running: false` with the problem when the relay is down."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT},
+                   parameters=[OpenApiParameter("history", int, description="ended connections to list (1-1000)")])
+    def get(self, request):
+        try:
+            limit = max(1, min(1000, int(request.query_params.get("history", 50))))
+        except ValueError:
+            limit = 50
+        reading = sources.get().relay_connections(limit)
+        return Response({"running": reading.ok, "problem": reading.problem, **(reading.value or {})})

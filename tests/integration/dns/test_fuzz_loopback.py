@@ -58,9 +58,24 @@ def answers(port):
         s.close()
 
 
+def free_port() -> int:
+    """A loopback port free for both UDP and TCP now (a random one could be
+    some other program's, e.g. in the kernel's ephemeral range)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+        return port
+
+
 @pytest.fixture
 def server(tmp_path):
-    up_port, port = random.randint(20000, 30000), random.randint(30001, 40000)
+    up_port, port = free_port(), free_port()
     upstream = subprocess.Popen(
         ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
          "--bind-interfaces", "--listen-address=127.0.0.1", f"--port={up_port}", "--user=root",

@@ -13,6 +13,8 @@ from pathlib import Path
 import dns.message
 import pytest
 
+from tests.ports import free_port
+
 pytestmark = pytest.mark.root
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -56,21 +58,6 @@ def answers(port):
         return dns.message.from_wire(s.recv(4096)).answer[0][0].to_text()
     finally:
         s.close()
-
-
-def free_port() -> int:
-    """A loopback port free for both UDP and TCP now (a random one could be
-    some other program's, e.g. in the kernel's ephemeral range)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-        return port
 
 
 @pytest.fixture

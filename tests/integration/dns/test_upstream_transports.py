@@ -12,6 +12,8 @@ import dns.message
 import dns.rrset
 import pytest
 
+from tests.ports import free_port
+
 from appliance.services.dns.upstream import Upstream, UpstreamError, UpstreamSet
 
 pytestmark = pytest.mark.root
@@ -29,7 +31,7 @@ def certs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def unbound(certs):
-    port = random.randint(20000, 40000)
+    port = free_port(2)  # DNS and DoT
     conf = certs / "unbound.conf"
     big = "\n".join(f'  local-data: "big.dot.test. 300 IN A 192.0.2.{i}"' for i in range(1, 101))
     conf.write_text(f"""server:
@@ -136,7 +138,7 @@ async def doh_server(certs, port):
 
 
 def test_dns_over_https(certs):
-    port = random.randint(40001, 60000)
+    port = free_port()
 
     async def run():
         server = await doh_server(certs, port)

@@ -75,6 +75,8 @@ class DatapathLoader:
         for directory in (Path(self.pin_root), Path(self.pin_root).parent):
             try:
                 directory.rmdir()
+            except FileNotFoundError:
+                continue  # the datapath took it with its own directory
             except OSError:
-                break  # not empty (another bridge or box) or already gone
+                break  # not empty: another bridge or box uses it
         return [f"- datapath {switch.bridge}"]

@@ -51,3 +51,6 @@ def box_in_lab(tmp_dir, letter: str, clients: int = 3, apply: dict | None = None
             lab.down(progress=None)
     assert [n for n in LinuxKernel().list_netns() if n.startswith(spec.prefix + "-")] == []
     assert not os.path.exists(f"/sys/fs/bpf/appliance/{spec.box}")
+    # ...nor the shared pin root, once no other box (another test's) uses it.
+    leftover = os.listdir("/sys/fs/bpf/appliance") if os.path.exists("/sys/fs/bpf/appliance") else []
+    assert leftover or not os.path.exists("/sys/fs/bpf/appliance")

@@ -322,11 +322,14 @@ class Datapath:
                     pass
         for name in list(SHARED_MAPS) + ["prog"]:
             unpin(os.path.join(self.pin_dir, name))
-        try:
-            os.rmdir(self.pin_dir)
-        except OSError as e:
-            if e.errno not in (errno.ENOENT, errno.ENOTEMPTY):
-                raise
+        # The bridge's directory, then the pin root once no other datapath uses it.
+        for directory in (self.pin_dir, os.path.dirname(self.pin_dir)):
+            try:
+                os.rmdir(directory)
+            except OSError as e:
+                if e.errno not in (errno.ENOENT, errno.ENOTEMPTY):
+                    raise
+                break
         if self._obj is not None:
             self._obj.close()
             self._obj = None

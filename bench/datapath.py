@@ -12,6 +12,8 @@ any protocol handler.  For:
   (b) the compiled datapath with the seed's flows, same traffic (NORMAL)
   (c) the same, DNS to the gateway: steered to vproxy with a MAC rewrite
   (d) Open vSwitch userspace (datapath_type=netdev), the seed's flows, as (b)
+  (e) (b) attached with tc clsact instead of tcx links (only where the
+      kernel has tcx: the fallback for kernels before 6.6, side by side)
 
 Two figures per row, medians over `--runs` rounds in which (a), (b) and (c)
 take turns, (a) first in one round and last in the next (so that the load
@@ -46,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)  # not bench/: its dns.py would shadow dnspython
 
 from appliance.switch.bridge import seed_bridge  # noqa: E402
+from appliance.switch.datapath import tcx  # noqa: E402
 from appliance.switch.datapath.datapath import Datapath  # noqa: E402
 from appliance.switch.flows import FlowTable  # noqa: E402
 from appliance.switch.parser import parse_flows  # noqa: E402
@@ -274,7 +277,8 @@ def main() -> None:
     dp = Datapath("br0", netns=box.box, pin_root=pin_root, state_dir=state.name, local_device="br0",
                   peer_redirect=not opts.no_peer)
     ovs = None
-    runs: dict[str, list[tuple[float, float]]] = {k: [] for k in "abcd"}
+    with_tc_row = tcx.supported()
+    runs: dict[str, list[tuple[float, float]]] = {k: [] for k in "abcde" if k != "e" or with_tc_row}
     tcp: dict[str, list[float]] = {k: [] for k in "abd"}
     normal = trafgen_conf(ADMIN_MAC, "192.168.1.8", 9999)
     steer = trafgen_conf(GW_MAC, "192.168.1.1", 53)
@@ -310,6 +314,14 @@ def main() -> None:
             measure("c", steer, "vproxy")
             tcp["b"].append(iperf(box, opts.iperf_seconds))
             dp.detach()
+            if with_tc_row:
+                tcx._supported = False  # as on a kernel without tcx
+                try:
+                    assert dp.apply(br).hook == "tc"
+                    measure("e", normal, "admin")
+                    dp.detach()
+                finally:
+                    tcx._supported = None
 
         hooks: set[str] = set()
         for i in range(opts.runs):
@@ -352,10 +364,11 @@ def main() -> None:
     a, d = med["a"], med["d"]
     names = {"a": "(a) Linux bridge", "b": "(b) compiled, seed flows, NORMAL",
              "c": "(c) compiled, steered to vproxy + MAC rewrite",
-             "d": "(d) OVS 3.1 userspace (netdev), seed flows"}
+             "d": "(d) OVS 3.1 userspace (netdev), seed flows",
+             "e": "(e) = (b) attached with tc instead of tcx"}
     print(f"{'row':<47} {'rx kpps':>8} {'/(a)':>5} {'/(d)':>6} {'cpu ns':>7} {'(a)/':>5}"
           f" {'TCP Gbit/s':>10} {'/(a)':>5} {'/(d)':>5}   each run: kpps/cpu ns")
-    for k in "abcd":
+    for k in runs:
         p, c = med[k]
         line = (f"{names[k]:<47} {p / 1e3:>8.0f} {p / a[0]:>5.2f} {p / d[0]:>6.2f}"
                 f" {c:>7.0f} {a[1] / c:>5.2f}")

@@ -193,14 +193,7 @@ class Supervisor:
 
     def wait_ready(self, spec: ServiceSpec, deadline: float) -> bool:
         """Wait until every socket in `spec.ready` listens; False at the deadline."""
-        pending = list(spec.ready)
-        while pending and time.monotonic() < deadline:
-            pending = [r for r in pending if not _listening(spec.netns, r)]
-            if pending:
-                if self.status(spec.name).state == FAILED:
-                    return False
-                time.sleep(0.05)
-        return not pending
+        return wait_listening(spec, deadline, self.status, _listening)
 
     def stop(self, name: str, timeout: float = 10.0) -> bool:
         """Stop a service (its monitor stops it); False if it was not running."""
@@ -226,6 +219,19 @@ class Supervisor:
 
 
 # ---------------------------------------------------------------- the monitor
+
+def wait_listening(spec: ServiceSpec, deadline: float, status, listening) -> bool:
+    """Wait until every socket in `spec.ready` listens (`listening(netns, "tcp/53")`);
+    False at the deadline or as soon as `status(name)` says the service failed."""
+    pending = list(spec.ready)
+    while pending and time.monotonic() < deadline:
+        pending = [r for r in pending if not listening(spec.netns, r)]
+        if pending:
+            if status(spec.name).state == FAILED:
+                return False
+            time.sleep(0.05)
+    return not pending
+
 
 def _listening(netns: str | None, what: str) -> bool:
     from appliance.kernel.linux import listening  # pyroute2 only when readiness is asked for

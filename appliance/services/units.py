@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from appliance.services.supervisor import (
-    BACKOFF, FAILED, RUNNING, STARTING, STOPPED, ServiceSpec, ServiceState, _listening,
+    BACKOFF, FAILED, RUNNING, STARTING, STOPPED, ServiceSpec, ServiceState, _listening, wait_listening,
 )
 
 UNIT_DIR = "/run/systemd/system"
@@ -98,14 +98,7 @@ class SystemdUnits:
         return "restarted" if active else "started"
 
     def wait_ready(self, spec: ServiceSpec, deadline: float) -> bool:
-        pending = list(spec.ready)
-        while pending and time.monotonic() < deadline:
-            pending = [r for r in pending if not self.listening(spec.netns, r)]
-            if pending:
-                if self.status(spec.name).state == FAILED:
-                    return False
-                time.sleep(0.05)
-        return not pending
+        return wait_listening(spec, deadline, self.status, self.listening)
 
     def stop(self, name: str, timeout: float = 10.0) -> bool:
         was = self.status(name).state in (RUNNING, STARTING, BACKOFF)

@@ -131,7 +131,7 @@ class FastPath:
     async def offer(self, fake: str, real: str, domain: str) -> None:
         """The relay resolved `fake` (a direct route) to `real`: NAT it from now on."""
         if not self.running or fake in self.busy:
-            return
+            return  # being mapped or unmapped right now: the next connection offers again
         entry = self.entries.get(fake)
         if entry is not None and entry.real == real:
             return
@@ -162,9 +162,13 @@ class FastPath:
 
     async def _retire(self, fake: str) -> None:
         """Unmap `fake`; only then may the DNS server give it to another name."""
-        await self._nft(nft.remove_entry(self.settings, fake), quiet=True)
-        await self._forget_ended(fake)
-        self.relay.directory.unpin(fake)
+        self.busy.add(fake)
+        try:
+            await self._nft(nft.remove_entry(self.settings, fake), quiet=True)
+            await self._forget_ended(fake)
+            self.relay.directory.unpin(fake)
+        finally:
+            self.busy.discard(fake)
 
     def _drop(self, fake: str) -> bool:
         entry = self.entries.pop(fake, None)

@@ -82,6 +82,8 @@ class FastPath:
     # -- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
         if not self.settings.fast_path.enabled:
+            # A predecessor's table (with the fast path on) must not outlive this start.
+            await self._nft(nft.delete_table(self.settings), quiet=True)
             return
         if await self._nft(nft.fast_path_table(self.settings)) is None:
             log.error("fast path off: its nftables table could not be made")

@@ -256,3 +256,18 @@ def test_a_restarted_relay_starts_with_an_empty_map(lab):
     assert lab.query("stats")["fast_path"] == {"enabled": True, "entries": 0, "connections": 0,
                                                "nft_failures": 0}
     assert curl(lab, "http://direct.test/whoami").stdout.strip() == WAN_IP
+
+
+def test_a_relay_started_with_the_fast_path_off_removes_its_predecessors_table(lab):
+    warm(lab, "direct.test")
+    lab.stop("relay", signal.SIGKILL)
+    lab.write_config(fast_path={**FAST, "enabled": False})
+    try:
+        lab.start_relay()
+        assert mapped(lab) == ""  # no table: the kernel NATs nothing any more
+        assert curl(lab, "http://direct.test/whoami").stdout.strip() == WAN_IP
+        assert lab.query("stats")["totals"]["accepted"] == 1  # that was the relay
+    finally:
+        lab.stop("relay")
+        lab.write_config()
+        lab.start_relay()

@@ -45,7 +45,6 @@ routes that need nothing from user space once the address is known.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import signal
@@ -59,24 +58,12 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # not bench/: its dns.py would shadow dnspython
 
 from appliance.lab import relaylab  # noqa: E402
+from bench.cpu import cpu_seconds, threads_seconds  # noqa: E402
 from appliance.lab.relaylab import IPERF_PORT, TEST_PORT, WEB_IP, RelayLab  # noqa: E402
 
 
-def cpu_seconds(pid: int | str) -> float:
-    """utime + stime of a process (its softirq work too: this kernel has no IRQ time accounting)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def ksoftirqd_seconds() -> float:
-    total = 0.0
-    for comm in glob.glob("/proc/[0-9]*/comm"):
-        try:
-            if Path(comm).read_text().startswith("ksoftirqd/"):
-                total += cpu_seconds(comm.split("/")[2])
-        except (OSError, ValueError):
-            pass  # gone meanwhile
-    return total
+    return threads_seconds("ksoftirqd/")
 
 
 def iperf(lab: RelayLab, target: str, seconds: int, reverse: bool = False,

@@ -26,7 +26,6 @@ peer's redirect backlog is drained before it may pass a FIN on).
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import secrets
 import signal
@@ -38,6 +37,8 @@ import textwrap
 from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from bench.cpu import cpu_seconds, threads_seconds  # noqa: E402
 
 SINK_PORT, SPLICE_PORT, SOCKMAP_PORT = 7001, 7002, 7003
 BLOCK = 1 << 20
@@ -173,21 +174,9 @@ print(int(answer), elapsed, t_cpu.user + t_cpu.system)
 """
 
 
-def cpu_seconds(pid: int | str) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def kernel_threads_seconds() -> float:
     """kworkers (the sockmap redirect backlog runs there) and ksoftirqd."""
-    total = 0.0
-    for comm in glob.glob("/proc/[0-9]*/comm"):
-        try:
-            if Path(comm).read_text().startswith(("kworker", "ksoftirqd/")):
-                total += cpu_seconds(comm.split("/")[2])
-        except (OSError, ValueError):
-            pass
-    return total
+    return threads_seconds("kworker", "ksoftirqd/")
 
 
 def build_verdict(out_dir: str) -> str:

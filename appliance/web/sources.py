@@ -154,13 +154,9 @@ class LiveSources:
         plan = applied_plan(self.box)
         if plan is None:
             return None, None
-        from appliance.switch.bridge import Bridge
-        from appliance.switch.flows import FlowTable
-        from appliance.switch.parser import parse_flows
+        from appliance.box.switchload import DatapathLoader
 
-        sw = plan.switch
-        flows = parse_flows(sw.flow_text(comments=False), sw.port_map)
-        return Bridge(name=sw.bridge, ports=dict(sw.port_map), flows=FlowTable(flows)), sw
+        return DatapathLoader.bridge_of(plan.switch), plan.switch
 
     def datapath(self, bridge_name: str):
         from appliance.box.switchload import DatapathLoader

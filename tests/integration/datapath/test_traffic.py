@@ -48,13 +48,9 @@ def box(tmp_path):
         yield b, dp
     finally:
         try:
-            dp.detach()
+            dp.detach()  # takes the pin directories with it
         finally:
             b.close()
-            try:
-                os.rmdir(os.path.dirname(dp.pin_dir))
-            except OSError:
-                pass
 
 
 def hooked(b: DpBox, dev: str) -> tuple[list[dict], list[int]]:
@@ -385,13 +381,9 @@ def test_redirect_loop_is_cut(tmp_path):
         assert dp.misc()["loop_drops"] == 5
     finally:
         try:
-            dp.detach()
+            dp.detach()  # takes the pin directories with it
         finally:
             b.close()
-            try:
-                os.rmdir(os.path.dirname(dp.pin_dir))
-            except OSError:
-                pass
 
 
 def test_detach_removes_filters_qdiscs_and_pins(box):

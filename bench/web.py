@@ -7,10 +7,10 @@ a temporary database, side by side in one run:
   before, daphne x1    the console at git revision --before (one daphne process, every
                        page reading the box and the database afresh), exported with
                        `git archive` and run by this venv; the Box on the persistent
-                       fakes of the browser tests (tests/e2e/fakebox.py)
+                       fakes of the browser tests (tests/support/fakebox.py)
   uvicorn xN, fakes    `python -m appliance.web.serve` (N workers), same fakes
   uvicorn xN, lab      the same server managing a real box applied in a lab
-                       (tests/e2e/boxlab.py): Kea's leases over its control socket,
+                       (tests/support/boxlab.py): Kea's leases over its control socket,
                        the ports from `ip -s link` in the box's namespace (needs root)
 
 Pages: the dashboard (session), the lease list (100 leases on the fakes; the
@@ -47,7 +47,7 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # not bench/: its dns.py would shadow dnspython
 
-from tests.e2e.stack import ROOT, Stack  # noqa: E402
+from tests.support.stack import ROOT, Stack  # noqa: E402
 
 BEFORE = "dc822c0"  # the console before the speed work: one daphne, every reading per request
 
@@ -144,7 +144,7 @@ def on_fakes(server, workers, a, script, applies, root=None):
 
 def in_lab(workers, a, script):
     """The console managing a box applied in a lab: pages on real readers, and real applies."""
-    from tests.e2e.boxlab import box_in_lab, settings_data
+    from tests.support.boxlab import box_in_lab, settings_data
 
     tmp = tempfile.mkdtemp(prefix="appliance-bench-web-")
     try:

@@ -11,13 +11,19 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 
+ROOT_TIERS = ("integration", "e2e")
+
+
 def pytest_collection_modifyitems(config, items):
-    # Root tests live in tests/integration and tests/e2e; they need root and
-    # namespaces. Elsewhere (a developer's laptop, not root) they are skipped
-    # with the reason, never silently passed.
-    if os.geteuid() == 0:
-        return
+    # The one way root tests are marked: by their folder. tests/integration
+    # and tests/e2e need root and namespaces; every test there carries the
+    # `root` marker (`-m "not root"` deselects them) and, without root (a
+    # developer's laptop), is skipped with the reason, never silently passed.
     skip = pytest.mark.skip(reason="needs root (network namespaces)")
     for item in items:
-        if "tests/integration" in str(item.fspath) or "tests/e2e" in str(item.fspath):
-            item.add_marker(skip)
+        tier = item.path.relative_to(config.rootpath / "tests").parts[0] \
+            if item.path.is_relative_to(config.rootpath / "tests") else None
+        if tier in ROOT_TIERS:
+            item.add_marker(pytest.mark.root)
+            if os.geteuid() != 0:
+                item.add_marker(skip)

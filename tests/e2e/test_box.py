@@ -19,7 +19,7 @@ from appliance.box.settings import parse_settings
 from appliance.kernel import KernelError, LinuxKernel
 from appliance.kernel.linux import listening
 from appliance.lab import topology
-from tests.e2e.boxlab import POOL, STATIC_IP, box_in_lab, settings_data
+from tests.support.boxlab import POOL, STATIC_IP, box_in_lab, settings_data
 
 MODEM_MAC = topology.MODEM_LAN_MAC
 

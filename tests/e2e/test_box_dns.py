@@ -7,7 +7,7 @@ import pytest
 
 from appliance.lab import topology
 from appliance.lab.lab import parse_dig_answers
-from tests.e2e.boxlab import box_in_lab, settings_data
+from tests.support.boxlab import box_in_lab, settings_data
 
 FAKE = ipaddress.ip_network("100.96.0.0/11")
 KIDS_MAC = topology.client_mac(2)

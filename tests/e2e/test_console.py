@@ -9,39 +9,9 @@ Celery worker killed in the middle of an apply.
 import dataclasses
 import json
 import pickle
-import re
 import time
 
-PASSWORD = "a long passphrase for e2e"
-
-
-def wait_state(page, states, timeout=30000):
-    page.wait_for_function(
-        "states => states.includes(document.getElementById('apply-state').textContent.trim())",
-        arg=list(states), timeout=timeout)
-    return page.locator("#apply-state").inner_text().strip()
-
-
-def apply_and_watch(page):
-    """Click Apply; collect the progress lines that arrive over the websocket."""
-    frames = []
-
-    def on_ws(ws):
-        ws.on("framereceived", lambda data: frames.append(data))
-    page.on("websocket", on_ws)
-    page.goto("/applies/")
-    page.click("#apply-button")
-    page.wait_for_url(re.compile(r"/applies/\d+/$"))
-    return frames
-
-
-def lines_of(frames):
-    out = []
-    for f in frames:
-        ev = json.loads(f if isinstance(f, str) else f.decode())
-        if ev.get("kind") == "apply" and ev.get("line"):
-            out.append(ev["line"])
-    return out
+from tests.support.console import PASSWORD, apply_and_watch, lines_of, wait_state
 
 
 def test_first_run_creates_the_admin_then_login(page, stack, shot):

@@ -1,6 +1,6 @@
 """The console managing a real box in the lab, in a real browser (issue 8's "against the demo").
 
-The lab is up and the box applied in its box namespace (tests/e2e/boxlab.py);
+The lab is up and the box applied in its box namespace (tests/support/boxlab.py);
 the console stack runs on this machine with APPLIANCE_HOST_NETNS,
 APPLIANCE_BOX_STATE and APPLIANCE_BOX_RUN naming that box, as `make demo`
 does (appliance/lab/demo.py). In the browser: change the DHCP pool, apply,
@@ -9,23 +9,20 @@ from the new pool and its lease shows up in the open lease table without a
 reload.
 """
 import ipaddress
-import os
 import re
 
 import pytest
 
 from appliance.lab import topology
-from tests.e2e.boxlab import box_in_lab, settings_data
-from tests.e2e.stack import Stack
-from tests.e2e.test_console import PASSWORD, apply_and_watch, lines_of, wait_state
+from tests.support.boxlab import box_in_lab, settings_data
+from tests.support.stack import Stack
+from tests.support.console import PASSWORD, apply_and_watch, lines_of, wait_state
 
 NEW_POOL = ("192.168.1.120", "192.168.1.139")  # apart from the old .20-.99 and the modem's .100-.200
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("needs root for the lab's namespaces")
     with box_in_lab(tmp_path_factory.mktemp("consolelab"), "k", clients=2, apply=settings_data()) as lab_box:
         yield lab_box
 

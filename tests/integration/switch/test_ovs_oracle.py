@@ -23,8 +23,7 @@ from appliance.switch.parser import parse_flows
 from tests.support import flowgen
 from tests.support.ovs import OvsOracle, expected_from_classifier, ovs_available
 
-pytestmark = [pytest.mark.root,
-              pytest.mark.skipif(not ovs_available(), reason="Open vSwitch is not installed")]
+pytestmark = pytest.mark.skipif(not ovs_available(), reason="Open vSwitch is not installed")
 
 SEED = "tests/data/seed-flows.txt"
 COUNTS: Counter = Counter()

@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 from appliance.web import document
 from appliance.web.applies.models import ApplyRecord
 from appliance.web.audit.models import AuditEntry
-from tests.unit.web import fakes
+from tests.support import webfakes as fakes
 
 
 def _nothing_applied():

@@ -1,7 +1,7 @@
 """Console tests: SQLite, in-memory cache and channel layer, Celery eager, the Box on fakes."""
 import pytest
 
-from tests.unit.web import fakes
+from tests.support import webfakes as fakes
 
 
 @pytest.fixture(autouse=True)
@@ -9,8 +9,8 @@ def _console_settings(settings, tmp_path):
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     settings.CELERY_TASK_ALWAYS_EAGER = True
-    settings.APPLIANCE_BOX_FACTORY = "tests.unit.web.fakes:make_box"
-    settings.APPLIANCE_SOURCES = "tests.unit.web.fakes:make_sources"
+    settings.APPLIANCE_BOX_FACTORY = "tests.support.webfakes:make_box"
+    settings.APPLIANCE_SOURCES = "tests.support.webfakes:make_sources"
     settings.APPLIANCE_AUTHORIZED_KEYS = str(tmp_path / "authorized_keys")
     settings.APPLIANCE_CONFIRM_TIMEOUT = 30
     settings.APPLIANCE_LIVE_SECONDS = 0  # the tests change the fakes and look at once

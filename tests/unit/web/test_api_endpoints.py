@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 
 from appliance.web.applies.models import ApplyRecord
 from appliance.web.audit.models import AuditEntry
-from tests.unit.web import fakes
+from tests.support import webfakes as fakes
 
 pytestmark = pytest.mark.django_db
 ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me@laptop"

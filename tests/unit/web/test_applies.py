@@ -12,7 +12,7 @@ from appliance.web.applies import service
 from appliance.web.applies.models import ApplyRecord
 from appliance.web.dhcp.models import DhcpPool
 from appliance.web.network.models import Admin
-from tests.unit.web import fakes
+from tests.support import webfakes as fakes
 
 pytestmark = pytest.mark.django_db
 

@@ -3,7 +3,7 @@ from appliance.box.settings import parse_settings
 from appliance.web import document, sources
 from appliance.web.dhcp.models import DhcpPool
 from appliance.web.sections import delete_section, save_section
-from tests.unit.web import fakes
+from tests.support import webfakes as fakes
 
 
 def test_a_live_reading_is_kept_for_the_period_then_read_again(settings, monkeypatch):

@@ -11,7 +11,7 @@ from appliance.web.applies.models import ApplyRecord
 from appliance.web.audit.models import AuditEntry
 from appliance.web.console.models import TotpDevice
 from appliance.web.dhcp.models import DhcpPool
-from tests.unit.web import fakes
+from tests.support import webfakes as fakes
 
 pytestmark = pytest.mark.django_db
 

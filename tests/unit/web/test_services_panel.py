@@ -14,7 +14,7 @@ import pytest
 from appliance.box.runtime import Box
 from appliance.services.supervisor import Supervisor
 from appliance.services.units import SystemdUnits
-from tests.unit.web import fakes
+from tests.support import webfakes as fakes
 
 SYSTEMCTL = """#!/bin/sh
 echo "$*" >> "$FAKE_SYSTEMD/calls"

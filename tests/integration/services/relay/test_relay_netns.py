@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import textwrap
@@ -22,7 +21,6 @@ from appliance.lab import relaylab
 from appliance.lab.relaylab import (HTTP_IP, MODEM_IP, SOCKS_IP, TEST_PORT, UDP_ECHO_PORT, UP_IP,
                                     WAN_IP, RelayLab)
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, nftables)")
 
 
 @pytest.fixture(scope="module")

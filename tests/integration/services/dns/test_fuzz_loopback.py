@@ -13,11 +13,10 @@ from pathlib import Path
 import dns.message
 import pytest
 
-from tests.ports import free_port
+from tests.support.ports import free_port
 
-pytestmark = pytest.mark.root
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 
 
 def rss_kb(pid):

@@ -25,9 +25,8 @@ from appliance.switch.flows import FlowTable
 from appliance.switch.parser import parse_flows
 from tests.support.dpbox import DpBox, PortSpec, drain
 
-pytestmark = pytest.mark.root
 
-SEED = Path(__file__).resolve().parents[2] / "data" / "seed-flows.txt"
+SEED = Path(__file__).resolve().parents[3] / "data" / "seed-flows.txt"
 GW_MAC = bytes.fromhex("1800000000e8")
 VPROXY_MAC = bytes.fromhex("d600000000bf")
 CLIENT_MAC = bytes.fromhex("020000000050")

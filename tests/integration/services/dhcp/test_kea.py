@@ -24,11 +24,10 @@ from appliance.box.settings import default_settings, parse_settings, to_data
 from appliance.services.dhcp.kea import KeaControl, KeaError, check_config
 from appliance.services.supervisor import RUNNING, Supervisor
 
-pytestmark = pytest.mark.root
 
 GW_MAC = "18:00:00:00:00:e8"
 STATIC_MAC = "02:00:00:00:aa:01"
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 
 
 def ip(*args, check=True):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import textwrap
 import time
@@ -23,7 +22,6 @@ import pytest
 from appliance.lab import relaylab
 from appliance.lab.relaylab import TEST_PORT, UP_IP, WAN_IP, RelayLab
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, nftables)")
 
 
 FAST = {"interfaces": ["home"], "poll": 0.25}

@@ -12,7 +12,7 @@ from appliance.switch.datapath.compiler import CompileError, assign_slots, compi
 from appliance.switch.flows import FlowTable
 from appliance.switch.parser import parse_flows
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 SEED = ROOT / "tests" / "data" / "seed-flows.txt"
 HEADER = ROOT / "appliance" / "switch" / "datapath" / "c" / "dp_contract.h"
 

@@ -14,7 +14,7 @@ import time
 
 from appliance.box.runtime import Box
 from appliance.web.sources import Reading
-from tests.unit.web import fakes
+from tests.support import webfakes as fakes
 
 
 def _dir() -> str:

@@ -20,7 +20,6 @@ from appliance.kernel import LinuxKernel
 from appliance.kernel.desired import Bridge, Namespace, Veth
 from appliance.kernel.reconcile import reconcile, remove
 
-pytestmark = pytest.mark.root
 GW_MAC = "18:00:00:00:00:e8"
 
 

@@ -1,7 +1,7 @@
 """The console as deployed, for browser tests and the bench: Redis, a Celery worker and the ASGI server.
 
 Each on a free port, against a temporary database and state directory, with
-the Box on persistent fakes (`tests.e2e.fakebox`). Every process is started
+the Box on persistent fakes (`tests.support.fakebox`). Every process is started
 in its own session and killed by its process group on stop.
 """
 from __future__ import annotations
@@ -67,8 +67,8 @@ class Stack:
                     "PYTHONPATH": str(self.root)}
         self.env.update(env or {})
         if fakes:
-            self.env["APPLIANCE_BOX_FACTORY"] = "tests.e2e.fakebox:make_box"
-            self.env["APPLIANCE_SOURCES"] = "tests.e2e.fakebox:make_sources"
+            self.env["APPLIANCE_BOX_FACTORY"] = "tests.support.fakebox:make_box"
+            self.env["APPLIANCE_SOURCES"] = "tests.support.fakebox:make_sources"
         (self.tmp / "box").mkdir()
 
     def _start(self, name, argv):

@@ -22,9 +22,8 @@ from appliance.switch.flows import FlowTable
 from appliance.switch.parser import parse_flows
 from tests.support.dpbox import DpBox
 
-pytestmark = pytest.mark.root
 
-SEED = os.path.join(os.path.dirname(__file__), "..", "..", "data", "seed-flows.txt")
+SEED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "data", "seed-flows.txt")
 CONTROLLER_FLOW = "priority=600,udp,tp_dst=9999,actions=controller"
 
 

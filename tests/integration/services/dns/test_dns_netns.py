@@ -25,14 +25,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytestmark = pytest.mark.root
 
 GW = "192.168.77.1"
 TAG = f"{os.getpid() % 10000}{random.randint(0, 0xfff):03x}"
 NS = {k: f"dns6-{TAG}-{k}" for k in ("cli1", "cli2", "bad", "vp", "up")}
 CLIENT_IP = {"cli1": "192.168.77.11", "cli2": "192.168.77.12", "bad": "192.168.77.99"}
 CLI2_MAC = "02:00:00:77:00:12"
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 
 
 def sh(*args, check=True, ns=None, timeout=20):

@@ -25,9 +25,8 @@ from appliance.switch.packet import Packet
 from appliance.switch.parser import parse_flows
 from appliance.switch.datapath.testrun import TestDatapath
 
-pytestmark = pytest.mark.root
 
-SEED = Path(__file__).resolve().parents[2] / "data" / "seed-flows.txt"
+SEED = Path(__file__).resolve().parents[3] / "data" / "seed-flows.txt"
 PORTS = (1, 2, 3, 4, 5)
 COUNTS = {"tables": 0, "packets": 0}
 

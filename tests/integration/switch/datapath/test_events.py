@@ -21,9 +21,8 @@ from appliance.switch.datapath.events import EventReader, flows_by_slot
 from appliance.switch.packet import Packet
 from tests.support.dpbox import DpBox, drain
 
-pytestmark = pytest.mark.root
 
-SEED = Path(__file__).resolve().parents[2] / "data" / "seed-flows.txt"
+SEED = Path(__file__).resolve().parents[3] / "data" / "seed-flows.txt"
 PORTS = {"uplink": 1, "downlink": 2, "admin": 3, "vgw": 4, "vproxy": 5}
 CONTROLLER_FLOW = "priority=600,udp,tp_dst=9999,actions=controller"
 

@@ -18,7 +18,7 @@ from appliance.switch.flows import FlowTable
 from appliance.switch.packet import Packet, ipv4, mac
 from appliance.switch.parser import parse_flow, parse_flows
 
-SEED = Path(__file__).resolve().parents[2] / "data" / "seed-flows.txt"
+SEED = Path(__file__).resolve().parents[3] / "data" / "seed-flows.txt"
 
 
 def seed():

@@ -12,11 +12,10 @@ import dns.message
 import dns.rrset
 import pytest
 
-from tests.ports import free_port
+from tests.support.ports import free_port
 
 from appliance.services.dns.upstream import Upstream, UpstreamError, UpstreamSet
 
-pytestmark = pytest.mark.root
 
 
 @pytest.fixture(scope="module")

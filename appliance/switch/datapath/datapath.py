@@ -15,7 +15,7 @@ pinned under `<pin_root>/<bridge>/` and handed to each new program with
 `bpf_map__reuse_fd`, so per-flow counters carry over a recompile without
 copying: a flow that survives keeps its counter slot (recorded in the state
 file `<state_dir>/switch/datapath/<bridge>.json`), and the slots of removed
-flows are zeroed only after the swap.
+flows are zeroed only after the swap (also when a new flow takes one over).
 
 Port numbers reach devices through maps (dp_ports, dp_ifports), so a
 recreated veth or a renumbered port needs a map update, not a recompile.
@@ -211,11 +211,12 @@ class Datapath:
             prog_pin = os.path.join(self.pin_dir, "prog")
             self.bpf.unpin(prog_pin)
             self.bpf.pin(prog_fd, prog_pin)
-            # Counters of flows that are gone: zero them for the next owner.
+            # A slot that no longer counts the flow it counted (the flow is
+            # gone, and a new flow may have taken the slot) starts again from zero.
             new_ids = {flow_identity(f): program.slots[f.key] for f in bridge.flows}
-            freed = set(st.slots.values()) - set(new_ids.values())
+            kept = {slot for ident, slot in new_ids.items() if st.slots.get(ident) == slot}
             zero = bytes(len(maps["dp_stats"].lookup(C.U32.pack(0)) or b""))
-            for slot in freed:
+            for slot in set(st.slots.values()) - kept:
                 maps["dp_stats"].update(C.U32.pack(slot), zero)
             added = len(set(new_ids) - set(st.slots))
             removed = len(set(st.slots) - set(new_ids))

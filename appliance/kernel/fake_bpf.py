@@ -177,6 +177,12 @@ class _Object:
                 self._fake.fds.pop(fd, None)
             self.closed = True
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 class FakeRingBuffer:
     def __init__(self, rb: FakeMap, callback):

@@ -47,8 +47,10 @@ class FakeDevices:
         self._space(peer_netns)
         if peer in self.spaces[peer_netns]:
             raise KernelError(f"netns {peer_netns or '(own)'}: link {peer}: File exists")
+        if name in self._space(netns):
+            raise KernelError(f"netns {netns or '(own)'}: link {name}: File exists")
+        self._new(peer_netns, peer, "veth")   # as the kernel registers them: the peer first
         self._new(netns, name, "veth")
-        self._new(peer_netns, peer, "veth")
         self.peers[(netns, name)] = (peer_netns, peer)
         self.peers[(peer_netns, peer)] = (netns, name)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import struct
 import threading
 from dataclasses import dataclass
 from typing import Protocol
@@ -44,6 +45,7 @@ PRIO = 0xC001                 # ours; other filters can sit before or after
 HANDLE = 1
 ETH_P_ALL = 0x0003
 FILTER_NAME = "appliance-dp"
+TCA_BPF_ID = 11               # newer than pyroute2's map of cls_bpf's attributes
 BPF_TCX_INGRESS = libbpf.BPF_TCX_INGRESS
 BPF_LINK_TYPE_TCX = libbpf.BPF_LINK_TYPE_TCX
 
@@ -222,8 +224,22 @@ def _filters(ipr: IPRoute, ifindex: int) -> list[Filter]:
         if opts is None:
             continue  # the chain header the kernel reports per priority
         out.append(Filter(prio=m["info"] >> 16, handle=m["handle"], kind=m.get_attr("TCA_KIND"),
-                          name=opts.get_attr("TCA_BPF_NAME"), prog_id=opts.get_attr("TCA_BPF_ID")))
+                          name=opts.get_attr("TCA_BPF_NAME"), prog_id=_attr_u32(opts, TCA_BPF_ID)))
     return out
+
+
+def _attr_u32(nla, kind: int) -> int | None:
+    """A u32 attribute pyroute2 leaves undecoded, read from the nested attribute's own bytes."""
+    raw = bytes(nla.data[nla.offset:nla.offset + nla.length])
+    pos = 4                                   # past the nested attribute's header
+    while pos + 4 <= len(raw):
+        length, ty = struct.unpack_from("=HH", raw, pos)
+        if length < 4:
+            break
+        if ty & 0x3FFF == kind and length >= 8:
+            return struct.unpack_from("=I", raw, pos + 4)[0]
+        pos += (length + 3) & ~3
+    return None
 
 
 def _detach_fd(fd: int) -> None:

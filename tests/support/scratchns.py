@@ -11,9 +11,9 @@ import secrets
 import subprocess
 
 
-def sh(ns: str | None, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+def sh(ns: str | None, *argv: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
     full = list(argv) if ns is None else ["ip", "netns", "exec", ns, *argv]
-    return subprocess.run(full, capture_output=True, text=True, check=check, timeout=30)
+    return subprocess.run(full, capture_output=True, text=True, check=check, timeout=30, input=input)
 
 
 class ScratchNamespaces:

@@ -121,7 +121,7 @@ class LinuxTc:
                 return fn(ipr, *args)
         try:
             return in_netns(netns, call)
-        except NetlinkError as e:
+        except (NetlinkError, OSError) as e:
             raise KernelError(f"netns {netns or '(own)'}: {what}: {e}") from e
 
     def filter_attach(self, netns, ifindex, prog_fd) -> None:

@@ -61,8 +61,8 @@ class Kernel:
     def ifindex(self, name: str) -> int:
         return next(d.ifindex for d in self.devices.devices(BOX) if d.name == name)
 
-    def datapath(self, state_dir) -> Datapath:
-        return Datapath("br0", netns=BOX, pin_root=PIN_ROOT, state_dir=state_dir, local_device="br0",
+    def datapath(self, state_dir, name: str = "br0") -> Datapath:
+        return Datapath(name, netns=BOX, pin_root=PIN_ROOT, state_dir=state_dir, local_device="br0",
                         bpf=self.bpf, tc=self.tc, devices=self.devices, build=write_source)
 
 
@@ -200,12 +200,13 @@ def test_detach_leaves_nothing_behind(tmp_path):
 
 def test_detach_keeps_the_pin_root_another_bridge_uses(tmp_path):
     k = Kernel()
-    one, other = k.datapath(tmp_path / "one"), k.datapath(tmp_path / "other")
-    other.name, other.pin_dir = "br1", f"{PIN_ROOT}/br1"
+    one, other = k.datapath(tmp_path), k.datapath(tmp_path, "br1")
     one.apply(bridge())
-    k.bpf.make_pin_dir(other.pin_dir)
+    other.apply(bridge())
     one.detach()
-    assert k.bpf.dirs == {PIN_ROOT, other.pin_dir}
+    assert k.bpf.dirs == {PIN_ROOT, other.pin_dir} and other.attached()
+    other.detach()
+    assert k.bpf.dirs == set()
 
 
 def test_monitor_prints_what_the_program_sent_to_the_controller(tmp_path):

@@ -27,6 +27,12 @@ class FakeDevices:
             self.spaces[netns]["lo"] = Device("lo", 1, "device", False)
             self.up[(netns, "lo")] = True
 
+    def del_netns(self, netns: str) -> None:
+        """As `ip netns del`: its devices go, and with its veths their peers elsewhere."""
+        for name in list(self._space(netns)):
+            self.remove(netns, name)
+        del self.spaces[netns]
+
     def _space(self, netns):
         try:
             return self.spaces[netns]

@@ -32,6 +32,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appliance.kernel.base import KernelError
 from appliance.kernel.bpf import ARRAY, HASH, PERCPU_ARRAY, RINGBUF, Bpf, BpfError, BpfObject, Map, MapSpec
 from appliance.kernel.devices import Device, Devices, LinuxDevices
 from appliance.kernel.libbpf import LinuxBpf
@@ -329,7 +330,10 @@ class Datapath:
             if name.startswith(LINK_PIN_PREFIX):
                 self.tc.link_detach(os.path.join(self.pin_dir, name))
         if st.devices:
-            present = {d.name: d for d in self.devices.devices(self.netns)}
+            try:
+                present = {d.name: d for d in self.devices.devices(self.netns)}
+            except KernelError:
+                present = {}   # the namespace is gone, and its devices' filters with it
             for dev in st.devices:
                 if dev in present:
                     self.tc.filter_detach(self.netns, present[dev].ifindex)

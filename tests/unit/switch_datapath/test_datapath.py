@@ -227,3 +227,12 @@ def test_monitor_prints_what_the_program_sent_to_the_controller(tmp_path):
     assert "udp" in text and "tp_dst=9999" in text
     assert "flow: priority=50,udp,tp_dst=9999 actions=CONTROLLER:65535" in text
     assert k.bpf.open_fds() == open_before   # the reader closed its own
+
+
+def test_detach_after_the_namespace_went_still_removes_the_pins(tmp_path):
+    k = Kernel(tcx=False)
+    dp = k.datapath(tmp_path)
+    dp.apply(bridge())
+    k.devices.del_netns(BOX)          # the devices go, and their filters with them
+    dp.detach()
+    assert k.bpf.pinned == {} and k.bpf.dirs == set() and not dp.attached()

@@ -48,7 +48,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)  # not bench/: its dns.py would shadow dnspython
 
 from appliance.switch.bridge import seed_bridge  # noqa: E402
-from appliance.switch.datapath import tcx  # noqa: E402
 from appliance.switch.datapath.datapath import Datapath  # noqa: E402
 from appliance.switch.flows import FlowTable  # noqa: E402
 from appliance.switch.parser import parse_flows  # noqa: E402
@@ -277,7 +276,7 @@ def main() -> None:
     dp = Datapath("br0", netns=box.box, pin_root=pin_root, state_dir=state.name, local_device="br0",
                   peer_redirect=not opts.no_peer)
     ovs = None
-    with_tc_row = tcx.supported()
+    with_tc_row = dp.tc.tcx_supported()
     runs: dict[str, list[tuple[float, float]]] = {k: [] for k in "abcde" if k != "e" or with_tc_row}
     tcp: dict[str, list[float]] = {k: [] for k in "abd"}
     normal = trafgen_conf(ADMIN_MAC, "192.168.1.8", 9999)
@@ -315,13 +314,13 @@ def main() -> None:
             tcp["b"].append(iperf(box, opts.iperf_seconds))
             dp.detach()
             if with_tc_row:
-                tcx._supported = False  # as on a kernel without tcx
+                dp.tc.tcx = False  # as on a kernel without tcx
                 try:
                     assert dp.apply(br).hook == "tc"
                     measure("e", normal, "admin")
                     dp.detach()
                 finally:
-                    tcx._supported = None
+                    dp.tc.tcx = None
 
         hooks: set[str] = set()
         for i in range(opts.runs):

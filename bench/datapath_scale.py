@@ -32,15 +32,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)  # not bench/: its dns.py would shadow dnspython
 
+from appliance.kernel.bpf import Map  # noqa: E402
+from appliance.kernel.libbpf import LinuxBpf  # noqa: E402
 from appliance.switch.bridge import seed_bridge  # noqa: E402
 from appliance.switch.datapath import contract as C  # noqa: E402
 from appliance.switch.datapath.build import build  # noqa: E402
 from appliance.switch.datapath.datapath import Datapath  # noqa: E402
-from appliance.switch.datapath.libbpf import BpfObject, Map, test_run  # noqa: E402
 from appliance.switch.flows import FlowTable  # noqa: E402
 from appliance.switch.packet import Packet, ipv4, mac  # noqa: E402
 from appliance.switch.parser import parse_flows  # noqa: E402
 
+BPF = LinuxBpf()
 REPEAT = 200_000
 SINGLE = 4000          # one-run calls per figure
 EMPTY_PROGRAM = """#include <linux/bpf.h>
@@ -85,7 +87,7 @@ PACKETS = {
 
 def single_ns(fd: int, frame: bytes) -> float:
     """Median duration of one run per BPF_PROG_TEST_RUN call."""
-    return statistics.median(test_run(fd, frame, repeat=1).duration_ns for _ in range(SINGLE))
+    return statistics.median(BPF.test_run(fd, frame, repeat=1).duration_ns for _ in range(SINGLE))
 
 
 def main() -> None:
@@ -94,7 +96,7 @@ def main() -> None:
     rows = []
     subprocess.run(["ip", "netns", "add", ns], check=True)
     state = tempfile.TemporaryDirectory()
-    empty = BpfObject(str(build(EMPTY_PROGRAM, state.name)), ("empty",))
+    empty = BPF.load(str(build(EMPTY_PROGRAM, state.name)), ("empty",))
     try:
         for port in ("uplink", "downlink", "admin", "vgw", "vproxy"):
             subprocess.run(["ip", "-n", ns, "link", "add", port, "type", "veth", "peer", "name", port + "-p"],
@@ -110,19 +112,20 @@ def main() -> None:
             t0 = time.perf_counter()
             dp.apply(br)
             reswap_s = time.perf_counter() - t0
-            obj = BpfObject(str(res.object_path), ("dp_ingress",),
-                            reuse={"dp_ports": _pinned(dp, "dp_ports")})
+            ports_fd = BPF.open_pinned(os.path.join(dp.pin_dir, "dp_ports"))
+            obj = BPF.load(str(res.object_path), ("dp_ingress",), reuse={"dp_ports": ports_fd})
+            BPF.close(ports_fd)
             # Test runs come in on loopback (ifindex 1): call it downlink.
-            Map(obj.map_fd("dp_ifports"), 4, 4).update(C.U32.pack(1), C.U32.pack(2))
+            Map(BPF, obj.map_fd("dp_ifports"), 4, 4).update(C.U32.pack(1), C.U32.pack(2))
             for image in res.program.tables:
                 if image.map_name:
-                    m = Map(obj.map_fd(image.map_name), image.key_size, 16)
+                    m = Map(BPF, obj.map_fd(image.map_name), image.key_size, 16)
                     for k, v in image.entries:
                         m.update(k, v)
             fd = obj.prog_fd("dp_ingress")
             normal = PACKETS["normal"][0].to_bytes()
             dns = PACKETS["dns"][0].to_bytes()
-            repeat = statistics.median(test_run(fd, normal, repeat=REPEAT).duration_ns for _ in range(3))
+            repeat = statistics.median(BPF.test_run(fd, normal, repeat=REPEAT).duration_ns for _ in range(3))
             base = single_ns(empty.prog_fd("empty"), normal)
             one = {name: single_ns(fd, frame) - base for name, frame in (("normal", normal), ("dns", dns))}
             strategies = sorted({t.strategy for t in res.program.tables})
@@ -148,11 +151,6 @@ def main() -> None:
     print(f"\nns per packet from BPF_PROG_TEST_RUN: 'repeat' = repeat={REPEAT}, median of 3; "
           f"'1-run' = median of {SINGLE} one-run calls less an empty program's.\n"
           f"load average: {load}; command: .venv/bin/python bench/datapath_scale.py")
-
-
-def _pinned(dp, name):
-    from appliance.switch.datapath.libbpf import obj_get
-    return obj_get(os.path.join(dp.pin_dir, name))
 
 
 if __name__ == "__main__":

@@ -90,15 +90,16 @@ def splice_one_way(src, dst):
     os.close(r); os.close(w)
 
 if mode == "sockmap":
-    from appliance.switch.datapath import libbpf as lb
+    from appliance.kernel import libbpf as lb
+    from appliance.kernel.bpf import Map
     obj = lb.BpfObject(obj_path, ("relay_verdict",))
     attach = lb._sig("bpf_prog_attach", ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                      ctypes.c_uint)
     lb._check(attach(obj.prog_fd("relay_verdict"), obj.map_fd("relay_sources"),
                      BPF_SK_SKB_STREAM_VERDICT, 0), "attach verdict")
-    sources = lb.Map(obj.map_fd("relay_sources"), 4, 8)
-    targets = lb.Map(obj.map_fd("relay_targets"), 4, 8)
-    peers = lb.Map(obj.map_fd("relay_peers"), 8, 16)
+    sources = Map(lb.LinuxBpf(), obj.map_fd("relay_sources"), 4, 8)
+    targets = Map(lb.LinuxBpf(), obj.map_fd("relay_targets"), 4, 8)
+    peers = Map(lb.LinuxBpf(), obj.map_fd("relay_peers"), 8, 16)
 
 def serve(cli, slot):
     up = socket.create_connection(("127.0.0.1", target))

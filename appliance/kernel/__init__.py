@@ -5,6 +5,12 @@ Everything that touches netlink, sysctl, nftables or processes goes through a
 `FakeKernel` keeps the same state in memory for unit tests. Every method
 takes the network namespace it acts in, so the same code runs against the
 machine's root namespace (ns=None) or a lab namespace standing for it.
+
+Beside `Kernel`, each in its own module with its fake in `fake_<module>.py`:
+`bpf.Bpf` (objects, maps, pins, test runs; Linux: `libbpf.LinuxBpf`),
+`tc.Tc` (tcx links and clsact filters), `devices.Devices` (ifindex, veth
+peers, carrier, byte counters), `conntrack.Conntrack` and
+`nftables.Nftables` (a running service's own table).
 """
 from appliance.kernel.base import Kernel, KernelError, Link, Route
 from appliance.kernel.fake import FakeKernel

@@ -1,7 +1,8 @@
 """What the console shows of the running box: ports, leases, flows, services, DNS, relay.
 
 Each reader asks the component that knows (Kea's control socket, the
-datapath's pinned counters, the DNS and relay control sockets, `ip -s link`)
+datapath's pinned counters, the DNS and relay control sockets, the kernel's
+device counters as `ip -s link` shows them)
 and says so plainly when that component is not running: the pages show
 "DHCP server not running" rather than an error. `APPLIANCE_SOURCES`
 ("module:function") replaces the readers, which is how the browser tests run
@@ -10,14 +11,14 @@ without a real box.
 from __future__ import annotations
 
 import importlib
-import json
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from appliance.kernel.base import KernelError
+from appliance.kernel.devices import Devices, LinuxDevices
 from appliance.web import boxes
 
 
@@ -65,8 +66,9 @@ def applied_plan(box):
 
 
 class LiveSources:
-    def __init__(self):
+    def __init__(self, devices: Devices | None = None):
         self.box = boxes.get_box()
+        self.devices = devices if devices is not None else LinuxDevices()
 
     # -- leases --------------------------------------------------------------
     def leases(self) -> Reading:
@@ -85,21 +87,12 @@ class LiveSources:
         if applied is None:
             return Reading(problem="nothing applied yet")
         roles = {applied.ports.uplink: "uplink", applied.ports.downlink: "downlink"}
-        ns = self.box.placement.host_ns
-        argv = ["ip", *(["-n", ns] if ns else []), "-s", "-j", "link", "show"]
         try:
-            out = subprocess.run(argv, capture_output=True, text=True, timeout=3, check=True).stdout
-        except (OSError, subprocess.SubprocessError) as e:
+            devices = self.devices.devices(self.box.placement.host_ns)
+        except KernelError as e:
             return Reading(problem=f"cannot read the ports: {e}")
-        rows = []
-        for link in json.loads(out or "[]"):
-            name = link.get("ifname")
-            if name not in roles:
-                continue
-            stats = link.get("stats64", {})
-            rows.append({"name": name, "role": roles[name], "up": "LOWER_UP" in link.get("flags", []),
-                         "rx_bytes": stats.get("rx", {}).get("bytes", 0),
-                         "tx_bytes": stats.get("tx", {}).get("bytes", 0), "time": time.time()})
+        rows = [{"name": d.name, "role": roles[d.name], "up": d.carrier, "rx_bytes": d.rx_bytes,
+                 "tx_bytes": d.tx_bytes, "time": time.time()} for d in devices if d.name in roles]
         return Reading(sorted(rows, key=lambda r: r["role"], reverse=True))
 
     # -- services ------------------------------------------------------------

@@ -29,30 +29,34 @@ two reads has no row in the table or the history (with the default 2 s:
 short HTTP exchanges); the per-domain and per-client counters still count
 it, from the kernel's own counters per (client, fake address) in the
 relay's table (`nft.COUNTER_SETS`), read at the same time.
+
+Conntrack, nftables and the sysctls are reached through `appliance.kernel`
+(`Conntrack`, `Nftables`, `Kernel`), Linux unless `FastPath` is given others.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import socket
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
+
+from appliance.kernel.base import Kernel, KernelError
+from appliance.kernel.conntrack import TCP, TCP_CLOSE, TCP_TIME_WAIT, Conntrack, LinuxConntrack
+from appliance.kernel.linux import LinuxKernel
+from appliance.kernel.nftables import LinuxNftables, Nftables
 
 from . import nft
 from .table import Connection
 
 log = logging.getLogger("appliance.relay")
 
-TCP_CLOSED = {7, 8}  # conntrack's TCP states TIME_WAIT and CLOSE
+TCP_CLOSED = {TCP_TIME_WAIT, TCP_CLOSE}
 KERNEL_GRACE = 60  # the kernel's own timeout outlives the relay's timer: the relay removes entries
 MAX_REMEMBERED = 4096  # fake -> domain of expired entries, for flows that outlive them
-LOCAL_PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOCAL_PORT_RANGE = "net.ipv4.ip_local_port_range"
 # Byte counts and start times for the connection table (this namespace only, new entries on).
-CT_SYSCTLS = (Path("/proc/sys/net/netfilter/nf_conntrack_acct"),
-              Path("/proc/sys/net/netfilter/nf_conntrack_timestamp"))
+CT_SYSCTLS = ("net.netfilter.nf_conntrack_acct", "net.netfilter.nf_conntrack_timestamp")
 
 
 @dataclass(slots=True)
@@ -63,15 +67,19 @@ class Entry:
 
 
 class FastPath:
-    def __init__(self, relay):
+    def __init__(self, relay, *, kernel: Kernel | None = None, nftables: Nftables | None = None,
+                 conntrack: Conntrack | None = None):
         self.relay = relay
+        self.kernel = kernel if kernel is not None else LinuxKernel()
+        self.nftables = nftables if nftables is not None else LinuxNftables()
+        self.conntrack = conntrack if conntrack is not None else LinuxConntrack()
         self.entries: dict[str, Entry] = {}
         self.domains: OrderedDict[str, str] = OrderedDict()
         self.flows: dict[int, Connection] = {}  # conntrack id -> its live row
         self.busy: set[str] = set()
         self.last_counts: dict[str, dict[tuple[str, str], int]] = {}
         self.running = False
-        self.ct = None
+        self.ct: Conntrack | None = None  # while running
         self._poller: asyncio.Task | None = None
         self.failures = 0
 
@@ -85,22 +93,21 @@ class FastPath:
             # A predecessor's table (with the fast path on) must not outlive this start.
             await self._nft(nft.delete_table(self.settings), quiet=True)
             return
-        if await self._nft(nft.fast_path_table(self.settings)) is None:
+        if not await self._nft(nft.fast_path_table(self.settings)):
             log.error("fast path off: its nftables table could not be made")
             return
-        low, high = (int(x) for x in LOCAL_PORT_RANGE.read_text().split())
-        if not (nft.LOCAL_PORTS[0] <= low and high <= nft.LOCAL_PORTS[1]):
+        ports = self.kernel.get_sysctls(None, [LOCAL_PORT_RANGE])[LOCAL_PORT_RANGE]
+        low, high = (int(x) for x in (ports or "0 0").split())
+        if ports and not (nft.LOCAL_PORTS[0] <= low and high <= nft.LOCAL_PORTS[1]):
             log.warning("ip_local_port_range is %d-%d: the relay's connections may take a port of a "
                         "NATed one (%s) and stall; the namespace should set %d-%d", low, high,
                         nft.NAT_PORTS, *nft.LOCAL_PORTS)
-        for path in CT_SYSCTLS:
+        for key in CT_SYSCTLS:
             try:
-                path.write_text("1")
-            except OSError as exc:
-                log.warning("%s not set (%s): the table's kernel rows lack it", path.name, exc)
-        from pyroute2.netlink.nfnetlink.nfctsocket import AsyncNFCTSocket
-
-        self.ct = AsyncNFCTSocket()
+                self.kernel.set_sysctls(None, {key: "1"})
+            except KernelError as exc:
+                log.warning("%s not set (%s): the table's kernel rows lack it", key.rsplit(".", 1)[1], exc)
+        self.ct = self.conntrack
         await self._forget_ended()  # a dead predecessor's
         self.running = True
         self._poller = asyncio.ensure_future(self._poll())
@@ -145,7 +152,7 @@ class FastPath:
             ttl = self.settings.fast_path.ttl
             script = nft.add_entry(self.settings, fake, real, ttl + KERNEL_GRACE,
                                    replace=entry is not None)
-            if await self._nft(script) is None:
+            if not await self._nft(script):
                 if entry is None:
                     self.relay.directory.unpin(fake)
                 return
@@ -191,24 +198,13 @@ class FastPath:
         """
         if self.ct is None:
             return
-        from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
-
-        doomed = []
-        where = {} if fake is None else {"tuple_orig": NFCTAttrTuple(daddr=fake)}  # kernel-side
         try:
-            async for msg in await self.ct.dump(mark=nft.FAST_PATH_CT_MARK_ENDED, **where):
-                flow = _flow(msg)
-                if flow is None or (fake is not None and flow[2][0] != fake):
-                    continue
-                if _tcp_state(msg) in TCP_CLOSED:
-                    doomed.append(flow)
-            for _, client, dst, _, _, _, _ in doomed:
-                tup = NFCTAttrTuple(saddr=client[0], daddr=dst[0], proto=socket.IPPROTO_TCP,
-                                    sport=client[1], dport=dst[1])
-                try:
-                    await self.ct.entry("del", tuple_orig=tup)
-                except Exception:  # noqa: BLE001 - gone meanwhile
-                    pass
+            for entry in await self.ct.entries(nft.FAST_PATH_CT_MARK_ENDED, fake):
+                if entry.proto == TCP and entry.tcp_state in TCP_CLOSED:
+                    try:
+                        await self.ct.delete(TCP, entry.src, entry.dst)  # False: gone meanwhile
+                    except KernelError:
+                        pass
         except Exception:  # noqa: BLE001 - a bad read must not end the relay
             log.exception("fast path: clearing closed connections failed")
 
@@ -218,18 +214,16 @@ class FastPath:
         while len(self.domains) > MAX_REMEMBERED:
             self.domains.popitem(last=False)
 
-    async def _nft(self, script: str | None, quiet: bool = False, *args: str) -> str | None:
-        """Run an nft script (or the command in `args`); its output, or None when it failed."""
-        proc = await asyncio.create_subprocess_exec(
-            "nft", *(args or ("-f", "-")), stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await proc.communicate(script.encode() if script else b"")
-        if proc.returncode != 0:
+    async def _nft(self, script: str, quiet: bool = False) -> bool:
+        """Run an nft script; whether it went through."""
+        try:
+            await self.nftables.run(script)
+        except KernelError as exc:
             self.failures += 1
             if not quiet:
-                log.error("fast path: nft failed: %s", err.decode().strip()[:300])
-            return None
-        return out.decode()
+                log.error("fast path: nft failed: %s", str(exc)[:300])
+            return False
+        return True
 
     # -- the kernel's connections in the table --------------------------------
     async def _poll(self) -> None:
@@ -247,52 +241,44 @@ class FastPath:
             return
         seen: set[int] = set()
         table = self.relay.table
-        async for msg in await self.ct.dump(mark=nft.FAST_PATH_CT_MARK):
-            flow = _flow(msg)
-            if flow is None:
+        for entry in await self.ct.entries(nft.FAST_PATH_CT_MARK):
+            if entry.proto != TCP:
                 continue
-            ct_id, client, fake, real, up, down, started = flow
-            seen.add(ct_id)
-            conn = self.flows.get(ct_id)
+            seen.add(entry.id)
+            conn = self.flows.get(entry.id)
             if conn is None:
-                conn = table.open("tcp", client, fake, self.domains.get(fake[0]), "direct", counted=False)
+                fake, real = entry.dst, entry.reply_src
+                conn = table.open("tcp", entry.src, fake, self.domains.get(fake[0]), "direct",
+                                  counted=False)
                 conn.real, conn.state, conn.path = f"{real[0]}:{real[1]}", "open", "kernel"
-                if started:
-                    conn.started = started
-                self.flows[ct_id] = conn
-            conn.up, conn.down = up, down
+                if entry.start:
+                    conn.started = entry.start
+                self.flows[entry.id] = conn
+            conn.up, conn.down = entry.bytes_orig, entry.bytes_reply
         for ct_id in [i for i in self.flows if i not in seen]:
             conn = self.flows.pop(ct_id)
             await self._final_bytes(conn)
             table.close(conn, "closed")
 
     async def _final_bytes(self, conn: Connection) -> None:
-        from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
-
-        tup = NFCTAttrTuple(saddr=conn.client[0], daddr=conn.fake[0], proto=socket.IPPROTO_TCP,
-                            sport=conn.client[1], dport=conn.fake[1])
         try:
-            for msg in await self.ct.entry("get", tuple_orig=tup):
-                if (flow := _flow(msg)) is not None:
-                    conn.up, conn.down = flow[4], flow[5]
-        except Exception:  # noqa: BLE001 - gone already: the last read's bytes stand
-            pass
+            entry = await self.ct.get(TCP, conn.client, conn.fake)
+        except KernelError:  # the last read's bytes stand
+            return
+        if entry is not None:  # else gone already
+            conn.up, conn.down = entry.bytes_orig, entry.bytes_reply
 
     async def read_counters(self) -> None:
         """Add what the kernel counted since the last read to the relay's counters."""
-        out = await self._nft(None, False, "-j", "list", "table", "ip", self.settings.fast_path.table)
-        if out is None:
+        try:
+            counters = await self.nftables.set_counters("ip", self.settings.fast_path.table,
+                                                        nft.COUNTER_SETS)
+        except KernelError as exc:
+            self.failures += 1
+            log.error("fast path: nft failed: %s", str(exc)[:300])
             return
-        now: dict[str, dict[tuple[str, str], int]] = {name: {} for name in nft.COUNTER_SETS}
-        for item in json.loads(out).get("nftables", []):
-            named = item.get("set", {})
-            if named.get("name") not in now:
-                continue
-            field = "packets" if named["name"] == "conns" else "bytes"
-            for elem in named.get("elem", []):
-                elem = elem.get("elem", elem)
-                key = tuple(elem["val"]["concat"])
-                now[named["name"]][key] = elem["counter"][field]
+        now = {name: {key: (c.packets if name == "conns" else c.bytes) for key, c in elems.items()}
+               for name, elems in counters.items()}
         deltas: dict[tuple[str, str], list[int]] = {}
         for i, name in enumerate(nft.COUNTER_SETS):
             last = self.last_counts.get(name, {})
@@ -313,32 +299,3 @@ class FastPath:
         return {"enabled": self.running, "entries": len(self.entries),
                 "connections": len(self.flows), "nft_failures": self.failures}
 
-
-def _tcp_state(msg) -> int | None:
-    info = msg.get_attr("CTA_PROTOINFO")
-    tcp = info.get_attr("CTA_PROTOINFO_TCP") if info is not None else None
-    return tcp.get_attr("CTA_PROTOINFO_TCP_STATE") if tcp is not None else None
-
-
-def _flow(msg):
-    """(id, client, fake, real, bytes up, bytes down, start) of a conntrack message."""
-    orig, reply = msg.get_attr("CTA_TUPLE_ORIG"), msg.get_attr("CTA_TUPLE_REPLY")
-    if orig is None or reply is None:
-        return None
-    proto = orig.get_attr("CTA_TUPLE_PROTO")
-    if proto is None or proto.get_attr("CTA_PROTO_NUM") != socket.IPPROTO_TCP:
-        return None
-    o_ip, r_ip = orig.get_attr("CTA_TUPLE_IP"), reply.get_attr("CTA_TUPLE_IP")
-    r_proto = reply.get_attr("CTA_TUPLE_PROTO")
-    client = (o_ip.get_attr("CTA_IP_V4_SRC"), proto.get_attr("CTA_PROTO_SRC_PORT"))
-    fake = (o_ip.get_attr("CTA_IP_V4_DST"), proto.get_attr("CTA_PROTO_DST_PORT"))
-    real = (r_ip.get_attr("CTA_IP_V4_SRC"), r_proto.get_attr("CTA_PROTO_SRC_PORT"))
-    up = down = 0
-    if (c := msg.get_attr("CTA_COUNTERS_ORIG")) is not None:
-        up = c.get_attr("CTA_COUNTERS_BYTES") or 0
-    if (c := msg.get_attr("CTA_COUNTERS_REPLY")) is not None:
-        down = c.get_attr("CTA_COUNTERS_BYTES") or 0
-    started = None
-    if (ts := msg.get_attr("CTA_TIMESTAMP")) is not None and ts.get_attr("CTA_TIMESTAMP_START"):
-        started = ts.get_attr("CTA_TIMESTAMP_START") / 1e9
-    return msg.get_attr("CTA_ID"), client, fake, real, up, down, started

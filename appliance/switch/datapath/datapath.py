@@ -2,8 +2,9 @@
 
 `Datapath.apply(bridge)` turns the bridge's flow table into a loaded
 program and swaps it in on every port device: with a tcx link and
-`bpf_link_update` where the kernel has tcx (>= 6.6, see `tcx`), else with
-a tc clsact filter and "replace" (see `tc`); both swap atomically.
+`bpf_link_update` where the kernel has tcx (>= 6.6), else with a tc
+clsact filter and "replace" (see `appliance.kernel.tc`); both swap
+atomically.
 Nothing that is running changes until the new program has compiled,
 passed the verifier and had its maps filled; any failure before the swap
 raises (`CompileError`, `BuildError`, `VerifierError` naming the flow the
@@ -14,40 +15,50 @@ pinned under `<pin_root>/<bridge>/` and handed to each new program with
 `bpf_map__reuse_fd`, so per-flow counters carry over a recompile without
 copying: a flow that survives keeps its counter slot (recorded in the state
 file `<state_dir>/switch/datapath/<bridge>.json`), and the slots of removed
-flows are zeroed only after the swap.
+flows are zeroed only after the swap (also when a new flow takes one over).
 
 Port numbers reach devices through maps (dp_ports, dp_ifports), so a
 recreated veth or a renumbered port needs a map update, not a recompile.
+
+Every kernel call goes through the interfaces of `appliance.kernel` (`Bpf`,
+`Tc`, `Devices`), given to `Datapath` (Linux by default; the unit tests give
+the fakes).
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appliance.kernel.base import KernelError
+from appliance.kernel.bpf import ARRAY, HASH, PERCPU_ARRAY, RINGBUF, Bpf, BpfError, BpfObject, Map, MapSpec
+from appliance.kernel.devices import Device, Devices, LinuxDevices
+from appliance.kernel.libbpf import LinuxBpf
+from appliance.kernel.tc import LinuxTc, Tc, ours
+
 from ..bridge import Bridge, default_state_dir
 from ..flows import Flow, FlowStats, FlowTable
 from . import contract as C
-from . import tc, tcx
 from .build import build
-from .compiler import Program, assign_slots, compile_table
-from .libbpf import BpfError, BpfObject, Map, obj_get, pin, unpin
+from .compiler import STATS_SLOTS, Program, assign_slots, compile_table
 from .verifier import explain
 
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/appliance"
-SHARED_MAPS = {
-    # name: (key size, value size, per-CPU)
-    "dp_ports": (4, C.PORT.size, False),
-    "dp_ifports": (4, 4, False),
-    "dp_flood_ports": (4, C.FLOOD_SLOT.size, False),
-    "dp_stats": (4, C.STATS.size, True),
-    "dp_misc": (4, 8, True),
-    "dp_events": (0, 0, False),
+# The maps c/dp_runtime.h defines (a unit test reads them there too).
+MAPS = {
+    "dp_ports": MapSpec(HASH, 4, C.PORT.size, 4096),
+    "dp_ifports": MapSpec(HASH, 4, 4, 4096),
+    "dp_flood_ports": MapSpec(ARRAY, 4, C.FLOOD_SLOT.size, C.MAX_PORTS),
+    "dp_stats": MapSpec(PERCPU_ARRAY, 4, C.STATS.size, STATS_SLOTS),
+    "dp_misc": MapSpec(PERCPU_ARRAY, 4, 8, C.MISC_MAX),
+    "dp_events": MapSpec(RINGBUF, 0, 0, 256 * 1024),
+    "dp_trace": MapSpec(ARRAY, 4, C.TRACE_SIZE, 1),      # the test build's
 }
+# Shared by every program of a bridge: pinned, and reused by the next load.
+SHARED_MAPS = ("dp_ports", "dp_ifports", "dp_flood_ports", "dp_stats", "dp_misc", "dp_events")
+LINK_PIN_PREFIX = "tcx-"
 
 
 def flow_identity(flow: Flow) -> str:
@@ -55,13 +66,10 @@ def flow_identity(flow: Flow) -> str:
     return f"{flow.table}|{flow.priority}|{flow.match.to_ofctl()}"
 
 
-def ensure_bpffs(path: str) -> None:
-    """Make sure `path` lives on a BPF filesystem (mount /sys/fs/bpf if needed)."""
-    root = "/sys/fs/bpf"
-    if path.startswith(root + "/") or path == root:
-        if subprocess.run(["mountpoint", "-q", root]).returncode != 0:
-            subprocess.run(["mount", "-t", "bpf", "bpf", root], check=True)
-    os.makedirs(path, exist_ok=True)
+def open_map(bpf: Bpf, fd: int, name: str, owned: bool = False) -> Map:
+    """One of the runtime's maps (`MAPS`) by fd."""
+    spec = MAPS[name]
+    return Map(bpf, fd, spec.key_size, spec.value_size, spec.kind == PERCPU_ARRAY, owned)
 
 
 @dataclass
@@ -86,13 +94,19 @@ class Datapath:
 
     `devices` maps port name -> interface name (default: the same name);
     `local_device` is the interface LOCAL delivers to (e.g. the Linux
-    bridge the ports are enslaved to).
+    bridge the ports are enslaved to). `bpf`, `tc` and `devices` are the
+    kernel (Linux unless given); `build` turns C into an object (clang).
     """
 
     def __init__(self, name: str, netns: str | None = None,
                  pin_root: str = DEFAULT_PIN_ROOT, state_dir: str | Path | None = None,
                  build_dir: str | Path | None = None, local_device: str | None = None,
-                 peer_redirect: bool = True):
+                 peer_redirect: bool = True, *, bpf: Bpf | None = None, tc: Tc | None = None,
+                 devices: Devices | None = None, build=build):
+        self.bpf = bpf if bpf is not None else LinuxBpf()
+        self.tc = tc if tc is not None else LinuxTc()
+        self.devices = devices if devices is not None else LinuxDevices()
+        self.build = build
         self.name = name
         self.netns = netns
         self.pin_dir = os.path.join(pin_root, name)
@@ -122,11 +136,20 @@ class Datapath:
 
     def _pinned(self) -> dict[str, int]:
         fds = {}
-        for name in SHARED_MAPS:
-            path = os.path.join(self.pin_dir, name)
-            if os.path.exists(path):
-                fds[name] = obj_get(path)
+        try:
+            for name in SHARED_MAPS:
+                path = os.path.join(self.pin_dir, name)
+                if self.bpf.is_pinned(path):
+                    fds[name] = self.bpf.open_pinned(path)
+        except BaseException:
+            for fd in fds.values():
+                self.bpf.close(fd)
+            raise
         return fds
+
+    def link_pin(self, device: str) -> str:
+        """Where the tcx link of a port device is pinned."""
+        return os.path.join(self.pin_dir, LINK_PIN_PREFIX + device)
 
     # -- apply ---------------------------------------------------------------
 
@@ -144,61 +167,57 @@ class Datapath:
     def apply(self, bridge: Bridge, devices: dict[str, str] | None = None,
               strategy: str = "auto") -> ApplyResult:
         program = self.compile(bridge, strategy)
-        obj_path = build(program.source, self.build_dir)
-        ensure_bpffs(self.pin_dir)
+        obj_path = self.build(program.source, self.build_dir)
+        self.bpf.make_pin_dir(self.pin_dir)
         reuse = self._pinned()
         try:
-            obj = BpfObject(str(obj_path), ("dp_ingress",), reuse=reuse)
+            obj = self.bpf.load(str(obj_path), ("dp_ingress",), reuse=reuse)
         except BpfError as e:
             raise explain(e, program, obj_path, bridge.port_names) from None
         finally:
             for fd in reuse.values():
-                os.close(fd)
+                self.bpf.close(fd)
         try:
             for image in program.tables:
                 if image.map_name:
-                    m = Map(obj.map_fd(image.map_name), image.key_size, 16)
+                    m = Map(self.bpf, obj.map_fd(image.map_name), image.key_size, 16)
                     for key, val in image.entries:
                         m.update(key, val)
-            maps = {n: Map(obj.map_fd(n), k, v, pc) for n, (k, v, pc) in SHARED_MAPS.items()}
-            with tc.rtnl(self.netns) as ipr:
-                bound = self._bind_ports(ipr, bridge, devices or {}, maps)
-                # Pin the shared maps the first time, before any swap.
-                for name, m in maps.items():
-                    path = os.path.join(self.pin_dir, name)
-                    if not os.path.exists(path):
-                        pin(m.fd, path)
-                # The swap: one link update (or tc replace) per device,
-                # old program until then.
-                prog_fd = obj.prog_fd("dp_ingress")
-                hook = "tcx" if tcx.supported() else "tc"
-                for dev, index in bound.items():
-                    link = tcx.pin_path(self.pin_dir, dev)
-                    if hook == "tcx":
-                        tcx.attach(self.netns, link, index, prog_fd)
-                        # A filter from an earlier tc attach goes only now,
-                        # after the link runs the program.
-                        if tc.ours(ipr, index):
-                            tc.detach(ipr, index)
-                    else:
-                        tc.attach(ipr, index, prog_fd)
-                        tcx.detach(link)
-                st = self._load_state()
-                for dev in st.devices:
-                    if dev not in bound:
-                        tcx.detach(tcx.pin_path(self.pin_dir, dev))
-                        try:
-                            tc.detach(ipr, tc.ifindex(ipr, dev))
-                        except LookupError:
-                            pass
+            maps = {n: open_map(self.bpf, obj.map_fd(n), n) for n in SHARED_MAPS}
+            present = {d.name: d for d in self.devices.devices(self.netns)}
+            bound = self._bind_ports(present, bridge, devices or {}, maps)
+            # Pin the shared maps the first time, before any swap.
+            for name, m in maps.items():
+                path = os.path.join(self.pin_dir, name)
+                if not self.bpf.is_pinned(path):
+                    m.pin(path)
+            # The swap: one link update (or tc replace) per device,
+            # old program until then.
+            prog_fd = obj.prog_fd("dp_ingress")
+            hook = "tcx" if self.tc.tcx_supported() else "tc"
+            for dev, index in bound.items():
+                if hook == "tcx":
+                    self.tc.link_attach(self.netns, self.link_pin(dev), index, prog_fd)
+                    # A filter from an earlier tc attach goes only now,
+                    # after the link runs the program.
+                    if ours(self.tc.filters(self.netns, index)):
+                        self.tc.filter_detach(self.netns, index)
+                else:
+                    self.tc.filter_attach(self.netns, index, prog_fd)
+                    self.tc.link_detach(self.link_pin(dev))
+            st = self._load_state()
+            for dev in st.devices:
+                if dev not in bound:
+                    self._unhook(dev, present)
             prog_pin = os.path.join(self.pin_dir, "prog")
-            unpin(prog_pin)
-            pin(prog_fd, prog_pin)
-            # Counters of flows that are gone: zero them for the next owner.
+            self.bpf.unpin(prog_pin)
+            self.bpf.pin(prog_fd, prog_pin)
+            # A slot that no longer counts the flow it counted (the flow is
+            # gone, and a new flow may have taken the slot) starts again from zero.
             new_ids = {flow_identity(f): program.slots[f.key] for f in bridge.flows}
-            freed = set(st.slots.values()) - set(new_ids.values())
+            kept = {slot for ident, slot in new_ids.items() if st.slots.get(ident) == slot}
             zero = bytes(len(maps["dp_stats"].lookup(C.U32.pack(0)) or b""))
-            for slot in freed:
+            for slot in set(st.slots.values()) - kept:
                 maps["dp_stats"].update(C.U32.pack(slot), zero)
             added = len(set(new_ids) - set(st.slots))
             removed = len(set(st.slots) - set(new_ids))
@@ -211,23 +230,25 @@ class Datapath:
         self._obj = obj
         return ApplyResult(program, obj_path, bound, added, removed, hook)
 
-    def _bind_ports(self, ipr, bridge: Bridge, devices: dict[str, str],
+    def _unhook(self, dev: str, present: dict[str, Device]) -> None:
+        """Take the program off a device that is no longer a port (or no longer there)."""
+        self.tc.link_detach(self.link_pin(dev))
+        if dev in present:
+            self.tc.filter_detach(self.netns, present[dev].ifindex)
+
+    def _bind_ports(self, present: dict[str, Device], bridge: Bridge, devices: dict[str, str],
                     maps: dict[str, Map]) -> dict[str, int]:
         """Point dp_ports/dp_ifports/dp_flood_ports at the devices that exist now."""
         bound: dict[str, int] = {}
         entries: list[tuple[int, int, int]] = []     # (ofport, ifindex, flags)
         for pname, number in sorted(bridge.ports.items(), key=lambda kv: kv[1]):
-            dev = devices.get(pname, pname)
-            found = ipr.link_lookup(ifname=dev)
-            if not found:
+            dev = present.get(devices.get(pname, pname))
+            if dev is None:
                 continue
-            index = found[0]
-            bound[dev] = index
-            entries.append((number, index, self._port_flags(ipr, index)))
-        if self.local_device:
-            found = ipr.link_lookup(ifname=self.local_device)
-            if found:
-                entries.append((C.OFPP_LOCAL, found[0], C.PORT_INGRESS))
+            bound[dev.name] = dev.ifindex
+            entries.append((number, dev.ifindex, self._port_flags(dev)))
+        if self.local_device and self.local_device in present:
+            entries.append((C.OFPP_LOCAL, present[self.local_device].ifindex, C.PORT_INGRESS))
         wanted_ports = {C.U32.pack(n) for n, _, _ in entries}
         for n, index, flags in entries:
             maps["dp_ports"].update(C.U32.pack(n), C.PORT.pack(index, flags))
@@ -247,16 +268,9 @@ class Datapath:
             maps["dp_flood_ports"].update(C.U32.pack(i), val)
         return bound
 
-    def _port_flags(self, ipr, index: int) -> int:
-        if not self.peer_redirect:
-            return 0
-        link = ipr.get_links(index)[0]
-        info = link.get_attr("IFLA_LINKINFO")
-        kind = info.get_attr("IFLA_INFO_KIND") if info else None
+    def _port_flags(self, dev: Device) -> int:
         # A veth whose peer is in another namespace: redirect straight into it.
-        if kind == "veth" and link.get_attr("IFLA_LINK_NETNSID") is not None:
-            return C.PORT_PEER
-        return 0
+        return C.PORT_PEER if self.peer_redirect and dev.peer_elsewhere else 0
 
     # -- reading ---------------------------------------------------------------
 
@@ -264,9 +278,9 @@ class Datapath:
         """n_packets/n_bytes per flow (Flow.key), summed over CPUs."""
         st = self._load_state()
         path = os.path.join(self.pin_dir, "dp_stats")
-        if not st.slots or not os.path.exists(path):
+        if not st.slots or not self.bpf.is_pinned(path):
             return {}
-        m = Map(obj_get(path), 4, C.STATS.size, percpu=True, owned=True)
+        m = open_map(self.bpf, self.bpf.open_pinned(path), "dp_stats", owned=True)
         try:
             out = {}
             for f in table:
@@ -285,9 +299,9 @@ class Datapath:
 
     def misc(self) -> dict[str, int]:
         path = os.path.join(self.pin_dir, "dp_misc")
-        if not os.path.exists(path):
+        if not self.bpf.is_pinned(path):
             return {}
-        m = Map(obj_get(path), 4, 8, percpu=True, owned=True)
+        m = open_map(self.bpf, self.bpf.open_pinned(path), "dp_misc", owned=True)
         try:
             def total(i):
                 return sum(C.U64.unpack(v)[0] for v in m.percpu_values(C.U32.pack(i)))
@@ -302,33 +316,32 @@ class Datapath:
 
     def events_fd(self) -> int:
         """An fd of the controller ring buffer (caller closes it)."""
-        return obj_get(os.path.join(self.pin_dir, "dp_events"))
+        return self.bpf.open_pinned(os.path.join(self.pin_dir, "dp_events"))
 
     def attached(self) -> bool:
-        return os.path.exists(os.path.join(self.pin_dir, "prog"))
+        return self.bpf.is_pinned(os.path.join(self.pin_dir, "prog"))
 
     # -- detach ----------------------------------------------------------------
 
     def detach(self) -> None:
         """Remove every link, filter, qdisc, pin and map of this bridge's datapath."""
         st = self._load_state()
-        for link in tcx.pinned(self.pin_dir):
-            tcx.detach(link)
-        with tc.rtnl(self.netns) as ipr:
+        for name in self.bpf.pins(self.pin_dir):
+            if name.startswith(LINK_PIN_PREFIX):
+                self.tc.link_detach(os.path.join(self.pin_dir, name))
+        if st.devices:
+            try:
+                present = {d.name: d for d in self.devices.devices(self.netns)}
+            except KernelError:
+                present = {}   # the namespace is gone, and its devices' filters with it
             for dev in st.devices:
-                try:
-                    tc.detach(ipr, tc.ifindex(ipr, dev))
-                except LookupError:
-                    pass
+                if dev in present:
+                    self.tc.filter_detach(self.netns, present[dev].ifindex)
         for name in list(SHARED_MAPS) + ["prog"]:
-            unpin(os.path.join(self.pin_dir, name))
+            self.bpf.unpin(os.path.join(self.pin_dir, name))
         # The bridge's directory, then the pin root once no other datapath uses it.
         for directory in (self.pin_dir, os.path.dirname(self.pin_dir)):
-            try:
-                os.rmdir(directory)
-            except OSError as e:
-                if e.errno not in (errno.ENOENT, errno.ENOTEMPTY):
-                    raise
+            if not self.bpf.remove_pin_dir(directory):
                 break
         if self._obj is not None:
             self._obj.close()

@@ -11,7 +11,6 @@ bridge share the events between them.
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import Callable, Mapping, TextIO
 
@@ -19,19 +18,19 @@ from ..flows import Flow, FlowTable
 from ..packet import Packet, PacketError
 from . import contract as C
 from .datapath import Datapath, flow_identity
-from .libbpf import RingBuffer
 
 
 class EventReader:
     """The controller events of one running datapath, oldest first."""
 
     def __init__(self, dp: Datapath):
+        self._bpf = dp.bpf
         self._fd = dp.events_fd()
         self._pending: list[C.Event] = []
         try:
-            self._rb = RingBuffer(self._fd, lambda raw: self._pending.append(C.Event.decode(raw)))
+            self._rb = self._bpf.ring_buffer(self._fd, lambda raw: self._pending.append(C.Event.decode(raw)))
         except BaseException:
-            os.close(self._fd)
+            self._bpf.close(self._fd)
             raise
 
     def poll(self, timeout_ms: int = 100) -> list[C.Event]:
@@ -43,7 +42,7 @@ class EventReader:
     def close(self) -> None:
         self._rb.close()
         if self._fd >= 0:
-            os.close(self._fd)
+            self._bpf.close(self._fd)
             self._fd = -1
 
     def __enter__(self):

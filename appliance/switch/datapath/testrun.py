@@ -15,12 +15,15 @@ import tempfile
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from appliance.kernel.bpf import Bpf, BpfError, Map
+from appliance.kernel.libbpf import LinuxBpf
+
 from ..flows import Flow, FlowTable
 from ..packet import Packet
 from . import contract as C
 from .build import build
 from .compiler import Program, compile_table
-from .libbpf import BpfError, BpfObject, Map, test_run
+from .datapath import open_map
 from .verifier import explain
 
 # skb->cb[0] carries the input port into the test build.
@@ -48,7 +51,9 @@ class TestDatapath:
     def __init__(self, table: FlowTable, ports: Iterable[int],
                  port_names: Mapping[int, str] | None = None,
                  strategy: str = "auto", program: Program | None = None,
-                 build_dir: str | None = None, defines: tuple[str, ...] = ()):
+                 build_dir: str | None = None, defines: tuple[str, ...] = (),
+                 bpf: Bpf | None = None):
+        self.bpf = bpf if bpf is not None else LinuxBpf()
         self.program = program or compile_table(table, port_names, strategy=strategy)
         self._tmp = None
         if build_dir is None:
@@ -56,15 +61,15 @@ class TestDatapath:
             build_dir = self._tmp.name
         self.object_path = build(self.program.source, build_dir, test=True, defines=defines)
         try:
-            self.obj = BpfObject(str(self.object_path), ("dp_ingress",))
+            self.obj = self.bpf.load(str(self.object_path), ("dp_ingress",))
         except BpfError as e:
             if self._tmp is not None:
                 self._tmp.cleanup()
             raise explain(e, self.program, self.object_path, port_names) from None
         self.prog_fd = self.obj.prog_fd("dp_ingress")
-        self.trace_map = Map(self.obj.map_fd("dp_trace"), 4, C.TRACE_SIZE)
-        ports_map = Map(self.obj.map_fd("dp_ports"), 4, C.PORT.size)
-        flood = Map(self.obj.map_fd("dp_flood_ports"), 4, C.FLOOD_SLOT.size)
+        self.trace_map = open_map(self.bpf, self.obj.map_fd("dp_trace"), "dp_trace")
+        ports_map = open_map(self.bpf, self.obj.map_fd("dp_ports"), "dp_ports")
+        flood = open_map(self.bpf, self.obj.map_fd("dp_flood_ports"), "dp_flood_ports")
         # The classifier floods to the bridge's ports in number order, then LOCAL.
         numbers = sorted(set(ports)) + [C.OFPP_LOCAL]
         for i, port in enumerate(numbers):
@@ -74,7 +79,7 @@ class TestDatapath:
                 flood.update(C.U32.pack(i), C.FLOOD_SLOT.pack(port, ifindex, 0, 0))
         for image in self.program.tables:
             if image.map_name:
-                m = Map(self.obj.map_fd(image.map_name), image.key_size, 16)
+                m = Map(self.bpf, self.obj.map_fd(image.map_name), image.key_size, 16)
                 for key, val in image.entries:
                     m.update(key, val)
 
@@ -88,7 +93,7 @@ class TestDatapath:
             frame = packet
         ctx = bytearray(_SKB_SIZE)
         C.U32.pack_into(ctx, _SKB_CB_OFFSET, in_port or 0)
-        r = test_run(self.prog_fd, frame, bytes(ctx), repeat=repeat)
+        r = self.bpf.test_run(self.prog_fd, frame, bytes(ctx), repeat=repeat)
         trace = C.Trace.decode(self.trace_map.lookup(C.U32.pack(0)))
         flows = tuple(None if slot == C.MISS_SLOT else self.program.flows_by_slot[slot]
                       for _, slot in trace.matches)

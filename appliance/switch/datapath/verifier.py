@@ -23,9 +23,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.kernel.bpf import BpfError
+
 from ..flows import Flow
 from .compiler import Program
-from .libbpf import BpfError
 
 SYMBOLIZER = os.environ.get("APPLIANCE_LLVM_SYMBOLIZER") or next(
     (p for p in ("llvm-symbolizer", "llvm-symbolizer-14") if shutil.which(p)), "llvm-symbolizer")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from appliance.kernel import tc
 from appliance.switch.bridge import seed_bridge
-from appliance.switch.datapath import tc, tcx
 from appliance.switch.datapath.compiler import CompileError
 from appliance.switch.datapath.datapath import Datapath
 from appliance.switch.flows import FlowTable
@@ -52,11 +52,10 @@ def box(tmp_path):
             b.close()
 
 
-def hooked(b: DpBox, dev: str) -> tuple[list[dict], list[int]]:
+def hooked(b: DpBox, dp: Datapath, dev: str) -> tuple[list[tc.Filter], list[int]]:
     """(tc ingress filters, tcx ingress program ids) on a device of the box."""
-    with tc.rtnl(b.box) as ipr:
-        index = tc.ifindex(ipr, dev)
-        return tc.filters(ipr, index), tcx.programs(b.box, index)
+    index = next(d.ifindex for d in dp.devices.devices(b.box) if d.name == dev)
+    return dp.tc.filters(b.box, index), dp.tc.tcx_programs(b.box, index)
 
 
 def kernel_has_tcx() -> bool:
@@ -227,7 +226,7 @@ def test_swap_is_atomic_and_loses_nothing(box):
     b, dp = box
     tables = swap_tables()
     dp.apply(tables[0])
-    first_link = tcx.link(tcx.pin_path(dp.pin_dir, "downlink"))
+    first_link = dp.tc.link(dp.link_pin("downlink"))
     sent = 0
     swaps = 0
     with counting_dns_sink(b) as received:
@@ -240,15 +239,15 @@ def test_swap_is_atomic_and_loses_nothing(box):
                     s.sendto(b"q" * 32, ("192.168.1.1", 53))
                     sent += 1
                 # One program on the port, whichever hook the kernel offers.
-                fl, progs = hooked(b, "downlink")
-                if tcx.supported():
+                fl, progs = hooked(b, dp, "downlink")
+                if dp.tc.tcx_supported():
                     assert fl == [] and len(progs) == 1
                     # The same link, now running the new program: updated, not re-added.
-                    link = tcx.link(tcx.pin_path(dp.pin_dir, "downlink"))
+                    link = dp.tc.link(dp.link_pin("downlink"))
                     assert link.prog_id == progs[0] and link.id == first_link.id
                 else:
                     assert progs == []
-                    assert len(fl) == 1 and fl[0]["prio"] == tc.PRIO and fl[0]["handle"] == tc.HANDLE
+                    assert len(fl) == 1 and fl[0].prio == tc.PRIO and fl[0].handle == tc.HANDLE
         finally:
             s.close()
     print(f"swaps={swaps} sent={sent} received={received[0]}")
@@ -258,15 +257,15 @@ def test_swap_is_atomic_and_loses_nothing(box):
 
 def test_tcx_links_are_used_where_the_kernel_has_them(box):
     b, dp = box
-    assert tcx.supported() == kernel_has_tcx()
-    if not tcx.supported():
+    assert dp.tc.tcx_supported() == kernel_has_tcx()
+    if not dp.tc.tcx_supported():
         pytest.skip("kernel without tcx: the tc path is what the other tests exercise")
     result = dp.apply(seed_bridge_with_flows())
     assert result.hook == "tcx"
     for dev, index in result.devices.items():
-        fl, progs = hooked(b, dev)
+        fl, progs = hooked(b, dp, dev)
         assert fl == [] and len(progs) == 1
-        link = tcx.link(tcx.pin_path(dp.pin_dir, dev))
+        link = dp.tc.link(dp.link_pin(dev))
         assert link.ifindex == index and link.prog_id == progs[0]
     assert "clsact" not in b.exec(b.box, "tc", "qdisc", "show").stdout
 
@@ -295,7 +294,7 @@ def test_swap_under_concurrent_load_loses_nothing(box):
         tx.start()
         try:
             for i in range(50):
-                assert dp.apply(tables[(i + 1) % 2]).hook == ("tcx" if tcx.supported() else "tc")
+                assert dp.apply(tables[(i + 1) % 2]).hook == ("tcx" if dp.tc.tcx_supported() else "tc")
         finally:
             stop_tx.set()
             tx.join()
@@ -308,31 +307,31 @@ def test_tc_fallback_and_move_to_tcx(box, monkeypatch):
     # Without tcx the program sits in a clsact filter; once the kernel has
     # tcx, the next apply moves it to a link and removes the filter.
     b, dp = box
-    monkeypatch.setattr(tcx, "supported", lambda: False)
+    monkeypatch.setattr(dp.tc, "tcx", False)
     result = dp.apply(seed_bridge_with_flows())
     assert result.hook == "tc"
     for dev in result.devices:
-        fl, _ = hooked(b, dev)
-        assert len(fl) == 1 and fl[0]["prio"] == tc.PRIO
-        assert tcx.link(tcx.pin_path(dp.pin_dir, dev)) is None
+        fl, _ = hooked(b, dp, dev)
+        assert len(fl) == 1 and fl[0].prio == tc.PRIO
+        assert dp.tc.link(dp.link_pin(dev)) is None
     assert dp.apply(seed_bridge_with_flows()).hook == "tc"
-    assert all(len(hooked(b, dev)[0]) == 1 for dev in result.devices)
+    assert all(len(hooked(b, dp, dev)[0]) == 1 for dev in result.devices)
     monkeypatch.undo()
-    if not tcx.supported():
+    if not dp.tc.tcx_supported():
         return
     result = dp.apply(seed_bridge_with_flows())
     assert result.hook == "tcx"
     for dev in result.devices:
-        fl, progs = hooked(b, dev)
+        fl, progs = hooked(b, dp, dev)
         assert fl == [] and len(progs) == 1
     assert "clsact" not in b.exec(b.box, "tc", "qdisc", "show").stdout
     # And back: a fallback apply replaces the links with filters.
-    monkeypatch.setattr(tcx, "supported", lambda: False)
+    monkeypatch.setattr(dp.tc, "tcx", False)
     result = dp.apply(seed_bridge_with_flows())
     for dev in result.devices:
-        fl, progs = hooked(b, dev)
+        fl, progs = hooked(b, dp, dev)
         assert len(fl) == 1 and progs == []
-        assert not os.path.exists(tcx.pin_path(dp.pin_dir, dev))
+        assert not os.path.exists(dp.link_pin(dev))
 
 
 def test_bad_table_is_rejected_and_old_program_keeps_running(box):
@@ -391,7 +390,7 @@ def test_detach_removes_filters_qdiscs_and_pins(box):
     assert os.path.exists(os.path.join(dp.pin_dir, "dp_stats"))
     dp.detach()
     for port in b.ports:
-        assert hooked(b, port) == ([], [])
+        assert hooked(b, dp, port) == ([], [])
     qd = b.exec(b.box, "tc", "qdisc", "show").stdout
     assert "clsact" not in qd
     assert not os.path.exists(dp.pin_dir)

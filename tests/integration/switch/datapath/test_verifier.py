@@ -16,7 +16,6 @@ import pytest
 from appliance.switch.bridge import seed_bridge
 from appliance.switch.datapath import build as B
 from appliance.switch.datapath.datapath import Datapath
-from appliance.switch.datapath.libbpf import obj_get
 from appliance.switch.datapath.verifier import VerifierError
 from appliance.switch.flows import FlowTable
 from appliance.switch.parser import parse_flows
@@ -46,11 +45,11 @@ def table(extra: str = ""):
 
 
 def prog_id(dp: Datapath) -> bytes:
-    fd = obj_get(os.path.join(dp.pin_dir, "prog"))
+    fd = dp.bpf.open_pinned(os.path.join(dp.pin_dir, "prog"))
     try:
         return os.readlink(f"/proc/self/fd/{fd}") + open(f"/proc/self/fdinfo/{fd}").read()
     finally:
-        os.close(fd)
+        dp.bpf.close(fd)
 
 
 def test_verifier_refusal_names_the_flow_and_keeps_the_old_program(tmp_path, broken_runtime,
@@ -102,9 +101,9 @@ def test_production_build_of_every_action_passes_the_verifier(tmp_path, strategy
     # the production build's action code is only verified here and in the
     # namespace tests.
     from appliance.switch.datapath.compiler import compile_table
-    from appliance.switch.datapath.libbpf import BpfObject
+    from appliance.kernel.libbpf import LinuxBpf
     br = seed_bridge()
     prog = compile_table(FlowTable(parse_flows(EVERY_ACTION, br.port_map)), br.port_names,
                          strategy=strategy)
-    obj = BpfObject(str(B.build(prog.source, tmp_path)), ("dp_ingress",))
+    obj = LinuxBpf().load(str(B.build(prog.source, tmp_path)), ("dp_ingress",))
     obj.close()

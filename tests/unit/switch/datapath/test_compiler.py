@@ -1,14 +1,17 @@
 """The flow-table-to-C compiler, without a kernel: determinism, errors, contract."""
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
 import pytest
 
+from appliance.kernel import bpf
 from appliance.switch.bridge import seed_bridge
 from appliance.switch.datapath import contract as C
-from appliance.switch.datapath.compiler import CompileError, assign_slots, compile_table
+from appliance.switch.datapath.compiler import STATS_SLOTS, CompileError, assign_slots, compile_table
+from appliance.switch.datapath.datapath import MAPS
 from appliance.switch.flows import FlowTable
 from appliance.switch.parser import parse_flows
 
@@ -71,3 +74,20 @@ def test_contract_sizes_match_the_header():
     assert int(defines["DP_OFPP_NORMAL"], 0) == C.OFPP_NORMAL
     assert int(defines["DP_MARK_NORMAL"].rstrip("u"), 0) == C.MARK_NORMAL
     assert C.TRACE_SIZE == 912 and C.EVENT_SIZE == 144
+
+
+def test_the_datapaths_map_specs_match_the_runtime_header():
+    # What the kernel's fake is told about the runtime's maps (it cannot read the ELF).
+    text = (HEADER.parent / "dp_runtime.h").read_text()
+    kinds = {"HASH": bpf.HASH, "ARRAY": bpf.ARRAY, "PERCPU_ARRAY": bpf.PERCPU_ARRAY, "RINGBUF": bpf.RINGBUF}
+    sizes = {"__u32": 4, "__u64": 8, "struct dp_port": C.PORT.size, "struct dp_flood_slot": C.FLOOD_SLOT.size,
+             "struct dp_stats": C.STATS.size, "struct dp_trace": C.TRACE_SIZE}
+    names = {"DP_MAX_PORTS": C.MAX_PORTS, "DP_STATS_SLOTS": STATS_SLOTS, "DP_MISC_MAX": C.MISC_MAX}
+    found = {}
+    for body, name in re.findall(r"struct \{\n(.*?)\} (\w+) SEC\(\"\.maps\"\);", text, re.S):
+        fields = dict(re.findall(r"__(?:uint|type)\((\w+), ([^)]+)\);", body))
+        entries = fields["max_entries"]
+        found[name] = bpf.MapSpec(kinds[fields["type"].removeprefix("BPF_MAP_TYPE_")],
+                                  sizes.get(fields.get("key"), 0), sizes.get(fields.get("value"), 0),
+                                  names.get(entries) or math.prod(int(n) for n in entries.split("*")))
+    assert found == MAPS

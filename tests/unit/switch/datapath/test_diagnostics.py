@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from appliance.kernel.bpf import BpfError
 from appliance.switch import cli
 from appliance.switch.bridge import seed_bridge
 from appliance.switch.datapath import contract as C
 from appliance.switch.datapath.compiler import compile_table
 from appliance.switch.datapath.events import format_event
-from appliance.switch.datapath.libbpf import BpfError
 from appliance.switch.datapath.verifier import VerifierError, _reason, refused_instruction
 from appliance.switch.flows import FlowTable
 from appliance.switch.packet import Packet, ipv4, mac

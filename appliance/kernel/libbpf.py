@@ -1,10 +1,11 @@
-"""ctypes binding to Debian's libbpf.so.1: the only way this package talks to bpf(2).
+"""Debian's libbpf.so.1 through ctypes: the Linux implementation of `Bpf`.
 
 libbpf holds the file descriptors for us, so nothing here parses the output
-of bpftool.  Only the handful of calls the datapath needs are bound: open and
-load an object, find its programs and maps, reuse a map from an earlier load
-(per-flow counters survive a recompile that way), read and write map
-entries, pin and unpin, BPF_PROG_TEST_RUN and ring buffers.
+of bpftool.  Only the handful of calls the appliance needs are bound: open
+and load an object, find its programs and maps, reuse a map from an earlier
+load (per-flow counters survive a recompile that way), read and write map
+entries, pin and unpin, BPF_PROG_TEST_RUN, ring buffers, and the BPF links
+and queries that tcx attaches with (`appliance.kernel.tc`).
 
 Every failing call raises `BpfError` with the call, errno and, for loads,
 the verifier's log and libbpf's own messages.
@@ -13,11 +14,12 @@ the verifier's log and libbpf's own messages.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno as errno_mod
 import os
 import threading
-from dataclasses import dataclass
+from typing import Callable
+
+from appliance.kernel.bpf import BPF_ANY, BpfError, LinkInfo, TestRun
 
 _lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -27,10 +29,6 @@ c_int = ctypes.c_int
 c_char_p = ctypes.c_char_p
 c_size_t = ctypes.c_size_t
 c_uint32 = ctypes.c_uint32
-
-BPF_ANY = 0
-BPF_NOEXIST = 1
-BPF_EXIST = 2
 
 # libbpf reports its own problems through a print callback taking a va_list;
 # on x86_64 a va_list argument is a pointer, which vsnprintf accepts as is.
@@ -91,18 +89,6 @@ _SAMPLE_FN = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
 _rb_new = _sig("ring_buffer__new", c_void_p, c_int, _SAMPLE_FN, c_void_p, c_void_p)
 _rb_free = _sig("ring_buffer__free", None, c_void_p)
 _rb_poll = _sig("ring_buffer__poll", c_int, c_void_p, c_int)
-
-
-class BpfError(OSError):
-    """A bpf(2) or libbpf call failed; `log` carries the verifier's words."""
-
-    def __init__(self, what: str, err: int, log: str = ""):
-        self.what = what
-        self.log = log
-        message = f"{what}: {os.strerror(err)}"
-        if log:
-            message += "\n" + log
-        super().__init__(err, message)
 
 
 def _check(rc: int, what: str) -> int:
@@ -195,72 +181,43 @@ class BpfObject:
         self.close()
 
 
-@dataclass
-class Map:
-    """A map fd with fixed key and value sizes, addressed with bytes."""
+def map_update(fd: int, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
+    k = ctypes.create_string_buffer(key, len(key))
+    v = ctypes.create_string_buffer(value, len(value))
+    _check(_map_update(fd, k, v, flags), "map update")
 
-    fd: int
-    key_size: int
-    value_size: int
-    percpu: bool = False
-    owned: bool = False
 
-    def _vsize(self) -> int:
-        if self.percpu:
-            return ((self.value_size + 7) // 8 * 8) * num_possible_cpus()
-        return self.value_size
+def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
+    k = ctypes.create_string_buffer(key, len(key))
+    v = ctypes.create_string_buffer(value_size)
+    if _map_lookup(fd, k, v) < 0:
+        if ctypes.get_errno() == errno_mod.ENOENT:
+            return None
+        _check(-1, "map lookup")
+    return v.raw
 
-    def update(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
-        assert len(key) == self.key_size, (len(key), self.key_size)
-        assert len(value) == self._vsize(), (len(value), self._vsize())
-        k = ctypes.create_string_buffer(key, len(key))
-        v = ctypes.create_string_buffer(value, len(value))
-        _check(_map_update(self.fd, k, v, flags), "map update")
 
-    def lookup(self, key: bytes) -> bytes | None:
-        k = ctypes.create_string_buffer(key, len(key))
-        v = ctypes.create_string_buffer(self._vsize())
-        if _map_lookup(self.fd, k, v) < 0:
+def map_delete(fd: int, key: bytes) -> bool:
+    k = ctypes.create_string_buffer(key, len(key))
+    if _map_delete(fd, k) < 0:
+        if ctypes.get_errno() == errno_mod.ENOENT:
+            return False
+        _check(-1, "map delete")
+    return True
+
+
+def map_keys(fd: int, key_size: int) -> list[bytes]:
+    out = []
+    cur = None
+    nxt = ctypes.create_string_buffer(key_size)
+    while True:
+        rc = _map_next_key(fd, cur, nxt)
+        if rc < 0:
             if ctypes.get_errno() == errno_mod.ENOENT:
-                return None
-            _check(-1, "map lookup")
-        return v.raw
-
-    def delete(self, key: bytes) -> bool:
-        k = ctypes.create_string_buffer(key, len(key))
-        if _map_delete(self.fd, k) < 0:
-            if ctypes.get_errno() == errno_mod.ENOENT:
-                return False
-            _check(-1, "map delete")
-        return True
-
-    def keys(self) -> list[bytes]:
-        out = []
-        cur = None
-        nxt = ctypes.create_string_buffer(self.key_size)
-        while True:
-            rc = _map_next_key(self.fd, cur, nxt)
-            if rc < 0:
-                if ctypes.get_errno() == errno_mod.ENOENT:
-                    return out
-                _check(-1, "map next key")
-            out.append(nxt.raw)
-            cur = ctypes.create_string_buffer(nxt.raw, self.key_size)
-
-    def percpu_values(self, key: bytes) -> list[bytes]:
-        raw = self.lookup(key)
-        if raw is None:
-            return []
-        step = (self.value_size + 7) // 8 * 8
-        return [raw[i:i + self.value_size] for i in range(0, len(raw), step)]
-
-    def pin(self, path: str) -> None:
-        pin(self.fd, path)
-
-    def close(self) -> None:
-        if self.owned and self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+                return out
+            _check(-1, "map next key")
+        out.append(nxt.raw)
+        cur = ctypes.create_string_buffer(nxt.raw, key_size)
 
 
 def pin(fd: int, path: str) -> None:
@@ -318,15 +275,6 @@ class _LinkInfo(ctypes.Structure):
 BPF_LINK_TYPE_TCX = 11
 
 
-@dataclass
-class LinkInfo:
-    type: int
-    id: int
-    prog_id: int
-    ifindex: int      # for a tcx link; 0 once its device is gone
-    attach_type: int
-
-
 def link_info(link_fd: int) -> LinkInfo:
     info = _LinkInfo()
     size = c_uint32(ctypes.sizeof(info))
@@ -362,14 +310,6 @@ class _TestRunOpts(ctypes.Structure):
         ("cpu", c_uint32),
         ("batch_size", c_uint32),
     ]
-
-
-@dataclass
-class TestRun:
-    retval: int
-    data: bytes
-    ctx: bytes
-    duration_ns: int
 
 
 def test_run(prog_fd: int, data: bytes, ctx: bytes | None = None,
@@ -424,3 +364,80 @@ class RingBuffer:
 
     def __del__(self):
         self.close()
+
+
+# Where the BPF filesystem is mounted (systemd mounts it; a bare container may not).
+BPFFS = "/sys/fs/bpf"
+_libc.mount.argtypes = [c_char_p, c_char_p, c_char_p, ctypes.c_ulong, c_void_p]
+_libc.mount.restype = c_int
+
+
+def _ensure_bpffs() -> None:
+    if os.path.ismount(BPFFS):
+        return
+    if _libc.mount(b"bpf", BPFFS.encode(), b"bpf", 0, None) != 0:
+        err = ctypes.get_errno()
+        raise BpfError(f"mount bpf on {BPFFS}", err)
+
+
+class LinuxBpf:
+    """`Bpf` on the running kernel."""
+
+    def load(self, path, programs, reuse=None, max_entries=None) -> BpfObject:
+        return BpfObject(path, programs, reuse=reuse, max_entries=max_entries)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def num_possible_cpus(self) -> int:
+        return num_possible_cpus()
+
+    def map_update(self, fd, key, value, flags=BPF_ANY) -> None:
+        map_update(fd, key, value, flags)
+
+    def map_lookup(self, fd, key, value_size):
+        return map_lookup(fd, key, value_size)
+
+    def map_delete(self, fd, key) -> bool:
+        return map_delete(fd, key)
+
+    def map_keys(self, fd, key_size):
+        return map_keys(fd, key_size)
+
+    def make_pin_dir(self, path: str) -> None:
+        if path == BPFFS or path.startswith(BPFFS + "/"):
+            _ensure_bpffs()
+        os.makedirs(path, exist_ok=True)
+
+    def remove_pin_dir(self, path: str) -> bool:
+        try:
+            os.rmdir(path)
+        except OSError as e:
+            if e.errno in (errno_mod.ENOENT, errno_mod.ENOTEMPTY):
+                return False
+            raise BpfError(f"remove {path}", e.errno) from e
+        return True
+
+    def pins(self, path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(path))
+        except FileNotFoundError:
+            return []
+
+    def is_pinned(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def pin(self, fd: int, path: str) -> None:
+        pin(fd, path)
+
+    def open_pinned(self, path: str) -> int:
+        return obj_get(path)
+
+    def unpin(self, path: str) -> bool:
+        return unpin(path)
+
+    def test_run(self, prog_fd, data, ctx=None, repeat=1) -> TestRun:
+        return test_run(prog_fd, data, ctx, repeat)
+
+    def ring_buffer(self, map_fd: int, callback: Callable[[bytes], None]) -> RingBuffer:
+        return RingBuffer(map_fd, callback)

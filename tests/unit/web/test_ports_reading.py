@@ -1,7 +1,7 @@
 """The dashboard's port figures come from the kernel's devices (as `ip -s link` shows them)."""
 from appliance.kernel.fake_devices import FakeDevices
 from appliance.web.sources import LiveSources
-from tests.unit.web import fakes
+from tests.support import webfakes as fakes
 
 
 def box_devices() -> FakeDevices:

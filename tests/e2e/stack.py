@@ -54,6 +54,7 @@ class Stack:
         self.redis_port, self.port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.procs: dict[str, subprocess.Popen] = {}
+        self.setup_code = ""
         self.env = {**os.environ,
                     "DJANGO_SETTINGS_MODULE": "appliance.web.settings",
                     "APPLIANCE_STATE_DIR": str(self.tmp),
@@ -86,6 +87,7 @@ class Stack:
             wait_port(self.redis_port, redis, "redis-server")
             subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], env=self.env, cwd=self.root,
                            check=True)
+            self.setup_code = self.read_setup_code()
             self.start_worker()
             web = self._start("web", web_argv(self.server, self.workers, self.port))
             wait_port(self.port, web, self.server)
@@ -93,6 +95,12 @@ class Stack:
             self.stop()
             raise
         return self
+
+    def read_setup_code(self) -> str:
+        """The first run's code as `make demo` shows it to its user (`manage.py setupcode`); "" if none."""
+        out = subprocess.run([sys.executable, "manage.py", "setupcode"], env=self.env, cwd=self.root,
+                             capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else ""
 
     def start_worker(self) -> subprocess.Popen:
         p = self._start("celery", [str(BIN / "celery"), "-A", "appliance.web.celery", "worker", "--pool", "solo",

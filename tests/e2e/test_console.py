@@ -47,6 +47,7 @@ def lines_of(frames):
 def test_first_run_creates_the_admin_then_login(page, stack, shot):
     page.goto("/")
     assert page.url.endswith("/setup/")
+    page.fill("#id_code", stack.setup_code)  # as `make demo` prints it
     shot(page, "setup")
     page.fill("#id_username", "admin")
     page.fill("#id_password", PASSWORD)

@@ -22,4 +22,13 @@ class JsonSerializer:
         try:
             return int(data)
         except ValueError:
+            pass
+        try:
             return json.loads(data)
+        except ValueError:  # UnicodeDecodeError too: e.g. a pickle someone put there
+            raise CacheValueRefused(f"a cache value that is not JSON ({len(data)} bytes, {bytes(data[:8])!r}...)") \
+                from None
+
+
+class CacheValueRefused(ValueError):
+    pass

@@ -84,6 +84,9 @@ def run(prefix: str, clients: int, port: int, redis_port: int, out=print, apply:
             out(f"demo: {c} leased {lease.address} from {lease.server_identifier}")
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], check=True, env=env,
                        cwd=Path(__file__).resolve().parents[2])
+        # The first run's one-time code (none once the admin exists): /setup/ asks for it.
+        setup_code = subprocess.run([sys.executable, "manage.py", "setupcode"], check=True, env=env, text=True,
+                                    capture_output=True, cwd=Path(__file__).resolve().parents[2]).stdout.strip()
         if _port_open(redis_port):
             out(f"demo: using the Redis already on 127.0.0.1:{redis_port}")
         else:
@@ -96,6 +99,8 @@ def run(prefix: str, clients: int, port: int, redis_port: int, out=print, apply:
         web = start("web", [sys.executable, "-m", "appliance.web.serve", "--bind", f"127.0.0.1:{port}"])
         _wait_port(port, "the console (appliance.web.serve)", web)
         out(f"demo: console at http://127.0.0.1:{port}/  (logs in {state}/demo-*.log)")
+        if setup_code:
+            out(f"demo: setup code {setup_code}  (the first visit, /setup/, asks for it; it works once)")
         out(f"demo: try  ip netns exec {spec.client(1)} curl http://www.proxied.test/   (relayed by the box)")
         out(f"demo:      ip netns exec {spec.client(1)} dig @192.168.1.1 www.blocked.test   (blocked)")
         out(f"demo:      APPLIANCE_BOX_STATE={box_state} ./manage.py ofctl dump-flows vswitch "

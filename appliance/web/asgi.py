@@ -10,6 +10,7 @@ django_asgi = get_asgi_application()  # sets Django up before the imports below
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 
@@ -26,7 +27,8 @@ from appliance.web.wsgibridge import WSGIApp  # noqa: E402
 # (asgiref's own WsgiToAsgi shares the thread-sensitive executor with
 # async_to_sync in the views and breaks when an apply event is sent.)
 application = ProtocolTypeRouter({
-    "http": WSGIApp(get_wsgi_application(), threads=int(os.environ.get("APPLIANCE_WEB_THREADS", "2"))),
+    "http": WSGIApp(get_wsgi_application(), threads=int(os.environ.get("APPLIANCE_WEB_THREADS", "2")),
+                    max_body=settings.APPLIANCE_MAX_BODY_BYTES),
     # Session-authenticated, same-origin only: the console's own pages.
     "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
 })

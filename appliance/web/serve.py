@@ -31,6 +31,9 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import multiprocess
 
 
+WS_MAX_BYTES = 64 << 10
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bind", default="127.0.0.1:8000", help="host:port")
@@ -41,12 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     host, _, port = a.bind.rpartition(":")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "appliance.web.settings")
+    # Over HTTPS the cookies are Secure with the __Host- prefix (settings.HTTPS); the workers inherit it.
+    os.environ["APPLIANCE_HTTPS"] = "1" if a.certfile else ""
     import uvicorn
 
     config = uvicorn.Config("appliance.web.asgi:application", host=host.strip("[]") or "127.0.0.1", port=int(port),
                             workers=max(1, a.workers), loop="uvloop", http="httptools", ws="websockets-sansio",
                             lifespan="off",  # Django has no lifespan handler; "auto" only logs that
-                            access_log=False, proxy_headers=a.proxy_headers, forwarded_allow_ips="127.0.0.1",
+                            # The console's socket carries small JSON messages; uvicorn's default is 16 MiB.
+                            ws_max_size=WS_MAX_BYTES, access_log=False, proxy_headers=a.proxy_headers, forwarded_allow_ips="127.0.0.1",
                             ssl_certfile=a.certfile, ssl_keyfile=a.keyfile, log_level="info")
     if config.workers == 1:
         config.load_app()

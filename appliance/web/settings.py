@@ -31,11 +31,13 @@ def _secret_key() -> str:
 
 SECRET_KEY = _secret_key()
 DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
-ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")
+# Loopback and the names in DJANGO_ALLOWED_HOSTS (e.g. the demo's address), then whatever the box is
+# reached by: its host name and its admin address (appliance.web.console.hosts).
+ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]",
+                 *filter(None, os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(","))]
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -104,6 +106,25 @@ SPECTACULAR_SETTINGS = {"TITLE": "Appliance API", "VERSION": "0.1.0"}
 SESSION_COOKIE_AGE = 8 * 3600
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Strict"
+CSRF_COOKIE_SAMESITE = "Strict"
+# Served over HTTPS (`appliance.web.serve --certfile`, which sets APPLIANCE_HTTPS=1, as on the image):
+# the cookies are Secure and carry the __Host- prefix, so the browser only takes them from this
+# origin over HTTPS, for the whole site and no other domain. Over plain HTTP (the demo on loopback)
+# a browser would drop both, so they keep their plain names there.
+HTTPS = os.environ.get("APPLIANCE_HTTPS", "") == "1"
+if HTTPS:
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SESSION_COOKIE_NAME = "__Host-sessionid"
+    CSRF_COOKIE_NAME = "__Host-csrftoken"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # Not a rule: Django tells every validator when a password changes, and this one revokes the API token.
+    {"NAME": "appliance.web.console.tokens.RevokeTokensOnPasswordChange"},
+]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
@@ -135,6 +156,9 @@ MIDDLEWARE += [
     "appliance.web.console.middleware.DocumentSeedMiddleware",
 ]
 TEMPLATES[0]["OPTIONS"]["context_processors"].append("appliance.web.console.context.nav")
+from appliance.web.console.hosts import BoxHosts  # noqa: E402
+
+ALLOWED_HOSTS = BoxHosts(ALLOWED_HOSTS)
 LOGIN_URL = "/login/"
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_SAVE_EVERY_REQUEST = False
@@ -153,7 +177,9 @@ SPECTACULAR_SETTINGS["SERVE_INCLUDE_SCHEMA"] = False
 SPECTACULAR_SETTINGS["SWAGGER_UI_DIST"] = "SIDECAR"
 SPECTACULAR_SETTINGS["SWAGGER_UI_FAVICON_HREF"] = "SIDECAR"
 SPECTACULAR_SETTINGS["REDOC_DIST"] = "SIDECAR"
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+# JSON, not pickle: whoever can write to Redis must not be able to run code in the console.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                      "OPTIONS": {"serializer": "appliance.web.console.cache.JsonSerializer"}}}
 SESSION_ENGINE = "appliance.web.console.sessions"  # the database's, read with one plain query
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -170,7 +196,28 @@ APPLIANCE_DNS_SOCKET = os.environ.get("APPLIANCE_DNS_SOCKET", f"{APPLIANCE_BOX_R
 APPLIANCE_RELAY_SOCKET = os.environ.get("APPLIANCE_RELAY_SOCKET", f"{APPLIANCE_BOX_RUN}/relay.sock")
 APPLIANCE_AUTHORIZED_KEYS = os.environ.get("APPLIANCE_AUTHORIZED_KEYS", str(STATE_DIR / "authorized_keys"))
 APPLIANCE_CONFIRM_TIMEOUT = float(os.environ.get("APPLIANCE_CONFIRM_TIMEOUT", "60"))
+# Per (user name, client address): after MAX_FAILURES the pair is locked for LOCKOUT_SECONDS, each
+# further failure doubling it up to LOCKOUT_MAX_SECONDS (appliance.web.console.lockout).
 APPLIANCE_LOGIN_MAX_FAILURES = int(os.environ.get("APPLIANCE_LOGIN_MAX_FAILURES", "5"))
-APPLIANCE_LOGIN_LOCKOUT_SECONDS = int(os.environ.get("APPLIANCE_LOGIN_LOCKOUT_SECONDS", "900"))
+APPLIANCE_LOGIN_LOCKOUT_SECONDS = int(os.environ.get("APPLIANCE_LOGIN_LOCKOUT_SECONDS", "60"))
+APPLIANCE_LOGIN_LOCKOUT_MAX_SECONDS = int(os.environ.get("APPLIANCE_LOGIN_LOCKOUT_MAX_SECONDS", "86400"))
+# The first run's one-time code (appliance.web.console.setupcode): a root-only file with the console's
+# state, and where the local console's login prompt shows it (an agetty issue file, on the image).
+APPLIANCE_SETUP_CODE_FILE = os.environ.get("APPLIANCE_SETUP_CODE_FILE", str(STATE_DIR / "setup-code"))
+APPLIANCE_SETUP_ISSUE = os.environ.get("APPLIANCE_SETUP_ISSUE", "")
+# Request bodies: refused with 413 by the server past this, before a byte is read (appliance.web.wsgibridge);
+# Django then keeps every body and upload in memory (no temporary files).
+APPLIANCE_MAX_BODY_BYTES = int(os.environ.get("APPLIANCE_MAX_BODY_BYTES", str(2 << 20)))
+DATA_UPLOAD_MAX_MEMORY_SIZE = FILE_UPLOAD_MAX_MEMORY_SIZE = APPLIANCE_MAX_BODY_BYTES
+FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.MemoryFileUploadHandler"]
+APPLIANCE_RESTORE_MAX_BYTES = int(os.environ.get("APPLIANCE_RESTORE_MAX_BYTES", str(1 << 20)))
+# API tokens stop working this many days after they were made (and at once when the password changes).
+APPLIANCE_API_TOKEN_DAYS = float(os.environ.get("APPLIANCE_API_TOKEN_DAYS", "30"))
+# The audit log: failed logins aggregated per (what, who, source) for AUDIT_WINDOW_SECONDS, at most
+# AUDIT_FAILURE_ROWS such rows per window; entries older than RETENTION_DAYS, or past MAX_ROWS, are dropped.
+APPLIANCE_AUDIT_WINDOW_SECONDS = int(os.environ.get("APPLIANCE_AUDIT_WINDOW_SECONDS", "900"))
+APPLIANCE_AUDIT_FAILURE_ROWS = int(os.environ.get("APPLIANCE_AUDIT_FAILURE_ROWS", "50"))
+APPLIANCE_AUDIT_RETENTION_DAYS = int(os.environ.get("APPLIANCE_AUDIT_RETENTION_DAYS", "365"))
+APPLIANCE_AUDIT_MAX_ROWS = int(os.environ.get("APPLIANCE_AUDIT_MAX_ROWS", "100000"))
 # How old the box's live figures on the pages may be (one reading per worker process per period).
 APPLIANCE_LIVE_SECONDS = float(os.environ.get("APPLIANCE_LIVE_SECONDS", "1"))

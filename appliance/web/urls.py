@@ -1,4 +1,3 @@
-from django.contrib import admin
 from django.contrib.staticfiles.views import serve as static_serve
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -35,7 +34,6 @@ urlpatterns = [
     path("applies/", include("appliance.web.applies.urls")),
     path("audit/", include("appliance.web.audit.urls")),
     path("system/", include("appliance.web.system.urls")),
-    path("admin/", admin.site.urls),
     path("home/", views.home, name="home"),
     # The box has no separate web server: the console's ASGI server serves its own
     # files (htmx, uPlot, CSS, JS) from the apps' static/ directories.

@@ -12,6 +12,15 @@ and an ordinary (non-streaming) response comes back to the loop in one piece:
 one hop into the thread, one back. A streaming response (a download, a
 `StreamingHttpResponse`) is sent chunk by chunk as it is produced, as before.
 
+The request body is capped (`max_body`, the setting APPLIANCE_MAX_BODY_BYTES)
+before a byte of it is read: a Content-Length over the cap is answered 413 at
+once (a client that sent `Expect: 100-continue`, as curl does for large
+bodies, never sends the body), and a chunked body is counted as it comes and
+refused the moment it passes the cap. The connection is then closed, so the
+rest is never read. What is under the cap stays in memory: nothing a client
+sends before it has logged in is written to disk (a temporary file per
+upload let any host on the LAN fill /tmp).
+
 The environ is a2wsgi's (`build_environ`); each call runs in a copy of the
 caller's contextvars, as a2wsgi did.
 """
@@ -20,31 +29,41 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import io
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 from a2wsgi.wsgi import build_environ
 
-SPOOL_BYTES = 1 << 20  # request bodies up to 1 MiB stay in memory
+MAX_BODY_BYTES = 2 << 20  # the default cap of a request body
 
 
 class ClientDisconnected(Exception):
     pass
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
 class WSGIApp:
     """ASGI (http) -> a WSGI app, run in `threads` long-lived threads."""
 
-    def __init__(self, app, threads: int = 4):
+    def __init__(self, app, threads: int = 4, max_body: int = MAX_BODY_BYTES):
         self.app = app
+        self.max_body = max_body
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="wsgi")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             raise ValueError(f"WSGIApp serves http, not {scope['type']}")
         try:
-            body = await _read_body(receive)
+            body = await _read_body(scope, receive, self.max_body)
         except ClientDisconnected:
+            return
+        except BodyTooLarge:
+            await _refuse(send, 413, f"request body over the limit of {self.max_body} bytes\n")
+            return
+        except ValueError as e:
+            await _refuse(send, 400, f"{e}\n")
             return
         environ = build_environ(scope, body)
         loop = asyncio.get_running_loop()
@@ -99,22 +118,44 @@ class WSGIApp:
                 close()
 
 
-async def _read_body(receive):
-    """The request body as a file: in memory, or spooled to disk past SPOOL_BYTES."""
-    first = await receive()
-    if first["type"] == "http.disconnect":
-        raise ClientDisconnected
-    data, more = first.get("body", b""), first.get("more_body", False)
-    if not more:
-        return io.BytesIO(data)
-    f = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
-    f.write(data)
+async def _refuse(send, status: int, text: str) -> None:
+    """Answer without reading the body, and close: what the client still sends is never read."""
+    body = text.encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _content_length(scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                n = int(value)
+            except ValueError:
+                n = -1
+            if n < 0:
+                raise ValueError(f"bad Content-Length {value[:20]!r}")
+            return n
+    return None
+
+
+async def _read_body(scope, receive, limit: int):
+    """The request body, in memory; BodyTooLarge past `limit` (before reading, when its length is declared)."""
+    declared = _content_length(scope)
+    if declared is not None and declared > limit:
+        raise BodyTooLarge
+    f = io.BytesIO()
+    size, more = 0, True
     while more:
         message = await receive()
         if message["type"] == "http.disconnect":
-            f.close()
             raise ClientDisconnected
-        f.write(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        f.write(chunk)
         more = message.get("more_body", False)
     f.seek(0)
     return f

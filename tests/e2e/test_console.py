@@ -17,6 +17,7 @@ from tests.support.console import PASSWORD, apply_and_watch, lines_of, wait_stat
 def test_first_run_creates_the_admin_then_login(page, stack, shot):
     page.goto("/")
     assert page.url.endswith("/setup/")
+    page.fill("#id_code", stack.setup_code)  # as `make demo` prints it
     shot(page, "setup")
     page.fill("#id_username", "admin")
     page.fill("#id_password", PASSWORD)

@@ -51,6 +51,7 @@ def test_pool_change_applied_in_the_lab_and_the_new_lease_appears_live(home, sta
     lab, box = home
     page.goto("/")
     assert page.url.endswith("/setup/")
+    page.fill("#id_code", stack.setup_code)  # as `make demo` prints it
     page.fill("#id_username", "admin")
     page.fill("#id_password", PASSWORD)
     page.fill("#id_password2", PASSWORD)

@@ -39,21 +39,35 @@ def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30)
         time.sleep(0.1)
 
 
-def web_argv(server: str, workers: int, port: int) -> list[str]:
-    """The console's ASGI server as the box runs it (uvicorn, N workers); daphne for comparison."""
+def web_argv(server: str, workers: int, port: int, tls: tuple[Path, Path] | None = None) -> list[str]:
+    """The console's ASGI server as the box runs it (uvicorn, N workers, HTTPS with `tls`); daphne for comparison."""
     if server == "daphne":
         return [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "appliance.web.asgi:application"]
-    return [sys.executable, "-m", "appliance.web.serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
+    https = ["--certfile", str(tls[0]), "--keyfile", str(tls[1])] if tls else []
+    return [sys.executable, "-m", "appliance.web.serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+            *https]
+
+
+def self_signed(into: Path) -> tuple[Path, Path]:
+    """A certificate and key for 127.0.0.1, made as the image's first boot makes its own."""
+    crt, key = into / "console.crt", into / "console.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(crt)], check=True, capture_output=True)
+    return crt, key
 
 
 class Stack:
     def __init__(self, confirm_timeout: float = 8, step_delay: float = 0.4, fakes: bool = True,
-                 server: str = "uvicorn", workers: int = 2, env: dict | None = None, root: Path = ROOT):
+                 server: str = "uvicorn", workers: int = 2, env: dict | None = None, root: Path = ROOT,
+                 https: bool = False):
         self.server, self.workers, self.root = server, workers, Path(root)
         self.tmp = Path(tempfile.mkdtemp(prefix="appliance-web-e2e-"))
         self.redis_port, self.port = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = self_signed(self.tmp) if https else None
+        self.url = f"{'https' if https else 'http'}://127.0.0.1:{self.port}"
         self.procs: dict[str, subprocess.Popen] = {}
+        self.setup_code = ""
         self.env = {**os.environ,
                     "DJANGO_SETTINGS_MODULE": "appliance.web.settings",
                     "APPLIANCE_STATE_DIR": str(self.tmp),
@@ -86,13 +100,20 @@ class Stack:
             wait_port(self.redis_port, redis, "redis-server")
             subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], env=self.env, cwd=self.root,
                            check=True)
+            self.setup_code = self.read_setup_code()
             self.start_worker()
-            web = self._start("web", web_argv(self.server, self.workers, self.port))
+            web = self._start("web", web_argv(self.server, self.workers, self.port, self.tls))
             wait_port(self.port, web, self.server)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def read_setup_code(self) -> str:
+        """The first run's code as `make demo` shows it to its user (`manage.py setupcode`); "" if none."""
+        out = subprocess.run([sys.executable, "manage.py", "setupcode"], env=self.env, cwd=self.root,
+                             capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else ""
 
     def start_worker(self) -> subprocess.Popen:
         p = self._start("celery", [str(BIN / "celery"), "-A", "appliance.web.celery", "worker", "--pool", "solo",

@@ -10,9 +10,15 @@ class AuditEntry(models.Model):
     action = models.CharField(max_length=32)  # create, update, delete, apply, restore, login ...
     target = models.CharField(max_length=200, blank=True)  # a document path, "apply #3" ...
     diff = models.TextField(blank=True)
+    # Failures (wrong password, setup code) are one row per what, who and source address per window
+    # (appliance.web.audit.log.record_failure): how many, and when the last one came.
+    source = models.CharField(max_length=45, blank=True)
+    count = models.PositiveIntegerField(default=1)
+    last = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-time", "-id"]
 
     def __str__(self):
-        return f"{self.time:%Y-%m-%d %H:%M:%S} {self.username or '-'} {self.action} {self.target}"
+        times = f" x{self.count}" if self.count > 1 else ""
+        return f"{self.time:%Y-%m-%d %H:%M:%S} {self.username or '-'} {self.action} {self.target}{times}"

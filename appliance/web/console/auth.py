@@ -14,7 +14,8 @@ so nothing downstream can tell. The rules are Django's and DRF's unchanged:
   The session hash is verified (a changed password logs other sessions out),
   and a session of an unlisted backend is anonymous, as before.
 - `TokenAuthentication` is DRF's, with the token and its user read in one
-  query; an unknown key or an inactive user is refused with DRF's words.
+  query; an unknown key or an inactive user is refused with DRF's words,
+  and so is a token past its lifetime (`console.tokens`).
 """
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ from django.utils.functional import SimpleLazyObject
 from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
+
+from appliance.web.console import tokens
 
 _SQL: dict = {}
 
@@ -181,4 +184,6 @@ class TokenAuthentication(authentication.TokenAuthentication):
             raise exceptions.AuthenticationFailed(_("Invalid token."))
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
+        if tokens.expired(token):
+            raise exceptions.AuthenticationFailed("Token expired: make a new one on the account page.")
         return (token.user, token)

@@ -59,10 +59,14 @@ def seed() -> bool:
 
 
 class SecurityHeadersMiddleware:
-    """A strict Content-Security-Policy: every script and style is served by the box itself."""
+    """A strict Content-Security-Policy: every script and style is served by the box itself.
+
+    `connect-src 'self'` covers the console's own websocket (CSP 3: 'self' matches ws:/wss: of the
+    page's host); `ws: wss:` allowed a script to send to any host at all.
+    """
 
     CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-           "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'self'; form-action 'self'")
+           "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'")
 
     def __init__(self, get_response):
         self.get_response = get_response

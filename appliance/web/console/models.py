@@ -1,4 +1,4 @@
-"""The console's own state: a user's TOTP second factor."""
+"""The console's own state: a user's TOTP second factor, and the first run's guard."""
 from django.conf import settings
 from django.db import models
 
@@ -27,3 +27,23 @@ class TotpDevice(models.Model):
                 self.save(update_fields=["last_counter"])
                 return True
         return False
+
+
+class FirstAdmin(models.Model):
+    """The one row that says the first admin was made: creating it is what makes first run atomic.
+
+    /setup/ inserts this row in the transaction that creates the admin, and
+    its primary key can only be 1, so of two first visitors at once the
+    database refuses the second (SQLite ignores `select_for_update`, which
+    was the guard before).
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(id=1), name="console_firstadmin_only_one")]
+
+    def __str__(self):
+        return f"first admin {self.user}"

@@ -3,7 +3,7 @@ from django.contrib import messages
 from django.contrib.auth import authenticate, get_user_model, login, logout, update_session_auth_hash
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import PasswordChangeForm
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -11,9 +11,9 @@ from django.views.decorators.http import require_POST
 from rest_framework.authtoken.models import Token
 
 from appliance.web import sources
-from appliance.web.audit.log import record
-from appliance.web.console import forms, lockout
-from appliance.web.console.models import TotpDevice
+from appliance.web.audit.log import record, record_failure
+from appliance.web.console import forms, lockout, setupcode, tokens
+from appliance.web.console.models import FirstAdmin, TotpDevice
 
 
 def not_found(request, exception=None):
@@ -31,18 +31,37 @@ def server_error(request):
     return default(request)
 
 
+SETUP = "(setup)"  # the lockout's user name for setup-code guesses
+
+
 def setup(request):
-    User = get_user_model()
-    if User.objects.exists():
+    """The first run: the setup code, then the admin account (see console.setupcode)."""
+    if setupcode.admin_exists():
         return redirect("console:login")
+    setupcode.ensure()
     form = forms.SetupForm(request.POST or None)
+    ip = lockout.client_ip(request)
     if request.method == "POST" and form.is_valid():
-        with transaction.atomic():
-            if User.objects.select_for_update().exists():  # two first visitors at once
-                return redirect("console:login")
-            user = User.objects.create_superuser(form.cleaned_data["username"], "", form.cleaned_data["password"])
+        wait = lockout.locked(SETUP, ip)
+        if wait:
+            form.add_error(None, f"Too many wrong setup codes; try again in {lockout.wait_text(wait)}.")
+            return render(request, "console/setup.html", {"form": form}, status=429)
+        if not setupcode.matches(form.cleaned_data["code"]):
+            lockout.failed(SETUP, ip)
+            record_failure("setup-failed", "setup code", ip)
+            form.add_error("code", "Wrong setup code: it is shown on the box's own screen and serial console.")
+            return render(request, "console/setup.html", {"form": form}, status=403)
+        User = get_user_model()
+        try:
+            with transaction.atomic():
+                user = User.objects.create_superuser(form.cleaned_data["username"], "", form.cleaned_data["password"])
+                FirstAdmin.objects.create(id=1, user=user)  # a second first admin fails here, whole
+        except IntegrityError:  # someone else was first
+            return redirect("console:login")
+        setupcode.discard()
+        lockout.succeeded(SETUP, ip)
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        record(user, "setup", f"admin account {user.username}")
+        record(user, "setup", f"admin account {user.username}", source=ip)
         messages.success(request, "Admin account created. Next: the setup wizard.")
         return redirect("network:wizard")
     return render(request, "console/setup.html", {"form": form})
@@ -53,29 +72,37 @@ def _next(request):
     return nxt if url_has_allowed_host_and_scheme(nxt, allowed_hosts={request.get_host()}) else "/"
 
 
+def _locked(request, template, form, wait):
+    form.add_error(None, f"Too many failed logins; try again in {lockout.wait_text(wait)}.")
+    response = render(request, template, {"form": form}, status=429)
+    response["Retry-After"] = str(int(wait + 0.999))
+    return response
+
+
 def login_view(request):
     form = forms.LoginForm(request.POST or None)
     ip = lockout.client_ip(request)
     if request.method == "POST" and form.is_valid():
         username = form.cleaned_data["username"]
-        if lockout.locked(username, ip):
-            record(None, "login-locked", username)
-            form.add_error(None, "Too many failed logins; try again later.")
-            return render(request, "console/login.html", {"form": form}, status=429)
+        wait = lockout.locked(username, ip)
+        if wait:
+            record_failure("login-locked", username, ip)
+            return _locked(request, "console/login.html", form, wait)
         user = authenticate(request, username=username, password=form.cleaned_data["password"])
         if user is None:
             lockout.failed(username, ip)
-            record(None, "login-failed", username)
+            record_failure("login-failed", username, ip)
             form.add_error(None, "Wrong user name or password.")
             return render(request, "console/login.html", {"form": form}, status=401)
-        lockout.succeeded(username, ip)
         device = getattr(user, "totp", None)
         if device is not None and device.confirmed:
+            # The failure count stays until the second factor is right too.
             request.session["totp_user"] = user.pk
             request.session["totp_next"] = _next(request)
             return redirect("console:totp")
+        lockout.succeeded(username, ip)
         login(request, user)
-        record(user, "login", user.username)
+        record(user, "login", user.username, source=ip)
         return redirect(_next(request))
     return render(request, "console/login.html", {"form": form})
 
@@ -88,17 +115,18 @@ def totp_view(request):
     form = forms.TotpForm(request.POST or None)
     ip = lockout.client_ip(request)
     if request.method == "POST" and form.is_valid():
-        if lockout.locked(user.username, ip):
-            form.add_error(None, "Too many failed logins; try again later.")
-            return render(request, "console/totp.html", {"form": form}, status=429)
+        wait = lockout.locked(user.username, ip)
+        if wait:
+            return _locked(request, "console/totp.html", form, wait)
         if user.totp.verify(form.cleaned_data["code"]):
             nxt = request.session.pop("totp_next", "/")
             request.session.pop("totp_user", None)
+            lockout.succeeded(user.username, ip)
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-            record(user, "login", f"{user.username} (TOTP)")
+            record(user, "login", f"{user.username} (TOTP)", source=ip)
             return redirect(nxt)
         lockout.failed(user.username, ip)
-        record(None, "login-failed", f"{user.username} (TOTP)")
+        record_failure("login-failed", f"{user.username} (TOTP)", ip)
         form.add_error("code", "Wrong code.")
         return render(request, "console/totp.html", {"form": form}, status=401)
     return render(request, "console/totp.html", {"form": form})
@@ -135,20 +163,25 @@ def account(request):
                 messages.success(request, "Two-factor login is on.")
                 return redirect("console:account")
             totp_form.add_error("code", "Wrong code: check the clock of the device.")
-        elif what == "totp-disable":
-            device.delete()
-            record(request.user, "totp-disable", request.user.username)
-            messages.success(request, "Two-factor login is off.")
-            return redirect("console:account")
+        elif what == "totp-disable" and device.confirmed:
+            # A fresh code, not only the session: a session left open must not turn the second factor off.
+            totp_form = forms.TotpForm(request.POST)
+            if totp_form.is_valid() and device.verify(totp_form.cleaned_data["code"]):
+                device.delete()
+                record(request.user, "totp-disable", request.user.username)
+                messages.success(request, "Two-factor login is off.")
+                return redirect("console:account")
+            totp_form.add_error("code", "Wrong code: two-factor login stays on.")
         elif what == "token":
-            Token.objects.filter(user=request.user).delete()
-            Token.objects.create(user=request.user)
+            tokens.new_token(request.user)
             record(request.user, "api-token", request.user.username)
             return redirect("console:account")
     uri = pyotp.TOTP(device.secret).provisioning_uri(name=request.user.username, issuer_name="appliance")
     token = Token.objects.filter(user=request.user).first()
-    return render(request, "console/account.html", {"pw_form": pw_form, "totp_form": totp_form,
-                                                    "device": device, "uri": uri, "token": token})
+    return render(request, "console/account.html", {
+        "pw_form": pw_form, "totp_form": totp_form, "device": device, "uri": uri, "token": token,
+        "token_expires": tokens.expires(token) if token else None,
+        "token_expired": tokens.expired(token) if token else False})
 
 
 def status() -> dict:

@@ -1,4 +1,5 @@
 from django import forms
+from django.conf import settings as django_settings
 
 from appliance.web.system.models import SshKey
 
@@ -12,3 +13,10 @@ class SshKeyForm(forms.ModelForm):
 
 class RestoreForm(forms.Form):
     file = forms.FileField(help_text="a settings document (JSON or YAML), as Backup downloads it")
+
+    def clean_file(self):
+        f = self.cleaned_data["file"]
+        limit = django_settings.APPLIANCE_RESTORE_MAX_BYTES
+        if f.size > limit:
+            raise forms.ValidationError(f"the file is {f.size} bytes; a settings document is at most {limit}")
+        return f

@@ -67,6 +67,14 @@ def test_a_logged_in_session_passes(plugin, console):
     assert seen == [("/api/status/", "csrftoken=x; sessionid=good")]
 
 
+def test_the_https_consoles_host_prefixed_cookie_passes(plugin, console):
+    """Over HTTPS (the image) the console's cookies are __Host-csrftoken and __Host-sessionid."""
+    src, seen = console
+    cookie = "__Host-csrftoken=x; __Host-sessionid=good"
+    plugin.ConsoleSession(src).authenticate({"Cookie": cookie}, "127.0.0.1", 5901)
+    assert seen == [("/api/status/", cookie)]
+
+
 def test_a_stale_session_is_refused(plugin, console):
     src, _ = console
     with pytest.raises(AuthenticationError) as e:

@@ -12,6 +12,8 @@ def _console_settings(settings, tmp_path):
     settings.APPLIANCE_BOX_FACTORY = "tests.support.webfakes:make_box"
     settings.APPLIANCE_SOURCES = "tests.support.webfakes:make_sources"
     settings.APPLIANCE_AUTHORIZED_KEYS = str(tmp_path / "authorized_keys")
+    settings.APPLIANCE_SETUP_CODE_FILE = str(tmp_path / "setup-code")
+    settings.APPLIANCE_SETUP_ISSUE = ""
     settings.APPLIANCE_CONFIRM_TIMEOUT = 30
     settings.APPLIANCE_LIVE_SECONDS = 0  # the tests change the fakes and look at once
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -84,13 +84,15 @@ def test_the_frame_marks_the_active_tab_and_links_the_assets(client_admin):
 
 # ---------------------------------------------------------------- the WSGI bridge
 
-def _asgi_call(app, method="GET", path="/", body_chunks=(b"",), headers=()):
+def _asgi_call(app, method="GET", path="/", body_chunks=(b"",), headers=(), max_body=1 << 20, received=None):
     from appliance.web.wsgibridge import WSGIApp
 
     sent = []
     chunks = list(body_chunks)
+    received = [] if received is None else received
 
     async def receive():
+        received.append(True)
         if chunks:
             data = chunks.pop(0)
             return {"type": "http.request", "body": data, "more_body": bool(chunks)}
@@ -102,7 +104,7 @@ def _asgi_call(app, method="GET", path="/", body_chunks=(b"",), headers=()):
     scope = {"type": "http", "method": method, "path": path, "query_string": b"", "http_version": "1.1",
              "headers": [(k.encode(), v.encode()) for k, v in headers], "server": ("127.0.0.1", 8000),
              "client": ("127.0.0.1", 5555), "scheme": "http", "root_path": ""}
-    bridge = WSGIApp(app, threads=2)
+    bridge = WSGIApp(app, threads=2, max_body=max_body)
     try:
         asyncio.run(bridge(scope, receive, send))
     finally:
@@ -110,10 +112,7 @@ def _asgi_call(app, method="GET", path="/", body_chunks=(b"",), headers=()):
     return sent
 
 
-def test_the_bridge_sends_an_ordinary_response_in_one_piece_and_reads_a_spooled_body(monkeypatch):
-    from appliance.web import wsgibridge
-
-    monkeypatch.setattr(wsgibridge, "SPOOL_BYTES", 10)
+def test_the_bridge_sends_an_ordinary_response_in_one_piece_and_reads_a_body_sent_in_pieces():
     seen = {}
 
     def app(environ, start_response):
@@ -128,6 +127,37 @@ def test_the_bridge_sends_an_ordinary_response_in_one_piece_and_reads_a_spooled_
     assert sent == [{"type": "http.response.start", "status": 201,
                      "headers": [(b"content-type", b"application/json"), (b"x-a", b"1")]},
                     {"type": "http.response.body", "body": b'{"ok": true}'}]
+
+
+def test_the_bridge_refuses_a_declared_body_over_the_limit_before_reading_it():
+    called, received = [], []
+
+    def app(environ, start_response):
+        called.append(True)
+        start_response("200 OK", [])
+        return [b""]
+
+    sent = _asgi_call(app, "POST", "/x", [b"x" * 100], [("content-length", "101")], max_body=100,
+                      received=received)
+    assert sent[0]["status"] == 413 and (b"connection", b"close") in sent[0]["headers"]
+    assert b"limit of 100 bytes" in sent[1]["body"]
+    assert received == [] and called == [], "not a byte read, the app never ran"
+    sent = _asgi_call(app, "POST", "/x", [b"x" * 100], [("content-length", "100")], max_body=100)
+    assert sent[0]["status"] == 200 and called == [True]
+
+
+def test_the_bridge_refuses_a_chunked_body_the_moment_it_passes_the_limit():
+    called, received = [], []
+
+    def app(environ, start_response):
+        called.append(True)
+        start_response("200 OK", [])
+        return [b""]
+
+    sent = _asgi_call(app, "POST", "/x", [b"x" * 60, b"x" * 60, b"x" * 60, b"x" * 60], [], max_body=100,
+                      received=received)
+    assert sent[0]["status"] == 413 and called == []
+    assert len(received) == 2, "stopped reading at the chunk that passed the limit"
 
 
 def test_the_bridge_streams_a_streaming_response_chunk_by_chunk():

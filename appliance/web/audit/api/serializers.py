@@ -6,4 +6,4 @@ from appliance.web.audit.models import AuditEntry
 class AuditEntrySerializer(serializers.ModelSerializer):
     class Meta:
         model = AuditEntry
-        fields = ["id", "time", "username", "action", "target", "diff"]
+        fields = ["id", "time", "username", "source", "action", "target", "count", "last", "diff"]

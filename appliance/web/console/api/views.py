@@ -1,13 +1,12 @@
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import extend_schema
-from rest_framework.authtoken.models import Token
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
-from appliance.web.audit.log import record
-from appliance.web.console import lockout
+from appliance.web.audit.log import record_failure
+from appliance.web.console import lockout, tokens
 from appliance.web.console.api import serializers as s
 from appliance.web.console.views import status
 
@@ -21,7 +20,10 @@ class StatusView(APIView):
 
 
 class TokenView(APIView):
-    """Trade a user name and password (and TOTP code) for an API token; same lockout as the login page."""
+    """Trade a user name and password (and TOTP code) for an API token; same lockout as the login page.
+
+    The token is good for APPLIANCE_API_TOKEN_DAYS, and until the password changes.
+    """
 
     permission_classes = [AllowAny]
     authentication_classes = []
@@ -32,8 +34,11 @@ class TokenView(APIView):
         req = s.TokenRequestSerializer(data=request.data)
         req.is_valid(raise_exception=True)
         username, ip = req.validated_data["username"], lockout.client_ip(request)
-        if lockout.locked(username, ip):
-            return Response({"detail": "too many failed logins; try again later"}, status=429)
+        wait = lockout.locked(username, ip)
+        if wait:
+            record_failure("login-locked", f"{username} (API token)", ip)
+            return Response({"detail": f"too many failed logins; try again in {lockout.wait_text(wait)}"},
+                            status=429, headers={"Retry-After": str(int(wait + 0.999))})
         user = authenticate(request, username=username, password=req.validated_data["password"])
         device = getattr(user, "totp", None) if user else None
         if user is not None and device is not None and device.confirmed:
@@ -41,8 +46,8 @@ class TokenView(APIView):
                 user = None
         if user is None:
             lockout.failed(username, ip)
-            record(None, "login-failed", f"{username} (API token)")
+            record_failure("login-failed", f"{username} (API token)", ip)
             return Response({"detail": "wrong user name, password or code"}, status=401)
-        lockout.succeeded(username, ip)
-        token, _ = Token.objects.get_or_create(user=user)
-        return Response({"token": token.key})
+        lockout.succeeded(username, ip)  # every factor was right
+        token = tokens.fresh_token(user)
+        return Response({"token": token.key, "expires": tokens.expires(token)})

@@ -29,6 +29,9 @@ class SettingsDocumentView(APIView):
 
     @extend_schema(request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT})
     def put(self, request):
+        limit = django_settings.APPLIANCE_RESTORE_MAX_BYTES
+        if int(request.META.get("CONTENT_LENGTH") or 0) > limit:
+            return Response({"detail": f"a settings document is at most {limit} bytes"}, status=413)
         try:
             settings = parse_settings(request.data)
         except SettingsError as e:

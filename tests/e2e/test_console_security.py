@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import CHROMIUM
-from tests.e2e.stack import Stack
+from tests.support.stack import Stack
 
 PASSWORD = "a long passphrase for e2e"
 MAX_BODY = 2 << 20

@@ -22,7 +22,7 @@ from appliance.web.audit.models import AuditEntry
 from appliance.web.console import lockout, setupcode
 from appliance.web.console.hosts import BoxHosts
 from appliance.web.console.models import FirstAdmin, TotpDevice
-from tests.unit.web import fakes
+from tests.support import webfakes as fakes
 
 pytestmark = pytest.mark.django_db
 PASSWORD = "a long passphrase"

@@ -59,7 +59,8 @@ class Layout:
 
     @property
     def kea(self) -> KeaPaths:
-        return KeaPaths.under(self.state_dir, self.run_dir)
+        return KeaPaths(config=f"{self.dhcp_dir}/kea-dhcp4.conf", leases=f"{self.dhcp_dir}/dhcp4.leases",
+                        socket=f"{self.run_dir}/dhcp/kea4.sock", run_dir=f"{self.run_dir}/dhcp")
 
     @property
     def dns_dir(self) -> str:

@@ -32,7 +32,7 @@ from typing import Mapping
 
 from appliance.box.flows import FlowEntry, add_flow_line, box_flows, parse_custom
 from appliance.box.layout import (  # noqa: F401 - the box's names are part of a plan's vocabulary
-    ADMIN_DEV, ADMIN_PORT, BRIDGE, GW_DEV, GW_NS, NFT_TABLE, PORT_NAMES, PORT_NUMBERS, VGW_PORT, VPROXY_DEV,
+    ADMIN_DEV, ADMIN_PORT, BRIDGE, GW_DEV, GW_NS, NFT_TABLE, PORT_NUMBERS, VGW_PORT, VPROXY_DEV,
     VPROXY_NS, VPROXY_PORT, Layout, derived_mac,
 )
 from appliance.box.settings import Settings

@@ -16,7 +16,7 @@ import time
 from django.conf import settings
 
 from appliance.box import status
-from appliance.box.status import FlowDump, FlowRow, Reading  # noqa: F401 - the pages' vocabulary
+from appliance.box.status import FlowDump, Reading
 from appliance.web import boxes
 
 

@@ -30,15 +30,6 @@ class KeaPaths:
     socket: str
     run_dir: str  # pid and lock files (KEA_PIDFILE_DIR, KEA_LOCKFILE_DIR)
 
-    @classmethod
-    def under(cls, state_dir: str, run_dir: str) -> "KeaPaths":
-        return cls(
-            config=f"{state_dir}/dhcp/kea-dhcp4.conf",
-            leases=f"{state_dir}/dhcp/dhcp4.leases",
-            socket=f"{run_dir}/dhcp/kea4.sock",
-            run_dir=f"{run_dir}/dhcp",
-        )
-
     def env(self) -> dict[str, str]:
         # Kea writes its pid file and logger lock into these, /run/kea by
         # default; one directory per instance lets tests run several.

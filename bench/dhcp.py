@@ -106,7 +106,7 @@ def bench_settings(**kw):
 
 
 def through_box(rate: int, seconds: int) -> dict:
-    from appliance.box.cli import box_for
+    from appliance.box.locate import box as box_for
     from appliance.lab.lab import Lab
     from appliance.lab.topology import LabSpec
 

@@ -13,66 +13,21 @@ Each step reports progress lines. If any step fails, the previous plan is
 applied again (or, on a first apply, what was made is removed), so the box
 keeps running what it ran before; the result says what failed and that it
 was restored. Applying the same plan twice changes nothing the second time.
+Teardown removes what a plan made, the runtime files of its services included.
+
+The switch, the service runner and the files are ports
+(`appliance.box.protocols`): the machine's or the fakes'.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
+from appliance.box.protocols import FileSystem, ServiceRunner, SwitchLoader
 from appliance.kernel.base import Kernel
 from appliance.kernel.reconcile import reconcile, remove
 
 Progress = Callable[[str], None]
-
-
-class SwitchLoader(Protocol):
-    """Puts a plan's switch (ports + flow table) into the datapath."""
-
-    def load(self, switch) -> list[str]:
-        """Compile and swap in; on failure raise and leave the running datapath as it was."""
-
-    def unload(self, switch) -> list[str]: ...
-
-
-class ServiceRunner(Protocol):
-    def start(self, spec) -> str: ...  # "unchanged", "started" or "restarted"
-    def stop(self, name: str) -> bool: ...
-    def remove(self, name: str) -> None: ...
-
-
-class FileSystem(Protocol):
-    def read(self, path: str) -> str | None: ...
-    def write(self, path: str, content: str, mode: int) -> None: ...
-    def mkdir(self, path: str) -> None: ...
-
-
-class RealFileSystem:
-    def read(self, path):
-        try:
-            return Path(path).read_text()
-        except FileNotFoundError:
-            return None
-
-    def write(self, path, content, mode):
-        # Write-then-rename: a daemon never reads half a config.
-        d = os.path.dirname(path)
-        os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(content)
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-
-    def mkdir(self, path):
-        os.makedirs(path, exist_ok=True)
 
 
 @dataclass
@@ -88,12 +43,11 @@ class ApplyResult:
 
 
 class Applier:
-    def __init__(self, kernel: Kernel, switch: SwitchLoader, services: ServiceRunner,
-                 fs: FileSystem | None = None):
+    def __init__(self, kernel: Kernel, switch: SwitchLoader, services: ServiceRunner, fs: FileSystem):
         self.kernel = kernel
         self.switch = switch
         self.services = services
-        self.fs = fs or RealFileSystem()
+        self.fs = fs
 
     def _steps(self, new, old, progress: Progress) -> list[str]:
         changes: list[str] = []
@@ -167,6 +121,11 @@ class Applier:
             changes.append(f"- service {spec.name}")
         changes += self.switch.unload(plan.switch)
         changes += remove(self.kernel, plan.kernel)
+        # Sockets, pid files and the like of the services just stopped; state stays.
+        for path in plan.runtime:
+            self.fs.remove(path)
+        if plan.run_dir:
+            self.fs.rmdir(plan.run_dir)
         for line in changes:
             progress(line)
         return changes

@@ -1,37 +1,19 @@
-"""`./manage.py apply` and `./manage.py teardown`: the box from the command line."""
+"""`./manage.py apply` and `./manage.py teardown`: the box from the command line.
+
+Which box: `appliance.box.locate` (--netns, --state-dir, --run-dir, or the
+environment).
+"""
 from __future__ import annotations
 
-import os
-
-from appliance.box.placement import Placement
-from appliance.box.plan import Layout, PlanError
-from appliance.box.runtime import Box
+from appliance.box import locate
+from appliance.box.plan import PlanError
 from appliance.box.settings import SettingsError, load_settings
 
-
-def box_for(netns: str | None = None, state: str | None = None, run: str | None = None) -> Box:
-    """The box on this machine, or inside a lab's box namespace (`--netns lab-box`).
-
-    A box inside a namespace keeps its state and runtime files apart from
-    any other box on the machine.
-    """
-    netns = netns if netns is not None else os.environ.get("APPLIANCE_HOST_NETNS") or None
-    suffix = f"/{netns}" if netns else ""
-    layout = Layout(
-        state_dir=state or os.environ.get("APPLIANCE_BOX_STATE") or f"/var/lib/appliance{suffix}",
-        run_dir=run or os.environ.get("APPLIANCE_BOX_RUN") or f"/run/appliance{suffix}",
-    )
-    return Box(placement=Placement.inside(netns) if netns else Placement(), layout=layout)
-
-
-def add_common(parser) -> None:
-    parser.add_argument("--netns", help="run the box inside this namespace (the lab's PREFIX-box)")
-    parser.add_argument("--state-dir", help="where the box keeps state (default /var/lib/appliance)")
-    parser.add_argument("--run-dir", help="runtime files (default /run/appliance)")
+add_common = locate.add_arguments
 
 
 def apply(opts, out=print) -> int:
-    box = box_for(opts.get("netns"), opts.get("state_dir"), opts.get("run_dir"))
+    box = locate.from_options(opts)
     path = opts.get("settings")
     try:
         # Ports are checked against the NICs this box really has.
@@ -64,7 +46,7 @@ def apply(opts, out=print) -> int:
 
 
 def teardown(opts, out=print) -> int:
-    box = box_for(opts.get("netns"), opts.get("state_dir"), opts.get("run_dir"))
+    box = locate.from_options(opts)
     changes = box.teardown(progress=out)
     out(f"teardown: {len(changes)} change(s)" if changes else "teardown: nothing was applied")
     return 0

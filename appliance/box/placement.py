@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from appliance.kernel.desired import Namespace
+
 NS_FIELDS = ("ns", "peer_ns", "netns")
 
 
@@ -45,7 +47,7 @@ def place(obj: Any, where: Placement) -> Any:
                 changes[f.name] = where.ns(value)
             elif isinstance(value, (tuple, list)) or (dataclasses.is_dataclass(value) and not isinstance(value, type)):
                 changes[f.name] = place(value, where)
-        if type(obj).__name__ == "Namespace":
+        if isinstance(obj, Namespace):
             changes["name"] = where.ns(obj.name)
         return dataclasses.replace(obj, **changes) if changes else obj
     return obj

@@ -1,7 +1,7 @@
 """The box's plan: settings + what was observed -> plain data, no I/O.
 
-`plan(settings, observed)` says everything the box must hold for the seed's
-design (steps 1, 5, 6, 7 of `init-nics.sh`/`init-flow.sh`):
+`plan(settings, observed, layout)` says everything the box must hold for the
+seed's design (steps 1, 5, 6, 7 of `init-nics.sh`/`init-flow.sh`):
 
 - kernel objects for the reconciler (`appliance.kernel.desired`): the
   namespaces `gw` and `vproxy`, the bridge, veth pairs with fixed MACs
@@ -9,68 +9,43 @@ design (steps 1, 5, 6, 7 of `init-nics.sh`/`init-flow.sh`):
   admin address, `vproxy0` = its own), the NICs' bridge membership
   (`BridgePort`), addresses, routes, sysctls, nftables tables;
 - the switch: the port map (uplink, downlink, admin, vgw, vproxy -> OpenFlow
-  port numbers and link names) and the flow table in `ovs-ofctl` syntax;
-- config files and service definitions (Kea DHCPv4 in `gw`).
+  port numbers and link names) and the flow table as `Flow` objects
+  (`appliance.box.flows`);
+- config files and service definitions: each service's own settings bound
+  to this box (Kea's `DhcpSettings`, `DnsSettings`, `RelaySettings`) and
+  rendered to the file the service reads.
 
 The apply layer walks `Plan.kernel` (in the order given), writes
-`Plan.files`, loads `Plan.switch`, then starts `Plan.services`.
-`render(plan)` is a stable text form; `diff(old, new)` is what
-`apply --dry-run` prints.
+`Plan.files`, loads `Plan.switch`, then starts `Plan.services`; teardown
+also removes `Plan.runtime`. `render(plan)` is a stable text form;
+`diff(old, new)` is what `apply --dry-run` prints. The applied plan itself
+is kept (`appliance.box.stored`), so what an older version made can be
+removed by a newer one.
 """
 from __future__ import annotations
 
 import difflib
-import json
 import hashlib
-import sys
+import json
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from appliance.box.flows import FlowEntry, add_flow_line, box_flows, parse_custom
+from appliance.box.layout import (  # noqa: F401 - the box's names are part of a plan's vocabulary
+    ADMIN_DEV, ADMIN_PORT, BRIDGE, GW_DEV, GW_NS, NFT_TABLE, PORT_NUMBERS, VGW_PORT, VPROXY_DEV,
+    VPROXY_NS, VPROXY_PORT, Layout, derived_mac,
+)
 from appliance.box.settings import Settings
-from appliance.services.dns.settings import DnsSettings
-from appliance.services.relay import nft as relay_nft
-from appliance.services.relay.settings import RelaySettings
 from appliance.kernel.base import Route
 from appliance.kernel.desired import (  # noqa: F401 - BridgePort is part of a plan's vocabulary
     Address, Bridge, BridgePort, Namespace, NftTable, Object, RouteEntry, Sysctls, Veth,
 )
 from appliance.services.dhcp import config as kea
+from appliance.services.dns.settings import DnsSettings
+from appliance.services.relay import nft as relay_nft
+from appliance.services.relay.settings import RelaySettings
 from appliance.services.supervisor import ServiceSpec
-
-GW_NS, VPROXY_NS = "gw", "vproxy"
-BRIDGE = "vswitch"
-ADMIN_DEV, GW_DEV, VPROXY_DEV = "admin0", "gw0", "vproxy0"  # the stack-side ends
-# The bridge-side ends are named as the flow table names the ports.
-ADMIN_PORT, VGW_PORT, VPROXY_PORT = "admin", "vgw", "vproxy"
-
-# OpenFlow port numbers of the box's ports; flows name them by these names.
-PORT_NUMBERS: dict[str, int] = {"uplink": 1, "downlink": 2, "admin": 3, "vgw": 4, "vproxy": 5}
-NFT_TABLE = "appliance"
-
-# Priorities of the generated flows, highest first. Every rule that can
-# overlap another has its own priority, so nothing depends on the undefined
-# order of equal-priority flows (the seed's uplink-DHCP drops tied with the
-# generic DHCP rules and the modem's offers reached clients).
-P_IPV6_DROP = 1000
-P_GW_LOOP_DROP = 990
-P_UPLINK_DHCP_SERVER_DROP = 981
-P_UPLINK_DHCP_CLIENT_DROP = 980
-P_VPROXY_ARP_GW_DROP = 970
-P_CONSOLE_GUARD = 960  # one flow per guarded TCP port: disjoint by tp_dst
-P_DHCP_TO_CLIENT = 950
-P_DHCP_TO_SERVER = 940
-P_GW_BROADCAST = 930
-P_ARP_TO_GW_MAC = 920
-P_ARP_FOR_GW = 910
-P_VPROXY_DNS_UDP = 901
-P_VPROXY_DNS_TCP = 900
-P_DNS_UDP = 891
-P_DNS_TCP = 890
-P_FAKE_RANGE_GUARD = 885  # the relay serves the home side only
-P_FAKE_RANGE = 880
-P_TO_GW_MAC = 200
-P_TO_ADMIN_MAC = 100
-P_NORMAL = 0
+from appliance.switch.flows import Flow, FlowTable
 
 
 class PlanError(ValueError):
@@ -80,20 +55,6 @@ class PlanError(ValueError):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}")
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where the box keeps state (survives reboots) and runtime files."""
-
-    state_dir: str = "/var/lib/appliance"
-    run_dir: str = "/run/appliance"
-    kea_hooks_dir: str = kea.KEA_HOOKS_DIR
-    python: str = sys.executable  # runs the box's own services (DNS, relay)
-
-    @property
-    def kea(self) -> kea.KeaPaths:
-        return kea.KeaPaths.under(self.state_dir, self.run_dir)
 
 
 @dataclass(frozen=True)
@@ -121,34 +82,30 @@ class SwitchPort:
 
 
 @dataclass(frozen=True)
-class FlowEntry:
-    why: str  # one line, printed as a comment above the flow
-    text: str  # one flow in ovs-ofctl add-flow syntax
-
-
-@dataclass(frozen=True)
 class Switch:
     bridge: str
     ports: tuple[SwitchPort, ...]
-    flows: tuple[FlowEntry, ...]
-    custom_flows: str = ""
+    flows: tuple[FlowEntry, ...]  # the box's own
+    custom: tuple[Flow, ...] = ()  # the settings' flows.custom, after the box's own
 
     @property
     def port_map(self) -> dict[str, int]:
         return {p.name: p.number for p in self.ports}
 
+    def table(self) -> FlowTable:
+        """The flow table the datapath runs: the box's own flows, then the custom ones."""
+        return FlowTable([*(e.flow for e in self.flows), *self.custom])
+
     def flow_text(self, comments: bool = True) -> str:
         """The whole table as an `ovs-ofctl add-flows` file."""
         lines = []
-        for f in self.flows:
+        for e in self.flows:
             if comments:
-                lines.append(f"# {f.why}")
-            lines.append(f.text)
-        if self.custom_flows.strip():
-            if comments:
-                lines.append("# custom flows (settings: flows.custom)")
-            lines.extend(line for line in self.custom_flows.strip().splitlines()
-                         if comments or (line.strip() and not line.lstrip().startswith("#")))
+                lines.append(f"# {e.why}")
+            lines.append(e.text)
+        if self.custom and comments:
+            lines.append("# custom flows (settings: flows.custom)")
+        lines.extend(add_flow_line(f) for f in self.custom)
         return "\n".join(lines) + "\n"
 
 
@@ -170,12 +127,9 @@ class Plan:
     directories: tuple[str, ...] = ()
     files: tuple[ConfigFile, ...] = ()
     services: tuple[ServiceSpec, ...] = field(default_factory=tuple)
-
-
-def derived_mac(name: str) -> str:
-    """A stable, locally administered unicast MAC for a port the seed leaves unfixed."""
-    h = hashlib.sha256(f"appliance-port:{name}".encode()).digest()
-    return ":".join(f"{b:02x}" for b in ((h[0] & 0xFC) | 0x02, *h[1:6]))
+    # What the services leave at runtime, removed by teardown, then `run_dir` if empty.
+    run_dir: str = ""
+    runtime: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- the plan
@@ -193,27 +147,30 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
     ports = (
         SwitchPort("uplink", PORT_NUMBERS["uplink"], None, settings.ports.uplink),
         SwitchPort("downlink", PORT_NUMBERS["downlink"], None, settings.ports.downlink),
-        SwitchPort("admin", PORT_NUMBERS["admin"], None, ADMIN_PORT),
-        SwitchPort("vgw", PORT_NUMBERS["vgw"], None, VGW_PORT),
-        SwitchPort("vproxy", PORT_NUMBERS["vproxy"], None, VPROXY_PORT),
+        SwitchPort(ADMIN_PORT, PORT_NUMBERS[ADMIN_PORT], None, ADMIN_PORT),
+        SwitchPort(VGW_PORT, PORT_NUMBERS[VGW_PORT], None, VGW_PORT),
+        SwitchPort(VPROXY_PORT, PORT_NUMBERS[VPROXY_PORT], None, VPROXY_PORT),
     )
-    switch = Switch(BRIDGE, ports, flow_table(settings, gw_mac, uplink_mac), settings.flows.custom)
+    s = settings
+    own = box_flows(gateway_ip=s.gateway.ip, gateway_mac=gw_mac, admin_mac=uplink_mac, vproxy_mac=s.vproxy.mac,
+                    fake_range=s.vproxy.fake_range, guarded_ports=s.admin.guarded_ports,
+                    drop_ipv6=s.ipv6.policy == "drop")
+    # Custom flows were checked with the settings; an error here is a bug.
+    switch = Switch(BRIDGE, ports, own, parse_custom(s.flows.custom))
 
-    kpaths = layout.kea
-    kea_text = kea.render(kea.kea_config(settings, kpaths, hooks_dir=layout.kea_hooks_dir))
-    kea_file = ConfigFile(kpaths.config, kea_text)
-    dns_file = ConfigFile(f"{layout.state_dir}/dns/dns.json",
+    dhcp = dhcp_settings(settings, layout)
+    kea_file = ConfigFile(dhcp.paths.config, kea.render(kea.kea_config(dhcp)))
+    dns_file = ConfigFile(layout.dns_config,
                           json.dumps(dns_settings(settings, layout).model_dump(mode="json"), indent=1) + "\n")
     relay = relay_settings(settings, layout)
-    relay_file = ConfigFile(f"{layout.state_dir}/dns/relay.json",
-                            json.dumps(relay.model_dump(mode="json"), indent=1) + "\n")
+    relay_file = ConfigFile(layout.relay_config, json.dumps(relay.model_dump(mode="json"), indent=1) + "\n")
     services = (
         ServiceSpec(
             name="dhcp4",
-            argv=("kea-dhcp4", "-c", kpaths.config),
+            argv=("kea-dhcp4", "-c", dhcp.paths.config),
             netns=GW_NS,
-            env=tuple(sorted(kpaths.env().items())),
-            cwd=f"{layout.state_dir}/dhcp",
+            env=tuple(sorted(dhcp.paths.env().items())),
+            cwd=layout.dhcp_dir,
             revision=kea_file.digest,
             ready=("udp/67",),
         ),
@@ -221,7 +178,7 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
             name="dns",
             argv=(layout.python, "-m", "appliance.services.dns", "--config", dns_file.path),
             netns=VPROXY_NS,
-            cwd=f"{layout.state_dir}/dns",
+            cwd=layout.dns_dir,
             revision=dns_file.digest,
             ready=("udp/53", "tcp/53"),
         ),
@@ -229,17 +186,41 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
             name="relay",
             argv=(layout.python, "-m", "appliance.services.relay", "--config", relay_file.path),
             netns=VPROXY_NS,
-            cwd=f"{layout.state_dir}/dns",
+            cwd=layout.dns_dir,
             revision=relay_file.digest,
             ready=(f"tcp/{relay.listen_address()[1]}",),
         ),
     )
     return Plan(
-        kernel=kernel_objects(settings, gw_mac, uplink_mac),
+        kernel=kernel_objects(settings, gw_mac, uplink_mac, relay),
         switch=switch,
-        directories=(f"{layout.state_dir}/dhcp", kpaths.run_dir, f"{layout.state_dir}/dns"),
+        directories=(layout.dhcp_dir, dhcp.paths.run_dir, layout.dns_dir),
         files=(kea_file, dns_file, relay_file),
         services=services,
+        run_dir=layout.run_dir,
+        runtime=layout.runtime,
+    )
+
+
+def dhcp_settings(s: Settings, layout: Layout) -> kea.DhcpSettings:
+    """Kea's settings: the document's `dhcp` section, bound to this box.
+
+    Kea serves the LAN on gw0, which carries the gateway's address; router
+    and DNS servers default to the gateway (the modem, as far as clients know).
+    """
+    d = s.dhcp
+    return kea.DhcpSettings(
+        subnet=str(s.lan.prefix),
+        pools=tuple((str(p.start), str(p.end)) for p in d.pools),
+        router=str(s.router),
+        dns_servers=tuple(str(ip) for ip in s.dns_servers),
+        paths=layout.kea,
+        lease_time=d.lease_time,
+        domain=d.options.domain,
+        ntp=tuple(str(ip) for ip in d.options.ntp),
+        reservations=tuple(kea.Reservation(lease.mac, str(lease.ip), lease.hostname) for lease in d.static_leases),
+        interface=GW_DEV,
+        hooks_dir=layout.kea_hooks_dir,
     )
 
 
@@ -252,9 +233,9 @@ def relay_settings(s: Settings, layout: Layout) -> RelaySettings:
     """
     data = (s.relay or RelaySettings()).model_dump(mode="json")
     data["fake_range"] = str(s.vproxy.fake_range)
-    data["dns_control"] = f"{layout.run_dir}/dns.sock"
-    data["fakeip_db"] = f"{layout.state_dir}/dns/fakeip.sqlite3"
-    data["control_socket"] = f"{layout.run_dir}/relay.sock"
+    data["dns_control"] = layout.dns_socket
+    data["fakeip_db"] = layout.fakeip_db
+    data["control_socket"] = layout.relay_socket
     data["fast_path"]["interfaces"] = [VPROXY_DEV]
     if not data["resolvers"]:
         data["resolvers"] = [str(s.gateway.ip)]
@@ -273,8 +254,8 @@ def dns_settings(s: Settings, layout: Layout) -> DnsSettings:
     base = s.dns if s.dns is not None else DnsSettings(upstreams=[{"url": f"udp://{s.gateway.ip}"}])
     data = base.model_dump(mode="json")
     data["fake_ip"]["network"] = str(s.vproxy.fake_range)
-    data["fake_ip"]["db_path"] = f"{layout.state_dir}/dns/fakeip.sqlite3"
-    data["control_socket"] = f"{layout.run_dir}/dns.sock"
+    data["fake_ip"]["db_path"] = layout.fakeip_db
+    data["control_socket"] = layout.dns_socket
     ln = data["local_names"]
     ln["leases_file"] = layout.kea.leases
     if s.dhcp.options.domain:
@@ -285,7 +266,8 @@ def dns_settings(s: Settings, layout: Layout) -> DnsSettings:
     return DnsSettings.model_validate(data)
 
 
-def kernel_objects(settings: Settings, gw_mac: str, uplink_mac: str) -> tuple[Object | BridgePort, ...]:
+def kernel_objects(settings: Settings, gw_mac: str, uplink_mac: str,
+                   relay: RelaySettings) -> tuple[Object | BridgePort, ...]:
     s = settings
     plen = s.lan.prefix.prefixlen
     gw = str(s.gateway.ip)
@@ -341,7 +323,7 @@ def kernel_objects(settings: Settings, gw_mac: str, uplink_mac: str) -> tuple[Ob
             ("net.ipv6.conf.default.disable_ipv6", "1"),
             # Forwarding carries the relay's kernel fast path (direct routes
             # NATed); the forward chain lets nothing else through.
-            ("net.ipv4.ip_forward", "1" if relay_settings(s, Layout()).fast_path.enabled else "0"),
+            ("net.ipv4.ip_forward", "1" if relay.fast_path.enabled else "0"),
             # Fast-path packets leave by the link they came in on: that is no
             # reason to tell the client of a better route.
             ("net.ipv4.conf.all.send_redirects", "0"),
@@ -357,12 +339,12 @@ def kernel_objects(settings: Settings, gw_mac: str, uplink_mac: str) -> tuple[Ob
             ("net.ipv4.conf.all.rp_filter", "2"),
             (f"net.ipv4.conf.{VPROXY_DEV}.rp_filter", "2"),
         )),
-        NftTable(VPROXY_NS, "ip", NFT_TABLE, vproxy_nft_body(s)),
+        NftTable(VPROXY_NS, "ip", NFT_TABLE, vproxy_nft_body(s, relay)),
         NftTable(None, "inet", NFT_TABLE, host_nft_body(s, gw_mac)),
     )
 
 
-def vproxy_nft_body(s: Settings) -> str:
+def vproxy_nft_body(s: Settings, relay: RelaySettings) -> str:
     gw = s.gateway.ip
     return "\n".join([
         "  chain dns_redirect {",
@@ -372,7 +354,7 @@ def vproxy_nft_body(s: Settings) -> str:
         f"    ip daddr {gw} tcp dport 53 redirect to :53",
         "  }",
         # The seed's step 3: one TPROXY socket takes every connection to the fake range.
-        relay_nft.chain(relay_settings(s, Layout()), [VPROXY_DEV]),
+        relay_nft.chain(relay, [VPROXY_DEV]),
         # vproxy is no router: it forwards only what the relay's fast path NATed.
         "  chain forward {",
         "    type filter hook forward priority filter; policy drop;",
@@ -397,62 +379,6 @@ def host_nft_body(s: Settings, gw_mac: str) -> str:
         lines.append(f'    iifname "{ADMIN_DEV}" ether saddr {gw_mac} tcp dport {{ {ports} }} drop')
     lines.append("  }")
     return "\n".join(lines)
-
-
-def flow_table(s: Settings, gw_mac: str, admin_mac: str) -> tuple[FlowEntry, ...]:
-    """The seed's `init-flow.sh` for these settings, with strict priorities."""
-    gw = s.gateway.ip
-    vp = s.vproxy.mac
-    f: list[FlowEntry] = []
-
-    def add(why: str, priority: int, match: str, actions: str) -> None:
-        match = f",{match}" if match else ""
-        f.append(FlowEntry(why, f"priority={priority}{match},actions={actions}"))
-
-    if s.ipv6.policy == "drop":
-        add("IPv6 is not handled yet: drop it (ipv6.policy=drop)", P_IPV6_DROP, "ipv6", "drop")
-    add("a frame from the gateway MAC to itself goes nowhere", P_GW_LOOP_DROP,
-        f"dl_src={gw_mac},dl_dst={gw_mac}", "drop")
-    add("DHCP from the modem never reaches the home (above the DHCP rules)", P_UPLINK_DHCP_SERVER_DROP,
-        "udp,in_port=uplink,tp_src=67,tp_dst=68", "drop")
-    add("DHCP requests from the modem side are not served", P_UPLINK_DHCP_CLIENT_DROP,
-        "udp,in_port=uplink,tp_src=68,tp_dst=67", "drop")
-    add("vproxy never ARPs as the gateway", P_VPROXY_ARP_GW_DROP,
-        f"arp,in_port=vproxy,arp_spa={gw}", "drop")
-    for port in s.admin.guarded_ports:
-        add(f"console/SSH guard: nothing from the modem side connects to the box's TCP port {port}",
-            P_CONSOLE_GUARD, f"tcp,in_port=uplink,dl_dst={admin_mac},tp_dst={port}", "drop")
-    add("DHCP server -> client goes to the home side only", P_DHCP_TO_CLIENT,
-        "udp,tp_src=67,tp_dst=68", "output:downlink")
-    add("DHCP client -> server goes to the virtual gateway", P_DHCP_TO_SERVER,
-        "udp,tp_src=68,tp_dst=67", "output:vgw")
-    add("broadcasts with the gateway MAC never go back to the modem or vgw", P_GW_BROADCAST,
-        f"dl_src={gw_mac},dl_dst=ff:ff:ff:ff:ff:ff", "output:downlink,output:admin,output:vproxy")
-    add("ARP to the gateway MAC: the modem or vgw asked, so both get it", P_ARP_TO_GW_MAC,
-        f"arp,dl_dst={gw_mac}", "output:uplink,output:vgw")
-    add("ARP for the gateway IP is answered by the modem", P_ARP_FOR_GW,
-        f"arp,arp_tpa={gw}", "output:uplink")
-    add("DNS from vproxy to the gateway goes to the modem (UDP)", P_VPROXY_DNS_UDP,
-        f"udp,in_port=vproxy,nw_dst={gw},tp_dst=53", "output:uplink")
-    add("DNS from vproxy to the gateway goes to the modem (TCP)", P_VPROXY_DNS_TCP,
-        f"tcp,in_port=vproxy,nw_dst={gw},tp_dst=53", "output:uplink")
-    add("DNS to the gateway goes to vproxy (UDP)", P_DNS_UDP,
-        f"udp,nw_dst={gw},tp_dst=53", f"mod_dl_dst:{vp},output:vproxy")
-    add("DNS to the gateway goes to vproxy (TCP)", P_DNS_TCP,
-        f"tcp,nw_dst={gw},tp_dst=53", f"mod_dl_dst:{vp},output:vproxy")
-    add("the relay is no open proxy: the fake range is not reachable from the modem side",
-        P_FAKE_RANGE_GUARD, f"ip,in_port=uplink,nw_dst={s.vproxy.fake_range}", "drop")
-    add("the fake range goes to vproxy", P_FAKE_RANGE,
-        f"ip,nw_dst={s.vproxy.fake_range}", f"mod_dl_dst:{vp},output:vproxy")
-    add("other unicast to the gateway MAC goes to the modem", P_TO_GW_MAC,
-        f"dl_dst={gw_mac}", "output:uplink")
-    # Not in the seed (OVS has no such trap): a Linux bridge keeps each
-    # port's MAC as its own, and admin0 shares the uplink NIC's MAC, so
-    # NORMAL would hand frames for the box to the bridge device, not admin.
-    add("frames for the box go straight to the admin port", P_TO_ADMIN_MAC,
-        f"dl_dst={admin_mac}", "output:admin")
-    add("everything else is switched normally", P_NORMAL, "", "NORMAL")
-    return tuple(f)
 
 
 # ---------------------------------------------------------------- text form

@@ -1,24 +1,31 @@
-"""The box as one object: observe, plan, apply, tear down; the last applied state.
+"""The box as one object: observe, plan, apply, tear down; what was applied.
 
 `Box` ties the pure planner to the apply layer for one machine (or one lab
-`box` namespace, through `Placement`). It keeps the last applied settings and
-what was observed then in `STATE_DIR/applied.json`, so the previous plan can
-be rebuilt exactly (for diffs, for restore after a failed apply, for
-apply-on-boot).
+`box` namespace, through `Placement`). Its collaborators are ports
+(`appliance.box.protocols`): the kernel, the switch loader, the service
+runner and the file system, the machine's by default, fakes in tests. Its
+state, what was applied (`appliance.box.stored`), goes through the file
+system port like every other file the box writes; an apply reads it once.
+
+`appliance.box.locate` makes the box a process should manage from the
+environment (the CLI, the console and the services all ask it).
 """
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from appliance.box import plan as planner
+from appliance.box import stored
 from appliance.box.apply import Applier, ApplyResult
+from appliance.box.files import RealFileSystem
+from appliance.box.layout import Layout, derived_mac
 from appliance.box.placement import Placement, place
+from appliance.box.protocols import FileSystem, ServiceRunner, SwitchLoader
 from appliance.box.settings import Settings
+from appliance.box.switchload import DatapathLoader
 from appliance.kernel import Kernel, LinuxKernel
+from appliance.services.supervisor import Supervisor
 
 Progress = Callable[[str], None]
 
@@ -33,135 +40,138 @@ class BoxResult:
     dry_run: bool = False
 
 
-def service_runner(run_dir: str):
-    """systemd units when the box runs its services that way (the image,
-    `APPLIANCE_SERVICES=systemd`), else the supervisor under RUN_DIR/services.
+@dataclass(frozen=True)
+class Change:
+    """An apply, planned: what was applied (as stored), what was observed, the new plan."""
 
-    The apply starts services through it and the console asks it their state,
-    so both always talk to the same one.
-    """
-    if os.environ.get("APPLIANCE_SERVICES") == "systemd":
-        from appliance.services.units import SystemdUnits
-        return SystemdUnits()
-    from appliance.services.supervisor import Supervisor
-    return Supervisor(f"{run_dir}/services")
+    applied: stored.Applied | None
+    observed: planner.Observed
+    new: planner.Plan
+
+    @property
+    def old(self) -> planner.Plan | None:
+        return self.applied.plan if self.applied else None
+
+    @property
+    def diff(self) -> str:
+        return planner.diff(self.old, self.new)
 
 
 class Box:
-    def __init__(self, *, placement: Placement = Placement(), layout: planner.Layout = planner.Layout(),
-                 kernel: Kernel | None = None, switch=None, services=None, fs=None):
+    def __init__(self, *, placement: Placement = Placement(), layout: Layout = Layout(),
+                 kernel: Kernel | None = None, switch: SwitchLoader | None = None,
+                 services: ServiceRunner | None = None, fs: FileSystem | None = None):
         self.placement = placement
         self.layout = layout
         self.kernel = kernel or LinuxKernel()
         self._switch = switch
         self._services = services
-        self._fs = fs
-        self.state_path = Path(layout.state_dir) / "applied.json"
+        self._fs = fs or RealFileSystem()
 
-    # -- collaborators, made on first use so planning needs none of them ----
+    # -- collaborators; the machine's are made on first use, so planning needs none
     @property
-    def services(self):
-        """What runs this box's services (`start`, `stop`, `remove`, `status`); see `service_runner`."""
+    def services(self) -> ServiceRunner:
+        """What runs this box's services; the apply and the console's readings use this one."""
         if self._services is None:
-            self._services = service_runner(self.layout.run_dir)
+            self._services = Supervisor(self.layout.services_dir)
         return self._services
 
     @property
-    def applier(self) -> Applier:
+    def switch(self) -> SwitchLoader:
         if self._switch is None:
-            from appliance.box.switchload import DatapathLoader
             self._switch = DatapathLoader.of(self)
-        return Applier(self.kernel, self._switch, self.services, self._fs)
+        return self._switch
 
-    # -- observe and plan ---------------------------------------------------
-    def observe(self, settings: Settings) -> planner.Observed:
+    @property
+    def fs(self) -> FileSystem:
+        return self._fs
+
+    @property
+    def applier(self) -> Applier:
+        return Applier(self.kernel, self.switch, self.services, self._fs)
+
+    # -- what was applied -----------------------------------------------------
+    def applied(self) -> stored.Applied | None:
+        """What was applied last (one read of the state file), or None."""
+        text = self._fs.read(self.layout.state_file)
+        return stored.loads(text, self.layout, self.placement) if text else None
+
+    def applied_settings(self) -> Settings | None:
+        applied = self.applied()
+        return applied.settings if applied else None
+
+    def applied_plan(self) -> planner.Plan | None:
+        """The plan as it was applied (as the old version made it, after an upgrade)."""
+        applied = self.applied()
+        return applied.plan if applied else None
+
+    # -- observe and plan -----------------------------------------------------
+    def observe(self, settings: Settings, applied: stored.Applied | None = None) -> planner.Observed:
+        """What the plan needs of the machine: the NICs' MACs, the gateway's MAC if not given.
+
+        `applied` is the applied state when the caller read it already.
+        """
         host = self.placement.host_ns
         macs = {l.name: l.mac for l in self.kernel.links(host) if l.kind in ("device", "veth")}
-        applied = self._load()
         if applied:
             # A NIC the box re-addressed reports the box's MAC now; what the
             # plan needs is the one it had before (the admin port carries it).
-            for nic, mac in applied["observed"]["nic_macs"]:
-                if nic in macs and macs[nic] != mac and macs[nic] == planner.derived_mac(f"nic:{nic}"):
+            for nic, mac in applied.observed.nic_macs:
+                if nic in macs and macs[nic] != mac and macs[nic] == derived_mac(f"nic:{nic}"):
                     macs[nic] = mac
         nics = {n: macs[n] for n in (settings.ports.uplink, settings.ports.downlink) if n in macs}
         gw_mac = None
         if settings.gateway.mac is None:
-            if applied and applied["observed"].get("gateway_mac") \
-                    and applied["settings"]["gateway"]["ip"] == str(settings.gateway.ip):
-                gw_mac = applied["observed"]["gateway_mac"]
+            if applied and applied.observed.gateway_mac and applied.settings.gateway.ip == settings.gateway.ip:
+                gw_mac = applied.observed.gateway_mac
             elif settings.ports.uplink in macs:
                 # An ARP probe (sender 0.0.0.0) from the uplink NIC: nothing borrowed, nothing to set up.
                 gw_mac = self.kernel.arp_probe(host, settings.ports.uplink, str(settings.gateway.ip))
         return planner.Observed.of(nics, gw_mac)
 
     def plan(self, settings: Settings, observed: planner.Observed | None = None) -> planner.Plan:
-        observed = observed or self.observe(settings)
+        observed = observed or self.observe(settings, self.applied())
         return place(planner.plan(settings, observed, self.layout), self.placement)
 
-    # -- state --------------------------------------------------------------
-    def _load(self) -> dict | None:
-        try:
-            return json.loads(self.state_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+    # -- apply ----------------------------------------------------------------
+    def change(self, settings: Settings) -> Change:
+        """Plan an apply of `settings` against what is applied (one read of the state)."""
+        applied = self.applied()
+        observed = self.observe(settings, applied)
+        return Change(applied, observed, self.plan(settings, observed))
 
-    def applied_settings(self) -> Settings | None:
-        data = self._load()
-        return Settings.model_validate(data["settings"]) if data else None
-
-    def applied_plan(self) -> planner.Plan | None:
-        data = self._load()
-        if not data:
-            return None
-        observed = planner.Observed(tuple(tuple(x) for x in data["observed"]["nic_macs"]),
-                                    data["observed"].get("gateway_mac"))
-        return place(planner.plan(Settings.model_validate(data["settings"]), observed, self.layout),
-                     self.placement)
-
-    def _save(self, settings: Settings, observed: planner.Observed, before: dict) -> None:
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({
-            "settings": settings.model_dump(mode="json"),
-            "observed": {"nic_macs": [list(x) for x in observed.nic_macs],
-                         "gateway_mac": observed.gateway_mac},
-            "before": before,
-        }, indent=1))
-        tmp.replace(self.state_path)
-
-    # -- apply --------------------------------------------------------------
-    def apply(self, settings: Settings, *, dry_run: bool = False, progress: Progress | None = None) -> BoxResult:
+    def apply(self, settings: Settings, *, dry_run: bool = False, progress: Progress | None = None,
+              change: Change | None = None) -> BoxResult:
+        """Apply `settings` (planned already when `change`, from `self.change(settings)`, is given)."""
         progress = progress or (lambda line: None)
-        observed = self.observe(settings)
-        new = self.plan(settings, observed)
-        old = self.applied_plan()
-        diff = planner.diff(old, new)
+        change = change or self.change(settings)
+        applied, observed, new, old = change.applied, change.observed, change.new, change.old
+        diff = change.diff
         if dry_run:
             return BoxResult(ok=True, diff=diff, dry_run=True)
         # How the NICs were before the box first took them (a factory bridge,
         # say), so teardown can give them back as they were.
-        applied = self._load()
-        before = applied["before"] if applied else {"masters": {
+        before = applied.before if applied else {"masters": {
             l.name: l.master for l in self.kernel.links(self.placement.host_ns)
             if l.name in (settings.ports.uplink, settings.ports.downlink) and l.master}}
         res: ApplyResult = self.applier.apply(new, old, progress)
         if res.ok:
-            self._save(settings, observed, before)
+            self._fs.write(self.layout.state_file, stored.dumps(stored.Applied(settings, observed, new, before)))
         return BoxResult(ok=res.ok, diff=diff, changes=res.changes, error=res.error, restored=res.restored)
 
     def teardown(self, progress: Progress | None = None) -> list[str]:
-        old = self.applied_plan()
-        if old is None:
+        """Remove all the box made (by the applied plan) and give the NICs back; state stays."""
+        applied = self.applied()
+        if applied is None:
             return []
-        changes = self.applier.teardown(old, progress)
+        changes = self.applier.teardown(applied.plan, progress)
         host = self.placement.host_ns
         present = {l.name for l in self.kernel.links(host)}
-        for nic, master in (self._load() or {}).get("before", {}).get("masters", {}).items():
+        for nic, master in applied.before.get("masters", {}).items():
             if nic in present and master in present:
                 self.kernel.set_link(host, nic, master=master)
                 changes.append(f"~ {nic}: back in {master}")
                 if progress:
                     progress(changes[-1])
-        self.state_path.unlink(missing_ok=True)
+        self._fs.remove(self.layout.state_file)
         return changes

@@ -23,11 +23,11 @@ from typing import Annotated, Any, Callable, Collection, Literal, Mapping
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from appliance.box.flows import custom_flow_errors
+from appliance.box.layout import RESERVED_LINK_NAMES
 from appliance.services.dns.settings import DnsSettings
 from appliance.services.relay.settings import RelaySettings
 
-# Link names the box creates itself (see plan.py); a NIC cannot be called so.
-RESERVED_LINK_NAMES = frozenset({"admin", "admin0", "vgw", "vproxy", "vswitch"})
 NON_FIELD = "__all__"  # Django's key for errors that belong to no one field
 
 
@@ -354,27 +354,6 @@ def fake_ip_routes(dns: DnsSettings) -> list[tuple[str, str]]:
         if lst.then.action == "fake-ip":
             out.append((f"dns.lists[{i}].then.route", lst.then.route))
     return out
-
-
-def custom_flow_errors(text: str) -> list[str]:
-    """Problems in custom flow text, each naming its line; [] when fine.
-
-    Uses the flow language's parser when it is there (it is written in
-    parallel); the box's port names are the ones custom flows may use.
-    """
-    if not text.strip():
-        return []
-    try:
-        from appliance.switch.parser import parse_flows  # noqa: PLC0415
-    except ImportError:
-        return []
-    from appliance.box.plan import PORT_NUMBERS  # noqa: PLC0415 - plan imports this module
-
-    try:
-        parse_flows(text, PORT_NUMBERS)
-    except ValueError as e:  # the parser's errors name line and column
-        return [str(e)]
-    return []
 
 
 # ---------------------------------------------------------------- parsing and errors

@@ -1,7 +1,7 @@
-"""Put a plan's switch into the compiled datapath (the apply layer's switch step).
+"""Put a plan's switch into the compiled datapath (the apply layer's switch port on the machine).
 
-A plan's switch is ports (name, OpenFlow number, link) and a flow table as
-`ovs-ofctl` text; the datapath (`appliance.switch.datapath`) compiles it to
+A plan's switch is ports (name, OpenFlow number, link) and a flow table of
+`Flow` objects; the datapath (`appliance.switch.datapath`) compiles it to
 eBPF and swaps it in on every port. The loader skips the swap when neither
 the flows nor the ports' devices changed since the last load, so an apply
 that changes nothing touches nothing.
@@ -12,15 +12,14 @@ import hashlib
 import json
 from pathlib import Path
 
+from appliance.box.layout import PIN_ROOT
 from appliance.kernel import Kernel
 from appliance.switch.bridge import Bridge
-from appliance.switch.flows import FlowTable
-from appliance.switch.parser import parse_flows
+from appliance.switch.datapath.datapath import Datapath
 
 
 class DatapathLoader:
-    def __init__(self, kernel: Kernel, state_dir: str, netns: str | None,
-                 pin_root: str = "/sys/fs/bpf/appliance"):
+    def __init__(self, kernel: Kernel, state_dir: str, netns: str | None, pin_root: str = PIN_ROOT):
         self.kernel = kernel
         self.state_dir = Path(state_dir)
         self.netns = netns
@@ -28,20 +27,19 @@ class DatapathLoader:
         self.pin_root = f"{pin_root}/{netns or 'host'}"
         self.stamp = self.state_dir / "loaded.json"
 
-    def datapath(self, bridge: str):
-        """The box's running datapath of `bridge` (for counters, trace, detach)."""
-        from appliance.switch.datapath.datapath import Datapath
+    def datapath(self, bridge: str) -> Datapath:
+        """The box's datapath of `bridge` (for counters, trace, detach), attached or not."""
         return Datapath(bridge, netns=self.netns, pin_root=self.pin_root,
                         state_dir=self.state_dir, local_device=bridge)
 
     @classmethod
     def of(cls, box) -> "DatapathLoader":
-        return cls(box.kernel, f"{box.layout.state_dir}/datapath", box.placement.host_ns)
+        return cls(box.kernel, box.layout.datapath_dir, box.placement.host_ns)
 
     @staticmethod
     def bridge_of(switch) -> Bridge:
-        bridge = Bridge(switch.bridge, ports={p.name: p.number for p in switch.ports})
-        bridge.flows = FlowTable(parse_flows(switch.flow_text(comments=False), bridge.port_map))
+        bridge = Bridge(switch.bridge, ports=switch.port_map)
+        bridge.flows = switch.table()
         return bridge
 
     def _digest(self, switch) -> str:

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from appliance.box.cli import box_for
+from appliance.box import locate
 from appliance.box.settings import load_settings
 from appliance.lab.lab import Lab
 from appliance.lab.topology import LabSpec
@@ -49,13 +49,12 @@ def run(prefix: str, clients: int, port: int, redis_port: int, out=print, apply:
     children: list[tuple[str, subprocess.Popen]] = []
     state = Path(os.environ.get("APPLIANCE_STATE_DIR", Path(__file__).resolve().parents[2] / "var"))
     state.mkdir(parents=True, exist_ok=True)
-    box_state, box_run = state / "demo" / prefix, f"/run/appliance/{spec.box}"
-    box = box_for(spec.box, state=str(box_state), run=box_run)
+    # Where every tool looks for the box of this namespace (`--netns lab-box`).
+    box = locate.box(spec.box)
     env = {**os.environ, "APPLIANCE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
            "DJANGO_SETTINGS_MODULE": "appliance.web.settings",
            # The console manages the demo's box, inside the lab.
-           "APPLIANCE_HOST_NETNS": spec.box, "APPLIANCE_BOX_STATE": str(box_state),
-           "APPLIANCE_BOX_RUN": box_run}
+           locate.HOST_NETNS: spec.box}
     bindir = Path(sys.executable).parent
 
     def start(name, argv):
@@ -103,8 +102,8 @@ def run(prefix: str, clients: int, port: int, redis_port: int, out=print, apply:
             out(f"demo: setup code {setup_code}  (the first visit, /setup/, asks for it; it works once)")
         out(f"demo: try  ip netns exec {spec.client(1)} curl http://www.proxied.test/   (relayed by the box)")
         out(f"demo:      ip netns exec {spec.client(1)} dig @192.168.1.1 www.blocked.test   (blocked)")
-        out(f"demo:      APPLIANCE_BOX_STATE={box_state} ./manage.py ofctl dump-flows vswitch "
-            f"--netns={spec.box}   (the box's flows, live counters)")
+        out(f"demo:      ./manage.py ofctl dump-flows vswitch --netns={spec.box}   (the box's flows, live counters)")
+        out(f"demo:      ./manage.py dhcp leases --netns={spec.box}   (the box's leases)")
         out("demo: Ctrl-C stops everything")
         while not stopping:
             for name, p in children:

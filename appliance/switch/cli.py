@@ -12,31 +12,28 @@ to print. The Django management commands are thin wrappers around these.
            lint BR [FILE|-] | monitor BR [--count=N] [--timeout=SECS]
     appctl ofproto/trace BR FLOW [--datapath]
 
-Hooks for the compiled datapath (issue 4): if the module
-``appliance.switch.datapath.hooks`` exists and defines
+The compiled datapath answers through ``appliance.switch.datapath.hooks``:
+dump-flows shows n_packets/n_bytes from the running program's counters
+(without a running program it prints the `--no-stats` form: there are no
+counters to show), `ofproto/trace --datapath` appends what the compiled
+program did with the packet, and `ofctl monitor` prints its controller
+events (packet-ins).
 
-- ``flow_stats(bridge) -> Mapping[flow.key, FlowStats]``: dump-flows shows
-  n_packets/n_bytes/duration from it (without it, dump-flows prints the
-  `--no-stats` form: there are no counters to show);
-- ``trace_datapath(bridge, packet, result) -> list[str]``: `ofproto/trace
-  --datapath` appends these lines (what the compiled program did),
-- ``monitor(bridge, out, port_names, count, timeout, state_dir)``: `ofctl
-  monitor` prints the datapath's controller events (packet-ins),
-
-they are used; nothing else here changes.
-
-A bridge that is not in the store may be the box's own (`appliance.box.switchview`):
-dump-flows, lint, monitor and ofproto/trace read it (``--netns=NS`` names the
-lab's box namespace); changing its flows is the apply's job.
+A bridge that is not in the store may be the box's own: the caller passes
+`box_bridge(name, netns)` (the management commands pass the box's, see
+`appliance.box.status`), and dump-flows, lint, monitor and ofproto/trace
+read it (``--netns=NS`` names the lab's box namespace); changing its flows
+is the apply's job.
 """
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Callable, TextIO
 
 from .bridge import BridgeError, BridgeStore
+from .datapath import hooks
+from .datapath.events import monitor as run_monitor
 from .flows import FlowTable
 from .lint import format_findings, lint
 from .packet import PacketError
@@ -48,24 +45,19 @@ class CliError(Exception):
     """A user error: the message is printed, the exit status is 1."""
 
 
-def _hooks():
-    try:
-        return importlib.import_module("appliance.switch.datapath.hooks")
-    except ImportError:
-        return None
-
-
 READ_ONLY = ("dump-flows", "lint", "monitor")
 
+# (bridge name, --netns or None) -> the box's applied bridge of that name, or None.
+# What it returns has `.bridge` (a Bridge), `.datapath()` and `.flow_stats()`.
+BoxBridge = Callable[[str, "str | None"], object]
 
-def _box_bridge(name: str, flags: set[str]):
+
+def _box_bridge(name: str, flags: set[str], box_bridge: BoxBridge | None):
     """The box's applied bridge called `name`, or None."""
-    try:
-        from appliance.box.switchview import applied_bridge
-    except ImportError:
+    if box_bridge is None:
         return None
     netns = next((f.split("=", 1)[1] for f in flags if f.startswith("--netns=")), None)
-    return applied_bridge(name, netns)
+    return box_bridge(name, netns)
 
 
 def _need(args: list[str], n: int, usage: str) -> None:
@@ -156,7 +148,7 @@ def _read(path: str, stdin: TextIO | None) -> str:
 
 
 def run_ofctl(argv: list[str], out: TextIO = sys.stdout, state_dir: Path | str | None = None,
-              stdin: TextIO | None = None) -> int:
+              stdin: TextIO | None = None, box_bridge: BoxBridge | None = None) -> int:
     if not argv:
         raise CliError("usage: ofctl add-flow|add-flows|replace-flows|del-flows|dump-flows|lint BRIDGE ...")
     flags = {a for a in argv if a.startswith("--")}
@@ -168,7 +160,7 @@ def run_ofctl(argv: list[str], out: TextIO = sys.stdout, state_dir: Path | str |
     try:
         br = store.get(rest[0])
     except BridgeError as e:
-        boxed = _box_bridge(rest[0], flags)
+        boxed = _box_bridge(rest[0], flags, box_bridge)
         if boxed is None:
             raise CliError(f"ofctl: {e}") from None
         if cmd not in READ_ONLY:
@@ -200,19 +192,16 @@ def run_ofctl(argv: list[str], out: TextIO = sys.stdout, state_dir: Path | str |
                 match, table, _ = parse_del_match(" ".join(rest[1:]), pm)
                 flows = FlowTable(f for f in br.flows
                                   if match.covers(f.match) and (table is None or f.table == table))
-            hooks = _hooks()
             stats = None
             if "--no-stats" in flags:
                 pass
             elif boxed is not None:
                 stats = boxed.flow_stats()
-            elif hooks is not None and hasattr(hooks, "flow_stats"):
+            else:
                 stats = hooks.flow_stats(br)
             out.write(flows.to_ofctl(names, stats))
             return 0
         elif cmd == "monitor" and boxed is not None:
-            from .datapath.events import monitor as run_monitor
-
             dp = boxed.datapath()
             if dp is None:
                 raise CliError(f"ofctl: monitor: no compiled datapath runs for bridge {br.name}")
@@ -220,11 +209,11 @@ def run_ofctl(argv: list[str], out: TextIO = sys.stdout, state_dir: Path | str |
             run_monitor(dp, br.flows, out, names, count=count, timeout=timeout)
             return 0
         elif cmd == "monitor":
-            hooks = _hooks()
-            if hooks is None or not hasattr(hooks, "monitor"):
-                raise CliError("ofctl: monitor: the compiled datapath is not available")
             count, timeout = _monitor_limits(flags)
-            hooks.monitor(br, out, names, count=count, timeout=timeout, state_dir=state_dir)
+            try:
+                hooks.monitor(br, out, names, count=count, timeout=timeout, state_dir=state_dir)
+            except hooks.DatapathUnavailable as e:
+                raise CliError(f"ofctl: monitor: {e}") from None
             return 0
         elif cmd == "lint":
             flows = br.flows.flows
@@ -258,7 +247,8 @@ def _monitor_limits(flags: set[str]) -> tuple[int | None, float | None]:
     return count, timeout
 
 
-def run_appctl(argv: list[str], out: TextIO = sys.stdout, state_dir: Path | str | None = None) -> int:
+def run_appctl(argv: list[str], out: TextIO = sys.stdout, state_dir: Path | str | None = None,
+               box_bridge: BoxBridge | None = None) -> int:
     flags = {a for a in argv if a.startswith("--")}
     args = [a for a in argv if a not in flags]
     if not args or args[0] != "ofproto/trace":
@@ -269,7 +259,7 @@ def run_appctl(argv: list[str], out: TextIO = sys.stdout, state_dir: Path | str 
         try:
             br = store.get(args[1])
         except BridgeError:
-            boxed = _box_bridge(args[1], flags)
+            boxed = _box_bridge(args[1], flags, box_bridge)
             if boxed is None:
                 raise
             br = boxed.bridge
@@ -278,9 +268,9 @@ def run_appctl(argv: list[str], out: TextIO = sys.stdout, state_dir: Path | str 
         raise CliError(f"ofproto/trace: {e}") from None
     extra: list[str] = []
     if "--datapath" in flags:
-        hooks = _hooks()
-        if hooks is None or not hasattr(hooks, "trace_datapath"):
-            raise CliError("ofproto/trace: --datapath: the compiled datapath is not available")
-        extra = list(hooks.trace_datapath(br, packet, result))
+        try:
+            extra = list(hooks.trace_datapath(br, packet, result))
+        except hooks.DatapathUnavailable as e:
+            raise CliError(f"ofproto/trace: --datapath: {e}") from None
     out.write(format_trace(br, packet, result, extra))
     return 0

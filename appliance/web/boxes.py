@@ -1,9 +1,7 @@
-"""The box the console manages, made from Django settings.
+"""The box the console manages: the one `appliance.box.locate` finds in the environment.
 
-`APPLIANCE_HOST_NETNS` places it (empty: this machine; `lab-box`: inside the
-lab's box namespace), `APPLIANCE_BOX_STATE`/`APPLIANCE_BOX_RUN` are its
-`Layout`. `APPLIANCE_BOX_FACTORY` ("module:function") replaces the whole box,
-which is how tests run the console on fakes.
+`APPLIANCE_BOX_FACTORY` ("module:function", a Django setting) replaces the
+whole box, which is how tests run the console on fakes.
 """
 from __future__ import annotations
 
@@ -11,24 +9,13 @@ import importlib
 
 from django.conf import settings
 
-from appliance.box.placement import Placement
-from appliance.box.plan import Layout
+from appliance.box import locate
+from appliance.box.runtime import Box
 
 
-def placement() -> Placement:
-    ns = getattr(settings, "APPLIANCE_HOST_NETNS", "")
-    return Placement.inside(ns) if ns else Placement()
-
-
-def layout() -> Layout:
-    return Layout(state_dir=settings.APPLIANCE_BOX_STATE, run_dir=settings.APPLIANCE_BOX_RUN)
-
-
-def get_box():
+def get_box() -> Box:
     factory = getattr(settings, "APPLIANCE_BOX_FACTORY", "")
     if factory:
         module, _, name = factory.partition(":")
         return getattr(importlib.import_module(module), name)()
-    from appliance.box.runtime import Box
-
-    return Box(placement=placement(), layout=layout())
+    return locate.box()

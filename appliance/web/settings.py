@@ -185,15 +185,10 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
-# The box the console manages: placed in a host namespace (the lab's
-# "lab-box") or on this machine (empty), with its state and runtime dirs.
-APPLIANCE_HOST_NETNS = os.environ.get("APPLIANCE_HOST_NETNS", "")
-APPLIANCE_BOX_STATE = os.environ.get("APPLIANCE_BOX_STATE", str(STATE_DIR / "box"))
-APPLIANCE_BOX_RUN = os.environ.get("APPLIANCE_BOX_RUN", "/run/appliance")
+# The box the console manages is the one appliance.box.locate finds
+# (APPLIANCE_HOST_NETNS, APPLIANCE_BOX_STATE, APPLIANCE_BOX_RUN, APPLIANCE_SERVICES).
 APPLIANCE_BOX_FACTORY = os.environ.get("APPLIANCE_BOX_FACTORY", "")  # "module:function", tests only
 APPLIANCE_SOURCES = os.environ.get("APPLIANCE_SOURCES", "")  # "module:function", tests only
-APPLIANCE_DNS_SOCKET = os.environ.get("APPLIANCE_DNS_SOCKET", f"{APPLIANCE_BOX_RUN}/dns.sock")
-APPLIANCE_RELAY_SOCKET = os.environ.get("APPLIANCE_RELAY_SOCKET", f"{APPLIANCE_BOX_RUN}/relay.sock")
 APPLIANCE_AUTHORIZED_KEYS = os.environ.get("APPLIANCE_AUTHORIZED_KEYS", str(STATE_DIR / "authorized_keys"))
 APPLIANCE_CONFIRM_TIMEOUT = float(os.environ.get("APPLIANCE_CONFIRM_TIMEOUT", "60"))
 # Per (user name, client address): after MAX_FAILURES the pair is locked for LOCKOUT_SECONDS, each

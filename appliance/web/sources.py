@@ -1,68 +1,22 @@
-"""What the console shows of the running box: ports, leases, flows, services, DNS, relay.
+"""What the console shows of the running box, as `appliance.box.status` reads it.
 
-Each reader asks the component that knows (Kea's control socket, the
-datapath's pinned counters, the DNS and relay control sockets, the kernel's
-device counters as `ip -s link` shows them)
-and says so plainly when that component is not running: the pages show
-"DHCP server not running" rather than an error. `APPLIANCE_SOURCES`
-("module:function") replaces the readers, which is how the browser tests run
-without a real box.
+`LiveSources` reads the box `boxes.get_box()` gives; `APPLIANCE_SOURCES`
+("module:function") replaces it, which is how the browser tests run without
+a real box. The readings the dashboard polls are cached for a second in the
+process (`cached`).
 """
 from __future__ import annotations
 
 import importlib
 import threading
 import time
-from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from appliance.kernel.base import KernelError
+from appliance.box import status
+from appliance.box.status import FlowDump, Reading
 from appliance.kernel.devices import Devices, LinuxDevices
 from appliance.web import boxes
-
-
-@dataclass
-class Reading:
-    """A value, or why there is none ("not running")."""
-
-    value: object = None
-    problem: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.problem is None
-
-
-@dataclass
-class FlowRow:
-    text: str
-    why: str = ""
-    n_packets: int | None = None
-    n_bytes: int | None = None
-
-
-@dataclass
-class FlowDump:
-    bridge: str = "vswitch"
-    rows: list[FlowRow] = field(default_factory=list)
-    counters: str | None = None  # why there are no counters ("datapath not loaded")
-
-
-_PLANS: dict = {}
-
-
-def applied_plan(box):
-    """The box's applied plan, rebuilt only when its state file changes (planning costs ms)."""
-    try:
-        st = box.state_path.stat()
-    except (FileNotFoundError, AttributeError):
-        return box.applied_plan()
-    key = (str(box.state_path), st.st_mtime_ns, st.st_size)
-    if key not in _PLANS:
-        _PLANS.clear()
-        _PLANS[key] = box.applied_plan()
-    return _PLANS[key]
 
 
 class LiveSources:
@@ -70,130 +24,34 @@ class LiveSources:
         self.box = boxes.get_box()
         self.devices = devices if devices is not None else LinuxDevices()
 
-    # -- leases --------------------------------------------------------------
     def leases(self) -> Reading:
-        from appliance.services.dhcp.kea import KeaControl, KeaError
+        return status.leases(self.box)
 
-        try:
-            leases = KeaControl(self.box.layout.kea.socket, timeout=2).leases()
-        except (KeaError, OSError) as e:
-            return Reading(problem=f"DHCP server not running ({e})")
-        return Reading([{"ip": str(x.ip), "mac": x.mac, "hostname": x.hostname, "expires": x.expires,
-                         "state": x.state} for x in leases])
-
-    # -- ports ---------------------------------------------------------------
     def ports(self) -> Reading:
-        applied = self.box.applied_settings()
-        if applied is None:
-            return Reading(problem="nothing applied yet")
-        roles = {applied.ports.uplink: "uplink", applied.ports.downlink: "downlink"}
-        try:
-            devices = self.devices.devices(self.box.placement.host_ns)
-        except KernelError as e:
-            return Reading(problem=f"cannot read the ports: {e}")
-        rows = [{"name": d.name, "role": roles[d.name], "up": d.carrier, "rx_bytes": d.rx_bytes,
-                 "tx_bytes": d.tx_bytes, "time": time.time()} for d in devices if d.name in roles]
-        return Reading(sorted(rows, key=lambda r: r["role"], reverse=True))
+        return status.ports(self.box, self.devices)
 
-    # -- services ------------------------------------------------------------
     def services(self) -> Reading:
-        plan = applied_plan(self.box)
-        if plan is None:
-            return Reading(problem="nothing applied yet")
-        runner = self.box.services  # systemd on the image, the supervisor elsewhere
-        rows = []
-        for spec in plan.services:
-            try:
-                state = runner.status(spec.name)
-                rows.append({"name": spec.name, "state": getattr(state, "state", str(state))})
-            except Exception as e:  # noqa: BLE001
-                rows.append({"name": spec.name, "state": f"unknown ({e})"})
-        return Reading(rows)
+        return status.services(self.box)
 
-    # -- DNS and relay (their control sockets) -------------------------------
     def dns(self) -> Reading:
-        try:
-            from appliance.services.dns.control import DnsControl
-
-            with DnsControl(settings.APPLIANCE_DNS_SOCKET, timeout=2) as c:
-                return Reading(c.stats())
-        except Exception as e:  # noqa: BLE001 - absent module, no socket, no server
-            return Reading(problem=f"DNS not running ({e})")
+        return status.dns(self.box)
 
     def relay(self) -> Reading:
-        try:
-            from appliance.services.relay.control import query
-
-            return Reading(query(settings.APPLIANCE_RELAY_SOCKET, "stats", timeout=2))
-        except Exception as e:  # noqa: BLE001
-            return Reading(problem=f"relay not running ({e})")
+        return status.relay(self.box)
 
     def relay_connections(self, history: int = 50) -> Reading:
-        """The relay's connection table: live rows (the relay's and the kernel
-        fast path's), the last `history` ended ones, per-domain/client counters."""
-        try:
-            from appliance.services.relay.control import query
+        return status.relay_connections(self.box, history)
 
-            sock = settings.APPLIANCE_RELAY_SOCKET
-            return Reading({"live": query(sock, "connections", timeout=2),
-                            "history": query(sock, "history", timeout=2, limit=history),
-                            "counters": query(sock, "counters", timeout=2)})
-        except Exception as e:  # noqa: BLE001
-            return Reading(problem=f"relay not running ({e})")
-
-    # -- the switch ----------------------------------------------------------
     def bridge(self):
         """The applied flow table as a `Bridge` (None when nothing is applied)."""
-        plan = applied_plan(self.box)
-        if plan is None:
-            return None, None
-        from appliance.box.switchload import DatapathLoader
-
-        return DatapathLoader.bridge_of(plan.switch), plan.switch
-
-    def datapath(self, bridge_name: str):
-        from appliance.box.switchload import DatapathLoader
-
-        # The loader knows where this box pins its maps (one place per box).
-        dp = DatapathLoader.of(self.box).datapath(bridge_name)
-        return dp if dp.attached() else None
+        applied = status.applied_bridge(self.box)
+        return applied.bridge if applied else None
 
     def flows(self) -> FlowDump:
-        bridge, sw = self.bridge()
-        if bridge is None:
-            return FlowDump(counters="nothing applied yet")
-        names = bridge.port_names
-        stats, why = {}, None
-        try:
-            dp = self.datapath(bridge.name)
-            if dp is None:
-                why = "datapath not loaded"
-            else:
-                stats = dp.flow_stats(bridge.flows)
-        except Exception as e:  # noqa: BLE001 - being built by others; degrade
-            why = f"datapath not loaded ({e})"
-        rows = []
-        for f in bridge.flows:
-            st = stats.get(f.key)
-            rows.append(FlowRow(text=f.to_ofctl(names), n_packets=st.n_packets if st else None,
-                                n_bytes=st.n_bytes if st else None))
-        return FlowDump(bridge=bridge.name, rows=rows, counters=why)
+        return status.flows(self.box)
 
     def trace(self, text: str) -> dict:
-        """The reference classifier's answer, and the datapath's when it can say."""
-        from appliance.switch.trace import format_trace, trace
-
-        bridge, _ = self.bridge()
-        if bridge is None:
-            raise ValueError("nothing applied yet: there is no flow table to trace")
-        packet, result = trace(bridge, text)  # PacketError/FlowSyntaxError name the column
-        try:
-            hooks = importlib.import_module("appliance.switch.datapath.hooks")
-            datapath = "\n".join(hooks.trace_datapath(bridge, packet, result))
-        except Exception as e:  # noqa: BLE001
-            datapath = f"datapath not loaded: no datapath verdict ({type(e).__name__})"
-        return {"reference": format_trace(bridge, packet, result), "datapath": datapath,
-                "outputs": [str(o.port) for o in result.outputs], "dropped": result.dropped}
+        return status.trace(self.box, text)
 
 
 # What the pages show of the running box may be a second old: one reading

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from appliance.box.cli import box_for
+from appliance.box.locate import box as box_for
 from appliance.box.settings import parse_settings
 from appliance.kernel import KernelError, LinuxKernel
 from appliance.kernel.linux import listening

@@ -3,7 +3,7 @@ import contextlib
 import os
 import secrets
 
-from appliance.box.cli import box_for
+from appliance.box.locate import box as box_for
 from appliance.box.settings import parse_settings
 from appliance.kernel import LinuxKernel
 from appliance.lab import topology

@@ -1,9 +1,10 @@
 """A Box on fakes that survives across processes (console workers, Celery workers) for the browser tests.
 
-The fakes (kernel, switch, services, files) are pickled into the state
-directory after every progress line, so a worker killed mid-apply leaves
-exactly the half-applied state a real box would, and the next worker finds
-it. `APPLIANCE_FAKE_STEP_DELAY` slows each step so progress can be watched.
+The fakes (kernel, switch, services, files, and with the files the box's
+applied state) are pickled into the state directory after every progress
+line, so a worker killed mid-apply leaves exactly the half-applied state a
+real box would, and the next worker finds it. `APPLIANCE_FAKE_STEP_DELAY`
+slows each step so progress can be watched.
 """
 from __future__ import annotations
 
@@ -12,14 +13,35 @@ import os
 import pickle
 import time
 
+from appliance.box import locate
+from appliance.box.fake import MemFs
+from appliance.box.files import RealFileSystem
 from appliance.box.runtime import Box
-from appliance.web.sources import Reading
+from appliance.box.status import Reading
 from tests.support import webfakes as fakes
 
 
 def _dir() -> str:
-    from django.conf import settings
-    return settings.APPLIANCE_BOX_STATE
+    return locate.layout().state_dir  # APPLIANCE_BOX_STATE, as the stack sets it
+
+
+class StateOnDisk(MemFs):
+    """The box's files in memory (pickled with the rest), its applied state on the disk as well,
+    where the browser tests read it as they would on a real box."""
+
+    def __init__(self, state_file: str):
+        super().__init__()
+        self.state_file = state_file
+
+    def write(self, path, content, mode=0o644):
+        super().write(path, content, mode)
+        if path == self.state_file:
+            RealFileSystem().write(path, content, mode)
+
+    def remove(self, path):
+        super().remove(path)
+        if path == self.state_file:
+            RealFileSystem().remove(path)
 
 
 class PersistentFakeBox(Box):
@@ -57,7 +79,7 @@ class PersistentFakeBox(Box):
                     box.save_fakes()
         return Saving()
 
-    def apply(self, settings, *, dry_run=False, progress=None):
+    def apply(self, settings, *, dry_run=False, progress=None, change=None):
         delay = float(os.environ.get("APPLIANCE_FAKE_STEP_DELAY", "0"))
 
         def slow(line):
@@ -66,7 +88,7 @@ class PersistentFakeBox(Box):
                 progress(line)
             if delay and line.startswith("step "):
                 time.sleep(delay)
-        res = super().apply(settings, dry_run=dry_run, progress=slow)
+        res = super().apply(settings, dry_run=dry_run, progress=slow, change=change)
         self.save_fakes()
         return res
 
@@ -74,7 +96,7 @@ class PersistentFakeBox(Box):
 def make_box():
     base = fakes.new_box(_dir())
     box = PersistentFakeBox(placement=base.placement, layout=base.layout, kernel=base.kernel,
-                            switch=base._switch, services=base._services, fs=base._fs)
+                            switch=base._switch, services=base._services, fs=StateOnDisk(base.layout.state_file))
     box.restore_fakes()
     return box
 

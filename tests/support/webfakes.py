@@ -1,11 +1,12 @@
 """A Box on fakes for the console's unit tests (kernel, switch, services and files in memory)."""
+from appliance.box.fake import FakeServices, FakeSwitch, MemFs
 from appliance.box.placement import Placement
 from appliance.box.plan import Layout
 from appliance.box.runtime import Box
 from appliance.box.settings import default_settings
+from appliance.box.status import Reading
 from appliance.kernel import FakeKernel
-from appliance.web.sources import LiveSources, Reading
-from tests.unit.box.test_apply import FakeServices, FakeSwitch, MemFs
+from appliance.web.sources import LiveSources
 
 GW_MAC = "02:4d:4f:44:45:4d"
 UP_MAC, DOWN_MAC = "52:54:00:00:05:00", "52:54:00:00:01:00"

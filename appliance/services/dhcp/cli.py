@@ -1,42 +1,49 @@
-"""`./manage.py dhcp leases|status|reload`: Kea through its control socket."""
+"""`./manage.py dhcp leases|status|reload`: Kea through its control socket.
+
+The socket is the located box's (`appliance.box.locate`: --netns,
+--state-dir, --run-dir or the environment), unless --socket names one.
+"""
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Callable
 
-from appliance.services.dhcp.config import KeaPaths
+from appliance.box import locate, status
 from appliance.services.dhcp.kea import KeaControl, KeaError
-
-
-def default_socket() -> str:
-    state = os.environ.get("APPLIANCE_STATE_DIR", "/var/lib/appliance")
-    run = os.environ.get("APPLIANCE_RUN_DIR", "/run/appliance")
-    return KeaPaths.under(state, run).socket
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("action", choices=["leases", "status", "reload"])
     parser.add_argument("--socket", default=None, help="Kea's control socket (default: the box's)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    locate.add_arguments(parser)
+
+
+def _socket(opts: dict) -> str:
+    return opts.get("socket") or locate.layout(opts.get("netns"), opts.get("state_dir"), opts.get("run_dir")).kea.socket
 
 
 def run(opts: dict, out: Callable[[str], None]) -> int:
-    control = KeaControl(opts.get("socket") or default_socket())
+    socket = _socket(opts)
+    if opts["action"] == "leases":
+        reading = status.kea_leases(socket)
+        if not reading.ok:
+            out(f"error: {reading.problem}\n")
+            return 1
+        leases = reading.value
+        if opts.get("json"):
+            out(json.dumps(leases, indent=2) + "\n")
+            return 0
+        out(f"{'IP':<16} {'MAC':<18} {'HOSTNAME':<24} EXPIRES\n")
+        for x in leases:
+            expires = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(x["expires"]))
+            out(f"{x['ip']:<16} {x['mac']:<18} {x['hostname'] or '-':<24} {expires}\n")
+        out(f"{len(leases)} lease{'s' if len(leases) != 1 else ''}\n")
+        return 0
+    control = KeaControl(socket)
     try:
-        if opts["action"] == "leases":
-            leases = control.leases()
-            if opts.get("json"):
-                out(json.dumps([{"ip": str(x.ip), "mac": x.mac, "hostname": x.hostname, "expires": x.expires,
-                                 "state": x.state} for x in leases], indent=2) + "\n")
-                return 0
-            out(f"{'IP':<16} {'MAC':<18} {'HOSTNAME':<24} EXPIRES\n")
-            for x in leases:
-                expires = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(x.expires))
-                out(f"{str(x.ip):<16} {x.mac:<18} {x.hostname or '-':<24} {expires}\n")
-            out(f"{len(leases)} lease{'s' if len(leases) != 1 else ''}\n")
-        elif opts["action"] == "status":
+        if opts["action"] == "status":
             out(json.dumps(control.status(), indent=2) + "\n")
         elif opts["action"] == "reload":
             control.reload()

@@ -1,6 +1,6 @@
 """What `ofctl dump-flows` and `appctl ofproto/trace --datapath` ask of the datapath.
 
-`appliance/switch/cli.py` imports this module if it exists and calls:
+`appliance/switch/cli.py` (and the console, through `appliance.box.status`) calls:
 
 - `flow_stats(bridge)`: n_packets/n_bytes per flow from the running
   program's per-CPU counters (None when no datapath runs for the bridge,
@@ -8,11 +8,11 @@
 - `trace_datapath(bridge, packet, result)`: compile the bridge's table as a
   test build, run the packet through it with BPF_PROG_TEST_RUN and return
   lines saying what the program did, and whether it agrees with the
-  reference classifier's `result`; raises the CLI's error (naming
-  --datapath) when the program cannot be built or run;
+  reference classifier's `result`; raises `DatapathUnavailable` when the
+  program cannot be built;
 - `monitor(bridge, out, port_names, count, timeout, state_dir)`: `ofctl
   monitor`: print the running program's controller events (packet-ins)
-  as they come; raises the CLI's error when no datapath runs.
+  as they come; raises `DatapathUnavailable` when no datapath runs.
 """
 from __future__ import annotations
 
@@ -20,6 +20,13 @@ from ..flows import OFPP_CONTROLLER, OFPP_NORMAL, format_port
 from ..fields import format_mac
 from . import contract as C
 from .datapath import Datapath
+from .events import monitor as run_monitor
+from .testrun import TestDatapath
+
+
+class DatapathUnavailable(Exception):
+    """No datapath can answer: none runs for the bridge, or the test build failed; the message says which."""
+
 
 _VERDICTS = {C.TC_ACT_OK: "TC_ACT_OK (to the Linux bridge)", C.TC_ACT_SHOT: "TC_ACT_SHOT (drop)",
              C.TC_ACT_REDIRECT: "TC_ACT_REDIRECT (bpf_redirect)"}
@@ -36,15 +43,13 @@ def flow_stats(bridge):
 
 
 def trace_datapath(bridge, packet, result) -> list[str]:
-    from .testrun import TestDatapath
     names = bridge.port_names
     lines = ["", "Compiled datapath (BPF_PROG_TEST_RUN of the test build)",
              "--------------------------------------------------------"]
     try:
         dp = TestDatapath(bridge.flows, bridge.ports.values(), names)
     except Exception as e:  # compile, clang, verifier or permission: say which
-        from ..cli import CliError
-        raise CliError(f"ofproto/trace: --datapath: {type(e).__name__}: {e}") from None
+        raise DatapathUnavailable(f"{type(e).__name__}: {e}") from None
     with dp:
         got, ns = dp.run(packet)
     for table_flow in got.flows:
@@ -66,12 +71,10 @@ def trace_datapath(bridge, packet, result) -> list[str]:
 
 
 def monitor(bridge, out, port_names=None, count=None, timeout=None, state_dir=None) -> int:
-    from ..cli import CliError
-    from .events import monitor as run_monitor
     dp = Datapath(bridge.name, state_dir=state_dir)
     if not dp.attached():
-        raise CliError(f"ofctl: monitor: no compiled datapath runs for bridge {bridge.name}")
+        raise DatapathUnavailable(f"no compiled datapath runs for bridge {bridge.name}")
     try:
         return run_monitor(dp, bridge.flows, out, port_names, count=count, timeout=timeout)
     except OSError as e:   # not root, or the pins went away under us
-        raise CliError(f"ofctl: monitor: {bridge.name}: {e}") from None
+        raise DatapathUnavailable(f"{bridge.name}: {e}") from None

@@ -8,10 +8,11 @@
 
 One apply runs at a time (a lock in the cache, Redis in production). The
 progress lines of the box's apply are stored in the record and pushed to
-every open console. A change that could cut the admin off (`risk`) waits
-`APPLIANCE_CONFIRM_TIMEOUT` seconds for a confirm and is rolled back without
-one. The functions here are the whole logic; Celery tasks and views only
-call them.
+every open console. A change that could cut the admin off (`risk`, comparing
+the applied plan with the new one) waits `APPLIANCE_CONFIRM_TIMEOUT` seconds
+for a confirm and is rolled back without one. The functions here are the
+whole logic; the Celery tasks at the end only call them (`tasks` registers
+them with the worker and repairs on its start), and so do the views.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from appliance.web import boxes, document
 from appliance.web.applies import live, risk
 from appliance.web.applies.models import ApplyRecord
 from appliance.web.audit.log import document_diff, record
+from appliance.web.celery import app
 
 log = logging.getLogger(__name__)
 LOCK_KEY = "appliance:apply-lock"
@@ -87,11 +89,9 @@ def awaiting() -> ApplyRecord | None:
 
 
 def _enqueue(rec: ApplyRecord) -> None:
-    from appliance.web.applies import tasks
-
     def send():
         try:
-            tasks.apply_task.apply_async((rec.pk,), task_id=rec.task_id)
+            apply_task.apply_async((rec.pk,), task_id=rec.task_id)
         except Exception as e:  # noqa: BLE001 - no broker: say so in the history, touch nothing
             _set_state(rec, ApplyRecord.FAILED, error=f"the task queue is not reachable: {e}",
                        outcome="old", finished=timezone.now())
@@ -129,19 +129,22 @@ def run_apply(record_id: int) -> ApplyRecord | None:
             return rec  # redelivered after recovery, or already done
         box = boxes.get_box()
         target = parse_settings(rec.settings)
-        previous = box.applied_settings()
-        reasons = risk.confirm_reasons(previous, target) if rec.kind == "apply" else []
-        _set_state(rec, ApplyRecord.RUNNING, started=timezone.now(),
-                   previous=to_data(previous) if previous else None,
-                   needs_confirm=bool(reasons), confirm_reasons=reasons)
         progress = _progress(rec)
         try:
-            result = box.apply(target, progress=progress)
-        except Exception as e:  # noqa: BLE001 - planning failed: nothing was touched
-            progress(f"failed before any change: {type(e).__name__}: {e}")
-            _set_state(rec, ApplyRecord.FAILED, error=f"{type(e).__name__}: {e}", outcome="old",
-                       finished=timezone.now())
-            return rec
+            change, error = box.change(target), None
+        except Exception as e:  # noqa: BLE001 - it cannot be planned: recorded below, nothing touched
+            change, error = None, e
+        applied = change.applied if change else box.applied()
+        reasons = risk.confirm_reasons(change.old, change.new) if change and rec.kind == "apply" else []
+        _set_state(rec, ApplyRecord.RUNNING, started=timezone.now(),
+                   previous=to_data(applied.settings) if applied else None,
+                   needs_confirm=bool(reasons), confirm_reasons=reasons)
+        if change is None:
+            return _failed_before_any_change(rec, progress, error)
+        try:
+            result = box.apply(target, progress=progress, change=change)
+        except Exception as e:  # noqa: BLE001 - whatever failed, the record must say so
+            return _failed_before_any_change(rec, progress, e)
         rec.diff, rec.changes = result.diff, result.changes
         if not result.ok:
             _set_state(rec, ApplyRecord.FAILED, error=result.error or "", finished=timezone.now(),
@@ -160,11 +163,15 @@ def run_apply(record_id: int) -> ApplyRecord | None:
         return rec
 
 
-def _schedule_deadline(rec: ApplyRecord, timeout: float) -> None:
-    from appliance.web.applies import tasks
+def _failed_before_any_change(rec: ApplyRecord, progress, e: Exception) -> ApplyRecord:
+    progress(f"failed before any change: {type(e).__name__}: {e}")
+    _set_state(rec, ApplyRecord.FAILED, error=f"{type(e).__name__}: {e}", outcome="old", finished=timezone.now())
+    return rec
 
+
+def _schedule_deadline(rec: ApplyRecord, timeout: float) -> None:
     try:
-        tasks.confirm_deadline_task.apply_async((rec.pk,), countdown=timeout)
+        confirm_deadline_task.apply_async((rec.pk,), countdown=timeout)
     except Exception as e:  # noqa: BLE001 - the worker's startup check catches it then
         log.warning("deadline of %s not scheduled: %s", rec, e)
 
@@ -220,29 +227,29 @@ def rollback_if_unconfirmed(record_id: int) -> ApplyRecord | None:
 def recover() -> list[ApplyRecord]:
     """Mark applies a dead worker left running, and put the box in a whole state.
 
-    `Box` saves its applied settings only after every step succeeded, so if
-    they equal the record's the apply finished (the box runs the new
-    settings); otherwise the box may be between the two and the previous
-    plan is applied again over the partial new one (the box runs the old
-    settings). Expired confirm deadlines are enforced as well.
+    `Box` saves what it applied only after every step succeeded, so if its
+    settings equal the record's the apply finished (the box runs the new
+    settings); otherwise the box may be between the two and the applied
+    plan, as it was stored, is applied again over the partial new one (the
+    box runs the old settings). Expired confirm deadlines are enforced as well.
     """
     cache.delete(LOCK_KEY)  # its holder died with the old worker
     done = []
     for rec in ApplyRecord.objects.filter(state=ApplyRecord.RUNNING).order_by("id"):
         box = boxes.get_box()
         target = parse_settings(rec.settings)
-        applied = box.applied_settings()
+        applied = box.applied()
         progress = _progress(rec)
         progress("interrupted: the worker stopped during this apply")
-        if applied == target:
+        if applied is not None and applied.settings == target:
             progress("the box had finished it: it runs the new settings")
             outcome = "new"
         else:
             progress("restoring the previous settings over the partial apply")
             try:
-                partial = box.plan(target)
+                partial = box.plan(target, box.observe(target, applied))
                 if applied is not None:
-                    res = box.applier.apply(box.plan(applied), partial, progress)
+                    res = box.applier.apply(applied.plan, partial, progress)
                     if not res.ok:
                         raise RuntimeError(res.error)
                 else:
@@ -262,3 +269,20 @@ def recover() -> list[ApplyRecord]:
         else:
             _schedule_deadline(rec, left)
     return done
+
+
+# ---------------------------------------------------------------- the worker's tasks
+# Named as they were when they lived in `tasks`, so queued messages still find them.
+
+@app.task(name="appliance.web.applies.tasks.apply_task", acks_late=True, reject_on_worker_lost=True,
+          autoretry_for=(ApplyBusy,), retry_backoff=1, retry_backoff_max=5, max_retries=120)
+def apply_task(record_id: int) -> str:
+    rec = run_apply(record_id)
+    return rec.state if rec else "gone"
+
+
+@app.task(name="appliance.web.applies.tasks.confirm_deadline_task", acks_late=True,
+          autoretry_for=(ApplyBusy,), retry_backoff=1, max_retries=120)
+def confirm_deadline_task(record_id: int) -> str:
+    rec = rollback_if_unconfirmed(record_id)
+    return rec.state if rec else "nothing to do"

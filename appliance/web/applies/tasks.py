@@ -1,21 +1,9 @@
-"""Celery tasks: thin wrappers around `service` (acks late: a killed worker's task is not lost)."""
+"""The apply's Celery tasks (defined with their logic in `service`; acks late: a killed
+worker's task is not lost), and the repair a worker makes when it starts."""
 from celery.signals import worker_ready
 
 from appliance.web.applies import service
-from appliance.web.celery import app
-
-
-@app.task(acks_late=True, reject_on_worker_lost=True, autoretry_for=(service.ApplyBusy,),
-             retry_backoff=1, retry_backoff_max=5, max_retries=120)
-def apply_task(record_id: int) -> str:
-    rec = service.run_apply(record_id)
-    return rec.state if rec else "gone"
-
-
-@app.task(acks_late=True, autoretry_for=(service.ApplyBusy,), retry_backoff=1, max_retries=120)
-def confirm_deadline_task(record_id: int) -> str:
-    rec = service.rollback_if_unconfirmed(record_id)
-    return rec.state if rec else "nothing to do"
+from appliance.web.applies.service import apply_task, confirm_deadline_task  # noqa: F401 - what Celery finds here
 
 
 @worker_ready.connect

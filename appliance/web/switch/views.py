@@ -2,10 +2,10 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 from django.views.decorators.http import require_POST
 
+from appliance.box.flows import lint_custom
 from appliance.web import sources
 from appliance.web.sections import SectionEditView
 from appliance.web.switch import forms, models
-from appliance.web.switch.lintcheck import lint_custom
 
 
 @login_required
@@ -21,9 +21,10 @@ def flow_table(request):
 
 
 def _base_flows():
+    """The applied flow table, which custom flows are linted against."""
     try:
-        bridge, _ = sources.get().bridge()
-    except Exception:  # noqa: BLE001 - lint the custom flows alone then
+        bridge = sources.get().bridge()
+    except (OSError, ValueError):  # no readable applied state: lint the custom flows alone then
         return []
     return list(bridge.flows) if bridge else []
 

@@ -1,66 +1,16 @@
 """Apply by diff, idempotent, and a failed apply leaves the previous box running."""
 import pytest
 
+from appliance.box.fake import FakeServices, FakeSwitch, MemFs
+from appliance.box.files import RealFileSystem
 from appliance.box.placement import Placement, place
-from appliance.box.plan import Layout, Observed
+from appliance.box.plan import Layout, Observed, plan
 from appliance.box.runtime import Box
 from appliance.box.settings import default_settings
 from appliance.kernel import FakeKernel
-from appliance.services.supervisor import RUNNING, STOPPED, ServiceState
 
 GW_MAC = "02:4d:4f:44:45:4d"
 UP_MAC, DOWN_MAC = "52:54:00:00:05:00", "52:54:00:00:01:00"
-
-
-class FakeSwitch:
-    def __init__(self):
-        self.loaded = None
-        self.fail = False
-
-    def load(self, switch):
-        if self.fail and switch != self.loaded:
-            raise RuntimeError("verifier rejected flow 3")
-        if switch == self.loaded:
-            return []
-        self.loaded = switch
-        return [f"~ datapath: {len(switch.flows)} flows"]
-
-    def unload(self, switch):
-        self.loaded = None
-        return ["- datapath"]
-
-
-class FakeServices:
-    def __init__(self):
-        self.running = {}
-
-    def start(self, spec):
-        old = self.running.get(spec.name)
-        self.running[spec.name] = spec
-        return "unchanged" if old == spec else ("restarted" if old else "started")
-
-    def stop(self, name):
-        return self.running.pop(name, None) is not None
-
-    def remove(self, name):
-        self.running.pop(name, None)
-
-    def status(self, name):
-        return ServiceState(name, RUNNING if name in self.running else STOPPED)
-
-
-class MemFs:
-    def __init__(self):
-        self.files = {}
-
-    def read(self, path):
-        return self.files.get(path)
-
-    def write(self, path, content, mode):
-        self.files[path] = content
-
-    def mkdir(self, path):
-        pass
 
 
 def settings(**kw):
@@ -159,7 +109,6 @@ def test_teardown_removes_everything_the_box_made(box):
 
 def test_placement_renames_every_namespace():
     s = settings()
-    from appliance.box.plan import plan
     p = place(plan(s, Observed.of({"enp5s0": UP_MAC, "enp1s0": DOWN_MAC}), Layout()), Placement.inside("x"))
     seen = set()
     for o in p.kernel:
@@ -167,3 +116,36 @@ def test_placement_renames_every_namespace():
             if hasattr(o, attr):
                 seen.add(getattr(o, attr))
     assert seen <= {"x", "x-gw", "x-vproxy"} and None not in seen
+
+
+def test_teardown_removes_the_runtime_directory_and_keeps_the_state(box, tmp_path):
+    box._fs = RealFileSystem()  # the machine's disk, in tmp_path
+    assert box.apply(settings()).ok
+    run, state = tmp_path / "run", tmp_path / "state"
+    # What the services leave behind them: sockets, Kea's pid file, the supervisor's files.
+    for name in ("dns.sock", "relay.sock", "dhcp/kea4.sock", "dhcp/kea-dhcp4.kea-dhcp4.pid",
+                 "services/dns.state.json"):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("")
+    (state / "dhcp" / "dhcp4.leases").write_text("lease\n")
+    box.teardown()
+    assert not run.exists()
+    assert (state / "dhcp" / "dhcp4.leases").read_text() == "lease\n", "leases survive a teardown"
+    assert not (state / "applied.json").exists()
+
+
+def test_teardown_leaves_a_runtime_directory_it_shares(box, tmp_path):
+    box._fs = RealFileSystem()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "console.env").write_text("DJANGO_ALLOWED_HOSTS=*\n")  # the image's, beside the box's
+    assert box.apply(settings()).ok
+    (tmp_path / "run" / "dns.sock").write_text("")
+    box.teardown()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["console.env"]
+
+
+def test_the_box_keeps_its_state_through_its_file_system(box, tmp_path):
+    assert box.apply(settings()).ok
+    assert box.layout.state_file in box._fs.files and not (tmp_path / "state").exists()
+    box.teardown()
+    assert box._fs.files.keys().isdisjoint({box.layout.state_file}) and not box._fs.exists(box.layout.run_dir)

@@ -10,7 +10,7 @@ from appliance.box.plan import (
 from appliance.box.settings import default_settings, parse_settings, to_data
 from appliance.kernel.desired import Address, Bridge, Namespace, NftTable, RouteEntry, Sysctls, Veth
 from appliance.switch.classifier import classify
-from appliance.switch.flows import FlowTable
+from appliance.switch.flows import Flow, FlowTable
 from appliance.switch.parser import parse_flows
 
 GW_MAC = "18:00:00:00:00:e8"
@@ -305,3 +305,12 @@ def test_relay_fast_path_serves_the_home_port_only_and_can_be_turned_off(the_pla
     off = plan(settings(relay={"fast_path": {"enabled": False}}), OBSERVED)
     values = {(s.ns, k): v for s in off.kernel if isinstance(s, Sysctls) for k, v in s.values}
     assert values[(VPROXY_NS, "net.ipv4.ip_forward")] == "0"
+
+
+def test_the_flows_are_objects_printed_as_add_flows_text_that_reads_back_the_same():
+    custom = "priority=100,udp,in_port=downlink,udp_dst=123,actions=output:2\n"
+    p = plan(settings(flows={"custom": custom}), OBSERVED)
+    assert all(isinstance(e.flow, Flow) for e in p.switch.flows)
+    assert FlowTable(parse_flows(p.switch.flow_text(), p.switch.port_map)) == p.switch.table()
+    # Custom flows are read once, into objects, and printed as dump-flows names them.
+    assert p.switch.flow_text().rstrip().endswith("priority=100,udp,in_port=downlink,tp_dst=123,actions=output:downlink")

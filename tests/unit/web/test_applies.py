@@ -210,12 +210,17 @@ def test_recovery_enforces_an_expired_deadline(api, run):
 
 def test_risk_rules():
     from appliance.web.applies.risk import confirm_reasons
+    plan = fakes.BOX.plan  # the change is judged on the plans: what runs and what would
     s = fakes.settings()
-    assert confirm_reasons(None, s) == []
-    assert confirm_reasons(s, s) == []
+    assert confirm_reasons(None, plan(s)) == []
+    assert confirm_reasons(plan(s), plan(s)) == []
     pool = fakes.settings(dhcp={"pools": [{"start": "192.168.1.100", "end": "192.168.1.150"}]})
-    assert confirm_reasons(s, pool) == []
+    assert confirm_reasons(plan(s), plan(pool)) == []
     flows = parse_settings({**s.model_dump(mode="json"), "flows": {"custom": "priority=9,in_port=admin,actions=drop"}})
-    assert confirm_reasons(s, flows) == ["custom flows touching the admin port changed"]
+    assert confirm_reasons(plan(s), plan(flows)) == ["custom flows touching the admin port changed"]
     other = parse_settings({**s.model_dump(mode="json"), "flows": {"custom": "priority=9,udp,tp_dst=9,actions=drop"}})
-    assert confirm_reasons(s, other) == []
+    assert confirm_reasons(plan(s), plan(other)) == []
+    guarded = fakes.settings(admin={"address": "192.168.1.8", "guarded_ports": [22, 443]})
+    assert confirm_reasons(plan(s), plan(guarded)) == ["admin guarded ports changed"]
+    wider = fakes.settings(lan={"prefix": "192.168.0.0/23"})
+    assert confirm_reasons(plan(s), plan(wider)) == ["LAN 192.168.1.0/24 -> 192.168.0.0/23"]

@@ -189,7 +189,7 @@ def test_nav_lists_every_app(client_admin):
 
 
 def test_dashboard_tiles_show_dns_and_relay_when_running(client_admin, monkeypatch):
-    from appliance.web.sources import Reading
+    from appliance.box.status import Reading
     monkeypatch.setattr(fakes.FakeSources, "dns", lambda self: Reading(
         {"queries": 200, "blocked": 50, "blocked_share": 0.25, "window_seconds": 86400}), raising=False)
     monkeypatch.setattr(fakes.FakeSources, "relay", lambda self: Reading(

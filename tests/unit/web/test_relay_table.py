@@ -8,6 +8,7 @@ import pytest
 
 from appliance.services.relay.control import ControlServer
 from appliance.services.relay.table import ConnectionTable
+from tests.support import webfakes as fakes
 
 pytestmark = pytest.mark.django_db
 
@@ -40,14 +41,13 @@ class TableOnly:
 
 
 @pytest.fixture
-def relay_socket(settings, tmp_path):
-    path = str(tmp_path / "relay.sock")
+def relay_socket():
+    path = fakes.BOX.layout.relay_socket  # where the box's relay listens
     loop = asyncio.new_event_loop()
     server = ControlServer(TableOnly(), path)
     loop.run_until_complete(server.start())
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    settings.APPLIANCE_RELAY_SOCKET = path
     yield path
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
@@ -65,8 +65,7 @@ def test_api_lists_live_connections_of_both_paths_history_and_counters(api, rela
     # is counted by the kernel's own counters, not twice
 
 
-def test_api_says_when_the_relay_is_down(api, settings, tmp_path):
-    settings.APPLIANCE_RELAY_SOCKET = str(tmp_path / "nobody.sock")
+def test_api_says_when_the_relay_is_down(api):
     r = api.get("/api/relay/connections/")
     assert r.status_code == 200 and r.data["running"] is False and "not running" in r.data["problem"]
 

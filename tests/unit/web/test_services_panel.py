@@ -11,7 +11,7 @@ import stat
 
 import pytest
 
-from appliance.box.runtime import Box
+from appliance.box import locate
 from appliance.services.supervisor import Supervisor
 from appliance.services.units import SystemdUnits
 from tests.support import webfakes as fakes
@@ -31,9 +31,9 @@ printf 'ActiveState=%s\\nSubState=%s\\nMainPID=%s\\nNRestarts=0\\n' "$state" "$s
 
 
 def box_as_deployed():
-    """The applied box as the console makes it: no services object given, so the environment decides."""
+    """The applied box as the console finds it: located by the environment, which says what runs its services."""
     b = fakes.BOX
-    return Box(placement=b.placement, layout=b.layout, kernel=b.kernel)
+    return locate.box(b.placement.host_ns, b.layout.state_dir, b.layout.run_dir, kernel=b.kernel, fs=b.fs)
 
 
 @pytest.fixture
@@ -97,10 +97,9 @@ def test_without_systemd_mode_the_supervisor_answers(client_admin, systemd, monk
 
 def test_the_apply_and_the_panel_use_the_same_runner(tmp_path, monkeypatch):
     monkeypatch.setenv("APPLIANCE_SERVICES", "systemd")
-    box = fakes.new_box(str(tmp_path))
-    box._services = None
+    box = locate.box("lab-box", f"{tmp_path}/state", f"{tmp_path}/run")
     assert isinstance(box.services, SystemdUnits) and box.applier.services is box.services
     monkeypatch.delenv("APPLIANCE_SERVICES")
-    box._services = None
+    box = locate.box("lab-box", f"{tmp_path}/state", f"{tmp_path}/run")
     assert isinstance(box.services, Supervisor) and box.applier.services is box.services
     assert str(box.services.dir) == f"{tmp_path}/run/services"

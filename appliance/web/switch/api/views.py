@@ -2,10 +2,10 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from appliance.box.flows import lint_custom
 from appliance.web import sources
 from appliance.web.sections import SingletonViewSet
 from appliance.web.switch.api import serializers as s
-from appliance.web.switch.lintcheck import lint_custom
 from appliance.web.switch.views import _base_flows
 
 

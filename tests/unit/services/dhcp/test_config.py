@@ -1,14 +1,16 @@
-"""Kea's config from the settings; Kea itself (`kea-dhcp4 -t`) must accept it."""
+"""Kea's config from the settings (bound to the box by the plan); Kea itself (`kea-dhcp4 -t`) must accept it."""
 import json
 import shutil
 
 import pytest
 
+from appliance.box.layout import Layout
+from appliance.box.plan import dhcp_settings
 from appliance.box.settings import default_settings, parse_settings, to_data
-from appliance.services.dhcp.config import KeaPaths, kea_config, render
+from appliance.services.dhcp.config import kea_config, render
 from appliance.services.dhcp.kea import Lease, check_config
 
-PATHS = KeaPaths.under("/var/lib/appliance", "/run/appliance")
+LAYOUT = Layout("/var/lib/appliance", "/run/appliance")
 
 
 def settings(**dhcp):
@@ -21,7 +23,7 @@ def test_config_from_settings():
     s = settings(static_leases=[{"mac": "02:00:00:00:00:01", "ip": "192.168.1.20", "hostname": "nas"}],
                  options={"domain": "home.arpa", "ntp": ["192.168.1.8"], "dns": ["192.168.1.1", "1.1.1.1"]},
                  lease_time=3600)
-    d4 = kea_config(s, PATHS)["Dhcp4"]
+    d4 = kea_config(dhcp_settings(s, LAYOUT))["Dhcp4"]
     assert d4["interfaces-config"]["interfaces"] == ["gw0"]
     assert d4["control-socket"] == {"socket-type": "unix", "socket-name": "/run/appliance/dhcp/kea4.sock"}
     assert d4["lease-database"]["type"] == "memfile" and d4["lease-database"]["persist"] is True
@@ -40,13 +42,14 @@ def test_config_from_settings():
 
 
 def test_router_and_dns_default_to_the_gateway():
-    options = {o["name"]: o["data"] for o in kea_config(settings(), PATHS)["Dhcp4"]["subnet4"][0]["option-data"]}
+    subnet = kea_config(dhcp_settings(settings(), LAYOUT))["Dhcp4"]["subnet4"][0]
+    options = {o["name"]: o["data"] for o in subnet["option-data"]}
     assert options == {"routers": "192.168.1.1", "domain-name-servers": "192.168.1.1"}
 
 
 def test_render_is_stable_json():
-    text = render(kea_config(settings(), PATHS))
-    assert text == render(kea_config(settings(), PATHS))
+    text = render(kea_config(dhcp_settings(settings(), LAYOUT)))
+    assert text == render(kea_config(dhcp_settings(settings(), LAYOUT)))
     assert json.loads(text)["Dhcp4"]["authoritative"] is True
 
 
@@ -56,15 +59,15 @@ def test_kea_accepts_the_config(tmp_path):
                  pools=[{"start": "192.168.1.65", "end": "192.168.1.100"},
                         {"start": "192.168.1.150", "end": "192.168.1.191"}],
                  options={"domain": "home.arpa", "ntp": ["192.168.1.8"]})
-    paths = KeaPaths.under(str(tmp_path), str(tmp_path))
+    layout = Layout(str(tmp_path), str(tmp_path))
     # gw0 exists only in netns gw; Kea checks interfaces, so check on lo here
     # (the integration tests check the real thing inside a namespace).
-    assert check_config(kea_config(s, paths), interface="lo") == []
+    assert check_config(kea_config(dhcp_settings(s, layout)), interface="lo") == []
 
 
 @pytest.mark.skipif(shutil.which("kea-dhcp4") is None, reason="kea-dhcp4 not installed")
 def test_kea_rejects_a_broken_config(tmp_path):
-    config = kea_config(settings(), KeaPaths.under(str(tmp_path), str(tmp_path)))
+    config = kea_config(dhcp_settings(settings(), Layout(str(tmp_path), str(tmp_path))))
     config["Dhcp4"]["subnet4"][0]["pools"] = [{"pool": "192.168.1.65 - 192.168.7.1"}]
     errors = check_config(config, interface="lo")
     assert errors and any("pool" in e.lower() for e in errors)

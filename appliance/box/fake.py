@@ -1,0 +1,95 @@
+"""In-memory fakes of the apply layer's ports (`appliance.box.protocols`), shipped for tests.
+
+A `Box` given `FakeKernel`, `FakeSwitch`, `FakeServices` and `MemFs` runs
+its whole logic (observe, plan, apply, restore, teardown, its applied state)
+without root and without touching the machine. The fakes are plain objects,
+so they pickle (the browser tests keep one box across processes that way).
+"""
+from __future__ import annotations
+
+from appliance.services.supervisor import RUNNING, STOPPED, ServiceState
+
+
+class FakeSwitch:
+    """Remembers the loaded switch; `fail = True` makes the next different load fail, as a verifier would."""
+
+    def __init__(self):
+        self.loaded = None
+        self.fail = False
+
+    def load(self, switch):
+        if self.fail and switch != self.loaded:
+            raise RuntimeError("verifier rejected flow 3")
+        if switch == self.loaded:
+            return []
+        self.loaded = switch
+        return [f"~ datapath: {len(switch.flows)} flows"]
+
+    def unload(self, switch):
+        self.loaded = None
+        return ["- datapath"]
+
+
+class FakeServices:
+    """The services as specs in a dict: `running[name]` is the spec that runs."""
+
+    def __init__(self):
+        self.running = {}
+
+    def start(self, spec):
+        old = self.running.get(spec.name)
+        self.running[spec.name] = spec
+        return "unchanged" if old == spec else ("restarted" if old else "started")
+
+    def stop(self, name):
+        return self.running.pop(name, None) is not None
+
+    def remove(self, name):
+        self.running.pop(name, None)
+
+    def status(self, name):
+        return ServiceState(name, RUNNING if name in self.running else STOPPED)
+
+
+class MemFs:
+    """Files as a dict of path -> text, directories as a set of paths."""
+
+    def __init__(self):
+        self.files: dict[str, str] = {}
+        self.dirs: set[str] = set()
+
+    def _parents(self, path: str) -> None:
+        d = path.rsplit("/", 1)[0]
+        while d and d not in self.dirs:
+            self.dirs.add(d)
+            d = d.rsplit("/", 1)[0]
+
+    def read(self, path):
+        return self.files.get(path)
+
+    def write(self, path, content, mode=0o644):
+        self._parents(path)
+        self.files[path] = content
+
+    def mkdir(self, path):
+        self.dirs.add(path)
+        self._parents(path)
+
+    def _under(self, path: str) -> list[str]:
+        return [p for p in (*self.files, *self.dirs) if p.startswith(path + "/")]
+
+    def remove(self, path):
+        for p in self._under(path):
+            self.files.pop(p, None)
+            self.dirs.discard(p)
+        self.files.pop(path, None)
+        self.dirs.discard(path)
+
+    def rmdir(self, path):
+        if path not in self.dirs or self._under(path):
+            return False
+        self.dirs.discard(path)
+        return True
+
+    def exists(self, path: str) -> bool:
+        return path in self.files or path in self.dirs

@@ -1,0 +1,47 @@
+"""The file-system port on the machine's own disk."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+class RealFileSystem:
+    def read(self, path):
+        try:
+            return Path(path).read_text()
+        except FileNotFoundError:
+            return None
+
+    def write(self, path, content, mode=0o644):
+        # Write-then-rename: a daemon never reads half a config.
+        d = os.path.dirname(path)
+        os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(content)
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def mkdir(self, path):
+        os.makedirs(path, exist_ok=True)
+
+    def remove(self, path):
+        p = Path(path)
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+
+    def rmdir(self, path):
+        try:
+            os.rmdir(path)
+        except (FileNotFoundError, OSError):
+            return False
+        return True

@@ -1,0 +1,216 @@
+"""The box's flows: its own table (the seed's `init-flow.sh`), custom flows, and their checks.
+
+The box's own flows are built as `Flow` objects, each with the one line
+that says why it is there, and printed with the flow language's printer
+(`add_flow_line`), never written as text and parsed back. Custom flows (the
+settings' `flows.custom`) are parsed here and only here, against the box's
+port names; the settings' validation, the plan, the console's lint and the
+apply's risk check all use `parse_custom`.
+
+Priorities of the generated flows are all distinct where flows overlap, so
+nothing depends on the undefined order of equal-priority flows (the seed's
+uplink-DHCP drops tied with the generic DHCP rules and the modem's offers
+reached clients); `lint` in the unit tests checks it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from typing import Iterable
+
+from appliance.box.layout import ADMIN_PORT, PORT_NAMES, PORT_NUMBERS
+from appliance.switch import fields as F
+from appliance.switch.flows import All, Flood, Flow, Match, Normal, Output, SetField
+from appliance.switch.lint import lint
+from appliance.switch.parser import parse_flows
+
+# Priorities of the generated flows, highest first.
+P_IPV6_DROP = 1000
+P_GW_LOOP_DROP = 990
+P_UPLINK_DHCP_SERVER_DROP = 981
+P_UPLINK_DHCP_CLIENT_DROP = 980
+P_VPROXY_ARP_GW_DROP = 970
+P_CONSOLE_GUARD = 960  # one flow per guarded TCP port: disjoint by tp_dst
+P_DHCP_TO_CLIENT = 950
+P_DHCP_TO_SERVER = 940
+P_GW_BROADCAST = 930
+P_ARP_TO_GW_MAC = 920
+P_ARP_FOR_GW = 910
+P_VPROXY_DNS_UDP = 901
+P_VPROXY_DNS_TCP = 900
+P_DNS_UDP = 891
+P_DNS_TCP = 890
+P_FAKE_RANGE_GUARD = 885  # the relay serves the home side only
+P_FAKE_RANGE = 880
+P_TO_GW_MAC = 200
+P_TO_ADMIN_MAC = 100
+P_NORMAL = 0
+
+BROADCAST = "ff:ff:ff:ff:ff:ff"
+
+
+def add_flow_line(flow: Flow) -> str:
+    """A flow as a line of an `ovs-ofctl add-flows` file, with the box's port names.
+
+    The printer writes dump-flows syntax (a space before `actions=`); an
+    add-flows file separates them with a comma, as the box has always printed
+    its table (in `apply --dry-run` and in the applied state).
+    """
+    text = flow.to_ofctl(PORT_NAMES)
+    match, sep, actions = text.rpartition(" actions=")
+    return f"{match},actions={actions}" if sep and match else text
+
+
+@dataclass(frozen=True)
+class FlowEntry:
+    """One of the box's own flows and why it is there (printed as a comment above it)."""
+
+    why: str
+    flow: Flow
+
+    @property
+    def text(self) -> str:
+        return add_flow_line(self.flow)
+
+
+# ---------------------------------------------------------------- the box's own flows
+
+def _mac(mac: str) -> int:
+    return int(mac.replace(":", ""), 16)
+
+
+def _ip(ip) -> int:
+    return int(IPv4Address(str(ip)))
+
+
+def _match(proto: str | None = None, *, nets: dict[str, IPv4Network] | None = None, **exact) -> Match:
+    """A match from readable values: `proto` is a shorthand (udp, arp ...), ports go by name."""
+    values: dict[str, int] = {}
+    masks: dict[str, int] = {}
+    if proto:
+        dl_type, nw_proto = F.SHORTHANDS[proto]
+        values["dl_type"] = dl_type
+        if nw_proto is not None:
+            values["nw_proto"] = nw_proto
+    for name, value in exact.items():
+        kind = F.FIELD_BY_NAME[name].kind
+        values[name] = (PORT_NUMBERS[value] if kind == F.PORT else _mac(value) if kind == F.MAC
+                        else _ip(value) if kind == F.IPV4 else int(value))
+    for name, net in (nets or {}).items():
+        values[name], masks[name] = int(net.network_address), int(net.netmask)
+    return Match(values, masks)
+
+
+def _out(*ports: str) -> tuple[Output, ...]:
+    return tuple(Output(PORT_NUMBERS[p]) for p in ports)
+
+
+def box_flows(*, gateway_ip: IPv4Address, gateway_mac: str, admin_mac: str, vproxy_mac: str,
+              fake_range: IPv4Network, guarded_ports: Iterable[int], drop_ipv6: bool) -> tuple[FlowEntry, ...]:
+    """The seed's `init-flow.sh` for these addresses, with strict priorities."""
+    gw, vp = gateway_ip, vproxy_mac
+    to_vproxy = (SetField("dl_dst", _mac(vp)), *_out("vproxy"))
+    f: list[FlowEntry] = []
+
+    def add(why: str, priority: int, match: Match, actions: tuple = ()) -> None:
+        f.append(FlowEntry(why, Flow(match=match, actions=actions, priority=priority)))
+
+    if drop_ipv6:
+        add("IPv6 is not handled yet: drop it (ipv6.policy=drop)", P_IPV6_DROP, _match("ipv6"))
+    add("a frame from the gateway MAC to itself goes nowhere", P_GW_LOOP_DROP,
+        _match(dl_src=gateway_mac, dl_dst=gateway_mac))
+    add("DHCP from the modem never reaches the home (above the DHCP rules)", P_UPLINK_DHCP_SERVER_DROP,
+        _match("udp", in_port="uplink", tp_src=67, tp_dst=68))
+    add("DHCP requests from the modem side are not served", P_UPLINK_DHCP_CLIENT_DROP,
+        _match("udp", in_port="uplink", tp_src=68, tp_dst=67))
+    add("vproxy never ARPs as the gateway", P_VPROXY_ARP_GW_DROP,
+        _match("arp", in_port="vproxy", arp_spa=gw))
+    for port in guarded_ports:
+        add(f"console/SSH guard: nothing from the modem side connects to the box's TCP port {port}",
+            P_CONSOLE_GUARD, _match("tcp", in_port="uplink", dl_dst=admin_mac, tp_dst=port))
+    add("DHCP server -> client goes to the home side only", P_DHCP_TO_CLIENT,
+        _match("udp", tp_src=67, tp_dst=68), _out("downlink"))
+    add("DHCP client -> server goes to the virtual gateway", P_DHCP_TO_SERVER,
+        _match("udp", tp_src=68, tp_dst=67), _out("vgw"))
+    add("broadcasts with the gateway MAC never go back to the modem or vgw", P_GW_BROADCAST,
+        _match(dl_src=gateway_mac, dl_dst=BROADCAST), _out("downlink", "admin", "vproxy"))
+    add("ARP to the gateway MAC: the modem or vgw asked, so both get it", P_ARP_TO_GW_MAC,
+        _match("arp", dl_dst=gateway_mac), _out("uplink", "vgw"))
+    add("ARP for the gateway IP is answered by the modem", P_ARP_FOR_GW,
+        _match("arp", arp_tpa=gw), _out("uplink"))
+    add("DNS from vproxy to the gateway goes to the modem (UDP)", P_VPROXY_DNS_UDP,
+        _match("udp", in_port="vproxy", nw_dst=gw, tp_dst=53), _out("uplink"))
+    add("DNS from vproxy to the gateway goes to the modem (TCP)", P_VPROXY_DNS_TCP,
+        _match("tcp", in_port="vproxy", nw_dst=gw, tp_dst=53), _out("uplink"))
+    add("DNS to the gateway goes to vproxy (UDP)", P_DNS_UDP,
+        _match("udp", nw_dst=gw, tp_dst=53), to_vproxy)
+    add("DNS to the gateway goes to vproxy (TCP)", P_DNS_TCP,
+        _match("tcp", nw_dst=gw, tp_dst=53), to_vproxy)
+    add("the relay is no open proxy: the fake range is not reachable from the modem side",
+        P_FAKE_RANGE_GUARD, _match("ip", in_port="uplink", nets={"nw_dst": fake_range}))
+    add("the fake range goes to vproxy", P_FAKE_RANGE, _match("ip", nets={"nw_dst": fake_range}), to_vproxy)
+    add("other unicast to the gateway MAC goes to the modem", P_TO_GW_MAC,
+        _match(dl_dst=gateway_mac), _out("uplink"))
+    # Not in the seed (OVS has no such trap): a Linux bridge keeps each
+    # port's MAC as its own, and admin0 shares the uplink NIC's MAC, so
+    # NORMAL would hand frames for the box to the bridge device, not admin.
+    add("frames for the box go straight to the admin port", P_TO_ADMIN_MAC,
+        _match(dl_dst=admin_mac), _out("admin"))
+    add("everything else is switched normally", P_NORMAL, _match(), (Normal(),))
+    return tuple(f)
+
+
+def guarded_ports(entries: Iterable[FlowEntry]) -> tuple[int, ...]:
+    """The TCP ports the console/SSH guard closes to the modem side, in the table's order."""
+    return tuple(e.flow.match.values["tp_dst"] for e in entries if e.flow.priority == P_CONSOLE_GUARD)
+
+
+# ---------------------------------------------------------------- custom flows
+
+def parse_custom(text: str) -> tuple[Flow, ...]:
+    """Custom flows (`ovs-ofctl add-flows` text with the box's port names), all or nothing.
+
+    Raises `FlowSyntaxError` (a ValueError) naming the line and column.
+    """
+    return tuple(parse_flows(text, PORT_NUMBERS)) if text.strip() else ()
+
+
+def custom_flow_errors(text: str) -> list[str]:
+    """Problems in custom flow text, each naming its line; [] when fine."""
+    try:
+        parse_custom(text)
+    except ValueError as e:  # the parser's errors name line and column
+        return [str(e)]
+    return []
+
+
+def touches_admin(flows: Iterable[Flow]) -> bool:
+    """Whether any of these flows matches on, or can send to, the admin port."""
+    admin = PORT_NUMBERS[ADMIN_PORT]
+    for f in flows:
+        got = f.match.get("in_port")
+        if got is not None and got[0] == admin:
+            return True
+        for a in f.actions:
+            if isinstance(a, Output) and a.port == admin:
+                return True
+            if isinstance(a, (Flood, All, Normal)):
+                return True  # these reach the admin port too
+    return False
+
+
+def lint_custom(text: str, base_flows: Iterable[Flow] = ()) -> list[dict]:
+    """Lint feedback for custom flows as they are typed: syntax errors, then overlaps and shadowing.
+
+    The custom flows are linted together with the box's own table
+    (`base_flows`), so a custom flow hidden by one of the box's is reported;
+    only findings about the custom flows are returned.
+    """
+    try:
+        custom = parse_custom(text)
+    except ValueError as e:
+        return [{"severity": "error", "message": str(e)}]
+    ids = {id(f) for f in custom}
+    return [{"severity": finding.severity, "message": finding.format(PORT_NAMES)}
+            for finding in lint([*base_flows, *custom])
+            if id(finding.flow) in ids or (finding.other is not None and id(finding.other) in ids)]

@@ -1,0 +1,102 @@
+"""The box's names and places: namespaces, links, OpenFlow ports, and every file it keeps.
+
+The constants are the box's own vocabulary: the plan builds with them, the
+settings refuse them as NIC names, flows name the ports by them. `Layout`
+says where one box keeps its state (surviving reboots: leases, the fake-IP
+store, what was applied) and its runtime files (sockets, pid files, the
+supervisor's state); every path any part of the box uses is a property here,
+so the console, the CLI and the services always agree on them.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+
+from appliance.services.dhcp.config import KEA_HOOKS_DIR, KeaPaths
+
+GW_NS, VPROXY_NS = "gw", "vproxy"
+BRIDGE = "vswitch"
+ADMIN_DEV, GW_DEV, VPROXY_DEV = "admin0", "gw0", "vproxy0"  # the stack-side ends
+# The bridge-side ends are named as the flow table names the ports.
+ADMIN_PORT, VGW_PORT, VPROXY_PORT = "admin", "vgw", "vproxy"
+# OpenFlow port numbers of the box's ports; flows name them by these names.
+PORT_NUMBERS: dict[str, int] = {"uplink": 1, "downlink": 2, ADMIN_PORT: 3, VGW_PORT: 4, VPROXY_PORT: 5}
+PORT_NAMES: dict[int, str] = {n: name for name, n in PORT_NUMBERS.items()}
+NFT_TABLE = "appliance"
+# Link names the box creates in its host namespace; a NIC cannot be called so.
+RESERVED_LINK_NAMES = frozenset({ADMIN_PORT, ADMIN_DEV, VGW_PORT, VPROXY_PORT, BRIDGE})
+
+STATE_ROOT = "/var/lib/appliance"
+RUN_ROOT = "/run/appliance"
+PIN_ROOT = "/sys/fs/bpf/appliance"  # one directory per box below it (`host` or its namespace)
+
+
+def derived_mac(name: str) -> str:
+    """A stable, locally administered unicast MAC for a port the seed leaves unfixed."""
+    h = hashlib.sha256(f"appliance-port:{name}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in ((h[0] & 0xFC) | 0x02, *h[1:6]))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one box keeps state (survives reboots) and runtime files."""
+
+    state_dir: str = STATE_ROOT
+    run_dir: str = RUN_ROOT
+    kea_hooks_dir: str = KEA_HOOKS_DIR
+    python: str = sys.executable  # runs the box's own services (DNS, relay)
+
+    # -- state
+    @property
+    def state_file(self) -> str:
+        """What was applied: settings, observations, the plan (`appliance.box.stored`)."""
+        return f"{self.state_dir}/applied.json"
+
+    @property
+    def dhcp_dir(self) -> str:
+        return f"{self.state_dir}/dhcp"
+
+    @property
+    def kea(self) -> KeaPaths:
+        return KeaPaths(config=f"{self.dhcp_dir}/kea-dhcp4.conf", leases=f"{self.dhcp_dir}/dhcp4.leases",
+                        socket=f"{self.run_dir}/dhcp/kea4.sock", run_dir=f"{self.run_dir}/dhcp")
+
+    @property
+    def dns_dir(self) -> str:
+        return f"{self.state_dir}/dns"
+
+    @property
+    def dns_config(self) -> str:
+        return f"{self.dns_dir}/dns.json"
+
+    @property
+    def relay_config(self) -> str:
+        return f"{self.dns_dir}/relay.json"
+
+    @property
+    def fakeip_db(self) -> str:
+        return f"{self.dns_dir}/fakeip.sqlite3"
+
+    @property
+    def datapath_dir(self) -> str:
+        return f"{self.state_dir}/datapath"
+
+    # -- runtime
+    @property
+    def dns_socket(self) -> str:
+        return f"{self.run_dir}/dns.sock"
+
+    @property
+    def relay_socket(self) -> str:
+        return f"{self.run_dir}/relay.sock"
+
+    @property
+    def services_dir(self) -> str:
+        """The supervisor's state (where systemd does not run the services)."""
+        return f"{self.run_dir}/services"
+
+    @property
+    def runtime(self) -> tuple[str, ...]:
+        """What the box's services leave in `run_dir`; teardown removes it (state stays)."""
+        return (self.kea.run_dir, self.dns_socket, self.relay_socket, self.services_dir)

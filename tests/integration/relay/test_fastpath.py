@@ -197,7 +197,7 @@ def test_a_mapped_address_stays_pinned(lab):
 def short_ttl(lab, seconds=3):
     """The relay reloaded with a `seconds` ttl (and an empty map) for the block."""
     lab.write_config(fast_path={**FAST, "ttl": seconds})
-    lab.procs["relay"].send_signal(signal.SIGHUP)
+    lab.signal("relay", signal.SIGHUP)
     wait_for(lambda: lab.query("stats")["fast_path"]["entries"] == 0
              and "type ipv4_addr" in (m := mapped(lab)) and "elements" not in m,
              "the reloaded relay starts with an empty map")
@@ -205,7 +205,7 @@ def short_ttl(lab, seconds=3):
         yield
     finally:
         lab.write_config()
-        lab.procs["relay"].send_signal(signal.SIGHUP)
+        lab.signal("relay", signal.SIGHUP)
 
 
 def test_after_ttl_the_address_is_unmapped_unpinned_and_the_relay_takes_over_again(lab):

@@ -116,14 +116,14 @@ def test_wrong_proxy_password_is_a_logged_failure(lab):
     settings = lab.relay_settings()
     settings["proxies"][0] = {**settings["proxies"][0], "password": "wrong"}
     lab.write_config(proxies=settings["proxies"])
-    lab.procs["relay"].send_signal(signal.SIGHUP)
+    lab.signal("relay", signal.SIGHUP)
     try:
         wait_for(lambda: "settings reloaded" in lab.relay_log.read_text(), "reload")
         assert curl(lab, "http://socks.test/").returncode in (7, 52, 56)
         assert "SOCKS5 auth: username/password rejected" in last_conn(lab, "socks.test")["error"]
     finally:
         lab.write_config()
-        lab.procs["relay"].send_signal(signal.SIGHUP)
+        lab.signal("relay", signal.SIGHUP)
         wait_for(lambda: lab.relay_log.read_text().count("settings reloaded") >= 2, "reload back")
     assert curl(lab, "http://socks.test/whoami", check=True).stdout.strip() == SOCKS_IP
 

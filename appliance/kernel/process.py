@@ -95,7 +95,26 @@ class LinuxProcesses:
             if log:
                 out.close()
         self._children[p.pid] = p
+        if ns is not None:
+            self._wait_in_netns(p, ns)
         return p.pid
+
+    @staticmethod
+    def _wait_in_netns(p: subprocess.Popen, ns: str, timeout: float = 5.0) -> None:
+        # `ip netns exec` joins the namespace and execs the program a moment
+        # after the fork: return only once the program runs there, so it is
+        # among `netns_pids(ns)` and signals reach it, not `ip`.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and p.poll() is None:
+            try:
+                with open(f"/proc/{p.pid}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except OSError:
+                return
+            # Empty while an exec is under way.
+            if cmdline and not cmdline.startswith(b"ip\0netns\0exec\0"):
+                return
+            time.sleep(0.001)
 
     def spawn_detached(self, ns, argv, *, log=None, env=None, cwd=None) -> None:
         """Start a program that is nobody's child here: it outlives this process and

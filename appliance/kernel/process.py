@@ -209,15 +209,19 @@ class LinuxProcesses:
         return [int(p) for p in res.stdout.split()] if res.returncode == 0 else []
 
     def listening(self, ns: str | None, proto: str, port: int) -> bool:
-        """Whether a socket listens on `proto` ("tcp"/"udp") `port` in namespace `ns`."""
-        if proto not in ("tcp", "udp"):
-            raise KernelError(f"listening: protocol {proto!r}: use tcp or udp")
-        require_netns(ns)
-        flag = "-Hlun" if proto == "udp" else "-Hltn"
-        res = subprocess.run(in_netns(ns, ["ss", flag, f"sport = :{port}"]), capture_output=True, text=True)
-        if res.returncode != 0:
-            raise KernelError(f"ss in {_where(ns)}: {res.stderr.strip() or res.returncode}")
-        return bool(res.stdout.strip())
+        return listening(ns, proto, port)
+
+
+def listening(ns: str | None, proto: str, port: int) -> bool:
+    """Whether a socket listens on `proto` ("tcp"/"udp") `port` in namespace `ns`."""
+    if proto not in ("tcp", "udp"):
+        raise KernelError(f"listening: protocol {proto!r}: use tcp or udp")
+    require_netns(ns)
+    flag = "-Hlun" if proto == "udp" else "-Hltn"
+    res = subprocess.run(in_netns(ns, ["ss", flag, f"sport = :{port}"]), capture_output=True, text=True)
+    if res.returncode != 0:
+        raise KernelError(f"ss in {_where(ns)}: {res.stderr.strip() or res.returncode}")
+    return bool(res.stdout.strip())
 
 
 def default_signals_in_netns_helpers() -> None:

@@ -79,11 +79,13 @@ class ClientLease:
 
 
 class Lab:
-    def __init__(self, spec: Topology, kernel: Kernel | None = None, run_root: Path = RUN_ROOT):
+    def __init__(self, spec: Topology, kernel: Kernel | None = None, run_root: Path = RUN_ROOT,
+                 netns_etc: Path = Path(NETNS_ETC)):
         self.spec = spec
         self.kernel = kernel or LinuxKernel()
         self.run_root = Path(run_root)
         self.rundir = self.run_root / spec.prefix
+        self.netns_etc = Path(netns_etc)
 
     # -- state --------------------------------------------------------------
     def _state_path(self) -> Path:
@@ -119,7 +121,7 @@ class Lab:
     def _write_files(self, progress) -> list[str]:
         changes = []
         for f in self.spec.files(str(self.rundir)):
-            path = Path(f.path)
+            path = self.netns_etc / f.ns / f.path if f.ns else Path(f.path)
             if path.exists():
                 continue
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -231,7 +233,7 @@ class Lab:
                 changes.append(f"- process {pid} in {ns}")
             self.kernel.del_netns(ns)
             changes.append(f"- netns {ns}")
-            etc = Path(NETNS_ETC) / ns
+            etc = self.netns_etc / ns
             if etc.is_dir():
                 shutil.rmtree(etc, ignore_errors=True)
         if self.rundir.exists():

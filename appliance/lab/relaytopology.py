@@ -24,18 +24,22 @@ Pure: no I/O here.
 """
 from __future__ import annotations
 
-import crypt  # deprecated in 3.13; Dante wants a crypt(3) hash
 import secrets
 import sys
+import warnings
 from dataclasses import dataclass
 
 import yaml
 
 from appliance.kernel.base import Route
 from appliance.kernel.desired import Address, Namespace, NftTable, Object, RouteEntry, Sysctls, Veth
-from appliance.lab.topology import NETNS_ETC, LabFile, LabProcess
+from appliance.lab.topology import LabFile, LabProcess
 from appliance.services.relay import nft
 from appliance.services.relay.settings import RelaySettings
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt  # gone in 3.13 (this is 3.11); Dante wants a crypt(3) hash
 
 PYTHON = sys.executable
 
@@ -107,18 +111,19 @@ class RelaySpec:
                 "dns_config": f"{rundir}/dns.yaml"}
 
     def files(self, rundir: str) -> list[LabFile]:
-        etc = f"{NETNS_ETC}/{self.ns('internet')}"
+        internet = self.ns("internet")
         names = " ".join(f"{n}.test" for n in _SITES)
         # Dante's username method checks the system password database: the
         # internet namespace has its own, so the host's is never touched.
         hashed = crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_SHA512))
         return [
-            LabFile(f"{etc}/hosts", f"127.0.0.1 localhost\n{WEB_IP} {names}\n"),
-            LabFile(f"{etc}/resolv.conf", f"nameserver {WEB_IP}\n"),
-            LabFile(f"{etc}/passwd", f"{USER}:x:4777:65534::/nonexistent:/usr/sbin/nologin\n",
+            LabFile("hosts", f"127.0.0.1 localhost\n{WEB_IP} {names}\n", ns=internet),
+            LabFile("resolv.conf", f"nameserver {WEB_IP}\n", ns=internet),
+            LabFile("passwd", f"{USER}:x:4777:65534::/nonexistent:/usr/sbin/nologin\n", ns=internet,
                     base="/etc/passwd"),
-            LabFile(f"{etc}/shadow", f"{USER}:{hashed}:19000:0:99999:7:::\n", mode=0o640, base="/etc/shadow"),
-            LabFile(f"{NETNS_ETC}/{self.ns('client')}/resolv.conf", f"nameserver {HOME_IP}\n"),
+            LabFile("shadow", f"{USER}:{hashed}:19000:0:99999:7:::\n", ns=internet, mode=0o640,
+                    base="/etc/shadow"),
+            LabFile("resolv.conf", f"nameserver {HOME_IP}\n", ns=self.ns("client")),
             LabFile(f"{rundir}/danted.conf", _DANTED.format(d=rundir, SOCKS_IP=SOCKS_IP)),
             LabFile(f"{rundir}/tinyproxy.conf", _TINYPROXY.format(d=rundir, HTTP_IP=HTTP_IP, USER=USER,
                                                                   PASSWORD=PASSWORD)),

@@ -106,7 +106,7 @@ class LabSpec:
     def files(self, rundir: str) -> list[LabFile]:
         # Each client's own resolv.conf (dhclient's script writes it in place
         # under `ip netns exec`), empty until its first lease.
-        return [LabFile(f"{NETNS_ETC}/{c}/resolv.conf", "") for c in self.client_names]
+        return [LabFile("resolv.conf", "", ns=c) for c in self.client_names]
 
 
 def client_mac(i: int) -> str:
@@ -127,10 +127,14 @@ class LabProcess:
 @dataclass(frozen=True)
 class LabFile:
     """A file the lab writes before its processes start, when it is not there yet
-    (a file a process rewrites, such as a client's resolv.conf, stays its own)."""
+    (a file a process rewrites, such as a client's resolv.conf, stays its own).
+
+    With `ns`, `path` is a file of that namespace's own /etc ("resolv.conf":
+    /etc/netns/NS/resolv.conf, its /etc/resolv.conf under `ip netns exec`)."""
 
     path: str
     text: str
+    ns: str | None = None
     mode: int = 0o644
     base: str | None = None  # start from a copy of this file (the host's /etc/passwd), then `text`
 

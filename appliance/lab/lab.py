@@ -163,7 +163,7 @@ class Lab:
         """Where a lab process's output goes."""
         return self.rundir / f"{name}.out"
 
-    def _wait_ready(self, procs: list[LabProcess], timeout: float = 10.0) -> None:
+    def _wait_ready(self, procs: list[LabProcess], timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         pids = {name: p["pid"] for name, p in self._load().get("processes", {}).items()}
         for p in procs:

@@ -7,6 +7,8 @@ imports counted, wherever it is: at the top, inside a function, or an
 - Only `appliance/kernel/` imports `subprocess`, `pyroute2` or `ctypes`
   (the compiler drivers excepted: clang in `build.py`, llvm-symbolizer in
   `verifier.py`).
+- Nor does any other module start or signal processes or change namespace
+  with `os` itself (`os.kill`, `os.fork`, `os.setns`, ...).
 - No import cycle among `appliance` modules.
 """
 from __future__ import annotations
@@ -23,6 +25,9 @@ DRIVERS = {"appliance.switch.datapath.build", "appliance.switch.datapath.verifie
 
 # Known offenders, each being moved behind appliance/kernel/ on another
 # branch; the lead empties these lists after merging it.
+OS_PROCESS_CALLS = {"kill", "killpg", "fork", "forkpty", "setns", "unshare", "system", "popen", "execv", "execve",
+                    "execvp", "execvpe", "execl", "execle", "execlp", "execlpe", "spawnv", "spawnve", "spawnvp",
+                    "spawnl", "posix_spawn", "posix_spawnp", "waitpid", "wait", "wait4", "pidfd_open"}
 KNOWN_KERNEL_CALLS = {
     # being fixed on branch kbpf (libbpf, tc/tcx, conntrack, nft, `ip -s link` into appliance/kernel/)
     "appliance.switch.datapath.libbpf": {"ctypes"},
@@ -165,6 +170,32 @@ def test_only_the_kernel_package_calls_the_kernel(graph):
     fixed = {m: sorted(hits - found.get(m, set())) for m, hits in KNOWN_KERNEL_CALLS.items()}
     fixed = {m: hits for m, hits in fixed.items() if hits}
     assert not fixed, f"no longer imported there: remove them from KNOWN_KERNEL_CALLS: {fixed}"
+
+
+def os_process_calls(source: str) -> set[str]:
+    """`os.kill(...)`-style calls (and `from os import kill` names) in `source`."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os" \
+                and node.attr in OS_PROCESS_CALLS:
+            found.add(f"os.{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and node.module == "os":
+            found.update(f"os.{a.name}" for a in node.names if a.name in OS_PROCESS_CALLS)
+    return found
+
+
+def test_the_walker_sees_os_process_calls():
+    assert os_process_calls("import os\nos.kill(1, 9)\nfrom os import fork\nos.getpid()\n") == {"os.kill", "os.fork"}
+
+
+def test_only_the_kernel_package_starts_or_signals_processes():
+    found = {}
+    for name, path in modules().items():
+        if name == "appliance.kernel" or name.startswith("appliance.kernel.") or name in DRIVERS:
+            continue
+        if calls := os_process_calls(path.read_text()):
+            found[name] = sorted(calls)
+    assert not found, f"go through appliance.kernel's Processes instead: {found}"
 
 
 def test_no_import_cycles(graph):

@@ -183,7 +183,7 @@ class Lab:
         known = self._load().get("processes", {}).get(name)
         return known["pid"] if known else None
 
-    def start(self, p: LabProcess, timeout: float = 10.0) -> int:
+    def start(self, p: LabProcess, timeout: float = 30.0) -> int:
         """Start (or restart) one process, tracked like the others, and wait for its sockets."""
         self.rundir.mkdir(parents=True, exist_ok=True)
         pid = self._spawn(p)
@@ -209,7 +209,8 @@ class Lab:
             deadline = time.monotonic() + timeout
             while self.kernel.alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
-            self.kernel.stop(pid, timeout, group=True)
+            if self.kernel.alive(pid):  # it caught the signal
+                self.kernel.stop(pid, timeout, group=True)
         self._save(state)
 
     # -- down ---------------------------------------------------------------

@@ -152,7 +152,7 @@ def configure(lab: RelayLab, splice: bool = True, fast: bool = False) -> None:
     lab.signal("relay", signal.SIGHUP)
     deadline = time.monotonic() + 10
     def table() -> bool:  # the relay's table exists (it is gone only once the old path stopped)
-        return "appliance_relay" in lab.sh("vproxy", ["nft", "list", "tables"]).stdout
+        return any(name == "appliance_relay" for _, name in lab.kernel.nft_tables(lab.ns["vproxy"]))
 
     while lab.query("stats")["fast_path"]["enabled"] != fast or table() != fast or (
             fast and lab.query("stats")["fast_path"]["entries"]):

@@ -63,9 +63,6 @@ class RelayLab(Lab):
            input: str | None = None) -> Completed:
         return self.run(self.ns[role], argv, timeout=timeout, check=check, input=input)
 
-    def ip(self, role: str, *args: str) -> None:
-        self.sh(role, ["ip", *args])
-
     def resolve(self, domain: str) -> str:
         out = self.sh("client", ["dig", "+short", "+time=2", "+tries=2", domain]).stdout.split()
         if not out:

@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+from appliance.kernel.base import Route
 from appliance.lab import relaylab
 from appliance.lab.relaylab import TEST_PORT, UP_IP, WAN_IP, RelayLab
 
@@ -169,12 +170,12 @@ def test_proxied_names_are_always_relayed(lab):
 
 def test_the_modem_side_gets_no_fast_path(lab):
     fake = warm(lab, "direct.test")
-    lab.ip("modem", "route", "replace", relaylab.FAKE_RANGE, "via", UP_IP)
+    lab.kernel.add_route(lab.ns["modem"], Route(relaylab.FAKE_RANGE, via=UP_IP))
     try:
         res = curl(lab, f"http://{fake}/", "-H", "Host: direct.test", ns="modem")
         assert res.returncode == 7, res.stdout  # refused: neither NATed nor relayed
     finally:
-        lab.ip("modem", "route", "del", relaylab.FAKE_RANGE)
+        lab.kernel.del_route(lab.ns["modem"], Route(relaylab.FAKE_RANGE, via=UP_IP))
     assert relaylab.MODEM_IP not in json.dumps(lab.query("history"))
 
 

@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from appliance.kernel.base import Route
 from appliance.lab import relaylab
 from appliance.lab.relaylab import (HTTP_IP, MODEM_IP, SOCKS_IP, TEST_PORT, UDP_ECHO_PORT, UP_IP,
                                     WAN_IP, RelayLab)
@@ -257,7 +258,7 @@ def test_fake_address_stays_pinned_while_its_connection_is_open(lab):
 def test_modem_side_cannot_reach_the_listener(lab):
     fake = lab.resolve("direct.test")
     accepted = lab.query("stats")["totals"]["accepted"]
-    lab.ip("modem", "route", "replace", relaylab.FAKE_RANGE, "via", UP_IP)
+    lab.kernel.add_route(lab.ns["modem"], Route(relaylab.FAKE_RANGE, via=UP_IP))
     res = curl(lab, f"http://{fake}/", "-H", "Host: direct.test", ns="modem")
     assert res.returncode == 7, res.stdout  # nothing on the fake address answers the modem side
     res = curl(lab, f"http://{UP_IP}:7893/", ns="modem")

@@ -9,7 +9,6 @@ ask), the relay's settings file, starting, reloading and killing the relay,
 and its control socket. Every name carries a unique prefix; `close()` ends
 what it started and removes the namespaces, their /etc/netns files and the
 run directory.
-
 """
 
 from __future__ import annotations

@@ -149,10 +149,10 @@ def memory_per_idle_connection(lab: RelayLab, target: str, count: int) -> tuple[
 def configure(lab: RelayLab, splice: bool = True, fast: bool = False) -> None:
     """Reload the relay with splice on/off and the fast path on/off (an emptied map)."""
     lab.write_config(splice=splice, fast_path={"enabled": fast, "interfaces": ["home"]})
-    lab.procs["relay"].send_signal(signal.SIGHUP)
+    lab.signal("relay", signal.SIGHUP)
     deadline = time.monotonic() + 10
     def table() -> bool:  # the relay's table exists (it is gone only once the old path stopped)
-        return "appliance_relay" in lab.sh("vproxy", ["nft", "list", "tables"]).stdout
+        return any(name == "appliance_relay" for _, name in lab.kernel.nft_tables(lab.ns["vproxy"]))
 
     while lab.query("stats")["fast_path"]["enabled"] != fast or table() != fast or (
             fast and lab.query("stats")["fast_path"]["entries"]):

@@ -14,6 +14,16 @@ peers, carrier, byte counters), `conntrack.Conntrack` and
 """
 from appliance.kernel.base import Kernel, KernelError, Link, Route
 from appliance.kernel.fake import FakeKernel
-from appliance.kernel.linux import LinuxKernel
 
 __all__ = ["Kernel", "KernelError", "Link", "Route", "FakeKernel", "LinuxKernel"]
+
+
+def __getattr__(name: str):
+    # LinuxKernel brings pyroute2 (some 20 MB and 0.2 s per process): it is
+    # loaded by whoever uses it, not by every process that only runs programs
+    # (the supervisor's monitors import appliance.kernel.process).
+    if name == "LinuxKernel":
+        from appliance.kernel.linux import LinuxKernel
+
+        return LinuxKernel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,9 +1,9 @@
 """An in-memory kernel with the same behaviour as LinuxKernel, for unit tests.
 
 It keeps namespaces, links, addresses, routes, sysctls, nftables tables and
-processes as data, records every mutating call in `calls`, and can be told
-to fail a given call (`fail_on`) so tests can check what a failed apply
-leaves behind.
+processes (`FakeProcesses`, with the programs the test gives it) as data,
+records every mutating call in `calls`, and can be told to fail a given call
+(`fail_on`) so tests can check what a failed apply leaves behind.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from appliance.kernel.base import KernelError, Link, Route
+from appliance.kernel.fake_process import FakeProcesses
 
 _OWN = "(own)"
 
@@ -25,28 +26,23 @@ class _Ns:
     nft: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
-class FakeKernel:
-    def __init__(self) -> None:
+class FakeKernel(FakeProcesses):
+    def __init__(self, programs=None) -> None:
+        super().__init__(programs)
         self.ns: dict[str, _Ns] = {_OWN: _Ns()}
-        self.calls: list[tuple] = []
         self.peers: dict[tuple[str, str], tuple[str, str]] = {}
-        self.fail_on: set[str] = set()
-        self.procs: dict[int, tuple[str | None, tuple[str, ...]]] = {}
-        self._pids = itertools.count(1000)
         self._ifindex = itertools.count(2)
         self._mac = itertools.count(1)
         self.ns[_OWN].links["lo"] = Link("lo", "device", "00:00:00:00:00:00", True, ifindex=1)
 
-    def _record(self, op: str, *args) -> None:
-        if op in self.fail_on:
-            raise KernelError(f"injected failure in {op}{args}")
-        self.calls.append((op, *args))
+    def _has_netns(self, ns: str) -> bool:
+        return ns in self.ns
 
     def _get(self, ns: str | None) -> _Ns:
         try:
             return self.ns[ns or _OWN]
         except KeyError:
-            raise KernelError(f"netns {ns}: No such file or directory") from None
+            raise KernelError(f"netns {ns}: no such network namespace") from None
 
     def _link(self, ns, name) -> Link:
         try:
@@ -78,9 +74,7 @@ class FakeKernel:
                         self._drop(self.ns[pns], pname)
                     self.peers.pop((lns, lname), None)
                     self.peers.pop((pns, pname), None)
-            for pid, (pns, _) in list(self.procs.items()):
-                if pns == name:
-                    del self.procs[pid]
+            self._drop_netns_processes(name)
 
     # links
     def links(self, ns):
@@ -215,21 +209,3 @@ class FakeKernel:
     def arp_probe(self, ns, ifname, ip, timeout=1.5):
         self._link(ns, ifname)
         return getattr(self, "neighbours", {}).get((ns, ip))
-
-    # processes
-    def spawn(self, ns, argv, *, log=None, env=None, cwd=None):
-        self._record("spawn", ns, tuple(argv))
-        self._get(ns)
-        pid = next(self._pids)
-        self.procs[pid] = (ns, tuple(argv))
-        return pid
-
-    def alive(self, pid):
-        return pid in self.procs
-
-    def stop(self, pid, timeout=3.0):
-        self._record("stop", pid)
-        self.procs.pop(pid, None)
-
-    def netns_pids(self, ns):
-        return [pid for pid, (pns, _) in self.procs.items() if pns == ns]

@@ -1,12 +1,13 @@
-"""The real kernel: pyroute2 for netlink, nft for nftables, ip netns exec for processes."""
+"""The real kernel: pyroute2 for netlink, nft for nftables, processes from `LinuxProcesses`.
+
+Reads never change anything: asking about a namespace that is not there is a
+KernelError, not a new empty namespace (pyroute2 creates one unless told not to).
+"""
 from __future__ import annotations
 
 import errno
-import os
-import signal
 import socket
 import subprocess
-import time
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
@@ -14,6 +15,7 @@ from pyroute2 import IPRoute, netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from appliance.kernel.base import KernelError, Link, Route
+from appliance.kernel.process import LinuxProcesses, require_netns
 
 IFF_UP = 0x1
 _TABLES = {"main": 254, "local": 255}
@@ -36,16 +38,7 @@ def _in_ns(ns: str | None, argv: Sequence[str]) -> list[str]:
     return list(argv) if ns is None else ["nsenter", f"--net=/run/netns/{ns}", *argv]
 
 
-def listening(ns: str | None, proto: str, port: int) -> bool:
-    """Whether something listens on `proto`/`port` in namespace `ns` (readiness checks)."""
-    flag = "-Hlun" if proto == "udp" else "-Hltn"
-    res = subprocess.run(_in_ns(ns, ["ss", flag, f"sport = :{port}"]), capture_output=True, text=True)
-    return bool(res.stdout.strip())
-
-
-class LinuxKernel:
-    def __init__(self) -> None:
-        self._children: dict[int, subprocess.Popen] = {}
+class LinuxKernel(LinuxProcesses):
 
     # -- namespaces ---------------------------------------------------------
     def list_netns(self) -> list[str]:
@@ -70,8 +63,12 @@ class LinuxKernel:
     # -- links --------------------------------------------------------------
     @contextmanager
     def _ip(self, ns: str | None) -> Iterator[IPRoute]:
+        require_netns(ns)
         try:
-            ip = IPRoute(netns=ns) if ns else IPRoute()
+            # flags=0: open the namespace, never create it (pyroute2's default is O_CREAT).
+            ip = IPRoute(netns=ns, flags=0) if ns else IPRoute()
+        except FileNotFoundError as e:
+            raise KernelError(f"netns {ns}: no such network namespace") from e
         except OSError as e:
             raise KernelError(f"netns {ns}: {e}") from e
         try:
@@ -210,6 +207,7 @@ class LinuxKernel:
 
     # -- sysctl -------------------------------------------------------------
     def get_sysctls(self, ns, keys) -> dict[str, str | None]:
+        require_netns(ns)
         if not keys:
             return {}
         res = subprocess.run(_in_ns(ns, ["sysctl", "-e", *keys]), capture_output=True, text=True)
@@ -226,6 +224,7 @@ class LinuxKernel:
 
     # -- nftables -----------------------------------------------------------
     def nft_tables(self, ns) -> list[tuple[str, str]]:
+        require_netns(ns)
         out = _run(_in_ns(ns, ["nft", "list", "tables"]))
         tables = []
         for line in out.splitlines():
@@ -250,61 +249,7 @@ class LinuxKernel:
     # -- neighbours ---------------------------------------------------------
     def arp_probe(self, ns, ifname, ip, timeout: float = 1.5) -> str | None:
         import sys
+        require_netns(ns)
         res = subprocess.run(_in_ns(ns, [sys.executable, "-m", "appliance.kernel.arp", ifname, ip, str(timeout)]),
                              capture_output=True, text=True, timeout=timeout + 10)
         return res.stdout.strip() or None if res.returncode == 0 else None
-
-    # -- processes ----------------------------------------------------------
-    def spawn(self, ns, argv, *, log=None, env=None, cwd=None) -> int:
-        # `ip netns exec` also binds /etc/netns/NS/* over /etc, which is how
-        # lab clients get their own resolv.conf.
-        full = list(argv) if ns is None else ["ip", "netns", "exec", ns, *argv]
-        out = open(log, "ab") if log else subprocess.DEVNULL
-        try:
-            p = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                 env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)
-        except OSError as e:
-            raise KernelError(f"spawn {argv[0]} in {ns or '(own)'}: {e}") from e
-        finally:
-            if log:
-                out.close()
-        self._children[p.pid] = p
-        return p.pid
-
-    def alive(self, pid: int) -> bool:
-        child = self._children.get(pid)
-        if child is not None:
-            return child.poll() is None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-        except OSError:
-            return False
-
-    def stop(self, pid: int, timeout: float = 3.0) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and self.alive(pid):
-                time.sleep(0.02)
-            if not self.alive(pid):
-                break
-        child = self._children.pop(pid, None)
-        if child is not None:
-            child.wait(timeout=timeout)
-
-    def netns_pids(self, ns: str) -> list[int]:
-        try:
-            out = _run(["ip", "netns", "pids", ns])
-        except KernelError:
-            return []
-        return [int(p) for p in out.split()]

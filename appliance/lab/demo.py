@@ -4,9 +4,10 @@ Brings the lab up, applies the box in the lab's box namespace with
 `demo-settings.yaml` (clients then take their leases from the box, as a
 home's devices would), applies the database migrations, and starts Redis, a
 Celery worker and the console's ASGI server (uvicorn workers,
-`appliance.web.serve`) as children of this process; the console manages
-that same box. Ctrl-C (or SIGTERM) stops every child it started, tears the
-box down and takes the lab down.
+`appliance.web.serve`) as children of this process, through the kernel
+boundary; the console manages that same box. Ctrl-C (or SIGTERM) stops every
+child it started (and the workers they forked), tears the box down and takes
+the lab down.
 """
 from __future__ import annotations
 
@@ -14,17 +15,18 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from appliance.box import locate
 from appliance.box.settings import load_settings
+from appliance.kernel.base import Processes
 from appliance.lab.lab import Lab
 from appliance.lab.topology import LabSpec
 
 SETTINGS = Path(__file__).with_name("demo-settings.yaml")
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _port_open(port: int) -> bool:
@@ -33,11 +35,12 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _wait_port(port: int, what: str, proc: subprocess.Popen, timeout: float = 20) -> None:
+def _wait_port(port: int, what: str, processes: Processes, pid: int, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not _port_open(port):
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {proc.returncode}")
+        code = processes.wait(pid, 0)
+        if code is not None:
+            raise RuntimeError(f"{what} exited with code {code}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} does not listen on 127.0.0.1:{port}")
         time.sleep(0.1)
@@ -46,8 +49,9 @@ def _wait_port(port: int, what: str, proc: subprocess.Popen, timeout: float = 20
 def run(prefix: str, clients: int, port: int, redis_port: int, out=print, apply: bool = True) -> int:
     spec = LabSpec(prefix=prefix, clients=clients)
     lab = Lab(spec)
-    children: list[tuple[str, subprocess.Popen]] = []
-    state = Path(os.environ.get("APPLIANCE_STATE_DIR", Path(__file__).resolve().parents[2] / "var"))
+    processes: Processes = lab.kernel
+    children: list[tuple[str, int]] = []
+    state = Path(os.environ.get("APPLIANCE_STATE_DIR", REPO / "var"))
     state.mkdir(parents=True, exist_ok=True)
     # Where every tool looks for the box of this namespace (`--netns lab-box`).
     box = locate.box(spec.box)
@@ -57,11 +61,10 @@ def run(prefix: str, clients: int, port: int, redis_port: int, out=print, apply:
            locate.HOST_NETNS: spec.box}
     bindir = Path(sys.executable).parent
 
-    def start(name, argv):
-        log = open(state / f"demo-{name}.log", "ab")
-        p = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        children.append((name, p))
-        return p
+    def start(name, argv) -> int:
+        pid = processes.spawn(None, argv, log=str(state / f"demo-{name}.log"), env=env)
+        children.append((name, pid))
+        return pid
 
     stopping = False
 
@@ -81,22 +84,26 @@ def run(prefix: str, clients: int, port: int, redis_port: int, out=print, apply:
         for c in spec.client_names:
             lease = lab.dhcp(c)
             out(f"demo: {c} leased {lease.address} from {lease.server_identifier}")
-        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], check=True, env=env,
-                       cwd=Path(__file__).resolve().parents[2])
+        migrate = processes.run(None, [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], env=env,
+                                cwd=str(REPO))
+        if migrate.returncode != 0:
+            raise RuntimeError(f"manage.py migrate failed:\n{(migrate.stderr or migrate.stdout)[-2000:]}")
         # The first run's one-time code (none once the admin exists): /setup/ asks for it.
-        setup_code = subprocess.run([sys.executable, "manage.py", "setupcode"], check=True, env=env, text=True,
-                                    capture_output=True, cwd=Path(__file__).resolve().parents[2]).stdout.strip()
+        code = processes.run(None, [sys.executable, "manage.py", "setupcode"], env=env, cwd=str(REPO))
+        if code.returncode != 0:
+            raise RuntimeError(f"manage.py setupcode failed:\n{(code.stderr or code.stdout)[-2000:]}")
+        setup_code = code.stdout.strip()
         if _port_open(redis_port):
             out(f"demo: using the Redis already on 127.0.0.1:{redis_port}")
         else:
             redis = start("redis", [shutil.which("redis-server") or "/usr/bin/redis-server",
                                     "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "",
                                     "--appendonly", "no"])
-            _wait_port(redis_port, "redis-server", redis)
+            _wait_port(redis_port, "redis-server", processes, redis)
         start("celery", [str(bindir / "celery"), "-A", "appliance.web.celery", "worker",
                          "--concurrency", "1", "--loglevel", "INFO"])
         web = start("web", [sys.executable, "-m", "appliance.web.serve", "--bind", f"127.0.0.1:{port}"])
-        _wait_port(port, "the console (appliance.web.serve)", web)
+        _wait_port(port, "the console (appliance.web.serve)", processes, web)
         out(f"demo: console at http://127.0.0.1:{port}/  (logs in {state}/demo-*.log)")
         if setup_code:
             out(f"demo: setup code {setup_code}  (the first visit, /setup/, asks for it; it works once)")
@@ -106,9 +113,10 @@ def run(prefix: str, clients: int, port: int, redis_port: int, out=print, apply:
         out(f"demo:      ./manage.py dhcp leases --netns={spec.box}   (the box's leases)")
         out("demo: Ctrl-C stops everything")
         while not stopping:
-            for name, p in children:
-                if p.poll() is not None:
-                    raise RuntimeError(f"{name} exited with code {p.returncode}; see {state}/demo-{name}.log")
+            for name, pid in children:
+                code = processes.wait(pid, 0)
+                if code is not None:
+                    raise RuntimeError(f"{name} exited with code {code}; see {state}/demo-{name}.log")
             time.sleep(0.5)
         return 0
     except KeyboardInterrupt:
@@ -118,14 +126,9 @@ def run(prefix: str, clients: int, port: int, redis_port: int, out=print, apply:
         return 1
     finally:
         out("demo: stopping")
-        for name, p in reversed(children):
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
-                    p.wait()
+        for name, pid in reversed(children):
+            if processes.alive(pid):
+                processes.stop(pid, timeout=10, group=True)
         box.teardown()
         lab.down(progress=None)
         out("demo: stopped, box torn down, lab down")

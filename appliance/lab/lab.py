@@ -1,11 +1,14 @@
-"""Bring the lab up, down, and report on it.
+"""Bring a lab up, down, and report on it.
 
-`Lab.up()` is idempotent: it reconciles the topology from `topology.build`
-and starts each lab process that is not already running with the same
-command line; a second call reports no changes. Processes are tracked by PID
-in the lab's run directory and ended by PID; `down()` also ends anything
-still running inside the lab's namespaces before deleting them, so nothing
-the lab made outlives it.
+A lab is a topology, pure data: the home network (`topology.LabSpec`) or the
+relay's bench (`relaytopology.RelaySpec`) gives its kernel objects, the files
+its processes need and the processes. `Lab.up()` is idempotent: it writes the
+missing files, reconciles the objects (`appliance.kernel.reconcile`, as the
+box's apply does) and starts each process that is not already running with
+the same command line; a second call reports no changes. Processes are
+started through the kernel, tracked by PID in the lab's run directory and
+ended by PID; `down()` also ends anything still running inside the lab's
+namespaces before deleting them, so nothing the lab made outlives it.
 """
 from __future__ import annotations
 
@@ -13,19 +16,32 @@ import json
 import os
 import re
 import shutil
-import subprocess
+from signal import SIGTERM
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from appliance.kernel import Kernel, LinuxKernel
-from appliance.kernel.linux import listening
+from appliance.kernel import Kernel, KernelError, LinuxKernel
+from appliance.kernel.base import Completed
+from appliance.kernel.desired import Object
 from appliance.kernel.reconcile import reconcile
-from appliance.lab import topology
-from appliance.lab.topology import LabSpec
+from appliance.lab.topology import NETNS_ETC, LabFile, LabProcess
 
 RUN_ROOT = Path(os.environ.get("APPLIANCE_LAB_RUN", "/run/appliance-lab"))
-NETNS_ETC = Path("/etc/netns")
+
+
+class Topology(Protocol):
+    prefix: str
+
+    @property
+    def namespaces(self) -> list[str]: ...
+    @property
+    def client_names(self) -> list[str]: ...
+    def objects(self) -> list[Object]: ...
+    def processes(self, rundir: str) -> list[LabProcess]: ...
+    def files(self, rundir: str) -> list[LabFile]: ...
+
 
 # Clients run Debian's dhclient with this script instead of dhclient-script,
 # which would write the host's /etc/resolv.conf. It writes /etc/resolv.conf
@@ -63,10 +79,13 @@ class ClientLease:
 
 
 class Lab:
-    def __init__(self, spec: LabSpec, kernel: Kernel | None = None, run_root: Path = RUN_ROOT):
+    def __init__(self, spec: Topology, kernel: Kernel | None = None, run_root: Path = RUN_ROOT,
+                 netns_etc: Path = Path(NETNS_ETC)):
         self.spec = spec
         self.kernel = kernel or LinuxKernel()
-        self.rundir = Path(run_root) / spec.prefix
+        self.run_root = Path(run_root)
+        self.rundir = self.run_root / spec.prefix
+        self.netns_etc = Path(netns_etc)
 
     # -- state --------------------------------------------------------------
     def _state_path(self) -> Path:
@@ -91,57 +110,122 @@ class Lab:
     # -- up -----------------------------------------------------------------
     def up(self, progress=print) -> list[str]:
         self.rundir.mkdir(parents=True, exist_ok=True)
-        for c in self.spec.client_names:
-            resolv = NETNS_ETC / c / "resolv.conf"
-            if not resolv.exists():
-                resolv.parent.mkdir(parents=True, exist_ok=True)
-                resolv.write_text("")
-        changes = reconcile(self.kernel, topology.build(self.spec), progress)
-        changes += self._ensure_processes(progress)
-        self._wait_ready()
+        self.rundir.chmod(0o755)  # daemons that drop root read their configs here
+        changes = self._write_files(progress)
+        changes += reconcile(self.kernel, self.spec.objects(), progress)
+        procs = self.spec.processes(str(self.rundir))
+        changes += self._ensure_processes(procs, progress)
+        self._wait_ready(procs)
         return changes
 
-    def _ensure_processes(self, progress) -> list[str]:
-        state = self._load()
-        procs = state.setdefault("processes", {})
+    def _write_files(self, progress) -> list[str]:
         changes = []
-        for p in topology.processes(self.spec, str(self.rundir)):
-            have = procs.get(p.name)
-            if have and have["argv"] == list(p.argv) and have["ns"] == p.ns and self.kernel.alive(have["pid"]):
+        for f in self.spec.files(str(self.rundir)):
+            path = self.netns_etc / f.ns / f.path if f.ns else Path(f.path)
+            if path.exists():
                 continue
-            if have and self.kernel.alive(have["pid"]):
-                self.kernel.stop(have["pid"])
-            pid = self.kernel.spawn(p.ns, p.argv, log=str(self.rundir / f"{p.name}.out"))
-            procs[p.name] = {"pid": pid, "ns": p.ns, "argv": list(p.argv)}
-            self._save(state)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            base = Path(f.base).read_text() if f.base else ""
+            path.write_text(base + f.text)
+            path.chmod(f.mode)
+            changes.append(f"+ file {path}")
+            if progress:
+                progress(changes[-1])
+        return changes
+
+    def _ensure_processes(self, procs: list[LabProcess], progress) -> list[str]:
+        state = self._load()
+        have = state.get("processes", {})
+        changes = []
+        for p in procs:
+            known = have.get(p.name)
+            if known and known["argv"] == list(p.argv) and known["ns"] == p.ns and self.kernel.alive(known["pid"]):
+                continue
+            pid = self._spawn(p)
             line = f"+ process {p.name} in {p.ns} (pid {pid})"
             changes.append(line)
             if progress:
                 progress(line)
         return changes
 
-    def _wait_ready(self, timeout: float = 10.0) -> None:
-        want = [(self.spec.internet, "tcp", 80), (self.spec.internet, "udp", 53),
-                (self.spec.modem, "udp", 53), (self.spec.modem, "udp", 67)]
+    def _spawn(self, p: LabProcess) -> int:
+        state = self._load()
+        procs = state.setdefault("processes", {})
+        known = procs.get(p.name)
+        if known and self.kernel.alive(known["pid"]):
+            self.kernel.stop(known["pid"], group=True)
+        pid = self.kernel.spawn(p.ns, p.argv, log=str(self.log(p.name)))
+        procs[p.name] = {"pid": pid, "ns": p.ns, "argv": list(p.argv)}
+        self._save(state)
+        return pid
+
+    def log(self, name: str) -> Path:
+        """Where a lab process's output goes."""
+        return self.rundir / f"{name}.out"
+
+    def _wait_ready(self, procs: list[LabProcess], timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
-        for ns, proto, port in want:
-            while not listening(ns, proto, port):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"lab: nothing listens on {proto}/{port} in {ns}; "
-                                       f"see the logs in {self.rundir}")
-                time.sleep(0.05)
+        pids = {name: p["pid"] for name, p in self._load().get("processes", {}).items()}
+        for p in procs:
+            for sock in p.ready:
+                proto, _, port = sock.partition("/")
+                while not self.kernel.listening(p.ns, proto, int(port)):
+                    pid = pids.get(p.name)
+                    gone = pid is not None and not self.kernel.alive(pid)
+                    if gone or time.monotonic() > deadline:
+                        why = "exited" if gone else f"nothing listens on {sock} after {timeout:g}s"
+                        raise RuntimeError(f"lab: {p.name} in {p.ns}: {why}; its output "
+                                           f"({self.log(p.name)}):\n{_tail(self.log(p.name))}")
+                    time.sleep(0.05)
+
+    # -- one process at a time (a test restarting a service) ---------------
+    def pid(self, name: str) -> int | None:
+        known = self._load().get("processes", {}).get(name)
+        return known["pid"] if known else None
+
+    def start(self, p: LabProcess, timeout: float = 30.0) -> int:
+        """Start (or restart) one process, tracked like the others, and wait for its sockets."""
+        self.rundir.mkdir(parents=True, exist_ok=True)
+        pid = self._spawn(p)
+        self._wait_ready([p], timeout)
+        return pid
+
+    def signal(self, name: str, sig: int) -> bool:
+        """Send a signal to a lab process alone (SIGHUP: reload); False if it is not running."""
+        pid = self.pid(name)
+        return bool(pid) and self.kernel.signal(pid, sig)
+
+    def stop(self, name: str, sig: int = SIGTERM, timeout: float = 5.0) -> None:
+        """End a lab process with `sig` (SIGKILL: a crash), SIGKILL after `timeout`;
+        returns once it is gone."""
+        state = self._load()
+        known = state.get("processes", {}).pop(name, None)
+        if known is None:
+            return
+        pid = known["pid"]
+        if sig == SIGTERM:
+            self.kernel.stop(pid, timeout, group=True)
+        elif self.kernel.signal(pid, sig, group=True):
+            deadline = time.monotonic() + timeout
+            while self.kernel.alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if self.kernel.alive(pid):  # it caught the signal
+                self.kernel.stop(pid, timeout, group=True)
+        self._save(state)
 
     # -- down ---------------------------------------------------------------
     def down(self, progress=print) -> list[str]:
         changes = []
         state = self._load()
-        pids = [p["pid"] for p in state.get("processes", {}).values()]
-        pids += [int(f.read_text().strip() or 0) for f in self.rundir.glob("*.dhclient.pid")
-                 if f.read_text().strip().isdigit()]
-        for pid in pids:
-            if pid and self.kernel.alive(pid):
-                self.kernel.stop(pid)
-                changes.append(f"- process {pid}")
+        for p in state.get("processes", {}).values():
+            if self.kernel.alive(p["pid"]):
+                self.kernel.stop(p["pid"], group=True)
+                changes.append(f"- process {p['pid']}")
+        for f in self.rundir.glob("*.dhclient.pid"):
+            text = f.read_text().strip()
+            if text.isdigit() and self.kernel.alive(int(text)):
+                self.kernel.stop(int(text))
+                changes.append(f"- process {text}")
         for ns in self.lab_namespaces():
             # Anything else still running in a lab namespace (a test's
             # dhclient, a capture) would keep it alive: end it by PID.
@@ -150,11 +234,15 @@ class Lab:
                 changes.append(f"- process {pid} in {ns}")
             self.kernel.del_netns(ns)
             changes.append(f"- netns {ns}")
-            etc = NETNS_ETC / ns
+            etc = self.netns_etc / ns
             if etc.is_dir():
                 shutil.rmtree(etc, ignore_errors=True)
         if self.rundir.exists():
             shutil.rmtree(self.rundir, ignore_errors=True)
+        try:
+            self.run_root.rmdir()  # the last lab down leaves no empty /run/appliance-lab
+        except OSError:
+            pass
         if progress:
             for c in changes:
                 progress(c)
@@ -172,6 +260,7 @@ class Lab:
         for c in self.spec.client_names:
             if c in present:
                 clients[c] = self.kernel.addresses(c, "eth0")
+        wanted = {p.name for p in self.spec.processes(str(self.rundir))}
         return {
             "prefix": self.spec.prefix,
             "namespaces": {n: n in present for n in self.spec.namespaces},
@@ -179,14 +268,18 @@ class Lab:
             "processes": procs,
             "clients": clients,
             "up": all(n in present for n in self.spec.namespaces) and all(p["alive"] for p in procs.values())
-                  and len(procs) == len(topology.processes(self.spec, str(self.rundir))),
+                  and wanted <= set(procs),
         }
 
     # -- clients ------------------------------------------------------------
-    def run(self, ns: str, argv: list[str], timeout: float = 30, check: bool = False) -> subprocess.CompletedProcess:
+    def run(self, ns: str, argv: list[str], timeout: float = 30, check: bool = False,
+            input: str | None = None) -> Completed:
         """Run a command in a lab namespace (with its /etc/netns files)."""
-        return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
-                              timeout=timeout, check=check)
+        res = self.kernel.run(ns, argv, timeout=timeout, input=input)
+        if check and res.returncode != 0:
+            raise KernelError(f"{' '.join(argv)} in {ns} exited with {res.returncode}: "
+                              f"{(res.stderr or res.stdout).strip()[-2000:]}")
+        return res
 
     def dhcp(self, client: str, timeout: float = 20) -> ClientLease:
         """Run dhclient in a client until it holds a lease; it keeps renewing in the background."""
@@ -211,6 +304,13 @@ class Lab:
             if text.isdigit() and self.kernel.alive(int(text)):
                 self.kernel.stop(int(text))
             pidfile.unlink(missing_ok=True)
+
+
+def _tail(path: Path, size: int = 2000) -> str:
+    try:
+        return path.read_text(errors="replace")[-size:]
+    except OSError:
+        return "(none)"
 
 
 def read_lease(client: str, path: Path) -> ClientLease:

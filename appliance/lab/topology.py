@@ -5,10 +5,12 @@
                   dnsmasq,NAT  enp1s0
 
 `build(spec)` is pure: it returns the namespaces, links, addresses, routes,
-sysctls and nftables tables (`appliance.kernel.desired`) plus the processes
-the lab runs. Every namespace name starts with the spec's prefix, so several
-labs and test runs can coexist; link names only need to be unique inside
-their own namespace, so they are the same in every lab.
+sysctls and nftables tables (`appliance.kernel.desired`); `processes` and
+`files` the processes the lab runs and the files they need, as data
+(`LabProcess`, `LabFile`, which the relay's lab, `relaytopology.py`, uses
+too). Every namespace name starts with the spec's prefix, so several labs
+and test runs can coexist; link names only need to be unique inside their
+own namespace, so they are the same in every lab.
 """
 from __future__ import annotations
 
@@ -94,9 +96,24 @@ class LabSpec:
     def namespaces(self) -> list[str]:
         return [self.internet, self.modem, self.box, self.home, *self.client_names]
 
+    # -- what `Lab` builds from a spec -------------------------------------
+    def objects(self) -> list[Object]:
+        return build(self)
+
+    def processes(self, rundir: str) -> list[LabProcess]:
+        return processes(self, rundir)
+
+    def files(self, rundir: str) -> list[LabFile]:
+        # Each client's own resolv.conf (dhclient's script writes it in place
+        # under `ip netns exec`), empty until its first lease.
+        return [LabFile("resolv.conf", "", ns=c) for c in self.client_names]
+
 
 def client_mac(i: int) -> str:
     return f"02:00:00:00:10:{i:02x}"
+
+
+NETNS_ETC = "/etc/netns"  # /etc/netns/NS/FILE is NS's /etc/FILE under `ip netns exec`
 
 
 @dataclass(frozen=True)
@@ -104,6 +121,22 @@ class LabProcess:
     name: str
     ns: str
     argv: tuple[str, ...]
+    ready: tuple[str, ...] = ()  # sockets that listen once it is up: "tcp/80", "udp/53"
+
+
+@dataclass(frozen=True)
+class LabFile:
+    """A file the lab writes before its processes start, when it is not there yet
+    (a file a process rewrites, such as a client's resolv.conf, stays its own).
+
+    With `ns`, `path` is a file of that namespace's own /etc ("resolv.conf":
+    /etc/netns/NS/resolv.conf, its /etc/resolv.conf under `ip netns exec`)."""
+
+    path: str
+    text: str
+    ns: str | None = None
+    mode: int = 0o644
+    base: str | None = None  # start from a copy of this file (the host's /etc/passwd), then `text`
 
 
 # Quiet namespaces: no IPv6 chatter, and bridged frames never pass through
@@ -180,13 +213,13 @@ def processes(spec: LabSpec, rundir: str) -> list[LabProcess]:
         zone_args.append(f"--local=/{zone}/")  # authoritative: unknown names get NXDOMAIN
         zone_args.append(f"--host-record={zone},{SITES['www.' + zone]}")
     return [
-        LabProcess("web", s.internet, (py, "-m", "appliance.lab.web", "--port", "80")),
+        LabProcess("web", s.internet, (py, "-m", "appliance.lab.web", "--port", "80"), ready=("tcp/80",)),
         LabProcess("dns", s.internet, (
             "dnsmasq", "--keep-in-foreground", "--user=root", "--group=root", "--conf-file=/dev/null",
             f"--pid-file={rundir}/dns.pid", "--no-resolv", "--no-hosts", "--bind-interfaces",
             f"--listen-address={PUBLIC_RESOLVER}",
             "--log-queries", f"--log-facility={rundir}/dns.log", *zone_args,
-        )),
+        ), ready=("udp/53",)),
         LabProcess("modem", s.modem, (
             "dnsmasq", "--keep-in-foreground", "--user=root", "--group=root", "--conf-file=/dev/null",
             f"--pid-file={rundir}/modem.pid", "--no-resolv", "--no-hosts", f"--server={PUBLIC_RESOLVER}",
@@ -196,5 +229,5 @@ def processes(spec: LabSpec, rundir: str) -> list[LabProcess]:
             f"--dhcp-option=option:dns-server,{MODEM_LAN_IP}",
             "--dhcp-authoritative", "--no-ping", f"--dhcp-leasefile={rundir}/modem.leases",
             "--log-dhcp", "--log-queries", f"--log-facility={rundir}/modem.log",
-        )),
+        ), ready=("udp/53", "udp/67")),
     ]

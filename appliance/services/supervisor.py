@@ -11,7 +11,9 @@ with exponential backoff when it dies, and writes the service's state
 stderr) to a JSON file. The state directory is the only thing shared, so any
 process (the console, the CLI) can ask `Supervisor(state_dir).status(name)`,
 and services outlive the process that started them. `start` is idempotent:
-the same spec while running is a no-op, a changed spec restarts.
+the same spec while running is a no-op, a changed spec restarts. Processes
+are started, signalled and waited for through the kernel boundary
+(`appliance.kernel.process`).
 
     python -m appliance.services.supervisor STATE_DIR status [NAME]
 """
@@ -21,11 +23,13 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from appliance.kernel.base import KernelError, Processes
+from appliance.kernel.process import LinuxProcesses
 
 RUNNING, BACKOFF, FAILED, STOPPED, STARTING = "running", "backoff", "failed", "stopped", "starting"
 STDERR_TAIL = 2048
@@ -128,8 +132,9 @@ class SupervisorError(RuntimeError):
 class Supervisor:
     """Client for the services under one state directory."""
 
-    def __init__(self, state_dir: str | Path):
+    def __init__(self, state_dir: str | Path, processes: Processes | None = None):
         self.dir = Path(state_dir)
+        self.processes = processes or LinuxProcesses()
 
     # -- files
     def _spec_path(self, name: str) -> Path:
@@ -157,7 +162,7 @@ class Supervisor:
             st = ServiceState.from_json(json.loads(self._state_path(name).read_text()))
         except (FileNotFoundError, json.JSONDecodeError):
             return ServiceState(name=name)
-        if st.state in (RUNNING, BACKOFF, STARTING) and not _is_monitor(st.monitor_pid):
+        if st.state in (RUNNING, BACKOFF, STARTING) and not self._is_monitor(st.monitor_pid):
             # The monitor was killed without a chance to say so.
             st.state = FAILED
             st.last_error = (st.last_error + "\n" if st.last_error else "") + "monitor process is gone"
@@ -177,11 +182,10 @@ class Supervisor:
         _write_atomic(self._spec_path(spec.name), json.dumps(spec.to_json(), indent=1))
         _write_atomic(self._state_path(spec.name),
                       json.dumps(asdict(ServiceState(spec.name, STARTING, spec_digest=spec.digest))))
-        # The launcher forks the monitor and exits at once, so the monitor is
-        # nobody's child here (no zombie) and outlives this process.
-        subprocess.run([sys.executable, "-m", "appliance.services.supervisor", str(self.dir),
-                        "_monitor", spec.name], check=True, cwd=str(Path(__file__).resolve().parents[2]),
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        # The monitor is nobody's child here (no zombie) and outlives this process.
+        self.processes.spawn_detached(None, [sys.executable, "-m", "appliance.services.supervisor",
+                                             str(self.dir), "_monitor", spec.name],
+                                      cwd=str(Path(__file__).resolve().parents[2]))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             st = self.status(spec.name)
@@ -193,23 +197,28 @@ class Supervisor:
 
     def wait_ready(self, spec: ServiceSpec, deadline: float) -> bool:
         """Wait until every socket in `spec.ready` listens; False at the deadline."""
-        return wait_listening(spec, deadline, self.status, _listening)
+        return wait_listening(spec, deadline, self.status, self.processes)
+
+    def _is_monitor(self, pid: int | None) -> bool:
+        # Also guards against a recycled pid: the process must be our monitor.
+        return bool(pid) and self.processes.alive(pid) \
+            and "appliance.services.supervisor" in self.processes.cmdline(pid)
 
     def stop(self, name: str, timeout: float = 10.0) -> bool:
         """Stop a service (its monitor stops it); False if it was not running."""
         st = self.status(name)
-        if not _is_monitor(st.monitor_pid):
-            if st.pid and _pid_alive(st.pid):
-                _kill_and_wait(st.pid, timeout)
+        if not self._is_monitor(st.monitor_pid):
+            if st.pid and self.processes.alive(st.pid):
+                self.processes.stop(st.pid, timeout)
             return False
-        os.kill(st.monitor_pid, signal.SIGTERM)
+        self.processes.signal(st.monitor_pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _is_monitor(st.monitor_pid):
+        while time.monotonic() < deadline and self._is_monitor(st.monitor_pid):
             time.sleep(0.05)
-        if _is_monitor(st.monitor_pid):
-            os.kill(st.monitor_pid, signal.SIGKILL)
-            if st.pid and _pid_alive(st.pid):
-                _kill_and_wait(st.pid, 1.0)
+        if self._is_monitor(st.monitor_pid):
+            self.processes.signal(st.monitor_pid, signal.SIGKILL)
+            if st.pid and self.processes.alive(st.pid):
+                self.processes.stop(st.pid, 1.0)
         return True
 
     def remove(self, name: str) -> None:
@@ -220,59 +229,21 @@ class Supervisor:
 
 # ---------------------------------------------------------------- the monitor
 
-def wait_listening(spec: ServiceSpec, deadline: float, status, listening) -> bool:
-    """Wait until every socket in `spec.ready` listens (`listening(netns, "tcp/53")`);
-    False at the deadline or as soon as `status(name)` says the service failed."""
+def wait_listening(spec: ServiceSpec, deadline: float, status, processes: Processes) -> bool:
+    """Wait until every socket in `spec.ready` ("tcp/53") listens in the service's
+    namespace; False at the deadline or as soon as `status(name)` says the service failed."""
+    def listening(what: str) -> bool:
+        proto, _, port = what.partition("/")
+        return processes.listening(spec.netns, proto, int(port))
+
     pending = list(spec.ready)
     while pending and time.monotonic() < deadline:
-        pending = [r for r in pending if not listening(spec.netns, r)]
+        pending = [r for r in pending if not listening(r)]
         if pending:
             if status(spec.name).state == FAILED:
                 return False
             time.sleep(0.05)
     return not pending
-
-
-def _listening(netns: str | None, what: str) -> bool:
-    from appliance.kernel.linux import listening  # pyroute2 only when readiness is asked for
-    proto, _, port = what.partition("/")
-    return listening(netns, proto, int(port))
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _is_monitor(pid: int | None) -> bool:
-    # Also guards against a recycled pid: the process must be our monitor.
-    if not _pid_alive(pid):
-        return False
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"appliance.services.supervisor" in f.read()
-    except OSError:
-        return False
-
-
-def _kill_and_wait(pid: int, timeout: float) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _pid_alive(pid):
-        time.sleep(0.05)
-    if _pid_alive(pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -294,9 +265,10 @@ def _tail(path: Path, size: int = STDERR_TAIL) -> str:
 class _Monitor:
     def __init__(self, sup: Supervisor, spec: ServiceSpec):
         self.sup = sup
+        self.processes = sup.processes
         self.spec = spec
         self.state = ServiceState(spec.name, STARTING, monitor_pid=os.getpid(), spec_digest=spec.digest)
-        self.child: subprocess.Popen | None = None
+        self.pid: int | None = None
         self.stopping = False
 
     def save(self, **changes) -> None:
@@ -305,26 +277,20 @@ class _Monitor:
         self.state.since = time.time()
         _write_atomic(self.sup._state_path(self.spec.name), json.dumps(asdict(self.state)))
 
-    def _argv(self) -> list[str]:
-        # `ip netns exec` execs the service itself (same pid) and binds
-        # /etc/netns/NS over /etc, as systemd's NetworkNamespacePath= does not;
-        # the box does not rely on that.
-        argv = list(self.spec.argv)
-        return argv if self.spec.netns is None else ["ip", "netns", "exec", self.spec.netns, *argv]
-
     def spawn(self) -> None:
+        # In a namespace the service runs as under `ip netns exec`, which also
+        # binds /etc/netns/NS over /etc, as systemd's NetworkNamespacePath= does
+        # not; the box does not rely on that.
         log = self.sup.log_path(self.spec.name)
         if log.exists() and log.stat().st_size > 1 << 20:
             log.write_bytes(log.read_bytes()[-(64 << 10):])
-        with open(log, "ab") as err:
-            self.child = subprocess.Popen(self._argv(), stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                          env={**os.environ, **dict(self.spec.env)}, cwd=self.spec.cwd,
-                                          start_new_session=True)
+        self.pid = self.processes.spawn(self.spec.netns, self.spec.argv, log=str(log),
+                                        env=dict(self.spec.env), cwd=self.spec.cwd)
 
     def on_term(self, *_):
         self.stopping = True
-        if self.child and self.child.poll() is None:
-            self.child.terminate()
+        if self.pid and self.processes.alive(self.pid):
+            self.processes.signal(self.pid, signal.SIGTERM)
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self.on_term)
@@ -335,11 +301,11 @@ class _Monitor:
             started = time.monotonic()
             try:
                 self.spawn()
-            except OSError as e:
-                self.save(state=FAILED, pid=None, last_error=f"cannot start {self.spec.argv[0]}: {e}")
+            except KernelError as e:
+                self.save(state=FAILED, pid=None, last_error=f"cannot start: {e}")
                 return
-            self.save(state=RUNNING, pid=self.child.pid)
-            code = self._wait()
+            self.save(state=RUNNING, pid=self.pid)
+            code = self.processes.wait(self.pid)
             if self.stopping:
                 break
             ran = time.monotonic() - started
@@ -356,21 +322,9 @@ class _Monitor:
             while not self.stopping and time.monotonic() < deadline:
                 time.sleep(0.05)
             delay = min(delay * 2, self.spec.backoff_max)
-        if self.child and self.child.poll() is None:
-            self.child.terminate()
-            try:
-                self.child.wait(5)
-            except subprocess.TimeoutExpired:
-                self.child.kill()
-                self.child.wait()
+        if self.pid and self.processes.alive(self.pid):
+            self.processes.stop(self.pid, timeout=5)
         self.save(state=STOPPED, pid=None, monitor_pid=None)
-
-    def _wait(self) -> int:
-        while True:
-            try:
-                return self.child.wait()
-            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
-                continue
 
 
 def _describe(code: int | None) -> str:
@@ -384,22 +338,6 @@ def _describe(code: int | None) -> str:
     return f"status {code}"
 
 
-def _daemonize_monitor(state_dir: str, name: str) -> None:
-    if os.fork():
-        return  # the launcher: exit, the monitor carries on
-    os.setsid()
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    try:
-        sup = Supervisor(state_dir)
-        spec = sup.spec(name)
-        if spec is not None:
-            _Monitor(sup, spec).run()
-    finally:
-        os._exit(0)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) < 2:
@@ -409,7 +347,10 @@ def main(argv: list[str] | None = None) -> int:
     state_dir, command, *rest = args
     sup = Supervisor(state_dir)
     if command == "_monitor":
-        _daemonize_monitor(state_dir, rest[0])
+        # Started detached by Supervisor.start: a session of its own, no terminal.
+        spec = sup.spec(rest[0])
+        if spec is not None:
+            _Monitor(sup, spec).run()
         return 0
     if command == "status":
         for name in rest or sup.names():

@@ -15,20 +15,17 @@ the journal keeps each service's log.
 """
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
-from typing import Callable
 
+from appliance.kernel.base import Completed, Processes
+from appliance.kernel.process import LinuxProcesses
 from appliance.services.supervisor import (
-    BACKOFF, FAILED, RUNNING, STARTING, STOPPED, ServiceSpec, ServiceState, _listening, wait_listening,
+    BACKOFF, FAILED, RUNNING, STARTING, STOPPED, ServiceSpec, ServiceState, wait_listening,
 )
 
 UNIT_DIR = "/run/systemd/system"
 PREFIX = "appliance-svc-"
-
-Systemctl = Callable[..., subprocess.CompletedProcess]
-
 
 def unit_name(name: str) -> str:
     return f"{PREFIX}{name}.service"
@@ -40,26 +37,23 @@ def unit_text(spec: ServiceSpec) -> str:
     return f"# appliance spec {spec.digest}\n" + spec.systemd_unit(f"appliance service {spec.name}")
 
 
-def _run_systemctl(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["systemctl", *args], capture_output=True, text=True)
-
-
 # systemd ActiveState -> the supervisor's words, which the console shows.
 _STATES = {"active": RUNNING, "activating": STARTING, "reloading": RUNNING, "deactivating": STOPPED,
            "inactive": STOPPED, "failed": FAILED}
 
 
 class SystemdUnits:
-    def __init__(self, unit_dir: str | Path = UNIT_DIR, systemctl: Systemctl = _run_systemctl,
-                 listening: Callable[[str | None, str], bool] = _listening):
+    def __init__(self, unit_dir: str | Path = UNIT_DIR, processes: Processes | None = None):
         self.dir = Path(unit_dir)
-        self.systemctl = systemctl
-        self.listening = listening
+        self.processes = processes or LinuxProcesses()
+
+    def systemctl(self, *args: str) -> Completed:
+        return self.processes.run(None, ["systemctl", *args])
 
     def _path(self, name: str) -> Path:
         return self.dir / unit_name(name)
 
-    def _check(self, res: subprocess.CompletedProcess, what: str) -> None:
+    def _check(self, res: Completed, what: str) -> None:
         if res.returncode != 0:
             raise RuntimeError(f"systemctl {what}: {(res.stderr or res.stdout).strip() or res.returncode}")
 
@@ -98,7 +92,7 @@ class SystemdUnits:
         return "restarted" if active else "started"
 
     def wait_ready(self, spec: ServiceSpec, deadline: float) -> bool:
-        return wait_listening(spec, deadline, self.status, self.listening)
+        return wait_listening(spec, deadline, self.status, self.processes)
 
     def stop(self, name: str, timeout: float = 10.0) -> bool:
         was = self.status(name).state in (RUNNING, STARTING, BACKOFF)

@@ -17,7 +17,7 @@ import pytest
 from appliance.box.locate import box as box_for
 from appliance.box.settings import parse_settings
 from appliance.kernel import KernelError, LinuxKernel
-from appliance.kernel.linux import listening
+from appliance.kernel.process import listening
 from appliance.lab import topology
 from tests.support.boxlab import POOL, STATIC_IP, box_in_lab, settings_data
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
+
+from appliance.kernel.base import Processes
+from appliance.kernel.process import LinuxProcesses
 
 KEA_DHCP4 = "kea-dhcp4"
 
@@ -23,7 +25,7 @@ class KeaError(RuntimeError):
 
 
 def check_config(config: dict | str, *, interface: str | None = None, netns: str | None = None,
-                 timeout: float = 30) -> list[str]:
+                 timeout: float = 30, processes: Processes | None = None) -> list[str]:
     """Kea's verdict on a config (`kea-dhcp4 -t`): [] when valid, else its errors.
 
     Kea checks that the interface exists; `interface` replaces the one in the
@@ -40,10 +42,7 @@ def check_config(config: dict | str, *, interface: str | None = None, netns: str
     with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="kea-check-") as f:
         json.dump(data, f)
         f.flush()
-        argv = [KEA_DHCP4, "-t", f.name]
-        if netns:
-            argv = ["ip", "netns", "exec", netns, *argv]
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        p = (processes or LinuxProcesses()).run(netns or None, [KEA_DHCP4, "-t", f.name], timeout=timeout)
     if p.returncode == 0:
         return []
     lines = [ln for ln in (p.stdout + p.stderr).splitlines() if " ERROR " in ln or "Error" in ln]

@@ -23,10 +23,12 @@ import hmac
 import os
 import secrets
 import shutil
-import subprocess
 from pathlib import Path
 
 from django.conf import settings
+
+from appliance.kernel.base import KernelError
+from appliance.kernel.process import LinuxProcesses
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 LENGTH = 15
@@ -139,7 +141,6 @@ def _reload_gettys() -> None:
     agetty = shutil.which("agetty", path="/usr/sbin:/sbin:/usr/bin:/bin")
     if agetty and issue is not None and str(issue.parent) in AGETTY_ISSUE_DIRS:
         try:
-            subprocess.run([agetty, "--reload"], check=False, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, timeout=5)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+            LinuxProcesses().run(None, [agetty, "--reload"], timeout=5)
+        except KernelError:
+            pass  # no prompt refreshed: the code is still in the issue file for the next one

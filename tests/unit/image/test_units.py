@@ -1,30 +1,15 @@
 """Services as systemd units (the image) and the image's own unit files."""
 import configparser
-import subprocess
 from pathlib import Path
 
+import pytest
+
+from appliance.kernel.fake_process import FakeProcesses, FakeProgram, FakeSystemd
 from appliance.services.supervisor import ServiceSpec
 from appliance.services.units import SystemdUnits, unit_name, unit_text
 
 TOP = Path(__file__).resolve().parents[3]
 UNITS = TOP / "image/rootfs/etc/systemd/system"
-
-
-class FakeSystemctl:
-    def __init__(self):
-        self.calls = []
-        self.active = set()
-
-    def __call__(self, *args):
-        self.calls.append(args)
-        if args[0] == "restart":
-            self.active.add(args[1])
-        elif args[0] == "stop":
-            self.active.discard(args[1])
-        out = ""
-        if args[0] == "show":
-            out = f"ActiveState={'active' if args[1] in self.active else 'inactive'}\nSubState=x\nMainPID=42\nNRestarts=0\n"
-        return subprocess.CompletedProcess(args, 0, out, "")
 
 
 def spec(**kw):
@@ -43,14 +28,17 @@ def test_unit_joins_the_namespace_and_restarts():
 
 
 def test_start_writes_the_unit_then_unchanged_then_restart_on_new_revision(tmp_path):
-    sc = FakeSystemctl()
-    units = SystemdUnits(tmp_path, systemctl=sc, listening=lambda ns, what: True)
+    systemd = FakeSystemd()
+    procs = FakeProcesses({"systemctl": FakeProgram(handler=systemd)})
+    units = SystemdUnits(tmp_path, processes=procs)
     assert units.start(spec()) == "started"
     assert (tmp_path / unit_name("dhcp4")).read_text() == unit_text(spec())
-    assert ("restart", "appliance-svc-dhcp4.service") in sc.calls
+    assert ("run", None, ("systemctl", "restart", "appliance-svc-dhcp4.service")) in procs.calls
+    first = systemd.active["appliance-svc-dhcp4.service"]
     assert units.start(spec()) == "unchanged"
     assert units.start(spec(revision="r2")) == "restarted"
-    assert units.status("dhcp4").state == "running" and units.status("dhcp4").pid == 42
+    st = units.status("dhcp4")
+    assert st.state == "running" and st.pid == systemd.active["appliance-svc-dhcp4.service"] != first
     assert units.names() == ["dhcp4"]
     units.remove("dhcp4")
     assert not (tmp_path / unit_name("dhcp4")).exists()
@@ -99,3 +87,11 @@ def test_start_limit_is_in_the_unit_section():
     cp.read_string(text)
     assert cp["Unit"]["StartLimitBurst"] == "10" and "StartLimitIntervalSec" in cp["Unit"]
     assert "StartLimitBurst" not in cp["Service"]
+
+
+def test_a_unit_that_fails_to_start_is_an_error_naming_it(tmp_path):
+    systemd = FakeSystemd(failing={"appliance-svc-dhcp4.service"})
+    units = SystemdUnits(tmp_path, processes=FakeProcesses({"systemctl": FakeProgram(handler=systemd)}))
+    with pytest.raises(RuntimeError, match=r"^systemctl restart appliance-svc-dhcp4.service: Job .* failed"):
+        units.start(spec())
+    assert units.status("dhcp4").state == "failed"

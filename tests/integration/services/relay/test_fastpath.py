@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from appliance.kernel.base import Route
 from appliance.lab import relaylab
 from appliance.lab.relaylab import TEST_PORT, UP_IP, WAN_IP, RelayLab
 
@@ -167,12 +168,12 @@ def test_proxied_names_are_always_relayed(lab):
 
 def test_the_modem_side_gets_no_fast_path(lab):
     fake = warm(lab, "direct.test")
-    lab.ip("modem", "route", "replace", relaylab.FAKE_RANGE, "via", UP_IP)
+    lab.kernel.add_route(lab.ns["modem"], Route(relaylab.FAKE_RANGE, via=UP_IP))
     try:
         res = curl(lab, f"http://{fake}/", "-H", "Host: direct.test", ns="modem")
         assert res.returncode == 7, res.stdout  # refused: neither NATed nor relayed
     finally:
-        lab.ip("modem", "route", "del", relaylab.FAKE_RANGE)
+        lab.kernel.del_route(lab.ns["modem"], Route(relaylab.FAKE_RANGE, via=UP_IP))
     assert relaylab.MODEM_IP not in json.dumps(lab.query("history"))
 
 
@@ -195,7 +196,7 @@ def test_a_mapped_address_stays_pinned(lab):
 def short_ttl(lab, seconds=3):
     """The relay reloaded with a `seconds` ttl (and an empty map) for the block."""
     lab.write_config(fast_path={**FAST, "ttl": seconds})
-    lab.procs["relay"].send_signal(signal.SIGHUP)
+    lab.signal("relay", signal.SIGHUP)
     wait_for(lambda: lab.query("stats")["fast_path"]["entries"] == 0
              and "type ipv4_addr" in (m := mapped(lab)) and "elements" not in m,
              "the reloaded relay starts with an empty map")
@@ -203,7 +204,7 @@ def short_ttl(lab, seconds=3):
         yield
     finally:
         lab.write_config()
-        lab.procs["relay"].send_signal(signal.SIGHUP)
+        lab.signal("relay", signal.SIGHUP)
 
 
 def test_after_ttl_the_address_is_unmapped_unpinned_and_the_relay_takes_over_again(lab):

@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from appliance.kernel.base import Route
 from appliance.lab import relaylab
 from appliance.lab.relaylab import (HTTP_IP, MODEM_IP, SOCKS_IP, TEST_PORT, UDP_ECHO_PORT, UP_IP,
                                     WAN_IP, RelayLab)
@@ -114,14 +115,14 @@ def test_wrong_proxy_password_is_a_logged_failure(lab):
     settings = lab.relay_settings()
     settings["proxies"][0] = {**settings["proxies"][0], "password": "wrong"}
     lab.write_config(proxies=settings["proxies"])
-    lab.procs["relay"].send_signal(signal.SIGHUP)
+    lab.signal("relay", signal.SIGHUP)
     try:
         wait_for(lambda: "settings reloaded" in lab.relay_log.read_text(), "reload")
         assert curl(lab, "http://socks.test/").returncode in (7, 52, 56)
         assert "SOCKS5 auth: username/password rejected" in last_conn(lab, "socks.test")["error"]
     finally:
         lab.write_config()
-        lab.procs["relay"].send_signal(signal.SIGHUP)
+        lab.signal("relay", signal.SIGHUP)
         wait_for(lambda: lab.relay_log.read_text().count("settings reloaded") >= 2, "reload back")
     assert curl(lab, "http://socks.test/whoami", check=True).stdout.strip() == SOCKS_IP
 
@@ -255,7 +256,7 @@ def test_fake_address_stays_pinned_while_its_connection_is_open(lab):
 def test_modem_side_cannot_reach_the_listener(lab):
     fake = lab.resolve("direct.test")
     accepted = lab.query("stats")["totals"]["accepted"]
-    lab.ip("modem", "route", "replace", relaylab.FAKE_RANGE, "via", UP_IP)
+    lab.kernel.add_route(lab.ns["modem"], Route(relaylab.FAKE_RANGE, via=UP_IP))
     res = curl(lab, f"http://{fake}/", "-H", "Host: direct.test", ns="modem")
     assert res.returncode == 7, res.stdout  # nothing on the fake address answers the modem side
     res = curl(lab, f"http://{UP_IP}:7893/", ns="modem")

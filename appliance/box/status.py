@@ -9,17 +9,22 @@ raises for a component that is down.
 """
 from __future__ import annotations
 
+import os
+import re
 import time
 from dataclasses import dataclass, field
 
+from appliance.box.flows import HEALTH_REG
 from appliance.box.runtime import Box
 from appliance.box.switchload import DatapathLoader
 from appliance.kernel.base import KernelError
 from appliance.kernel.devices import Devices
 from appliance.services.dhcp.kea import KeaControl, KeaError
 from appliance.services.dns.control import DnsControl
+from appliance.services.health.heartbeat import HealthMap
 from appliance.services.relay.control import query
 from appliance.switch.bridge import Bridge
+from appliance.switch.datapath.contract import HEALTH_SERVICES
 from appliance.switch.datapath import hooks
 from appliance.switch.datapath.datapath import Datapath
 from appliance.switch.trace import format_trace, trace as reference_trace
@@ -143,6 +148,23 @@ class AppliedBridge:
         dp = self.loader.datapath(self.bridge.name)
         return dp if dp.attached() else None
 
+    def health_register(self) -> int | None:
+        """The health register (reg15) as the running datapath computes it now; None when it cannot say."""
+        dp = self.loader.datapath(self.bridge.name)
+        try:
+            return HealthMap(os.path.join(dp.pin_dir, "dp_health")).bits()
+        except OSError:
+            return None  # not root, or no BPF filesystem
+
+    def trace_input(self, text: str) -> str:
+        """A trace flow with the health register the datapath has now (unless the flow sets it):
+        what a packet arriving now meets. Without a datapath, every service is taken as healthy."""
+        if re.search(rf"\b{HEALTH_REG}=", text):
+            return text
+        live = self.health_register()
+        value = live if live is not None else (1 << HEALTH_SERVICES) - 1
+        return f"{HEALTH_REG}={value:#x},{text}" if value else text
+
     def flow_stats(self):
         dp = self.datapath()
         if dp is None:
@@ -194,7 +216,7 @@ def trace(box: Box, text: str) -> dict:
     if applied is None:
         raise ValueError("nothing applied yet: there is no flow table to trace")
     bridge = applied.bridge
-    packet, result = reference_trace(bridge, text)
+    packet, result = reference_trace(bridge, applied.trace_input(text))
     try:
         datapath = "\n".join(hooks.trace_datapath(bridge, packet, result))
     except Exception as e:  # noqa: BLE001 - the reference answer stands alone; the datapath's is extra

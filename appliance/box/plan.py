@@ -242,7 +242,11 @@ def with_watchdog(p: Plan, settings: Settings, layout: Layout, host_ns: str | No
     spec = ServiceSpec(
         name=WATCHDOG,
         argv=(layout.python, "-m", "appliance.services.health", "--config", config_file.path),
-        netns=host_ns,
+        # Where the apply runs (the machine's own namespace), not in the box's
+        # host namespace of the lab: `ip netns exec` would hide the BPF
+        # filesystem with the heartbeat map. Its probes enter the namespaces
+        # they need; control sockets are paths.
+        netns=None,
         cwd=layout.state_dir,
         revision=config_file.digest,
         probe=Probe("watchdog", layout.health_status, timeout=1.0),

@@ -508,10 +508,13 @@ static __always_inline __u32 dp_health_bits(void)
 	if (!h)
 		return 0;
 	now = bpf_ktime_get_ns();
+	/* Without a branch: (now - until) wraps to a value with the top bit
+	 * set exactly when now < until (both are far below 2^63).  With a
+	 * branch per bit the verifier would walk every one of the 256 values
+	 * through the flow table. */
 #pragma unroll
 	for (i = 0; i < DP_HEALTH_SERVICES; i++)
-		if (now < h->fresh_until[i])
-			bits |= 1u << i;
+		bits |= (__u32)((now - h->fresh_until[i]) >> 63) << i;
 	return bits;
 }
 #endif

@@ -31,6 +31,7 @@ from typing import Callable
 
 from appliance.box.protocols import FileSystem, ServiceRunner, SwitchLoader
 from appliance.kernel.base import Kernel
+from appliance.kernel.desired import NftTable
 from appliance.kernel.reconcile import reconcile, remove
 
 Progress = Callable[[str], None]
@@ -47,6 +48,14 @@ class ApplyResult:
     @property
     def changed(self) -> bool:
         return bool(self.changes)
+
+
+def _place(obj) -> str:
+    """Where an object lives: a table whose body changed is the same table (its key names
+    the body's digest), so removing the old one would delete the one just loaded."""
+    if isinstance(obj, NftTable):
+        return f"nft {obj.ns}: table {obj.family} {obj.name}"
+    return obj.key()
 
 
 class Applier:
@@ -67,8 +76,8 @@ class Applier:
         progress("step 1/5: network namespaces, links, addresses, routes, nftables")
         changes += reconcile(self.kernel, new.kernel, progress)
         if old is not None:
-            keep = {o.key() for o in new.kernel}
-            note(remove(self.kernel, [o for o in old.kernel if o.key() not in keep]))
+            keep = {_place(o) for o in new.kernel}
+            note(remove(self.kernel, [o for o in old.kernel if _place(o) not in keep]))
 
         progress("step 2/5: configuration files")
         for d in new.directories:

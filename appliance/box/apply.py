@@ -7,7 +7,11 @@ The apply walks the plan in the order a working box needs it:
 2. directories and config files (written atomically, only when different);
 3. the switch: flows compiled and swapped into the datapath;
 4. services: started, restarted when their definition changed, stopped when
-   the plan no longer has them.
+   the plan no longer has them; a service is started when it answers its
+   probe (`ServiceNotReady` otherwise, which restores the previous plan);
+5. health: a few seconds at most for the watchdog to see every service
+   answer, so the datapath steers to them again before the apply says done
+   (while it does not, the modem serves the home: not an error).
 
 Each step reports progress lines. If any step fails, the previous plan is
 applied again (or, on a first apply, what was made is removed), so the box
@@ -20,14 +24,18 @@ The switch, the service runner and the files are ports
 """
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from appliance.box.protocols import FileSystem, ServiceRunner, SwitchLoader
 from appliance.kernel.base import Kernel
+from appliance.kernel.desired import NftTable
 from appliance.kernel.reconcile import reconcile, remove
 
 Progress = Callable[[str], None]
+HEALTH_WAIT = 5.0  # seconds the apply gives the watchdog to see the services answer
 
 
 @dataclass
@@ -40,6 +48,14 @@ class ApplyResult:
     @property
     def changed(self) -> bool:
         return bool(self.changes)
+
+
+def _place(obj) -> str:
+    """Where an object lives: a table whose body changed is the same table (its key names
+    the body's digest), so removing the old one would delete the one just loaded."""
+    if isinstance(obj, NftTable):
+        return f"nft {obj.ns}: table {obj.family} {obj.name}"
+    return obj.key()
 
 
 class Applier:
@@ -57,13 +73,13 @@ class Applier:
                 changes.append(line)
                 progress(line)
 
-        progress("step 1/4: network namespaces, links, addresses, routes, nftables")
+        progress("step 1/5: network namespaces, links, addresses, routes, nftables")
         changes += reconcile(self.kernel, new.kernel, progress)
         if old is not None:
-            keep = {o.key() for o in new.kernel}
-            note(remove(self.kernel, [o for o in old.kernel if o.key() not in keep]))
+            keep = {_place(o) for o in new.kernel}
+            note(remove(self.kernel, [o for o in old.kernel if _place(o) not in keep]))
 
-        progress("step 2/4: configuration files")
+        progress("step 2/5: configuration files")
         for d in new.directories:
             self.fs.mkdir(d)
         for f in new.files:
@@ -71,10 +87,10 @@ class Applier:
                 self.fs.write(f.path, f.content, f.mode)
                 note([f"~ file {f.path} ({f.digest})"])
 
-        progress("step 3/4: switch: compile the flow table and swap the datapath")
+        progress("step 3/5: switch: compile the flow table and swap the datapath")
         note(self.switch.load(new.switch))
 
-        progress("step 4/4: services")
+        progress("step 4/5: services")
         for spec in new.services:
             how = self.services.start(spec)
             if how != "unchanged":
@@ -85,7 +101,31 @@ class Applier:
                 if spec.name not in names:
                     self.services.remove(spec.name)
                     note([f"- service {spec.name}"])
+        self._steered(new, progress)
         return changes
+
+    def _steered(self, plan, progress: Progress, timeout: float = HEALTH_WAIT) -> None:
+        """Wait (briefly) until the watchdog has seen every service answer since now."""
+        status_file = next((s.probe.target for s in plan.services
+                            if s.probe is not None and s.probe.kind == "watchdog"), None)
+        # A runner that runs nothing (the fakes) has no watchdog to wait for.
+        if status_file is None or getattr(self.services, "kind", None) is None:
+            return
+        progress("step 5/5: health: the watchdog sees the services answer")
+        since = time.monotonic()
+        why = "the watchdog has written no status"
+        while time.monotonic() < since + timeout:
+            try:
+                status = json.loads(self.fs.read(status_file) or "null")
+            except ValueError:
+                status = None  # caught mid-write: read again
+            if status and status.get("monotonic", 0) > since:
+                sick = [n for n, h in status.get("services", {}).items() if h.get("state") != "healthy"]
+                if not sick:
+                    return
+                why = "not answering yet: " + ", ".join(sick)
+            time.sleep(0.1)
+        progress(f"health: {why}; the modem serves the home for them meanwhile (failsafe)")
 
     def apply(self, new, old=None, progress: Progress | None = None) -> ApplyResult:
         progress = progress or (lambda line: None)

@@ -1,9 +1,11 @@
-"""`./manage.py apply` and `./manage.py teardown`: the box from the command line.
+"""`./manage.py apply`, `status` and `teardown`: the box from the command line.
 
 Which box: `appliance.box.locate` (--netns, --state-dir, --run-dir, or the
 environment).
 """
 from __future__ import annotations
+
+import time
 
 from appliance.box import locate
 from appliance.box.plan import PlanError
@@ -43,6 +45,39 @@ def apply(opts, out=print) -> int:
         return 1
     out(f"applied: {len(res.changes)} change(s)" if res.changes else "applied: no changes")
     return 0
+
+
+def show_status(opts, out=print) -> int:
+    """`./manage.py status`: each service, whether it runs and answers, its last failure; the health
+    register the datapath runs on; the last health events."""
+    from appliance.box import status
+
+    box = locate.from_options(opts)
+    settings = box.applied_settings()
+    if settings is None:
+        out("status: nothing applied yet")
+        return 1
+    rows = status.services(box).value
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        line = f"{r['name']:<{width}}  {r['state']:<8}  {r.get('health', '')}"
+        if r.get("fallback"):
+            line += f" ({r['fallback']})"
+        out(line)
+        if r.get("last_failure"):
+            when = r.get("last_failure_at")
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S ", time.localtime(when)) if when else ""
+            out(f"{'':<{width}}  last failure: {stamp}{r['last_failure']}")
+    applied = status.applied_bridge(box)
+    register = applied.health_register() if applied else None
+    out(f"failsafe: {settings.failsafe}; health register reg15="
+        + (f"{register:#x} (bit 0 DNS, 1 DHCP, 2 relay)" if register is not None else "? (no datapath)"))
+    events = status.health_events(box, opts.get("events") or 10)
+    if events:
+        out("events:")
+        for e in events:
+            out(f"  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(e.time))} {e.service} {e.what}: {e.detail}")
+    return 0 if all(r.get("health") in ("healthy", "not probed") for r in rows) else 3
 
 
 def teardown(opts, out=print) -> int:

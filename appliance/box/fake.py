@@ -7,7 +7,7 @@ so they pickle (the browser tests keep one box across processes that way).
 """
 from __future__ import annotations
 
-from appliance.services.supervisor import RUNNING, STOPPED, ServiceState
+from appliance.services.supervisor import RUNNING, STOPPED, ServiceNotReady, ServiceState
 
 
 class FakeSwitch:
@@ -31,12 +31,23 @@ class FakeSwitch:
 
 
 class FakeServices:
-    """The services as specs in a dict: `running[name]` is the spec that runs."""
+    """The services as specs in a dict: `running[name]` is the spec that runs.
+
+    A service named in `never_ready` starts but, with any definition but the
+    last one that answered, never answers its probe: `start` raises
+    `ServiceNotReady` with `never_ready[name]` as its log line.
+    """
 
     def __init__(self):
         self.running = {}
+        self.never_ready: dict[str, str] = {}
+        self._answered = {}
 
     def start(self, spec):
+        if spec.name in self.never_ready and spec != self._answered.get(spec.name):
+            self.running[spec.name] = spec
+            raise ServiceNotReady(spec.name, "it does not answer its probe", self.never_ready[spec.name])
+        self._answered[spec.name] = spec
         old = self.running.get(spec.name)
         self.running[spec.name] = spec
         return "unchanged" if old == spec else ("restarted" if old else "started")

@@ -7,6 +7,16 @@ settings' `flows.custom`) are parsed here and only here, against the box's
 port names; the settings' validation, the plan, the console's lint and the
 apply's risk check all use `parse_custom`.
 
+With `failsafe: open` (the default) the flows that send clients to the
+box's own services match the health register (reg15, loaded by the
+datapath from the watchdog's heartbeat, `appliance.services.health`): DNS
+is steered to vproxy only while bit 0 (DNS) is set, the DHCP guards hold
+only while bit 1 (Kea) is set. When a bit clears (a failed probe, or no
+heartbeat for 3 s) the lower flows take over and the modem serves the home
+as it did before the box: DNS to the gateway goes to the modem, the
+modem's DHCP reaches the home and the home's DHCP reaches the modem.
+`failsafe: closed` leaves the register out: the box's services or nothing.
+
 Priorities of the generated flows are all distinct where flows overlap, so
 nothing depends on the undefined order of equal-priority flows (the seed's
 uplink-DHCP drops tied with the generic DHCP rules and the modem's offers
@@ -33,6 +43,7 @@ P_VPROXY_ARP_GW_DROP = 970
 P_CONSOLE_GUARD = 960  # one flow per guarded TCP port: disjoint by tp_dst
 P_DHCP_TO_CLIENT = 950
 P_DHCP_TO_SERVER = 940
+P_DHCP_TO_MODEM = 935  # only reached while Kea is unhealthy (failsafe: open)
 P_GW_BROADCAST = 930
 P_ARP_TO_GW_MAC = 920
 P_ARP_FOR_GW = 910
@@ -47,6 +58,10 @@ P_TO_ADMIN_MAC = 100
 P_NORMAL = 0
 
 BROADCAST = "ff:ff:ff:ff:ff:ff"
+
+# The health register and its bits (c/dp_contract.h: DP_HEALTH_REG, dp_health).
+HEALTH_REG = "reg15"
+HEALTH_DNS, HEALTH_DHCP, HEALTH_RELAY = 0, 1, 2
 
 
 def add_flow_line(flow: Flow) -> str:
@@ -83,10 +98,14 @@ def _ip(ip) -> int:
     return int(IPv4Address(str(ip)))
 
 
-def _match(proto: str | None = None, *, nets: dict[str, IPv4Network] | None = None, **exact) -> Match:
-    """A match from readable values: `proto` is a shorthand (udp, arp ...), ports go by name."""
+def _match(proto: str | None = None, *, nets: dict[str, IPv4Network] | None = None,
+           healthy: int | None = None, **exact) -> Match:
+    """A match from readable values: `proto` is a shorthand (udp, arp ...), ports go by name;
+    `healthy`: only while that bit of the health register is set."""
     values: dict[str, int] = {}
     masks: dict[str, int] = {}
+    if healthy is not None:
+        values[HEALTH_REG] = masks[HEALTH_REG] = 1 << healthy
     if proto:
         dl_type, nw_proto = F.SHORTHANDS[proto]
         values["dl_type"] = dl_type
@@ -106,9 +125,17 @@ def _out(*ports: str) -> tuple[Output, ...]:
 
 
 def box_flows(*, gateway_ip: IPv4Address, gateway_mac: str, admin_mac: str, vproxy_mac: str,
-              fake_range: IPv4Network, guarded_ports: Iterable[int], drop_ipv6: bool) -> tuple[FlowEntry, ...]:
-    """The seed's `init-flow.sh` for these addresses, with strict priorities."""
+              fake_range: IPv4Network, guarded_ports: Iterable[int], drop_ipv6: bool,
+              failsafe: str = "open") -> tuple[FlowEntry, ...]:
+    """The seed's `init-flow.sh` for these addresses, with strict priorities.
+
+    `failsafe="open"`: DNS steering and the DHCP guards hold only while the
+    health register says the box's DNS server and Kea answer.
+    """
     gw, vp = gateway_ip, vproxy_mac
+    open_ = failsafe == "open"
+    dns_ok = HEALTH_DNS if open_ else None
+    dhcp_ok = HEALTH_DHCP if open_ else None
     to_vproxy = (SetField("dl_dst", _mac(vp)), *_out("vproxy"))
     f: list[FlowEntry] = []
 
@@ -119,8 +146,9 @@ def box_flows(*, gateway_ip: IPv4Address, gateway_mac: str, admin_mac: str, vpro
         add("IPv6 is not handled yet: drop it (ipv6.policy=drop)", P_IPV6_DROP, _match("ipv6"))
     add("a frame from the gateway MAC to itself goes nowhere", P_GW_LOOP_DROP,
         _match(dl_src=gateway_mac, dl_dst=gateway_mac))
-    add("DHCP from the modem never reaches the home (above the DHCP rules)", P_UPLINK_DHCP_SERVER_DROP,
-        _match("udp", in_port="uplink", tp_src=67, tp_dst=68))
+    add("DHCP from the modem never reaches the home (above the DHCP rules)"
+        + (", while Kea answers" if open_ else ""), P_UPLINK_DHCP_SERVER_DROP,
+        _match("udp", in_port="uplink", tp_src=67, tp_dst=68, healthy=dhcp_ok))
     add("DHCP requests from the modem side are not served", P_UPLINK_DHCP_CLIENT_DROP,
         _match("udp", in_port="uplink", tp_src=68, tp_dst=67))
     add("vproxy never ARPs as the gateway", P_VPROXY_ARP_GW_DROP,
@@ -130,8 +158,11 @@ def box_flows(*, gateway_ip: IPv4Address, gateway_mac: str, admin_mac: str, vpro
             P_CONSOLE_GUARD, _match("tcp", in_port="uplink", dl_dst=admin_mac, tp_dst=port))
     add("DHCP server -> client goes to the home side only", P_DHCP_TO_CLIENT,
         _match("udp", tp_src=67, tp_dst=68), _out("downlink"))
-    add("DHCP client -> server goes to the virtual gateway", P_DHCP_TO_SERVER,
-        _match("udp", tp_src=68, tp_dst=67), _out("vgw"))
+    add("DHCP client -> server goes to the virtual gateway" + (", while Kea answers" if open_ else ""),
+        P_DHCP_TO_SERVER, _match("udp", tp_src=68, tp_dst=67, healthy=dhcp_ok), _out("vgw"))
+    if open_:
+        add("failsafe: while Kea does not answer, DHCP client -> server goes to the modem", P_DHCP_TO_MODEM,
+            _match("udp", tp_src=68, tp_dst=67), _out("uplink"))
     add("broadcasts with the gateway MAC never go back to the modem or vgw", P_GW_BROADCAST,
         _match(dl_src=gateway_mac, dl_dst=BROADCAST), _out("downlink", "admin", "vproxy"))
     add("ARP to the gateway MAC: the modem or vgw asked, so both get it", P_ARP_TO_GW_MAC,
@@ -142,10 +173,11 @@ def box_flows(*, gateway_ip: IPv4Address, gateway_mac: str, admin_mac: str, vpro
         _match("udp", in_port="vproxy", nw_dst=gw, tp_dst=53), _out("uplink"))
     add("DNS from vproxy to the gateway goes to the modem (TCP)", P_VPROXY_DNS_TCP,
         _match("tcp", in_port="vproxy", nw_dst=gw, tp_dst=53), _out("uplink"))
-    add("DNS to the gateway goes to vproxy (UDP)", P_DNS_UDP,
-        _match("udp", nw_dst=gw, tp_dst=53), to_vproxy)
-    add("DNS to the gateway goes to vproxy (TCP)", P_DNS_TCP,
-        _match("tcp", nw_dst=gw, tp_dst=53), to_vproxy)
+    while_ok = " while it answers (else the modem answers: failsafe)" if open_ else ""
+    add(f"DNS to the gateway goes to vproxy (UDP){while_ok}", P_DNS_UDP,
+        _match("udp", nw_dst=gw, tp_dst=53, healthy=dns_ok), to_vproxy)
+    add(f"DNS to the gateway goes to vproxy (TCP){while_ok}", P_DNS_TCP,
+        _match("tcp", nw_dst=gw, tp_dst=53, healthy=dns_ok), to_vproxy)
     add("the relay is no open proxy: the fake range is not reachable from the modem side",
         P_FAKE_RANGE_GUARD, _match("ip", in_port="uplink", nets={"nw_dst": fake_range}))
     add("the fake range goes to vproxy", P_FAKE_RANGE, _match("ip", nets={"nw_dst": fake_range}), to_vproxy)

@@ -97,6 +97,22 @@ class Layout:
         return f"{self.run_dir}/services"
 
     @property
+    def watchdog_config(self) -> str:
+        """What the watchdog probes and where it writes (`appliance.services.health.watchdog`)."""
+        return f"{self.run_dir}/watchdog.json"
+
+    @property
+    def health_status(self) -> str:
+        """The watchdog's status, rewritten every round."""
+        return f"{self.run_dir}/health.json"
+
+    @property
+    def health_events(self) -> str:
+        """Every health transition and restart, kept across reboots (`record`)."""
+        return f"{self.state_dir}/health/events.jsonl"
+
+    @property
     def runtime(self) -> tuple[str, ...]:
         """What the box's services leave in `run_dir`; teardown removes it (state stays)."""
-        return (self.kea.run_dir, self.dns_socket, self.relay_socket, self.services_dir)
+        return (self.kea.run_dir, self.dns_socket, self.relay_socket, self.services_dir,
+                self.watchdog_config, self.health_status)

@@ -24,16 +24,19 @@ removed by a newer one.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from appliance.box.flows import FlowEntry, add_flow_line, box_flows, parse_custom
+from appliance.box.flows import (
+    HEALTH_DHCP, HEALTH_DNS, HEALTH_RELAY, FlowEntry, add_flow_line, box_flows, parse_custom,
+)
 from appliance.box.layout import (  # noqa: F401 - the box's names are part of a plan's vocabulary
     ADMIN_DEV, ADMIN_PORT, BRIDGE, GW_DEV, GW_NS, NFT_TABLE, PORT_NUMBERS, VGW_PORT, VPROXY_DEV,
-    VPROXY_NS, VPROXY_PORT, Layout, derived_mac,
+    PIN_ROOT, VPROXY_NS, VPROXY_PORT, Layout, derived_mac,
 )
 from appliance.box.settings import Settings
 from appliance.kernel.base import Route
@@ -42,6 +45,9 @@ from appliance.kernel.desired import (  # noqa: F401 - BridgePort is part of a p
 )
 from appliance.services.dhcp import config as kea
 from appliance.services.dns.settings import DnsSettings
+from appliance.services.health.heartbeat import pin_path
+from appliance.services.health.probes import Probe
+from appliance.services.health.watchdog import WatchdogConfig, WatchedService
 from appliance.services.relay import nft as relay_nft
 from appliance.services.relay.settings import RelaySettings
 from appliance.services.supervisor import ServiceSpec
@@ -154,14 +160,14 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
     s = settings
     own = box_flows(gateway_ip=s.gateway.ip, gateway_mac=gw_mac, admin_mac=uplink_mac, vproxy_mac=s.vproxy.mac,
                     fake_range=s.vproxy.fake_range, guarded_ports=s.admin.guarded_ports,
-                    drop_ipv6=s.ipv6.policy == "drop")
+                    drop_ipv6=s.ipv6.policy == "drop", failsafe=s.failsafe)
     # Custom flows were checked with the settings; an error here is a bug.
     switch = Switch(BRIDGE, ports, own, parse_custom(s.flows.custom))
 
     dhcp = dhcp_settings(settings, layout)
     kea_file = ConfigFile(dhcp.paths.config, kea.render(kea.kea_config(dhcp)))
-    dns_file = ConfigFile(layout.dns_config,
-                          json.dumps(dns_settings(settings, layout).model_dump(mode="json"), indent=1) + "\n")
+    dns = dns_settings(settings, layout)
+    dns_file = ConfigFile(layout.dns_config, json.dumps(dns.model_dump(mode="json"), indent=1) + "\n")
     relay = relay_settings(settings, layout)
     relay_file = ConfigFile(layout.relay_config, json.dumps(relay.model_dump(mode="json"), indent=1) + "\n")
     services = (
@@ -173,6 +179,10 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
             cwd=layout.dhcp_dir,
             revision=kea_file.digest,
             ready=("udp/67",),
+            # A lease lookup on the control socket; two misses before the
+            # modem's DHCP is let in (a lease from the modem outlives the fault).
+            probe=Probe("kea", layout.kea.socket, name=str(s.gateway.ip), timeout=1.0, fall=2, rise=2,
+                        restart_after=8, bit=HEALTH_DHCP),
         ),
         ServiceSpec(
             name="dns",
@@ -181,6 +191,11 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
             cwd=layout.dns_dir,
             revision=dns_file.digest,
             ready=("udp/53", "tcp/53"),
+            # A query as a client's arrives (the gateway's DNS is redirected to
+            # this address), for a local name: the server answers it itself.
+            probe=Probe("dns", f"{s.vproxy.address}:53", netns=VPROXY_NS,
+                        name=f"appliance-probe.{dns.local_names.domain}", timeout=0.5, fall=1, rise=2,
+                        restart_after=8, bit=HEALTH_DNS),
         ),
         ServiceSpec(
             name="relay",
@@ -189,6 +204,8 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
             cwd=layout.dns_dir,
             revision=relay_file.digest,
             ready=(f"tcp/{relay.listen_address()[1]}",),
+            probe=Probe("relay", layout.relay_socket, timeout=1.0, fall=2, rise=2, restart_after=8,
+                        bit=HEALTH_RELAY),
         ),
     )
     return Plan(
@@ -200,6 +217,45 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
         run_dir=layout.run_dir,
         runtime=layout.runtime,
     )
+
+
+WATCHDOG = "watchdog"
+
+
+def with_watchdog(p: Plan, settings: Settings, layout: Layout, host_ns: str | None,
+                  runner: str = "supervisor", pin_root: str = PIN_ROOT) -> Plan:
+    """The placed plan with its watchdog: the service last, its config file among the files.
+
+    Made after `place`, because the watchdog's config names the namespaces
+    its probes run in and the datapath's pins as placed; pure all the same.
+    `runner` is what runs the services ("supervisor" or "systemd"): the
+    watchdog restarts them through it.
+    """
+    watched = tuple(WatchedService(svc.name, svc.probe) for svc in p.services
+                    if svc.probe is not None and svc.name != WATCHDOG)
+    config = WatchdogConfig(
+        services=watched, heartbeat=pin_path(pin_root, host_ns, p.switch.bridge),
+        status=layout.health_status, events=layout.health_events,
+        runner={"kind": "systemd"} if runner == "systemd" else {"kind": "supervisor", "dir": layout.services_dir},
+        dns_control=layout.dns_socket, relay="relay", failsafe=settings.failsafe)
+    config_file = ConfigFile(layout.watchdog_config, json.dumps(config.to_json(), indent=1) + "\n")
+    spec = ServiceSpec(
+        name=WATCHDOG,
+        argv=(layout.python, "-m", "appliance.services.health", "--config", config_file.path),
+        # Where the apply runs (the machine's own namespace), not in the box's
+        # host namespace of the lab: `ip netns exec` would hide the BPF
+        # filesystem with the heartbeat map. Its probes enter the namespaces
+        # they need; control sockets are paths.
+        netns=None,
+        cwd=layout.state_dir,
+        revision=config_file.digest,
+        probe=Probe("watchdog", layout.health_status, timeout=1.0),
+        # A hung watchdog is killed by its runner; the datapath needs no one (stale heartbeats fall open).
+        watchdog_sec=5.0,
+    )
+    return dataclasses.replace(
+        p, files=(*(f for f in p.files if f.path != config_file.path), config_file),
+        services=(*(svc for svc in p.services if svc.name != WATCHDOG), spec))
 
 
 def dhcp_settings(s: Settings, layout: Layout) -> kea.DhcpSettings:

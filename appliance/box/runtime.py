@@ -131,7 +131,9 @@ class Box:
 
     def plan(self, settings: Settings, observed: planner.Observed | None = None) -> planner.Plan:
         observed = observed or self.observe(settings, self.applied())
-        return place(planner.plan(settings, observed, self.layout), self.placement)
+        placed = place(planner.plan(settings, observed, self.layout), self.placement)
+        return planner.with_watchdog(placed, settings, self.layout, self.placement.host_ns,
+                                     runner=getattr(self.services, "kind", "supervisor"))
 
     # -- apply ----------------------------------------------------------------
     def change(self, settings: Settings) -> Change:

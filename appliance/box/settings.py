@@ -207,6 +207,9 @@ class Settings(_Model):
     flows: Flows = Flows()
     dns: DnsSettings | None = None
     relay: RelaySettings | None = None
+    # open: while a service of the box does not answer, the home is served as
+    # before the box (the modem's DNS and DHCP); closed: by the box or not at all.
+    failsafe: Literal["open", "closed"] = "open"
 
     @property
     def router(self) -> IPv4Address:

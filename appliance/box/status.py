@@ -9,17 +9,23 @@ raises for a component that is down.
 """
 from __future__ import annotations
 
+import os
+import re
 import time
 from dataclasses import dataclass, field
 
+from appliance.box.flows import HEALTH_REG
 from appliance.box.runtime import Box
 from appliance.box.switchload import DatapathLoader
 from appliance.kernel.base import KernelError
 from appliance.kernel.devices import Devices
 from appliance.services.dhcp.kea import KeaControl, KeaError
 from appliance.services.dns.control import DnsControl
+from appliance.services.health import record
+from appliance.services.health.heartbeat import HealthMap
 from appliance.services.relay.control import query
 from appliance.switch.bridge import Bridge
+from appliance.switch.datapath.contract import HEALTH_SERVICES
 from appliance.switch.datapath import hooks
 from appliance.switch.datapath.datapath import Datapath
 from appliance.switch.trace import format_trace, trace as reference_trace
@@ -86,18 +92,60 @@ def ports(box: Box, devices: Devices) -> Reading:
 
 
 def services(box: Box) -> Reading:
-    """The applied plan's services, as whatever runs them (systemd or the supervisor) says."""
+    """The applied plan's services: whether they run, as whatever runs them (systemd or the
+    supervisor) says, and whether they answer, as the watchdog last saw it (`health`: healthy,
+    unhealthy, unknown; `last_failure` and when; `fallback`: what the home gets meanwhile)."""
     plan = box.applied_plan()
     if plan is None:
         return Reading(problem="nothing applied yet")
+    watch = health_status(box)
+    seen = watch.value.get("services", {}) if watch.ok else {}
+    failsafe = box.applied_settings().failsafe
     rows = []
     for spec in plan.services:
         try:
             state = box.services.status(spec.name)
-            rows.append({"name": spec.name, "state": getattr(state, "state", str(state))})
+            row = {"name": spec.name, "state": getattr(state, "state", str(state))}
         except Exception as e:  # noqa: BLE001 - systemd not answering is "unknown", not "stopped"
-            rows.append({"name": spec.name, "state": f"unknown ({e})"})
+            row = {"name": spec.name, "state": f"unknown ({e})"}
+        h = seen.get(spec.name)
+        if spec.name == "watchdog":
+            row["health"] = "healthy" if watch.ok else "unhealthy"
+            row["last_failure"] = "" if watch.ok else watch.problem
+        elif spec.probe is None:
+            row["health"] = "not probed"
+        elif h is None:
+            row["health"] = "unknown"
+            row["last_failure"] = watch.problem or ""
+        else:
+            at = h.get("last_failure_at")
+            row.update(health=h["state"], last_failure=h.get("last_failure", ""), last_failure_at=at,
+                       last_failure_when=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "",
+                       restarts_by_watchdog=h.get("restarts", 0))
+            if h["state"] != "healthy":
+                row["fallback"] = _FALLBACK.get(spec.name, "") if failsafe == "open" else "none (failsafe: closed)"
+        rows.append(row)
     return Reading(rows)
+
+
+_FALLBACK = {"dns": "the modem answers DNS", "dhcp4": "the modem's DHCP serves the home",
+             "relay": "the DNS server gives real addresses"}
+
+
+def health_status(box: Box) -> Reading:
+    """The watchdog's status file, when it is fresh (written in the last few seconds)."""
+    status = record.read_status(box.layout.health_status)
+    if status is None:
+        return Reading(problem="the watchdog is not running (no status)")
+    age = time.monotonic() - float(status.get("monotonic", 0))
+    if age > 3 * float(status.get("stale_after", 3.0)):
+        return Reading(status, problem=f"the watchdog has not written for {age:.0f} s")
+    return Reading(status)
+
+
+def health_events(box: Box, limit: int = 50) -> list[record.Event]:
+    """The last health transitions and restarts, oldest first (kept across reboots)."""
+    return record.read_events(box.layout.health_events, limit)
 
 
 # ---------------------------------------------------------------- DNS and relay (their control sockets)
@@ -142,6 +190,23 @@ class AppliedBridge:
         """The running datapath, or None when none is attached."""
         dp = self.loader.datapath(self.bridge.name)
         return dp if dp.attached() else None
+
+    def health_register(self) -> int | None:
+        """The health register (reg15) as the running datapath computes it now; None when it cannot say."""
+        dp = self.loader.datapath(self.bridge.name)
+        try:
+            return HealthMap(os.path.join(dp.pin_dir, "dp_health")).bits()
+        except OSError:
+            return None  # not root, or no BPF filesystem
+
+    def trace_input(self, text: str) -> str:
+        """A trace flow with the health register the datapath has now (unless the flow sets it):
+        what a packet arriving now meets. Without a datapath, every service is taken as healthy."""
+        if re.search(rf"\b{HEALTH_REG}=", text):
+            return text
+        live = self.health_register()
+        value = live if live is not None else (1 << HEALTH_SERVICES) - 1
+        return f"{HEALTH_REG}={value:#x},{text}" if value else text
 
     def flow_stats(self):
         dp = self.datapath()
@@ -194,7 +259,7 @@ def trace(box: Box, text: str) -> dict:
     if applied is None:
         raise ValueError("nothing applied yet: there is no flow table to trace")
     bridge = applied.bridge
-    packet, result = reference_trace(bridge, text)
+    packet, result = reference_trace(bridge, applied.trace_input(text))
     try:
         datapath = "\n".join(hooks.trace_datapath(bridge, packet, result))
     except Exception as e:  # noqa: BLE001 - the reference answer stands alone; the datapath's is extra

@@ -67,14 +67,19 @@ class DatapathLoader:
     def unload(self, switch) -> list[str]:
         dp = self.datapath(switch.bridge)
         if not dp.attached():
+            # A first load the verifier refused made the pin directories and nothing in them.
+            self._remove_empty_dirs(Path(dp.pin_dir))
             return []
         dp.detach()
         self.stamp.unlink(missing_ok=True)
-        for directory in (Path(self.pin_root), Path(self.pin_root).parent):
+        self._remove_empty_dirs(None)
+        return [f"- datapath {switch.bridge}"]
+
+    def _remove_empty_dirs(self, first: Path | None) -> None:
+        for directory in (*([first] if first else []), Path(self.pin_root), Path(self.pin_root).parent):
             try:
                 directory.rmdir()
             except FileNotFoundError:
                 continue  # the datapath took it with its own directory
             except OSError:
                 break  # not empty: another bridge or box uses it
-        return [f"- datapath {switch.bridge}"]

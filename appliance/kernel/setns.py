@@ -48,3 +48,12 @@ def in_netns(netns: str | None, fn: Callable[..., T], *args) -> T:
     if "error" in out:
         raise out["error"]
     return out["value"]
+
+
+def socket_in(netns: str | None, family: int, kind: int) -> "socket.socket":
+    """A socket made inside network namespace `netns`: it stays there, whatever
+    namespace the thread using it runs in (how the watchdog asks vproxy's DNS
+    server the way a client would, from the host namespace)."""
+    import socket
+
+    return in_netns(netns, socket.socket, family, kind)

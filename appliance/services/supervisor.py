@@ -11,7 +11,14 @@ with exponential backoff when it dies, and writes the service's state
 stderr) to a JSON file. The state directory is the only thing shared, so any
 process (the console, the CLI) can ask `Supervisor(state_dir).status(name)`,
 and services outlive the process that started them. `start` is idempotent:
-the same spec while running is a no-op, a changed spec restarts. Processes
+the same spec while running is a no-op, a changed spec restarts; it returns
+once the service answers its probe (`ServiceSpec.probe`), and raises
+`ServiceNotReady` naming the service and its last log line when it does not.
+`kill` ends a service hard (a stopped or hung one too: SIGCONT, SIGTERM,
+then SIGKILL) for its monitor to start it again: the watchdog's restart.
+A service with `watchdog_sec` must say `WATCHDOG=1` on $NOTIFY_SOCKET that
+often (sd_notify, as under systemd's `WatchdogSec=`) or its monitor kills it.
+Processes
 are started, signalled and waited for through the kernel boundary
 (`appliance.kernel.process`).
 
@@ -24,12 +31,15 @@ import json
 import os
 import signal
 import sys
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from appliance.kernel.base import KernelError, Processes
 from appliance.kernel.process import LinuxProcesses
+from appliance.services.health.probes import Probe, ProbeResult, check
 
 RUNNING, BACKOFF, FAILED, STOPPED, STARTING = "running", "backoff", "failed", "stopped", "starting"
 STDERR_TAIL = 2048
@@ -56,6 +66,11 @@ class ServiceSpec:
     # returns once they listen in the service's namespace, so an apply is
     # done when the service answers, not when its process exists.
     ready: tuple[str, ...] = ()
+    # Readiness and health: what clients ask, answered (appliance.services.health.probes).
+    probe: Probe | None = None
+    ready_timeout: float = 15.0
+    # The service says WATCHDOG=1 (sd_notify) at least this often, or it is killed (0: never asked).
+    watchdog_sec: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
@@ -76,6 +91,7 @@ class ServiceSpec:
         data["argv"] = tuple(data["argv"])
         data["env"] = tuple(tuple(p) for p in data.get("env", ()))
         data["ready"] = tuple(data.get("ready", ()))
+        data["probe"] = Probe.from_json(data.get("probe"))
         return cls(**data)
 
     def systemd_unit(self, description: str | None = None) -> str:
@@ -97,6 +113,8 @@ class ServiceSpec:
             lines.append(f"Environment={_systemd_quote(f'{key}={value}')}")
         if self.cwd:
             lines.append(f"WorkingDirectory={self.cwd}")
+        if self.watchdog_sec:
+            lines += [f"WatchdogSec={self.watchdog_sec:g}", "NotifyAccess=main"]
         lines += ["Restart=always", f"RestartSec={self.backoff_initial:g}",
                   "", "[Install]", "WantedBy=multi-user.target", ""]
         return "\n".join(lines)
@@ -129,12 +147,29 @@ class SupervisorError(RuntimeError):
     pass
 
 
+class ServiceNotReady(RuntimeError):
+    """A service started but does not answer: names it, why, and its last log line."""
+
+    def __init__(self, name: str, why: str, log_line: str = ""):
+        self.name, self.why, self.log_line = name, why, log_line
+        super().__init__(f"service {name} is not ready: {why}"
+                         + (f"; its log: {log_line}" if log_line else "; its log is empty"))
+
+
+def last_log_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1][-300:] if lines else ""
+
+
 class Supervisor:
     """Client for the services under one state directory."""
+    kind = "supervisor"  # the watchdog restarts services through the same runner
 
-    def __init__(self, state_dir: str | Path, processes: Processes | None = None):
+    def __init__(self, state_dir: str | Path, processes: Processes | None = None,
+                 prober: Callable[[Probe], ProbeResult] = check):
         self.dir = Path(state_dir)
         self.processes = processes or LinuxProcesses()
+        self.prober = prober
 
     # -- files
     def _spec_path(self, name: str) -> Path:
@@ -145,6 +180,9 @@ class Supervisor:
 
     def log_path(self, name: str) -> Path:
         return self.dir / f"{name}.stderr"
+
+    def notify_path(self, name: str) -> Path:
+        return self.dir / f"{name}.notify"
 
     def names(self) -> list[str]:
         if not self.dir.exists():
@@ -170,8 +208,11 @@ class Supervisor:
         return st
 
     # -- control
-    def start(self, spec: ServiceSpec, timeout: float = 10.0) -> str:
-        """Start `spec`; returns "unchanged", "started" or "restarted"."""
+    def start(self, spec: ServiceSpec, timeout: float | None = None) -> str:
+        """Start `spec`; returns "unchanged", "started" or "restarted" once it answers.
+
+        Raises ServiceNotReady when it does not within `timeout` (default the spec's).
+        """
         current = self.status(spec.name)
         alive = current.state in (RUNNING, BACKOFF, STARTING)
         if alive and current.spec_digest == spec.digest:
@@ -186,18 +227,43 @@ class Supervisor:
         self.processes.spawn_detached(None, [sys.executable, "-m", "appliance.services.supervisor",
                                              str(self.dir), "_monitor", spec.name],
                                       cwd=str(Path(__file__).resolve().parents[2]))
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (spec.ready_timeout if timeout is None else timeout)
         while time.monotonic() < deadline:
             st = self.status(spec.name)
             if st.state != STARTING and st.monitor_pid:
                 break
             time.sleep(0.05)
-        self.wait_ready(spec, deadline)
+        why = self.wait_ready(spec, deadline)
+        if why:
+            raise ServiceNotReady(spec.name, why, self.last_log_line(spec.name))
         return "restarted" if alive else "started"
 
-    def wait_ready(self, spec: ServiceSpec, deadline: float) -> bool:
-        """Wait until every socket in `spec.ready` listens; False at the deadline."""
-        return wait_listening(spec, deadline, self.status, self.processes)
+    def wait_ready(self, spec: ServiceSpec, deadline: float) -> str | None:
+        """Wait until the sockets in `spec.ready` listen and the probe passes; why not, at the deadline."""
+        return wait_ready(spec, deadline, self.status, self.processes, self.prober)
+
+    def last_log_line(self, name: str) -> str:
+        return last_log_line(_tail(self.log_path(name))) or last_log_line(self.status(name).last_error)
+
+    def kill(self, name: str, grace: float = 1.0) -> bool:
+        """End the service hard, for its monitor to start it again; False if it was not running.
+
+        A stopped (SIGSTOP) or hung process gets SIGCONT and SIGTERM, so one
+        that can still write its state does, then SIGKILL after `grace`: the
+        whole process group, its workers too.
+        """
+        st = self.status(name)
+        pid = st.pid
+        if not pid or not self._is_monitor(st.monitor_pid) or not self.processes.alive(pid):
+            return False
+        for sig in (signal.SIGCONT, signal.SIGTERM):
+            self.processes.signal(pid, sig, group=True)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and self.processes.alive(pid):
+            time.sleep(0.02)
+        if self.processes.alive(pid):
+            self.processes.signal(pid, signal.SIGKILL, group=True)
+        return True
 
     def _is_monitor(self, pid: int | None) -> bool:
         # Also guards against a recycled pid: the process must be our monitor.
@@ -229,9 +295,11 @@ class Supervisor:
 
 # ---------------------------------------------------------------- the monitor
 
-def wait_listening(spec: ServiceSpec, deadline: float, status, processes: Processes) -> bool:
+def wait_ready(spec: ServiceSpec, deadline: float, status, processes: Processes,
+               prober: Callable[[Probe], ProbeResult] = check) -> str | None:
     """Wait until every socket in `spec.ready` ("tcp/53") listens in the service's
-    namespace; False at the deadline or as soon as `status(name)` says the service failed."""
+    namespace and its probe passes: None then, else why not at the deadline (or as
+    soon as `status(name)` says the service failed)."""
     def listening(what: str) -> bool:
         proto, _, port = what.partition("/")
         return processes.listening(spec.netns, proto, int(port))
@@ -241,9 +309,21 @@ def wait_listening(spec: ServiceSpec, deadline: float, status, processes: Proces
         pending = [r for r in pending if not listening(r)]
         if pending:
             if status(spec.name).state == FAILED:
-                return False
+                return f"it failed before {', '.join(pending)} listened"
             time.sleep(0.05)
-    return not pending
+    if pending:
+        return f"{', '.join(pending)} not listening after {spec.ready_timeout:g}s"
+    if spec.probe is None:
+        return None
+    while True:
+        res = prober(spec.probe)
+        if res.ok:
+            return None
+        if time.monotonic() >= deadline:
+            return f"{spec.probe.describe()}: {res.detail}"
+        if status(spec.name).state == FAILED:
+            return f"it failed ({spec.probe.describe()}: {res.detail})"
+        time.sleep(0.1)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -270,6 +350,8 @@ class _Monitor:
         self.state = ServiceState(spec.name, STARTING, monitor_pid=os.getpid(), spec_digest=spec.digest)
         self.pid: int | None = None
         self.stopping = False
+        self.notify: socket.socket | None = None
+        self.hung = ""
 
     def save(self, **changes) -> None:
         for k, v in changes.items():
@@ -284,8 +366,42 @@ class _Monitor:
         log = self.sup.log_path(self.spec.name)
         if log.exists() and log.stat().st_size > 1 << 20:
             log.write_bytes(log.read_bytes()[-(64 << 10):])
+        env = dict(self.spec.env)
+        if self.notify is not None:
+            env["NOTIFY_SOCKET"] = str(self.sup.notify_path(self.spec.name))
         self.pid = self.processes.spawn(self.spec.netns, self.spec.argv, log=str(log),
-                                        env=dict(self.spec.env), cwd=self.spec.cwd)
+                                        env=env, cwd=self.spec.cwd)
+
+    def open_notify(self) -> None:
+        if not self.spec.watchdog_sec:
+            return
+        path = self.sup.notify_path(self.spec.name)
+        path.unlink(missing_ok=True)
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(path))
+        self.notify.setblocking(False)
+
+    def wait(self) -> int | None:
+        """The service's exit status; with `watchdog_sec`, SIGKILL it when it stops saying WATCHDOG=1."""
+        if self.notify is None:
+            return self.processes.wait(self.pid)
+        last = time.monotonic()
+        while True:
+            code = self.processes.wait(self.pid, timeout=0.2)
+            if code is not None:
+                return code
+            while True:
+                try:
+                    message = self.notify.recv(4096)
+                except BlockingIOError:
+                    break
+                if b"WATCHDOG=1" in message or b"READY=1" in message:
+                    last = time.monotonic()
+            if time.monotonic() - last > self.spec.watchdog_sec and not self.stopping:
+                self.hung = f"no WATCHDOG=1 for {self.spec.watchdog_sec:g}s: killed"
+                self.processes.signal(self.pid, signal.SIGCONT, group=True)
+                self.processes.signal(self.pid, signal.SIGKILL, group=True)
+                return self.processes.wait(self.pid)
 
     def on_term(self, *_):
         self.stopping = True
@@ -297,6 +413,7 @@ class _Monitor:
         signal.signal(signal.SIGINT, self.on_term)
         delay = self.spec.backoff_initial
         fast_failures = 0
+        self.open_notify()
         while not self.stopping:
             started = time.monotonic()
             try:
@@ -305,7 +422,7 @@ class _Monitor:
                 self.save(state=FAILED, pid=None, last_error=f"cannot start: {e}")
                 return
             self.save(state=RUNNING, pid=self.pid)
-            code = self.processes.wait(self.pid)
+            code = self.wait()
             if self.stopping:
                 break
             ran = time.monotonic() - started
@@ -313,6 +430,8 @@ class _Monitor:
             if ran >= self.spec.stable_after:
                 delay = self.spec.backoff_initial
             error = f"exited with {_describe(code)}\n{_tail(self.sup.log_path(self.spec.name))}".strip()
+            if self.hung:
+                error, self.hung = f"{self.hung}\n{error}", ""
             if fast_failures >= self.spec.max_fast_failures:
                 self.save(state=FAILED, pid=None, last_exit=code, last_error=error)
                 return
@@ -325,6 +444,9 @@ class _Monitor:
         if self.pid and self.processes.alive(self.pid):
             self.processes.stop(self.pid, timeout=5)
         self.save(state=STOPPED, pid=None, monitor_pid=None)
+        if self.notify is not None:
+            self.notify.close()
+            self.sup.notify_path(self.spec.name).unlink(missing_ok=True)
 
 
 def _describe(code: int | None) -> str:

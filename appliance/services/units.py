@@ -21,8 +21,10 @@ from pathlib import Path
 from appliance.kernel.base import Completed, Processes
 from appliance.kernel.process import LinuxProcesses
 from appliance.services.supervisor import (
-    BACKOFF, FAILED, RUNNING, STARTING, STOPPED, ServiceSpec, ServiceState, wait_listening,
+    BACKOFF, FAILED, RUNNING, STARTING, STOPPED, ServiceNotReady, ServiceSpec, ServiceState, last_log_line,
+    wait_ready,
 )
+from appliance.services.health.probes import check
 
 UNIT_DIR = "/run/systemd/system"
 PREFIX = "appliance-svc-"
@@ -43,9 +45,11 @@ _STATES = {"active": RUNNING, "activating": STARTING, "reloading": RUNNING, "dea
 
 
 class SystemdUnits:
-    def __init__(self, unit_dir: str | Path = UNIT_DIR, processes: Processes | None = None):
+    kind = "systemd"  # the watchdog restarts services through the same runner
+    def __init__(self, unit_dir: str | Path = UNIT_DIR, processes: Processes | None = None, prober=check):
         self.dir = Path(unit_dir)
         self.processes = processes or LinuxProcesses()
+        self.prober = prober
 
     def systemctl(self, *args: str) -> Completed:
         return self.processes.run(None, ["systemctl", *args])
@@ -72,8 +76,11 @@ class SystemdUnits:
         pid = int(props.get("MainPID") or 0) or None
         return ServiceState(name=name, state=state, pid=pid, restarts=int(props.get("NRestarts") or 0))
 
-    def start(self, spec: ServiceSpec, timeout: float = 10.0) -> str:
-        """Write the unit and start it; "unchanged", "started" or "restarted"."""
+    def start(self, spec: ServiceSpec, timeout: float | None = None) -> str:
+        """Write the unit and start it; "unchanged", "started" or "restarted" once it answers its probe.
+
+        Raises ServiceNotReady (the service, why, its last journal line) when it does not.
+        """
         text = unit_text(spec)
         path = self._path(spec.name)
         old = path.read_text() if path.exists() else None
@@ -88,11 +95,32 @@ class SystemdUnits:
         # reset-failed: a unit that hit its start limit before may start again.
         self.systemctl("reset-failed", unit_name(spec.name))
         self._check(self.systemctl("restart", unit_name(spec.name)), f"restart {unit_name(spec.name)}")
-        self.wait_ready(spec, time.monotonic() + timeout)
+        why = self.wait_ready(spec, time.monotonic() + (spec.ready_timeout if timeout is None else timeout))
+        if why:
+            raise ServiceNotReady(spec.name, why, self.last_log_line(spec.name))
         return "restarted" if active else "started"
 
-    def wait_ready(self, spec: ServiceSpec, deadline: float) -> bool:
-        return wait_listening(spec, deadline, self.status, self.processes)
+    def wait_ready(self, spec: ServiceSpec, deadline: float) -> str | None:
+        return wait_ready(spec, deadline, self.status, self.processes, self.prober)
+
+    def last_log_line(self, name: str) -> str:
+        res = self.processes.run(None, ["journalctl", "-u", unit_name(name), "-n", "5", "-o", "cat", "--no-pager"])
+        return last_log_line(res.stdout) if res.returncode == 0 else ""
+
+    def kill(self, name: str, grace: float = 1.0) -> bool:
+        """End the service hard (a stopped or hung one too); `Restart=always` starts it again."""
+        pid = self.status(name).pid
+        if not pid:
+            return False
+        unit = unit_name(name)
+        for sig in ("SIGCONT", "SIGTERM"):
+            self.systemctl("kill", f"--signal={sig}", unit)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and self.status(name).pid == pid:
+            time.sleep(0.05)
+        if self.status(name).pid == pid:
+            self.systemctl("kill", "--signal=SIGKILL", unit)
+        return True
 
     def stop(self, name: str, timeout: float = 10.0) -> bool:
         was = self.status(name).state in (RUNNING, STARTING, BACKOFF)

@@ -255,6 +255,7 @@ def run_appctl(argv: list[str], out: TextIO = sys.stdout, state_dir: Path | str 
         raise CliError("usage: appctl ofproto/trace BRIDGE FLOW [--datapath]")
     _need(args, 3, "appctl ofproto/trace BRIDGE FLOW [--datapath]")
     store = BridgeStore(state_dir)
+    text = " ".join(args[2:])
     try:
         try:
             br = store.get(args[1])
@@ -263,7 +264,9 @@ def run_appctl(argv: list[str], out: TextIO = sys.stdout, state_dir: Path | str 
             if boxed is None:
                 raise
             br = boxed.bridge
-        packet, result = trace(br, " ".join(args[2:]))
+            # The box's health register as the datapath has it now (reg15).
+            text = boxed.trace_input(text)
+        packet, result = trace(br, text)
     except (BridgeError, FlowSyntaxError, PacketError) as e:
         raise CliError(f"ofproto/trace: {e}") from None
     extra: list[str] = []

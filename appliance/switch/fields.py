@@ -36,9 +36,12 @@ VLAN_CFI = 0x1000
 VLAN_VID_MASK = 0x0FFF
 VLAN_PCP_MASK = 0xE000
 
+N_REGS = 16
+
 # Kinds decide how a value is parsed and printed.
 INT = "int"
 HEX = "hex"      # printed 0x%04x (dl_type, vlan_tci)
+HEXN = "hexn"    # printed like C's %#x: 0x5, and 0 as "0" (registers, metadata)
 MAC = "mac"
 IPV4 = "ipv4"
 IPV6 = "ipv6"
@@ -99,7 +102,8 @@ _ICMP = Prerequisite((ETH_TYPE_IP,), (IPPROTO_ICMP,), "add 'icmp'")
 
 # Order matters: it is the order `ovs-ofctl dump-flows` prints fields in
 # (OVS's match_format), so printing walks this tuple.
-FIELDS: tuple[Field, ...] = (
+FIELDS: tuple[Field, ...] = tuple(
+    [Field(f"reg{i}", 32, HEXN, True) for i in range(N_REGS)]) + (
     Field("in_port", 16, PORT, False),
     Field("vlan_tci", 16, HEX, True),
     Field("dl_src", 48, MAC, True),
@@ -125,6 +129,7 @@ FIELDS: tuple[Field, ...] = (
 
 FIELD_BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
 FIELD_ORDER: dict[str, int] = {f.name: i for i, f in enumerate(FIELDS)}
+REGS = tuple(f"reg{i}" for i in range(N_REGS))
 
 # Spellings OVS accepts that always mean one canonical field. The transport
 # aliases carry a narrower prerequisite than `tp_src` (checked by the
@@ -192,6 +197,11 @@ def format_mac(v: int) -> str:
 
 def format_ipv4(v: int) -> str:
     return ".".join(str((v >> s) & 0xFF) for s in (24, 16, 8, 0))
+
+
+def format_hexn(v: int) -> str:
+    """C's %#x: 0x1f, and 0 as 0."""
+    return f"{v:#x}" if v else "0"
 
 
 def format_ipv6(v: int) -> str:

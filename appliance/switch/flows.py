@@ -207,6 +207,9 @@ def _format_field(name: str, value: int, mask: int,
         return f"{name}={text}/{plen if plen is not None else F.format_ipv6(mask)}"
     if kind == F.HEX:
         return f"{name}=0x{value:04x}" if full else f"{name}=0x{value:04x}/0x{mask:04x}"
+    if kind == F.HEXN:
+        text = f"{name}={F.format_hexn(value)}"
+        return text if full else f"{text}/{F.format_hexn(mask)}"
     return f"{name}={value}" if full else f"{name}=0x{value:x}/0x{mask:x}"
 
 

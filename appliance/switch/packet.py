@@ -31,7 +31,8 @@ from .fields import (ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, ETH_TYPE_VLAN,
                      FIELD_BY_NAME, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
                      IPPROTO_UDP, VLAN_CFI)
 
-L2_FIELDS = frozenset({"in_port", "dl_src", "dl_dst", "vlan_tci"})
+# Fields whose change leaves the L3 bytes as they are (registers are no bytes at all).
+L2_FIELDS = frozenset({"in_port", "dl_src", "dl_dst", "vlan_tci", *F.REGS})
 
 
 class PacketError(ValueError):
@@ -99,7 +100,10 @@ class Packet:
         """
         from .flows import format_port
         f = self.fields
-        parts = [f"in_port={format_port(f.get('in_port', 0), port_names)}"]
+        # Registers first, as OVS prints them; a nonzero one is the value the
+        # pipeline starts with (the box's health register, reg15).
+        parts = [f"{r}={F.format_hexn(f[r])}" for r in F.REGS if f.get(r)]
+        parts.append(f"in_port={format_port(f.get('in_port', 0), port_names)}")
         tci = f.get("vlan_tci", 0)
         if tci:
             parts.append(f"vlan_tci=0x{tci:04x}")

@@ -33,6 +33,10 @@ class LiveSources:
     def services(self) -> Reading:
         return status.services(self.box)
 
+    def health_events(self, limit: int = 200):
+        """The box's own record of health transitions and restarts (`status.health_events`)."""
+        return status.health_events(self.box, limit)
+
     def dns(self) -> Reading:
         return status.dns(self.box)
 

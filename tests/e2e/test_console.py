@@ -55,7 +55,7 @@ def test_first_apply_streams_its_progress_live(page, shot):
     assert any(x.startswith("done:") for x in lines), lines
     # ... and the page's log is whole, from the first step on, without a reload.
     log = page.locator("#apply-log").inner_text()
-    assert log.startswith("step 1/4") and "step 4/4: services" in log, log
+    assert log.startswith("step 1/5") and "step 4/5: services" in log, log
     shot(page, "apply-detail")
 
 
@@ -176,7 +176,7 @@ def test_worker_killed_during_an_apply_leaves_the_old_state(page, stack):
     page.route("**/confirm/", lambda route: route.abort())
     try:
         apply_and_watch(page)
-        page.wait_for_function("document.getElementById('apply-log').textContent.includes('step 2/4')")
+        page.wait_for_function("document.getElementById('apply-log').textContent.includes('step 2/5')")
         stack.kill("celery")
         pk = page.locator("#apply-state").get_attribute("data-apply")
         assert fake_state(stack) != before_state, "the kill left a half-applied box"

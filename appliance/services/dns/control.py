@@ -20,7 +20,7 @@ from collections import Counter
 from typing import Any
 
 OPS = {"stats", "query_log", "fake_ip_table", "lookup_fake_ip", "pin", "unpin",
-       "lists", "upstreams", "local_names"}
+       "lists", "upstreams", "local_names", "relay"}
 
 
 async def serve_control(service, path: str) -> asyncio.AbstractServer:

@@ -89,6 +89,11 @@ def read_neighbour_mac(ip: str, path: str = "/proc/net/arp") -> str | None:
     return None
 
 
+# TTL of a real answer given for a fake-IP name while the relay is down: the
+# client asks again soon, and gets a fake address once the relay is back.
+RELAY_DOWN_TTL = 10
+
+
 class Resolver:
     def __init__(self, settings: DnsSettings, policy: Policy, upstreams: UpstreamSet,
                  fakeips: FakeIpPool, local_names: LocalNames, querylog: QueryLog,
@@ -112,6 +117,18 @@ class Resolver:
         self._background: set[asyncio.Task] = set()
         self.fast_hits = 0
         self.slow_answers = 0
+        # False while the relay is down (the box's watchdog says so): names a
+        # rule sends to a fake address are answered with their real one, for
+        # a short while at a time, so nothing waits on a relay that is not there.
+        self.fake_ips_on = True
+
+    def set_relay_up(self, up: bool) -> bool:
+        """Fake addresses on (the relay is up) or off; True if that changed anything."""
+        if up == self.fake_ips_on:
+            return False
+        self.fake_ips_on = up
+        self._fast = {}
+        return True
 
     # -- state changes --------------------------------------------------------
     def swap_policy(self, policy: Policy, settings: DnsSettings | None = None) -> None:
@@ -252,6 +269,13 @@ class Resolver:
             return self._block(response, name, qtype, group, decision)
         if kind == "rewrite":
             return await self._rewrite(response, name, qtype, decision)
+        if kind == "fake-ip" and not self.fake_ips_on:
+            outcome = await self._forward(response, name, qname, qtype, qclass,
+                                          _join(decision.origin, "relay down: real address"))
+            for rrset in (*response.answer, *response.authority):
+                rrset.ttl = min(rrset.ttl, RELAY_DOWN_TTL)
+            outcome.lifetime = min(outcome.lifetime or 0, RELAY_DOWN_TTL) or None
+            return outcome
         if kind == "fake-ip":
             if qtype == A:
                 ip = self.fakeips.allocate(qname, decision.action.route)

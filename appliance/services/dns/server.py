@@ -332,6 +332,7 @@ class DnsService:
             "fake_ip_unsaved": self.fakeips.unsaved(),
             "fake_ip_store_error": self.fakeips.last_write_error,
             "reloads": self.reloads,
+            "relay_up": self.resolver.fake_ips_on,
             "last_reload_error": self.last_reload_error,
         })
         return out
@@ -349,6 +350,14 @@ class DnsService:
             return None
         return {"ip": entry.ip, "domain": entry.domain, "route": entry.route,
                 "pins": self.fakeips.pins(ip)}
+
+    def relay(self, up: bool) -> dict:
+        """The box's watchdog says whether the relay answers: fake addresses only while it does."""
+        changed = self.resolver.set_relay_up(bool(up))
+        if changed:
+            log.warning("relay %s: %s", "up" if up else "down",
+                        "fake addresses again" if up else "answering real addresses for fake-IP names")
+        return {"up": self.resolver.fake_ips_on, "changed": changed}
 
     def pin(self, ip: str) -> bool:
         return self.fakeips.pin(ip)

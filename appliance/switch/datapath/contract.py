@@ -31,6 +31,10 @@ MISC_LOOP_DROPS = 1
 MISC_EVENT_DROPS = 2
 MISC_MAX = 4
 
+HEALTH_REG = 15
+HEALTH_SERVICES = 8
+HEALTH = struct.Struct("<8Q")             # struct dp_health: fresh_until[], CLOCK_MONOTONIC ns
+
 MISS_SLOT = 0xFFFFFFFF
 
 TC_ACT_OK = 0

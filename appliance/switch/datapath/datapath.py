@@ -54,10 +54,12 @@ MAPS = {
     "dp_stats": MapSpec(PERCPU_ARRAY, 4, C.STATS.size, STATS_SLOTS),
     "dp_misc": MapSpec(PERCPU_ARRAY, 4, 8, C.MISC_MAX),
     "dp_events": MapSpec(RINGBUF, 0, 0, 256 * 1024),
+    "dp_health": MapSpec(ARRAY, 4, C.HEALTH.size, 1),
     "dp_trace": MapSpec(ARRAY, 4, C.TRACE_SIZE, 1),      # the test build's
 }
 # Shared by every program of a bridge: pinned, and reused by the next load.
-SHARED_MAPS = ("dp_ports", "dp_ifports", "dp_flood_ports", "dp_stats", "dp_misc", "dp_events")
+# dp_health is written by the box's watchdog (appliance.services.health), by its pin.
+SHARED_MAPS = ("dp_ports", "dp_ifports", "dp_flood_ports", "dp_stats", "dp_misc", "dp_events", "dp_health")
 LINK_PIN_PREFIX = "tcx-"
 
 

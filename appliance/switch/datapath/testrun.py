@@ -26,7 +26,7 @@ from .compiler import Program, compile_table
 from .datapath import open_map
 from .verifier import explain
 
-# skb->cb[0] carries the input port into the test build.
+# skb->cb[0] carries the input port into the test build, cb[1] the health register.
 _SKB_CB_OFFSET = 48            # offsetof(struct __sk_buff, cb)
 _SKB_SIZE = 192                # sizeof(struct __sk_buff) in the 6.1 headers
 
@@ -93,6 +93,9 @@ class TestDatapath:
             frame = packet
         ctx = bytearray(_SKB_SIZE)
         C.U32.pack_into(ctx, _SKB_CB_OFFSET, in_port or 0)
+        if isinstance(packet, Packet):
+            # skb->cb[1]: the health register the production build loads from dp_health.
+            C.U32.pack_into(ctx, _SKB_CB_OFFSET + 4, packet[f"reg{C.HEALTH_REG}"])
         r = self.bpf.test_run(self.prog_fd, frame, bytes(ctx), repeat=repeat)
         trace = C.Trace.decode(self.trace_map.lookup(C.U32.pack(0)))
         flows = tuple(None if slot == C.MISS_SLOT else self.program.flows_by_slot[slot]

@@ -11,6 +11,12 @@ PAGE_SIZE = 50
 
 @login_required
 def index(request):
+    try:
+        from appliance.web import sources
+        from appliance.web.audit.health import import_events
+        import_events(sources.get().health_events())
+    except Exception:  # noqa: BLE001 - the log shows what it has when the box cannot be read
+        pass
     form = AuditFilterForm(request.GET)
     entries = AuditEntry.objects.all()
     q = form.cleaned_data["q"] if form.is_valid() else ""

@@ -195,6 +195,12 @@ def status() -> dict:
 def _status() -> dict:
     src = sources.get()
     out = {}
+    try:
+        # The box's health events reach the audit log whenever the console looks at the box.
+        from appliance.web.audit.health import import_events
+        import_events(src.health_events())
+    except Exception:  # noqa: BLE001 - a tile must not fail for the audit log's sake
+        pass
     for name in ("ports", "services", "leases", "dns", "relay"):
         try:
             r = getattr(src, name)()

@@ -90,6 +90,31 @@ def test_failed_apply_restores_the_previous_box(box):
     assert str(box.applied_settings().admin.address) == "192.168.1.8"
 
 
+def test_a_service_that_never_answers_rolls_the_apply_back_naming_it_and_its_log(box):
+    assert box.apply(settings()).ok
+    before = snapshot(box.kernel)
+    services, files = dict(box._services.running), dict(box._fs.files)
+    box._services.never_ready["relay"] = "cannot start: [Errno 98] Address already in use"
+    res = box.apply(settings(relay={"listen": "127.0.0.1:7894"}))
+    assert not res.ok and res.restored
+    assert res.error == ("ServiceNotReady: service relay is not ready: it does not answer its probe; "
+                         "its log: cannot start: [Errno 98] Address already in use")
+    del box._services.never_ready["relay"]
+    assert box.applied_settings() == settings() and box._services.running["relay"] == services["relay"]
+    assert snapshot(box.kernel) == before and box._fs.files == files
+    assert box._services.running == services
+
+
+def test_a_changed_nftables_table_is_replaced_and_stays(box):
+    assert box.apply(settings()).ok
+    old = box.kernel.nft_table("lab-box-vproxy", "ip", "appliance")
+    res = box.apply(settings(relay={"listen": "127.0.0.1:7894"}))  # the TPROXY rule's port changes
+    assert res.ok, res.error
+    new = box.kernel.nft_table("lab-box-vproxy", "ip", "appliance")
+    assert new is not None and new != old and ":7894" in new
+    assert not [c for c in res.changes if c.startswith("- nft")]
+
+
 def test_failed_first_apply_leaves_nothing(box):
     before = snapshot(box.kernel)
     box.kernel.fail_on.add("nft_load")

@@ -165,9 +165,12 @@ def test_uplink_dhcp_drops_are_strictly_above_the_dhcp_rules(table):
 P = {"uplink": 1, "downlink": 2, "admin": 3, "vgw": 4, "vproxy": 5}
 
 
-def run(table, text):
+HEALTHY = "reg15=0x7,"  # the watchdog's heartbeat is fresh for DNS, Kea and the relay
+
+
+def run(table, text, health=HEALTHY):
     from appliance.switch.packet import packet_from_text
-    return classify(table, packet_from_text(text, P))
+    return classify(table, packet_from_text(health + text, P))
 
 
 def outs(result):
@@ -228,6 +231,59 @@ def outs(result):
 ])
 def test_seed_steps(table, text, expect):
     assert outs(run(table, text)) == sorted(P[p] for p in expect)
+
+
+DNS_QUERY = (f"in_port=downlink,udp,dl_src={CLIENT},dl_dst={GW_MAC},nw_src=192.168.1.70,nw_dst=192.168.1.1,"
+             "tp_src=5353,tp_dst=53")
+DNS_TCP = (f"in_port=downlink,tcp,dl_src={CLIENT},dl_dst={GW_MAC},nw_src=192.168.1.70,nw_dst=192.168.1.1,"
+           "tp_src=40000,tp_dst=53")
+DISCOVER = (f"in_port=downlink,udp,dl_src={CLIENT},dl_dst=ff:ff:ff:ff:ff:ff,nw_src=0.0.0.0,"
+            "nw_dst=255.255.255.255,tp_src=68,tp_dst=67")
+RENEW = (f"in_port=downlink,udp,dl_src={CLIENT},dl_dst={GW_MAC},nw_src=192.168.1.70,nw_dst=192.168.1.1,"
+         "tp_src=68,tp_dst=67")
+MODEM_OFFER = (f"in_port=uplink,udp,dl_src={GW_MAC},dl_dst=ff:ff:ff:ff:ff:ff,nw_src=192.168.1.1,"
+               "nw_dst=255.255.255.255,tp_src=67,tp_dst=68")
+
+
+@pytest.mark.parametrize("health,text,expect", [
+    # DNS unhealthy (bit 0 clear): the modem answers the home's DNS, UDP and TCP.
+    ("reg15=0x6,", DNS_QUERY, ["uplink"]),
+    ("reg15=0x6,", DNS_TCP, ["uplink"]),
+    ("", DNS_QUERY, ["uplink"]),  # no heartbeat at all
+    # Kea unhealthy (bit 1 clear): the home's DHCP reaches the modem, the modem's reaches the home.
+    ("reg15=0x5,", DISCOVER, ["uplink"]),
+    ("reg15=0x5,", RENEW, ["uplink"]),
+    ("reg15=0x5,", MODEM_OFFER, ["downlink"]),
+    ("", MODEM_OFFER, ["downlink"]),
+    # One service's fault leaves the other steered.
+    ("reg15=0x5,", DNS_QUERY, ["vproxy"]),
+    ("reg15=0x6,", DISCOVER, ["vgw"]),
+    ("reg15=0x6,", MODEM_OFFER, []),
+    # Whatever the health, DHCP requests from the modem side are never served.
+    ("", "in_port=uplink,udp,dl_src=02:99:00:00:00:01,dl_dst=ff:ff:ff:ff:ff:ff,nw_src=0.0.0.0,"
+         "nw_dst=255.255.255.255,tp_src=68,tp_dst=67", []),
+    # Nor does the console open to the modem side.
+    ("", f"in_port=uplink,tcp,dl_src={GW_MAC},dl_dst={UP_MAC},nw_src=192.168.1.1,nw_dst=192.168.1.8,"
+         "tp_src=40000,tp_dst=22", []),
+])
+def test_failsafe_open_hands_the_home_to_the_modem_while_a_service_is_unhealthy(table, health, text, expect):
+    assert outs(run(table, text, health)) == sorted(P[p] for p in expect)
+
+
+def test_failsafe_closed_has_no_health_match_and_no_way_around_the_box():
+    p = plan(settings(failsafe="closed"), OBSERVED)
+    closed = FlowTable(parse_flows(p.switch.flow_text(), p.switch.port_map))
+    assert "reg15" not in p.switch.flow_text()
+    assert outs(run(closed, DNS_QUERY, "")) == [P["vproxy"]]
+    assert outs(run(closed, DISCOVER, "")) == [P["vgw"]]
+    assert outs(run(closed, MODEM_OFFER, "")) == []
+
+
+def test_the_health_matches_are_visible_in_the_flow_text(the_plan):
+    text = the_plan.switch.flow_text(comments=False)
+    assert "priority=891,udp,reg15=0x1/0x1,nw_dst=192.168.1.1,tp_dst=53" in text
+    assert "priority=940,udp,reg15=0x2/0x2,tp_src=68,tp_dst=67,actions=output:vgw" in text
+    assert "priority=935,udp,tp_src=68,tp_dst=67,actions=output:uplink" in text
 
 
 @pytest.mark.parametrize("text", [

@@ -70,12 +70,19 @@ def test_a_box_applied_by_the_old_code_keeps_working(box):
     assert "plan" not in json.loads(box.fs.read(box.layout.state_file))
 
     assert box.applied_settings() == settings()
-    assert box.applied_plan() == box.plan(settings())
+    # The old code's plan, made again: all of today's but the watchdog, which it did not have.
+    old, new = box.applied_plan(), box.plan(settings())
+    assert [s.name for s in new.services if s not in old.services] == ["watchdog"]
+    assert [f.path for f in new.files if f not in old.files] == [box.layout.watchdog_config]
+    assert (old.kernel, old.switch) == (new.kernel, new.switch)
     res = box.apply(settings())
-    assert res.ok and res.changes == [] and res.diff == ""
+    # (what "the old code" made here was made by today's, the watchdog included: nothing to change)
+    assert res.ok and res.changes == []
+    assert {line[1:].split()[0] for line in res.diff.splitlines()[2:] if line[:1] in "+-"} <= {"file", "service"}
     assert snapshot(box.kernel) == made
     assert json.loads(box.fs.read(box.layout.state_file))["format"] == stored.FORMAT  # now kept with its plan
     box.fs.write(box.layout.state_file, V1_STATE.read_text())
+    box.services.remove("watchdog")  # which the old code never started
     box.teardown()
     assert snapshot(box.kernel) == before, "the NICs are back in the factory bridge, nothing else is left"
     assert box._services.running == {} and box.applied_settings() is None

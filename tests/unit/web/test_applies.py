@@ -54,10 +54,10 @@ def test_apply_runs_streams_progress_and_keeps_the_history(api, run, listener):
     assert r.status_code == 202, r.data
     rec = ApplyRecord.objects.get(pk=r.data["id"])
     assert rec.state == "applied" and rec.outcome == "new"
-    assert "step 4/4: services" in rec.log and "+flow priority=" in rec.diff
+    assert "step 4/5: services" in rec.log and "+flow priority=" in rec.diff
     assert fakes.BOX.applied_settings() == fakes.settings()
     lines = [e["line"] for e in listener() if e.get("line")]
-    assert lines[0].startswith("step 1/4") and any(line.startswith("done:") for line in lines)
+    assert lines[0].startswith("step 1/5") and any(line.startswith("done:") for line in lines)
     got = api.get(f"/api/applies/{rec.pk}/").data
     assert got["state"] == "applied" and got["log"] == rec.log
     t = api.get(f"/api/tasks/{rec.task_id}/").data

@@ -42,13 +42,13 @@ def test_logged_in_consoles_receive_apply_events(admin, client, settings):
             assert first["kind"] == "ports"
             consoles.append(comm)
         await get_channel_layer().group_send("console", {"type": "console.event",
-                                                         "event": {"kind": "apply", "id": 7, "line": "step 1/4"}})
+                                                         "event": {"kind": "apply", "id": 7, "line": "step 1/5"}})
         got = [await c.receive_json_from(timeout=5) for c in consoles]
         for c in consoles:
             await c.disconnect()
         return got
     got = async_to_sync(go)()
-    assert [g["line"] for g in got] == ["step 1/4", "step 1/4"]
+    assert [g["line"] for g in got] == ["step 1/5", "step 1/5"]
 
 
 def test_publish_without_a_layer_is_harmless(settings):

@@ -103,3 +103,37 @@ def test_the_apply_and_the_panel_use_the_same_runner(tmp_path, monkeypatch):
     box = locate.box("lab-box", f"{tmp_path}/state", f"{tmp_path}/run")
     assert isinstance(box.services, Supervisor) and box.applier.services is box.services
     assert str(box.services.dir) == f"{tmp_path}/run/services"
+
+
+def test_the_panel_shows_health_and_the_last_failure_and_the_audit_log_gets_the_events(client_admin, systemd,
+                                                                                       monkeypatch):
+    import json
+    import time as _time
+
+    from appliance.services.health import record
+    from appliance.web.audit.models import AuditEntry
+
+    monkeypatch.delenv("APPLIANCE_SERVICES", raising=False)
+    layout = fakes.BOX.layout
+    failed_at = _time.time() - 5
+    record.write_status(layout.health_status, {
+        "monotonic": _time.monotonic(), "stale_after": 3.0, "register": 6,
+        "services": {"dns": {"state": "unhealthy", "last_failure": "no answer within 0.5s",
+                             "last_failure_at": failed_at, "restarts": 1},
+                     "dhcp4": {"state": "healthy", "last_failure": ""},
+                     "relay": {"state": "healthy", "last_failure": ""}}})
+    # Written by the watchdog while no console ran.
+    event = record.append_event(layout.health_events, record.Event(
+        "dns", "unhealthy", "no answer within 0.5s; failed open: DNS goes to the modem", failed_at))
+    rows = {r["name"]: r for r in client_admin.get("/status.json").json()["services"]["value"]}
+    assert rows["dns"]["health"] == "unhealthy" and rows["dns"]["fallback"] == "the modem answers DNS"
+    assert rows["dns"]["last_failure"] == "no answer within 0.5s" and rows["dhcp4"]["health"] == "healthy"
+    page = client_admin.get("/tiles/").content.decode()
+    assert "unhealthy" in page and "the modem answers DNS" in page and "last failure" in page
+    entries = AuditEntry.objects.filter(action="health")
+    assert [(e.target, e.source) for e in entries] == [("dns: unhealthy", f"event:{event.id}")]
+    assert abs(entries[0].time.timestamp() - failed_at) < 1, "kept with the time it happened"
+    client_admin.get("/audit/")
+    assert AuditEntry.objects.filter(action="health").count() == 1, "copied once"
+    assert "failed open" in client_admin.get("/audit/").content.decode()
+    json.dumps(rows)

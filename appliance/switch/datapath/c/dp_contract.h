@@ -95,6 +95,18 @@ struct dp_stats {
 	__u64 bytes;
 };
 
+/* The box's health register (OpenFlow reg15), loaded at pipeline entry
+ * from dp_health: bit i is set while service i's heartbeat is fresh, i.e.
+ * bpf_ktime_get_ns() (CLOCK_MONOTONIC) < fresh_until[i].  The watchdog
+ * writes fresh_until = now + a few seconds after each good probe and 0 when
+ * the service fails; with no writer at all every bit clears by itself, and
+ * flows that match the bits (DNS steering, the DHCP guards) step aside. */
+#define DP_HEALTH_REG      15
+#define DP_HEALTH_SERVICES 8
+struct dp_health {
+	__u64 fresh_until[DP_HEALTH_SERVICES];   /* CLOCK_MONOTONIC ns */
+};
+
 /* Global counters in dp_misc (index = enum). */
 enum dp_misc_counter {
 	DP_MISC_PACKETS = 0,      /* frames the program ran on */

@@ -33,6 +33,10 @@
 #define DP_STATS_SLOTS 1024
 #endif
 
+#ifndef DP_N_REGS
+#define DP_N_REGS 1
+#endif
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -73,6 +77,13 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } dp_events SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dp_health);
+} dp_health SEC(".maps");
+
 #ifdef DP_TEST
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -95,6 +106,7 @@ struct dp_state {
 	__u32 pend_ifindex;
 	__u32 pend_flags;
 	__u32 pend_port;
+	__u32 regs[DP_N_REGS];      /* OpenFlow registers; only as many as the flows use */
 #ifdef DP_TEST
 	struct dp_trace *trace;
 #endif
@@ -484,6 +496,29 @@ static __always_inline int dp_finish(struct __sk_buff *skb, struct dp_state *st)
 #endif
 }
 
+#if DP_N_REGS > DP_HEALTH_REG
+/* The health register: one bit per service whose heartbeat is fresh. */
+static __always_inline __u32 dp_health_bits(void)
+{
+	__u32 zero = 0, bits = 0;
+	struct dp_health *h = bpf_map_lookup_elem(&dp_health, &zero);
+	__u64 now;
+	int i;
+
+	if (!h)
+		return 0;
+	now = bpf_ktime_get_ns();
+	/* Without a branch: (now - until) wraps to a value with the top bit
+	 * set exactly when now < until (both are far below 2^63).  With a
+	 * branch per bit the verifier would walk every one of the 256 values
+	 * through the flow table. */
+#pragma unroll
+	for (i = 0; i < DP_HEALTH_SERVICES; i++)
+		bits |= (__u32)((now - h->fresh_until[i]) >> 63) << i;
+	return bits;
+}
+#endif
+
 /* Set up the state for one frame; returns a verdict (>= 0) to return at
  * once, or -1 to run the flow tables. */
 static __always_inline int dp_begin(struct __sk_buff *skb, struct dp_state *st)
@@ -511,6 +546,11 @@ static __always_inline int dp_begin(struct __sk_buff *skb, struct dp_state *st)
 			__builtin_memset(st->trace, 0, sizeof(struct dp_trace));
 		st->key.in_port = skb->cb[0];
 		st->in_port = skb->cb[0];
+#if DP_N_REGS > DP_HEALTH_REG
+		/* The test build takes the health register as input, as the
+		 * reference classifier and ofproto/trace do. */
+		st->regs[DP_HEALTH_REG] = skb->cb[1];
+#endif
 	}
 #else
 	{
@@ -521,6 +561,9 @@ static __always_inline int dp_begin(struct __sk_buff *skb, struct dp_state *st)
 		st->key.in_port = *port;
 		st->in_port = *port;
 	}
+#if DP_N_REGS > DP_HEALTH_REG
+	st->regs[DP_HEALTH_REG] = dp_health_bits();
+#endif
 #endif
 	ret = dp_parse(skb, &st->key);
 	if (ret < 0)

@@ -115,6 +115,20 @@ def test_block_fake_rewrite_local_direct(env):
     assert stats["by_action"]["block"] == 3 and stats["by_action"]["fake-ip"] == 5
 
 
+def test_relay_down_answers_real_addresses_briefly_then_fake_again(env):
+    resolver, upstream, _ = env
+    fake = addresses(ask(resolver, "www.video.example"))
+    assert fake[0].startswith("100.")
+    assert resolver.set_relay_up(False) is True and resolver.set_relay_up(False) is False
+    real = ask(resolver, "www.video.example")
+    assert addresses(real)[0].startswith("192.0.2.") and real.answer[0].ttl <= 10
+    # Blocking is the DNS server's own: it holds whatever the relay does.
+    assert ask(resolver, "x.ads.example").rcode() == dns.rcode.NXDOMAIN
+    assert resolver.set_relay_up(True) is True
+    assert addresses(ask(resolver, "www.video.example")) == fake  # the same fake address as before
+    assert upstream.calls == 1
+
+
 def test_groups_get_different_answers(env):
     resolver, _, _ = env
     assert ask(resolver, "www.video.example", client="192.168.1.50").rcode() == dns.rcode.NXDOMAIN

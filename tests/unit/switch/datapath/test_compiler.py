@@ -74,6 +74,8 @@ def test_contract_sizes_match_the_header():
     assert int(defines["DP_OFPP_NORMAL"], 0) == C.OFPP_NORMAL
     assert int(defines["DP_MARK_NORMAL"].rstrip("u"), 0) == C.MARK_NORMAL
     assert C.TRACE_SIZE == 912 and C.EVENT_SIZE == 144
+    assert int(defines["DP_HEALTH_REG"]) == C.HEALTH_REG
+    assert int(defines["DP_HEALTH_SERVICES"]) * 8 == C.HEALTH.size
 
 
 def test_the_datapaths_map_specs_match_the_runtime_header():
@@ -81,7 +83,8 @@ def test_the_datapaths_map_specs_match_the_runtime_header():
     text = (HEADER.parent / "dp_runtime.h").read_text()
     kinds = {"HASH": bpf.HASH, "ARRAY": bpf.ARRAY, "PERCPU_ARRAY": bpf.PERCPU_ARRAY, "RINGBUF": bpf.RINGBUF}
     sizes = {"__u32": 4, "__u64": 8, "struct dp_port": C.PORT.size, "struct dp_flood_slot": C.FLOOD_SLOT.size,
-             "struct dp_stats": C.STATS.size, "struct dp_trace": C.TRACE_SIZE}
+             "struct dp_stats": C.STATS.size, "struct dp_trace": C.TRACE_SIZE,
+             "struct dp_health": C.HEALTH.size}
     names = {"DP_MAX_PORTS": C.MAX_PORTS, "DP_STATS_SLOTS": STATS_SLOTS, "DP_MISC_MAX": C.MISC_MAX}
     found = {}
     for body, name in re.findall(r"struct \{\n(.*?)\} (\w+) SEC\(\"\.maps\"\);", text, re.S):

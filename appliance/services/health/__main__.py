@@ -1,0 +1,5 @@
+import sys
+
+from appliance.services.health.watchdog import main
+
+sys.exit(main())

@@ -128,6 +128,10 @@ class FakeIpPool:
         self._inflight: tuple[Future, set[int], set[int]] | None = None
         self._writer: ThreadPoolExecutor | None = None
         self.recycled = 0
+        # Changes whenever an address may stop meaning its name (recycling, a
+        # flush): answers remembered with an older generation are built again.
+        self.generation = 0
+        self.flushed = 0
         self.batches = 0  # write-behind batches started
         self.written = 0  # rows committed by them
         self.write_errors = 0
@@ -284,6 +288,7 @@ class FakeIpPool:
                 self._touched.discard(ip)
                 self._mark(ip)  # written as a delete, or as the address's next mapping
                 self.recycled += 1
+                self.generation += 1
                 return ip
         return None
 
@@ -324,18 +329,37 @@ class FakeIpPool:
         return entry.ip
 
     def touch(self, ip: str) -> None:
-        """Mark a mapping used (a cached fake answer was served again).
+        """Mark a mapping used (a remembered fake answer was served again)."""
+        self.touch_key(int.from_bytes(socket.inet_aton(ip), "big"))
 
-        `ip` is an address this pool wrote (the fast path's cached answer), so
-        the cheap inet_aton parse is enough: this runs on every fast-path hit.
-        """
-        key = int.from_bytes(socket.inet_aton(ip), "big")
+    def touch_key(self, key: int) -> None:
+        """`touch` by the address as an integer (the server keeps it so: this runs on every hit)."""
         entry = self._by_ip.get(key)
         if entry is not None:
             self._by_ip.move_to_end(key)
             entry.last_used = self._clock()
             if self._db is not None:
                 self._touched.add(key)
+
+    def forget_unpinned(self) -> dict:
+        """Forget every mapping no live connection pins (the console's "flush fake IPs").
+
+        Pinned addresses keep their names: a connection or the relay's kernel
+        fast path still uses them, and giving one to another name would send
+        that traffic to the wrong site. The store follows with the next batch.
+        Returns how many mappings went and how many stayed.
+        """
+        doomed = [ip for ip in self._by_ip if not self._pins.get(ip)]
+        for ip in doomed:
+            entry = self._by_ip.pop(ip)
+            del self._by_domain[entry.domain]
+            self._touched.discard(ip)
+        if self._db is not None:
+            self._changed.update(doomed)
+            self.write_behind()
+        self.generation += 1
+        self.flushed += len(doomed)
+        return {"removed": len(doomed), "kept": len(self._by_ip)}
 
     # -- the relay's interface ----------------------------------------------
     def lookup_ip(self, ip: str) -> FakeIpEntry | None:

@@ -65,6 +65,12 @@ class QueryLog:
             self._blocked_domains[qname] += 1
         self._trim(now)
 
+    def add_batch(self, entries: list[tuple]) -> None:
+        """Entries another process logged (a worker's batch): LogEntry fields, in order."""
+        add = self.add
+        for when, client, qname, qtype, action, rcode, cached, origin in entries:
+            add(client, qname, qtype, action, rcode, cached, origin, when)
+
     def _forget(self, entry: LogEntry) -> None:
         for counter, key in ((self._domains, entry.qname), (self._clients, entry.client),
                              (self._actions, entry.action)):

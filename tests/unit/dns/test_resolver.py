@@ -11,7 +11,7 @@ import dns.rrset
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from appliance.services.dns.cache import DnsCache
+from appliance.services.dns.cache import AnswerCache
 from appliance.services.dns.fakeip import FakeIpPool
 from appliance.services.dns.localnames import LocalNames
 from appliance.services.dns.policy import Policy
@@ -32,12 +32,15 @@ class Clock:
 class ScriptedUpstream(Upstream):
     """Answers A queries with 192.0.2.x (TTL 60), big TXT for 'big.', or fails."""
 
+    pipelined = False  # one `exchange` per query, no sockets
+
     def __init__(self, name="u1"):
         super().__init__("udp://192.0.2.53", name=name)
         self.mode = "ok"  # ok | refused | slow
         self.calls = 0
 
-    async def exchange(self, query, timeout):
+    async def exchange(self, wire, timeout):
+        query = dns.message.from_wire(wire)
         self.calls += 1
         if self.mode == "refused":
             raise ConnectionRefusedError("port unreachable")
@@ -53,7 +56,7 @@ class ScriptedUpstream(Upstream):
                                                      [f'"{i:03d}{"x" * 60}"' for i in range(30)]))
         elif q.rdtype == dns.rdatatype.A:
             r.answer.append(dns.rrset.from_text(q.name, 60, "IN", "A", f"192.0.2.{self.calls % 250}"))
-        return r
+        return r.to_wire(max_size=65535)
 
 
 DOC = {
@@ -79,7 +82,7 @@ def env(tmp_path):
     pool = FakeIpPool(settings.fake_ip.network, str(tmp_path / "f.db"))
     resolver = Resolver(settings, Policy(settings, {}), ups, pool,
                         LocalNames("lan", static=[("nas", "192.168.1.20", None)]), QueryLog(),
-                        DnsCache(clock=clock), clock=clock, neighbour_mac=lambda ip: None)
+                        AnswerCache(clock=clock), clock=clock, neighbour_mac=lambda ip: None)
     return resolver, upstream, clock
 
 

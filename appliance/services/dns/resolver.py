@@ -53,10 +53,10 @@ from .policy import NO_MATCH, Decision, Policy
 from .querylog import QueryLog
 from .settings import DnsSettings
 from .upstream import UpstreamSet
-from .wire import (CLASS_IN, EMPTY, HEADER, NXDOMAIN_ANSWER, QR, SERVFAIL_ANSWER, TYPE_A,
-                   TYPE_AAAA, TYPE_ANY, TYPE_CNAME, TYPE_PTR, Prepared, Query, WireError,
-                   address_records, name_text, name_wire, opt_record, parse_query, prepare,
-                   ptr_record, render)
+from .wire import (CLASS_IN, EMPTY, HEADER, NXDOMAIN_ANSWER, OPCODE_MASK, QR, SERVFAIL_ANSWER,
+                   TC, TYPE_A, TYPE_AAAA, TYPE_ANY, TYPE_CNAME, TYPE_PTR, Prepared, Query,
+                   WireError, address_records, name_wire, opt_record, parse_query,
+                   prepare, ptr_record, render, udp_limit)
 
 log = logging.getLogger(__name__)
 
@@ -66,24 +66,30 @@ FAST_MIN = 1000  # at least this many decisions are remembered (else the cache s
 GROUP_LIFETIME = 30.0  # seconds a client's group (its MAC may change) is remembered
 NEVER = float("inf")
 
-ANSWER, FORWARD, FAKE = 0, 1, 2
+ANSWER, FORWARD = 0, 1
+_HEADER_FROM = HEADER.unpack_from
+_NOT_PLAIN = QR | OPCODE_MASK | TC  # header bits that send a query to `parse_query`
+_BARE_OPT = b"\x00\x00\x29"  # root owner, type OPT
 
 
 class Decided:
     """What the policy said for a (group, question), and the answer if it is fixed."""
 
-    __slots__ = ("kind", "action", "origin", "qname", "answer", "cache_key", "fake_key",
-                 "generation", "expires")
+    __slots__ = ("kind", "action", "origin", "qname", "qtype", "answer", "cache_key", "upstream",
+                 "fake_key", "generation", "expires")
 
-    def __init__(self, kind: int, action: str, origin: str, qname: str,
-                 answer: Prepared | None = None, cache_key: tuple | None = None,
-                 fake_key: int | None = None, generation: int = 0, expires: float = NEVER):
+    def __init__(self, kind: int, action: str, origin: str, q: Query, qname: str,
+                 answer: Prepared | None = None, fake_key: int | None = None,
+                 generation: int = 0, expires: float = NEVER):
         self.kind = kind
         self.action = action  # for the query log: block | direct | fake-ip | rewrite | local
         self.origin = origin  # the rule or list that decided
         self.qname = qname
+        self.qtype = q.qtype
         self.answer = answer  # ANSWER: the records
-        self.cache_key = cache_key  # FORWARD: the answer cache's key
+        if kind == FORWARD:
+            self.cache_key = (qname, q.qtype, q.qclass)  # the answer cache's key
+            self.upstream = q.key  # the question as the upstream is asked
         self.fake_key = fake_key  # a fake-IP answer: its address (pool key), touched on use
         self.generation = generation  # ...valid while the pool's generation is this one
         self.expires = expires
@@ -92,10 +98,11 @@ class Decided:
 class _Flight:
     """One question on its way upstream and the clients waiting for it."""
 
-    __slots__ = ("key", "waiters", "stale", "stale_answer", "timer")
+    __slots__ = ("key", "question_len", "waiters", "stale", "stale_answer", "timer")
 
-    def __init__(self, key: tuple, waiters: list, stale: Prepared | None):
+    def __init__(self, key: tuple, question_len: int, waiters: list, stale: Prepared | None):
         self.key = key
+        self.question_len = question_len  # the upstream's answer repeats the question
         self.waiters = waiters
         self.stale = stale
         self.stale_answer: Prepared | None = None  # set once the stale answer went out
@@ -145,6 +152,8 @@ class Resolver:
         self.cache = cache or AnswerCache(c.size, c.min_ttl, c.max_ttl, c.negative_ttl,
                                           c.stale_max_age if c.serve_stale else 0, clock)
         self._clock = clock
+        self._wall = time.time  # the query log's time
+        self._record = querylog.pending.append  # one query-log entry (QueryLog.settle counts it)
         self._neighbour_mac = neighbour_mac
         self._decided: dict[tuple, Decided] = {}
         self._groups: dict[str, tuple[int, float]] = {}
@@ -172,8 +181,9 @@ class Resolver:
     def forget_fast_answers(self) -> None:
         self._decided = {}
 
-    def client_group(self, client: str) -> int:
-        now = self._clock()
+    def client_group(self, client: str, now: float | None = None) -> int:
+        if now is None:
+            now = self._clock()
         known = self._groups.get(client)
         if known is not None and known[1] > now:
             return known[0]
@@ -193,15 +203,45 @@ class Resolver:
         self._groups[client] = (group, now + lifetime)
         return group
 
-    def _limit(self, q: Query, udp: bool) -> int:
-        if not udp:
-            return 0
-        if q.edns < 0:
-            return 512
-        return q.edns if q.edns < self._edns_max else self._edns_max
-
     # -- entry points ---------------------------------------------------------
     def handle(self, data: bytes, client: str, addr, out, udp: bool = True) -> None:
+        size = len(data)
+        if size >= 17:
+            # The hot path: a question this client's group asked before, in the
+            # same letters, plain or with a bare OPT record. The decision is
+            # found by the question's bytes, so no parse is needed: only
+            # questions `parse_query` accepted are remembered.
+            qid, flags, qd, an, ns, ar = _HEADER_FROM(data)
+            if not flags & _NOT_PLAIN and qd == 1 and not (an or ns) and ar < 2:
+                if not ar:
+                    question, edns = data[12:], -1
+                elif (data[size - 11:size - 8] == _BARE_OPT and not data[size - 5]
+                      and data[size - 2:] == b"\x00\x00"):
+                    question = data[12:size - 11]
+                    edns = max(512, (data[size - 8] << 8) | data[size - 7])
+                else:
+                    question = None
+                if question is not None:
+                    now = self._clock()
+                    entry = self._decided.get((self.client_group(client, now), question))
+                    if entry is not None and now < entry.expires and (
+                            entry.fake_key is None or entry.generation == self.fakeips.generation):
+                        if entry.kind == FORWARD:
+                            answer = self.cache.fresh(entry.cache_key, now)
+                            body = answer.body_at(int(now - answer.stored)) if answer else None
+                        else:
+                            answer = entry.answer
+                            body = answer.body if not answer.ttls else answer.body_at(
+                                int(now - answer.stored))
+                            if entry.fake_key is not None:
+                                self.fakeips.touch_key(entry.fake_key)
+                        if answer is not None:
+                            self.fast_hits += 1
+                            out.send(render(qid, flags, question, edns, answer, body, self._opt,
+                                            udp_limit(edns, self._edns_max) if udp else 0), addr)
+                            self._record((self._wall(), client, entry.qname, entry.qtype,
+                                          entry.action, answer.rcode, True, entry.origin))
+                            return
         q = parse_query(data)
         if q is None:
             self._unusual(data, client, addr, out, udp)
@@ -214,9 +254,10 @@ class Resolver:
         return await future
 
     def serve(self, q: Query, data: bytes, client: str, addr, out, udp: bool) -> None:
+        """Answer a parsed query (what `handle` does when its hot path does not apply)."""
         now = self._clock()
-        group = self.client_group(client)
-        entry = self._decided.get((group, q.key))
+        group = self.client_group(client, now)
+        entry = self._decided.get((group, q.question))
         fresh = entry is None or now >= entry.expires or (
             entry.fake_key is not None and entry.generation != self.fakeips.generation)
         if fresh:
@@ -226,7 +267,7 @@ class Resolver:
         if entry.kind == FORWARD:
             answer = self.cache.fresh(entry.cache_key, now)
             if answer is None:
-                self._forward(entry.cache_key, q.key, (q, client, addr, out, udp, entry))
+                self._forward(entry.cache_key, entry.upstream, (q, client, addr, out, udp, entry))
                 return
             body = answer.body_at(int(now - answer.stored))
         else:
@@ -238,36 +279,37 @@ class Resolver:
             self.slow_answers += 1
         else:
             self.fast_hits += 1
-        out.send(render(q, answer, body, self._opt, self._limit(q, udp)), addr)
-        self.querylog.add(client, entry.qname, q.qtype, entry.action, answer.rcode, True,
-                          entry.origin)
+        out.send(render(q.qid, q.flags, q.question, q.edns, answer, body, self._opt,
+                        udp_limit(q.edns, self._edns_max) if udp else 0), addr)
+        self._record((self._wall(), client, entry.qname, q.qtype, entry.action, answer.rcode, True,
+                      entry.origin))
 
     # -- deciding -------------------------------------------------------------
     def _keep(self, group: int, q: Query, entry: Decided) -> Decided:
         if len(self._decided) >= self._decided_max:
             self._decided = {}  # crude but O(1): the next queries refill it
-        self._decided[(group, q.key)] = entry
+        self._decided[(group, q.question)] = entry
         return entry
 
     def _decide(self, q: Query, data: bytes, group: int, client: str, addr, out, udp: bool,
                 now: float) -> Decided | None:
-        qname = name_text(q.question, q.name_len)
+        qname = q.name
         qtype = q.qtype
         if q.qclass == CLASS_IN:
             local = self._local(qname, qtype)
             if local is not None:
-                return self._keep(group, q, Decided(ANSWER, "local", "local names", qname, local))
+                return self._keep(group, q, Decided(ANSWER, "local", "local names", q, qname, local))
             decision = self.policy.decide(group, qname)
         else:
             decision = NO_MATCH
         kind = decision.kind
         if kind == "block":
-            return self._keep(group, q, Decided(ANSWER, "block", decision.origin, qname,
+            return self._keep(group, q, Decided(ANSWER, "block", decision.origin, q, qname,
                                                 self._block(qtype, group, decision)))
         if kind == "rewrite":
             answer = decision.action.answer
             if _is_address(answer[0]):  # settings allow addresses or one CNAME target
-                return self._keep(group, q, Decided(ANSWER, "rewrite", decision.origin, qname,
+                return self._keep(group, q, Decided(ANSWER, "rewrite", decision.origin, q, qname,
                                                     self._addresses(answer, qtype, decision.action.ttl)))
             self._spawn(self._rewrite_cname(q, data, group, qname, decision, client, addr, out, udp))
             return None
@@ -279,18 +321,18 @@ class Resolver:
                 ip = self.fakeips.allocate(qname, decision.action.route)
                 if ip is not None:
                     return self._keep(group, q, Decided(
-                        ANSWER, "fake-ip", decision.origin, qname,
+                        ANSWER, "fake-ip", decision.origin, q, qname,
                         address_records([ip], self.settings.fake_ip.ttl),
                         fake_key=int(ipaddress.IPv4Address(ip)),
                         generation=self.fakeips.generation))
                 log.warning("fake-IP pool full of pinned addresses; %s answered for real", qname)
                 return self._keep(group, q, Decided(
-                    FORWARD, "direct", decision.origin + " (pool full)", qname,
-                    cache_key=(qname, qtype, q.qclass), expires=now + FIXED_LIFETIME))
+                    FORWARD, "direct", decision.origin + " (pool full)", q, qname,
+                    expires=now + FIXED_LIFETIME))
             if qtype in EMPTY_FOR_FAKE:
-                return self._keep(group, q, Decided(ANSWER, "fake-ip", decision.origin, qname, EMPTY))
-        return self._keep(group, q, Decided(FORWARD, "direct", decision.origin, qname,
-                                            cache_key=(qname, qtype, q.qclass)))
+                return self._keep(group, q, Decided(ANSWER, "fake-ip", decision.origin, q, qname,
+                                                    EMPTY))
+        return self._keep(group, q, Decided(FORWARD, "direct", decision.origin, q, qname))
 
     def _local(self, qname: str, qtype: int) -> Prepared | None:
         names = self.local_names
@@ -334,7 +376,7 @@ class Resolver:
                 flight.waiters.append(waiter)
             return
         known = self.cache.get(key)
-        flight = _Flight(key, [waiter], known[0] if known is not None else None)
+        flight = _Flight(key, len(question), [waiter], known[0] if known is not None else None)
         self._inflight[key] = flight
         settings = self.settings.cache
         if flight.stale is not None:
@@ -360,7 +402,7 @@ class Resolver:
         answer = None
         if wire is not None:
             try:
-                answer = _prepare_answer(wire)
+                answer = _prepare_answer(wire, flight.question_len)
             except (WireError, dns.exception.DNSException, ValueError) as exc:
                 error = exc
         if answer is not None:
@@ -384,9 +426,11 @@ class Resolver:
         if q is None:  # one of ours (`_lookup`)
             out(answer, note)
             return
-        out.send(render(q, answer, answer.body_at(age), self._opt, self._limit(q, udp)), addr)
+        out.send(render(q.qid, q.flags, q.question, q.edns, answer, answer.body_at(age), self._opt,
+                        udp_limit(q.edns, self._edns_max) if udp else 0), addr)
         origin = entry.origin if not note else (f"{entry.origin} ({note})" if entry.origin else note)
-        self.querylog.add(client, entry.qname, q.qtype, entry.action, answer.rcode, cached, origin)
+        self._record((self._wall(), client, entry.qname, q.qtype, entry.action, answer.rcode, cached,
+                      origin))
 
     async def _lookup(self, name: str, qtype: int) -> tuple[Prepared, str]:
         """The answer for `name` from the cache or upstream, for the server itself."""
@@ -472,13 +516,15 @@ class Resolver:
                 lifetime = (found.stored + found.lifetime - self._clock()) if not note else 0
             answer = prepare(response.to_wire())
             answer.stored = self._clock()
-            entry = Decided(ANSWER, "rewrite", decision.origin, qname, answer,
+            entry = Decided(ANSWER, "rewrite", decision.origin, q, qname, answer,
                             expires=answer.stored + lifetime)
             if lifetime > 0:
                 self._keep(group, q, entry)
             self.slow_answers += 1
-            out.send(render(q, answer, answer.body, self._opt, self._limit(q, udp)), addr)
-            self.querylog.add(client, qname, q.qtype, "rewrite", answer.rcode, False, decision.origin)
+            out.send(render(q.qid, q.flags, q.question, q.edns, answer, answer.body, self._opt,
+                            udp_limit(q.edns, self._edns_max) if udp else 0), addr)
+            self._record((self._wall(), client, qname, q.qtype, "rewrite", answer.rcode, False,
+                          decision.origin))
         except Exception:
             log.exception("rewrite of %s failed", qname)
             out.send(None, addr)
@@ -492,10 +538,10 @@ def _is_address(text: str) -> bool:
         return False
 
 
-def _prepare_answer(wire: bytes) -> Prepared:
+def _prepare_answer(wire: bytes, question_len: int) -> Prepared:
     """`wire.prepare`, or dnspython's reading of an odd but valid answer (OPT not last)."""
     try:
-        return prepare(wire)
+        return prepare(wire, question_len)
     except WireError:
         message = dns.message.from_wire(wire, ignore_trailing=True)
         if message.rcode() > 15:

@@ -192,6 +192,7 @@ class DnsService:
         self._servers: list = []
         self._transports: list[UdpListener] = []
         self._periodic: list[asyncio.Task] = []
+        self._list_refresh: list[asyncio.Task] = []
         self.last_reload_error: str | None = None
         self.reloads = 0
 
@@ -231,9 +232,8 @@ class DnsService:
         self._periodic.append(loop.create_task(self._every(WRITE_EVERY, self.fakeips.write_behind)))
         self._periodic.append(loop.create_task(
             self._every(self.settings.local_names.refresh, self.refresh_local_names)))
-        for item in self.settings.lists:
-            if item.enabled and item.refresh > 0:
-                self._periodic.append(loop.create_task(self._refresh_list(item.name, item.refresh)))
+        self._periodic.append(loop.create_task(self._every(QueryLog.SETTLE_EVERY, self.querylog.settle)))
+        self._refresh_lists(self.settings)
         if shared:
             from .workers import Workers
 
@@ -292,6 +292,13 @@ class DnsService:
             except Exception:
                 log.exception("periodic %s failed", getattr(action, "__name__", action))
 
+    def _refresh_lists(self, settings: DnsSettings) -> None:
+        loop = asyncio.get_running_loop()
+        for task in self._list_refresh:
+            task.cancel()
+        self._list_refresh = [loop.create_task(self._refresh_list(item.name, item.refresh))
+                              for item in settings.lists if item.enabled and item.refresh > 0]
+
     async def _refresh_list(self, name: str, seconds: int) -> None:
         while True:
             await asyncio.sleep(seconds)
@@ -317,7 +324,7 @@ class DnsService:
     async def stop(self) -> None:
         if self.workers is not None:
             await self.workers.stop()
-        for task in self._periodic:
+        for task in self._periodic + self._list_refresh:
             task.cancel()
         for transport in self._transports:
             transport.close()
@@ -363,13 +370,7 @@ class DnsService:
         self.resolver.swap_policy(policy, settings)
         self.reloads += 1
         self.last_reload_error = None
-        loop = asyncio.get_running_loop()
-        for task in self._periodic[2:]:
-            task.cancel()
-        del self._periodic[2:]
-        for item in settings.lists:
-            if item.enabled and item.refresh > 0:
-                self._periodic.append(loop.create_task(self._refresh_list(item.name, item.refresh)))
+        self._refresh_lists(settings)
         if self.workers is not None:
             await self.workers.send_policy(settings, store.parsed)
         return []

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import random
+import os
 import socket
 import ssl
 import struct
@@ -42,6 +42,24 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"udp": 53, "tcp": 53, "tls": 853, "https": 443}
 _U16 = struct.Struct(">H")
+
+
+class _RandomIds:
+    """Query IDs from the kernel's random source, read 8 KB at a time (a syscall per ID would cost more than the query)."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._pos = 0
+
+    def __call__(self) -> int:
+        pos = self._pos
+        if pos >= len(self._buf):
+            self._buf, pos = os.urandom(8192), 0
+        self._pos = pos + 2
+        return (self._buf[pos] << 8) | self._buf[pos + 1]
+
+
+_random16 = _RandomIds()
 
 
 @dataclass(frozen=True)
@@ -124,15 +142,27 @@ class _Channel:
         self.sent = 0
         self.retired = False
 
-    def send(self, tail: bytes, key: bytes, waiter) -> int:
+    def send(self, tail: bytes, key: bytes, waiter, deadline: float) -> int:
         pending = self.pending
-        qid = random.getrandbits(16)
+        qid = _random16()
         while qid in pending:
-            qid = random.getrandbits(16)
+            qid = _random16()
         self.sock.send(_U16.pack(qid) + tail)
-        pending[qid] = (key, waiter)
+        pending[qid] = (key, waiter, deadline)
         self.sent += 1
         return qid
+
+    def expire(self, now: float) -> None:
+        """Fail the queries whose deadline passed (oldest first: they were sent in order)."""
+        pending = self.pending
+        late = []
+        for qid, item in pending.items():
+            if item[2] > now:
+                break
+            late.append(qid)
+        for qid in late:
+            item = pending.pop(qid)
+            item[1].failed(asyncio.TimeoutError())
 
     def forget(self, qid: int) -> None:
         self.pending.pop(qid, None)
@@ -151,8 +181,8 @@ class _Channel:
                 # ICMP unreachable for one of our queries: nobody answers at that address.
                 waiting = list(pending.values())
                 pending.clear()
-                for _, waiter in waiting:
-                    waiter.failed(exc)
+                for item in waiting:
+                    item[1].failed(exc)
                 break
             if len(data) < 12:
                 continue
@@ -169,10 +199,16 @@ class _Channel:
 
 
 class UdpChannels:
-    """A few connected UDP sockets to one upstream, many queries in flight on each."""
+    """A few connected UDP sockets to one upstream, many queries in flight on each.
+
+    Timeouts are not a timer per query: every `SWEEP` seconds, while queries
+    are in flight, each socket fails those past their deadline (so a
+    timeout fires up to `SWEEP` late).
+    """
 
     SOCKETS = 4
     RENEW_AFTER = 4096
+    SWEEP = 0.05
 
     def __init__(self, address: str, port: int, loop: asyncio.AbstractEventLoop):
         self.peer = (address, port)
@@ -181,6 +217,7 @@ class UdpChannels:
         self._slots = [self._open() for _ in range(self.SOCKETS)]
         self._next = 0
         self._retiring: list[_Channel] = []
+        self._sweeper: asyncio.TimerHandle | None = None
 
     def _open(self) -> _Channel:
         sock = socket.socket(self.family, socket.SOCK_DGRAM)
@@ -196,8 +233,9 @@ class UdpChannels:
         self.loop.add_reader(sock.fileno(), channel.readable)
         return channel
 
-    def send(self, tail: bytes, key: bytes, waiter) -> tuple[_Channel, int]:
-        """Send a query (everything after its ID); `waiter.answered(wire)` or `.failed(exc)` follows."""
+    def send(self, tail: bytes, key: bytes, waiter, deadline: float) -> tuple[_Channel, int]:
+        """Send a query (everything after its ID); `waiter.answered(wire)` or `.failed(exc)`
+        follows, the latter with a TimeoutError once `deadline` (time.monotonic) has passed."""
         index = self._next
         self._next = (index + 1) % self.SOCKETS
         channel = self._slots[index]
@@ -208,7 +246,19 @@ class UdpChannels:
             else:
                 self.close_channel(channel)
             channel = self._slots[index] = self._open()
-        return channel, channel.send(tail, key, waiter)
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(self.SWEEP, self._sweep)
+        return channel, channel.send(tail, key, waiter, deadline)
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        busy = False
+        for channel in self._slots + self._retiring:
+            channel.expire(now)
+            if channel.retired and not channel.pending:
+                self.close_channel(channel)
+            busy = busy or bool(channel.pending)
+        self._sweeper = self.loop.call_later(self.SWEEP, self._sweep) if busy else None
 
     def close_channel(self, channel: _Channel) -> None:
         if channel.sock.fileno() >= 0:
@@ -221,6 +271,9 @@ class UdpChannels:
         return sum(len(c.pending) for c in self._slots + self._retiring)
 
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for channel in self._slots + list(self._retiring):
             channel.pending.clear()
             self.close_channel(channel)
@@ -297,7 +350,8 @@ class Upstream:
 
     async def _udp(self, wire: bytes, timeout: float) -> bytes:
         future = asyncio.get_running_loop().create_future()
-        channel, qid = self.channels().send(wire[2:], question_key(wire), _OneShot(future))
+        channel, qid = self.channels().send(wire[2:], question_key(wire), _OneShot(future),
+                                            time.monotonic() + timeout + UdpChannels.SWEEP)
         try:
             answer = await asyncio.wait_for(future, timeout)
         finally:
@@ -408,7 +462,7 @@ Done = Callable[[bytes | None, BaseException | None], None]
 class _Attempt:
     """One question through the upstreams in order, until one answers or time is up."""
 
-    __slots__ = ("ups", "key", "candidates", "index", "deadline", "done", "upstream", "timer",
+    __slots__ = ("ups", "key", "candidates", "index", "deadline", "done", "upstream",
                  "ticket", "last", "finished", "streamed")
 
     def __init__(self, ups: "UpstreamSet", key: bytes, candidates: list[Upstream], deadline: float,
@@ -420,7 +474,6 @@ class _Attempt:
         self.deadline = deadline
         self.done = done
         self.upstream: Upstream | None = None
-        self.timer: asyncio.TimerHandle | None = None
         self.ticket: tuple[_Channel, int] | None = None
         self.last: BaseException | None = None
         self.finished = False
@@ -428,7 +481,6 @@ class _Attempt:
 
     def next(self) -> None:
         ups = self.ups
-        loop = asyncio.get_running_loop()
         candidates = self.candidates
         while self.index < len(candidates):
             upstream = candidates[self.index]
@@ -442,21 +494,22 @@ class _Attempt:
             self.streamed = False
             if upstream.pipelined:
                 try:
-                    self.ticket = upstream.channels().send(ups.tail(self.key), self.key, self)
+                    self.ticket = upstream.channels().send(ups.tail(self.key), self.key, self,
+                                                           time.monotonic() + share)
                 except BlockingIOError:  # our send buffer is full: overload, not the upstream's fault
                     self.last = UpstreamError(f"{upstream.name}: send buffer full")
                     continue
                 except OSError as exc:  # refused at once (an earlier ICMP error), or no route
                     self.last = ups._failed(upstream, exc)
                     continue
-                self.timer = loop.call_later(share, self._timeout)
             else:
-                ups._track(loop.create_task(self._exchange(upstream, share, stream=False)))
+                ups._track(asyncio.get_running_loop().create_task(
+                    self._exchange(upstream, share, stream=False)))
             return
         self._finish(None, self.last or UpstreamError("deadline passed"))
 
     async def _exchange(self, upstream: Upstream, timeout: float, stream: bool) -> None:
-        wire = upstream_query(random.getrandbits(16), self.key, self.ups.payload)
+        wire = upstream_query(_random16(), self.key, self.ups.payload)
         try:
             if stream:
                 answer = await upstream.stream_exchange(wire, timeout)
@@ -470,14 +523,7 @@ class _Attempt:
             self.streamed = True
             self.answered(answer)
 
-    def _timeout(self) -> None:
-        self.timer = None
-        self.failed(asyncio.TimeoutError())
-
     def _settle(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         if self.ticket is not None:
             channel, qid = self.ticket
             self.ticket = None
@@ -486,8 +532,18 @@ class _Attempt:
     def answered(self, wire: bytes) -> None:
         if self.finished:
             return
-        self._settle()
+        if self.ticket is not None:
+            self.ticket = None  # the socket dropped it when the answer came
         upstream = self.upstream
+        if not (wire[2] & (TC >> 8) or (wire[3] & 0xF) in (SERVFAIL, REFUSED)):
+            # The usual: a complete answer.
+            if upstream.failures:
+                self.ups._answered(upstream)
+            else:
+                upstream.answered += 1
+            self.finished = True
+            self.done(wire, None)
+            return
         if wire[2] & (TC >> 8) and not self.streamed:
             # Truncated: the same upstream again over TCP, in the time left.
             remaining = self.deadline - self.ups._clock()

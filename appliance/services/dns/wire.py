@@ -58,6 +58,7 @@ class Query(NamedTuple):
     qclass: int
     edns: int  # the client's UDP payload size (>= 512); -1: no OPT record
     key: bytes  # `question` with the name lower-cased: the same for any letter case
+    name: str  # the name in lower-case presentation form, without the final dot
 
 
 def parse_query(data: bytes) -> Query | None:
@@ -69,6 +70,7 @@ def parse_query(data: bytes) -> Query | None:
     if flags & (QR | OPCODE_MASK | TC) or qd != 1 or an or ns or ar > 1:
         return None
     pos = 12
+    labels = []
     while True:
         if pos >= end:
             return None
@@ -78,6 +80,7 @@ def parse_query(data: bytes) -> Query | None:
             break
         if length > 63:  # a compression pointer or a reserved label type
             return None
+        labels.append(data[pos + 1:pos + 1 + length])
         pos += 1 + length
     name_len = pos - 12
     if name_len > 255 or pos + 4 > end:
@@ -102,7 +105,8 @@ def parse_query(data: bytes) -> Query | None:
     name = question[:name_len]
     lowered = name.lower()  # lengths are < 64, below 'A': only letters change
     key = question if lowered == name else lowered + question[name_len:]
-    return Query(qid, flags, question, name_len, qtype, qclass, edns, key)
+    text = b".".join(labels).decode("ascii", "replace").lower()
+    return Query(qid, flags, question, name_len, qtype, qclass, edns, key, text)
 
 
 def name_text(question: bytes, name_len: int) -> str:
@@ -190,22 +194,31 @@ NXDOMAIN_ANSWER = Prepared(NXDOMAIN)
 SERVFAIL_ANSWER = Prepared(SERVFAIL)
 
 
-def render(q: Query, p: Prepared, body: bytes, opt: bytes, limit: int) -> bytes:
-    """The answer to `q`: its ID and question, RD copied, RA set; TC past `limit` bytes.
+def render(qid: int, flags: int, question: bytes, edns: int, p: Prepared, body: bytes,
+           opt: bytes, limit: int) -> bytes:
+    """The answer to a query: its ID and question, RD copied, RA set; TC past `limit` bytes.
 
-    `opt` is our OPT record, sent only to clients that used EDNS; `limit`
-    is the client's UDP size (0 for TCP: no limit).
+    `edns` is the query's UDP size (-1: no OPT record); `opt` is our OPT
+    record, sent only to clients that used EDNS; `limit` is the client's
+    UDP size (0 for TCP: no limit). `body` is `p.body` or its aged copy.
     """
-    flags = QR | RA | (q.flags & RD) | p.rcode
-    if q.edns >= 0:
-        wire = HEADER.pack(q.qid, flags, 1, p.an, p.ns, p.ar + 1) + q.question + body + opt
+    flags = QR | RA | (flags & RD) | p.rcode
+    if edns >= 0:
+        wire = HEADER.pack(qid, flags, 1, p.an, p.ns, p.ar + 1) + question + body + opt
     else:
         opt = b""
-        wire = HEADER.pack(q.qid, flags, 1, p.an, p.ns, p.ar) + q.question + body
+        wire = HEADER.pack(qid, flags, 1, p.an, p.ns, p.ar) + question + body
     if limit and len(wire) > limit:
         # Too big for UDP: the header and question only, TC set; the client asks again over TCP.
-        return HEADER.pack(q.qid, flags | TC, 1, 0, 0, 1 if opt else 0) + q.question + opt
+        return HEADER.pack(qid, flags | TC, 1, 0, 0, 1 if opt else 0) + question + opt
     return wire
+
+
+def udp_limit(edns: int, ours: int) -> int:
+    """How big a UDP answer may be: 512 without EDNS, else the smaller of both sizes."""
+    if edns < 0:
+        return 512
+    return edns if edns < ours else ours
 
 
 def _skip_name(wire: bytes, pos: int, end: int) -> int:
@@ -233,8 +246,11 @@ def question_end(wire: bytes) -> int:
     return _skip_name(wire, 12, len(wire)) + 4
 
 
-def prepare(wire: bytes) -> Prepared:
+def prepare(wire: bytes, question_len: int = 0) -> Prepared:
     """An upstream's answer (one question, already checked) as a `Prepared`.
+
+    `question_len`: the question's length in bytes when the caller knows it
+    (it checked the question), else 0 (found here).
 
     The OPT record is dropped (the client gets ours). An extended RCODE or
     an OPT record that is not the last record raises WireError; the caller
@@ -246,7 +262,7 @@ def prepare(wire: bytes) -> Prepared:
     _, flags, qd, an, ns, ar = HEADER.unpack_from(wire)
     if qd != 1:
         raise WireError("not one question")
-    start = pos = question_end(wire)
+    start = pos = 12 + question_len if question_len else question_end(wire)
     if pos > end:
         raise WireError("question runs past the end")
     total = an + ns + ar
@@ -256,7 +272,10 @@ def prepare(wire: bytes) -> Prepared:
     body_end = None
     for index in range(total):
         record = pos
-        pos = _skip_name(wire, pos, end)
+        if pos < end and wire[pos] >= 0xC0:  # the usual owner: a pointer
+            pos += 2
+        else:
+            pos = _skip_name(wire, pos, end)
         if pos + 10 > end:
             raise WireError("record header runs past the end")
         rtype, _, ttl, rdlen = _RR.unpack_from(wire, pos)

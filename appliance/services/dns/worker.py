@@ -25,6 +25,8 @@ import sys
 import time
 from collections import Counter
 
+import uvloop
+
 from .localnames import LocalNames, kea_lease_file
 from .policy import Policy
 from .resolver import Resolver
@@ -39,15 +41,15 @@ BATCH = 512  # entries a batch holds at most (a datagram stays well under the so
 
 
 class LogBatch:
-    """The query log's `add` in a worker: entries wait here for the next batch."""
+    """The query log in a worker: entries wait in `pending` for the next batch."""
 
     def __init__(self) -> None:
-        self.entries: list[tuple] = []
+        self.pending: list[tuple] = []
         self.dropped: Counter[str] = Counter()
 
     def add(self, client: str, qname: str, qtype: int, action: str, rcode: int,
             cached: bool = False, origin: str = "", now: float | None = None) -> None:
-        self.entries.append((time.time() if now is None else now, client, qname, qtype, action,
+        self.pending.append((time.time() if now is None else now, client, qname, qtype, action,
                              rcode, cached, origin))
 
 
@@ -115,7 +117,9 @@ class DnsWorker:
         counters = {"wid": self.wid, "pid": os.getpid(), "fast": resolver.fast_hits,
                     "slow": resolver.slow_answers, "cache": len(resolver.cache),
                     "dropped": dict(log_batch.dropped)}
-        entries = log_batch.entries
+        pending = log_batch.pending
+        entries = pending[:]
+        pending.clear()  # the same list: the resolver keeps its `append` bound
         while True:
             batch, rest = entries[:BATCH], entries[BATCH:]
             try:
@@ -131,7 +135,7 @@ class DnsWorker:
             entries = rest
             if not entries:
                 break
-        log_batch.entries = entries
+        pending[:0] = entries  # not sent: first in the next batch
 
     def refresh_local_names(self) -> None:
         before = self.localnames.table()
@@ -208,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads come from the main process
-    return asyncio.run(run(args.control, args.datagrams))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(run(args.control, args.datagrams))
 
 
 if __name__ == "__main__":

@@ -175,15 +175,18 @@ def test_wire_helpers_agree_with_dnspython():
     # Another client asking in other letters, with another ID, 100 s later.
     other = dns.message.make_query("WWW.example.COM", "A", use_edns=0, payload=1232)
     q2 = parse_query(other.to_wire())
-    wire = render(q2, prepared, prepared.body_at(100), b"\x00\x00\x29\x04\xd0" + b"\x00" * 6, 1232)
+    wire = render(q2.qid, q2.flags, q2.question, q2.edns, prepared, prepared.body_at(100),
+                  b"\x00\x00\x29\x04\xd0" + b"\x00" * 6, 1232)
     patched = dns.message.from_wire(wire)
     assert patched.id == other.id and patched.question[0].name.to_text() == "WWW.example.COM."
     assert patched.answer[0].ttl == 200 and patched.authority[0].ttl == 500
     assert sorted(rd.address for rd in patched.answer[0]) == ["192.0.2.1", "192.0.2.2"]
     assert patched.opt is not None and patched.payload == 1232  # ours, not the upstream's
     plain = parse_query(dns.message.make_query("www.example.com", "A").to_wire())
-    assert dns.message.from_wire(render(plain, prepared, prepared.body, b"", 512)).opt is None
-    tiny = render(plain, prepared, prepared.body, b"", 40)  # does not fit: TC, no records
+    assert dns.message.from_wire(render(plain.qid, plain.flags, plain.question, plain.edns, prepared,
+                                        prepared.body, b"", 512)).opt is None
+    tiny = render(plain.qid, plain.flags, plain.question, plain.edns, prepared, prepared.body, b"",
+                  40)  # does not fit: TC, no records
     assert dns.message.from_wire(tiny).flags & dns.flags.TC and not dns.message.from_wire(tiny).answer
     assert parse_query(b"\x00" * 11) is None
     assert parse_query(r.to_wire()) is None  # an answer is not a query

@@ -148,7 +148,8 @@ class FakeIpSettings(_Model):
         default=None, ge=1, description="default: every address of the pool"
     )
     builtin_filter: bool = Field(
-        default=True, description="keep NTP and connectivity-check domains real"
+        default=True,
+        description="keep NTP, STUN, connectivity-check and game-console domains real",
     )
     keep_real: list[str] = Field(default_factory=list, description="extra suffixes never faked")
 

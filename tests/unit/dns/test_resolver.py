@@ -217,3 +217,30 @@ def test_fuzz_never_raises(env, data, udp):
         assert wire[:2] == data[:2]  # answers carry the query's ID
         if udp:
             assert len(wire) <= 1232
+
+
+@pytest.mark.parametrize("name", [
+    "ctest.cdn.nintendo.net", "conntest.nintendowifi.net", "nncs1-lp1.n.n.srv.nintendo.net",
+    "stun.np.ac.playstation.net", "ps5.np.playstation.net", "teredo.ipv6.microsoft.com",
+    "xsts.auth.xboxlive.com", "pool.ntp.org", "time.windows.com", "captive.apple.com",
+    "connectivitycheck.gstatic.com", "stun1.l.google.com",
+])
+def test_keep_real_list_beats_a_fake_ip_rule(tmp_path, name):
+    """Names a console or a phone checks the network with get real answers even
+    under a rule that fakes everything; other names under it are faked."""
+    doc = dict(DOC, rules=[{"match": "regex", "value": ".", "then": {"action": "fake-ip"}}])
+    settings = parse_settings(doc)
+    upstream = ScriptedUpstream()
+    resolver = Resolver(settings, Policy(settings, {}), UpstreamSet([upstream]),
+                        FakeIpPool(settings.fake_ip.network, None), LocalNames("lan"), QueryLog(),
+                        neighbour_mac=lambda ip: None)
+    answer = ask(resolver, name)
+    assert addresses(answer)[0].startswith("192.0.2.") and upstream.calls == 1
+    entry = resolver.querylog.search(domain=name)[0]
+    assert entry["action"] == "direct" and "kept real" in entry["origin"]
+    assert addresses(ask(resolver, "www.example.org"))[0].startswith("100.")  # the rule still fakes
+    builtin_off = parse_settings(dict(doc, fake_ip={"builtin_filter": False}))
+    plain = Resolver(builtin_off, Policy(builtin_off, {}), UpstreamSet([upstream]),
+                     FakeIpPool(settings.fake_ip.network, None), LocalNames("lan"), QueryLog(),
+                     neighbour_mac=lambda ip: None)
+    assert addresses(ask(plain, name))[0].startswith("100.")  # without the filter it is faked

@@ -313,15 +313,18 @@ def main() -> int:
     for r in rows:
         if "base_qps" not in r:
             workload = r["label"].split(":")[0]
-            r["base_qps"] = next(x["qps"] for x in rows if x["label"] == f"{workload}: dnsmasq")
+            base = [x["qps"] for x in rows if x["label"] in (f"{workload}: dnsmasq", f"{workload}: before")]
+            r["base_qps"] = base[0] if base else None
     print(f"\nDNS, one run, {os.cpu_count()} CPUs; dnsperf -q 64 -c 4 for {args.seconds:g}s at"
           f" saturation; latency at the -Q rate shown (lab cached: half the modem's saturation)")
     print(f"{'workload: server':44} {'queries/s':>10} {'x base':>7} {'lost':>6} {'avg ms@sat':>10} "
           f"{'at -Q':>6} {'p50 ms':>7} {'p99 ms':>7}")
     for r in rows:
-        print(f"{r['label']:44} {r['qps']:10.0f} {r['qps'] / r['base_qps']:7.2f} {r['lost']:6d} "
+        ratio = f"{r['qps'] / r['base_qps']:7.2f}" if r["base_qps"] else "      -"
+        print(f"{r['label']:44} {r['qps']:10.0f} {ratio} {r['lost']:6d} "
               f"{r['avg_ms']:10.2f} {r['rate']:6d} {r['p50_ms']:7.3f} {r['p99_ms']:7.3f}")
-    print("x base: against dnsmasq on loopback, against the modem's dnsmasq in the lab (same workload)")
+    print("x base: against dnsmasq on loopback (fake-IP rows: against the --compare-root server),"
+          " against the modem's dnsmasq in the lab; same workload")
     extra = "" if args.server_root == ROOT else f" --server-root {args.server_root}"
     extra += f" --compare-root {args.compare_root}" if args.compare_root else ""
     extra += " --no-lab" if args.no_lab else ""

@@ -43,6 +43,25 @@ answer reaches that other name. Only answers given in the last batch
 interval before a crash are exposed, and only while clients keep them:
 the fake TTL is 1 s by default (some applications keep answers longer).
 
+What clients see when the box restarts (the DNS service, or the whole box:
+a reboot tears everything down and the boot applies it again; the store
+lives on the data partition): a client keeps the answers in its own cache
+(the operating system's, the browser's; some applications longer than the
+TTL), and the box's mappings outlive the restart, so a connection to a
+fake address a client still holds reaches its site through the relay
+without the client asking again, and asking again gives the same address.
+While the box is down nothing answers at the gateway's address and
+connections to fake addresses fail; clients retry. The box's own answer
+cache is in memory: after a restart the first lookup of each name goes
+upstream. Real addresses in clients' caches are unaffected. The e2e test
+`test_a_client_keeps_its_fake_ip_across_a_restart_of_the_box` shows it.
+
+`forget_unpinned()` (the console's "Flush fake IPs", `POST
+/api/dns/fake-ips/flush/`) forgets every mapping no live connection pins:
+a client still holding a forgotten address cannot connect with it (the
+relay refuses an unknown address) until it asks again, and then usually
+gets the same address back (the hash); pinned addresses keep their names.
+
 The file stays what the relay's `StoreReader` reads: table `fakeip`
 (ip INTEGER PRIMARY KEY, domain UNIQUE, route, created, last_used), WAL.
 """

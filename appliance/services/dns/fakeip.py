@@ -341,7 +341,7 @@ class FakeIpPool:
             chosen = freed if freed is not None else self._evict_one()
             if chosen is None:
                 return None
-        entry = FakeIpEntry(str(ipaddress.IPv4Address(chosen)), domain, route, now, now)
+        entry = FakeIpEntry(socket.inet_ntoa(chosen.to_bytes(4, "big")), domain, route, now, now)
         self._by_ip[chosen] = entry
         self._by_domain[domain] = chosen
         self._mark(chosen)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 import struct
 import time
 from functools import partial
@@ -323,7 +324,7 @@ class Resolver:
                     return self._keep(group, q, Decided(
                         ANSWER, "fake-ip", decision.origin, q, qname,
                         address_records([ip], self.settings.fake_ip.ttl),
-                        fake_key=int(ipaddress.IPv4Address(ip)),
+                        fake_key=int.from_bytes(socket.inet_aton(ip), "big"),
                         generation=self.fakeips.generation))
                 log.warning("fake-IP pool full of pinned addresses; %s answered for real", qname)
                 return self._keep(group, q, Decided(

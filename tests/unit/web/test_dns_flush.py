@@ -67,5 +67,5 @@ def test_console_button_flushes_and_reports(client_admin, dns_server):
 def test_flush_without_a_dns_server_says_so(api, settings, tmp_path):
     settings.APPLIANCE_DNS_SOCKET = str(tmp_path / "nobody.sock")
     r = api.post("/api/dns/fake-ips/flush/")
-    assert r.status_code == 503 and "DNS not running" in r.data["detail"]
+    assert r.status_code == 409 and "DNS not running" in r.data["detail"]
     assert not AuditEntry.objects.filter(action="flush-fake-ips").exists()

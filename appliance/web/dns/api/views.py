@@ -27,14 +27,14 @@ class DnsFakeIpFlushView(APIView):
     Clients asking again get an address again (usually the same one: a
     name's address is a hash of it); a client that still holds a forgotten
     address from an earlier answer cannot connect with it until it asks
-    again (the fake-IP TTL is short). 503 when the DNS service is not running.
+    again (the fake-IP TTL is short). 409 when the DNS service is not running.
     """
 
-    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT})
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT})
     def post(self, request):
         reading = sources.get().flush_fake_ips()
         if not reading.ok:
-            return Response({"detail": reading.problem}, status=503)
+            return Response({"detail": reading.problem}, status=409)
         record(request.user, "flush-fake-ips", "dns",
                f"{reading.value['removed']} mappings forgotten, {reading.value['kept']} pinned kept")
         return Response(reading.value)

@@ -40,13 +40,19 @@ class AnswerCache:
     def clear(self) -> None:
         self._entries.clear()
 
-    def fresh(self, key: Key, now: float) -> Prepared | None:
-        """The entry if it may be served as it is (the hot path: one look-up)."""
+    def lookup(self, key: Key, now: float) -> tuple[Prepared | None, bool]:
+        """(entry, fresh) in one look-up: a fresh entry, a stale one (fresh False), or (None, False)."""
         entry = self._entries.get(key)
-        if entry is not None and now < entry.stored + entry.lifetime:
+        if entry is None:
+            return None, False
+        expires = entry.stored + entry.lifetime
+        if now < expires:
             self._entries.move_to_end(key)
-            return entry
-        return None
+            return entry, True
+        if now < expires + self.stale_max_age:
+            return entry, False
+        del self._entries[key]
+        return None, False
 
     def get(self, key: Key) -> tuple[Prepared, bool] | None:
         """(entry, fresh) or None. A stale entry is returned with fresh=False."""

@@ -207,6 +207,7 @@ class Resolver:
     # -- entry points ---------------------------------------------------------
     def handle(self, data: bytes, client: str, addr, out, udp: bool = True) -> None:
         size = len(data)
+        now = group = None
         if size >= 17:
             # The hot path: a question this client's group asked before, in the
             # same letters, plain or with a bare OPT record. The decision is
@@ -224,41 +225,59 @@ class Resolver:
                     question = None
                 if question is not None:
                     now = self._clock()
-                    entry = self._decided.get((self.client_group(client, now), question))
+                    group = self.client_group(client, now)
+                    entry = self._decided.get((group, question))
                     if entry is not None and now < entry.expires and (
                             entry.fake_key is None or entry.generation == self.fakeips.generation):
                         if entry.kind == FORWARD:
-                            answer = self.cache.fresh(entry.cache_key, now)
-                            body = answer.body_at(int(now - answer.stored)) if answer else None
+                            answer, fresh = self.cache.lookup(entry.cache_key, now)
+                            if not fresh:
+                                # Decided before, no fresh answer: upstream, without a parse.
+                                q = Query(qid, flags, question, 0, entry.qtype, 0, edns,
+                                          entry.upstream, entry.qname)
+                                self._forward(entry.cache_key, entry.upstream,
+                                              (q, client, addr, out, udp, entry), answer)
+                                return
+                            body = answer.body_at(int(now - answer.stored))
                         else:
                             answer = entry.answer
                             body = answer.body if not answer.ttls else answer.body_at(
                                 int(now - answer.stored))
                             if entry.fake_key is not None:
                                 self.fakeips.touch_key(entry.fake_key)
-                        if answer is not None:
-                            self.fast_hits += 1
-                            out.send(render(qid, flags, question, edns, answer, body, self._opt,
-                                            udp_limit(edns, self._edns_max) if udp else 0), addr)
-                            self._record((self._wall(), client, entry.qname, entry.qtype,
-                                          entry.action, answer.rcode, True, entry.origin))
-                            return
+                        self.fast_hits += 1
+                        out.send(render(qid, flags, question, edns, answer, body, self._opt,
+                                        udp_limit(edns, self._edns_max) if udp else 0), addr)
+                        self._record((self._wall(), client, entry.qname, entry.qtype,
+                                      entry.action, answer.rcode, True, entry.origin))
+                        return
+                    # Not decided yet (or no longer valid): parse, then decide.
+                    q = parse_query(data)
+                    if q is not None:
+                        self.serve(q, data, client, addr, out, udp, now, group, False)
+                        return
         q = parse_query(data)
         if q is None:
             self._unusual(data, client, addr, out, udp)
         else:
-            self.serve(q, data, client, addr, out, udp)
+            self.serve(q, data, client, addr, out, udp, now, group)
 
     async def answer(self, data: bytes, client: str, udp: bool = True) -> bytes | None:
         future = asyncio.get_running_loop().create_future()
         self.handle(data, client, None, _FutureOut(future), udp)
         return await future
 
-    def serve(self, q: Query, data: bytes, client: str, addr, out, udp: bool) -> None:
-        """Answer a parsed query (what `handle` does when its hot path does not apply)."""
-        now = self._clock()
-        group = self.client_group(client, now)
-        entry = self._decided.get((group, q.question))
+    def serve(self, q: Query, data: bytes, client: str, addr, out, udp: bool,
+              now: float | None = None, group: int | None = None, look: bool = True) -> None:
+        """Answer a parsed query (what `handle` does when its hot path does not apply).
+
+        `look` false: the caller already found no valid decision for it.
+        """
+        if now is None:
+            now = self._clock()
+        if group is None:
+            group = self.client_group(client, now)
+        entry = self._decided.get((group, q.question)) if look else None
         fresh = entry is None or now >= entry.expires or (
             entry.fake_key is not None and entry.generation != self.fakeips.generation)
         if fresh:
@@ -266,9 +285,10 @@ class Resolver:
             if entry is None:
                 return  # handed off, or answered later
         if entry.kind == FORWARD:
-            answer = self.cache.fresh(entry.cache_key, now)
-            if answer is None:
-                self._forward(entry.cache_key, entry.upstream, (q, client, addr, out, udp, entry))
+            answer, up_to_date = self.cache.lookup(entry.cache_key, now)
+            if not up_to_date:
+                self._forward(entry.cache_key, entry.upstream, (q, client, addr, out, udp, entry),
+                              answer)
                 return
             body = answer.body_at(int(now - answer.stored))
         else:
@@ -367,8 +387,9 @@ class Resolver:
         return EMPTY
 
     # -- upstream -------------------------------------------------------------
-    def _forward(self, key: tuple, question: bytes, waiter: tuple) -> None:
-        """Answer `waiter` from upstream (one query for all who ask meanwhile)."""
+    def _forward(self, key: tuple, question: bytes, waiter: tuple, stale: Prepared | None) -> None:
+        """Answer `waiter` from upstream (one query for all who ask meanwhile); `stale`: the
+        expired answer the cache still holds, for when the upstream is slow or fails."""
         flight = self._inflight.get(key)
         if flight is not None:
             if flight.stale_answer is not None:
@@ -376,8 +397,7 @@ class Resolver:
             else:
                 flight.waiters.append(waiter)
             return
-        known = self.cache.get(key)
-        flight = _Flight(key, len(question), [waiter], known[0] if known is not None else None)
+        flight = _Flight(key, len(question), [waiter], stale)
         self._inflight[key] = flight
         settings = self.settings.cache
         if flight.stale is not None:
@@ -436,8 +456,8 @@ class Resolver:
     async def _lookup(self, name: str, qtype: int) -> tuple[Prepared, str]:
         """The answer for `name` from the cache or upstream, for the server itself."""
         key = (name, qtype, CLASS_IN)
-        known = self.cache.fresh(key, self._clock())
-        if known is not None:
+        known, up_to_date = self.cache.lookup(key, self._clock())
+        if up_to_date:
             return known, ""
         future = asyncio.get_running_loop().create_future()
 
@@ -446,7 +466,7 @@ class Resolver:
                 future.set_result((answer, note))
 
         self._forward(key, name_wire(name) + struct.pack(">HH", qtype, CLASS_IN),
-                      (None, None, None, done, False, None))
+                      (None, None, None, done, False, None), known)
         return await future
 
     # -- the rare, with dnspython --------------------------------------------

@@ -70,7 +70,7 @@ def parse_query(data: bytes) -> Query | None:
     if flags & (QR | OPCODE_MASK | TC) or qd != 1 or an or ns or ar > 1:
         return None
     pos = 12
-    labels = []
+    dots = []  # where the text form has a dot: the length bytes after the first
     while True:
         if pos >= end:
             return None
@@ -80,7 +80,7 @@ def parse_query(data: bytes) -> Query | None:
             break
         if length > 63:  # a compression pointer or a reserved label type
             return None
-        labels.append(data[pos + 1:pos + 1 + length])
+        dots.append(pos)
         pos += 1 + length
     name_len = pos - 12
     if name_len > 255 or pos + 4 > end:
@@ -105,8 +105,11 @@ def parse_query(data: bytes) -> Query | None:
     name = question[:name_len]
     lowered = name.lower()  # lengths are < 64, below 'A': only letters change
     key = question if lowered == name else lowered + question[name_len:]
-    text = b".".join(labels).decode("ascii", "replace").lower()
-    return Query(qid, flags, question, name_len, qtype, qclass, edns, key, text)
+    text = bytearray(lowered[1:-1])
+    for at in dots[1:]:
+        text[at - 13] = 46  # "."
+    return Query(qid, flags, question, name_len, qtype, qclass, edns, key,
+                 text.decode("ascii", "replace"))
 
 
 def name_text(question: bytes, name_len: int) -> str:

@@ -85,11 +85,11 @@ def test_cache_ttl_negative_and_stale():
     cache = AnswerCache(size=10, negative_ttl=600, stale_max_age=100, clock=clock)
     cache.put(("a.example", 1, 1), _answer("a.example.", 30))
     assert cache.get(("a.example", 1, 1))[1] is True
-    assert cache.fresh(("a.example", 1, 1), clock.t) is not None
+    assert cache.lookup(("a.example", 1, 1), clock.t) == (cache.get(("a.example", 1, 1))[0], True)
     clock.t += 31
     entry, fresh = cache.get(("a.example", 1, 1))
     assert not fresh and entry.lifetime == 30
-    assert cache.fresh(("a.example", 1, 1), clock.t) is None
+    assert cache.lookup(("a.example", 1, 1), clock.t) == (entry, False)  # stale, still there
     clock.t += 100
     assert cache.get(("a.example", 1, 1)) is None
     # Negative: the SOA's minimum (RFC 2308), capped by negative_ttl.

@@ -313,8 +313,8 @@ def main() -> int:
     for r in rows:
         if "base_qps" not in r:
             workload = r["label"].split(":")[0]
-            base = [x["qps"] for x in rows if x["label"] in (f"{workload}: dnsmasq", f"{workload}: before")]
-            r["base_qps"] = base[0] if base else None
+            base = {x["label"]: x["qps"] for x in rows}
+            r["base_qps"] = base.get(f"{workload}: dnsmasq") or base.get(f"{workload}: before")
     print(f"\nDNS, one run, {os.cpu_count()} CPUs; dnsperf -q 64 -c 4 for {args.seconds:g}s at"
           f" saturation; latency at the -Q rate shown (lab cached: half the modem's saturation)")
     print(f"{'workload: server':44} {'queries/s':>10} {'x base':>7} {'lost':>6} {'avg ms@sat':>10} "

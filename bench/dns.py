@@ -1,30 +1,41 @@
-"""DNS benchmark: this server vs dnsmasq vs Unbound, same cached workload, one run.
+"""DNS benchmark: this server vs dnsmasq vs Unbound on loopback, and through the box in the lab.
 
-    sudo .venv/bin/python bench/dns.py [--seconds 8] [--rate 5000]
+    sudo .venv/bin/python bench/dns.py [--seconds 8] [--rate 5000] [--compare-root DIR] [--no-lab]
 
-Everything runs in a private network namespace on its loopback: an
-authoritative dnsmasq holds the zone `bench.test`; this server, a caching
-dnsmasq and Unbound all forward to it. After a warm-up pass every answer is
-cached, then `dnsperf` measures each resolver in turn:
+dnsperf measures every row in one run, side by side:
 
-- throughput: queries/s at saturation (`-q` outstanding queries);
+- throughput: queries/s at saturation (`-q 64 -c 4`), its ratio to the
+  row's baseline (dnsmasq on loopback, the modem's dnsmasq in the lab);
 - latency: p50/p99 at a fixed offered load (`-Q rate`, from `dnsperf -v`),
-  since latency at saturation only measures the queue length;
-- this server's fake-IP answer path (names under a fake-ip rule), for
-  names already mapped (answered from the fast path) and for new names
-  (every query a name never seen: parse, policy, a new mapping in the
-  fake-IP pool and its write to the SQLite store). New names have their own
-  offered load for the latency run (`--new-rate`), below what the slow path
-  sustains, and their own name lists (200000 for the throughput run, so the
-  run never comes back to a name). After the run the server is stopped
-  cleanly and the rows of its fake-IP store are counted.
+  since latency at saturation only measures the queue length.
 
-`--server-root DIR` runs this server from another checkout (e.g. `git
-archive HEAD appliance | tar -x -C DIR`) with this same benchmark, for a
-before/after comparison in the same conditions.
+Loopback, in a private network namespace (two authoritative dnsmasq: one
+with TTL 3600 for `bench.test` and `fwd.test`, one with TTL 0 for `fwd0.test`;
+this server, a caching dnsmasq and Unbound forward to them):
 
-The server runs with its query log and rate limiter active (the limit set
-high enough not to drop a benchmark that comes from one client).
+- cached: 200 names asked again and again;
+- forwarded: never-seen names with TTL 0 (every query goes upstream and
+  nothing is kept: forwarding alone, dnsmasq's fastest case);
+- never-seen names with TTL 3600 (every query goes upstream and fills the cache);
+- this server's fake-IP path: names under a fake-ip rule already mapped
+  ("fake known"), and never seen ("fake new": parse, policy, a new mapping in
+  the pool and its write to the SQLite store).
+
+In the lab (`tests/e2e/boxlab.py`): dnsperf in a client namespace asks the
+gateway 192.168.1.1, first before the box is applied (the modem's dnsmasq
+answers, forwarding to the internet's zone), then after (the box answers
+from netns vproxy, forwarding to the modem): cached (the lab's site names,
+TTL 300), uncached (never-seen names, NXDOMAIN from the zone: both forward
+every query), fake known and fake new (the box only). Latency of the cached
+rows is taken at half the modem's saturation rate.
+
+This server runs with its query log on and the per-client rate limit
+raised (`per_client_qps` 1e8, burst 1e6) so one benchmarking client is not
+limited; everything else is the default, `workers` included (one process
+per CPU). `--compare-root DIR` also runs the loopback rows of this server
+from another checkout (e.g. `git worktree add /tmp/main main`), same run,
+same conditions, rows marked "before". `--server-root DIR` runs only that
+checkout's server.
 """
 
 from __future__ import annotations
@@ -34,7 +45,6 @@ import os
 import random
 import re
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -43,75 +53,123 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 NS = f"dnsbench-{os.getpid()}-{random.randint(0, 0xffff):04x}"
-AUTH, OURS, DNSMASQ, UNBOUND = 5300, 5301, 5302, 5303
+AUTH, AUTH0, OURS, OURS0, DNSMASQ, UNBOUND, BEFORE, BEFORE0 = 5300, 5310, 5301, 5311, 5302, 5303, 5304, 5314
 NAMES = 200
-NEW_NAMES = 200_000
+UNIQUE = 600_000  # never-seen names per list: more than any run asks
+HIGH_LIMIT = "{per_client_qps: 100000000, burst: 1000000}"
 
 
-def ns(*args: object) -> list[str]:
-    return ["ip", "netns", "exec", NS, *map(str, args)]
-
-
-def dnsperf(port: int, data: Path, *extra: object, timeout: float = 120) -> str:
-    result = subprocess.run(ns("dnsperf", "-s", "127.0.0.1", "-p", port, "-d", data, *extra),
-                            capture_output=True, text=True, timeout=timeout)
+def dnsperf(ns: str | None, server: str, port: int, data: Path, *extra: object,
+            timeout: float = 180) -> str:
+    argv = ["dnsperf", "-s", server, "-p", str(port), "-d", str(data), *map(str, extra)]
+    if ns:
+        argv = ["ip", "netns", "exec", ns, *argv]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     return result.stdout + result.stderr
 
 
-def throughput(port: int, data: Path, seconds: float) -> dict:
-    out = dnsperf(port, data, "-l", seconds, "-q", 64, "-c", 4)
-    qps = float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1))
-    lost = re.search(r"Queries lost:\s+(\d+)", out).group(1)
-    avg = float(re.search(r"Average Latency \(s\):\s+([\d.]+)", out).group(1))
-    sent = int(re.search(r"Queries sent:\s+(\d+)", out).group(1))
-    return {"qps": qps, "lost": int(lost), "avg_ms": avg * 1000, "sent": sent}
+def throughput(ns, server, port, data, seconds) -> dict:
+    out = dnsperf(ns, server, port, data, "-l", seconds, "-q", 64, "-c", 4)
+    try:
+        return {"qps": float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1)),
+                "lost": int(re.search(r"Queries lost:\s+(\d+)", out).group(1)),
+                "avg_ms": float(re.search(r"Average Latency \(s\):\s+([\d.]+)", out).group(1)) * 1000,
+                "sent": int(re.search(r"Queries sent:\s+(\d+)", out).group(1))}
+    except AttributeError:
+        raise RuntimeError(f"dnsperf said:\n{out}") from None
 
 
-def latency(port: int, data: Path, rate: int, seconds: float) -> dict:
-    out = dnsperf(port, data, "-l", seconds, "-Q", rate, "-v")
+def latency(ns, server, port, data, rate, seconds) -> dict:
+    out = dnsperf(ns, server, port, data, "-l", seconds, "-Q", rate, "-v")
     samples = sorted(float(line.split()[-1]) for line in out.splitlines() if line.startswith("> "))
     if not samples:
         return {"p50_ms": float("nan"), "p99_ms": float("nan")}
     return {"p50_ms": statistics.median(samples) * 1000,
-            "p99_ms": samples[int(len(samples) * 0.99) - 1] * 1000}
+            "p99_ms": samples[max(0, int(len(samples) * 0.99) - 1)] * 1000}
 
 
-def wait_answer(port: int, name: str) -> None:
-    for _ in range(100):
-        r = subprocess.run(ns("dig", "-p", port, "@127.0.0.1", name, "+short", "+time=1", "+tries=1"),
-                           capture_output=True, text=True)
+class Names:
+    """Query files: a fixed set asked again and again, or never-seen names (each used once)."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.count = 0
+
+    def fixed(self, names: list[str]) -> Path:
+        self.count += 1
+        path = self.tmp / f"q{self.count}.txt"
+        path.write_text("".join(f"{n} A\n" for n in names))
+        return path
+
+    def unique(self, pattern: str, count: int = UNIQUE) -> Path:
+        # A random tag: a second list of the same pattern never repeats a name of the first.
+        tag = f"{random.getrandbits(32):08x}"
+        return self.fixed([pattern.format(f"{tag}-{i}") for i in range(count)])
+
+
+def row(rows, label, baseline, ns, server, port, sat, lat, rate, seconds, lat_seconds) -> dict:
+    r = {"label": label, "baseline": baseline, "rate": rate}
+    r.update(throughput(ns, server, port, sat, seconds))
+    r.update(latency(ns, server, port, lat, rate, lat_seconds))
+    rows.append(r)
+    print(f"  {label}: {r['qps']:.0f} q/s", file=sys.stderr, flush=True)
+    return r
+
+
+def wait_answer(port: int, name: str, ns: str = NS, server: str = "127.0.0.1") -> None:
+    for _ in range(150):
+        r = subprocess.run(["ip", "netns", "exec", ns, "dig", "-p", str(port), f"@{server}", name,
+                            "+short", "+time=1", "+tries=1"], capture_output=True, text=True)
         if r.stdout.strip():
             return
         time.sleep(0.1)
-    raise RuntimeError(f"nothing answers on port {port}")
+    raise RuntimeError(f"nothing answers on {server} port {port}")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=8)
-    parser.add_argument("--rate", type=int, default=5000, help="offered q/s for the latency run")
-    parser.add_argument("--new-rate", type=int, default=1000,
-                        help="offered q/s for the latency run of new fake-IP names")
-    parser.add_argument("--server-root", type=Path, default=ROOT,
-                        help="run this server from that checkout (default: this one)")
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("bench/dns.py needs root (a private network namespace)", file=sys.stderr)
-        return 1
-    tmp = Path(tempfile.mkdtemp(prefix="dnsbench-"))
+def our_config(tmp: Path, name: str, port: int, upstream: int, workers: bool) -> Path:
+    path = tmp / f"{name}.yaml"
+    path.write_text(f"""listen: ["127.0.0.1:{port}"]
+upstreams: [{{url: "udp://127.0.0.1:{upstream}"}}]
+control_socket: null
+rate_limit: {HIGH_LIMIT}
+fake_ip: {{db_path: "{tmp}/{name}-fakeip.sqlite3"}}
+rules: [{{match: suffix, value: fake.bench.test, then: {{action: fake-ip, route: direct}}}}]
+""")
+    return path
+
+
+def start_ours(tmp, procs, name, root, port, upstream) -> subprocess.Popen:
+    conf = our_config(tmp, name, port, upstream, root == ROOT)
+    proc = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, "-m", "appliance.services.dns",
+                             "--config", str(conf), "--log-level", "WARNING"],
+                            cwd=root, stdout=subprocess.PIPE, text=True)
+    procs.append(proc)
+    if not proc.stdout.readline().startswith("ready"):
+        raise RuntimeError(f"the DNS server from {root} did not start")
+    return proc
+
+
+def loopback(args, tmp: Path, names: Names, rows: list) -> None:
     procs: list[subprocess.Popen] = []
     subprocess.run(["ip", "netns", "add", NS], check=True)
     try:
-        subprocess.run(ns("ip", "link", "set", "lo", "up"), check=True)
+        subprocess.run(["ip", "netns", "exec", NS, "ip", "link", "set", "lo", "up"], check=True)
         records = [f"--host-record=n{i}.bench.test,198.51.100.{i % 250 + 1}" for i in range(NAMES)]
         records += [f"--host-record=f{i}.fake.bench.test,198.51.100.{i % 250 + 1}" for i in range(NAMES)]
         common = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
                   "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1", "--user=root"]
-        procs.append(subprocess.Popen(ns(*common, f"--port={AUTH}", "--local=/bench.test/",
-                                         "--local-ttl=3600", f"--pid-file={tmp}/auth.pid", *records)))
-        procs.append(subprocess.Popen(ns(*common, f"--port={DNSMASQ}", f"--server=127.0.0.1#{AUTH}",
-                                         "--cache-size=10000", f"--pid-file={tmp}/dnsmasq.pid")))
+        ns = ["ip", "netns", "exec", NS]
+        procs.append(subprocess.Popen(ns + common + [
+            f"--port={AUTH}", "--local=/bench.test/", "--address=/fwd.test/198.51.100.7",
+            "--local-ttl=3600", f"--pid-file={tmp}/auth.pid", *records]))
+        procs.append(subprocess.Popen(ns + common + [
+            f"--port={AUTH0}", "--address=/fwd0.test/198.51.100.8", "--local-ttl=0",
+            f"--pid-file={tmp}/auth0.pid"]))
+        procs.append(subprocess.Popen(ns + common + [
+            f"--port={DNSMASQ}", f"--server=127.0.0.1#{AUTH}", f"--server=/fwd0.test/127.0.0.1#{AUTH0}",
+            "--cache-size=10000", f"--pid-file={tmp}/dnsmasq.pid"]))
         (tmp / "unbound.conf").write_text(f"""server:
   interface: 127.0.0.1@{UNBOUND}
   do-daemonize: no
@@ -129,80 +187,149 @@ def main() -> int:
 forward-zone:
   name: "bench.test."
   forward-addr: 127.0.0.1@{AUTH}
+forward-zone:
+  name: "fwd.test."
+  forward-addr: 127.0.0.1@{AUTH}
+forward-zone:
+  name: "fwd0.test."
+  forward-addr: 127.0.0.1@{AUTH0}
 """)
-        procs.append(subprocess.Popen(ns("unbound", "-d", "-c", tmp / "unbound.conf"),
+        procs.append(subprocess.Popen(ns + ["unbound", "-d", "-c", str(tmp / "unbound.conf")],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        (tmp / "dns.yaml").write_text(f"""listen: ["127.0.0.1:{OURS}"]
-upstreams: [{{url: "udp://127.0.0.1:{AUTH}"}}]
-control_socket: null
-rate_limit: {{per_client_qps: 100000000, burst: 1000000}}
-fake_ip: {{db_path: "{tmp}/fakeip.sqlite3"}}
-rules: [{{match: suffix, value: fake.bench.test, then: {{action: fake-ip, route: direct}}}}]
-""")
-        ours = subprocess.Popen(ns(sys.executable, "-m", "appliance.services.dns", "--config",
-                                   tmp / "dns.yaml", "--log-level", "WARNING"),
-                                cwd=args.server_root, stdout=subprocess.PIPE, text=True)
-        procs.append(ours)
-        if not ours.stdout.readline().startswith("ready"):
-            raise RuntimeError("the DNS server did not start")
-        for port in (AUTH, DNSMASQ, UNBOUND, OURS):
+        ours = start_ours(tmp, procs, "ours", args.server_root, OURS, AUTH)
+        start_ours(tmp, procs, "ours0", args.server_root, OURS0, AUTH0)
+        servers = [("this server", OURS, OURS0), ("dnsmasq", DNSMASQ, DNSMASQ), ("unbound", UNBOUND, UNBOUND)]
+        if args.compare_root:
+            start_ours(tmp, procs, "before", args.compare_root, BEFORE, AUTH)
+            start_ours(tmp, procs, "before0", args.compare_root, BEFORE0, AUTH0)
+            servers.insert(1, ("before", BEFORE, BEFORE0))
+        for port in (AUTH, DNSMASQ, UNBOUND, OURS) + ((BEFORE,) if args.compare_root else ()):
             wait_answer(port, "n1.bench.test")
-        cached = tmp / "cached.txt"
-        cached.write_text("".join(f"n{i}.bench.test A\n" for i in range(NAMES)))
-        fake = tmp / "fake.txt"
-        fake.write_text("".join(f"f{i}.fake.bench.test A\n" for i in range(NAMES)))
-        for port, data in ((OURS, cached), (DNSMASQ, cached), (UNBOUND, cached), (OURS, fake)):
-            dnsperf(port, data, "-n", 2)  # warm-up: every answer now cached
-        new_sat = tmp / "new-sat.txt"
-        new_sat.write_text("".join(f"t{i}.fake.bench.test A\n" for i in range(NEW_NAMES)))
-        lat_seconds = min(args.seconds, 5)
-        new_lat = tmp / "new-lat.txt"
-        new_lat.write_text("".join(f"l{i}.fake.bench.test A\n"
-                                   for i in range(int(args.new_rate * lat_seconds * 1.2) + 100)))
-        rows = []
-        for label, port, data, data_lat, rate in (
-                ("this server (cached)", OURS, cached, cached, args.rate),
-                ("dnsmasq 2.90 (cached)", DNSMASQ, cached, cached, args.rate),
-                ("unbound (cached)", UNBOUND, cached, cached, args.rate),
-                ("this server (fake-ip)", OURS, fake, fake, args.rate),
-                ("this server (fake new)", OURS, new_sat, new_lat, args.new_rate)):
-            row = {"label": label, "rate": rate}
-            row.update(throughput(port, data, args.seconds))
-            row.update(latency(port, data_lat, rate, lat_seconds))
-            rows.append(row)
+        cached = names.fixed([f"n{i}.bench.test" for i in range(NAMES)])
+        fake = names.fixed([f"f{i}.fake.bench.test" for i in range(NAMES)])
+        for _, port, _ in servers:
+            dnsperf(NS, "127.0.0.1", port, cached, "-n", 2)  # warm-up: every answer now cached
+        for label, port, _ in servers[:2 if args.compare_root else 1]:
+            dnsperf(NS, "127.0.0.1", port, fake, "-n", 2)
+        s, ls, rate = args.seconds, min(args.seconds, 5), args.rate
+        print("loopback:", file=sys.stderr)
+        base = f"dnsmasq"
+        for label, port, _ in servers:
+            row(rows, f"loopback cached: {label}", base, NS, "127.0.0.1", port, cached, cached, rate, s, ls)
+        for label, _, port in servers:
+            row(rows, f"loopback forwarded (TTL 0): {label}", base, NS, "127.0.0.1", port,
+                names.unique("u{}.fwd0.test"), names.unique("u{}.fwd0.test", int(rate * ls) + 1000),
+                rate, s, ls)
+        for label, port, _ in servers:
+            row(rows, f"loopback never-seen (TTL 3600): {label}", base, NS, "127.0.0.1", port,
+                names.unique("v{}.fwd.test"), names.unique("v{}.fwd.test", int(rate * ls) + 1000), rate, s, ls)
+        for label, port, _ in servers[:2 if args.compare_root else 1]:
+            row(rows, f"loopback fake known: {label}", base, NS, "127.0.0.1", port, fake, fake, rate, s, ls)
+            row(rows, f"loopback fake new: {label}", base, NS, "127.0.0.1", port,
+                names.unique("t{}.fake.bench.test"),
+                names.unique("t{}.fake.bench.test", int(args.new_rate * ls) + 1000), args.new_rate, s, ls)
         ours.terminate()  # a clean stop: the fake-IP store gets every mapping
         ours.wait(30)
-        with sqlite3.connect(f"file:{tmp}/fakeip.sqlite3?mode=ro", uri=True) as db:
-            stored = db.execute("SELECT count(*) FROM fakeip").fetchone()[0]
-        base = rows[1]["qps"]
-        print(f"\nDNS, cached workload of {NAMES} names, loopback in netns, "
-              f"{os.cpu_count()} CPUs, dnsperf -q 64 -c 4 for {args.seconds:g}s; "
-              f"latency at -Q {args.rate}")
-        print(f"{'server':24} {'queries/s':>10} {'x dnsmasq':>9} {'lost':>6} "
-              f"{'avg ms@sat':>10} {'at -Q':>6} {'p50 ms':>7} {'p99 ms':>7}")
-        for r in rows:
-            print(f"{r['label']:24} {r['qps']:10.0f} {r['qps'] / base:9.2f} {r['lost']:6d} "
-                  f"{r['avg_ms']:10.2f} {r['rate']:6d} {r['p50_ms']:7.3f} {r['p99_ms']:7.3f}")
-        new = rows[-1]
-        if new["sent"] > NEW_NAMES:
-            print(f"warning: the new-names run sent {new['sent']} queries for {NEW_NAMES} names: "
-                  f"it came back to names already mapped")
-        print(f"fake-IP store after a clean stop: {stored} rows "
-              f"({NAMES} warm names + new names asked: {min(new['sent'], NEW_NAMES)} at saturation,"
-              f" about {int(args.new_rate * lat_seconds)} at -Q {args.new_rate})")
-        root = "" if args.server_root == ROOT else f" --server-root {args.server_root}"
-        print(f"\nreproduce: sudo .venv/bin/python bench/dns.py --seconds {args.seconds:g} "
-              f"--rate {args.rate} --new-rate {args.new_rate}{root}")
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.terminate()
                 try:
-                    proc.wait(5)
+                    proc.wait(10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
         subprocess.run(["ip", "netns", "del", NS], capture_output=True)
-        shutil.rmtree(tmp, ignore_errors=True)  # the new-name lists and store: tens of MB
+
+
+def lab_rows(args, tmp: Path, names: Names, rows: list) -> None:
+    from appliance.box.settings import parse_settings
+    from appliance.lab import topology
+    from tests.e2e.boxlab import box_in_lab, settings_data
+
+    dns = {"upstreams": [{"url": "udp://192.168.1.1"}],
+           "rate_limit": {"per_client_qps": 100000000, "burst": 1000000},
+           "rules": [{"match": "suffix", "value": "proxied.test",
+                      "then": {"action": "fake-ip", "route": "direct"}}]}
+    sites = [*topology.SITES, *topology.ZONES]
+    cached = names.fixed(sites * 20)
+    fake = names.fixed([f"k{i}.proxied.test" for i in range(NAMES)])
+    s, ls = args.seconds, min(args.seconds, 5)
+    with box_in_lab(tmp / "box", "b", clients=1) as (lab, box):
+        client = lab.spec.client(1)
+        lab.dhcp(client)
+        gw = "192.168.1.1"
+        wait_answer(53, "www.example.test", client, gw)
+        print("lab, the modem answers:", file=sys.stderr)
+        dnsperf(client, gw, 53, cached, "-n", 2)
+        modem_sat = throughput(client, gw, 53, cached, s)
+        half = max(1000, int(modem_sat["qps"] / 2))
+        base = "the modem's dnsmasq"
+        modem = row(rows, "lab cached: the modem's dnsmasq", base, client, gw, 53, cached, cached, half, s, ls)
+        modem_unc = row(rows, "lab uncached: the modem's dnsmasq", base, client, gw, 53,
+                        names.unique("q{}.example.test"),
+                        names.unique("q{}.example.test", int(args.rate * ls) + 1000), args.rate, s, ls)
+        result = box.apply(parse_settings(settings_data(dns=dns)))
+        if not result.ok:
+            raise RuntimeError(f"the box did not apply: {result.error}")
+        wait_answer(53, "www.example.test", client, gw)
+        print("lab, the box answers:", file=sys.stderr)
+        dnsperf(client, gw, 53, cached, "-n", 2)
+        dnsperf(client, gw, 53, fake, "-n", 2)
+        row(rows, "lab cached: the box", base, client, gw, 53, cached, cached, half, s, ls)
+        row(rows, "lab uncached: the box", base, client, gw, 53, names.unique("q{}.example.test"),
+            names.unique("q{}.example.test", int(args.rate * ls) + 1000), args.rate, s, ls)
+        row(rows, "lab fake known: the box", base, client, gw, 53, fake, fake, args.rate, s, ls)
+        row(rows, "lab fake new: the box", base, client, gw, 53, names.unique("n{}.proxied.test"),
+            names.unique("n{}.proxied.test", int(args.new_rate * ls) + 1000), args.new_rate, s, ls)
+        for r in rows:
+            if r["label"].startswith("lab"):
+                r["base_qps"] = (modem_unc if "uncached" in r["label"] else modem)["qps"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--rate", type=int, default=5000, help="offered q/s for the latency runs")
+    parser.add_argument("--new-rate", type=int, default=2000,
+                        help="offered q/s for the latency runs of new fake-IP names")
+    parser.add_argument("--server-root", type=Path, default=ROOT,
+                        help="run this server from that checkout (default: this one)")
+    parser.add_argument("--compare-root", type=Path, default=None,
+                        help="also run the loopback rows of this server from that checkout")
+    parser.add_argument("--no-lab", action="store_true", help="loopback rows only")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench/dns.py needs root (network namespaces)", file=sys.stderr)
+        return 1
+    tmp = Path(tempfile.mkdtemp(prefix="dnsbench-"))
+    rows: list[dict] = []
+    try:
+        names = Names(tmp)
+        loopback(args, tmp, names, rows)
+        if not args.no_lab:
+            lab_rows(args, tmp, names, rows)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the name lists and stores: tens of MB
+    for r in rows:
+        if "base_qps" not in r:
+            workload = r["label"].split(":")[0]
+            base = {x["label"]: x["qps"] for x in rows}
+            r["base_qps"] = base.get(f"{workload}: dnsmasq") or base.get(f"{workload}: before")
+    print(f"\nDNS, one run, {os.cpu_count()} CPUs; dnsperf -q 64 -c 4 for {args.seconds:g}s at"
+          f" saturation; latency at the -Q rate shown (lab cached: half the modem's saturation)")
+    print(f"{'workload: server':44} {'queries/s':>10} {'x base':>7} {'lost':>6} {'avg ms@sat':>10} "
+          f"{'at -Q':>6} {'p50 ms':>7} {'p99 ms':>7}")
+    for r in rows:
+        ratio = f"{r['qps'] / r['base_qps']:7.2f}" if r["base_qps"] else "      -"
+        print(f"{r['label']:44} {r['qps']:10.0f} {ratio} {r['lost']:6d} "
+              f"{r['avg_ms']:10.2f} {r['rate']:6d} {r['p50_ms']:7.3f} {r['p99_ms']:7.3f}")
+    print("x base: against dnsmasq on loopback (fake-IP rows: against the --compare-root server),"
+          " against the modem's dnsmasq in the lab; same workload")
+    extra = "" if args.server_root == ROOT else f" --server-root {args.server_root}"
+    extra += f" --compare-root {args.compare_root}" if args.compare_root else ""
+    extra += " --no-lab" if args.no_lab else ""
+    print(f"\nreproduce: sudo .venv/bin/python bench/dns.py --seconds {args.seconds:g} "
+          f"--rate {args.rate} --new-rate {args.new_rate}{extra}")
     return 0
 
 

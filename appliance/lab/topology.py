@@ -203,6 +203,9 @@ def build(spec: LabSpec) -> list[Object]:
     return objs
 
 
+ZONE_TTL = 300  # as a real zone: caches (the modem's, the box's) keep answers a while
+
+
 def processes(spec: LabSpec, rundir: str) -> list[LabProcess]:
     s = spec
     py = sys.executable
@@ -217,7 +220,7 @@ def processes(spec: LabSpec, rundir: str) -> list[LabProcess]:
         LabProcess("dns", s.internet, (
             "dnsmasq", "--keep-in-foreground", "--user=root", "--group=root", "--conf-file=/dev/null",
             f"--pid-file={rundir}/dns.pid", "--no-resolv", "--no-hosts", "--bind-interfaces",
-            f"--listen-address={PUBLIC_RESOLVER}",
+            f"--listen-address={PUBLIC_RESOLVER}", f"--local-ttl={ZONE_TTL}",
             "--log-queries", f"--log-facility={rundir}/dns.log", *zone_args,
         ), ready=("udp/53",)),
         LabProcess("modem", s.modem, (

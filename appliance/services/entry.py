@@ -14,7 +14,8 @@ from typing import Awaitable, Callable
 
 
 def service_main(prog: str, run: Callable[[str], Awaitable[int]], settings_error: type[Exception],
-                 argv: list[str] | None = None, description: str | None = None) -> int:
+                 argv: list[str] | None = None, description: str | None = None,
+                 loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", required=True, help="settings file (YAML or JSON)")
     parser.add_argument("--log-level", default="INFO")
@@ -22,7 +23,8 @@ def service_main(prog: str, run: Callable[[str], Awaitable[int]], settings_error
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return asyncio.run(run(args.config))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(run(args.config))
     except settings_error as exc:
         for field, problem in exc.errors.items():
             print(f"{args.config}: {field}: {problem}", file=sys.stderr)

@@ -40,6 +40,16 @@ class LiveSources:
     def dns(self) -> Reading:
         return status.dns(self.box)
 
+    def flush_fake_ips(self) -> Reading:
+        """Forget the DNS server's unpinned fake-IP mappings: {"removed": n, "kept": pinned}."""
+        try:
+            from appliance.services.dns.control import DnsControl
+
+            with DnsControl(settings.APPLIANCE_DNS_SOCKET, timeout=5) as c:
+                return Reading(c.flush_fake_ips())
+        except Exception as e:  # noqa: BLE001 - no socket, no server
+            return Reading(problem=f"DNS not running ({e})")
+
     def relay(self) -> Reading:
         return status.relay(self.box)
 

@@ -156,3 +156,71 @@ def test_the_relay_cannot_be_reached_from_the_modem_side(home):
         assert res.stdout in ("000", "")
     finally:
         lab.run(lab.spec.modem, ["ip", "route", "del", "100.96.0.0/11"])
+
+
+def modem_queries(lab, name):
+    """Queries for `name` the modem's dnsmasq logged from the box (vproxy)."""
+    log = (lab.rundir / "modem.log").read_text()
+    return sum(1 for line in log.splitlines() if f"] {name} from 192.168.1.9" in line)
+
+
+def test_zone_ttls_let_the_box_cache_answers(home):
+    """The lab's zones carry a TTL (300 s) as real ones do: the box answers a
+    repeated question from its cache, with the TTL counting down, and the
+    modem sees the question once."""
+    lab, _ = home
+    c = lab.spec.client(1)
+    before = modem_queries(lab, "example.test")
+    first = dig(lab, c, "example.test", "+noall", "+answer").split()
+    assert first and 0 < int(first[1]) <= 300, first
+    time.sleep(1.1)
+    again = dig(lab, c, "example.test", "+noall", "+answer").split()
+    assert again[4] == first[4] and int(again[1]) < int(first[1])  # aged in the box's cache
+    assert modem_queries(lab, "example.test") == before + 1
+
+
+def _http(lab, client, name, address):
+    """HTTP status of http://name/ at `address`, without asking DNS (the client's own cache)."""
+    return lab.run(client, ["curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}",
+                            "--resolve", f"{name}:80:{address}", f"http://{name}/"]).stdout
+
+
+def test_flushed_fake_ips_are_forgotten_until_asked_again(home):
+    from appliance.services.dns.control import DnsControl
+
+    lab, box = home
+    c = lab.spec.client(1)
+    # (No connection first: the relay would pin the address while it maps it in the kernel.)
+    fake = parse_dig_answers(dig(lab, c, "proxied.test", "+short"))[0]
+    with DnsControl(f"{box.layout.run_dir}/dns.sock") as dns:
+        flushed = dns.flush_fake_ips()
+        assert flushed["removed"] >= 1
+        assert dns.lookup_fake_ip(fake) is None
+    # A client that still holds the address cannot use it: the relay no longer knows it...
+    assert _http(lab, c, "proxied.test", fake) != "200"
+    # ...until it asks again, and the name hashes to the same address.
+    assert parse_dig_answers(dig(lab, c, "proxied.test", "+short")) == [fake]
+    assert _http(lab, c, "proxied.test", fake) == "200"
+
+
+def test_a_client_keeps_its_fake_ip_across_a_restart_of_the_box(home):
+    """A client holds a fake address in its own cache; the box restarts (all it
+    made torn down, then applied again, as at boot); a connection to the held
+    address, without asking DNS again, still reaches the site: the mapping was
+    on disk. (Runs last: the box is applied anew.)"""
+    from appliance.services.dns.control import DnsControl
+
+    lab, box = home
+    c = lab.spec.client(3)
+    fake = parse_dig_answers(dig(lab, c, "www.proxied.test", "+short"))[0]
+    with DnsControl(f"{box.layout.run_dir}/dns.sock") as dns:
+        deadline = time.monotonic() + 10
+        while dns.stats()["fake_ip_unsaved"]:  # written behind within a tenth of a second
+            assert time.monotonic() < deadline, "the fake-IP store never caught up"
+            time.sleep(0.05)
+    settings = box.applied_settings()
+    box.teardown()
+    result = box.apply(settings)
+    assert result.ok, result.error
+    assert _http(lab, c, "www.proxied.test", fake) == "200"
+    assert parse_dig_answers(dig(lab, c, "www.proxied.test", "+short")) == [fake]

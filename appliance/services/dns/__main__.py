@@ -12,6 +12,8 @@ import logging
 import signal
 import sys
 
+import uvloop
+
 from appliance.services.entry import service_main
 from .control import serve_control
 from .server import DnsService
@@ -61,7 +63,10 @@ async def run(config: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return service_main("python -m appliance.services.dns", run, SettingsError, argv)
+    # uvloop: an event-loop turn costs a fraction of asyncio's, and at a few
+    # thousand queries a second most turns carry one query.
+    return service_main("python -m appliance.services.dns", run, SettingsError, argv,
+                        loop_factory=uvloop.new_event_loop)
 
 
 if __name__ == "__main__":

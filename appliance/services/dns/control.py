@@ -19,7 +19,7 @@ import socket
 from collections import Counter
 from typing import Any
 
-OPS = {"stats", "query_log", "fake_ip_table", "lookup_fake_ip", "pin", "unpin",
+OPS = {"stats", "query_log", "fake_ip_table", "flush_fake_ips", "lookup_fake_ip", "pin", "unpin",
        "lists", "upstreams", "local_names", "relay"}
 
 
@@ -89,6 +89,10 @@ class DnsControl:
 
     def fake_ip_table(self, limit: int | None = 1000) -> list[dict]:
         return self.call("fake_ip_table", limit=limit)
+
+    def flush_fake_ips(self) -> dict:
+        """Forget every unpinned fake-IP mapping: {"removed": n, "kept": pinned}."""
+        return self.call("flush_fake_ips")
 
     def lookup_fake_ip(self, ip: str) -> dict | None:
         return self.call("lookup_fake_ip", ip=ip)

@@ -43,6 +43,25 @@ answer reaches that other name. Only answers given in the last batch
 interval before a crash are exposed, and only while clients keep them:
 the fake TTL is 1 s by default (some applications keep answers longer).
 
+What clients see when the box restarts (the DNS service, or the whole box:
+a reboot tears everything down and the boot applies it again; the store
+lives on the data partition): a client keeps the answers in its own cache
+(the operating system's, the browser's; some applications longer than the
+TTL), and the box's mappings outlive the restart, so a connection to a
+fake address a client still holds reaches its site through the relay
+without the client asking again, and asking again gives the same address.
+While the box is down nothing answers at the gateway's address and
+connections to fake addresses fail; clients retry. The box's own answer
+cache is in memory: after a restart the first lookup of each name goes
+upstream. Real addresses in clients' caches are unaffected. The e2e test
+`test_a_client_keeps_its_fake_ip_across_a_restart_of_the_box` shows it.
+
+`forget_unpinned()` (the console's "Flush fake IPs", `POST
+/api/dns/fake-ips/flush/`) forgets every mapping no live connection pins:
+a client still holding a forgotten address cannot connect with it (the
+relay refuses an unknown address) until it asks again, and then usually
+gets the same address back (the hash); pinned addresses keep their names.
+
 The file stays what the relay's `StoreReader` reads: table `fakeip`
 (ip INTEGER PRIMARY KEY, domain UNIQUE, route, created, last_used), WAL.
 """
@@ -128,6 +147,10 @@ class FakeIpPool:
         self._inflight: tuple[Future, set[int], set[int]] | None = None
         self._writer: ThreadPoolExecutor | None = None
         self.recycled = 0
+        # Changes whenever an address may stop meaning its name (recycling, a
+        # flush): answers remembered with an older generation are built again.
+        self.generation = 0
+        self.flushed = 0
         self.batches = 0  # write-behind batches started
         self.written = 0  # rows committed by them
         self.write_errors = 0
@@ -284,6 +307,7 @@ class FakeIpPool:
                 self._touched.discard(ip)
                 self._mark(ip)  # written as a delete, or as the address's next mapping
                 self.recycled += 1
+                self.generation += 1
                 return ip
         return None
 
@@ -317,25 +341,44 @@ class FakeIpPool:
             chosen = freed if freed is not None else self._evict_one()
             if chosen is None:
                 return None
-        entry = FakeIpEntry(str(ipaddress.IPv4Address(chosen)), domain, route, now, now)
+        entry = FakeIpEntry(socket.inet_ntoa(chosen.to_bytes(4, "big")), domain, route, now, now)
         self._by_ip[chosen] = entry
         self._by_domain[domain] = chosen
         self._mark(chosen)
         return entry.ip
 
     def touch(self, ip: str) -> None:
-        """Mark a mapping used (a cached fake answer was served again).
+        """Mark a mapping used (a remembered fake answer was served again)."""
+        self.touch_key(int.from_bytes(socket.inet_aton(ip), "big"))
 
-        `ip` is an address this pool wrote (the fast path's cached answer), so
-        the cheap inet_aton parse is enough: this runs on every fast-path hit.
-        """
-        key = int.from_bytes(socket.inet_aton(ip), "big")
+    def touch_key(self, key: int) -> None:
+        """`touch` by the address as an integer (the server keeps it so: this runs on every hit)."""
         entry = self._by_ip.get(key)
         if entry is not None:
             self._by_ip.move_to_end(key)
             entry.last_used = self._clock()
             if self._db is not None:
                 self._touched.add(key)
+
+    def forget_unpinned(self) -> dict:
+        """Forget every mapping no live connection pins (the console's "flush fake IPs").
+
+        Pinned addresses keep their names: a connection or the relay's kernel
+        fast path still uses them, and giving one to another name would send
+        that traffic to the wrong site. The store follows with the next batch.
+        Returns how many mappings went and how many stayed.
+        """
+        doomed = [ip for ip in self._by_ip if not self._pins.get(ip)]
+        for ip in doomed:
+            entry = self._by_ip.pop(ip)
+            del self._by_domain[entry.domain]
+            self._touched.discard(ip)
+        if self._db is not None:
+            self._changed.update(doomed)
+            self.write_behind()
+        self.generation += 1
+        self.flushed += len(doomed)
+        return {"removed": len(doomed), "kept": len(self._by_ip)}
 
     # -- the relay's interface ----------------------------------------------
     def lookup_ip(self, ip: str) -> FakeIpEntry | None:

@@ -1,15 +1,31 @@
 """What the DNS server answers: policy, local names, fake IPs, cache, upstreams.
 
-`Resolver.answer(wire, client, max_size)` takes a query as received and
-returns the answer's bytes (or None: no answer at all). It knows nothing of
-sockets, so tests and the fuzzer drive it directly.
+`Resolver.handle(data, client, addr, out)` takes a query as received and
+sends its answer with `out.send(wire, addr)` (wire None: no answer at all),
+at once or when the upstream has answered. `answer(data, client, udp)` is
+the same as a coroutine (TCP, tests, the fuzzer). It knows nothing of
+sockets.
 
-Two paths. The fast path answers a repeated question from the bytes of an
-earlier answer, patching the ID and the ageing TTLs: no dnspython parse, no
-policy walk. Everything else takes the slow path, which parses with
-dnspython, decides by policy, resolves, renders, and leaves bytes for the
-fast path. The fast path's key includes the client's group, so two groups
-never share an answer; a policy swap or a local-names change empties it.
+The usual queries take one path, by hand (`wire`), with no dnspython
+message and no task per query:
+
+1. the query is read for its question and EDNS size (`parse_query`);
+2. the client's group and the question give the *decision*, memoised in
+   `_decided` until the policy, the local names or the fake-IP pool change;
+3. the decision gives the answer: records the server made itself (block,
+   rewrite, local name, fake IP), the answer cache's entry for a forwarded
+   name (TTLs aged), or, on a miss, a callback once the upstream answers.
+   Concurrent misses for one question share one upstream query; when the
+   upstream is slow, a stale entry answers after `stale_after`.
+
+dnspython is left for the rare: error answers (FORMERR, NOTIMP, BADVERS,
+REFUSED), queries of an unusual shape (rewritten into the usual one, then
+answered as above), and rewrites to a CNAME, whose answer joins the records
+of two names.
+
+In a worker process (`worker.py`) there is no fake-IP pool: a query that
+needs an address from it is handed to the main process (`handoff`), which
+owns the pool and answers the client itself.
 """
 
 from __future__ import annotations
@@ -17,62 +33,95 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import random
+import socket
+import struct
 import time
-from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import dns.exception
 import dns.flags
 import dns.message
-import dns.name
 import dns.opcode
 import dns.rcode
-import dns.rdata
-import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from .cache import CachedAnswer, DnsCache, fill_response
+from .cache import AnswerCache
 from .fakeip import FakeIpPool
 from .localnames import LocalNames
-from .policy import Decision, Policy
+from .policy import NO_MATCH, Decision, Policy
 from .querylog import QueryLog
 from .settings import DnsSettings
-from .upstream import UpstreamError, UpstreamSet
-from .wire import QR, patch, read_query_head, ttl_offsets
+from .upstream import UpstreamSet
+from .wire import (CLASS_IN, EMPTY, HEADER, NXDOMAIN_ANSWER, OPCODE_MASK, QR, SERVFAIL_ANSWER,
+                   TC, TYPE_A, TYPE_AAAA, TYPE_ANY, TYPE_CNAME, TYPE_PTR, Prepared, Query,
+                   WireError, address_records, name_wire, opt_record, parse_query,
+                   prepare, ptr_record, render, udp_limit)
 
 log = logging.getLogger(__name__)
 
-A, AAAA, PTR, CNAME = dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.PTR, dns.rdatatype.CNAME
-EMPTY_FOR_FAKE = {dns.rdatatype.AAAA, dns.rdatatype.HTTPS, dns.rdatatype.SVCB}
-FIXED_LIFETIME = 10.0  # seconds a fixed (policy-made) answer stays on the fast path
-FAST_MIN = 1000  # the fast path holds at most max(cache size, this) answers
+EMPTY_FOR_FAKE = {TYPE_AAAA, dns.rdatatype.HTTPS, dns.rdatatype.SVCB}
+FIXED_LIFETIME = 10.0  # seconds a decision that may soon change is remembered
+FAST_MIN = 1000  # at least this many decisions are remembered (else the cache size)
 GROUP_LIFETIME = 30.0  # seconds a client's group (its MAC may change) is remembered
+NEVER = float("inf")
+
+ANSWER, FORWARD = 0, 1
+_HEADER_FROM = HEADER.unpack_from
+_NOT_PLAIN = QR | OPCODE_MASK | TC  # header bits that send a query to `parse_query`
+_BARE_OPT = b"\x00\x00\x29"  # root owner, type OPT
 
 
-@dataclass(slots=True)
-class FastEntry:
-    wire: bytes
-    ttls: list[tuple[int, int]]
-    stored: float
-    expires: float
-    qname: str
-    action: str
-    rcode: int
-    origin: str
-    fake_ip: str | None
-    pool_generation: int
+class Decided:
+    """What the policy said for a (group, question), and the answer if it is fixed."""
+
+    __slots__ = ("kind", "action", "origin", "qname", "qtype", "answer", "cache_key", "upstream",
+                 "fake_key", "generation", "expires", "ttl_cap")
+
+    def __init__(self, kind: int, action: str, origin: str, q: Query, qname: str,
+                 answer: Prepared | None = None, fake_key: int | None = None,
+                 generation: int = 0, expires: float = NEVER, ttl_cap: int = 0):
+        self.kind = kind
+        self.action = action  # for the query log: block | direct | fake-ip | rewrite | local
+        self.origin = origin  # the rule or list that decided
+        self.qname = qname
+        self.qtype = q.qtype
+        self.answer = answer  # ANSWER: the records
+        if kind == FORWARD:
+            self.cache_key = (qname, q.qtype, q.qclass)  # the answer cache's key
+            self.upstream = q.key  # the question as the upstream is asked
+        self.fake_key = fake_key  # a fake-IP answer: its address (pool key), touched on use
+        self.generation = generation  # ...valid while the pool's generation is this one
+        self.expires = expires
+        self.ttl_cap = ttl_cap  # FORWARD: every TTL the client sees set to this (0: as cached)
 
 
-@dataclass(slots=True)
-class Outcome:
-    action: str
-    origin: str = ""
-    lifetime: float | None = None  # seconds on the fast path; None: not cacheable
-    fixed: bool = False  # the TTLs do not age (policy-made answer)
-    fake_ip: str | None = None
-    cached: bool = False
+class _Flight:
+    """One question on its way upstream and the clients waiting for it."""
+
+    __slots__ = ("key", "question_len", "waiters", "stale", "stale_answer", "timer")
+
+    def __init__(self, key: tuple, question_len: int, waiters: list, stale: Prepared | None):
+        self.key = key
+        self.question_len = question_len  # the upstream's answer repeats the question
+        self.waiters = waiters
+        self.stale = stale
+        self.stale_answer: Prepared | None = None  # set once the stale answer went out
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class _FutureOut:
+    """`out` for `Resolver.answer`: the answer becomes the future's result."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future):
+        self.future = future
+
+    def send(self, wire: bytes | None, addr) -> None:
+        if not self.future.done():
+            self.future.set_result(wire)
 
 
 def read_neighbour_mac(ip: str, path: str = "/proc/net/arp") -> str | None:
@@ -96,54 +145,64 @@ RELAY_DOWN_TTL = 10
 
 class Resolver:
     def __init__(self, settings: DnsSettings, policy: Policy, upstreams: UpstreamSet,
-                 fakeips: FakeIpPool, local_names: LocalNames, querylog: QueryLog,
-                 cache: DnsCache | None = None, clock: Callable[[], float] = time.monotonic,
-                 neighbour_mac: Callable[[str], str | None] = read_neighbour_mac):
-        self.settings = settings
+                 fakeips: FakeIpPool | None, local_names: LocalNames, querylog: QueryLog,
+                 cache: AnswerCache | None = None, clock: Callable[[], float] = time.monotonic,
+                 neighbour_mac: Callable[[str], str | None] = read_neighbour_mac,
+                 handoff: Callable[[bytes, object, object], None] | None = None):
         self.policy = policy
         self.upstreams = upstreams
         self.fakeips = fakeips
+        self.handoff = handoff
         self.local_names = local_names
         self.querylog = querylog
         c = settings.cache
-        self.cache = cache or DnsCache(c.size, c.min_ttl, c.max_ttl, c.negative_ttl,
-                                       c.stale_max_age if c.serve_stale else 0, clock)
+        self.cache = cache or AnswerCache(c.size, c.min_ttl, c.max_ttl, c.negative_ttl,
+                                          c.stale_max_age if c.serve_stale else 0, clock)
         self._clock = clock
+        self._wall = time.time  # the query log's time
+        self._record = querylog.pending.append  # one query-log entry (QueryLog.settle counts it)
         self._neighbour_mac = neighbour_mac
-        self._fast: dict[tuple, FastEntry] = {}
-        self._fast_max = max(FAST_MIN, settings.cache.size)
+        self._decided: dict[tuple, Decided] = {}
         self._groups: dict[str, tuple[int, float]] = {}
-        self._inflight: dict[tuple, asyncio.Task] = {}
-        self._background: set[asyncio.Task] = set()
+        self._inflight: dict[tuple, _Flight] = {}
+        self._tasks: set[asyncio.Task] = set()
         self.fast_hits = 0
         self.slow_answers = 0
         # False while the relay is down (the box's watchdog says so): names a
         # rule sends to a fake address are answered with their real one, for
         # a short while at a time, so nothing waits on a relay that is not there.
         self.fake_ips_on = True
+        self._use(settings)
 
     def set_relay_up(self, up: bool) -> bool:
         """Fake addresses on (the relay is up) or off; True if that changed anything."""
         if up == self.fake_ips_on:
             return False
         self.fake_ips_on = up
-        self._fast = {}
+        self._decided = {}
         return True
+
+    def _use(self, settings: DnsSettings) -> None:
+        self.settings = settings
+        self._opt = opt_record(settings.edns_udp_size)
+        self._edns_max = settings.edns_udp_size
+        self._decided_max = max(FAST_MIN, settings.cache.size)
 
     # -- state changes --------------------------------------------------------
     def swap_policy(self, policy: Policy, settings: DnsSettings | None = None) -> None:
         """Atomic: the next query sees only the new policy."""
         self.policy = policy
         if settings is not None:
-            self.settings = settings
-        self._fast = {}
+            self._use(settings)
+        self._decided = {}
         self._groups = {}
 
     def forget_fast_answers(self) -> None:
-        self._fast = {}
+        self._decided = {}
 
-    def client_group(self, client: str) -> int:
-        now = self._clock()
+    def client_group(self, client: str, now: float | None = None) -> int:
+        if now is None:
+            now = self._clock()
         known = self._groups.get(client)
         if known is not None and known[1] > now:
             return known[0]
@@ -163,84 +222,312 @@ class Resolver:
         self._groups[client] = (group, now + lifetime)
         return group
 
-    def _udp_limit(self, edns_size: int | None) -> int:
-        if edns_size is None:
-            return 512
-        return max(512, min(edns_size, self.settings.edns_udp_size))
+    # -- entry points ---------------------------------------------------------
+    def handle(self, data: bytes, client: str, addr, out, udp: bool = True) -> None:
+        size = len(data)
+        now = group = None
+        if size >= 17:
+            # The hot path: a question this client's group asked before, in the
+            # same letters, plain or with a bare OPT record. The decision is
+            # found by the question's bytes, so no parse is needed: only
+            # questions `parse_query` accepted are remembered.
+            qid, flags, qd, an, ns, ar = _HEADER_FROM(data)
+            if not flags & _NOT_PLAIN and qd == 1 and not (an or ns) and ar < 2:
+                if not ar:
+                    question, edns = data[12:], -1
+                elif (data[size - 11:size - 8] == _BARE_OPT and not data[size - 5]
+                      and data[size - 2:] == b"\x00\x00"):
+                    question = data[12:size - 11]
+                    edns = max(512, (data[size - 8] << 8) | data[size - 7])
+                else:
+                    question = None
+                if question is not None:
+                    now = self._clock()
+                    group = self.client_group(client, now)
+                    entry = self._decided.get((group, question))
+                    if entry is not None and now < entry.expires and (
+                            entry.fake_key is None or entry.generation == self.fakeips.generation):
+                        if entry.kind == FORWARD:
+                            answer, fresh = self.cache.lookup(entry.cache_key, now)
+                            if not fresh:
+                                # Decided before, no fresh answer: upstream, without a parse.
+                                q = Query(qid, flags, question, 0, entry.qtype, 0, edns,
+                                          entry.upstream, entry.qname)
+                                self._forward(entry.cache_key, entry.upstream,
+                                              (q, client, addr, out, udp, entry), answer)
+                                return
+                            body = answer.body_at(int(now - answer.stored))
+                        else:
+                            answer = entry.answer
+                            body = answer.body if not answer.ttls else answer.body_at(
+                                int(now - answer.stored))
+                            if entry.fake_key is not None:
+                                self.fakeips.touch_key(entry.fake_key)
+                        self.fast_hits += 1
+                        out.send(render(qid, flags, question, edns, answer, body, self._opt,
+                                        udp_limit(edns, self._edns_max) if udp else 0), addr)
+                        self._record((self._wall(), client, entry.qname, entry.qtype,
+                                      entry.action, answer.rcode, True, entry.origin))
+                        return
+                    # Not decided yet (or no longer valid): parse, then decide.
+                    q = parse_query(data)
+                    if q is not None:
+                        self.serve(q, data, client, addr, out, udp, now, group, False)
+                        return
+        q = parse_query(data)
+        if q is None:
+            self._unusual(data, client, addr, out, udp)
+        else:
+            self.serve(q, data, client, addr, out, udp, now, group)
 
-    # -- fast path ------------------------------------------------------------
-    def answer_fast(self, data: bytes, client: str, udp: bool) -> bytes | None:
-        head = read_query_head(data)
-        if head is None:
-            return None
-        key = (self.client_group(client), head.key_flags(), head.question)
-        entry = self._fast.get(key)
-        if entry is None:
-            return None
-        now = self._clock()
-        if now >= entry.expires or (
-                entry.fake_ip is not None and entry.pool_generation != self.fakeips.recycled):
-            self._fast.pop(key, None)
-            return None
-        if udp and len(entry.wire) > self._udp_limit(head.edns_size):
-            return None  # the slow path truncates
-        if entry.fake_ip is not None:
-            self.fakeips.touch(entry.fake_ip)
-        self.fast_hits += 1
-        self.querylog.add(client, entry.qname, head.qtype, entry.action, entry.rcode, True, entry.origin)
-        return patch(entry.wire, head.qid, entry.ttls, int(now - entry.stored))
-
-    # -- entry point ----------------------------------------------------------
     async def answer(self, data: bytes, client: str, udp: bool = True) -> bytes | None:
-        fast = self.answer_fast(data, client, udp)
-        if fast is not None:
-            return fast
-        return await self.answer_slow(data, client, udp)
+        future = asyncio.get_running_loop().create_future()
+        self.handle(data, client, None, _FutureOut(future), udp)
+        return await future
 
-    async def answer_slow(self, data: bytes, client: str, udp: bool) -> bytes | None:
+    def serve(self, q: Query, data: bytes, client: str, addr, out, udp: bool,
+              now: float | None = None, group: int | None = None, look: bool = True) -> None:
+        """Answer a parsed query (what `handle` does when its hot path does not apply).
+
+        `look` false: the caller already found no valid decision for it.
+        """
+        if now is None:
+            now = self._clock()
+        if group is None:
+            group = self.client_group(client, now)
+        entry = self._decided.get((group, q.question)) if look else None
+        fresh = entry is None or now >= entry.expires or (
+            entry.fake_key is not None and entry.generation != self.fakeips.generation)
+        if fresh:
+            entry = self._decide(q, data, group, client, addr, out, udp, now)
+            if entry is None:
+                return  # handed off, or answered later
+        if entry.kind == FORWARD:
+            answer, up_to_date = self.cache.lookup(entry.cache_key, now)
+            if not up_to_date:
+                self._forward(entry.cache_key, entry.upstream, (q, client, addr, out, udp, entry),
+                              answer)
+                return
+            body = _forwarded_body(entry, answer, int(now - answer.stored))
+        else:
+            answer = entry.answer
+            body = answer.body if not answer.ttls else answer.body_at(int(now - answer.stored))
+            if entry.fake_key is not None and not fresh:
+                self.fakeips.touch_key(entry.fake_key)
+        if fresh:
+            self.slow_answers += 1
+        else:
+            self.fast_hits += 1
+        out.send(render(q.qid, q.flags, q.question, q.edns, answer, body, self._opt,
+                        udp_limit(q.edns, self._edns_max) if udp else 0), addr)
+        self._record((self._wall(), client, entry.qname, q.qtype, entry.action, answer.rcode, True,
+                      entry.origin))
+
+    # -- deciding -------------------------------------------------------------
+    def _keep(self, group: int, q: Query, entry: Decided) -> Decided:
+        if len(self._decided) >= self._decided_max:
+            self._decided = {}  # crude but O(1): the next queries refill it
+        self._decided[(group, q.question)] = entry
+        return entry
+
+    def _decide(self, q: Query, data: bytes, group: int, client: str, addr, out, udp: bool,
+                now: float) -> Decided | None:
+        qname = q.name
+        qtype = q.qtype
+        if q.qclass == CLASS_IN:
+            local = self._local(qname, qtype)
+            if local is not None:
+                return self._keep(group, q, Decided(ANSWER, "local", "local names", q, qname, local))
+            decision = self.policy.decide(group, qname)
+        else:
+            decision = NO_MATCH
+        kind = decision.kind
+        if kind == "block":
+            return self._keep(group, q, Decided(ANSWER, "block", decision.origin, q, qname,
+                                                self._block(qtype, group, decision)))
+        if kind == "rewrite":
+            answer = decision.action.answer
+            if _is_address(answer[0]):  # settings allow addresses or one CNAME target
+                return self._keep(group, q, Decided(ANSWER, "rewrite", decision.origin, q, qname,
+                                                    self._addresses(answer, qtype, decision.action.ttl)))
+            self._spawn(self._rewrite_cname(q, data, group, qname, decision, client, addr, out, udp))
+            return None
+        if kind == "fake-ip" and not self.fake_ips_on and self.fakeips is not None:
+            return self._keep(group, q, Decided(
+                FORWARD, "direct", decision.origin + " (relay down: real address)", q, qname,
+                expires=now + RELAY_DOWN_TTL, ttl_cap=RELAY_DOWN_TTL))
+        if kind == "fake-ip":
+            if qtype == TYPE_A:
+                if self.fakeips is None:
+                    self.handoff(data, addr, out)
+                    return None
+                ip = self.fakeips.allocate(qname, decision.action.route)
+                if ip is not None:
+                    return self._keep(group, q, Decided(
+                        ANSWER, "fake-ip", decision.origin, q, qname,
+                        address_records([ip], self.settings.fake_ip.ttl),
+                        fake_key=int.from_bytes(socket.inet_aton(ip), "big"),
+                        generation=self.fakeips.generation))
+                log.warning("fake-IP pool full of pinned addresses; %s answered for real", qname)
+                return self._keep(group, q, Decided(
+                    FORWARD, "direct", decision.origin + " (pool full)", q, qname,
+                    expires=now + FIXED_LIFETIME))
+            if qtype in EMPTY_FOR_FAKE:
+                return self._keep(group, q, Decided(ANSWER, "fake-ip", decision.origin, q, qname,
+                                                    EMPTY))
+        return self._keep(group, q, Decided(FORWARD, "direct", decision.origin, q, qname))
+
+    def _local(self, qname: str, qtype: int) -> Prepared | None:
+        names = self.local_names
+        addresses = names.forward(qname)
+        ttl = self.settings.local_names.ttl
+        if addresses is not None:
+            if not addresses:
+                return NXDOMAIN_ANSWER
+            return self._addresses(addresses, qtype, ttl)
+        if qtype == TYPE_PTR:
+            target = names.reverse(qname)
+            if target is not None:
+                return ptr_record(target, ttl)
+        return None
+
+    @staticmethod
+    def _addresses(addresses: list[str], qtype: int, ttl: int) -> Prepared:
+        """The records of `addresses` that answer `qtype` (A, AAAA or ANY), IPv4 first."""
+        v4 = [a for a in addresses if ":" not in a] if qtype in (TYPE_A, TYPE_ANY) else []
+        v6 = [a for a in addresses if ":" in a] if qtype in (TYPE_AAAA, TYPE_ANY) else []
+        return address_records(v4 + v6, ttl) if v4 or v6 else EMPTY
+
+    def _block(self, qtype: int, group: int, decision: Decision) -> Prepared:
+        mode = decision.action.mode or self.policy.groups[group].block_mode
+        if mode == "nxdomain":
+            return NXDOMAIN_ANSWER
+        if qtype == TYPE_A:
+            return address_records(["0.0.0.0"], self.settings.block_ttl)
+        if qtype == TYPE_AAAA:
+            return address_records(["::"], self.settings.block_ttl)
+        return EMPTY
+
+    # -- upstream -------------------------------------------------------------
+    def _forward(self, key: tuple, question: bytes, waiter: tuple, stale: Prepared | None) -> None:
+        """Answer `waiter` from upstream (one query for all who ask meanwhile); `stale`: the
+        expired answer the cache still holds, for when the upstream is slow or fails."""
+        flight = self._inflight.get(key)
+        if flight is not None:
+            if flight.stale_answer is not None:
+                self._deliver(waiter, flight.stale_answer, 0, True, "stale")
+            else:
+                flight.waiters.append(waiter)
+            return
+        flight = _Flight(key, len(question), [waiter], stale)
+        self._inflight[key] = flight
+        settings = self.settings.cache
+        if flight.stale is not None:
+            flight.timer = asyncio.get_running_loop().call_later(
+                settings.stale_after, self._stale_due, flight)
+        self.upstreams.fetch(question, self._clock() + settings.servfail_after,
+                             partial(self._fetched, flight))
+
+    def _stale_due(self, flight: _Flight) -> None:
+        # Keep the refresh going; who waits gets the old answer now.
+        flight.timer = None
+        flight.stale_answer = flight.stale.with_ttl(self.settings.cache.stale_answer_ttl)
+        waiters, flight.waiters = flight.waiters, []
+        for waiter in waiters:
+            self._deliver(waiter, flight.stale_answer, 0, True, "stale")
+
+    def _fetched(self, flight: _Flight, wire: bytes | None, error: BaseException | None) -> None:
+        if self._inflight.get(flight.key) is flight:
+            del self._inflight[flight.key]
+        if flight.timer is not None:
+            flight.timer.cancel()
+            flight.timer = None
+        answer = None
+        if wire is not None:
+            try:
+                answer = _prepare_answer(wire, flight.question_len)
+            except (WireError, dns.exception.DNSException, ValueError) as exc:
+                error = exc
+        if answer is not None:
+            self.cache.put(flight.key, answer)
+            age, cached, note = 0, False, ""
+        elif flight.stale is not None:
+            answer = flight.stale_answer or flight.stale.with_ttl(self.settings.cache.stale_answer_ttl)
+            age, cached, note = 0, True, "stale"
+        else:
+            log.debug("SERVFAIL for %s: %s", flight.key[0], error)
+            answer, age, cached, note = SERVFAIL_ANSWER, 0, False, "upstream failed"
+        self.slow_answers += len(flight.waiters)
+        for waiter in flight.waiters:
+            try:
+                self._deliver(waiter, answer, age, cached, note)
+            except Exception:  # one bad answer must not starve the other clients
+                log.exception("answering %s failed", flight.key[0])
+
+    def _deliver(self, waiter: tuple, answer: Prepared, age: int, cached: bool, note: str) -> None:
+        q, client, addr, out, udp, entry = waiter
+        if q is None:  # one of ours (`_lookup`)
+            out(answer, note)
+            return
+        out.send(render(q.qid, q.flags, q.question, q.edns, answer, _forwarded_body(entry, answer, age),
+                        self._opt, udp_limit(q.edns, self._edns_max) if udp else 0), addr)
+        origin = entry.origin if not note else (f"{entry.origin} ({note})" if entry.origin else note)
+        self._record((self._wall(), client, entry.qname, q.qtype, entry.action, answer.rcode, cached,
+                      origin))
+
+    async def _lookup(self, name: str, qtype: int) -> tuple[Prepared, str]:
+        """The answer for `name` from the cache or upstream, for the server itself."""
+        key = (name, qtype, CLASS_IN)
+        known, up_to_date = self.cache.lookup(key, self._clock())
+        if up_to_date:
+            return known, ""
+        future = asyncio.get_running_loop().create_future()
+
+        def done(answer: Prepared, note: str) -> None:
+            if not future.done():
+                future.set_result((answer, note))
+
+        self._forward(key, name_wire(name) + struct.pack(">HH", qtype, CLASS_IN),
+                      (None, None, None, done, False, None), known)
+        return await future
+
+    # -- the rare, with dnspython --------------------------------------------
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _unusual(self, data: bytes, client: str, addr, out, udp: bool) -> None:
+        """A query `parse_query` would not read: an error answer, or the usual path after all."""
         try:
             query = dns.message.from_wire(data)
-        except dns.message.BadEDNS:
-            return _header_only(data, dns.rcode.FORMERR)
         except (dns.exception.DNSException, ValueError, IndexError, UnicodeError):
-            return _header_only(data, dns.rcode.FORMERR)
+            out.send(_header_only(data, dns.rcode.FORMERR), addr)
+            return
         if query.flags & dns.flags.QR:
-            return None  # never answer an answer: that is how reflection loops start
+            out.send(None, addr)  # never answer an answer: that is how reflection loops start
+            return
         if query.opcode() != dns.opcode.QUERY:
-            return self._error(query, dns.rcode.NOTIMP)
-        if len(query.question) != 1:
-            return self._error(query, dns.rcode.FORMERR)
-        if query.edns > 0:
-            return self._error(query, dns.rcode.BADVERS)
-        question = query.question[0]
-        if question.rdtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR) or question.rdtype == dns.rdatatype.OPT:
-            return self._error(query, dns.rcode.REFUSED)
-        qname = question.name.to_text(omit_final_dot=True).lower()
-        if qname == ".":
-            qname = ""
-        group = self.client_group(client)
-        response = dns.message.make_response(query, our_payload=self.settings.edns_udp_size)
-        response.flags |= dns.flags.RA
-        self.slow_answers += 1
-        outcome = await self._resolve(response, question.name, qname, question.rdtype,
-                                      question.rdclass, group)
-        wire = response.to_wire()
-        limit = self._udp_limit(query.payload if query.edns >= 0 else None)
-        if len(self._fast) >= self._fast_max:
-            self._fast = {}  # crude but O(1): the next hits refill it
-        if outcome.lifetime and outcome.lifetime > 0:
-            head = read_query_head(data)
-            if head is not None:
-                now = self._clock()
-                self._fast[(group, head.key_flags(), head.question)] = FastEntry(
-                    wire, [] if outcome.fixed else ttl_offsets(wire), now, now + outcome.lifetime,
-                    qname, outcome.action, response.rcode(), outcome.origin, outcome.fake_ip,
-                    self.fakeips.recycled)
-        self.querylog.add(client, qname, question.rdtype, outcome.action, response.rcode(),
-                          outcome.cached, outcome.origin)
-        if udp and len(wire) > limit:
-            return self._truncated(query, response)
-        return wire
+            out.send(self._error(query, dns.rcode.NOTIMP), addr)
+        elif len(query.question) != 1:
+            out.send(self._error(query, dns.rcode.FORMERR), addr)
+        elif query.edns > 0:
+            out.send(self._error(query, dns.rcode.BADVERS), addr)
+        elif query.question[0].rdtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR, dns.rdatatype.OPT):
+            out.send(self._error(query, dns.rcode.REFUSED), addr)
+        else:
+            # A compressed name, a TC bit, records in other sections...: ask it the usual way.
+            usual = dns.message.Message(id=query.id)
+            usual.flags = query.flags & dns.flags.RD
+            usual.question = list(query.question)
+            if query.edns >= 0:
+                usual.use_edns(0, 0, query.payload)
+            wire = usual.to_wire()
+            q = parse_query(wire)
+            if q is None:
+                out.send(self._error(query, dns.rcode.FORMERR), addr)
+            else:
+                self.serve(q, wire, client, addr, out, udp)
 
     def _error(self, query: dns.message.Message, rcode: int) -> bytes:
         response = dns.message.make_response(query, our_payload=self.settings.edns_udp_size)
@@ -248,161 +535,67 @@ class Resolver:
         response.set_rcode(rcode)
         return response.to_wire()
 
-    def _truncated(self, query: dns.message.Message, full: dns.message.Message) -> bytes:
-        response = dns.message.make_response(query, our_payload=self.settings.edns_udp_size)
-        response.flags |= dns.flags.RA | dns.flags.TC
-        response.set_rcode(full.rcode())
-        return response.to_wire()
-
-    # -- deciding -------------------------------------------------------------
-    async def _resolve(self, response: dns.message.Message, name: dns.name.Name, qname: str,
-                       qtype: int, qclass: int, group: int) -> Outcome:
-        if qclass == dns.rdataclass.IN:
-            local = self._local(response, name, qname, qtype)
-            if local is not None:
-                return local
-            decision = self.policy.decide(group, qname)
-        else:
-            decision = Decision("direct", None, "")
-        kind = decision.kind
-        if kind == "block":
-            return self._block(response, name, qtype, group, decision)
-        if kind == "rewrite":
-            return await self._rewrite(response, name, qtype, decision)
-        if kind == "fake-ip" and not self.fake_ips_on:
-            outcome = await self._forward(response, name, qname, qtype, qclass,
-                                          _join(decision.origin, "relay down: real address"))
-            for rrset in (*response.answer, *response.authority):
-                rrset.ttl = min(rrset.ttl, RELAY_DOWN_TTL)
-            outcome.lifetime = min(outcome.lifetime or 0, RELAY_DOWN_TTL) or None
-            return outcome
-        if kind == "fake-ip":
-            if qtype == A:
-                ip = self.fakeips.allocate(qname, decision.action.route)
-                if ip is not None:
-                    response.answer.append(dns.rrset.from_text(
-                        name, self.settings.fake_ip.ttl, "IN", "A", ip))
-                    return Outcome("fake-ip", decision.origin, FIXED_LIFETIME, True, ip)
-                log.warning("fake-IP pool full of pinned addresses; %s answered for real", qname)
-                decision = Decision("direct", None, decision.origin + " (pool full)")
-            elif qtype in EMPTY_FOR_FAKE:
-                return Outcome("fake-ip", decision.origin, FIXED_LIFETIME, True)
-        return await self._forward(response, name, qname, qtype, qclass, decision.origin)
-
-    def _local(self, response, name, qname: str, qtype: int) -> Outcome | None:
-        names = self.local_names
-        addresses = names.forward(qname)
-        if addresses is not None:
-            ttl = self.settings.local_names.ttl
-            if not addresses:
-                response.set_rcode(dns.rcode.NXDOMAIN)
-            wanted = {A: 4, AAAA: 6}.get(qtype)
-            if qtype == dns.rdatatype.ANY:
-                wanted = 0
-            for version, rtype in ((4, "A"), (6, "AAAA")):
-                found = [a for a in addresses if ipaddress.ip_address(a).version == version]
-                if found and wanted in (version, 0):
-                    response.answer.append(dns.rrset.from_text_list(name, ttl, "IN", rtype, found))
-            return Outcome("local", "local names", FIXED_LIFETIME, True)
-        if qtype == PTR:
-            target = names.reverse(qname)
-            if target is not None:
-                response.answer.append(dns.rrset.from_text(
-                    name, self.settings.local_names.ttl, "IN", "PTR", target + "."))
-                return Outcome("local", "local names", FIXED_LIFETIME, True)
-        return None
-
-    def _block(self, response, name, qtype: int, group: int, decision: Decision) -> Outcome:
-        mode = decision.action.mode or self.policy.groups[group].block_mode
-        ttl = self.settings.block_ttl
-        if mode == "nxdomain":
-            response.set_rcode(dns.rcode.NXDOMAIN)
-        elif qtype == A:
-            response.answer.append(dns.rrset.from_text(name, ttl, "IN", "A", "0.0.0.0"))
-        elif qtype == AAAA:
-            response.answer.append(dns.rrset.from_text(name, ttl, "IN", "AAAA", "::"))
-        return Outcome("block", decision.origin, FIXED_LIFETIME, True)
-
-    async def _rewrite(self, response, name, qtype: int, decision: Decision) -> Outcome:
-        answer = decision.action.answer
-        ttl = decision.action.ttl
+    async def _rewrite_cname(self, q: Query, data: bytes, group: int, qname: str,
+                             decision: Decision, client: str, addr, out, udp: bool) -> None:
+        """A rewrite to a CNAME: the CNAME, then the target's records (chased for the client)."""
         try:
-            first = ipaddress.ip_address(answer[0])
-        except ValueError:
-            first = None
-        if first is not None:
-            for version, rtype, code in ((4, "A", A), (6, "AAAA", AAAA)):
-                found = [a for a in answer if ipaddress.ip_address(a).version == version]
-                if found and qtype in (code, dns.rdatatype.ANY):
-                    response.answer.append(dns.rrset.from_text_list(name, ttl, "IN", rtype, found))
-            return Outcome("rewrite", decision.origin, FIXED_LIFETIME, True)
-        target = dns.name.from_text(answer[0])
-        response.answer.append(dns.rrset.from_text(name, ttl, "IN", "CNAME", target.to_text()))
-        if qtype != CNAME:
-            # Chase the target so clients that do not follow CNAMEs still get addresses.
-            sub = dns.message.make_response(dns.message.make_query(target, qtype))
-            inner = await self._forward(sub, target, answer[0], qtype, dns.rdataclass.IN, "")
-            response.answer.extend(sub.answer)
-            if sub.rcode() != dns.rcode.NOERROR:
-                response.set_rcode(sub.rcode())
-            del inner
-        return Outcome("rewrite", decision.origin)
-
-    # -- upstream -------------------------------------------------------------
-    async def _forward(self, response, name: dns.name.Name, qname: str, qtype: int,
-                       qclass: int, origin: str) -> Outcome:
-        key = (qname, qtype, qclass)
-        cached = self.cache.get(key)
-        now = self._clock()
-        if cached is not None and cached[1]:
-            entry = cached[0]
-            fill_response(response, entry, now)
-            return Outcome("direct", origin, entry.expires - now, cached=True)
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._fetch(key, name))
-            self._inflight[key] = task
-            task.add_done_callback(lambda _t, k=key: self._inflight.pop(k, None))
-        settings = self.settings.cache
-        stale = cached[0] if cached is not None else None
-        if stale is not None:
-            done, _ = await asyncio.wait({task}, timeout=settings.stale_after)
-            if not done:
-                # Keep the refresh going; this client gets the old answer now.
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
-                fill_response(response, stale, now, stale_ttl=settings.stale_answer_ttl)
-                return Outcome("direct", _join(origin, "stale"), cached=True)
-        try:
-            entry = await asyncio.shield(task)
-        except (UpstreamError, asyncio.TimeoutError, OSError, dns.exception.DNSException) as exc:
-            if stale is not None:
-                fill_response(response, stale, now, stale_ttl=settings.stale_answer_ttl)
-                return Outcome("direct", _join(origin, "stale"), cached=True)
-            log.debug("SERVFAIL for %s: %s", qname, exc)
-            response.set_rcode(dns.rcode.SERVFAIL)
-            return Outcome("direct", _join(origin, "upstream failed"))
-        now = self._clock()
-        fill_response(response, entry, now)
-        return Outcome("direct", origin, entry.expires - now if entry.ttl else None)
-
-    async def _fetch(self, key: tuple, name: dns.name.Name) -> CachedAnswer:
-        qname, qtype, qclass = key
-        query = dns.message.make_query(name, qtype, qclass, use_edns=0,
-                                       payload=self.settings.edns_udp_size)
-        query.id = random.getrandbits(16)
-        deadline = self._clock() + self.settings.cache.servfail_after
-        message = await self.upstreams.resolve(query, deadline)
-        entry = self.cache.put(key, message)
-        if entry is None:  # not cacheable (SERVFAIL, REFUSED from the last upstream)
-            entry = CachedAnswer(message.rcode(), list(message.answer), list(message.authority),
-                                 [r for r in message.additional if r.rdtype != dns.rdatatype.OPT],
-                                 self._clock(), 0)
-        return entry
+            action = decision.action
+            target = action.answer[0]
+            query = dns.message.from_wire(data)
+            response = dns.message.make_response(query, our_payload=self.settings.edns_udp_size)
+            response.flags |= dns.flags.RA
+            response.answer.append(dns.rrset.from_text(
+                query.question[0].name, action.ttl, "IN", "CNAME", target + "."))
+            lifetime = FIXED_LIFETIME
+            if q.qtype != TYPE_CNAME:
+                found, note = await self._lookup(target, q.qtype)
+                if found.rcode == dns.rcode.NOERROR or found.an:
+                    key = name_wire(target) + struct.pack(">HH", q.qtype, CLASS_IN)
+                    records = dns.message.from_wire(
+                        HEADER.pack(0, QR, 1, found.an, found.ns, found.ar) + key + found.body)
+                    response.answer.extend(records.answer)
+                if found.rcode != dns.rcode.NOERROR:
+                    response.set_rcode(found.rcode)
+                lifetime = (found.stored + found.lifetime - self._clock()) if not note else 0
+            answer = prepare(response.to_wire())
+            answer.stored = self._clock()
+            entry = Decided(ANSWER, "rewrite", decision.origin, q, qname, answer,
+                            expires=answer.stored + lifetime)
+            if lifetime > 0:
+                self._keep(group, q, entry)
+            self.slow_answers += 1
+            out.send(render(q.qid, q.flags, q.question, q.edns, answer, answer.body, self._opt,
+                            udp_limit(q.edns, self._edns_max) if udp else 0), addr)
+            self._record((self._wall(), client, qname, q.qtype, "rewrite", answer.rcode, False,
+                          decision.origin))
+        except Exception:
+            log.exception("rewrite of %s failed", qname)
+            out.send(None, addr)
 
 
-def _join(origin: str, note: str) -> str:
-    return f"{origin} ({note})" if origin else note
+def _forwarded_body(entry: Decided, answer: Prepared, age: int) -> bytes:
+    """An upstream answer's records as this client gets them: aged, or capped (relay down)."""
+    return answer.with_ttl(entry.ttl_cap).body if entry.ttl_cap else answer.body_at(age)
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _prepare_answer(wire: bytes, question_len: int) -> Prepared:
+    """`wire.prepare`, or dnspython's reading of an odd but valid answer (OPT not last)."""
+    try:
+        return prepare(wire, question_len)
+    except WireError:
+        message = dns.message.from_wire(wire, ignore_trailing=True)
+        if message.rcode() > 15:
+            raise  # an extended RCODE (BADCOOKIE...) from upstream: a failure to us
+        message.use_edns(False)
+        return prepare(message.to_wire())
 
 
 def _header_only(data: bytes, rcode: int) -> bytes | None:

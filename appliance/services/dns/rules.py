@@ -240,8 +240,20 @@ def parse_list(text: str, fmt: str = "auto", plain_match: str = "suffix",
 
 # Fake IPs break things that need the real address or that check the network
 # before using it (Clash users' reports): time sync, captive-portal and
-# connectivity checks, STUN, local names. These stay real whatever the rules.
-BUILTIN_KEEP_REAL_SUFFIXES = (
+# connectivity checks, STUN, local names, and game consoles, whose
+# connection tests and NAT-type tests send UDP to their servers and compare
+# addresses (a console behind a relay reports "NAT type failed" and refuses
+# online play). These stay real whatever the rules.
+GAME_CONSOLE_SUFFIXES = (
+    # Nintendo Switch: connection test (ctest.cdn.nintendo.net, conntest.nintendowifi.net),
+    # NAT test (nncs1/nncs2-lp1.n.n.srv.nintendo.net), online play.
+    "nintendo.net", "nintendowifi.net",
+    # PlayStation: PSN sign-in, connection and NAT tests, STUN (stun.*.playstation.net).
+    "playstation.net", "playstation.com", "sonyentertainmentnetwork.com",
+    # Xbox: Xbox Live services and its NAT test over Teredo (teredo.ipv6.microsoft.com).
+    "xboxlive.com", "teredo.ipv6.microsoft.com",
+)
+BUILTIN_KEEP_REAL_SUFFIXES = GAME_CONSOLE_SUFFIXES + (
     "pool.ntp.org", "ntp.org", "time.windows.com", "time.apple.com", "time-ios.apple.com",
     "time.google.com", "time.cloudflare.com", "time.android.com", "ntp.ubuntu.com",
     "time.nist.gov", "ntp.aliyun.com", "ntp.tencent.com",

@@ -3,8 +3,20 @@
 `DnsService` builds everything from `DnsSettings`, listens, and is the
 Python interface the console and the relay use (directly in-process, or
 through `control.DnsControl` over the Unix control socket):
-`stats()`, `query_log(...)`, `fake_ip_table()`, `lists()`, `upstreams()`,
-`local_names()`, `lookup_fake_ip(ip)`, `pin(ip)`, `unpin(ip)`, `reload(...)`.
+`stats()`, `query_log(...)`, `fake_ip_table()`, `flush_fake_ips()`,
+`lists()`, `upstreams()`, `local_names()`, `lookup_fake_ip(ip)`, `pin(ip)`,
+`unpin(ip)`, `reload(...)`.
+
+It is the main process of the service. With `workers` above one it starts
+worker processes (`worker.py`) that answer UDP queries beside it on the same
+address (SO_REUSEPORT), each query going to the process its name hashes to
+(`steer.py`): a name's cache entry and its upstream query live in one
+process, so the caches behave as one. What else must stay one lives here:
+the fake-IP pool (workers hand it the queries that need an address), the
+query log and the statistics (workers send their entries in batches), the
+lists (fetched here, sent to the workers with every policy change), TCP,
+the control socket. Each process holds its share of the per-client rate
+limit (`rate / processes`): a client's names spread over the processes.
 
 Only clients inside `allow_clients` and outside `deny_clients` get an answer;
 the others get nothing (no REFUSED: nothing to reflect or amplify).
@@ -15,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import socket
 import struct
 import time
@@ -27,6 +40,7 @@ from .policy import Policy
 from .querylog import QueryLog
 from .ratelimit import RateLimiter
 from .resolver import Resolver, read_neighbour_mac
+from . import steer
 from .settings import DnsSettings
 from .upstream import Upstream, UpstreamSet
 
@@ -57,31 +71,67 @@ def build_upstreams(settings: DnsSettings) -> UpstreamSet:
     return UpstreamSet([
         Upstream(u.url, u.address, u.server_name, u.ca_file, u.timeout, u.name)
         for u in settings.upstreams
-    ])
+    ], payload=settings.edns_udp_size)
 
 
-class _UdpListener:
-    """A UDP socket read in batches.
+def process_count(settings: DnsSettings) -> int:
+    """Processes answering UDP: `workers`, or one per CPU this process may use (at most 4)."""
+    if settings.workers is not None:
+        return settings.workers
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
+def rate_limiter(settings: DnsSettings, processes: int) -> RateLimiter:
+    # A client's queries spread over the processes (by source port): each
+    # holds its share of the client's rate and burst.
+    r = settings.rate_limit
+    return RateLimiter(r.per_client_qps / processes, max(1, r.burst // processes))
+
+
+def udp_socket(host: str, port: int, shared: bool, steer_over: int = 0) -> socket.socket:
+    """A listening UDP socket; `shared`: in a SO_REUSEPORT group, which the first
+    socket steers by name over `steer_over` sockets (`steer.py`)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if steer_over > 1:
+        try:
+            steer.attach(sock, steer_over)
+        except OSError as exc:
+            log.warning("queries not steered by name (%s): each process caches on its own", exc)
+    # Bursts of queries must queue in the kernel, not be dropped.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
+class UdpListener:
+    """A UDP socket read in batches; the `out` the resolver answers through.
 
     asyncio's datagram transport reads one packet per event-loop turn; at
     tens of thousands of queries a second the epoll call per packet costs
     more than answering. Here one readiness event drains up to BATCH packets,
-    answers cache hits at once with a direct `sendto`, and leaves the rest to
-    tasks.
+    and each goes to the resolver at once (no task per query).
     """
 
     BATCH = 64
 
-    def __init__(self, service: "DnsService", sock: socket.socket):
+    def __init__(self, service, sock: socket.socket, index: int):
         self.service = service
         self.sock = sock
+        self.index = index  # which listen address: a handed-off query is answered from the same one
         self.loop = asyncio.get_running_loop()
         self.loop.add_reader(sock.fileno(), self._readable)
 
     def _readable(self) -> None:
         service = self.service
-        sock = self.sock
-        recvfrom = sock.recvfrom
+        admit = service.admit
+        handle = service.resolver.handle
+        recvfrom = self.sock.recvfrom
         for _ in range(self.BATCH):
             try:
                 data, addr = recvfrom(65535)
@@ -90,36 +140,22 @@ class _UdpListener:
             except OSError:
                 return  # ICMP errors for earlier answers surface here: nothing to do
             client = addr[0]
-            if not service.admit(client):
+            if not admit(client):
                 continue
             try:
-                wire = service.resolver.answer_fast(data, client, True)
+                handle(data, client, addr, self)
             except Exception:  # a bug must cost one answer, never the server
-                log.exception("fast path failed for a query from %s", client)
-                wire = None
-            if wire is not None:
-                self._send(wire, addr)
-                continue
-            task = self.loop.create_task(self._slow(data, addr))
-            service.tasks.add(task)
-            task.add_done_callback(service.tasks.discard)
+                log.exception("query from %s failed", client)
 
-    def _send(self, wire: bytes, addr) -> None:
+    def send(self, wire: bytes | None, addr) -> None:
+        if wire is None or self.sock.fileno() < 0:
+            return
         try:
             self.sock.sendto(wire, addr)
         except (BlockingIOError, InterruptedError):
             self.service.querylog.dropped["send buffer full"] += 1
         except OSError:
             pass
-
-    async def _slow(self, data: bytes, addr) -> None:
-        try:
-            wire = await self.service.resolver.answer_slow(data, addr[0], True)
-        except Exception:
-            log.exception("query from %s failed", addr[0])
-            return
-        if wire is not None and self.sock.fileno() >= 0:
-            self._send(wire, addr)
 
     def close(self) -> None:
         if self.sock.fileno() >= 0:
@@ -148,12 +184,15 @@ class DnsService:
         self.querylog = QueryLog(q.max_entries, q.max_age)
         self.resolver = Resolver(settings, self.policy, build_upstreams(settings), self.fakeips,
                                  self.localnames, self.querylog, neighbour_mac=neighbour_mac)
+        self.processes = process_count(settings)
         self.access = AccessList(settings.allow_clients, settings.deny_clients)
-        self.limiter = RateLimiter(settings.rate_limit.per_client_qps, settings.rate_limit.burst)
+        self.limiter = rate_limiter(settings, self.processes)
+        self.workers = None  # a Workers once started with more than one process
         self.tasks: set[asyncio.Task] = set()
         self._servers: list = []
-        self._transports: list = []
+        self._transports: list[UdpListener] = []
         self._periodic: list[asyncio.Task] = []
+        self._list_refresh: list[asyncio.Task] = []
         self.last_reload_error: str | None = None
         self.reloads = 0
 
@@ -176,16 +215,14 @@ class DnsService:
     # -- sockets --------------------------------------------------------------
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        for host, port in self.settings.listen_addresses():
+        shared = self.processes > 1
+        bound = []
+        for index, (host, port) in enumerate(self.settings.listen_addresses()):
+            sock = udp_socket(host, port, shared, self.processes if shared else 0)
+            port = sock.getsockname()[1]  # port 0: the workers must join the same one
+            bound.append((host, port))
+            self._transports.append(UdpListener(self, sock, index))
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            # Bursts of queries must queue in the kernel, not be dropped.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
-            sock.bind((host, port))
-            sock.setblocking(False)
-            self._transports.append(_UdpListener(self, sock))
             server = await asyncio.start_server(self._tcp_client, host, port, reuse_address=True,
                                                 family=family)
             self._servers.append(server)
@@ -195,12 +232,24 @@ class DnsService:
         self._periodic.append(loop.create_task(self._every(WRITE_EVERY, self.fakeips.write_behind)))
         self._periodic.append(loop.create_task(
             self._every(self.settings.local_names.refresh, self.refresh_local_names)))
-        for item in self.settings.lists:
-            if item.enabled and item.refresh > 0:
-                self._periodic.append(loop.create_task(self._refresh_list(item.name, item.refresh)))
+        self._periodic.append(loop.create_task(self._every(QueryLog.SETTLE_EVERY, self.querylog.settle)))
+        self._refresh_lists(self.settings)
+        if shared:
+            from .workers import Workers
+
+            self.workers = Workers(self, bound)
+            await self.workers.start(self.processes - 1)
 
     def bound_ports(self) -> list[int]:
         return [t.get_extra_info("sockname")[1] for t in self._transports]
+
+    def handoff(self, index: int, data: bytes, addr) -> None:
+        """A worker's query that needs the fake-IP pool: answer it from listener `index`."""
+        listener = self._transports[index]
+        try:
+            self.resolver.handle(data, addr[0], addr, listener)
+        except Exception:
+            log.exception("handed-off query from %s failed", addr[0])
 
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -243,6 +292,13 @@ class DnsService:
             except Exception:
                 log.exception("periodic %s failed", getattr(action, "__name__", action))
 
+    def _refresh_lists(self, settings: DnsSettings) -> None:
+        loop = asyncio.get_running_loop()
+        for task in self._list_refresh:
+            task.cancel()
+        self._list_refresh = [loop.create_task(self._refresh_list(item.name, item.refresh))
+                              for item in settings.lists if item.enabled and item.refresh > 0]
+
     async def _refresh_list(self, name: str, seconds: int) -> None:
         while True:
             await asyncio.sleep(seconds)
@@ -253,6 +309,8 @@ class DnsService:
             if changed:
                 self.resolver.swap_policy(Policy(self.settings, self.lists_store.parsed))
                 self.policy = self.resolver.policy
+                if self.workers is not None:
+                    await self.workers.send_policy(self.settings, self.lists_store.parsed)
             else:
                 log.warning("list %s kept its previous version: %s", name,
                             self.lists_store.status[name].error)
@@ -264,7 +322,9 @@ class DnsService:
             self.resolver.forget_fast_answers()
 
     async def stop(self) -> None:
-        for task in self._periodic:
+        if self.workers is not None:
+            await self.workers.stop()
+        for task in self._periodic + self._list_refresh:
             task.cancel()
         for transport in self._transports:
             transport.close()
@@ -280,7 +340,8 @@ class DnsService:
     async def reload(self, settings: DnsSettings) -> list[str]:
         """Swap in new settings. Returns the errors; on errors the old policy stays.
 
-        Listen addresses, the fake-IP pool and the control socket need a restart.
+        Listen addresses, the number of workers, the fake-IP pool and the
+        control socket need a restart.
         """
         store = self.lists_store
         errors = await asyncio.to_thread(read_lists, store, settings.lists, True)
@@ -296,39 +357,48 @@ class DnsService:
         old = self.settings
         self.settings = settings
         self.policy = policy
-        if settings.upstreams != old.upstreams:
+        if settings.upstreams != old.upstreams or settings.edns_udp_size != old.edns_udp_size:
             self.resolver.upstreams.close()
             self.resolver.upstreams = build_upstreams(settings)
             self.resolver.cache.clear()
         self.localnames = self._build_local_names(settings)
         self.resolver.local_names = self.localnames
         self.access = AccessList(settings.allow_clients, settings.deny_clients)
-        self.limiter = RateLimiter(settings.rate_limit.per_client_qps, settings.rate_limit.burst)
+        self.limiter = rate_limiter(settings, self.processes)
         self.querylog.max_entries = settings.query_log.max_entries
         self.querylog.max_age = settings.query_log.max_age
         self.resolver.swap_policy(policy, settings)
         self.reloads += 1
         self.last_reload_error = None
-        loop = asyncio.get_running_loop()
-        for task in self._periodic[2:]:
-            task.cancel()
-        del self._periodic[2:]
-        for item in settings.lists:
-            if item.enabled and item.refresh > 0:
-                self._periodic.append(loop.create_task(self._refresh_list(item.name, item.refresh)))
+        self._refresh_lists(settings)
+        if self.workers is not None:
+            await self.workers.send_policy(settings, store.parsed)
         return []
 
     # -- the interface for the console and the relay ---------------------------
     def stats(self, top: int = 10) -> dict:
         out = self.querylog.stats(top)
+        fast, slow, cached = self.resolver.fast_hits, self.resolver.slow_answers, len(self.resolver.cache)
+        workers = []
+        if self.workers is not None:
+            for counters in self.workers.counters():
+                fast += counters.get("fast", 0)
+                slow += counters.get("slow", 0)
+                cached += counters.get("cache", 0)
+                for reason, count in counters.get("dropped", {}).items():
+                    out["not_answered"][reason] = out["not_answered"].get(reason, 0) + count
+                workers.append(counters)
         out.update({
             "uptime": time.time() - self.started,
-            "cache_entries": len(self.resolver.cache),
-            "fast_path_answers": self.resolver.fast_hits,
-            "slow_path_answers": self.resolver.slow_answers,
+            "processes": self.processes,
+            "workers": workers,
+            "cache_entries": cached,
+            "fast_path_answers": fast,
+            "slow_path_answers": slow,
             "fake_ip_entries": len(self.fakeips),
             "fake_ip_capacity": self.fakeips.capacity,
             "fake_ip_recycled": self.fakeips.recycled,
+            "fake_ip_flushed": self.fakeips.flushed,
             "fake_ip_unsaved": self.fakeips.unsaved(),
             "fake_ip_store_error": self.fakeips.last_write_error,
             "reloads": self.reloads,
@@ -343,6 +413,12 @@ class DnsService:
 
     def fake_ip_table(self, limit: int | None = 1000) -> list[dict]:
         return self.fakeips.table(limit)
+
+    def flush_fake_ips(self) -> dict:
+        """Forget every fake-IP mapping no live connection pins (`FakeIpPool.forget_unpinned`)."""
+        result = self.fakeips.forget_unpinned()
+        log.info("fake IPs flushed: %(removed)d mappings forgotten, %(kept)d pinned ones kept", result)
+        return result
 
     def lookup_fake_ip(self, ip: str) -> dict | None:
         entry = self.fakeips.lookup_ip(ip)

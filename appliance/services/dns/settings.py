@@ -131,6 +131,9 @@ class RateLimitSettings(_Model):
 
     The default is generous on purpose: a home device opening a news page can
     fire a hundred lookups in a second (AdGuard Home's 20 q/s is a complaint).
+    With several processes (`workers`) each allows a client its share of the
+    rate and the burst; a client's queries spread over them by source port,
+    as stub resolvers choose a new port per query.
     """
 
     per_client_qps: float = Field(default=300, ge=0)
@@ -145,7 +148,8 @@ class FakeIpSettings(_Model):
         default=None, ge=1, description="default: every address of the pool"
     )
     builtin_filter: bool = Field(
-        default=True, description="keep NTP and connectivity-check domains real"
+        default=True,
+        description="keep NTP, STUN, connectivity-check and game-console domains real",
     )
     keep_real: list[str] = Field(default_factory=list, description="extra suffixes never faked")
 
@@ -380,6 +384,11 @@ class DnsSettings(_Model):
     query_log: QueryLogSettings = Field(default_factory=QueryLogSettings)
     control_socket: str | None = "/run/appliance/dns.sock"
     tcp_idle_timeout: float = Field(default=10, gt=0)
+    workers: int | None = Field(
+        default=None, ge=1, le=16,
+        description="processes answering UDP queries on the same address (SO_REUSEPORT);"
+                    " default: one per CPU, at most 4",
+    )
 
     @field_validator("listen")
     @classmethod

@@ -6,4 +6,5 @@ app_name = "dns"
 urlpatterns = [
     path("", views.index, name="index"),
     path("config/", views.config_edit, name="config"),
+    path("fake-ips/flush/", views.flush_fake_ips, name="flush_fake_ips"),
 ]

@@ -1,7 +1,10 @@
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
 from appliance.web import sources
+from appliance.web.audit.log import record
 from appliance.web.dns import forms, models
 from appliance.web.sections import SectionEditView
 
@@ -10,6 +13,21 @@ from appliance.web.sections import SectionEditView
 def index(request):
     return render(request, "dns/index.html", {"reading": sources.get().dns(),
                                               "service": models.DnsService.objects.first()})
+
+
+@login_required
+@require_POST
+def flush_fake_ips(request):
+    reading = sources.get().flush_fake_ips()
+    if reading.ok:
+        v = reading.value
+        record(request.user, "flush-fake-ips", "dns",
+               f"{v['removed']} mappings forgotten, {v['kept']} pinned kept")
+        messages.success(request, f"Fake IPs flushed: {v['removed']} mappings forgotten"
+                                  f" ({v['kept']} in use by open connections kept).")
+    else:
+        messages.error(request, f"Fake IPs not flushed: {reading.problem}")
+    return redirect("dns:index")
 
 
 config_edit = SectionEditView.as_view(model=models.DnsService, form_class=forms.DnsServiceForm,

@@ -3,6 +3,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from appliance.web import sources
+from appliance.web.audit.log import record
 from appliance.web.dns.api.serializers import DnsServiceSerializer
 from appliance.web.sections import SingletonViewSet
 
@@ -18,3 +19,22 @@ class DnsStatsView(APIView):
     def get(self, request):
         reading = sources.get().dns()
         return Response({"running": reading.ok, "problem": reading.problem, "stats": reading.value})
+
+
+class DnsFakeIpFlushView(APIView):
+    """Forget every fake-IP mapping that no live connection pins.
+
+    Clients asking again get an address again (usually the same one: a
+    name's address is a hash of it); a client that still holds a forgotten
+    address from an earlier answer cannot connect with it until it asks
+    again (the fake-IP TTL is short). 409 when the DNS service is not running.
+    """
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT})
+    def post(self, request):
+        reading = sources.get().flush_fake_ips()
+        if not reading.ok:
+            return Response({"detail": reading.problem}, status=409)
+        record(request.user, "flush-fake-ips", "dns",
+               f"{reading.value['removed']} mappings forgotten, {reading.value['kept']} pinned kept")
+        return Response(reading.value)

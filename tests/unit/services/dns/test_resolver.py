@@ -11,7 +11,7 @@ import dns.rrset
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from appliance.services.dns.cache import DnsCache
+from appliance.services.dns.cache import AnswerCache
 from appliance.services.dns.fakeip import FakeIpPool
 from appliance.services.dns.localnames import LocalNames
 from appliance.services.dns.policy import Policy
@@ -32,12 +32,15 @@ class Clock:
 class ScriptedUpstream(Upstream):
     """Answers A queries with 192.0.2.x (TTL 60), big TXT for 'big.', or fails."""
 
+    pipelined = False  # one `exchange` per query, no sockets
+
     def __init__(self, name="u1"):
         super().__init__("udp://192.0.2.53", name=name)
         self.mode = "ok"  # ok | refused | slow
         self.calls = 0
 
-    async def exchange(self, query, timeout):
+    async def exchange(self, wire, timeout):
+        query = dns.message.from_wire(wire)
         self.calls += 1
         if self.mode == "refused":
             raise ConnectionRefusedError("port unreachable")
@@ -53,7 +56,7 @@ class ScriptedUpstream(Upstream):
                                                      [f'"{i:03d}{"x" * 60}"' for i in range(30)]))
         elif q.rdtype == dns.rdatatype.A:
             r.answer.append(dns.rrset.from_text(q.name, 60, "IN", "A", f"192.0.2.{self.calls % 250}"))
-        return r
+        return r.to_wire(max_size=65535)
 
 
 DOC = {
@@ -79,7 +82,7 @@ def env(tmp_path):
     pool = FakeIpPool(settings.fake_ip.network, str(tmp_path / "f.db"))
     resolver = Resolver(settings, Policy(settings, {}), ups, pool,
                         LocalNames("lan", static=[("nas", "192.168.1.20", None)]), QueryLog(),
-                        DnsCache(clock=clock), clock=clock, neighbour_mac=lambda ip: None)
+                        AnswerCache(clock=clock), clock=clock, neighbour_mac=lambda ip: None)
     return resolver, upstream, clock
 
 
@@ -228,3 +231,30 @@ def test_fuzz_never_raises(env, data, udp):
         assert wire[:2] == data[:2]  # answers carry the query's ID
         if udp:
             assert len(wire) <= 1232
+
+
+@pytest.mark.parametrize("name", [
+    "ctest.cdn.nintendo.net", "conntest.nintendowifi.net", "nncs1-lp1.n.n.srv.nintendo.net",
+    "stun.np.ac.playstation.net", "ps5.np.playstation.net", "teredo.ipv6.microsoft.com",
+    "xsts.auth.xboxlive.com", "pool.ntp.org", "time.windows.com", "captive.apple.com",
+    "connectivitycheck.gstatic.com", "stun1.l.google.com",
+])
+def test_keep_real_list_beats_a_fake_ip_rule(tmp_path, name):
+    """Names a console or a phone checks the network with get real answers even
+    under a rule that fakes everything; other names under it are faked."""
+    doc = dict(DOC, rules=[{"match": "regex", "value": ".", "then": {"action": "fake-ip"}}])
+    settings = parse_settings(doc)
+    upstream = ScriptedUpstream()
+    resolver = Resolver(settings, Policy(settings, {}), UpstreamSet([upstream]),
+                        FakeIpPool(settings.fake_ip.network, None), LocalNames("lan"), QueryLog(),
+                        neighbour_mac=lambda ip: None)
+    answer = ask(resolver, name)
+    assert addresses(answer)[0].startswith("192.0.2.") and upstream.calls == 1
+    entry = resolver.querylog.search(domain=name)[0]
+    assert entry["action"] == "direct" and "kept real" in entry["origin"]
+    assert addresses(ask(resolver, "www.example.org"))[0].startswith("100.")  # the rule still fakes
+    builtin_off = parse_settings(dict(doc, fake_ip={"builtin_filter": False}))
+    plain = Resolver(builtin_off, Policy(builtin_off, {}), UpstreamSet([upstream]),
+                     FakeIpPool(settings.fake_ip.network, None), LocalNames("lan"), QueryLog(),
+                     neighbour_mac=lambda ip: None)
+    assert addresses(ask(plain, name))[0].startswith("100.")  # without the filter it is faked

@@ -2,16 +2,17 @@
 
 import ipaddress
 
+import dns.flags
 import dns.message
 import dns.rcode
 import dns.rrset
 
-from appliance.services.dns.cache import DnsCache
+from appliance.services.dns.cache import AnswerCache
 from appliance.services.dns.fakeip import FakeIpPool
 from appliance.services.dns.localnames import LocalNames, kea_lease_file
 from appliance.services.dns.querylog import QueryLog
 from appliance.services.dns.ratelimit import RateLimiter
-from appliance.services.dns.wire import patch, read_query_head, ttl_offsets
+from appliance.services.dns.wire import parse_query, prepare, render
 
 
 class Clock:
@@ -76,27 +77,32 @@ def _answer(name, ttl, rcode=dns.rcode.NOERROR, soa=None):
     if soa:
         r.authority.append(dns.rrset.from_text("example.", soa[0], "IN", "SOA",
                                                f"ns. h. 1 2 3 4 {soa[1]}"))
-    return r
+    return prepare(r.to_wire())
 
 
 def test_cache_ttl_negative_and_stale():
     clock = Clock()
-    cache = DnsCache(size=10, negative_ttl=600, stale_max_age=100, clock=clock)
+    cache = AnswerCache(size=10, negative_ttl=600, stale_max_age=100, clock=clock)
     cache.put(("a.example", 1, 1), _answer("a.example.", 30))
     assert cache.get(("a.example", 1, 1))[1] is True
+    assert cache.lookup(("a.example", 1, 1), clock.t) == (cache.get(("a.example", 1, 1))[0], True)
     clock.t += 31
     entry, fresh = cache.get(("a.example", 1, 1))
-    assert not fresh and entry.ttl == 30
+    assert not fresh and entry.lifetime == 30
+    assert cache.lookup(("a.example", 1, 1), clock.t) == (entry, False)  # stale, still there
     clock.t += 100
     assert cache.get(("a.example", 1, 1)) is None
     # Negative: the SOA's minimum (RFC 2308), capped by negative_ttl.
     cache.put(("n.example", 1, 1), _answer("n.example.", None, dns.rcode.NXDOMAIN, soa=(3600, 120)))
-    assert cache.get(("n.example", 1, 1))[0].ttl == 120
-    assert cache.put(("s.example", 1, 1), _answer("s.example.", None, dns.rcode.SERVFAIL)) is None
+    assert cache.get(("n.example", 1, 1))[0].lifetime == 120
+    cache.put(("m.example", 1, 1), _answer("m.example.", None, dns.rcode.NXDOMAIN))
+    assert cache.get(("m.example", 1, 1))[0].lifetime == 30  # no SOA: a short while anyway
+    assert cache.put(("s.example", 1, 1), _answer("s.example.", None, dns.rcode.SERVFAIL)) is False
+    assert cache.get(("s.example", 1, 1)) is None
 
 
 def test_cache_is_bounded_lru():
-    cache = DnsCache(size=2, clock=Clock())
+    cache = AnswerCache(size=2, clock=Clock())
     for n in "abc":
         cache.put((n, 1, 1), _answer(f"{n}.example.", 60))
     assert len(cache) == 2 and cache.get(("a", 1, 1)) is None
@@ -156,19 +162,31 @@ def test_local_names_from_kea_leases_and_static(tmp_path):
     assert names.forward("tv.lan") == ["192.168.1.40"]
 
 
-def test_wire_fast_helpers_agree_with_dnspython():
+def test_wire_helpers_agree_with_dnspython():
     q = dns.message.make_query("Www.Example.com", "A", use_edns=0, payload=4096, want_dnssec=True)
-    head = read_query_head(q.to_wire())
-    assert head.qid == q.id and head.qtype == 1 and head.edns_size == 4096 and head.do_bit
+    head = parse_query(q.to_wire())
+    assert head.qid == q.id and head.qtype == 1 and head.edns == 4096
+    assert head.key == dns.message.make_query("www.example.com", "A").question[0].name.to_wire() + b"\x00\x01\x00\x01"
     r = dns.message.make_response(q)
     r.answer.append(dns.rrset.from_text("www.example.com.", 300, "IN", "A", "192.0.2.1", "192.0.2.2"))
     r.authority.append(dns.rrset.from_text("example.com.", 600, "IN", "NS", "ns.example.com."))
-    wire = r.to_wire()
-    offsets = ttl_offsets(wire)
-    assert sorted(t for _, t in offsets) == [300, 300, 600]
-    patched = dns.message.from_wire(patch(wire, 4242, offsets, 100))
-    assert patched.id == 4242
+    prepared = prepare(r.to_wire())
+    assert sorted(t for _, t in prepared.ttls) == [300, 300, 600] and prepared.answer_ttl == 300
+    # Another client asking in other letters, with another ID, 100 s later.
+    other = dns.message.make_query("WWW.example.COM", "A", use_edns=0, payload=1232)
+    q2 = parse_query(other.to_wire())
+    wire = render(q2.qid, q2.flags, q2.question, q2.edns, prepared, prepared.body_at(100),
+                  b"\x00\x00\x29\x04\xd0" + b"\x00" * 6, 1232)
+    patched = dns.message.from_wire(wire)
+    assert patched.id == other.id and patched.question[0].name.to_text() == "WWW.example.COM."
     assert patched.answer[0].ttl == 200 and patched.authority[0].ttl == 500
-    assert patched.opt is not None  # OPT untouched
-    assert read_query_head(b"\x00" * 11) is None
-    assert read_query_head(r.to_wire()) is None  # an answer is not a query
+    assert sorted(rd.address for rd in patched.answer[0]) == ["192.0.2.1", "192.0.2.2"]
+    assert patched.opt is not None and patched.payload == 1232  # ours, not the upstream's
+    plain = parse_query(dns.message.make_query("www.example.com", "A").to_wire())
+    assert dns.message.from_wire(render(plain.qid, plain.flags, plain.question, plain.edns, prepared,
+                                        prepared.body, b"", 512)).opt is None
+    tiny = render(plain.qid, plain.flags, plain.question, plain.edns, prepared, prepared.body, b"",
+                  40)  # does not fit: TC, no records
+    assert dns.message.from_wire(tiny).flags & dns.flags.TC and not dns.message.from_wire(tiny).answer
+    assert parse_query(b"\x00" * 11) is None
+    assert parse_query(r.to_wire()) is None  # an answer is not a query

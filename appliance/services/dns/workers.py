@@ -1,0 +1,214 @@
+"""The main process's side of the worker processes: start, feed, listen, restart.
+
+Each worker (`worker.py`) gets two socket pairs from the main process:
+
+- a stream for control, one pickled message per frame (4-byte length
+  first): `start` and `policy` (settings and the parsed lists, so every
+  process decides by the same lists, fetched once, here), `stop` going
+  out; `ready` coming back;
+- datagrams for what is frequent, marshalled: `q` (a query that needs the
+  fake-IP pool: listener index, client address, the query's bytes; this
+  process answers it) and `log` (a batch of query-log entries and the
+  worker's counters, every `worker.FLUSH_EVERY` seconds).
+
+A worker that exits is started again after a pause (its socket left the
+SO_REUSEPORT group when it died, so its share of queries went to the
+others meanwhile). A worker whose main process is gone sees its control
+stream end and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import marshal
+import pickle
+import socket
+import struct
+import subprocess
+import sys
+
+log = logging.getLogger(__name__)
+
+_LENGTH = struct.Struct(">I")
+READY_TIMEOUT = 20.0  # seconds for a worker to import, build its policy and bind
+RESTART_PAUSE = (0.5, 1.0, 2.0, 5.0)
+
+
+async def read_message(reader: asyncio.StreamReader):
+    """The next control message, or None when the stream ends."""
+    try:
+        head = await reader.readexactly(4)
+        return pickle.loads(await reader.readexactly(_LENGTH.unpack(head)[0]))
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+
+
+def write_message(writer: asyncio.StreamWriter, message) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    writer.write(_LENGTH.pack(len(data)) + data)
+
+
+class _Worker:
+    def __init__(self, wid: int):
+        self.wid = wid
+        self.proc: subprocess.Popen | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.datagrams: socket.socket | None = None
+        self.ready: asyncio.Future | None = None
+        self.watch: asyncio.Task | None = None
+        self.counters: dict = {}
+        self.restarts = 0
+
+
+class Workers:
+    def __init__(self, service, bound: list[tuple[str, int]]):
+        self.service = service
+        self.bound = bound  # the listen addresses with their actual ports
+        self._workers: dict[int, _Worker] = {}
+        self._stopping = False
+        self._restarts: set[asyncio.Task] = set()
+
+    async def start(self, count: int) -> None:
+        for wid in range(1, count + 1):
+            self._workers[wid] = _Worker(wid)
+        results = await asyncio.gather(*(self._spawn(w) for w in self._workers.values()),
+                                       return_exceptions=True)
+        for worker, result in zip(self._workers.values(), results):
+            if isinstance(result, BaseException):
+                log.error("worker %d did not start: %s", worker.wid, result)
+
+    def _start_message(self, worker: _Worker) -> tuple:
+        service = self.service
+        return ("start", {"wid": worker.wid, "settings": service.settings,
+                          "lists": service.lists_store.parsed, "bound": self.bound,
+                          "processes": service.processes})
+
+    async def _spawn(self, worker: _Worker) -> None:
+        loop = asyncio.get_running_loop()
+        control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        datagrams, datagrams_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        # A busy worker's batches must queue, not be refused.
+        datagrams.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        datagrams_child.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+        datagrams.setblocking(False)
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+        try:
+            worker.proc = subprocess.Popen(
+                [sys.executable, "-m", "appliance.services.dns.worker",
+                 "--control", str(control_child.fileno()), "--datagrams", str(datagrams_child.fileno()),
+                 "--log-level", level],
+                pass_fds=(control_child.fileno(), datagrams_child.fileno()))
+        finally:
+            control_child.close()
+            datagrams_child.close()
+        reader, worker.writer = await asyncio.open_unix_connection(sock=control)
+        worker.datagrams = datagrams
+        loop.add_reader(datagrams.fileno(), self._datagrams, worker)
+        worker.ready = loop.create_future()
+        worker.watch = loop.create_task(self._watch(worker, reader))
+        write_message(worker.writer, self._start_message(worker))
+        await worker.writer.drain()
+        await asyncio.wait_for(asyncio.shield(worker.ready), READY_TIMEOUT)
+
+    async def _watch(self, worker: _Worker, reader: asyncio.StreamReader) -> None:
+        while (message := await read_message(reader)) is not None:
+            if message[0] == "ready" and not worker.ready.done():
+                worker.ready.set_result(message[1])
+                log.info("worker %d (pid %d) answers", worker.wid, message[1])
+        # The stream ended: the worker is gone (or going).
+        self._forget(worker)
+        code = await asyncio.to_thread(worker.proc.wait)
+        if not worker.ready.done():
+            worker.ready.set_exception(RuntimeError(f"worker {worker.wid} exited with {code}"))
+        if self._stopping:
+            return
+        pause = RESTART_PAUSE[min(worker.restarts, len(RESTART_PAUSE) - 1)]
+        worker.restarts += 1
+        log.error("worker %d (pid %d) exited with %s; starting it again in %.1fs",
+                  worker.wid, worker.proc.pid, code, pause)
+        task = asyncio.get_running_loop().create_task(self._restart(worker, pause))
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
+
+    async def _restart(self, worker: _Worker, pause: float) -> None:
+        await asyncio.sleep(pause)
+        if self._stopping:
+            return
+        try:
+            await self._spawn(worker)
+        except Exception as exc:  # noqa: BLE001 - it will be tried again when its stream ends
+            log.error("worker %d did not start again: %s", worker.wid, exc)
+
+    def _forget(self, worker: _Worker) -> None:
+        if worker.datagrams is not None:
+            self._datagrams(worker)  # what it sent before it went
+            asyncio.get_running_loop().remove_reader(worker.datagrams.fileno())
+            worker.datagrams.close()
+            worker.datagrams = None
+        if worker.writer is not None:
+            worker.writer.close()
+            worker.writer = None
+        worker.counters = {}
+
+    def _datagrams(self, worker: _Worker) -> None:
+        service = self.service
+        recv = worker.datagrams.recv
+        for _ in range(256):
+            try:
+                data = recv(1 << 22)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            try:
+                message = marshal.loads(data)
+                if message[0] == "q":
+                    service.handoff(message[1], message[3], message[2])
+                elif message[0] == "log":
+                    service.querylog.add_batch(message[1])
+                    worker.counters = message[2]
+            except (ValueError, EOFError, TypeError, IndexError):
+                log.exception("bad message from worker %d", worker.wid)
+
+    async def send_policy(self, settings, lists) -> None:
+        """Every worker decides by `settings` and `lists` from its next query on."""
+        for worker in self._workers.values():
+            if worker.writer is not None:
+                try:
+                    write_message(worker.writer, ("policy", settings, lists))
+                    await worker.writer.drain()
+                except ConnectionError:
+                    pass  # it is being restarted; it gets the policy with its start
+
+    def counters(self) -> list[dict]:
+        return [w.counters for w in self._workers.values() if w.counters]
+
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self._workers.values()
+                if w.proc is not None and w.proc.poll() is None]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in list(self._restarts):
+            task.cancel()
+        for worker in self._workers.values():
+            if worker.writer is not None:
+                try:
+                    write_message(worker.writer, ("stop",))
+                    await worker.writer.drain()
+                except ConnectionError:
+                    pass
+        for worker in self._workers.values():
+            if worker.proc is None:
+                continue
+            try:
+                await asyncio.wait_for(asyncio.to_thread(worker.proc.wait), 5)
+            except asyncio.TimeoutError:
+                log.error("worker %d did not stop; killing it", worker.wid)
+                worker.proc.kill()
+                await asyncio.to_thread(worker.proc.wait)
+        for worker in self._workers.values():
+            if worker.watch is not None:
+                await asyncio.gather(worker.watch, return_exceptions=True)
+            self._forget(worker)

@@ -244,7 +244,7 @@ forward-zone:
 def lab_rows(args, tmp: Path, names: Names, rows: list) -> None:
     from appliance.box.settings import parse_settings
     from appliance.lab import topology
-    from tests.e2e.boxlab import box_in_lab, settings_data
+    from tests.support.boxlab import box_in_lab, settings_data
 
     dns = {"upstreams": [{"url": "udp://192.168.1.1"}],
            "rate_limit": {"per_client_qps": 100000000, "burst": 1000000},

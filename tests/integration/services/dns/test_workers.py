@@ -20,7 +20,7 @@ import dns.rcode
 import pytest
 import yaml
 
-from tests.ports import free_port
+from tests.support.ports import free_port
 
 
 ROOT = Path(__file__).resolve().parents[4]

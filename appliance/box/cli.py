@@ -8,6 +8,8 @@ from __future__ import annotations
 import time
 
 from appliance.box import locate
+from appliance.box.stored import StateError
+from appliance.durable import StateDirError
 from appliance.box.plan import PlanError
 from appliance.box.settings import SettingsError, load_settings
 
@@ -16,11 +18,17 @@ add_common = locate.add_arguments
 
 def apply(opts, out=print) -> int:
     box = locate.from_options(opts)
+    if opts.get("boot"):
+        from appliance.box import boot
+        return boot.boot(box, out)
     path = opts.get("settings")
     try:
         # Ports are checked against the NICs this box really has.
         nics = [l.name for l in box.kernel.links(box.placement.host_ns)]
         settings = load_settings(path, nics=nics) if path else box.applied_settings()
+    except StateError as e:
+        out(f"apply: {e}; nothing was applied (`apply --boot` falls back to the last good settings)")
+        return 2
     except SettingsError as e:
         out(f"apply: {path}: the settings are not valid; nothing was applied:")
         for field, msgs in e.errors.items():
@@ -32,7 +40,7 @@ def apply(opts, out=print) -> int:
         return 2
     try:
         res = box.apply(settings, dry_run=opts.get("dry_run", False), progress=out)
-    except PlanError as e:
+    except (PlanError, StateDirError) as e:
         out(f"apply: {e}; nothing was applied")
         return 2
     out(res.diff.rstrip() if res.diff else "(no difference from what is applied)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from appliance import durable
 from appliance.kernel.base import Completed, Processes
 from appliance.kernel.process import LinuxProcesses
 from appliance.services.supervisor import (
@@ -88,9 +89,7 @@ class SystemdUnits:
         if old == text and active:
             return "unchanged"
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        durable.write_atomic(str(path), text)
         self._check(self.systemctl("daemon-reload"), "daemon-reload")
         # reset-failed: a unit that hit its start limit before may start again.
         self.systemctl("reset-failed", unit_name(spec.name))

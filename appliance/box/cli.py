@@ -80,6 +80,11 @@ def show_status(opts, out=print) -> int:
     register = applied.health_register() if applied else None
     out(f"failsafe: {settings.failsafe}; health register reg15="
         + (f"{register:#x} (bit 0 DNS, 1 DHCP, 2 relay)" if register is not None else "? (no datapath)"))
+    from appliance.box import boot
+
+    note = boot.read_note(box)
+    if note:
+        out(f"boot ({time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(note.time))}): {note.banner}")
     events = status.health_events(box, opts.get("events") or 10)
     if events:
         out("events:")

@@ -83,6 +83,10 @@ DATABASES = {
         "NAME": os.environ.get("APPLIANCE_DB", STATE_DIR / "appliance.sqlite3"),
         "CONN_MAX_AGE": 600,
         "CONN_HEALTH_CHECKS": True,
+        # WAL: readers (every page) never wait for a writer (an apply's progress). synchronous=FULL:
+        # a commit is on the disk when it returns (users, the settings document, the apply history
+        # survive a power cut); WAL makes that one fsync of the log per commit.
+        "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"},
     }
 }
 

@@ -148,9 +148,12 @@ def filled(directory, leave: int = 1 << 20):
 
 
 @contextlib.contextmanager
-def read_only(mountpoint):
-    subprocess.run(["mount", "-o", "remount,ro", str(mountpoint)], check=True)
+def read_only(directory):
+    """`directory` on a read-only mount (a read-only bind over itself: services keep the files they
+    have open, as after a remount that the kernel forced on an error; whatever opens anew is refused)."""
+    subprocess.run(["mount", "--bind", str(directory), str(directory)], check=True)
     try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(directory)], check=True)
         yield
     finally:
-        subprocess.run(["mount", "-o", "remount,rw", str(mountpoint)], check=True)
+        subprocess.run(["umount", str(directory)], check=True)

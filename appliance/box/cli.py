@@ -80,6 +80,14 @@ def show_status(opts, out=print) -> int:
     register = applied.health_register() if applied else None
     out(f"failsafe: {settings.failsafe}; health register reg15="
         + (f"{register:#x} (bit 0 DNS, 1 DHCP, 2 relay)" if register is not None else "? (no datapath)"))
+    pool = status.dhcp_pool(box)
+    if pool.ok:
+        p = pool.value
+        out(f"dhcp pool: {p['leased']} of {p['size']} leased ({p['percent']}%; warning at {p['warn_percent']}%)")
+        if p["warning"]:
+            out(f"  {p['warning']}")
+        for c in p["no_lease"][-5:]:
+            out(f"  no lease for {c['mac']}" + (f" at {c['at']}" if c["at"] else "") + ": the pool was full")
     from appliance.box import boot
 
     note = boot.read_note(box)

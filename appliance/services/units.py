@@ -106,6 +106,12 @@ class SystemdUnits:
         res = self.processes.run(None, ["journalctl", "-u", unit_name(name), "-n", "5", "-o", "cat", "--no-pager"])
         return last_log_line(res.stdout) if res.returncode == 0 else ""
 
+    def log_tail(self, name: str, lines: int = 500) -> str:
+        """The end of the unit's journal (the service's own lines, its own time stamps)."""
+        res = self.processes.run(None, ["journalctl", "-u", unit_name(name), "-n", str(lines), "-o", "cat",
+                                        "--no-pager"])
+        return res.stdout if res.returncode == 0 else ""
+
     def kill(self, name: str, grace: float = 1.0) -> bool:
         """End the service hard (a stopped or hung one too); `Restart=always` starts it again."""
         pid = self.status(name).pid

@@ -156,10 +156,12 @@ INSTALLED_APPS += [
 ]
 MIDDLEWARE += [
     "appliance.web.console.middleware.SecurityHeadersMiddleware",
+    "appliance.web.console.middleware.BackendDownMiddleware",
     "appliance.web.console.middleware.FirstRunMiddleware",
     "appliance.web.console.middleware.DocumentSeedMiddleware",
 ]
 TEMPLATES[0]["OPTIONS"]["context_processors"].append("appliance.web.console.context.nav")
+TEMPLATES[0]["OPTIONS"]["context_processors"].append("appliance.web.console.banners.context")
 from appliance.web.console.hosts import BoxHosts  # noqa: E402
 
 ALLOWED_HOSTS = BoxHosts(ALLOWED_HOSTS)
@@ -219,4 +221,6 @@ APPLIANCE_AUDIT_FAILURE_ROWS = int(os.environ.get("APPLIANCE_AUDIT_FAILURE_ROWS"
 APPLIANCE_AUDIT_RETENTION_DAYS = int(os.environ.get("APPLIANCE_AUDIT_RETENTION_DAYS", "365"))
 APPLIANCE_AUDIT_MAX_ROWS = int(os.environ.get("APPLIANCE_AUDIT_MAX_ROWS", "100000"))
 # How old the box's live figures on the pages may be (one reading per worker process per period).
+# Whether every page asks Redis and the Celery worker if they answer (appliance.web.console.banners).
+APPLIANCE_CHECK_BACKENDS = os.environ.get("APPLIANCE_CHECK_BACKENDS", "1") == "1"
 APPLIANCE_LIVE_SECONDS = float(os.environ.get("APPLIANCE_LIVE_SECONDS", "1"))

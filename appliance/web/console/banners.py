@@ -48,6 +48,12 @@ def _kept(key: str, seconds: float, check):
     return value
 
 
+def forget() -> None:
+    """Check again on the next page (something just failed)."""
+    with _LOCK:
+        _KEPT.clear()
+
+
 def redis_problem() -> str | None:
     import redis
 

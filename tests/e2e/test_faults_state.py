@@ -232,7 +232,7 @@ def test_a_full_dhcp_pool_is_warned_of_before_and_a_client_turned_away_is_named_
         # A new device (another MAC) asks: nothing left. The box says who, and when.
         ip(c2, "link", "set", "eth0", "address", NEW_MAC)
         t0 = time.monotonic()
-        with pytest.raises(RuntimeError, match="got no lease"):
+        with pytest.raises(RuntimeError, match="got no lease|not done within"):
             lab.dhcp(c2, timeout=10)
         told = poll(lambda: [c for c in status.dhcp_pool(box).value["no_lease"] if c["mac"] == NEW_MAC], 10)
         print(f"\nDHCP pool full: {NEW_MAC} turned away and named {time.monotonic() - t0:.1f} s after it asked "

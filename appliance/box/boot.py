@@ -43,6 +43,7 @@ class BootNote:
     ran: str  # "last-good" or "factory"
     reasons: tuple[str, ...]
     time: float
+    address: dict | None = None  # {"dev", "cidr"}: the admin address the factory bridge carries
 
     @property
     def banner(self) -> str:
@@ -57,7 +58,7 @@ class BootNote:
     def from_json(cls, text: str) -> BootNote | None:
         try:
             data = json.loads(text)
-            return cls(data["ran"], tuple(data["reasons"]), float(data["time"]))
+            return cls(data["ran"], tuple(data["reasons"]), float(data["time"]), data.get("address"))
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -147,14 +148,15 @@ def boot(box: Box, out: Callable[[str], None] = print, clock: Callable[[], float
         out(f"boot: {reasons[-1]}")
     out("boot: falling back to the factory bridge")
     nics = factory_nics(box.kernel.links(host))
-    for line in reconcile(box.kernel, factory_objects(host, nics, _admin_cidr(known))):
+    cidr = _admin_cidr(known)
+    for line in reconcile(box.kernel, factory_objects(host, nics, cidr)):
         out(line)
-    _note(box, "factory", reasons, clock, out)
+    _note(box, "factory", reasons, clock, out, {"dev": FACTORY_BRIDGE, "cidr": cidr} if cidr else None)
     return FACTORY
 
 
-def _note(box: Box, ran: str, reasons: list[str], clock, out) -> None:
-    note = BootNote(ran, tuple(reasons), clock())
+def _note(box: Box, ran: str, reasons: list[str], clock, out, address: dict | None = None) -> None:
+    note = BootNote(ran, tuple(reasons), clock(), address)
     try:
         box.fs.write(box.layout.boot_note, note.to_json())
     except OSError as e:  # a full disk must not undo the fallback itself

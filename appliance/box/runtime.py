@@ -12,6 +12,7 @@ environment (the CLI, the console and the services all ask it).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -25,6 +26,7 @@ from appliance.box.protocols import FileSystem, ServiceRunner, SwitchLoader
 from appliance.box.settings import Settings
 from appliance.box.switchload import DatapathLoader
 from appliance.kernel import Kernel, LinuxKernel
+from appliance.kernel.base import KernelError
 from appliance.services.supervisor import Supervisor
 
 Progress = Callable[[str], None]
@@ -188,6 +190,7 @@ class Box:
             before = applied.before if applied else {"masters": {
                 l.name: l.master for l in self.kernel.links(self.placement.host_ns)
                 if l.name in (settings.ports.uplink, settings.ports.downlink) and l.master}}
+        self._leave_factory_address(progress)
         res: ApplyResult = self.applier.apply(new, old, progress)
         if res.ok:
             text = stored.dumps(stored.Applied(settings, observed, new, before))
@@ -196,6 +199,17 @@ class Box:
             self._fs.write(self.layout.good_state_file, text)
             self._fs.remove(self.layout.boot_note)  # the box runs what was applied now
         return BoxResult(ok=res.ok, diff=diff, changes=res.changes, error=res.error, restored=res.restored)
+
+    def _leave_factory_address(self, progress: Progress) -> None:
+        """The admin address the boot's factory bridge carries goes: the admin port takes it now."""
+        try:
+            address = json.loads(self._fs.read(self.layout.boot_note) or "{}").get("address")
+            host = self.placement.host_ns
+            if address and address["cidr"] in self.kernel.addresses(host, address["dev"]):
+                self.kernel.del_address(host, address["dev"], address["cidr"])
+                progress(f"- address {address['cidr']} on the factory bridge {address['dev']}")
+        except (ValueError, KeyError, TypeError, KernelError):
+            pass  # no note, or no such bridge any more
 
     def teardown(self, progress: Progress | None = None) -> list[str]:
         """Remove all the box made (by the applied plan) and give the NICs back; state stays."""

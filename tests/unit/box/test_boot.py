@@ -111,6 +111,12 @@ def test_a_missing_nic_boots_the_factory_bridge_with_the_nics_there_are_and_the_
     assert "enp5s0" in note.banner and "enp9s0" in note.banner
     # Nothing of the box was made: no switch, no services.
     assert box.switch.loaded is None
+    # The NIC is back and the settings are applied (from the console, say): the admin port takes the
+    # address; the factory bridge gives it up.
+    box.kernel.del_link(NS, "enp9s0")
+    box.kernel.add_veth(NS, "enp5s0", None, "m2", mac="52:54:00:00:05:00")
+    assert box.apply(s).ok
+    assert box.kernel.addresses(NS, "br0") == [] and boot.read_note(box) is None
 
 
 def test_settings_that_do_not_apply_at_boot_fall_back_to_the_factory_bridge(box):

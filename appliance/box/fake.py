@@ -7,6 +7,9 @@ so they pickle (the browser tests keep one box across processes that way).
 """
 from __future__ import annotations
 
+import errno
+
+from appliance.durable import StateDirError
 from appliance.services.supervisor import RUNNING, STOPPED, ServiceNotReady, ServiceState
 
 
@@ -68,6 +71,12 @@ class MemFs:
     def __init__(self):
         self.files: dict[str, str] = {}
         self.dirs: set[str] = set()
+        self.refuse: str | None = None  # "full" or "read-only": every write and check fails so
+
+    def check_writable(self, directory):
+        if self.refuse:
+            raise StateDirError(errno.ENOSPC if self.refuse == "full" else errno.EROFS,
+                                f"the state directory {directory} is {self.refuse}")
 
     def _parents(self, path: str) -> None:
         d = path.rsplit("/", 1)[0]
@@ -79,6 +88,8 @@ class MemFs:
         return self.files.get(path)
 
     def write(self, path, content, mode=0o644):
+        if self.refuse:
+            raise StateDirError(errno.ENOSPC if self.refuse == "full" else errno.EROFS, path)
         self._parents(path)
         self.files[path] = content
 

@@ -1,10 +1,11 @@
-"""The file-system port on the machine's own disk."""
+"""The file-system port on the machine's own disk: every write durable (`appliance.durable`)."""
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from appliance import durable
 
 
 class RealFileSystem:
@@ -15,19 +16,11 @@ class RealFileSystem:
             return None
 
     def write(self, path, content, mode=0o644):
-        # Write-then-rename: a daemon never reads half a config.
-        d = os.path.dirname(path)
-        os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(content)
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        # A daemon never reads half a config; a power cut leaves the old file or the new one.
+        durable.write_atomic(path, content, mode)
+
+    def check_writable(self, directory):
+        durable.check_writable(directory)
 
     def mkdir(self, path):
         os.makedirs(path, exist_ok=True)

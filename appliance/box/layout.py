@@ -54,6 +54,16 @@ class Layout:
         return f"{self.state_dir}/applied.json"
 
     @property
+    def good_state_file(self) -> str:
+        """The last settings that applied and answered (the boot falls back to them)."""
+        return f"{self.state_dir}/applied.good.json"
+
+    @property
+    def boot_note(self) -> str:
+        """What the boot did when it could not apply the applied settings (`appliance.box.boot`)."""
+        return f"{self.run_dir}/boot-note.json"
+
+    @property
     def dhcp_dir(self) -> str:
         return f"{self.state_dir}/dhcp"
 

@@ -50,7 +50,10 @@ class FileSystem(Protocol):
         """The file's text, or None when there is no such file."""
 
     def write(self, path: str, content: str, mode: int = 0o644) -> None:
-        """Replace the file whole (a reader never sees half of it); make its directory."""
+        """Replace the file whole (a reader never sees half of it, nor a power cut); make its directory."""
+
+    def check_writable(self, directory: str) -> None:
+        """Raise `appliance.durable.StateDirError` when `directory` is full or read-only."""
 
     def mkdir(self, path: str) -> None: ...
 

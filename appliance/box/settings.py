@@ -179,6 +179,8 @@ class Dhcp(_Model):
     lease_time: int = Field(default=86400, ge=60, le=365 * 86400, description="seconds")
     static_leases: tuple[StaticLease, ...] = ()
     options: DhcpOptions = DhcpOptions()
+    # The console warns when this share of the pools' addresses is leased (older documents: the default).
+    pool_warn_percent: int = Field(default=90, ge=1, le=100, description="percent of the pools leased")
 
 
 class Ipv6(_Model):

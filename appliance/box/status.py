@@ -19,6 +19,7 @@ from appliance.box.runtime import Box
 from appliance.box.switchload import DatapathLoader
 from appliance.kernel.base import KernelError
 from appliance.kernel.devices import Devices
+from appliance.services.dhcp import pool
 from appliance.services.dhcp.kea import KeaControl, KeaError
 from appliance.services.dns.control import DnsControl
 from appliance.services.health import record
@@ -72,6 +73,22 @@ def kea_leases(socket: str) -> Reading:
 
 def leases(box: Box) -> Reading:
     return kea_leases(box.layout.kea.socket)
+
+
+def dhcp_pool(box: Box, got: Reading | None = None) -> Reading:
+    """How full the DHCP pools are (`appliance.services.dhcp.pool.usage`), who got no lease.
+
+    `got`: Kea's leases when the caller read them already.
+    """
+    settings = box.applied_settings()
+    if settings is None:
+        return Reading(problem="nothing applied")
+    got = got if got is not None else leases(box)
+    if not got.ok:
+        return Reading(problem=got.problem)
+    tail = getattr(box.services, "log_tail", None)
+    log_text = tail("dhcp4") if tail else ""
+    return Reading(pool.usage(settings.dhcp.pools, got.value, settings.dhcp.pool_warn_percent, log_text))
 
 
 # ---------------------------------------------------------------- ports and services

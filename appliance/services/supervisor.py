@@ -245,6 +245,10 @@ class Supervisor:
     def last_log_line(self, name: str) -> str:
         return last_log_line(_tail(self.log_path(name))) or last_log_line(self.status(name).last_error)
 
+    def log_tail(self, name: str, size: int = 65536) -> str:
+        """The end of the service's output (what it logged last)."""
+        return _tail(self.log_path(name), size)
+
     def kill(self, name: str, grace: float = 1.0) -> bool:
         """End the service hard, for its monitor to start it again; False if it was not running.
 

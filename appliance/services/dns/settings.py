@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from .pattern import compile_pattern
+
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -231,9 +233,9 @@ class RuleSettings(_Model):
     def _value(self) -> "RuleSettings":
         if self.match == "regex":
             try:
-                re.compile(self.value)
-            except re.error as exc:
-                raise ValueError(f"value: invalid regex: {exc}") from None
+                compile_pattern(self.value)
+            except ValueError as exc:
+                raise ValueError(f"value: {exc}") from None
         elif self.match == "keyword":
             if not self.value.strip() or any(c.isspace() for c in self.value):
                 raise ValueError("value: a keyword is one word")

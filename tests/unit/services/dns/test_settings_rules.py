@@ -130,3 +130,26 @@ def test_lists_feed_policy_with_exceptions():
     assert p.decide(0, "x.ads.example").kind == "block"
     assert p.decide(0, "ok.ads.example").kind == "direct"
     assert p.list_counts == {"ads": 2}
+
+
+@pytest.mark.parametrize("pattern, words", [
+    (r"^(a)\1$", "back-references"),  # needs backtracking: refused when read, not at query time
+    (r"^(?=ads)", "look-around"),
+    ("a" * 1001, "longer than 1000"),
+])
+def test_regex_rules_that_could_backtrack_are_refused_by_field(pattern, words):
+    doc = {"upstreams": [{"url": "udp://192.0.2.1"}],
+           "rules": [{"match": "regex", "value": pattern, "then": {"action": "block"}}]}
+    with pytest.raises(SettingsError) as err:
+        parse_settings(doc)
+    assert "rules.0.value" in err.value.errors
+    assert words in err.value.errors["rules.0.value"]
+    with pytest.raises(ListError, match="line 2"):
+        parse_list(f"suffix ok.example\nregex {pattern}\n", "rules", source="mylist")
+
+
+def test_regex_rules_match_case_insensitively_in_linear_time():
+    m = DomainMatcher([Rule("regex", r"^(a+)+$", "block", "r")])
+    assert m.match("a" * 200) is not None
+    assert m.match("A" * 30) is not None
+    assert m.match("a" * 200 + "b") is None  # Python's re: 2^200 steps

@@ -312,6 +312,8 @@ def dns_settings(s: Settings, layout: Layout) -> DnsSettings:
     data["fake_ip"]["network"] = str(s.vproxy.fake_range)
     data["fake_ip"]["db_path"] = layout.fakeip_db
     data["control_socket"] = layout.dns_socket
+    # The LAN's own prefix is never an answer for a public name (rebinding), whatever it is.
+    data["rebind"]["networks"] = sorted({*data["rebind"]["networks"], str(s.lan.prefix)})
     ln = data["local_names"]
     ln["leases_file"] = layout.kea.leases
     if s.dhcp.options.domain:

@@ -52,11 +52,13 @@ from .fakeip import FakeIpPool
 from .localnames import LocalNames
 from .policy import NO_MATCH, Decision, Policy
 from .querylog import QueryLog
+from .rebind import RebindGuard
 from .settings import DnsSettings
 from .upstream import UpstreamSet
-from .wire import (CLASS_IN, EMPTY, HEADER, NXDOMAIN_ANSWER, OPCODE_MASK, QR, SERVFAIL_ANSWER,
+from .wire import (CLASS_IN, EMPTY, HEADER, NXDOMAIN_ANSWER, OPCODE_MASK, QR, REFUSED_ANSWER,
+                   SERVFAIL_ANSWER,
                    TC, TYPE_A, TYPE_AAAA, TYPE_ANY, TYPE_CNAME, TYPE_PTR, Prepared, Query,
-                   WireError, address_records, name_wire, opt_record, parse_query,
+                   WireError, address_records, answer_addresses, name_wire, opt_record, parse_query,
                    prepare, ptr_record, render, udp_limit)
 
 log = logging.getLogger(__name__)
@@ -187,6 +189,8 @@ class Resolver:
         self._opt = opt_record(settings.edns_udp_size)
         self._edns_max = settings.edns_udp_size
         self._decided_max = max(FAST_MIN, settings.cache.size)
+        r = settings.rebind
+        self._rebind = RebindGuard(r.networks, r.allow, settings.local_names.domain) if r.enabled else None
 
     # -- state changes --------------------------------------------------------
     def swap_policy(self, policy: Policy, settings: DnsSettings | None = None) -> None:
@@ -428,6 +432,15 @@ class Resolver:
         self.upstreams.fetch(question, self._clock() + settings.servfail_after,
                              partial(self._fetched, flight))
 
+    def _rebinds(self, name: str, answer: Prepared) -> bool:
+        try:
+            refused = self._rebind.refuses(name, answer_addresses(answer))
+        except WireError:
+            return True  # prepare() read it; records it cannot read again are no answer to give
+        if refused:
+            log.warning("rebinding refused: %s answered with a private address", name)
+        return refused
+
     def _stale_due(self, flight: _Flight) -> None:
         # Keep the refresh going; who waits gets the old answer now.
         flight.timer = None
@@ -448,7 +461,11 @@ class Resolver:
                 answer = _prepare_answer(wire, flight.question_len)
             except (WireError, dns.exception.DNSException, ValueError) as exc:
                 error = exc
-        if answer is not None:
+        if answer is not None and self._rebind is not None and answer.an and self._rebinds(
+                flight.key[0], answer):
+            # Not cached: the next query asks again, the upstream may have been fixed.
+            answer, age, cached, note = REFUSED_ANSWER, 0, False, "rebinding refused"
+        elif answer is not None:
             self.cache.put(flight.key, answer)
             age, cached, note = 0, False, ""
         elif flight.stale is not None:

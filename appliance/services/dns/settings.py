@@ -341,6 +341,27 @@ class LocalNamesSettings(_Model):
         return normalize_domain(value)
 
 
+class RebindSettings(_Model):
+    """Rebinding protection (dnsmasq's `--stop-dns-rebind`): an upstream answer carrying a
+    private, CGNAT, loopback, link-local or ULA address, or one in `networks`, is refused,
+    except for the local domain and the names in `allow`."""
+
+    enabled: bool = True
+    allow: list[str] = Field(default_factory=list, description="suffixes whose answers may be private")
+    networks: list[str] = Field(
+        default_factory=list, description="more networks never answered for public names (the LAN's)")
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, value: list[str]) -> list[str]:
+        return [normalize_domain(v) for v in value]
+
+    @field_validator("networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        return [str(ipaddress.ip_network(v, strict=False)) for v in value]
+
+
 class QueryLogSettings(_Model):
     max_entries: int = Field(default=20000, ge=0, le=5_000_000)
     max_age: int = Field(default=86400, ge=0, description="seconds")
@@ -384,6 +405,7 @@ class DnsSettings(_Model):
     groups: list[ClientGroupSettings] = Field(default_factory=list)
     local_names: LocalNamesSettings = Field(default_factory=LocalNamesSettings)
     query_log: QueryLogSettings = Field(default_factory=QueryLogSettings)
+    rebind: RebindSettings = Field(default_factory=RebindSettings)
     control_socket: str | None = "/run/appliance/dns.sock"
     tcp_idle_timeout: float = Field(default=10, gt=0)
     workers: int | None = Field(

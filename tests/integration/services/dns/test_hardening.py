@@ -94,3 +94,24 @@ def test_a_backtracking_rule_answers_before_the_clients_timeout(server):
     name = "a" * 40 + "b.slow.test"
     assert dig(server, name) == ("NOERROR", ["198.51.100.9"])
     assert dig(server, "a" * 40 + ".") == ("NXDOMAIN", [])  # the regex itself still works
+
+
+REBIND = """\
+rebind: {allow: [allowed.test], networks: ["203.0.113.0/24"]}
+"""
+
+
+@pytest.mark.parametrize("server", [REBIND], indirect=True)
+def test_answers_pointing_into_the_home_are_refused(server):
+    assert dig(server, "www.real.test") == ("NOERROR", ["198.51.100.7"])
+    assert dig(server, "v6.real.test", rtype="AAAA") == ("NOERROR", ["2001:db8::7"])
+    for name in ("home.evil.test", "cgnat.evil.test", "loop.evil.test", "link.evil.test",
+                 "lanpfx.evil.test"):
+        assert dig(server, name) == ("REFUSED", []), name
+    assert dig(server, "ula.evil.test", rtype="AAAA") == ("REFUSED", [])
+    assert dig(server, "nas.allowed.test") == ("NOERROR", ["192.168.1.20"])  # the allow-list
+
+
+@pytest.mark.parametrize("server", ["rebind: {enabled: false}\n"], indirect=True)
+def test_rebinding_protection_can_be_turned_off(server):
+    assert dig(server, "home.evil.test") == ("NOERROR", ["192.168.1.10"])

@@ -52,6 +52,7 @@ from .fakeip import FakeIpPool
 from .localnames import LocalNames
 from .policy import NO_MATCH, Decision, Policy
 from .querylog import QueryLog
+from .ratelimit import RateLimiter
 from .rebind import RebindGuard
 from .settings import DnsSettings
 from .upstream import UpstreamSet
@@ -189,6 +190,11 @@ class Resolver:
         self._opt = opt_record(settings.edns_udp_size)
         self._edns_max = settings.edns_udp_size
         self._decided_max = max(FAST_MIN, settings.cache.size)
+        self._max_inflight = settings.max_inflight
+        f = settings.fake_ip
+        # New fake-IP mappings per client: a client asking random names under a
+        # fake-IP rule would otherwise recycle the whole pool under everyone.
+        self._new_fake = RateLimiter(f.new_per_client, f.new_burst, self._clock)
         r = settings.rebind
         self._rebind = RebindGuard(r.networks, r.allow, settings.local_names.domain) if r.enabled else None
 
@@ -365,6 +371,10 @@ class Resolver:
                 if self.fakeips is None:
                     self.handoff(data, addr, out)
                     return None
+                if self.fakeips.lookup_domain(qname) is None and not self._new_fake.allow(client):
+                    # Not remembered: the rest of the group still gets its fake address.
+                    return Decided(FORWARD, "direct", decision.origin + " (fake-IP rate limit)", q,
+                                   qname, expires=now)
                 ip = self.fakeips.allocate(qname, decision.action.route)
                 if ip is not None:
                     return self._keep(group, q, Decided(
@@ -422,6 +432,15 @@ class Resolver:
                 self._deliver(waiter, flight.stale_answer, 0, True, "stale")
             else:
                 flight.waiters.append(waiter)
+            return
+        if len(self._inflight) >= self._max_inflight:
+            # Bounded: an upstream that never answers must not hold the whole memory.
+            self.querylog.dropped["upstream queries at their limit"] += 1
+            if stale is not None:
+                self._deliver(waiter, stale.with_ttl(self.settings.cache.stale_answer_ttl), 0, True,
+                              "stale")
+            else:
+                self._deliver(waiter, SERVFAIL_ANSWER, 0, False, "upstream queries at their limit")
             return
         flight = _Flight(key, len(question), [waiter], stale)
         self._inflight[key] = flight

@@ -147,8 +147,16 @@ class FakeIpSettings(_Model):
     ttl: int = Field(default=1, ge=0, le=3600, description="TTL of fake answers")
     db_path: str = "/var/lib/appliance/dns-fakeip.sqlite3"
     max_entries: int | None = Field(
-        default=None, ge=1, description="default: every address of the pool"
+        default=65536, ge=1,
+        description="mappings kept (the least recently used is recycled); null: every address of"
+                    " the pool (2 million for a /11)",
     )
+    new_per_client: float = Field(
+        default=20, ge=0,
+        description="new mappings a client may cause a second (0: no limit); past it, and its"
+                    " burst, a name is answered with its real address",
+    )
+    new_burst: int = Field(default=500, ge=1)
     builtin_filter: bool = Field(
         default=True,
         description="keep NTP, STUN, connectivity-check and game-console domains real",
@@ -408,6 +416,14 @@ class DnsSettings(_Model):
     rebind: RebindSettings = Field(default_factory=RebindSettings)
     control_socket: str | None = "/run/appliance/dns.sock"
     tcp_idle_timeout: float = Field(default=10, gt=0)
+    tcp_max_clients: int = Field(default=512, ge=1, description="open TCP connections, all clients")
+    tcp_max_per_client: int = Field(default=16, ge=1, description="open TCP connections of one address")
+    max_inflight: int = Field(
+        default=4096, ge=1,
+        description="questions waiting for an upstream at once, per process; past it, SERVFAIL"
+                    " (or the stale answer)",
+    )
+    open_files: int = Field(default=65536, ge=1024, description="descriptor limit the server asks for")
     workers: int | None = Field(
         default=None, ge=1, le=16,
         description="processes answering UDP queries on the same address (SO_REUSEPORT);"

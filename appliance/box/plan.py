@@ -211,7 +211,7 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
     return Plan(
         kernel=kernel_objects(settings, gw_mac, uplink_mac, relay),
         switch=switch,
-        directories=(layout.dhcp_dir, dhcp.paths.run_dir, layout.dns_dir),
+        directories=(layout.dhcp_dir, dhcp.paths.run_dir, layout.dns_dir, layout.dns_lists_dir),
         files=(kea_file, dns_file, relay_file),
         services=services,
         run_dir=layout.run_dir,
@@ -312,6 +312,7 @@ def dns_settings(s: Settings, layout: Layout) -> DnsSettings:
     data["fake_ip"]["network"] = str(s.vproxy.fake_range)
     data["fake_ip"]["db_path"] = layout.fakeip_db
     data["control_socket"] = layout.dns_socket
+    data["lists_dir"] = layout.dns_lists_dir
     # The LAN's own prefix is never an answer for a public name (rebinding), whatever it is.
     data["rebind"]["networks"] = sorted({*data["rebind"]["networks"], str(s.lan.prefix)})
     ln = data["local_names"]

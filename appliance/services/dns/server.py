@@ -171,7 +171,7 @@ class DnsService:
                  neighbour_mac: Callable[[str], str | None] = read_neighbour_mac):
         self.settings = settings
         self.started = time.time()
-        self.lists_store = ListStore()
+        self.lists_store = ListStore(settings.lists_dir)
         errors = read_lists(self.lists_store, settings.lists)
         for error in errors:
             log.error("list not loaded: %s", error)
@@ -361,6 +361,7 @@ class DnsService:
         control socket need a restart.
         """
         store = self.lists_store
+        store.lists_dir = settings.lists_dir
         errors = await asyncio.to_thread(read_lists, store, settings.lists, True)
         if errors:
             self.last_reload_error = "; ".join(errors)

@@ -264,7 +264,10 @@ class RuleListSettings(_Model):
     """
 
     name: str
-    source: str = Field(description="a file path or an http(s) URL")
+    source: str = Field(description="an https URL, an http URL pinned by `sha256`, or a file in"
+                                    " the lists directory (`lists_dir`)")
+    sha256: str | None = Field(
+        default=None, description="the list's SHA-256 (hex): any other content is refused")
     format: Literal["auto", "hosts", "adblock", "plain", "rules"] = "auto"
     plain_match: Literal["exact", "suffix"] = "suffix"
     then: Action = Field(default_factory=lambda: BlockAction(action="block"))
@@ -284,6 +287,13 @@ class RuleListSettings(_Model):
         if not value.strip():
             raise ValueError("empty source")
         return value
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError("a SHA-256 is 64 hexadecimal digits")
+        return value.lower() if value else value
 
 
 def _client_id(value: str) -> str:
@@ -407,6 +417,8 @@ class DnsSettings(_Model):
     fake_ip: FakeIpSettings = Field(default_factory=FakeIpSettings)
     rules: list[RuleSettings] = Field(default_factory=list, description="the default group's rules")
     lists: list[RuleListSettings] = Field(default_factory=list)
+    lists_dir: str = Field(default="/var/lib/appliance/dns-lists",
+                           description="the one directory list files are read from")
     default_lists: list[str] | None = Field(
         default=None, description="lists the default group uses; default: all enabled"
     )

@@ -313,6 +313,9 @@ def dns_settings(s: Settings, layout: Layout) -> DnsSettings:
     data["fake_ip"]["db_path"] = layout.fakeip_db
     data["control_socket"] = layout.dns_socket
     data["lists_dir"] = layout.dns_lists_dir
+    # The modem never gets an answer (the second lock behind the flows' DNS guard).
+    if f"{s.gateway.ip}/32" not in data["deny_clients"]:
+        data["deny_clients"] = [*data["deny_clients"], f"{s.gateway.ip}/32"]
     # The LAN's own prefix is never an answer for a public name (rebinding), whatever it is.
     data["rebind"]["networks"] = sorted({*data["rebind"]["networks"], str(s.lan.prefix)})
     ln = data["local_names"]

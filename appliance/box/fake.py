@@ -68,6 +68,7 @@ class MemFs:
     def __init__(self):
         self.files: dict[str, str] = {}
         self.dirs: set[str] = set()
+        self.access_of: dict[str, tuple[int, int, int]] = {}  # path -> (mode, uid, gid)
 
     def _parents(self, path: str) -> None:
         d = path.rsplit("/", 1)[0]
@@ -78,9 +79,18 @@ class MemFs:
     def read(self, path):
         return self.files.get(path)
 
-    def write(self, path, content, mode=0o644):
+    def write(self, path, content, mode=0o644, owner=None):
         self._parents(path)
         self.files[path] = content
+        self.access_of[path] = (mode, *(owner or (0, 0)))
+
+    def own(self, path, uid, gid, mode):
+        self.access_of[path] = (mode, uid, gid)
+
+    def access(self, path):
+        if not self.exists(path):
+            return None
+        return self.access_of.get(path, (0o755 if path in self.dirs else 0o644, 0, 0))
 
     def mkdir(self, path):
         self.dirs.add(path)

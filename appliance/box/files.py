@@ -14,7 +14,7 @@ class RealFileSystem:
         except FileNotFoundError:
             return None
 
-    def write(self, path, content, mode=0o644):
+    def write(self, path, content, mode=0o644, owner=None):
         # Write-then-rename: a daemon never reads half a config.
         d = os.path.dirname(path)
         os.makedirs(d, exist_ok=True)
@@ -23,6 +23,8 @@ class RealFileSystem:
             with os.fdopen(fd, "w") as f:
                 f.write(content)
             os.chmod(tmp, mode)
+            if owner is not None and os.geteuid() == 0:
+                os.chown(tmp, *owner)
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -31,6 +33,18 @@ class RealFileSystem:
 
     def mkdir(self, path):
         os.makedirs(path, exist_ok=True)
+
+    def own(self, path, uid, gid, mode):
+        if os.geteuid() == 0:  # an apply as another user (tests) keeps its own files
+            os.chown(path, uid, gid)
+        os.chmod(path, mode)
+
+    def access(self, path):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        return (st.st_mode & 0o7777, st.st_uid, st.st_gid)
 
     def remove(self, path):
         p = Path(path)

@@ -158,7 +158,9 @@ class Box:
             if l.name in (settings.ports.uplink, settings.ports.downlink) and l.master}}
         res: ApplyResult = self.applier.apply(new, old, progress)
         if res.ok:
-            self._fs.write(self.layout.state_file, stored.dumps(stored.Applied(settings, observed, new, before)))
+            # The settings hold proxy passwords: root's file alone.
+            self._fs.write(self.layout.state_file, stored.dumps(stored.Applied(settings, observed, new, before)),
+                           0o600)
         return BoxResult(ok=res.ok, diff=diff, changes=res.changes, error=res.error, restored=res.restored)
 
     def teardown(self, progress: Progress | None = None) -> list[str]:

@@ -28,6 +28,17 @@ def settings_data(**changes):
     return data
 
 
+def traversable(path) -> None:
+    """Let the box's unprivileged services (DNS, relay, Kea) reach their directories under
+    `path`: pytest makes /tmp/pytest-of-root 0700, a box's state directory is 0755."""
+    here = os.path.abspath(path)
+    while here != "/":
+        mode = os.stat(here).st_mode
+        if not mode & 0o001:
+            os.chmod(here, (mode & 0o7777) | 0o001)
+        here = os.path.dirname(here)
+
+
 @contextlib.contextmanager
 def box_in_lab(tmp_dir, letter: str, clients: int = 3, apply: dict | None = None):
     """Yield (lab, box); the box is applied with `apply` (settings data) if given.
@@ -37,6 +48,7 @@ def box_in_lab(tmp_dir, letter: str, clients: int = 3, apply: dict | None = None
     """
     spec = LabSpec(prefix=letter + secrets.token_hex(3), clients=clients)
     lab = Lab(spec)
+    traversable(tmp_dir)
     box = box_for(spec.box, state=f"{tmp_dir}/state", run=f"{tmp_dir}/run")
     try:
         lab.up(progress=None)

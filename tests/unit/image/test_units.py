@@ -95,3 +95,20 @@ def test_a_unit_that_fails_to_start_is_an_error_naming_it(tmp_path):
     with pytest.raises(RuntimeError, match=r"^systemctl restart appliance-svc-dhcp4.service: Job .* failed"):
         units.start(spec())
     assert units.status("dhcp4").state == "failed"
+
+
+def test_a_unit_with_an_identity_runs_unprivileged_and_sandboxed():
+    from appliance.services.identity import DNS
+
+    text = unit_text(spec(name="dns", identity=DNS, writable=("/var/lib/appliance/box/dns", "/run/appliance")))
+    lines = text.splitlines()
+    for line in ("User=appliance-dns", "Group=appliance-vproxy",
+                 "CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_BPF",
+                 "AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_BPF", "NoNewPrivileges=yes",
+                 "ProtectSystem=strict", "PrivateTmp=yes", "SystemCallFilter=@system-service",
+                 "ReadWritePaths=-/var/lib/appliance/box/dns -/run/appliance", "LimitNOFILE=65536"):
+        assert line in lines, line
+    # Root services (the watchdog enters namespaces) keep a read-only system all the same.
+    root = unit_text(spec()).splitlines()
+    assert "NoNewPrivileges=yes" in root and "ProtectSystem=strict" in root
+    assert not any(line.startswith(("User=", "CapabilityBoundingSet=")) for line in root)

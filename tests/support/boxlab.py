@@ -2,6 +2,8 @@
 import contextlib
 import os
 import secrets
+import shutil
+import tempfile
 
 from appliance.box.locate import box as box_for
 from appliance.box.settings import parse_settings
@@ -28,15 +30,13 @@ def settings_data(**changes):
     return data
 
 
-def traversable(path) -> None:
-    """Let the box's unprivileged services (DNS, relay, Kea) reach their directories under
-    `path`: pytest makes /tmp/pytest-of-root 0700, a box's state directory is 0755."""
-    here = os.path.abspath(path)
-    while here != "/":
-        mode = os.stat(here).st_mode
-        if not mode & 0o001:
-            os.chmod(here, (mode & 0o7777) | 0o001)
-        here = os.path.dirname(here)
+def service_dir(prefix: str) -> str:
+    """A fresh directory the box's unprivileged services (DNS, relay, Kea) can reach, as a
+    box's /var/lib/appliance: not under pytest's temporary root, which is 0700 and made so
+    again by every pytest session that starts."""
+    path = tempfile.mkdtemp(prefix=f"appliance-{prefix}-", dir="/tmp")
+    os.chmod(path, 0o711)
+    return path
 
 
 @contextlib.contextmanager
@@ -48,8 +48,8 @@ def box_in_lab(tmp_dir, letter: str, clients: int = 3, apply: dict | None = None
     """
     spec = LabSpec(prefix=letter + secrets.token_hex(3), clients=clients)
     lab = Lab(spec)
-    traversable(tmp_dir)
-    box = box_for(spec.box, state=f"{tmp_dir}/state", run=f"{tmp_dir}/run")
+    work = service_dir(spec.prefix)
+    box = box_for(spec.box, state=f"{work}/state", run=f"{work}/run")
     try:
         lab.up(progress=None)
         if apply is not None:
@@ -60,7 +60,10 @@ def box_in_lab(tmp_dir, letter: str, clients: int = 3, apply: dict | None = None
         try:
             box.teardown()
         finally:
-            lab.down(progress=None)
+            try:
+                lab.down(progress=None)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
     assert [n for n in LinuxKernel().list_netns() if n.startswith(spec.prefix + "-")] == []
     assert not os.path.exists(f"/sys/fs/bpf/appliance/{spec.box}")
     # ...nor the shared pin root, once no other box (another test's) uses it.

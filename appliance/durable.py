@@ -35,8 +35,10 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str, content: str | bytes, mode: int = 0o644) -> None:
-    """Replace `path` with `content`: old or new after a crash, never half of one."""
+def write_atomic(path: str, content: str | bytes, mode: int = 0o644,
+                 owner: tuple[int, int] | None = None) -> None:
+    """Replace `path` with `content`: old or new after a crash, never half of one.
+    `owner`: the (uid, gid) it goes to (a service's own file; when run as root)."""
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     data = content.encode() if isinstance(content, str) else content
@@ -47,6 +49,8 @@ def write_atomic(path: str, content: str | bytes, mode: int = 0o644) -> None:
             while view:
                 view = view[os.write(fd, view):]
             os.fchmod(fd, mode)
+            if owner is not None and os.geteuid() == 0:
+                os.fchown(fd, *owner)
             os.fsync(fd)
         finally:
             os.close(fd)

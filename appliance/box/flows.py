@@ -49,6 +49,8 @@ P_ARP_TO_GW_MAC = 920
 P_ARP_FOR_GW = 910
 P_VPROXY_DNS_UDP = 901
 P_VPROXY_DNS_TCP = 900
+P_DNS_GUARD_VPROXY = 897  # DNS serves the home side only: udp and tcp, disjoint by nw_proto
+P_DNS_GUARD_GW = 896
 P_DNS_UDP = 891
 P_DNS_TCP = 890
 P_FAKE_RANGE_GUARD = 885  # the relay serves the home side only
@@ -173,6 +175,12 @@ def box_flows(*, gateway_ip: IPv4Address, gateway_mac: str, admin_mac: str, vpro
         _match("udp", in_port="vproxy", nw_dst=gw, tp_dst=53), _out("uplink"))
     add("DNS from vproxy to the gateway goes to the modem (TCP)", P_VPROXY_DNS_TCP,
         _match("tcp", in_port="vproxy", nw_dst=gw, tp_dst=53), _out("uplink"))
+    for proto in ("udp", "tcp"):
+        add(f"DNS guard: the modem side never queries the box's DNS server ({proto}, to vproxy)",
+            P_DNS_GUARD_VPROXY, _match(proto, in_port="uplink", dl_dst=vp, tp_dst=53))
+    for proto in ("udp", "tcp"):
+        add(f"DNS guard: the modem side's DNS to the gateway is never steered to the box ({proto})",
+            P_DNS_GUARD_GW, _match(proto, in_port="uplink", nw_dst=gw, tp_dst=53))
     while_ok = " while it answers (else the modem answers: failsafe)" if open_ else ""
     add(f"DNS to the gateway goes to vproxy (UDP){while_ok}", P_DNS_UDP,
         _match("udp", nw_dst=gw, tp_dst=53, healthy=dns_ok), to_vproxy)

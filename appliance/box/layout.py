@@ -85,6 +85,11 @@ class Layout:
         return f"{self.dns_dir}/relay.json"
 
     @property
+    def dns_lists_dir(self) -> str:
+        """The one directory DNS rule lists are read from (besides https URLs)."""
+        return f"{self.dns_dir}/lists"
+
+    @property
     def fakeip_db(self) -> str:
         return f"{self.dns_dir}/fakeip.sqlite3"
 

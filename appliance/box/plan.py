@@ -28,6 +28,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -45,6 +46,7 @@ from appliance.kernel.desired import (  # noqa: F401 - BridgePort is part of a p
 )
 from appliance.services.dhcp import config as kea
 from appliance.services.dns.settings import DnsSettings
+from appliance.services.identity import DNS, KEA, RELAY, VPROXY_GID
 from appliance.services.health.heartbeat import pin_path
 from appliance.services.health.probes import Probe
 from appliance.services.health.watchdog import WatchdogConfig, WatchedService
@@ -120,6 +122,7 @@ class ConfigFile:
     path: str
     content: str
     mode: int = 0o644
+    owner: tuple[int, int] | None = None  # (uid, gid): a service's own file; None: root's
 
     @property
     def digest(self) -> str:
@@ -136,6 +139,8 @@ class Plan:
     # What the services leave at runtime, removed by teardown, then `run_dir` if empty.
     run_dir: str = ""
     runtime: tuple[str, ...] = ()
+    # (path, uid, gid, mode) of the directories that belong to a service's user.
+    owners: tuple[tuple[str, int, int, int], ...] = ()
 
 
 # ---------------------------------------------------------------- the plan
@@ -165,11 +170,14 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
     switch = Switch(BRIDGE, ports, own, parse_custom(s.flows.custom))
 
     dhcp = dhcp_settings(settings, layout)
-    kea_file = ConfigFile(dhcp.paths.config, kea.render(kea.kea_config(dhcp)))
+    kea_file = ConfigFile(dhcp.paths.config, kea.render(kea.kea_config(dhcp)), 0o640, (0, KEA.gid))
     dns = dns_settings(settings, layout)
-    dns_file = ConfigFile(layout.dns_config, json.dumps(dns.model_dump(mode="json"), indent=1) + "\n")
+    dns_file = ConfigFile(layout.dns_config, json.dumps(dns.model_dump(mode="json"), indent=1) + "\n",
+                          0o640, (0, VPROXY_GID))
     relay = relay_settings(settings, layout)
-    relay_file = ConfigFile(layout.relay_config, json.dumps(relay.model_dump(mode="json"), indent=1) + "\n")
+    # Upstream proxy passwords: the relay's own file, nobody else's.
+    relay_file = ConfigFile(layout.relay_config, json.dumps(relay.model_dump(mode="json"), indent=1) + "\n",
+                            0o600, (RELAY.uid, RELAY.gid))
     services = (
         ServiceSpec(
             name="dhcp4",
@@ -183,6 +191,8 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
             # modem's DHCP is let in (a lease from the modem outlives the fault).
             probe=Probe("kea", layout.kea.socket, name=str(s.gateway.ip), timeout=1.0, fall=2, rise=2,
                         restart_after=8, bit=HEALTH_DHCP),
+            identity=KEA,
+            writable=(layout.dhcp_dir, dhcp.paths.run_dir),
         ),
         ServiceSpec(
             name="dns",
@@ -196,6 +206,8 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
             probe=Probe("dns", f"{s.vproxy.address}:53", netns=VPROXY_NS,
                         name=f"appliance-probe.{dns.local_names.domain}", timeout=0.5, fall=1, rise=2,
                         restart_after=8, bit=HEALTH_DNS, processes=dns.workers),
+            identity=DNS,
+            writable=(layout.dns_dir, layout.run_dir),
         ),
         ServiceSpec(
             name="relay",
@@ -206,16 +218,29 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
             ready=(f"tcp/{relay.listen_address()[1]}",),
             probe=Probe("relay", layout.relay_socket, timeout=1.0, fall=2, rise=2, restart_after=8,
                         bit=HEALTH_RELAY),
+            identity=RELAY,
+            writable=(layout.run_dir,),
         ),
     )
     return Plan(
         kernel=kernel_objects(settings, gw_mac, uplink_mac, relay),
         switch=switch,
-        directories=(layout.dhcp_dir, dhcp.paths.run_dir, layout.dns_dir),
+        directories=(layout.dhcp_dir, dhcp.paths.run_dir, layout.dns_dir, layout.dns_lists_dir),
         files=(kea_file, dns_file, relay_file),
         services=services,
         run_dir=layout.run_dir,
         runtime=layout.runtime,
+        owners=(
+            # Kea's leases, read by the DNS server for local names; its control socket.
+            (layout.dhcp_dir, KEA.uid, KEA.gid, 0o755),
+            (dhcp.paths.run_dir, KEA.uid, KEA.gid, 0o750),
+            # The fake-IP store: the DNS server writes it, the relay reads it.
+            (layout.dns_dir, DNS.uid, VPROXY_GID, 0o750),
+            (layout.dns_lists_dir, 0, VPROXY_GID, 0o750),
+            # The control sockets of the DNS server and the relay; sticky: neither removes
+            # what is not its own.
+            (layout.run_dir, 0, VPROXY_GID, 0o1775),
+        ),
     )
 
 
@@ -252,6 +277,8 @@ def with_watchdog(p: Plan, settings: Settings, layout: Layout, host_ns: str | No
         probe=Probe("watchdog", layout.health_status, timeout=1.0),
         # A hung watchdog is killed by its runner; the datapath needs no one (stale heartbeats fall open).
         watchdog_sec=5.0,
+        # Root (its probes enter the namespaces), but it writes only its status and events.
+        writable=(layout.run_dir, os.path.dirname(layout.health_events)),
     )
     return dataclasses.replace(
         p, files=(*(f for f in p.files if f.path != config_file.path), config_file),
@@ -312,6 +339,12 @@ def dns_settings(s: Settings, layout: Layout) -> DnsSettings:
     data["fake_ip"]["network"] = str(s.vproxy.fake_range)
     data["fake_ip"]["db_path"] = layout.fakeip_db
     data["control_socket"] = layout.dns_socket
+    data["lists_dir"] = layout.dns_lists_dir
+    # The modem never gets an answer (the second lock behind the flows' DNS guard).
+    if f"{s.gateway.ip}/32" not in data["deny_clients"]:
+        data["deny_clients"] = [*data["deny_clients"], f"{s.gateway.ip}/32"]
+    # The LAN's own prefix is never an answer for a public name (rebinding), whatever it is.
+    data["rebind"]["networks"] = sorted({*data["rebind"]["networks"], str(s.lan.prefix)})
     ln = data["local_names"]
     ln["leases_file"] = layout.kea.leases
     if s.dhcp.options.domain:

@@ -193,10 +193,11 @@ class Box:
         self._leave_factory_address(progress)
         res: ApplyResult = self.applier.apply(new, old, progress)
         if res.ok:
+            # The settings hold proxy passwords: root's files alone.
             text = stored.dumps(stored.Applied(settings, observed, new, before))
-            self._fs.write(self.layout.state_file, text)
+            self._fs.write(self.layout.state_file, text, 0o600)
             # Applied and answering its probes (the apply waits for them): the boot's fallback.
-            self._fs.write(self.layout.good_state_file, text)
+            self._fs.write(self.layout.good_state_file, text, 0o600)
             self._fs.remove(self.layout.boot_note)  # the box runs what was applied now
         return BoxResult(ok=res.ok, diff=diff, changes=res.changes, error=res.error, restored=res.restored)
 

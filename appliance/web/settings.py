@@ -97,8 +97,12 @@ CHANNEL_LAYERS = {
         "CONFIG": {"hosts": [REDIS_URL]},
     }
 }
-CELERY_BROKER_URL = REDIS_URL
-CELERY_RESULT_BACKEND = REDIS_URL
+# On the image Redis is a unix socket with a password: unix://:PASSWORD@/run/redis/...?db=0
+# for redis-py (the cache, Channels); kombu and Celery spell the same redis+socket://.
+_CELERY_REDIS_URL = ("redis+socket://" + REDIS_URL.removeprefix("unix://").replace("db=", "virtual_host=")
+                     if REDIS_URL.startswith("unix://") else REDIS_URL)
+CELERY_BROKER_URL = _CELERY_REDIS_URL
+CELERY_RESULT_BACKEND = _CELERY_REDIS_URL
 CELERY_TASK_ACKS_LATE = True
 
 REST_FRAMEWORK = {

@@ -63,6 +63,7 @@ class Stack:
                  https: bool = False):
         self.server, self.workers, self.root = server, workers, Path(root)
         self.tmp = Path(tempfile.mkdtemp(prefix="appliance-web-e2e-"))
+        self.tmp.chmod(0o711)  # the box's unprivileged services reach their directories inside
         self.redis_port, self.port = free_port(), free_port()
         self.tls = self_signed(self.tmp) if https else None
         self.url = f"{'https' if https else 'http'}://127.0.0.1:{self.port}"

@@ -61,7 +61,7 @@ BROADCAST = "ff:ff:ff:ff:ff:ff"
 
 # The health register and its bits (c/dp_contract.h: DP_HEALTH_REG, dp_health).
 HEALTH_REG = "reg15"
-HEALTH_DNS, HEALTH_DHCP, HEALTH_RELAY = 0, 1, 2
+HEALTH_DNS, HEALTH_DHCP, HEALTH_RELAY, HEALTH_DHCP6 = 0, 1, 2, 3
 
 
 def add_flow_line(flow: Flow) -> str:

@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 
 from appliance.services.dhcp.config import KEA_HOOKS_DIR, KeaPaths
+from appliance.services.dhcp.dhcpkit_config import Dhcp6Paths
 
 GW_NS, VPROXY_NS = "gw", "vproxy"
 BRIDGE = "vswitch"
@@ -61,6 +62,13 @@ class Layout:
     def kea(self) -> KeaPaths:
         return KeaPaths(config=f"{self.dhcp_dir}/kea-dhcp4.conf", leases=f"{self.dhcp_dir}/dhcp4.leases",
                         socket=f"{self.run_dir}/dhcp/kea4.sock", run_dir=f"{self.run_dir}/dhcp")
+
+    @property
+    def dhcp6(self) -> Dhcp6Paths:
+        """dhcpkit's files: config and static leases and the leasequery store (state), socket and pid (runtime)."""
+        return Dhcp6Paths(config=f"{self.dhcp_dir}/dhcpkit.conf", assignments=f"{self.dhcp_dir}/static6.csv",
+                          leases=f"{self.dhcp_dir}/leases6.sqlite", socket=f"{self.run_dir}/dhcp/dhcp6.sock",
+                          pid_file=f"{self.run_dir}/dhcp/dhcp6.pid")
 
     @property
     def dns_dir(self) -> str:

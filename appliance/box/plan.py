@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from appliance.box.flows import (
-    HEALTH_DHCP, HEALTH_DNS, HEALTH_RELAY, FlowEntry, add_flow_line, box_flows, parse_custom,
+    HEALTH_DHCP, HEALTH_DHCP6, HEALTH_DNS, HEALTH_RELAY, FlowEntry, add_flow_line, box_flows, parse_custom,
 )
 from appliance.box.layout import (  # noqa: F401 - the box's names are part of a plan's vocabulary
     ADMIN_DEV, ADMIN_PORT, BRIDGE, GW_DEV, GW_NS, NFT_TABLE, PORT_NUMBERS, VGW_PORT, VPROXY_DEV,
@@ -44,6 +44,7 @@ from appliance.kernel.desired import (  # noqa: F401 - BridgePort is part of a p
     Address, Bridge, BridgePort, Namespace, NftTable, Object, RouteEntry, Sysctls, Veth,
 )
 from appliance.services.dhcp import config as kea
+from appliance.services.dhcp import dhcpkit_config as dhcpkit
 from appliance.services.dns.settings import DnsSettings
 from appliance.services.health.heartbeat import pin_path
 from appliance.services.health.probes import Probe
@@ -220,6 +221,7 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
 
 
 WATCHDOG = "watchdog"
+DHCP6_SERVER_PORT = 547
 
 
 def with_watchdog(p: Plan, settings: Settings, layout: Layout, host_ns: str | None,
@@ -278,6 +280,25 @@ def dhcp_settings(s: Settings, layout: Layout) -> kea.DhcpSettings:
         interface=GW_DEV,
         hooks_dir=layout.kea_hooks_dir,
     )
+
+
+def dhcp6_service(dhcp6: dhcpkit.Dhcp6Settings, layout: Layout) -> tuple[tuple[ConfigFile, ...], ServiceSpec]:
+    """dhcpkit's files and its service in gw, run by our wrapper (`appliance.services.dhcp.dhcp6`)."""
+    config = ConfigFile(dhcp6.paths.config, dhcpkit.dhcpkit_config(dhcp6))
+    assignments = ConfigFile(dhcp6.paths.assignments, dhcpkit.assignments_csv(dhcp6))
+    spec = ServiceSpec(
+        name="dhcp6",
+        argv=(layout.python, "-m", "appliance.services.dhcp.dhcp6", dhcp6.paths.config),
+        netns=GW_NS,
+        cwd=layout.dhcp_dir,
+        # dhcpkit reads the CSV once, at start: a changed lease restarts it too.
+        revision=hashlib.sha256(f"{config.digest}{assignments.digest}".encode()).hexdigest()[:16],
+        # An Information-request as a client's, through dhcpkit's workers; two
+        # misses before the modem's DHCPv6 is let in, as for Kea.
+        probe=Probe("dhcp6", f"[::1]:{DHCP6_SERVER_PORT}", netns=GW_NS, timeout=1.0, fall=2, rise=2,
+                    restart_after=8, bit=HEALTH_DHCP6),
+    )
+    return (config, assignments), spec
 
 
 def relay_settings(s: Settings, layout: Layout) -> RelaySettings:

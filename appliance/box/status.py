@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import time
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from appliance.box.switchload import DatapathLoader
 from appliance.kernel.base import KernelError
 from appliance.kernel.devices import Devices
 from appliance.services.dhcp.kea import KeaControl, KeaError
+from appliance.services.dhcp.leases6 import read_leases
 from appliance.services.dns.control import DnsControl
 from appliance.services.health import record
 from appliance.services.health.heartbeat import HealthMap
@@ -70,8 +72,23 @@ def kea_leases(socket: str) -> Reading:
                      "state": x.state} for x in leases])
 
 
+def dhcp6_leases(store: str) -> Reading:
+    """The addresses dhcpkit handed out (its leasequery store), as rows like Kea's."""
+    try:
+        found = read_leases(store)
+    except (OSError, sqlite3.Error) as e:
+        return Reading(problem=f"cannot read the DHCPv6 leases ({e})")
+    return Reading([{"ip": str(x.ip), "mac": x.mac, "hostname": "", "expires": x.expires, "state": 0}
+                    for x in found])
+
+
 def leases(box: Box) -> Reading:
-    return kea_leases(box.layout.kea.socket)
+    """Kea's leases, then the DHCPv6 ones (static addresses, listed once handed out)."""
+    v4 = kea_leases(box.layout.kea.socket)
+    v6 = dhcp6_leases(box.layout.dhcp6.leases)
+    if not v4.ok:
+        return v4
+    return Reading([*v4.value, *(v6.value if v6.ok else [])])
 
 
 # ---------------------------------------------------------------- ports and services

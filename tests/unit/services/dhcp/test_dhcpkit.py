@@ -190,3 +190,15 @@ def test_the_mac_of_a_duid():
     assert mac_of_duid(bytes.fromhex("000100010000abcd") + mac) == MAC
     assert mac_of_duid(bytes.fromhex("0002000000090102")) == ""
     assert mac_of_duid(bytes.fromhex("00030006") + mac) == ""  # not Ethernet
+
+
+def test_the_health_probes_information_request_is_one_dhcpkit_reads():
+    from dhcpkit.ipv6.messages import InformationRequestMessage, Message
+    from dhcpkit.ipv6.options import OptionRequestOption
+
+    from appliance.services.health.probes import information_request
+
+    _, message = Message.parse(information_request(b"xyz"))
+    assert isinstance(message, InformationRequestMessage) and message.transaction_id == b"xyz"
+    assert message.get_option_of_type(OptionRequestOption).requested_options == [23]
+    message.validate()

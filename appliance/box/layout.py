@@ -65,10 +65,12 @@ class Layout:
 
     @property
     def dhcp6(self) -> Dhcp6Paths:
-        """dhcpkit's files: config and static leases and the leasequery store (state), socket and pid (runtime)."""
-        return Dhcp6Paths(config=f"{self.dhcp_dir}/dhcpkit.conf", assignments=f"{self.dhcp_dir}/static6.csv",
-                          leases=f"{self.dhcp_dir}/leases6.sqlite", socket=f"{self.run_dir}/dhcp/dhcp6.sock",
-                          pid_file=f"{self.run_dir}/dhcp/dhcp6.pid")
+        """The DHCPv6 server's files: settings, dhcpkit's config and static leases, the leasequery
+        store, the modem's last RA (state); status, socket and pid (runtime, in the Kea run dir)."""
+        return Dhcp6Paths(config=f"{self.dhcp_dir}/dhcp6.json", dhcpkit=f"{self.dhcp_dir}/dhcpkit.conf",
+                          assignments=f"{self.dhcp_dir}/static6.csv", leases=f"{self.dhcp_dir}/leases6.sqlite",
+                          ra=f"{self.dhcp_dir}/modem-ra.json", status=f"{self.run_dir}/dhcp/dhcp6-status.json",
+                          socket=f"{self.run_dir}/dhcp/dhcp6.sock", pid_file=f"{self.run_dir}/dhcp/dhcp6.pid")
 
     @property
     def dns_dir(self) -> str:

@@ -282,23 +282,23 @@ def dhcp_settings(s: Settings, layout: Layout) -> kea.DhcpSettings:
     )
 
 
-def dhcp6_service(dhcp6: dhcpkit.Dhcp6Settings, layout: Layout) -> tuple[tuple[ConfigFile, ...], ServiceSpec]:
-    """dhcpkit's files and its service in gw, run by our wrapper (`appliance.services.dhcp.dhcp6`)."""
-    config = ConfigFile(dhcp6.paths.config, dhcpkit.dhcpkit_config(dhcp6))
-    assignments = ConfigFile(dhcp6.paths.assignments, dhcpkit.assignments_csv(dhcp6))
+def dhcp6_service(dhcp6: dhcpkit.Dhcp6Settings, layout: Layout) -> tuple[ConfigFile, ServiceSpec]:
+    """The DHCPv6 server's settings file and its service in gw: our wrapper around dhcpkit
+    (`appliance.services.dhcp.dhcp6`), which renders dhcpkit's files itself as the modem's RA says."""
+    config = ConfigFile(dhcp6.paths.config, json.dumps(dhcp6.to_json(), indent=1) + "\n")
     spec = ServiceSpec(
         name="dhcp6",
-        argv=(layout.python, "-m", "appliance.services.dhcp.dhcp6", dhcp6.paths.config),
+        argv=(layout.python, "-m", "appliance.services.dhcp.dhcp6", "--config", dhcp6.paths.config),
         netns=GW_NS,
         cwd=layout.dhcp_dir,
-        # dhcpkit reads the CSV once, at start: a changed lease restarts it too.
-        revision=hashlib.sha256(f"{config.digest}{assignments.digest}".encode()).hexdigest()[:16],
-        # An Information-request as a client's, through dhcpkit's workers; two
-        # misses before the modem's DHCPv6 is let in, as for Kea.
-        probe=Probe("dhcp6", f"[::1]:{DHCP6_SERVER_PORT}", netns=GW_NS, timeout=1.0, fall=2, rise=2,
-                    restart_after=8, bit=HEALTH_DHCP6),
+        revision=config.digest,
+        # An Information-request as a client's, through dhcpkit's workers, then
+        # the server's word (it may stand aside for the modem); two misses
+        # before the modem's DHCPv6 is let in, as for Kea.
+        probe=Probe("dhcp6", f"[::1]:{DHCP6_SERVER_PORT}", netns=GW_NS, name=dhcp6.paths.status, timeout=1.0,
+                    fall=2, rise=2, restart_after=8, bit=HEALTH_DHCP6),
     )
-    return (config, assignments), spec
+    return config, spec
 
 
 def relay_settings(s: Settings, layout: Layout) -> RelaySettings:

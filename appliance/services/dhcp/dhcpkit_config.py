@@ -19,14 +19,20 @@ What it serves:
   the DUID lookup). Without it, Solicits are ignored as a stateless server
   ignores them.
 
+The server follows the modem's RA (`following`): its DNS servers and M flag
+change what is served without an apply.
+
 Leases handed out are recorded in dhcpkit's leasequery SQLite store, which
 `appliance.services.dhcp.leases6` reads. A second listener on ::1 (marked
 `probe`) takes the health probe's Information-request.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from ipaddress import IPv6Address
+
+from appliance.services.dhcp.ra import RouterAdvert
 
 INTERFACE = "gw0"
 PROBE_MARK = "probe"
@@ -37,11 +43,14 @@ ETHERNET = 1  # the IANA hardware type in a DUID-LL/LLT
 
 @dataclass(frozen=True)
 class Dhcp6Paths:
-    """Where one dhcpkit instance keeps its files."""
+    """Where one DHCPv6 server keeps its files."""
 
-    config: str
-    assignments: str  # the static leases as dhcpkit's CSV
+    config: str  # its settings (`Dhcp6Settings` as JSON), written by the plan
+    dhcpkit: str  # dhcpkit's config, rendered by the server from the settings and the modem's RA
+    assignments: str  # the static leases as dhcpkit's CSV, rendered with it
     leases: str  # the leasequery SQLite store
+    ra: str  # the modem's last RA (`appliance.services.dhcp.ra`), kept across restarts
+    status: str  # what the server does now: serves, or lets the modem serve ("aside") and why
     socket: str  # dhcpkit's control socket
     pid_file: str
 
@@ -80,6 +89,45 @@ class Dhcp6Settings:
                 raise ValueError(f"{field}: {e}") from None
         if not IPv6Address(self.reply_from).is_link_local:
             raise ValueError(f"reply_from: {self.reply_from} is not a link-local address")
+
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Dhcp6Settings":
+        data = dict(data)
+        data["paths"] = Dhcp6Paths(**data["paths"])
+        data["dns_servers"] = tuple(data["dns_servers"])
+        data["static_leases"] = tuple(StaticLease6(**x) for x in data["static_leases"])
+        return cls(**data)
+
+
+def following(dhcp6: Dhcp6Settings, ra: RouterAdvert | None) -> tuple[Dhcp6Settings, str | None]:
+    """What the server serves after the modem's RA `ra` (None: none heard yet), and why it
+    stands aside, if it does.
+
+    - DNS: the settings' servers, else the ones the modem announces (RDNSS).
+    - M flag: the static leases' addresses are served (others get none and keep
+      their SLAAC addresses); with no static IPv6 lease the box has nothing to
+      give, so it stands aside: the modem's DHCPv6 serves the home (the
+      datapath's guard goes off with the health bit, `ProbeResult.aside`).
+    """
+    if ra is None:
+        return dhcp6, None
+    dns = dhcp6.dns_servers or ra.dns
+    if ra.managed and not dhcp6.static_leases:
+        why = ("the modem's RA asks for DHCPv6 addresses (M flag) and no static lease has an IPv6 "
+               "address: the box gives none, so the modem's DHCPv6 serves the home")
+        return dataclasses.replace(dhcp6, dns_servers=dns, stateful=False), why
+    return dataclasses.replace(dhcp6, dns_servers=dns, stateful=ra.managed), None
+
+
+def eui64_link_local(mac: str) -> str:
+    """The EUI-64 link-local address of a MAC (RFC 4291 2.5.1): a modem's usual one."""
+    b = bytes.fromhex(mac.replace(":", ""))
+    iid = bytes([b[0] ^ 0x02]) + b[1:3] + b"\xff\xfe" + b[3:6]
+    return str(IPv6Address(b"\xfe\x80" + bytes(6) + iid))
 
 
 def duid_ll(mac: str) -> str:

@@ -15,7 +15,8 @@ down, hung or answering nonsense: that is a failed probe with the reason.
 |            | or "0 leases" both prove the lease backend answers)                       |
 | `dhcp6`    | a real DHCPv6 Information-request from inside the service's namespace to  |
 |            | the server's listener on `target` ([::1]:547), answered by a Reply: the   |
-|            | packet went through dhcpkit's worker processes, as a client's does        |
+|            | packet went through dhcpkit's worker processes, as a client's does; then  |
+|            | the server's status file (`name`): `aside` when it lets the modem serve   |
 | `relay`    | the relay's control socket: `stats`                                       |
 | `watchdog` | the watchdog's status file was written within `timeout`*10 seconds       |
 |            | (CLOCK_MONOTONIC, as the datapath's heartbeat)                            |
@@ -82,16 +83,27 @@ class ProbeResult:
     ok: bool
     detail: str  # what answered, or why nothing did
     seconds: float = 0.0
+    # The service answered, and says the modem should serve its clients
+    # (DHCPv6 when the modem's RA asks for addresses the box does not give):
+    # its health bit goes off at once, and it is ready, not restarted.
+    aside: bool = False
 
 
 def check(probe: Probe) -> ProbeResult:
     """Run the probe once; a failure is a result, never an exception."""
     started = time.monotonic()
+    aside = False
     try:
         ok, detail = _CHECKS[probe.kind](probe)
     except (OSError, ValueError, KeyError) as e:
         ok, detail = False, _why(e, probe)
-    return ProbeResult(ok, detail, time.monotonic() - started)
+    except StandingAside as e:
+        ok, detail, aside = False, str(e), True
+    return ProbeResult(ok, detail, time.monotonic() - started, aside)
+
+
+class StandingAside(Exception):
+    """The service answered that it lets the modem serve (`ProbeResult.aside`); why."""
 
 
 def _why(e: Exception, probe: Probe) -> str:
@@ -176,6 +188,14 @@ def _dhcp6(probe: Probe) -> tuple[bool, str]:
                 break
         if reply[0] != REPLY:
             return False, f"answered with message type {reply[0]}, not a Reply"
+        if probe.name:  # the server's own word on whether it serves or lets the modem serve
+            try:
+                with open(probe.name) as f:
+                    aside = json.load(f).get("aside")
+            except FileNotFoundError:
+                aside = None
+            if aside:
+                raise StandingAside(aside)
         return True, "Reply"
 
 

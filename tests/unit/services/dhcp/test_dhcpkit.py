@@ -27,9 +27,10 @@ MODEM_LL = "fe80::1a00:ff:fe00:e8"
 
 
 def paths(tmp_path) -> Dhcp6Paths:
-    return Dhcp6Paths(config=str(tmp_path / "dhcp6.conf"), assignments=str(tmp_path / "static6.csv"),
-                      leases=str(tmp_path / "leases6.sqlite"), socket=str(tmp_path / "dhcp6.sock"),
-                      pid_file=str(tmp_path / "dhcp6.pid"))
+    return Dhcp6Paths(config=str(tmp_path / "dhcp6.json"), dhcpkit=str(tmp_path / "dhcpkit.conf"),
+                      assignments=str(tmp_path / "static6.csv"), leases=str(tmp_path / "leases6.sqlite"),
+                      ra=str(tmp_path / "ra.json"), status=str(tmp_path / "status.json"),
+                      socket=str(tmp_path / "dhcp6.sock"), pid_file=str(tmp_path / "dhcp6.pid"))
 
 
 def settings(tmp_path, **kw) -> Dhcp6Settings:
@@ -202,3 +203,61 @@ def test_the_health_probes_information_request_is_one_dhcpkit_reads():
     assert isinstance(message, InformationRequestMessage) and message.transaction_id == b"xyz"
     assert message.get_option_of_type(OptionRequestOption).requested_options == [23]
     message.validate()
+
+
+# ---------------------------------------------------------------- following the modem's RA
+
+def test_an_ra_is_read_back_as_it_was_sent():
+    from appliance.services.dhcp.ra import parse_ra, router_advert
+
+    ra = parse_ra(MODEM_LL + "%gw0", router_advert(managed=True, other=True, prefixes=("2001:db8:1::/64",),
+                                                  dns=("2001:db8:1::1", "2001:db8:1::2")))
+    assert (ra.source, ra.managed, ra.other) == (MODEM_LL, True, True)
+    assert ra.prefixes == ("2001:db8:1::/64",) and ra.dns == ("2001:db8:1::1", "2001:db8:1::2")
+    assert ra.lifetime == 1800
+
+
+@pytest.mark.parametrize("message", [b"", b"\x87" + bytes(15), b"\x86\x00" + bytes(14) + b"\x03\x00"])
+def test_what_is_not_an_ra_is_refused(message):
+    from appliance.services.dhcp.ra import NotAnAdvert, parse_ra
+
+    with pytest.raises(NotAnAdvert):
+        parse_ra(MODEM_LL, message)
+
+
+def test_the_server_follows_the_modems_ra(tmp_path):
+    from appliance.services.dhcp.dhcpkit_config import following
+    from appliance.services.dhcp.ra import RouterAdvert
+
+    lease = (StaticLease6(MAC, "2001:db8:1::20"),)
+    base = settings(tmp_path, dns_servers=(), static_leases=lease)
+    assert following(base, None) == (base, None)
+    served, aside = following(base, RouterAdvert(MODEM_LL, managed=True, other=True, dns=("2001:db8:1::1",)))
+    assert (served.stateful, served.dns_servers, aside) == (True, ("2001:db8:1::1",), None)
+    served, aside = following(base, RouterAdvert(MODEM_LL, managed=False, other=True, dns=("2001:db8:1::1",)))
+    assert served.stateful is False and aside is None
+    # M set and nothing to give: the modem's DHCPv6 serves the home.
+    none = settings(tmp_path, dns_servers=(), static_leases=())
+    served, aside = following(none, RouterAdvert(MODEM_LL, managed=True, other=True))
+    assert served.stateful is False and "M flag" in aside and "modem's DHCPv6 serves the home" in aside
+    # Servers in the settings win over the RA's.
+    served, _ = following(settings(tmp_path), RouterAdvert(MODEM_LL, managed=False, other=True, dns=("2001:db8::9",)))
+    assert served.dns_servers == ("2001:db8:1::1",)
+
+
+def test_only_the_modems_ra_is_followed_and_the_status_says_why_it_stands_aside(tmp_path):
+    import json
+
+    from appliance.services.dhcp.dhcp6 import Follower
+    from appliance.services.dhcp.ra import router_advert
+
+    follower = Follower(settings(tmp_path, dns_servers=(), static_leases=()))
+    follower.render()
+    assert json.loads((tmp_path / "status.json").read_text())["aside"] is None
+    assert not follower.heard("fe80::99", router_advert(managed=True))  # a home device's RA
+    assert follower.heard(MODEM_LL, router_advert(managed=False, dns=("2001:db8:1::1",)))
+    assert "address 2001:db8:1::1" in (tmp_path / "dhcpkit.conf").read_text()
+    assert not follower.heard(MODEM_LL, router_advert(managed=False, dns=("2001:db8:1::1",)))  # no news
+    follower.heard(MODEM_LL, router_advert(managed=True, dns=("2001:db8:1::1",)))
+    assert "M flag" in json.loads((tmp_path / "status.json").read_text())["aside"]
+    assert Follower(follower.settings).ra.managed is True  # the last RA is kept across restarts

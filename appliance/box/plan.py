@@ -161,7 +161,7 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
     s = settings
     own = box_flows(gateway_ip=s.gateway.ip, gateway_mac=gw_mac, admin_mac=uplink_mac, vproxy_mac=s.vproxy.mac,
                     fake_range=s.vproxy.fake_range, guarded_ports=s.admin.guarded_ports,
-                    drop_ipv6=s.ipv6.policy == "drop", failsafe=s.failsafe)
+                    drop_ipv6=s.ipv6.policy == "drop", failsafe=s.failsafe, dhcp6=serves_dhcp6(s))
     # Custom flows were checked with the settings; an error here is a bug.
     switch = Switch(BRIDGE, ports, own, parse_custom(s.flows.custom))
 
@@ -209,11 +209,15 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
                         bit=HEALTH_RELAY),
         ),
     )
+    files = (kea_file, dns_file, relay_file)
+    if serves_dhcp6(s):
+        dhcp6_file, dhcp6_spec = dhcp6_service(dhcp6_settings(s, gw_mac, layout), layout)
+        files, services = (*files, dhcp6_file), (services[0], dhcp6_spec, *services[1:])
     return Plan(
         kernel=kernel_objects(settings, gw_mac, uplink_mac, relay),
         switch=switch,
         directories=(layout.dhcp_dir, dhcp.paths.run_dir, layout.dns_dir),
-        files=(kea_file, dns_file, relay_file),
+        files=files,
         services=services,
         run_dir=layout.run_dir,
         runtime=layout.runtime,
@@ -279,6 +283,27 @@ def dhcp_settings(s: Settings, layout: Layout) -> kea.DhcpSettings:
         reservations=tuple(kea.Reservation(lease.mac, str(lease.ip), lease.hostname) for lease in d.static_leases),
         interface=GW_DEV,
         hooks_dir=layout.kea_hooks_dir,
+    )
+
+
+def serves_dhcp6(s: Settings) -> bool:
+    """Whether gw0 answers DHCPv6 as the modem: whenever the box passes IPv6 at all."""
+    return s.ipv6.policy != "drop"
+
+
+def dhcp6_settings(s: Settings, gw_mac: str, layout: Layout) -> dhcpkit.Dhcp6Settings:
+    """The DHCPv6 server's settings: the modem's MAC and (EUI-64) link-local, the search
+    domain, the static leases that have an IPv6 address. DNS servers and the M flag come
+    from the modem's RA, which the server follows (`dhcpkit_config.following`)."""
+    return dhcpkit.Dhcp6Settings(
+        server_mac=gw_mac,
+        reply_from=dhcpkit.eui64_link_local(gw_mac),
+        dns_servers=(),
+        paths=layout.dhcp6,
+        domain=s.dhcp.options.domain,
+        static_leases=tuple(dhcpkit.StaticLease6(lease.mac, str(lease.ip6))
+                            for lease in s.dhcp.static_leases if lease.ip6 is not None),
+        interface=GW_DEV,
     )
 
 
@@ -388,8 +413,9 @@ def kernel_objects(settings: Settings, gw_mac: str, uplink_mac: str,
             ("net.bridge.bridge-nf-call-arptables", "0"),
         )),
         Sysctls(GW_NS, (
-            ("net.ipv6.conf.all.disable_ipv6", "1"),
-            ("net.ipv6.conf.default.disable_ipv6", "1"),
+            *(gw_ipv6_sysctls() if serves_dhcp6(s) else (
+                ("net.ipv6.conf.all.disable_ipv6", "1"),
+                ("net.ipv6.conf.default.disable_ipv6", "1"))),
             ("net.ipv4.ip_forward", "0"),
             ("net.ipv4.conf.all.arp_announce", "2"),
             ("net.ipv4.conf.all.arp_ignore", "1"),
@@ -418,6 +444,22 @@ def kernel_objects(settings: Settings, gw_mac: str, uplink_mac: str,
         )),
         NftTable(VPROXY_NS, "ip", NFT_TABLE, vproxy_nft_body(s, relay)),
         NftTable(None, "inet", NFT_TABLE, host_nft_body(s, gw_mac)),
+    )
+
+
+def gw_ipv6_sysctls() -> tuple[tuple[str, str], ...]:
+    """gw0 with IPv6 for DHCPv6, as the modem: its MAC gives it the modem's EUI-64 link-local,
+    and it never announces itself (no DAD, no router solicitation, no SLAAC of its own)."""
+    quiet = (("accept_dad", "0"), ("dad_transmits", "0"), ("accept_ra", "0"), ("autoconf", "0"),
+             ("router_solicitations", "0"), ("addr_gen_mode", "0"))
+    return (
+        *((f"net.ipv6.conf.{scope}.{k}", v) for scope in ("default", GW_DEV) for k, v in quiet),
+        ("net.ipv6.conf.default.disable_ipv6", "1"),
+        # ::1 for the health probe's listener; gw0 last, once it is quiet.
+        ("net.ipv6.conf.lo.disable_ipv6", "0"),
+        (f"net.ipv6.conf.{GW_DEV}.disable_ipv6", "0"),
+        # Echo requests to the modem's link-local reach gw0 too: the modem answers them.
+        ("net.ipv6.icmp.echo_ignore_all", "1"),
     )
 
 

@@ -196,7 +196,7 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
             # this address), for a local name: the server answers it itself.
             probe=Probe("dns", f"{s.vproxy.address}:53", netns=VPROXY_NS,
                         name=f"appliance-probe.{dns.local_names.domain}", timeout=0.5, fall=1, rise=2,
-                        restart_after=8, bit=HEALTH_DNS),
+                        restart_after=8, bit=HEALTH_DNS, processes=dns.workers),
         ),
         ServiceSpec(
             name="relay",

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
 import socket
 import struct
 import time
@@ -78,7 +77,7 @@ def process_count(settings: DnsSettings) -> int:
     """Processes answering UDP: `workers`, or one per CPU this process may use (at most 4)."""
     if settings.workers is not None:
         return settings.workers
-    return max(1, min(4, len(os.sched_getaffinity(0))))
+    return steer.default_processes()
 
 
 def rate_limiter(settings: DnsSettings, processes: int) -> RateLimiter:

@@ -35,6 +35,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from appliance.kernel.setns import socket_in
+from appliance.services.dns import steer
 
 KINDS = ("dns", "kea", "dhcp6", "relay", "watchdog")
 RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
@@ -60,6 +61,10 @@ class Probe:
     rise: int = 2
     restart_after: int = 6
     bit: int | None = None
+    # dns: processes answering on the address, each for the names that hash
+    # to it (`dns/steer.py`); every one is asked, so one hung process is
+    # found. None: as many as the server starts by default.
+    processes: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -126,12 +131,25 @@ def dns_query(qid: int, name: str, qtype: int = 1) -> bytes:
 
 def _dns(probe: Probe) -> tuple[bool, str]:
     host, _, port = probe.target.rpartition(":")
+    processes = probe.processes or steer.default_processes()
+    names = [probe.name] if processes == 1 else \
+        steer.names_for_each(probe.name, processes, lambda name: dns_query(0, name))
+    answers = []
+    for name in names:
+        ok, detail = _ask(probe, (host, int(port)), name)
+        if not ok:
+            return False, detail if processes == 1 else f"{name}: {detail}"
+        answers.append(detail)
+    return True, answers[0] if processes == 1 else f"{answers[0]} ({processes} processes)"
+
+
+def _ask(probe: Probe, address: tuple[str, int], name: str) -> tuple[bool, str]:
     sock = socket_in(probe.netns, socket.AF_INET, socket.SOCK_DGRAM)
     with sock:
         sock.settimeout(probe.timeout)
-        sock.connect((host, int(port)))
+        sock.connect(address)
         qid = int.from_bytes(os.urandom(2), "big")
-        sock.send(dns_query(qid, probe.name))
+        sock.send(dns_query(qid, name))
         deadline = time.monotonic() + probe.timeout
         while True:
             sock.settimeout(max(0.001, deadline - time.monotonic()))

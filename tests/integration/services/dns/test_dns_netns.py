@@ -208,6 +208,10 @@ def test_direct_block_local_and_own_lookups(lab, server):
     with control(lab) as c:
         lists = {item["name"]: item for item in c.lists()}
         assert lists["ads"]["entries"] == 2 and lists["ads"]["error"] is None
+        # Workers send their counters in batches: the count arrives within moments.
+        deadline = time.monotonic() + 5
+        while c.stats()["blocked_total"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert c.stats()["blocked_total"] >= 2
 
 

@@ -9,6 +9,7 @@ raises for a component that is down.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
@@ -141,12 +142,24 @@ def services(box: Box) -> Reading:
                        restarts_by_watchdog=h.get("restarts", 0))
             if h["state"] != "healthy":
                 row["fallback"] = _FALLBACK.get(spec.name, "") if failsafe == "open" else "none (failsafe: closed)"
+        if spec.name == "dhcp6" and (aside := dhcp6_aside(box.layout.dhcp6.status)):
+            # Not a fault: the modem's RA asks for what the box does not give.
+            row.update(health="stands aside", fallback=aside, last_failure="")
         rows.append(row)
     return Reading(rows)
 
 
 _FALLBACK = {"dns": "the modem answers DNS", "dhcp4": "the modem's DHCP serves the home",
-             "relay": "the DNS server gives real addresses"}
+             "dhcp6": "the modem's DHCPv6 serves the home", "relay": "the DNS server gives real addresses"}
+
+
+def dhcp6_aside(status_file: str) -> str | None:
+    """Why the DHCPv6 server lets the modem serve the home, if it does (its own status file)."""
+    try:
+        with open(status_file) as f:
+            return json.load(f).get("aside")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def health_status(box: Box) -> Reading:

@@ -261,3 +261,16 @@ def test_only_the_modems_ra_is_followed_and_the_status_says_why_it_stands_aside(
     follower.heard(MODEM_LL, router_advert(managed=True, dns=("2001:db8:1::1",)))
     assert "M flag" in json.loads((tmp_path / "status.json").read_text())["aside"]
     assert Follower(follower.settings).ra.managed is True  # the last RA is kept across restarts
+
+
+def test_the_console_reads_why_the_server_stands_aside(tmp_path):
+    import json
+
+    from appliance.box.status import dhcp6_aside
+
+    status = tmp_path / "status.json"
+    assert dhcp6_aside(str(status)) is None  # not running: nothing to say
+    status.write_text(json.dumps({"aside": None}))
+    assert dhcp6_aside(str(status)) is None
+    status.write_text(json.dumps({"aside": "the modem's RA asks for DHCPv6 addresses (M flag) ..."}))
+    assert dhcp6_aside(str(status)).startswith("the modem's RA asks")

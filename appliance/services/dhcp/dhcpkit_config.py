@@ -69,7 +69,7 @@ class Dhcp6Settings:
     reply_from: str  # the modem's link-local address, carried by gw0
     dns_servers: tuple[str, ...]  # the modem's IPv6 addresses
     paths: Dhcp6Paths
-    link_address: str = "::"  # a global address of the link, for dhcpkit's filters
+    link_address: str = "::"  # a global address of the link, for dhcpkit's filters ("::": none known)
     domain: str | None = None
     stateful: bool = False  # the modem's RA sets M: serve the static IA_NA addresses
     static_leases: tuple[StaticLease6, ...] = ()
@@ -130,6 +130,11 @@ def eui64_link_local(mac: str) -> str:
     return str(IPv6Address(b"\xfe\x80" + bytes(6) + iid))
 
 
+def _global_unicast(address: str) -> bool:
+    a = IPv6Address(address)
+    return not (a.is_unspecified or a.is_loopback or a.is_multicast or a.is_link_local)
+
+
 def duid_ll(mac: str) -> str:
     """The DUID-LL (type 3, Ethernet) of a MAC, in hex."""
     return f"0003{ETHERNET:04x}{mac.replace(':', '').lower()}"
@@ -166,7 +171,8 @@ def dhcpkit_config(dhcp6: Dhcp6Settings) -> str:
         "</duid-ll>",
         f"<listen-interface {dhcp6.interface}>",
         f"  reply-from {IPv6Address(dhcp6.reply_from)}",
-        f"  link-address {IPv6Address(dhcp6.link_address)}",
+        # dhcpkit wants a global unicast address (RFC 4291) here, and finds one itself when left out.
+        *([f"  link-address {IPv6Address(dhcp6.link_address)}"] if _global_unicast(dhcp6.link_address) else []),
         "</listen-interface>",
         "<listen-unicast ::1>",
         f"  mark {PROBE_MARK}",

@@ -44,7 +44,8 @@ def settings(tmp_path, **kw) -> Dhcp6Settings:
 def test_the_server_answers_as_the_modem_with_the_modems_dns_and_the_search_domain(tmp_path):
     text = dhcpkit_config(settings(tmp_path))
     assert "<duid-ll server-id>\n  hardware-type 1\n  link-layer-address 18:00:00:00:00:e8\n</duid-ll>" in text
-    assert f"<listen-interface gw0>\n  reply-from {MODEM_LL}\n" in text
+    assert f"<listen-interface gw0>\n  reply-from {MODEM_LL}\n  link-address 2001:db8:1::1\n" in text
+    assert "link-address" not in dhcpkit_config(settings(tmp_path, link_address="::"))
     assert "<recursive-name-servers>\n  address 2001:db8:1::1\n</recursive-name-servers>" in text
     assert "<domain-search-list>\n  domain-name home.arpa\n</domain-search-list>" in text
     assert f"<lq-sqlite {tmp_path}/leases6.sqlite />" in text

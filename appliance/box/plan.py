@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from appliance.box.flows import (
-    HEALTH_DHCP, HEALTH_DNS, HEALTH_RELAY, FlowEntry, add_flow_line, box_flows, parse_custom,
+    HEALTH_DHCP, HEALTH_DHCP6, HEALTH_DNS, HEALTH_RELAY, FlowEntry, add_flow_line, box_flows, parse_custom,
 )
 from appliance.box.layout import (  # noqa: F401 - the box's names are part of a plan's vocabulary
     ADMIN_DEV, ADMIN_PORT, BRIDGE, GW_DEV, GW_NS, NFT_TABLE, PORT_NUMBERS, VGW_PORT, VPROXY_DEV,
@@ -45,6 +45,7 @@ from appliance.kernel.desired import (  # noqa: F401 - BridgePort is part of a p
     Address, Bridge, BridgePort, Namespace, NftTable, Object, RouteEntry, Sysctls, Veth,
 )
 from appliance.services.dhcp import config as kea
+from appliance.services.dhcp import dhcpkit_config as dhcpkit
 from appliance.services.dns.settings import DnsSettings
 from appliance.services.identity import DNS, KEA, RELAY, VPROXY_GID
 from appliance.services.health.heartbeat import pin_path
@@ -165,7 +166,7 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
     s = settings
     own = box_flows(gateway_ip=s.gateway.ip, gateway_mac=gw_mac, admin_mac=uplink_mac, vproxy_mac=s.vproxy.mac,
                     fake_range=s.vproxy.fake_range, guarded_ports=s.admin.guarded_ports,
-                    drop_ipv6=s.ipv6.policy == "drop", failsafe=s.failsafe)
+                    drop_ipv6=s.ipv6.policy == "drop", failsafe=s.failsafe, dhcp6=serves_dhcp6(s))
     # Custom flows were checked with the settings; an error here is a bug.
     switch = Switch(BRIDGE, ports, own, parse_custom(s.flows.custom))
 
@@ -222,11 +223,15 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
             writable=(layout.run_dir,),
         ),
     )
+    files = (kea_file, dns_file, relay_file)
+    if serves_dhcp6(s):
+        dhcp6_file, dhcp6_spec = dhcp6_service(dhcp6_settings(s, gw_mac, layout), layout)
+        files, services = (*files, dhcp6_file), (services[0], dhcp6_spec, *services[1:])
     return Plan(
         kernel=kernel_objects(settings, gw_mac, uplink_mac, relay),
         switch=switch,
         directories=(layout.dhcp_dir, dhcp.paths.run_dir, layout.dns_dir, layout.dns_lists_dir),
-        files=(kea_file, dns_file, relay_file),
+        files=files,
         services=services,
         run_dir=layout.run_dir,
         runtime=layout.runtime,
@@ -245,6 +250,7 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
 
 
 WATCHDOG = "watchdog"
+DHCP6_SERVER_PORT = 547
 
 
 def with_watchdog(p: Plan, settings: Settings, layout: Layout, host_ns: str | None,
@@ -305,6 +311,46 @@ def dhcp_settings(s: Settings, layout: Layout) -> kea.DhcpSettings:
         interface=GW_DEV,
         hooks_dir=layout.kea_hooks_dir,
     )
+
+
+def serves_dhcp6(s: Settings) -> bool:
+    """Whether gw0 answers DHCPv6 as the modem: whenever the box passes IPv6 at all."""
+    return s.ipv6.policy != "drop"
+
+
+def dhcp6_settings(s: Settings, gw_mac: str, layout: Layout) -> dhcpkit.Dhcp6Settings:
+    """The DHCPv6 server's settings: the modem's MAC and (EUI-64) link-local, the search
+    domain, the static leases that have an IPv6 address. DNS servers and the M flag come
+    from the modem's RA, which the server follows (`dhcpkit_config.following`)."""
+    return dhcpkit.Dhcp6Settings(
+        server_mac=gw_mac,
+        reply_from=dhcpkit.eui64_link_local(gw_mac),
+        dns_servers=(),
+        paths=layout.dhcp6,
+        domain=s.dhcp.options.domain,
+        static_leases=tuple(dhcpkit.StaticLease6(lease.mac, str(lease.ip6))
+                            for lease in s.dhcp.static_leases if lease.ip6 is not None),
+        interface=GW_DEV,
+    )
+
+
+def dhcp6_service(dhcp6: dhcpkit.Dhcp6Settings, layout: Layout) -> tuple[ConfigFile, ServiceSpec]:
+    """The DHCPv6 server's settings file and its service in gw: our wrapper around dhcpkit
+    (`appliance.services.dhcp.dhcp6`), which renders dhcpkit's files itself as the modem's RA says."""
+    config = ConfigFile(dhcp6.paths.config, json.dumps(dhcp6.to_json(), indent=1) + "\n")
+    spec = ServiceSpec(
+        name="dhcp6",
+        argv=(layout.python, "-m", "appliance.services.dhcp.dhcp6", "--config", dhcp6.paths.config),
+        netns=GW_NS,
+        cwd=layout.dhcp_dir,
+        revision=config.digest,
+        # An Information-request as a client's, through dhcpkit's workers, then
+        # the server's word (it may stand aside for the modem); two misses
+        # before the modem's DHCPv6 is let in, as for Kea.
+        probe=Probe("dhcp6", f"[::1]:{DHCP6_SERVER_PORT}", netns=GW_NS, name=dhcp6.paths.status, timeout=1.0,
+                    fall=2, rise=2, restart_after=8, bit=HEALTH_DHCP6),
+    )
+    return config, spec
 
 
 def relay_settings(s: Settings, layout: Layout) -> RelaySettings:
@@ -400,8 +446,9 @@ def kernel_objects(settings: Settings, gw_mac: str, uplink_mac: str,
             ("net.bridge.bridge-nf-call-arptables", "0"),
         )),
         Sysctls(GW_NS, (
-            ("net.ipv6.conf.all.disable_ipv6", "1"),
-            ("net.ipv6.conf.default.disable_ipv6", "1"),
+            *(gw_ipv6_sysctls() if serves_dhcp6(s) else (
+                ("net.ipv6.conf.all.disable_ipv6", "1"),
+                ("net.ipv6.conf.default.disable_ipv6", "1"))),
             ("net.ipv4.ip_forward", "0"),
             ("net.ipv4.conf.all.arp_announce", "2"),
             ("net.ipv4.conf.all.arp_ignore", "1"),
@@ -430,6 +477,22 @@ def kernel_objects(settings: Settings, gw_mac: str, uplink_mac: str,
         )),
         NftTable(VPROXY_NS, "ip", NFT_TABLE, vproxy_nft_body(s, relay)),
         NftTable(None, "inet", NFT_TABLE, host_nft_body(s, gw_mac)),
+    )
+
+
+def gw_ipv6_sysctls() -> tuple[tuple[str, str], ...]:
+    """gw0 with IPv6 for DHCPv6, as the modem: its MAC gives it the modem's EUI-64 link-local,
+    and it never announces itself (no DAD, no router solicitation, no SLAAC of its own)."""
+    quiet = (("accept_dad", "0"), ("dad_transmits", "0"), ("accept_ra", "0"), ("autoconf", "0"),
+             ("router_solicitations", "0"), ("addr_gen_mode", "0"))
+    return (
+        *((f"net.ipv6.conf.{scope}.{k}", v) for scope in ("default", GW_DEV) for k, v in quiet),
+        ("net.ipv6.conf.default.disable_ipv6", "1"),
+        # ::1 for the health probe's listener; gw0 last, once it is quiet.
+        ("net.ipv6.conf.lo.disable_ipv6", "0"),
+        (f"net.ipv6.conf.{GW_DEV}.disable_ipv6", "0"),
+        # Echo requests to the modem's link-local reach gw0 too: the modem answers them.
+        ("net.ipv6.icmp.echo_ignore_all", "1"),
     )
 
 

@@ -351,7 +351,7 @@ def wait_ready(spec: ServiceSpec, deadline: float, status, processes: Processes,
         return None
     while True:
         res = prober(spec.probe)
-        if res.ok:
+        if res.ok or res.aside:
             return None
         if time.monotonic() >= deadline:
             return f"{spec.probe.describe()}: {res.detail}"

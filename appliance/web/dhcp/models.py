@@ -31,9 +31,11 @@ class DhcpPool(document.Section):
 @document.register
 class StaticLease(document.Section):
     doc_path = "dhcp.static_leases"
-    doc_fields = {"mac": "mac", "ip": "ip", "hostname": "hostname"}
+    doc_fields = {"mac": "mac", "ip": "ip", "hostname": "hostname", "ip6": "ip6"}
     many = True
     position = models.IntegerField(default=0)
     mac = models.CharField(max_length=17)
     ip = models.CharField(max_length=15)
     hostname = models.CharField(max_length=253, blank=True)
+    ip6 = models.CharField(max_length=39, blank=True, verbose_name="IPv6 address",
+                           help_text="blank: none; given by DHCPv6 when the modem's RA asks for DHCPv6 addresses")

@@ -21,16 +21,21 @@ Stages, each cached under the output folder:
    root), the files under image/rootfs/, units enabled, root locked, no
    host keys or machine-id (first boot makes them).
 3. disk: GPT with ESP, root-a, root-b and appliance-data; systemd-boot
-   boots slot a; raw and qcow2.
+   boots slot a; raw and qcow2, each signed (`.sig` beside it) with the
+   builder's ed25519 key, whose public half the root carries for
+   `appliance-upgrade` (see signing_key()).
 
 The plan (`plan()`) is pure data so tests can read it; `main()` runs it.
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
+import importlib.util
 import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -60,6 +65,26 @@ FIRST_LBA_OFFSET = 1 * MiB
 
 class BuildError(RuntimeError):
     pass
+
+
+class _Upgrade:
+    """image/upgrade.py, the verifier on the box, whose format the signer uses.
+
+    Loaded on first use: it needs python3-cryptography, which need_tools()
+    installs on a fresh build machine.
+    """
+
+    def __getattr__(self, name):
+        mod = sys.modules.get("image_upgrade_for_build")
+        if mod is None:
+            spec = importlib.util.spec_from_file_location("image_upgrade_for_build", IMAGE / "upgrade.py")
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = mod  # dataclasses look their module up
+            spec.loader.exec_module(mod)
+        return getattr(mod, name)
+
+
+upgrade = _Upgrade()
 
 
 # ---------------------------------------------------------------- inputs
@@ -203,6 +228,65 @@ def loader_files(slot: str, version: str) -> dict[str, str]:
     }
 
 
+# ---------------------------------------------------------------- signing
+
+def default_signing_key() -> Path:
+    """Outside the repository, so no clone, tarball or CI log carries it.
+
+    The builder's home (root's, as `make image` runs as root), not $HOME, which
+    sudo may leave pointing at someone else's.
+    """
+    env = os.environ.get("IMAGE_SIGNING_KEY")
+    if env:
+        return Path(env)
+    return Path(pwd.getpwuid(os.geteuid()).pw_dir) / ".config/appliance/image-signing.key"
+
+
+def signing_key(path: Path, out=print):
+    """The ed25519 key images are signed with, made (0600) on the first build."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        # O_EXCL and the mode at creation: the key is never readable by others, not even briefly.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pem)
+        out(f"image: made the image signing key {path} (0600); keep it: boxes built from it "
+            "take upgrades signed by it only")
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise BuildError(f"{path}: the image signing key is readable by others (mode {mode:o}); chmod 600 it")
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except ValueError as e:
+        raise BuildError(f"{path}: not a PEM private key ({e})") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise BuildError(f"{path}: not an ed25519 key")
+    return key
+
+
+def public_pem(key) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def sign_image(image: Path, key, version: str) -> Path:
+    """IMAGE.sig: what upgrade.verify_image() checks before writing a byte."""
+    with open(image, "rb") as fh:
+        size, digest = upgrade.file_digest(fh)
+    meta = {"format": upgrade.SIGNATURE_FORMAT, "version": version, "size": size, "sha256": digest}
+    meta["signature"] = base64.b64encode(key.sign(upgrade.signed_bytes(meta))).decode()
+    meta["key"] = upgrade.key_id(key.public_key())
+    sig = image.with_name(image.name + ".sig")
+    sig.write_text(json.dumps(meta, indent=1) + "\n")
+    return sig
+
+
 # ---------------------------------------------------------------- the plan
 
 @dataclass
@@ -212,6 +296,7 @@ class Config:
     mirrors: dict[str, str]
     packages: list[str]
     lock: dict[str, str] | None  # None: resolve the newest and write the lock
+    public_key: bytes = b""  # PEM, shipped in the root for appliance-upgrade
 
     @property
     def base_key(self) -> str:
@@ -271,6 +356,8 @@ def appliance_steps(cfg: Config, root: Path, wheels: Path) -> list[Step]:
         Step("upgrade tool", ["install", "-m755", str(IMAGE / "upgrade.py"),
                               str(root / "usr/local/sbin/appliance-upgrade")]),
         Step("release", ["tee", str(root / "etc/appliance-release")], f"VERSION={cfg.version}\n"),
+        Step("image signing key", ["install", "-D", "-m644", "/dev/stdin", str(root / "etc/appliance/image-signing.pub")],
+             cfg.public_key.decode()),
         Step("configure", chroot(root, "/usr/local/sbin/appliance-image-configure")),
     ]
 
@@ -479,6 +566,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(TOP / "build/image"))
     ap.add_argument("--version", default=os.environ.get("IMAGE_VERSION") or _git_version())
     ap.add_argument("--lock", action="store_true", help="resolve the newest versions and rewrite versions.lock")
+    ap.add_argument("--signing-key", type=Path, default=default_signing_key(),
+                    help="the ed25519 key images are signed with, made on the first build "
+                         "(default: $IMAGE_SIGNING_KEY or ~root/.config/appliance/image-signing.key)")
     ap.add_argument("--no-link", action="store_true",
                     help="leave appliance.raw/.qcow2 pointing at the previous build (the upgrade test's N+1)")
     opts = ap.parse_args(argv)
@@ -490,22 +580,31 @@ def main(argv=None) -> int:
         need_tools()
         out = Path(opts.out)
         out.mkdir(parents=True, exist_ok=True)
+        key = signing_key(opts.signing_key)
         cfg = config(out, opts.version, opts.lock)
+        cfg.public_key = public_pem(key)
+        (out / "image-signing.pub").write_bytes(cfg.public_key)
         steps = plan(cfg)
         with open(out / "build.log", "a") as log:
             base = build_base(cfg, steps["base"], log)
             root = build_root(cfg, base, steps["appliance"], log)
             raw, qcow = build_disk(cfg, root, log)
+            for image in (raw, qcow):
+                print(f"image: signing {image.name}", flush=True)
+                sign_image(image, key, cfg.version)
     except BuildError as e:
         print(f"image: {e}", file=sys.stderr)
         return 1
     used = subprocess.run(["du", "-sm", str(root)], capture_output=True, text=True).stdout.split()[0]
-    for link, target in () if opts.no_link else (("appliance.raw", raw), ("appliance.qcow2", qcow)):
+    links = (("appliance.raw", raw), ("appliance.qcow2", qcow))
+    links += tuple((f"{name}.sig", t.with_name(t.name + ".sig")) for name, t in links)
+    for link, target in () if opts.no_link else links:
         (out / link).unlink(missing_ok=True)
         (out / link).symlink_to(target.name)
     print(f"image: version {cfg.version}: {raw} ({raw.stat().st_size // MiB} MiB raw, "
           f"{_allocated(raw) // MiB} MiB allocated), {qcow} ({qcow.stat().st_size // MiB} MiB); "
-          f"root file system {used} MiB; built in {time.monotonic() - t0:.0f} s")
+          f"root file system {used} MiB; signed by key {upgrade.key_id(key.public_key())} "
+          f"({opts.signing_key}); built in {time.monotonic() - t0:.0f} s")
     return 0
 
 

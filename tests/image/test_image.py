@@ -179,9 +179,10 @@ def test_novnc_only_behind_the_console_login(box):
     assert box.ssh(curl).stdout == "403"
     assert box.ssh(f"{curl} -H 'Cookie: __Host-sessionid=not-a-session'").stdout == "403"
     assert box.ssh(f"{curl} -H 'Cookie: __Host-sessionid={key}'").stdout == "200"
-    # The VNC server itself only on loopback.
-    assert box.ssh("ss -Htln 'sport = :5901' | awk '{print $4}'").stdout.split() in (
-        ["127.0.0.1:5901"], ["127.0.0.1:5901", "[::1]:5901"])
+    # The VNC server: no TCP port at all, a unix socket in a folder only root may enter.
+    assert box.ssh("ss -Htlnp | grep -c x11vnc", check=False).stdout.strip() == "0"
+    assert "/run/appliance-vnc/vnc.sock" in box.ssh("ss -Hxlp | grep x11vnc").stdout
+    assert box.ssh("stat -c '%a %U' /run/appliance-vnc").stdout.strip() == "700 root"
 
 
 def test_the_console_shows_the_units_state(box):

@@ -72,8 +72,16 @@ def test_image_units_parse_and_order_apply_before_the_network_services():
     assert "appliance-apply.service" in console["Unit"]["After"]
     novnc = (UNITS / "appliance-novnc.service").read_text()
     assert "--web-auth" in novnc and "--ssl-only" in novnc and "appliance_vnc_auth.ConsoleSession" in novnc
-    assert "127.0.0.1:5901" in novnc
-    assert "-localhost" in (TOP / "image/rootfs/usr/local/sbin/appliance-vnc-session").read_text()
+    # The VNC server has no TCP port (not even loopback): a unix socket in a root-only folder.
+    assert "--unix-target /run/appliance-vnc/vnc.sock 6443" in novnc and ":5901" not in novnc
+    session = (TOP / "image/rootfs/usr/local/sbin/appliance-vnc-session").read_text()
+    x11vnc = next(line for line in session.splitlines() if line.startswith("exec x11vnc")).split()
+    assert x11vnc[x11vnc.index("-rfbport") + 1] == "0" and "-no6" in x11vnc
+    assert "sock=/run/appliance-vnc/vnc.sock" in session and '-unixsock "$sock"' in session
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read_string((UNITS / "appliance-vnc-session.service").read_text())
+    assert unit["Service"]["RuntimeDirectory"] == "appliance-vnc"
+    assert unit["Service"]["RuntimeDirectoryMode"] == "0700"
 
 
 def test_units_do_not_wait_for_network_target():

@@ -6,7 +6,7 @@ Each target runs in its own process from its saved corpus (fuzz/corpus/T/);
 what it finds goes to build/fuzz/T/ and, once the run ends, only the inputs
 that reach new code are merged back into fuzz/corpus/T/ (commit them: CI
 replays that corpus). A crash is saved as build/fuzz/T/crash-*, and an input
-taking longer than --hang-ms as build/fuzz/T/hang-* (replay one with
+taking longer than --hang-ms (the fastest of three runs) as build/fuzz/T/hang-* (replay one with
 `fuzz/run.py --replay FILE T`). The table at the end is the report.
 """
 from __future__ import annotations
@@ -43,6 +43,13 @@ def _one(target: str, hang_ms: float, libfuzzer_args: list[str]) -> None:
         t0 = time.perf_counter()
         fn(data)
         took = (time.perf_counter() - t0) * 1000
+        if took > hang_ms:
+            # Twice more before it counts: on a shared machine one slow run is
+            # often the machine (another process, a page fault, a GC pass).
+            for _ in range(2):
+                t0 = time.perf_counter()
+                fn(data)
+                took = min(took, (time.perf_counter() - t0) * 1000)
         if took > hang_ms:
             path = work / f"hang-{hashlib.sha1(data).hexdigest()}"
             path.write_bytes(data)
@@ -106,9 +113,13 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"no target {', '.join(unknown)} (have: {', '.join(targets.TARGETS)})")
     if opts.replay:
-        t0 = time.perf_counter()
-        targets.TARGETS[opts.targets[0]](opts.replay.read_bytes())
-        print(f"fuzz: {opts.replay}: no crash, {(time.perf_counter() - t0) * 1000:.1f} ms")
+        fn, data = targets.TARGETS[opts.targets[0]], opts.replay.read_bytes()
+        took = []
+        for _ in range(3):  # the first call also builds what the target keeps (a resolver...)
+            t0 = time.perf_counter()
+            fn(data)
+            took.append((time.perf_counter() - t0) * 1000)
+        print(f"fuzz: {opts.replay}: no crash; {' / '.join(f'{t:.1f}' for t in took)} ms (3 runs)")
         return 0
     rows = [fuzz(t, opts.runs, opts.max_time, opts.hang_ms) for t in opts.targets]
     print(f"\n| target | inputs | seconds | crashes | hangs > {opts.hang_ms:g} ms | corpus |")

@@ -16,9 +16,23 @@ fuzz/corpus/<target>/, under pytest (tests/unit/fuzz), which needs no atheris.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
+import shutil
 import tempfile
+import traceback
+
+
+# Files the targets write (the fake-IP store, a lease file) in memory: the
+# time a disk takes to sync is not the parser's.
+_SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+
+def _scratch(prefix: str) -> str:
+    path = tempfile.mkdtemp(prefix=prefix, dir=_SCRATCH)
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 class Bug(AssertionError):
@@ -33,7 +47,8 @@ class _LoggedErrors(logging.Handler):
         self.seen: list[str] = []
 
     def emit(self, record):
-        self.seen.append(f"{record.getMessage()} {record.exc_info[1] if record.exc_info else ''}")
+        trace = "".join(traceback.format_exception(*record.exc_info)) if record.exc_info else ""
+        self.seen.append(f"{record.getMessage()}\n{trace}")
 
 
 # ---------------------------------------------------------------- flow
@@ -91,7 +106,7 @@ class _Dns:
             ],
         })
         clock = lambda: outer.t  # noqa: E731
-        self.dir = tempfile.mkdtemp(prefix="fuzz-dns-")
+        self.dir = _scratch("fuzz-dns-")
         self.resolver = Resolver(settings, Policy(settings, {}), UpstreamSet([FuzzUpstream("udp://192.0.2.53")],
                                                                              clock=clock),
                                  FakeIpPool(settings.fake_ip.network, os.path.join(self.dir, "f.db")),
@@ -199,8 +214,7 @@ def kea_leases(data: bytes) -> None:
     from appliance.services.dns.localnames import LocalNames, kea_lease_file
     global _LEASES
     if _LEASES is None:
-        _LEASES = os.path.join(tempfile.mkdtemp(prefix="fuzz-kea-", dir="/dev/shm" if os.path.isdir("/dev/shm")
-                                                else None), "kea-leases4.csv")
+        _LEASES = os.path.join(_scratch("fuzz-kea-"), "kea-leases4.csv")
     with open(_LEASES, "wb") as fh:
         fh.write(data)
     names = LocalNames("lan", [kea_lease_file(_LEASES, clock=lambda: 1000)],

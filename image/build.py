@@ -385,6 +385,24 @@ def mirror_index(lists: dict[str, str]) -> dict[str, set[str]]:
     return index
 
 
+def source_index(lists: dict[str, str]) -> dict[str, str]:
+    """Package -> the source package it is built from, from the same lists."""
+    sources: dict[str, str] = {}
+    for name, text in lists.items():
+        if not name.endswith("_Packages"):
+            continue
+        for stanza in text.split("\n\n"):
+            pkg = src = None
+            for line in stanza.splitlines():
+                if line.startswith("Package:"):
+                    pkg = line[8:].strip()
+                elif line.startswith("Source:"):
+                    src = line[7:].split()[0] if line[7:].split() else None
+            if pkg:
+                sources.setdefault(pkg, src or pkg)
+    return sources
+
+
 def read_mirror_lists(root: Path) -> dict[str, str]:
     lists = root / "var/lib/apt/lists"
     return {p.name: p.read_text(errors="replace") for p in sorted(lists.glob("*_Packages"))}
@@ -427,14 +445,20 @@ class Resolution:
                for n in sorted(self.from_cache)]
         out += [f"{n} {v}: left the mirror and is not in the cache; taking the mirror's version of {n}"
                 for n, v in sorted(self.from_mirror.items())]
-        out += [f"{n} {v}: no longer on the mirror at all; only a dependency, left to apt"
-                for n, v in sorted(self.dropped.items())]
+        out += [f"{n} {v}: gone from the mirror, or built with a package that moved; only a dependency, "
+                "left to apt" for n, v in sorted(self.dropped.items())]
         return out
 
 
 def resolve(lock: dict[str, str], wanted: list[str], mirror: dict[str, set[str]],
-            cache: dict[tuple[str, str], Path], cache_in_root=lambda p: p) -> Resolution:
-    """What to install for the lock, given what the mirror and the cache hold."""
+            cache: dict[tuple[str, str], Path], cache_in_root=lambda p: p,
+            sources: dict[str, str] | None = None) -> Resolution:
+    """What to install for the lock, given what the mirror and the cache hold.
+
+    `sources` (package -> source package): a locked package built from the
+    same source at the same version as one that moved is left to apt too, so
+    the old kernel ABI package does not stay beside the new one.
+    """
     res = Resolution(install=[])
     for name in sorted(lock):
         version, pkg = lock[name], name.split(":", 1)[0]
@@ -454,6 +478,13 @@ def resolve(lock: dict[str, str], wanted: list[str], mirror: dict[str, set[str]]
                              "name what replaced it")
         else:
             res.dropped[name] = version
+    if sources:
+        moved = {(sources.get(n.split(":", 1)[0]), v) for n, v in res.from_mirror.items()}
+        for name in [n for n in res.kept if n not in res.from_cache]:
+            pkg = name.split(":", 1)[0]
+            if (sources.get(pkg), lock[name]) in moved and pkg not in wanted:
+                res.dropped[name] = res.kept.pop(name)
+                res.install.remove(f"{name}={lock[name]}")
     return res
 
 
@@ -653,7 +684,7 @@ def resolve_in_root(cfg: Config, root: Path, deb_cache: Path) -> Resolution:
     if not lists:
         raise BuildError(f"{root}/var/lib/apt/lists: no Packages lists after apt update")
     res = resolve(cfg.lock, cfg.packages, mirror_index(lists), cache_index(deb_cache),
-                  cache_in_root=lambda p: Path("/") / CACHED_IN_ROOT / p.name)
+                  cache_in_root=lambda p: Path("/") / CACHED_IN_ROOT / p.name, sources=source_index(lists))
     if res.from_cache:
         (root / CACHED_IN_ROOT).mkdir(parents=True, exist_ok=True)
         for p in res.from_cache.values():

@@ -59,6 +59,25 @@ def test_without_a_cache_only_the_gone_packages_take_the_mirrors_version():
     assert res.changed
 
 
+def test_a_package_built_with_one_that_moved_is_left_to_apt():
+    # As on the real mirror: linux-image-6.1.0-56-amd64 6.1.192-2 is still there, but the
+    # linux-image-amd64 it came with moved to 6.1.192-3 (which needs 6.1.0-57): pinning 56
+    # would put two kernels in the image.
+    lists = {
+        "security_Packages": packages(("linux-image-amd64", "6.1.192-3"), ("linux-image-6.1.0-57-amd64", "6.1.192-3"))
+        .replace("Package: linux-image-amd64\n", "Package: linux-image-amd64\nSource: linux-signed-amd64 (6.1.192+3)\n")
+        + "Package: linux-image-6.1.0-56-amd64\nSource: linux-signed-amd64 (6.1.192+2)\nVersion: 6.1.192-2\n\n"
+        + "Package: bash\nVersion: 5.2.15-2+b13\n\n"}
+    lock = {"bash": "5.2.15-2+b13", "linux-image-amd64": "6.1.192-2", "linux-image-6.1.0-56-amd64": "6.1.192-2"}
+    sources = build.source_index(lists)
+    assert sources["linux-image-6.1.0-56-amd64"] == "linux-signed-amd64" and sources["bash"] == "bash"
+    res = build.resolve(lock, ["bash", "linux-image-amd64"], build.mirror_index(lists), {}, sources=sources)
+    assert res.dropped == {"linux-image-6.1.0-56-amd64": "6.1.192-2"}
+    assert res.install == ["bash=5.2.15-2+b13", "linux-image-amd64"]
+    # Without the sources (or asked for by name), it stays pinned.
+    assert "linux-image-6.1.0-56-amd64=6.1.192-2" in build.resolve(lock, ["bash"], build.mirror_index(lists), {}).install
+
+
 def test_the_cache_of_the_last_good_build_keeps_the_locked_versions(tmp_path):
     cache = tmp_path / "debs"
     cache.mkdir()

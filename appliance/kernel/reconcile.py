@@ -80,6 +80,10 @@ def _ensure_link_props(v: _View, ns, name, mac, master, changes, what):
     v.forget(ns)
 
 
+def _family(cidr: str) -> int:
+    return 6 if ":" in cidr else 4
+
+
 def _same_route(want, have) -> bool:
     # The kernel always reports the output device; a plan may leave it to the kernel.
     return (want.dst, want.via, want.type, want.table) == (have.dst, have.via, have.type, have.table) \
@@ -127,7 +131,7 @@ def _apply_one(v: _View, obj: Object, changes: list[str]) -> None:
             raise KernelError(f"{obj.key()}: there is no link named {obj.name} in {obj.ns or 'this namespace'}")
         _ensure_link_props(v, obj.ns, obj.name, obj.mac, obj.master, changes, obj.key())
     elif isinstance(obj, Address):
-        if obj.cidr not in k.addresses(obj.ns, obj.dev):
+        if obj.cidr not in k.addresses(obj.ns, obj.dev, _family(obj.cidr)):
             k.add_address(obj.ns, obj.dev, obj.cidr)
             changes.append(f"+ {obj.key()}")
     elif isinstance(obj, RouteEntry):
@@ -188,7 +192,7 @@ def remove(kernel: Kernel, objects: Iterable[Object]) -> list[str]:
                 changes.append(f"- {obj.key()}")
         elif isinstance(obj, Address):
             names = {l.name for l in kernel.links(obj.ns)}
-            if obj.dev in names and obj.cidr in kernel.addresses(obj.ns, obj.dev):
+            if obj.dev in names and obj.cidr in kernel.addresses(obj.ns, obj.dev, _family(obj.cidr)):
                 kernel.del_address(obj.ns, obj.dev, obj.cidr)
                 changes.append(f"- {obj.key()}")
         elif isinstance(obj, RouteEntry):

@@ -27,7 +27,7 @@ class Link:
 
 @dataclass(frozen=True)
 class Route:
-    dst: str  # "default" or a CIDR
+    dst: str  # "default" (IPv4, or IPv6 with an IPv6 gateway) or a CIDR; the kernel reports IPv6's as ::/0
     via: str | None = None
     dev: str | None = None
     type: str = "unicast"  # or "local"

@@ -175,7 +175,7 @@ class LinuxKernel(LinuxProcesses):
                     continue  # made by the kernel from an address, or learnt from an RA: not ours
                 table = r.get_attr("RTA_TABLE") or r["table"]
                 dst = r.get_attr("RTA_DST")
-                dst = f"{dst}/{r['dst_len']}" if dst else "default"
+                dst = f"{dst}/{r['dst_len']}" if dst else "default" if r["family"] == socket.AF_INET else "::/0"
                 oif = r.get_attr("RTA_OIF")
                 out.append(Route(
                     dst=dst,

@@ -2,14 +2,17 @@
 
 `reconcile(kernel, objects)` walks the objects in dependency order
 (namespaces and their namespace-wide sysctls, bridges and dummies, veths,
-bridge ports, per-link sysctls, then links up, addresses, routes,
-nftables), compares each with what the kernel reports, and returns the list
+bridge ports, per-link sysctls, then links up, nftables, addresses,
+routes), compares each with what the kernel reports, and returns the list
 of changes it made; a second run with the same objects returns [] and makes
 no mutating call. `remove` undoes objects in reverse order.
 
 Links come up only after every sysctl is in place: a link that comes up
 before its `disable_ipv6` would already have sent IPv6 DAD and router
-solicitations, which an invisible box must never do.
+solicitations, which an invisible box must never do. nftables tables come
+before addresses (a rule names addresses and links by value, never needs
+them to exist): a table that drops what a new address would send (vproxy's
+MLD report for its link-local address) holds before the address is added.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from appliance.kernel.desired import (
 )
 
 _ORDER = (Namespace, "namespace sysctls", Bridge, Dummy, Veth, BridgePort, Sysctls, "links up",
-          Address, RouteEntry, NftTable)
+          NftTable, Address, RouteEntry)
 _RANK = {k: i for i, k in enumerate(_ORDER)}
 _PER_LINK = re.compile(r"\.conf\.(?!all\.|default\.)[^.]+\.")
 Progress = Callable[[str], None]

@@ -25,6 +25,7 @@ import re
 import sys
 from dataclasses import dataclass
 
+from appliance.box.ipv6 import eui64_link_local
 from appliance.kernel.base import Route
 from appliance.kernel.desired import (
     Address, Bridge, Namespace, NftTable, Object, RouteEntry, Sysctls, Veth,
@@ -49,13 +50,6 @@ MODEM_WAN6_IP = "2001:db8:ffff::2"
 LAN6 = "2001:db8:1::/64"
 MODEM_LAN6_IP = "2001:db8:1::1"
 PUBLIC_RESOLVER6 = "2001:db8:ffff::53"
-
-
-def eui64_link_local(mac: str) -> str:
-    """The link-local address the kernel forms from a MAC (RFC 4291 appendix A)."""
-    b = bytes.fromhex(mac.replace(":", ""))
-    iid = bytes([b[0] ^ 0x02]) + b[1:3] + b"\xff\xfe" + b[3:]
-    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + iid))
 
 
 def slaac_address(mac: str, prefix: str = LAN6) -> str:
@@ -229,7 +223,7 @@ def build(spec: LabSpec) -> list[Object]:
         Address(s.modem, "wan0", f"{MODEM_WAN_IP}/24"),
         Address(s.modem, "wan0", f"{MODEM_WAN6_IP}/64"),
         RouteEntry(s.modem, Route(dst="default", via=INTERNET_WAN_IP)),
-        RouteEntry(s.modem, Route(dst="default", via=INTERNET_WAN6_IP)),
+        RouteEntry(s.modem, Route(dst="::/0", via=INTERNET_WAN6_IP)),
         Veth(s.modem, "lan0", s.box, UPLINK_NIC, mac=MODEM_LAN_MAC, peer_mac=UPLINK_MAC, peer_master="br0"),
         Address(s.modem, "lan0", f"{MODEM_LAN_IP}/24"),
         Address(s.modem, "lan0", f"{MODEM_LAN6_IP}/64"),

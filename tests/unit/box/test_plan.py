@@ -67,11 +67,22 @@ def test_topology(the_plan):
     for v in veths.values():
         assert v.peer_master == BRIDGE and v.peer_ns is None and v.peer_mac == derived_mac(v.peer)
     assert {(a.ns, a.dev, a.cidr) for a in k if isinstance(a, Address)} == {
-        (None, ADMIN_DEV, "192.168.1.8/24"), (GW_NS, "gw0", "192.168.1.1/24"), (VPROXY_NS, "vproxy0", "192.168.1.9/24")}
+        (None, ADMIN_DEV, "192.168.1.8/24"), (GW_NS, "gw0", "192.168.1.1/24"), (VPROXY_NS, "vproxy0", "192.168.1.9/24"),
+        # IPv6 (invisible): the DNS server's address inside vproxy, vproxy0's EUI-64 link-local.
+        (VPROXY_NS, "lo", "fdff:7e1a::53/128"), (VPROXY_NS, "vproxy0", "fe80::d400:ff:fe00:bf/64")}
     routes = {(r.ns, r.route.dst, r.route.via, r.route.type) for r in k if isinstance(r, RouteEntry)}
     assert routes == {(None, "default", "192.168.1.1", "unicast"),
                       (VPROXY_NS, "100.96.0.0/11", None, "local"),
-                      (VPROXY_NS, "default", "192.168.1.1", "unicast")}
+                      (VPROXY_NS, "default", "192.168.1.1", "unicast"),
+                      (VPROXY_NS, "2001:2::/48", None, "local"),
+                      (VPROXY_NS, "::/0", None, "unicast")}
+
+
+def test_ipv6_drop_gives_vproxy_no_ipv6_at_all():
+    k = plan(settings(ipv6={"policy": "drop"}), OBSERVED).kernel
+    assert not [a for a in k if isinstance(a, Address) and ":" in a.cidr]
+    values = {(s.ns, k): v for s in k if isinstance(s, Sysctls) for k, v in s.values}
+    assert values[(VPROXY_NS, "net.ipv6.conf.all.disable_ipv6")] == "1"
 
 
 def test_sysctls(the_plan):
@@ -80,8 +91,12 @@ def test_sysctls(the_plan):
     assert values[(VPROXY_NS, "net.ipv4.conf.all.arp_ignore")] == "1"
     for dev in ("enp5s0", "enp1s0", BRIDGE, "admin", "vgw", "vproxy", ADMIN_DEV):
         assert values[(None, f"net.ipv6.conf.{dev}.disable_ipv6")] == "1"
-    for ns in (GW_NS, VPROXY_NS):
-        assert values[(ns, "net.ipv6.conf.default.disable_ipv6")] == "1"
+    assert values[(GW_NS, "net.ipv6.conf.default.disable_ipv6")] == "1"
+    # vproxy speaks IPv6 (DNS, the relay) but makes no address, DAD or RS of its own.
+    for dev in ("default", "vproxy0"):
+        assert values[(VPROXY_NS, f"net.ipv6.conf.{dev}.addr_gen_mode")] == "1"
+        assert values[(VPROXY_NS, f"net.ipv6.conf.{dev}.accept_dad")] == "0"
+        assert values[(VPROXY_NS, f"net.ipv6.conf.{dev}.router_solicitations")] == "0"
     assert values[(GW_NS, "net.ipv4.ip_forward")] == "0"
     # vproxy forwards the relay's fast path (its forward chain drops the rest).
     assert values[(VPROXY_NS, "net.ipv4.ip_forward")] == "1"
@@ -178,8 +193,8 @@ def outs(result):
 
 
 @pytest.mark.parametrize("text,expect", [
-    # IPv6 is dropped.
-    (f"in_port=downlink,ipv6,dl_src={CLIENT},dl_dst={GW_MAC}", []),
+    # IPv6 passes to the modem (ipv6.policy: invisible).
+    (f"in_port=downlink,ipv6,dl_src={CLIENT},dl_dst={GW_MAC}", ["uplink"]),
     # Frames with the gateway MAC on both sides go nowhere.
     (f"in_port=vgw,ip,dl_src={GW_MAC},dl_dst={GW_MAC}", []),
     # DHCP client -> server: to the virtual gateway only (broadcast and unicast).
@@ -322,7 +337,9 @@ def test_custom_flows_follow_the_boxs_own(the_plan):
 
 
 def test_ipv6_drop_follows_the_policy(the_plan):
-    assert the_plan.switch.flows[0].text == "priority=1000,ipv6,actions=drop"
+    assert "ipv6,actions=drop" not in the_plan.switch.flow_text()
+    dropping = plan(settings(ipv6={"policy": "drop"}), OBSERVED)
+    assert dropping.switch.flows[0].text == "priority=1000,ipv6,actions=drop"
 
 
 def test_relay_is_bound_to_the_box_and_refuses_the_modem():

@@ -79,7 +79,7 @@ def test_the_lab_is_dual_stack_with_the_issues_addresses():
             ("d-modem", "wan0", "2001:db8:ffff::2/64"), ("d-modem", "lan0", "2001:db8:1::1/64")} <= addrs
     routes = {(o.ns, o.route.dst, o.route.via) for o in objs if isinstance(o, RouteEntry)}
     assert ("d-internet", "2001:db8:1::/64", "2001:db8:ffff::2") in routes
-    assert ("d-modem", "default", "2001:db8:ffff::1") in routes
+    assert ("d-modem", "::/0", "2001:db8:ffff::1") in routes
     procs = {p.name: " ".join(p.argv) for p in topology.processes(LabSpec(), "/run/x")}
     assert "--enable-ra" in procs["modem"] and ",ra-stateless," in procs["modem"]
     assert "option6:dns-server,[2001:db8:1::1]" in procs["modem"]

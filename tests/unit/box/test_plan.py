@@ -248,6 +248,41 @@ def test_seed_steps(table, text, expect):
     assert outs(run(table, text)) == sorted(P[p] for p in expect)
 
 
+C6 = "2001:db8:1::ff:fe11:2233"
+
+
+@pytest.mark.parametrize("text,expect", [
+    # The modem's RA reaches the home (and the box's own ports, which ignore it) unchanged.
+    (f"in_port=uplink,icmp6,dl_src={GW_MAC},dl_dst=33:33:00:00:00:01,ipv6_src=fe80::1a00:ff:fe00:e8,"
+     "ipv6_dst=ff02::1", ["NORMAL"]),
+    # DNS over IPv6 to any of the modem's addresses (by its MAC) goes to vproxy ...
+    (f"in_port=downlink,udp6,dl_src={CLIENT},dl_dst={GW_MAC},ipv6_src={C6},ipv6_dst=2001:db8:1::1,"
+     "tp_src=5353,tp_dst=53", ["vproxy"]),
+    (f"in_port=downlink,tcp6,dl_src={CLIENT},dl_dst={GW_MAC},ipv6_src=fe80::1,ipv6_dst=fe80::1a00:ff:fe00:e8,"
+     "tp_src=40000,tp_dst=53", ["vproxy"]),
+    # ... other IPv6 to the modem goes to it.
+    (f"in_port=downlink,tcp6,dl_src={CLIENT},dl_dst={GW_MAC},ipv6_src={C6},ipv6_dst=2001:db8:ffff::10,"
+     "tp_src=40000,tp_dst=80", ["uplink"]),
+    # The IPv6 fake range goes to vproxy, and never from the modem side.
+    (f"in_port=downlink,tcp6,dl_src={CLIENT},dl_dst={GW_MAC},ipv6_src={C6},ipv6_dst=2001:2::1:2,"
+     "tp_src=40000,tp_dst=443", ["vproxy"]),
+    (f"in_port=uplink,tcp6,dl_src={GW_MAC},dl_dst={VP_MAC},ipv6_src=2001:db8:1::1,ipv6_dst=2001:2::1:2,"
+     "tp_src=40000,tp_dst=443", []),
+    # vproxy's own IPv6 (neighbour discovery, answers) reaches the home side only.
+    (f"in_port=vproxy,icmp6,dl_src={VP_MAC},dl_dst=33:33:ff:11:22:33,ipv6_src=fe80::d400:ff:fe00:bf,"
+     "ipv6_dst=ff02::1:ff11:2233", ["downlink"]),
+    # The console/SSH guard holds for IPv6.
+    (f"in_port=uplink,tcp6,dl_src={GW_MAC},dl_dst={UP_MAC},ipv6_src=2001:db8:1::1,ipv6_dst={C6},"
+     "tp_src=40000,tp_dst=22", []),
+])
+def test_ipv6_invisible_steps(table, text, expect):
+    result = run(table, text)
+    if expect == ["NORMAL"]:
+        assert result.normal and not result.output_ports
+    else:
+        assert outs(result) == sorted(P[p] for p in expect)
+
+
 DNS_QUERY = (f"in_port=downlink,udp,dl_src={CLIENT},dl_dst={GW_MAC},nw_src=192.168.1.70,nw_dst=192.168.1.1,"
              "tp_src=5353,tp_dst=53")
 DNS_TCP = (f"in_port=downlink,tcp,dl_src={CLIENT},dl_dst={GW_MAC},nw_src=192.168.1.70,nw_dst=192.168.1.1,"

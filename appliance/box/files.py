@@ -1,10 +1,11 @@
-"""The file-system port on the machine's own disk."""
+"""The file-system port on the machine's own disk: every write durable (`appliance.durable`)."""
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from appliance import durable
 
 
 class RealFileSystem:
@@ -14,23 +15,27 @@ class RealFileSystem:
         except FileNotFoundError:
             return None
 
-    def write(self, path, content, mode=0o644):
-        # Write-then-rename: a daemon never reads half a config.
-        d = os.path.dirname(path)
-        os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(content)
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+    def write(self, path, content, mode=0o644, owner=None):
+        # A daemon never reads half a config; a power cut leaves the old file or the new one.
+        durable.write_atomic(path, content, mode, owner)
+
+    def check_writable(self, directory):
+        durable.check_writable(directory)
 
     def mkdir(self, path):
         os.makedirs(path, exist_ok=True)
+
+    def own(self, path, uid, gid, mode):
+        if os.geteuid() == 0:  # an apply as another user (tests) keeps its own files
+            os.chown(path, uid, gid)
+        os.chmod(path, mode)
+
+    def access(self, path):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        return (st.st_mode & 0o7777, st.st_uid, st.st_gid)
 
     def remove(self, path):
         p = Path(path)

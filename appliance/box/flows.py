@@ -37,19 +37,28 @@ from appliance.switch.parser import parse_flows
 # Priorities of the generated flows, highest first.
 P_IPV6_DROP = 1000
 P_GW_LOOP_DROP = 990
+P_UPLINK_DHCP6_SERVER_DROP = 985
+P_UPLINK_DHCP6_CLIENT_DROP = 984
 P_UPLINK_DHCP_SERVER_DROP = 981
 P_UPLINK_DHCP_CLIENT_DROP = 980
+P_VGW_IPV6 = 975  # gw0's own IPv6 (DHCPv6 replies, its ND and MLD) goes to the home only
 P_VPROXY_ARP_GW_DROP = 970
 P_VPROXY_IPV6 = 965  # vproxy's own IPv6 (ND, MLD, answers) goes to the home side only
 P_CONSOLE_GUARD = 960  # one flow per guarded TCP port: disjoint by tp_dst
+P_DHCP6_TO_CLIENT = 951
 P_DHCP_TO_CLIENT = 950
+P_DHCP6_TO_SERVER = 945
 P_DHCP_TO_SERVER = 940
+P_DHCP6_TO_MODEM = 936  # only reached while the DHCPv6 server is unhealthy or stands aside
 P_DHCP_TO_MODEM = 935  # only reached while Kea is unhealthy (failsafe: open)
 P_GW_BROADCAST = 930
 P_ARP_TO_GW_MAC = 920
+P_ICMP6_TO_GW_MAC = 915  # ND answers to the modem's MAC: gw0 resolves the clients it replies to
 P_ARP_FOR_GW = 910
 P_VPROXY_DNS_UDP = 901
 P_VPROXY_DNS_TCP = 900
+P_DNS_GUARD_VPROXY = 897  # DNS serves the home side only: udp and tcp, disjoint by nw_proto
+P_DNS_GUARD_GW = 896
 P_DNS_UDP = 891
 P_DNS_TCP = 890
 P_FAKE_RANGE_GUARD = 885  # the relay serves the home side only
@@ -62,7 +71,7 @@ BROADCAST = "ff:ff:ff:ff:ff:ff"
 
 # The health register and its bits (c/dp_contract.h: DP_HEALTH_REG, dp_health).
 HEALTH_REG = "reg15"
-HEALTH_DNS, HEALTH_DHCP, HEALTH_RELAY = 0, 1, 2
+HEALTH_DNS, HEALTH_DHCP, HEALTH_RELAY, HEALTH_DHCP6 = 0, 1, 2, 3
 
 
 def add_flow_line(flow: Flow) -> str:
@@ -127,7 +136,8 @@ def _out(*ports: str) -> tuple[Output, ...]:
 
 def box_flows(*, gateway_ip: IPv4Address, gateway_mac: str, admin_mac: str, vproxy_mac: str,
               fake_range: IPv4Network, guarded_ports: Iterable[int], drop_ipv6: bool,
-              failsafe: str = "open", fake_range6: IPv6Network | None = None) -> tuple[FlowEntry, ...]:
+              failsafe: str = "open", fake_range6: IPv6Network | None = None,
+              dhcp6: bool = False) -> tuple[FlowEntry, ...]:
     """The seed's `init-flow.sh` for these addresses, with strict priorities.
 
     `failsafe="open"`: DNS steering and the DHCP guards hold only while the
@@ -139,6 +149,10 @@ def box_flows(*, gateway_ip: IPv4Address, gateway_mac: str, admin_mac: str, vpro
     addresses: link-local, global, the RDNSS it announces) goes to vproxy;
     `fake_range6` goes to vproxy and never comes from the modem side; the
     console guard covers tcp6; vproxy's own IPv6 reaches the home side only.
+
+    `dhcp6`: gw0 answers DHCPv6 as the modem (`appliance.services.dhcp.dhcp6`),
+    guarded as DHCPv4 is; its guards hold while health bit 3 is set, which
+    the watchdog also clears when the server stands aside for the modem.
     """
     gw, vp = gateway_ip, vproxy_mac
     open_ = failsafe == "open"
@@ -159,6 +173,24 @@ def box_flows(*, gateway_ip: IPv4Address, gateway_mac: str, admin_mac: str, vpro
         _match("udp", in_port="uplink", tp_src=67, tp_dst=68, healthy=dhcp_ok))
     add("DHCP requests from the modem side are not served", P_UPLINK_DHCP_CLIENT_DROP,
         _match("udp", in_port="uplink", tp_src=68, tp_dst=67))
+    dhcp6_ok = HEALTH_DHCP6 if open_ else None
+    if dhcp6:
+        add("DHCPv6 from the modem never reaches the home (above the DHCPv6 rules)"
+            + (", while the box's DHCPv6 serves" if open_ else ""), P_UPLINK_DHCP6_SERVER_DROP,
+            _match("udp6", in_port="uplink", tp_src=547, tp_dst=546, healthy=dhcp6_ok))
+        add("DHCPv6 requests from the modem side are not served", P_UPLINK_DHCP6_CLIENT_DROP,
+            _match("udp6", in_port="uplink", tp_src=546, tp_dst=547))
+        add("gw0 speaks IPv6 (DHCPv6 replies, its neighbour discovery, MLD) to the home only: "
+            "never as the modem towards the modem", P_VGW_IPV6, _match("ipv6", in_port="vgw"), _out("downlink"))
+        add("DHCPv6 server -> client goes to the home side only", P_DHCP6_TO_CLIENT,
+            _match("udp6", tp_src=547, tp_dst=546), _out("downlink"))
+        add("DHCPv6 client -> server goes to the virtual gateway" + (", while it serves" if open_ else ""),
+            P_DHCP6_TO_SERVER, _match("udp6", tp_src=546, tp_dst=547, healthy=dhcp6_ok), _out("vgw"))
+        if open_:
+            add("failsafe: while the box's DHCPv6 does not serve, DHCPv6 client -> server goes to the modem",
+                P_DHCP6_TO_MODEM, _match("udp6", tp_src=546, tp_dst=547), _out("uplink"))
+        add("ICMPv6 to the gateway MAC (neighbour answers): the modem or gw0 asked, so both get it",
+            P_ICMP6_TO_GW_MAC, _match("icmp6", dl_dst=gateway_mac), _out("uplink", "vgw"))
     add("vproxy never ARPs as the gateway", P_VPROXY_ARP_GW_DROP,
         _match("arp", in_port="vproxy", arp_spa=gw))
     if not drop_ipv6:
@@ -187,6 +219,12 @@ def box_flows(*, gateway_ip: IPv4Address, gateway_mac: str, admin_mac: str, vpro
         _match("udp", in_port="vproxy", nw_dst=gw, tp_dst=53), _out("uplink"))
     add("DNS from vproxy to the gateway goes to the modem (TCP)", P_VPROXY_DNS_TCP,
         _match("tcp", in_port="vproxy", nw_dst=gw, tp_dst=53), _out("uplink"))
+    for proto in ("udp", "tcp"):
+        add(f"DNS guard: the modem side never queries the box's DNS server ({proto}, to vproxy)",
+            P_DNS_GUARD_VPROXY, _match(proto, in_port="uplink", dl_dst=vp, tp_dst=53))
+    for proto in ("udp", "tcp"):
+        add(f"DNS guard: the modem side's DNS to the gateway is never steered to the box ({proto})",
+            P_DNS_GUARD_GW, _match(proto, in_port="uplink", nw_dst=gw, tp_dst=53))
     while_ok = " while it answers (else the modem answers: failsafe)" if open_ else ""
     add(f"DNS to the gateway goes to vproxy (UDP){while_ok}", P_DNS_UDP,
         _match("udp", nw_dst=gw, tp_dst=53, healthy=dns_ok), to_vproxy)

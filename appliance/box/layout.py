@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 
 from appliance.services.dhcp.config import KEA_HOOKS_DIR, KeaPaths
+from appliance.services.dhcp.dhcpkit_config import Dhcp6Paths
 
 GW_NS, VPROXY_NS = "gw", "vproxy"
 BRIDGE = "vswitch"
@@ -54,6 +55,16 @@ class Layout:
         return f"{self.state_dir}/applied.json"
 
     @property
+    def good_state_file(self) -> str:
+        """The last settings that applied and answered (the boot falls back to them)."""
+        return f"{self.state_dir}/applied.good.json"
+
+    @property
+    def boot_note(self) -> str:
+        """What the boot did when it could not apply the applied settings (`appliance.box.boot`)."""
+        return f"{self.run_dir}/boot-note.json"
+
+    @property
     def dhcp_dir(self) -> str:
         return f"{self.state_dir}/dhcp"
 
@@ -61,6 +72,15 @@ class Layout:
     def kea(self) -> KeaPaths:
         return KeaPaths(config=f"{self.dhcp_dir}/kea-dhcp4.conf", leases=f"{self.dhcp_dir}/dhcp4.leases",
                         socket=f"{self.run_dir}/dhcp/kea4.sock", run_dir=f"{self.run_dir}/dhcp")
+
+    @property
+    def dhcp6(self) -> Dhcp6Paths:
+        """The DHCPv6 server's files: settings, dhcpkit's config and static leases, the leasequery
+        store, the modem's last RA (state); status, socket and pid (runtime, in the Kea run dir)."""
+        return Dhcp6Paths(config=f"{self.dhcp_dir}/dhcp6.json", dhcpkit=f"{self.dhcp_dir}/dhcpkit.conf",
+                          assignments=f"{self.dhcp_dir}/static6.csv", leases=f"{self.dhcp_dir}/leases6.sqlite",
+                          ra=f"{self.dhcp_dir}/modem-ra.json", status=f"{self.run_dir}/dhcp/dhcp6-status.json",
+                          socket=f"{self.run_dir}/dhcp/dhcp6.sock", pid_file=f"{self.run_dir}/dhcp/dhcp6.pid")
 
     @property
     def dns_dir(self) -> str:
@@ -73,6 +93,11 @@ class Layout:
     @property
     def relay_config(self) -> str:
         return f"{self.dns_dir}/relay.json"
+
+    @property
+    def dns_lists_dir(self) -> str:
+        """The one directory DNS rule lists are read from (besides https URLs)."""
+        return f"{self.dns_dir}/lists"
 
     @property
     def fakeip_db(self) -> str:

@@ -28,11 +28,12 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
 from appliance.box.flows import (
-    HEALTH_DHCP, HEALTH_DNS, HEALTH_RELAY, FlowEntry, add_flow_line, box_flows, parse_custom,
+    HEALTH_DHCP, HEALTH_DHCP6, HEALTH_DNS, HEALTH_RELAY, FlowEntry, add_flow_line, box_flows, parse_custom,
 )
 from appliance.box.layout import (  # noqa: F401 - the box's names are part of a plan's vocabulary
     ADMIN_DEV, ADMIN_PORT, BRIDGE, GW_DEV, GW_NS, NFT_TABLE, PORT_NUMBERS, VGW_PORT, VPROXY_DEV,
@@ -45,7 +46,9 @@ from appliance.kernel.desired import (  # noqa: F401 - BridgePort is part of a p
     Address, Bridge, BridgePort, Namespace, NftTable, Object, RouteEntry, Sysctls, Veth,
 )
 from appliance.services.dhcp import config as kea
+from appliance.services.dhcp import dhcpkit_config as dhcpkit
 from appliance.services.dns.settings import DnsSettings
+from appliance.services.identity import DNS, KEA, RELAY, VPROXY_GID
 from appliance.services.health.heartbeat import pin_path
 from appliance.services.health.probes import Probe
 from appliance.services.health.watchdog import WatchdogConfig, WatchedService
@@ -121,6 +124,7 @@ class ConfigFile:
     path: str
     content: str
     mode: int = 0o644
+    owner: tuple[int, int] | None = None  # (uid, gid): a service's own file; None: root's
 
     @property
     def digest(self) -> str:
@@ -137,6 +141,8 @@ class Plan:
     # What the services leave at runtime, removed by teardown, then `run_dir` if empty.
     run_dir: str = ""
     runtime: tuple[str, ...] = ()
+    # (path, uid, gid, mode) of the directories that belong to a service's user.
+    owners: tuple[tuple[str, int, int, int], ...] = ()
 
 
 # ---------------------------------------------------------------- the plan
@@ -161,16 +167,20 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
     s = settings
     own = box_flows(gateway_ip=s.gateway.ip, gateway_mac=gw_mac, admin_mac=uplink_mac, vproxy_mac=s.vproxy.mac,
                     fake_range=s.vproxy.fake_range, guarded_ports=s.admin.guarded_ports,
-                    drop_ipv6=s.ipv6.policy == "drop", failsafe=s.failsafe, fake_range6=s.vproxy.fake_range6)
+                    drop_ipv6=s.ipv6.policy == "drop", failsafe=s.failsafe, fake_range6=s.vproxy.fake_range6,
+                    dhcp6=serves_dhcp6(s))
     # Custom flows were checked with the settings; an error here is a bug.
     switch = Switch(BRIDGE, ports, own, parse_custom(s.flows.custom))
 
     dhcp = dhcp_settings(settings, layout)
-    kea_file = ConfigFile(dhcp.paths.config, kea.render(kea.kea_config(dhcp)))
+    kea_file = ConfigFile(dhcp.paths.config, kea.render(kea.kea_config(dhcp)), 0o640, (0, KEA.gid))
     dns = dns_settings(settings, layout)
-    dns_file = ConfigFile(layout.dns_config, json.dumps(dns.model_dump(mode="json"), indent=1) + "\n")
+    dns_file = ConfigFile(layout.dns_config, json.dumps(dns.model_dump(mode="json"), indent=1) + "\n",
+                          0o640, (0, VPROXY_GID))
     relay = relay_settings(settings, layout)
-    relay_file = ConfigFile(layout.relay_config, json.dumps(relay.model_dump(mode="json"), indent=1) + "\n")
+    # Upstream proxy passwords: the relay's own file, nobody else's.
+    relay_file = ConfigFile(layout.relay_config, json.dumps(relay.model_dump(mode="json"), indent=1) + "\n",
+                            0o600, (RELAY.uid, RELAY.gid))
     services = (
         ServiceSpec(
             name="dhcp4",
@@ -184,6 +194,8 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
             # modem's DHCP is let in (a lease from the modem outlives the fault).
             probe=Probe("kea", layout.kea.socket, name=str(s.gateway.ip), timeout=1.0, fall=2, rise=2,
                         restart_after=8, bit=HEALTH_DHCP),
+            identity=KEA,
+            writable=(layout.dhcp_dir, dhcp.paths.run_dir),
         ),
         ServiceSpec(
             name="dns",
@@ -196,7 +208,9 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
             # this address), for a local name: the server answers it itself.
             probe=Probe("dns", f"{s.vproxy.address}:53", netns=VPROXY_NS,
                         name=f"appliance-probe.{dns.local_names.domain}", timeout=0.5, fall=1, rise=2,
-                        restart_after=8, bit=HEALTH_DNS),
+                        restart_after=8, bit=HEALTH_DNS, processes=dns.workers),
+            identity=DNS,
+            writable=(layout.dns_dir, layout.run_dir),
         ),
         ServiceSpec(
             name="relay",
@@ -207,20 +221,38 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
             ready=(f"tcp/{relay.listen_address()[1]}",),
             probe=Probe("relay", layout.relay_socket, timeout=1.0, fall=2, rise=2, restart_after=8,
                         bit=HEALTH_RELAY),
+            identity=RELAY,
+            writable=(layout.run_dir,),
         ),
     )
+    files = (kea_file, dns_file, relay_file)
+    if serves_dhcp6(s):
+        dhcp6_file, dhcp6_spec = dhcp6_service(dhcp6_settings(s, gw_mac, layout), layout)
+        files, services = (*files, dhcp6_file), (services[0], dhcp6_spec, *services[1:])
     return Plan(
         kernel=kernel_objects(settings, gw_mac, uplink_mac, relay),
         switch=switch,
-        directories=(layout.dhcp_dir, dhcp.paths.run_dir, layout.dns_dir),
-        files=(kea_file, dns_file, relay_file),
+        directories=(layout.dhcp_dir, dhcp.paths.run_dir, layout.dns_dir, layout.dns_lists_dir),
+        files=files,
         services=services,
         run_dir=layout.run_dir,
         runtime=layout.runtime,
+        owners=(
+            # Kea's leases, read by the DNS server for local names; its control socket.
+            (layout.dhcp_dir, KEA.uid, KEA.gid, 0o755),
+            (dhcp.paths.run_dir, KEA.uid, KEA.gid, 0o750),
+            # The fake-IP store: the DNS server writes it, the relay reads it.
+            (layout.dns_dir, DNS.uid, VPROXY_GID, 0o750),
+            (layout.dns_lists_dir, 0, VPROXY_GID, 0o750),
+            # The control sockets of the DNS server and the relay; sticky: neither removes
+            # what is not its own.
+            (layout.run_dir, 0, VPROXY_GID, 0o1775),
+        ),
     )
 
 
 WATCHDOG = "watchdog"
+DHCP6_SERVER_PORT = 547
 
 
 def with_watchdog(p: Plan, settings: Settings, layout: Layout, host_ns: str | None,
@@ -253,6 +285,8 @@ def with_watchdog(p: Plan, settings: Settings, layout: Layout, host_ns: str | No
         probe=Probe("watchdog", layout.health_status, timeout=1.0),
         # A hung watchdog is killed by its runner; the datapath needs no one (stale heartbeats fall open).
         watchdog_sec=5.0,
+        # Root (its probes enter the namespaces), but it writes only its status and events.
+        writable=(layout.run_dir, os.path.dirname(layout.health_events)),
     )
     return dataclasses.replace(
         p, files=(*(f for f in p.files if f.path != config_file.path), config_file),
@@ -279,6 +313,47 @@ def dhcp_settings(s: Settings, layout: Layout) -> kea.DhcpSettings:
         interface=GW_DEV,
         hooks_dir=layout.kea_hooks_dir,
     )
+
+
+def serves_dhcp6(s: Settings) -> bool:
+    """Whether gw0 answers DHCPv6 as the modem: with `ipv6.policy: invisible`, the one
+    policy that passes IPv6 (the modem's RAs reach the home, so its clients ask DHCPv6)."""
+    return s.ipv6.policy != "drop"
+
+
+def dhcp6_settings(s: Settings, gw_mac: str, layout: Layout) -> dhcpkit.Dhcp6Settings:
+    """The DHCPv6 server's settings: the modem's MAC and (EUI-64) link-local, the search
+    domain, the static leases that have an IPv6 address. DNS servers and the M flag come
+    from the modem's RA, which the server follows (`dhcpkit_config.following`)."""
+    return dhcpkit.Dhcp6Settings(
+        server_mac=gw_mac,
+        reply_from=dhcpkit.eui64_link_local(gw_mac),
+        dns_servers=(),
+        paths=layout.dhcp6,
+        domain=s.dhcp.options.domain,
+        static_leases=tuple(dhcpkit.StaticLease6(lease.mac, str(lease.ip6))
+                            for lease in s.dhcp.static_leases if lease.ip6 is not None),
+        interface=GW_DEV,
+    )
+
+
+def dhcp6_service(dhcp6: dhcpkit.Dhcp6Settings, layout: Layout) -> tuple[ConfigFile, ServiceSpec]:
+    """The DHCPv6 server's settings file and its service in gw: our wrapper around dhcpkit
+    (`appliance.services.dhcp.dhcp6`), which renders dhcpkit's files itself as the modem's RA says."""
+    config = ConfigFile(dhcp6.paths.config, json.dumps(dhcp6.to_json(), indent=1) + "\n")
+    spec = ServiceSpec(
+        name="dhcp6",
+        argv=(layout.python, "-m", "appliance.services.dhcp.dhcp6", "--config", dhcp6.paths.config),
+        netns=GW_NS,
+        cwd=layout.dhcp_dir,
+        revision=config.digest,
+        # An Information-request as a client's, through dhcpkit's workers, then
+        # the server's word (it may stand aside for the modem); two misses
+        # before the modem's DHCPv6 is let in, as for Kea.
+        probe=Probe("dhcp6", f"[::1]:{DHCP6_SERVER_PORT}", netns=GW_NS, name=dhcp6.paths.status, timeout=1.0,
+                    fall=2, rise=2, restart_after=8, bit=HEALTH_DHCP6),
+    )
+    return config, spec
 
 
 def relay_settings(s: Settings, layout: Layout) -> RelaySettings:
@@ -327,6 +402,12 @@ def dns_settings(s: Settings, layout: Layout) -> DnsSettings:
         data["allow_clients"] += [n for n in HOME_IPV6 if n not in data["allow_clients"]]
     data["fake_ip"]["db_path"] = layout.fakeip_db
     data["control_socket"] = layout.dns_socket
+    data["lists_dir"] = layout.dns_lists_dir
+    # The modem never gets an answer (the second lock behind the flows' DNS guard).
+    if f"{s.gateway.ip}/32" not in data["deny_clients"]:
+        data["deny_clients"] = [*data["deny_clients"], f"{s.gateway.ip}/32"]
+    # The LAN's own prefix is never an answer for a public name (rebinding), whatever it is.
+    data["rebind"]["networks"] = sorted({*data["rebind"]["networks"], str(s.lan.prefix)})
     ln = data["local_names"]
     ln["leases_file"] = layout.kea.leases
     if s.dhcp.options.domain:
@@ -383,8 +464,9 @@ def kernel_objects(settings: Settings, gw_mac: str, uplink_mac: str,
             ("net.bridge.bridge-nf-call-arptables", "0"),
         )),
         Sysctls(GW_NS, (
-            ("net.ipv6.conf.all.disable_ipv6", "1"),
-            ("net.ipv6.conf.default.disable_ipv6", "1"),
+            *(gw_ipv6_sysctls() if serves_dhcp6(s) else (
+                ("net.ipv6.conf.all.disable_ipv6", "1"),
+                ("net.ipv6.conf.default.disable_ipv6", "1"))),
             ("net.ipv4.ip_forward", "0"),
             ("net.ipv4.conf.all.arp_announce", "2"),
             ("net.ipv4.conf.all.arp_ignore", "1"),
@@ -469,6 +551,22 @@ def vproxy_nft6_body(s: Settings, relay: RelaySettings) -> str:
         "    icmpv6 type { mld-listener-report, mld2-listener-report, mld-listener-done } drop",
         "  }",
     ])
+
+
+def gw_ipv6_sysctls() -> tuple[tuple[str, str], ...]:
+    """gw0 with IPv6 for DHCPv6, as the modem: its MAC gives it the modem's EUI-64 link-local,
+    and it never announces itself (no DAD, no router solicitation, no SLAAC of its own)."""
+    quiet = (("accept_dad", "0"), ("dad_transmits", "0"), ("accept_ra", "0"), ("autoconf", "0"),
+             ("router_solicitations", "0"), ("addr_gen_mode", "0"))
+    return (
+        *((f"net.ipv6.conf.{scope}.{k}", v) for scope in ("default", GW_DEV) for k, v in quiet),
+        ("net.ipv6.conf.default.disable_ipv6", "1"),
+        # ::1 for the health probe's listener; gw0 last, once it is quiet.
+        ("net.ipv6.conf.lo.disable_ipv6", "0"),
+        (f"net.ipv6.conf.{GW_DEV}.disable_ipv6", "0"),
+        # Echo requests to the modem's link-local reach gw0 too: the modem answers them.
+        ("net.ipv6.icmp.echo_ignore_all", "1"),
+    )
 
 
 def vproxy_nft_body(s: Settings, relay: RelaySettings) -> str:

@@ -12,6 +12,7 @@ environment (the CLI, the console and the services all ask it).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -25,6 +26,7 @@ from appliance.box.protocols import FileSystem, ServiceRunner, SwitchLoader
 from appliance.box.settings import Settings
 from appliance.box.switchload import DatapathLoader
 from appliance.kernel import Kernel, LinuxKernel
+from appliance.kernel.base import KernelError
 from appliance.services.supervisor import Supervisor
 
 Progress = Callable[[str], None]
@@ -92,9 +94,32 @@ class Box:
 
     # -- what was applied -----------------------------------------------------
     def applied(self) -> stored.Applied | None:
-        """What was applied last (one read of the state file), or None."""
+        """What was applied last (one read of the state file), or None.
+
+        When the file is there but cannot be read (cut short, garbage, a
+        version's this one cannot read), the last good state answers for it
+        (`good_state_file`: what the boot runs then); StateError when neither can be read.
+        """
         text = self._fs.read(self.layout.state_file)
-        return stored.loads(text, self.layout, self.placement) if text else None
+        if not text:
+            return None
+        try:
+            applied = stored.loads(text, self.layout, self.placement)
+            if applied is not None:
+                return applied
+        except stored.StateError:
+            good = self._fs.read(self.layout.good_state_file)
+            try:
+                if good and (fallback := stored.loads(good, self.layout, self.placement)) is not None:
+                    return fallback
+            except stored.StateError:
+                pass
+            raise
+        good = self._fs.read(self.layout.good_state_file)
+        try:
+            return stored.loads(good, self.layout, self.placement) if good else None
+        except stored.StateError:
+            return None
 
     def applied_settings(self) -> Settings | None:
         applied = self.applied()
@@ -143,9 +168,17 @@ class Box:
         return Change(applied, observed, self.plan(settings, observed))
 
     def apply(self, settings: Settings, *, dry_run: bool = False, progress: Progress | None = None,
-              change: Change | None = None) -> BoxResult:
-        """Apply `settings` (planned already when `change`, from `self.change(settings)`, is given)."""
+              change: Change | None = None, before: dict | None = None) -> BoxResult:
+        """Apply `settings` (planned already when `change`, from `self.change(settings)`, is given).
+
+        Refused before anything is touched when the state directory is full or
+        read-only (`StateDirError`): the box could not record what it did.
+        `before` (how the NICs were before the box took them) is the stored
+        one's when the change has no applied state (the boot's apply).
+        """
         progress = progress or (lambda line: None)
+        if not dry_run:
+            self._fs.check_writable(self.layout.state_dir)
         change = change or self.change(settings)
         applied, observed, new, old = change.applied, change.observed, change.new, change.old
         diff = change.diff
@@ -153,13 +186,31 @@ class Box:
             return BoxResult(ok=True, diff=diff, dry_run=True)
         # How the NICs were before the box first took them (a factory bridge,
         # say), so teardown can give them back as they were.
-        before = applied.before if applied else {"masters": {
-            l.name: l.master for l in self.kernel.links(self.placement.host_ns)
-            if l.name in (settings.ports.uplink, settings.ports.downlink) and l.master}}
+        if before is None:
+            before = applied.before if applied else {"masters": {
+                l.name: l.master for l in self.kernel.links(self.placement.host_ns)
+                if l.name in (settings.ports.uplink, settings.ports.downlink) and l.master}}
+        self._leave_factory_address(progress)
         res: ApplyResult = self.applier.apply(new, old, progress)
         if res.ok:
-            self._fs.write(self.layout.state_file, stored.dumps(stored.Applied(settings, observed, new, before)))
+            # The settings hold proxy passwords: root's files alone.
+            text = stored.dumps(stored.Applied(settings, observed, new, before))
+            self._fs.write(self.layout.state_file, text, 0o600)
+            # Applied and answering its probes (the apply waits for them): the boot's fallback.
+            self._fs.write(self.layout.good_state_file, text, 0o600)
+            self._fs.remove(self.layout.boot_note)  # the box runs what was applied now
         return BoxResult(ok=res.ok, diff=diff, changes=res.changes, error=res.error, restored=res.restored)
+
+    def _leave_factory_address(self, progress: Progress) -> None:
+        """The admin address the boot's factory bridge carries goes: the admin port takes it now."""
+        try:
+            address = json.loads(self._fs.read(self.layout.boot_note) or "{}").get("address")
+            host = self.placement.host_ns
+            if address and address["cidr"] in self.kernel.addresses(host, address["dev"]):
+                self.kernel.del_address(host, address["dev"], address["cidr"])
+                progress(f"- address {address['cidr']} on the factory bridge {address['dev']}")
+        except (ValueError, KeyError, TypeError, KernelError):
+            pass  # no note, or no such bridge any more
 
     def teardown(self, progress: Progress | None = None) -> list[str]:
         """Remove all the box made (by the applied plan) and give the NICs back; state stays."""
@@ -176,4 +227,5 @@ class Box:
                 if progress:
                     progress(changes[-1])
         self._fs.remove(self.layout.state_file)
+        self._fs.remove(self.layout.good_state_file)
         return changes

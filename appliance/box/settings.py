@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from ipaddress import IPv4Address, IPv4Network, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Callable, Collection, Literal, Mapping
 
@@ -187,6 +187,9 @@ class StaticLease(_Model):
     mac: MacAddress
     ip: IPv4Address
     hostname: Hostname | None = None
+    # The DHCPv6 address the virtual gateway gives this MAC (found in the
+    # client's DUID-LL/LLT) when the modem's RA asks for DHCPv6 addresses.
+    ip6: IPv6Address | None = None
 
 
 class DhcpOptions(_Model):
@@ -203,6 +206,8 @@ class Dhcp(_Model):
     lease_time: int = Field(default=86400, ge=60, le=365 * 86400, description="seconds")
     static_leases: tuple[StaticLease, ...] = ()
     options: DhcpOptions = DhcpOptions()
+    # The console warns when this share of the pools' addresses is leased (older documents: the default).
+    pool_warn_percent: int = Field(default=90, ge=1, le=100, description="percent of the pools leased")
 
 
 class Ipv6(_Model):
@@ -334,6 +339,7 @@ def _cross_field_errors(s: Settings) -> dict[str, list[str]]:
 
     seen_mac: dict[str, int] = {}
     seen_ip: dict[IPv4Address, int] = {}
+    seen_ip6: dict[IPv6Address, int] = {}
     seen_name: dict[str, int] = {}
     reserved_macs = {s.vproxy.mac: "vproxy.mac"}
     if s.gateway.mac:
@@ -350,6 +356,14 @@ def _cross_field_errors(s: Settings) -> dict[str, list[str]]:
             err(f"{p}.ip", f"{lease.ip} is already reserved by dhcp.static_leases[{seen_ip[lease.ip]}]")
         else:
             seen_ip[lease.ip] = i
+        if lease.ip6 is not None:
+            if not lease.ip6.is_global and not lease.ip6.is_private or lease.ip6.is_link_local \
+                    or lease.ip6.is_multicast or lease.ip6.is_loopback or lease.ip6.is_unspecified:
+                err(f"{p}.ip6", f"{lease.ip6} is not a unicast address a client can hold on the LAN")
+            elif lease.ip6 in seen_ip6:
+                err(f"{p}.ip6", f"{lease.ip6} is already reserved by dhcp.static_leases[{seen_ip6[lease.ip6]}]")
+            else:
+                seen_ip6[lease.ip6] = i
         if lease.hostname is not None:
             if lease.hostname in seen_name:
                 err(f"{p}.hostname",

@@ -125,8 +125,9 @@ def test_nftables(the_plan):
 
 
 def test_service_and_files(the_plan):
-    svc, dns, relay = the_plan.services
-    conf, dns_conf, relay_conf = the_plan.files
+    svc, dhcp6, dns, relay = the_plan.services
+    conf, dns_conf, relay_conf, dhcp6_conf = the_plan.files
+    assert dhcp6.netns == GW_NS and dhcp6.argv[-2:] == ("--config", dhcp6_conf.path)
     assert relay.netns == VPROXY_NS and relay.argv[-2:] == ("--config", relay_conf.path)
     assert svc.netns == GW_NS and svc.argv == ("kea-dhcp4", "-c", conf.path)
     assert dns.netns == VPROXY_NS and dns.argv[-2:] == ("--config", dns_conf.path)
@@ -243,6 +244,13 @@ def outs(result):
      "tp_src=40000,tp_dst=22", []),
     (f"in_port=uplink,tcp,dl_src={GW_MAC},dl_dst={UP_MAC},nw_src=192.168.1.1,nw_dst=192.168.1.8,"
      "tp_src=40000,tp_dst=443", []),
+    # DNS guard: the modem side's DNS never reaches the box's server, to vproxy or to the gateway.
+    (f"in_port=uplink,udp,dl_src=02:99:00:00:00:01,dl_dst={VP_MAC},nw_src=192.168.1.150,"
+     "nw_dst=192.168.1.9,tp_src=5353,tp_dst=53", []),
+    (f"in_port=uplink,tcp,dl_src=02:99:00:00:00:01,dl_dst={VP_MAC},nw_src=192.168.1.150,"
+     "nw_dst=192.168.1.9,tp_src=40000,tp_dst=53", []),
+    (f"in_port=uplink,udp,dl_src=02:99:00:00:00:01,dl_dst={GW_MAC},nw_src=192.168.1.150,"
+     "nw_dst=192.168.1.1,tp_src=5353,tp_dst=53", []),
 ])
 def test_seed_steps(table, text, expect):
     assert outs(run(table, text)) == sorted(P[p] for p in expect)
@@ -353,6 +361,9 @@ def test_frames_for_the_box_go_to_the_admin_port(table, text):
 @pytest.mark.parametrize("text", [
     # Ordinary traffic between home devices.
     f"in_port=downlink,ip,dl_src={CLIENT},dl_dst=02:11:22:33:44:66,nw_src=192.168.1.70,nw_dst=192.168.1.71",
+    # The modem's DNS answers to vproxy's own queries (the DNS guard is for queries only).
+    f"in_port=uplink,udp,dl_src={GW_MAC},dl_dst={VP_MAC},nw_src=192.168.1.1,nw_dst=192.168.1.9,"
+    "tp_src=53,tp_dst=40000",
 ])
 def test_everything_else_is_normal(table, text):
     r = run(table, text)
@@ -422,3 +433,16 @@ def test_the_flows_are_objects_printed_as_add_flows_text_that_reads_back_the_sam
     assert FlowTable(parse_flows(p.switch.flow_text(), p.switch.port_map)) == p.switch.table()
     # Custom flows are read once, into objects, and printed as dump-flows names them.
     assert p.switch.flow_text().rstrip().endswith("priority=100,udp,in_port=downlink,tp_dst=123,actions=output:downlink")
+
+
+def test_services_get_their_own_users_and_secrets_their_owners_alone():
+    from appliance.services.identity import DNS, KEA, RELAY
+
+    p = plan(settings(), OBSERVED)
+    by_name = {s.name: s for s in p.services}
+    assert (by_name["dns"].identity, by_name["relay"].identity, by_name["dhcp4"].identity) == (DNS, RELAY, KEA)
+    files = {f.path.rsplit("/", 1)[-1]: f for f in p.files}
+    assert (files["relay.json"].mode, files["relay.json"].owner) == (0o600, (RELAY.uid, RELAY.gid))
+    assert files["dns.json"].mode == 0o640
+    owners = {path: (uid, mode) for path, uid, gid, mode in p.owners}
+    assert owners[p.run_dir] == (0, 0o1775)

@@ -406,8 +406,11 @@ def dns_settings(s: Settings, layout: Layout) -> DnsSettings:
     # The modem never gets an answer (the second lock behind the flows' DNS guard).
     if f"{s.gateway.ip}/32" not in data["deny_clients"]:
         data["deny_clients"] = [*data["deny_clients"], f"{s.gateway.ip}/32"]
-    # The LAN's own prefix is never an answer for a public name (rebinding), whatever it is.
-    data["rebind"]["networks"] = sorted({*data["rebind"]["networks"], str(s.lan.prefix)})
+    # The LAN's own prefix is never an answer for a public name (rebinding), whatever it is;
+    # nor are the fake ranges: only the box hands those out (its own answers are not checked),
+    # an upstream's would send a client to the relay with an address it never gave.
+    fakes = [str(s.vproxy.fake_range)] + ([str(s.vproxy.fake_range6)] if s.ipv6.policy == "invisible" else [])
+    data["rebind"]["networks"] = sorted({*data["rebind"]["networks"], str(s.lan.prefix), *fakes})
     ln = data["local_names"]
     ln["leases_file"] = layout.kea.leases
     if s.dhcp.options.domain:

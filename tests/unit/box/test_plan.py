@@ -149,6 +149,9 @@ def test_dns_without_a_section_forwards_to_the_modem_and_follows_the_document():
     assert d.local_names.domain == "home.arpa" and d.local_names.leases_file == "/s/dhcp/dhcp4.leases"
     assert [(h.hostname, h.ip) for h in d.local_names.static] == [("printer", "192.168.1.30")]
     assert d.control_socket == "/r/dns.sock"
+    # Rebinding: the LAN and both fake ranges are never an upstream's answer for a public name.
+    assert {"192.168.1.0/24", "100.96.0.0/11", "2001:2::/48"} <= set(d.rebind.networks)
+    assert d.fake_ip.network6 == "2001:2::/48"
 
 
 def test_plan_needs_the_observations():

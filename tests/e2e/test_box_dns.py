@@ -67,7 +67,7 @@ def test_fake_ip_domain_gets_a_stable_address_in_the_pool(home):
     # The same address after the DNS server restarts.
     sup = box.applier.services
     sup.stop("dns")
-    sup.start(box.applied_plan().services[1])
+    sup.start(next(s for s in box.applied_plan().services if s.name == "dns"))
     # While it was down the modem answered (failsafe); the box takes DNS back once the watchdog
     # has seen its server answer again.
     deadline = time.monotonic() + 10

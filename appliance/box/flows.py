@@ -25,7 +25,7 @@ reached clients); `lint` in the unit tests checks it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from typing import Iterable
 
 from appliance.box.layout import ADMIN_PORT, PORT_NAMES, PORT_NUMBERS
@@ -43,6 +43,7 @@ P_UPLINK_DHCP_SERVER_DROP = 981
 P_UPLINK_DHCP_CLIENT_DROP = 980
 P_VGW_IPV6 = 975  # gw0's own IPv6 (DHCPv6 replies, its ND and MLD) goes to the home only
 P_VPROXY_ARP_GW_DROP = 970
+P_VPROXY_IPV6 = 965  # vproxy's own IPv6 (ND, MLD, answers) goes to the home side only
 P_CONSOLE_GUARD = 960  # one flow per guarded TCP port: disjoint by tp_dst
 P_DHCP6_TO_CLIENT = 951
 P_DHCP_TO_CLIENT = 950
@@ -107,7 +108,7 @@ def _ip(ip) -> int:
     return int(IPv4Address(str(ip)))
 
 
-def _match(proto: str | None = None, *, nets: dict[str, IPv4Network] | None = None,
+def _match(proto: str | None = None, *, nets: dict[str, IPv4Network | IPv6Network] | None = None,
            healthy: int | None = None, **exact) -> Match:
     """A match from readable values: `proto` is a shorthand (udp, arp ...), ports go by name;
     `healthy`: only while that bit of the health register is set."""
@@ -135,11 +136,20 @@ def _out(*ports: str) -> tuple[Output, ...]:
 
 def box_flows(*, gateway_ip: IPv4Address, gateway_mac: str, admin_mac: str, vproxy_mac: str,
               fake_range: IPv4Network, guarded_ports: Iterable[int], drop_ipv6: bool,
-              failsafe: str = "open", dhcp6: bool = False) -> tuple[FlowEntry, ...]:
+              failsafe: str = "open", fake_range6: IPv6Network | None = None,
+              dhcp6: bool = False) -> tuple[FlowEntry, ...]:
     """The seed's `init-flow.sh` for these addresses, with strict priorities.
 
     `failsafe="open"`: DNS steering and the DHCP guards hold only while the
     health register says the box's DNS server and Kea answer.
+
+    With IPv6 passing (`drop_ipv6` false, `ipv6.policy: invisible`) the same
+    rules hold for IPv6: NORMAL carries the modem's RAs and neighbour
+    discovery untouched; DNS to the gateway MAC (any of the modem's
+    addresses: link-local, global, the RDNSS it announces) goes to vproxy;
+    `fake_range6` goes to vproxy and never comes from the modem side; the
+    console guard covers tcp6; vproxy's own IPv6 reaches the home side only.
+
     `dhcp6`: gw0 answers DHCPv6 as the modem (`appliance.services.dhcp.dhcp6`),
     guarded as DHCPv4 is; its guards hold while health bit 3 is set, which
     the watchdog also clears when the server stands aside for the modem.
@@ -155,7 +165,7 @@ def box_flows(*, gateway_ip: IPv4Address, gateway_mac: str, admin_mac: str, vpro
         f.append(FlowEntry(why, Flow(match=match, actions=actions, priority=priority)))
 
     if drop_ipv6:
-        add("IPv6 is not handled yet: drop it (ipv6.policy=drop)", P_IPV6_DROP, _match("ipv6"))
+        add("IPv6 is dropped (ipv6.policy=drop)", P_IPV6_DROP, _match("ipv6"))
     add("a frame from the gateway MAC to itself goes nowhere", P_GW_LOOP_DROP,
         _match(dl_src=gateway_mac, dl_dst=gateway_mac))
     add("DHCP from the modem never reaches the home (above the DHCP rules)"
@@ -183,9 +193,15 @@ def box_flows(*, gateway_ip: IPv4Address, gateway_mac: str, admin_mac: str, vpro
             P_ICMP6_TO_GW_MAC, _match("icmp6", dl_dst=gateway_mac), _out("uplink", "vgw"))
     add("vproxy never ARPs as the gateway", P_VPROXY_ARP_GW_DROP,
         _match("arp", in_port="vproxy", arp_spa=gw))
+    if not drop_ipv6:
+        add("vproxy's own IPv6 (neighbour discovery, MLD, DNS answers) goes to the home side only",
+            P_VPROXY_IPV6, _match("ipv6", in_port="vproxy"), _out("downlink"))
     for port in guarded_ports:
         add(f"console/SSH guard: nothing from the modem side connects to the box's TCP port {port}",
             P_CONSOLE_GUARD, _match("tcp", in_port="uplink", dl_dst=admin_mac, tp_dst=port))
+        if not drop_ipv6:
+            add(f"console/SSH guard for IPv6: TCP port {port}",
+                P_CONSOLE_GUARD, _match("tcp6", in_port="uplink", dl_dst=admin_mac, tp_dst=port))
     add("DHCP server -> client goes to the home side only", P_DHCP_TO_CLIENT,
         _match("udp", tp_src=67, tp_dst=68), _out("downlink"))
     add("DHCP client -> server goes to the virtual gateway" + (", while Kea answers" if open_ else ""),
@@ -214,9 +230,20 @@ def box_flows(*, gateway_ip: IPv4Address, gateway_mac: str, admin_mac: str, vpro
         _match("udp", nw_dst=gw, tp_dst=53, healthy=dns_ok), to_vproxy)
     add(f"DNS to the gateway goes to vproxy (TCP){while_ok}", P_DNS_TCP,
         _match("tcp", nw_dst=gw, tp_dst=53, healthy=dns_ok), to_vproxy)
+    if not drop_ipv6:
+        # By MAC, not address: every address of the modem, whatever its prefix today.
+        add(f"DNS over IPv6 to the gateway MAC goes to vproxy (UDP){while_ok}", P_DNS_UDP,
+            _match("udp6", dl_dst=gateway_mac, tp_dst=53, healthy=dns_ok), to_vproxy)
+        add(f"DNS over IPv6 to the gateway MAC goes to vproxy (TCP){while_ok}", P_DNS_TCP,
+            _match("tcp6", dl_dst=gateway_mac, tp_dst=53, healthy=dns_ok), to_vproxy)
     add("the relay is no open proxy: the fake range is not reachable from the modem side",
         P_FAKE_RANGE_GUARD, _match("ip", in_port="uplink", nets={"nw_dst": fake_range}))
     add("the fake range goes to vproxy", P_FAKE_RANGE, _match("ip", nets={"nw_dst": fake_range}), to_vproxy)
+    if not drop_ipv6 and fake_range6 is not None:
+        add("the relay is no open proxy: the IPv6 fake range is not reachable from the modem side",
+            P_FAKE_RANGE_GUARD, _match("ipv6", in_port="uplink", nets={"ipv6_dst": fake_range6}))
+        add("the IPv6 fake range goes to vproxy", P_FAKE_RANGE,
+            _match("ipv6", nets={"ipv6_dst": fake_range6}), to_vproxy)
     add("other unicast to the gateway MAC goes to the modem", P_TO_GW_MAC,
         _match(dl_dst=gateway_mac), _out("uplink"))
     # Not in the seed (OVS has no such trap): a Linux bridge keeps each

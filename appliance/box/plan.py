@@ -39,6 +39,7 @@ from appliance.box.layout import (  # noqa: F401 - the box's names are part of a
     ADMIN_DEV, ADMIN_PORT, BRIDGE, GW_DEV, GW_NS, NFT_TABLE, PORT_NUMBERS, VGW_PORT, VPROXY_DEV,
     PIN_ROOT, VPROXY_NS, VPROXY_PORT, Layout, derived_mac,
 )
+from appliance.box.ipv6 import VPROXY_DNS6, eui64_link_local
 from appliance.box.settings import Settings
 from appliance.kernel.base import Route
 from appliance.kernel.desired import (  # noqa: F401 - BridgePort is part of a plan's vocabulary
@@ -166,7 +167,8 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
     s = settings
     own = box_flows(gateway_ip=s.gateway.ip, gateway_mac=gw_mac, admin_mac=uplink_mac, vproxy_mac=s.vproxy.mac,
                     fake_range=s.vproxy.fake_range, guarded_ports=s.admin.guarded_ports,
-                    drop_ipv6=s.ipv6.policy == "drop", failsafe=s.failsafe, dhcp6=serves_dhcp6(s))
+                    drop_ipv6=s.ipv6.policy == "drop", failsafe=s.failsafe, fake_range6=s.vproxy.fake_range6,
+                    dhcp6=serves_dhcp6(s))
     # Custom flows were checked with the settings; an error here is a bug.
     switch = Switch(BRIDGE, ports, own, parse_custom(s.flows.custom))
 
@@ -314,7 +316,8 @@ def dhcp_settings(s: Settings, layout: Layout) -> kea.DhcpSettings:
 
 
 def serves_dhcp6(s: Settings) -> bool:
-    """Whether gw0 answers DHCPv6 as the modem: whenever the box passes IPv6 at all."""
+    """Whether gw0 answers DHCPv6 as the modem: with `ipv6.policy: invisible`, the one
+    policy that passes IPv6 (the modem's RAs reach the home, so its clients ask DHCPv6)."""
     return s.ipv6.policy != "drop"
 
 
@@ -362,6 +365,8 @@ def relay_settings(s: Settings, layout: Layout) -> RelaySettings:
     """
     data = (s.relay or RelaySettings()).model_dump(mode="json")
     data["fake_range"] = str(s.vproxy.fake_range)
+    if s.ipv6.policy == "invisible":
+        data["fake_range6"] = str(s.vproxy.fake_range6)
     data["dns_control"] = layout.dns_socket
     data["fakeip_db"] = layout.fakeip_db
     data["control_socket"] = layout.relay_socket
@@ -371,6 +376,9 @@ def relay_settings(s: Settings, layout: Layout) -> RelaySettings:
     if str(s.gateway.ip) not in data["deny_clients"]:
         data["deny_clients"] = [*data["deny_clients"], f"{s.gateway.ip}/32"]
     return RelaySettings.model_validate(data)
+
+
+HOME_IPV6 = ("2000::/3", "fc00::/7", "fe80::/10")
 
 
 def dns_settings(s: Settings, layout: Layout) -> DnsSettings:
@@ -383,14 +391,26 @@ def dns_settings(s: Settings, layout: Layout) -> DnsSettings:
     base = s.dns if s.dns is not None else DnsSettings(upstreams=[{"url": f"udp://{s.gateway.ip}"}])
     data = base.model_dump(mode="json")
     data["fake_ip"]["network"] = str(s.vproxy.fake_range)
+    if s.ipv6.policy == "invisible":
+        data["fake_ip"]["network6"] = str(s.vproxy.fake_range6)
+        listen6 = f"[{VPROXY_DNS6}]:53"
+        if listen6 not in data["listen"]:
+            data["listen"] = [*data["listen"], listen6]
+        # IPv6 clients come from the home side only (the flows steer DNS for the
+        # modem's MAC; nothing from the uplink is addressed to it), with whatever
+        # prefix the modem announces today: every unicast range a home host can hold.
+        data["allow_clients"] += [n for n in HOME_IPV6 if n not in data["allow_clients"]]
     data["fake_ip"]["db_path"] = layout.fakeip_db
     data["control_socket"] = layout.dns_socket
     data["lists_dir"] = layout.dns_lists_dir
     # The modem never gets an answer (the second lock behind the flows' DNS guard).
     if f"{s.gateway.ip}/32" not in data["deny_clients"]:
         data["deny_clients"] = [*data["deny_clients"], f"{s.gateway.ip}/32"]
-    # The LAN's own prefix is never an answer for a public name (rebinding), whatever it is.
-    data["rebind"]["networks"] = sorted({*data["rebind"]["networks"], str(s.lan.prefix)})
+    # The LAN's own prefix is never an answer for a public name (rebinding), whatever it is;
+    # nor are the fake ranges: only the box hands those out (its own answers are not checked),
+    # an upstream's would send a client to the relay with an address it never gave.
+    fakes = [str(s.vproxy.fake_range)] + ([str(s.vproxy.fake_range6)] if s.ipv6.policy == "invisible" else [])
+    data["rebind"]["networks"] = sorted({*data["rebind"]["networks"], str(s.lan.prefix), *fakes})
     ln = data["local_names"]
     ln["leases_file"] = layout.kea.leases
     if s.dhcp.options.domain:
@@ -404,6 +424,7 @@ def dns_settings(s: Settings, layout: Layout) -> DnsSettings:
 def kernel_objects(settings: Settings, gw_mac: str, uplink_mac: str,
                    relay: RelaySettings) -> tuple[Object | BridgePort, ...]:
     s = settings
+    ipv6 = s.ipv6.policy == "invisible"
     plen = s.lan.prefix.prefixlen
     gw = str(s.gateway.ip)
     up, down = s.ports.uplink, s.ports.downlink
@@ -455,8 +476,9 @@ def kernel_objects(settings: Settings, gw_mac: str, uplink_mac: str,
             ("net.ipv4.conf.all.rp_filter", "1"),
         )),
         Sysctls(VPROXY_NS, (
-            ("net.ipv6.conf.all.disable_ipv6", "1"),
-            ("net.ipv6.conf.default.disable_ipv6", "1"),
+            *(vproxy_ipv6_defaults() if ipv6 else (
+                ("net.ipv6.conf.all.disable_ipv6", "1"),
+                ("net.ipv6.conf.default.disable_ipv6", "1"))),
             # Forwarding carries the relay's kernel fast path (direct routes
             # NATed); the forward chain lets nothing else through.
             ("net.ipv4.ip_forward", "1" if relay.fast_path.enabled else "0"),
@@ -477,7 +499,61 @@ def kernel_objects(settings: Settings, gw_mac: str, uplink_mac: str,
         )),
         NftTable(VPROXY_NS, "ip", NFT_TABLE, vproxy_nft_body(s, relay)),
         NftTable(None, "inet", NFT_TABLE, host_nft_body(s, gw_mac)),
+        *(vproxy_ipv6_objects(s, relay) if ipv6 else ()),
     )
+
+
+def vproxy_ipv6_defaults() -> tuple[tuple[str, str], ...]:
+    """vproxy's namespace-wide IPv6 settings with `ipv6.policy: invisible`, set
+    before its links exist: a new link makes no address of its own (no DAD, RS)."""
+    return tuple((f"net.ipv6.conf.default.{k}", v) for k, v in _QUIET_IPV6) + (
+        ("net.ipv6.conf.default.disable_ipv6", "0"),)
+
+
+# Each set before IPv6 comes on, in this order (sysctl writes them in order).
+_QUIET_IPV6 = (("addr_gen_mode", "1"), ("accept_dad", "0"), ("accept_ra", "0"),
+               ("router_solicitations", "0"), ("forwarding", "0"))
+
+
+def vproxy_ipv6_objects(s: Settings, relay: RelaySettings) -> tuple[Object, ...]:
+    """vproxy on IPv6 (`ipv6.policy: invisible`): the DNS server's address on lo,
+    a link-local address of its own on vproxy0 (the source of its neighbour
+    solicitations; the flows keep its IPv6 on the home side), every IPv6
+    destination on-link (clients' addresses follow the modem's prefix), the
+    IPv6 fake range local, and the ip6 table that DNATs DNS and hands the
+    fake range to the relay."""
+    link = tuple((f"net.ipv6.conf.{VPROXY_DEV}.{k}", v) for k, v in _QUIET_IPV6)
+    return (
+        Sysctls(VPROXY_NS, (*link, (f"net.ipv6.conf.{VPROXY_DEV}.disable_ipv6", "0"),
+                            ("net.ipv6.conf.lo.disable_ipv6", "0"))),
+        Address(VPROXY_NS, "lo", f"{VPROXY_DNS6}/128"),
+        Address(VPROXY_NS, VPROXY_DEV, f"{eui64_link_local(s.vproxy.mac)}/64"),
+        RouteEntry(VPROXY_NS, Route("::/0", dev=VPROXY_DEV)),
+        RouteEntry(VPROXY_NS, Route(str(s.vproxy.fake_range6), dev="lo", type="local", table="local")),
+        NftTable(VPROXY_NS, "ip6", NFT_TABLE, vproxy_nft6_body(s, relay)),
+    )
+
+
+def vproxy_nft6_body(s: Settings, relay: RelaySettings) -> str:
+    fake6 = s.vproxy.fake_range6
+    return "\n".join([
+        "  chain dns_redirect {",
+        "    type nat hook prerouting priority dstnat; policy accept;",
+        # The flows send here only DNS for the modem's MAC: any of its addresses.
+        f"    ip6 daddr != {fake6} udp dport 53 dnat to [{VPROXY_DNS6}]:53",
+        f"    ip6 daddr != {fake6} tcp dport 53 dnat to [{VPROXY_DNS6}]:53",
+        "  }",
+        relay_nft.chain6(relay, [VPROXY_DEV], str(fake6)),
+        "  chain forward {",
+        "    type filter hook forward priority filter; policy drop;",
+        "  }",
+        # vproxy joins no group anyone needs to know of: no MLD report leaves it
+        # (its link-local address's solicited-node group would be announced).
+        "  chain output {",
+        "    type filter hook output priority filter; policy accept;",
+        "    icmpv6 type { mld-listener-report, mld2-listener-report, mld-listener-done } drop",
+        "  }",
+    ])
 
 
 def gw_ipv6_sysctls() -> tuple[tuple[str, str], ...]:

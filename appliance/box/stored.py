@@ -24,7 +24,7 @@ from appliance.box import plan as planner
 from appliance.box.flows import FlowEntry, add_flow_line
 from appliance.box.layout import Layout
 from appliance.box.placement import Placement, place
-from appliance.box.settings import Settings, SettingsError
+from appliance.box.settings import Settings, SettingsError, migrate
 from appliance.kernel.base import Route
 from appliance.kernel.desired import Address, Bridge, BridgePort, Dummy, Namespace, NftTable, RouteEntry, Sysctls, Veth
 from appliance.services.supervisor import ServiceSpec
@@ -138,7 +138,7 @@ def loads(text: str, layout: Layout, placement: Placement) -> Applied | None:
     except json.JSONDecodeError:
         return None
     try:
-        settings = Settings.model_validate(data["settings"])
+        settings = Settings.model_validate(migrate(data["settings"]))  # version 1 still boots
         observed = planner.Observed(tuple(tuple(x) for x in data["observed"]["nic_macs"]),
                                     data["observed"].get("gateway_mac"))
         if "plan" in data:

@@ -143,6 +143,24 @@ def _write(db: sqlite3.Connection, deletes: list[int], upserts: list[tuple]) -> 
         raise
 
 
+def twin6(ip4: str, network: str, network6: str) -> str:
+    """The fake IPv6 address of a fake IPv4 address: the same offset in `network6`.
+
+    One pool serves both families: a name's AAAA is its A's twin, so the
+    relay finds the name (and pins it) by the IPv4 address either way."""
+    offset = int(ipaddress.IPv4Address(ip4)) - int(ipaddress.IPv4Network(network).network_address)
+    return str(ipaddress.IPv6Network(network6).network_address + offset)
+
+
+def twin4(ip6: str, network: str, network6: str) -> str | None:
+    """The fake IPv4 address whose twin is `ip6`; None when it is outside the IPv4 pool's size."""
+    net4 = ipaddress.IPv4Network(network)
+    offset = int(ipaddress.IPv6Address(ip6)) - int(ipaddress.IPv6Network(network6).network_address)
+    if not 0 <= offset < net4.num_addresses:
+        return None
+    return str(net4.network_address + offset)
+
+
 class FakeIpPool:
     def __init__(self, network: str = "100.96.0.0/11", db_path: str | None = None,
                  max_entries: int | None = None, clock: Callable[[], float] = time.time,

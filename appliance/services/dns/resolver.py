@@ -48,7 +48,7 @@ import dns.rdatatype
 import dns.rrset
 
 from .cache import AnswerCache
-from .fakeip import FakeIpPool
+from .fakeip import FakeIpPool, twin6
 from .localnames import LocalNames
 from .policy import NO_MATCH, Decision, Policy
 from .querylog import QueryLog
@@ -367,7 +367,8 @@ class Resolver:
                 FORWARD, "direct", decision.origin + " (relay down: real address)", q, qname,
                 expires=now + RELAY_DOWN_TTL, ttl_cap=RELAY_DOWN_TTL))
         if kind == "fake-ip":
-            if qtype == TYPE_A:
+            fake = self.settings.fake_ip
+            if qtype == TYPE_A or (qtype == TYPE_AAAA and fake.network6 is not None):
                 if self.fakeips is None:
                     self.handoff(data, addr, out)
                     return None
@@ -377,9 +378,10 @@ class Resolver:
                                    qname, expires=now)
                 ip = self.fakeips.allocate(qname, decision.action.route)
                 if ip is not None:
+                    answer = ip if qtype == TYPE_A else twin6(ip, fake.network, fake.network6)
                     return self._keep(group, q, Decided(
                         ANSWER, "fake-ip", decision.origin, q, qname,
-                        address_records([ip], self.settings.fake_ip.ttl),
+                        address_records([answer], fake.ttl),
                         fake_key=int.from_bytes(socket.inet_aton(ip), "big"),
                         generation=self.fakeips.generation))
                 log.warning("fake-IP pool full of pinned addresses; %s answered for real", qname)

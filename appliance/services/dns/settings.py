@@ -144,6 +144,9 @@ class RateLimitSettings(_Model):
 
 class FakeIpSettings(_Model):
     network: str = "100.96.0.0/11"
+    # AAAA of fake-ip names: each name's fake IPv4 address's offset in this
+    # range (None: fake-ip names get no AAAA, as before).
+    network6: str | None = None
     ttl: int = Field(default=1, ge=0, le=3600, description="TTL of fake answers")
     db_path: str = "/var/lib/appliance/dns-fakeip.sqlite3"
     max_entries: int | None = Field(
@@ -172,6 +175,23 @@ class FakeIpSettings(_Model):
         if net.num_addresses < 4:
             raise ValueError("the fake-IP pool needs at least a /30")
         return str(net)
+
+    @field_validator("network6")
+    @classmethod
+    def _network6(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        net = ipaddress.ip_network(value, strict=True)
+        if net.version != 6:
+            raise ValueError("the IPv6 fake-IP range must be IPv6")
+        return str(net)
+
+    @model_validator(mode="after")
+    def _twins_fit(self) -> "FakeIpSettings":
+        if self.network6 is not None and ipaddress.ip_network(self.network6).num_addresses \
+                < ipaddress.ip_network(self.network).num_addresses:
+            raise ValueError(f"network6 {self.network6} is smaller than network {self.network}")
+        return self
 
     @field_validator("keep_real")
     @classmethod

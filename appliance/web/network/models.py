@@ -51,14 +51,17 @@ class Admin(document.Section):
 @document.register
 class VProxy(document.Section):
     doc_path = "vproxy"
-    doc_fields = {"address": "address", "mac": "mac", "fake_range": "fake_range"}
+    doc_fields = {"address": "address", "mac": "mac", "fake_range": "fake_range", "fake_range6": "fake_range6"}
     address = models.CharField(max_length=15)
     mac = models.CharField(max_length=17)
     fake_range = models.CharField(max_length=18, default="100.96.0.0/11")
+    fake_range6 = models.CharField(max_length=43, default="2001:2::/48",
+                                   help_text="fake IPv6 addresses for fake-ip names (IPv6 invisible)")
 
 
 @document.register
 class Ipv6(document.Section):
     doc_path = "ipv6"
     doc_fields = {"policy": "policy"}
-    policy = models.CharField(max_length=16, default="drop", choices=[("drop", "drop")])
+    policy = models.CharField(max_length=16, default="invisible",
+                              choices=[("invisible", "invisible"), ("drop", "drop")])

@@ -1,15 +1,14 @@
 """DHCPv6 from the virtual gateway in the plan: the service in gw, gw0's IPv6 as the modem's,
 and the flows that keep the modem's DHCPv6 and the home's apart (by the reference classifier).
 
-`ipv6.policy` has only `drop` on this branch; the box serves DHCPv6 whenever it passes IPv6,
-so these tests give the plan a settings document whose policy is not `drop`.
+The box serves DHCPv6 with `ipv6.policy: invisible` (the default), never with `drop`.
 """
 import json
 
 import pytest
 
 from appliance.box.plan import GW_NS, Observed, plan
-from appliance.box.settings import Ipv6, default_settings, parse_settings, to_data
+from appliance.box.settings import default_settings, parse_settings, to_data
 from appliance.kernel.desired import Sysctls
 from appliance.services.dhcp.dhcpkit_config import Dhcp6Settings
 from appliance.switch.classifier import classify
@@ -29,8 +28,8 @@ P = {"uplink": 1, "downlink": 2, "admin": 3, "vgw": 4, "vproxy": 5}
 def settings(ipv6=True, **dhcp):
     data = to_data(default_settings("enp5s0", "enp1s0", gateway={"ip": "192.168.1.1", "mac": GW_MAC}))
     data["dhcp"].update(dhcp)
-    s = parse_settings(data)
-    return s.model_copy(update={"ipv6": Ipv6.model_construct(policy="invisible")}) if ipv6 else s
+    data["ipv6"] = {"policy": "invisible" if ipv6 else "drop"}
+    return parse_settings(data)
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,8 @@ RECORDS = {
     "lanpfx.evil.test": "203.0.113.77",  # inside the LAN prefix this test gives the server
     "nas.allowed.test": "192.168.1.20",
 }
-RECORDS6 = {"ula.evil.test": "fd00::1", "v6.real.test": "2001:db8::7"}
+RECORDS6 = {"ula.evil.test": "fd00::1", "v6.real.test": "2001:db8::7",
+            "fake6.evil.test": "2001:2::5"}  # inside the box's IPv6 fake range
 
 
 def dig(port, name, *opts, rtype="A"):
@@ -116,6 +117,26 @@ def test_answers_pointing_into_the_home_are_refused(server):
         assert dig(server, name) == ("REFUSED", []), name
     assert dig(server, "ula.evil.test", rtype="AAAA") == ("REFUSED", [])
     assert dig(server, "nas.allowed.test") == ("NOERROR", ["192.168.1.20"])  # the allow-list
+
+
+FAKE6_REBIND = """\
+rebind: {networks: ["2001:2::/48"]}
+fake_ip: {network6: "2001:2::/48"}
+rules: [{match: suffix, value: proxied.test, then: {action: fake-ip}}]
+"""
+
+
+@pytest.mark.parametrize("server", [FAKE6_REBIND], indirect=True)
+def test_the_fake_ipv6_twins_are_answered_but_an_upstream_answer_in_their_range_is_refused(server):
+    # The plan puts the fake ranges among the rebinding networks (`dns_settings`):
+    # the box's own fake answers are not upstream answers and pass...
+    status, fake6 = dig(server, "www.proxied.test", rtype="AAAA")
+    assert status == "NOERROR" and len(fake6) == 1 and fake6[0].startswith("2001:2::"), fake6
+    assert dig(server, "www.proxied.test")[1][0].startswith("100.")
+    # ...an upstream pointing a public name into the fake range or a ULA does not.
+    assert dig(server, "fake6.evil.test", rtype="AAAA") == ("REFUSED", [])
+    assert dig(server, "ula.evil.test", rtype="AAAA") == ("REFUSED", [])
+    assert dig(server, "v6.real.test", rtype="AAAA") == ("NOERROR", ["2001:db8::7"])
 
 
 @pytest.mark.parametrize("server", ["rebind: {enabled: false}\n"], indirect=True)

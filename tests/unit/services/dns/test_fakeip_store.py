@@ -193,6 +193,13 @@ def test_last_used_times_reach_the_store(tmp_path):
     pool.close()
 
 
+def test_fake_ipv6_addresses_are_the_ipv4_ones_twins():
+    from appliance.services.dns.fakeip import twin4, twin6
+    assert twin6("100.96.1.2", "100.96.0.0/11", "2001:2::/48") == "2001:2::102"
+    assert twin4("2001:2::102", "100.96.0.0/11", "2001:2::/48") == "100.96.1.2"
+    assert twin4("2001:2::1:0:0", "100.96.0.0/11", "2001:2::/48") is None  # beyond the IPv4 pool
+
+
 def crash(pool):
     """The process dies: whatever was not committed is gone, the store is not marked closed."""
     pool._writer.shutdown(wait=True)

@@ -96,6 +96,11 @@ _OFCTL_VALUED = ("--netns=", "--count=", "--timeout=", "--sort=", "--rsort=", "-
                  "--color=", "--verbose=")
 
 
+def _version(protocol: str) -> int:
+    digits = "".join(c for c in protocol if c.isdigit())
+    return int(digits[:2]) if digits else 10
+
+
 def ofctl_options(argv: list[str]) -> tuple[set[str], list[str], list[str]]:
     """(flags, protocols, words) from an ovs-ofctl command line: `-O X`,
     `-OX`, `--protocols=X`, `--protocols X`, and the flags it takes."""
@@ -138,7 +143,12 @@ def run_ofctl(argv: list[str], out: TextIO = sys.stdout, state_dir: Path | str |
     if not argv:
         raise CliError("usage: ofctl [-O PROTOCOL] add-flow|add-flows|mod-flows|replace-flows|"
                        "del-flows|dump-flows|lint BRIDGE ...")
-    flags, _protocols, args = ofctl_options(argv)
+    flags, protocols, args = ofctl_options(argv)
+    # The first protocol is what the flows are sent as (OVS negotiates the
+    # highest both sides speak; the box speaks them all).
+    of11 = bool(protocols) and max(protocols, key=_version) not in ("OpenFlow10",
+                                                                      "OpenFlow10-table_id",
+                                                                      "NXM-table_id", "any")
     if not args:
         raise CliError("usage: ofctl [-O PROTOCOL] COMMAND BRIDGE ...")
     cmd, rest = args[0], args[1:]
@@ -160,17 +170,17 @@ def run_ofctl(argv: list[str], out: TextIO = sys.stdout, state_dir: Path | str |
     try:
         if cmd == "add-flow":
             _need(rest, 2, "ofctl add-flow BRIDGE FLOW")
-            br.flows.add(parse_flow(" ".join(rest[1:]), pm))
+            br.flows.add(parse_flow(" ".join(rest[1:]), pm, of11=of11))
         elif cmd in ("add-flows", "replace-flows"):
             _need(rest, 2, f"ofctl {cmd} BRIDGE FILE")
-            new = parse_flows(_read(rest[1], stdin), pm)  # all or nothing
+            new = parse_flows(_read(rest[1], stdin), pm, of11=of11)  # all or nothing
             if cmd == "replace-flows":
                 br.flows = FlowTable(new)
             else:
                 br.flows.extend(new)
         elif cmd == "mod-flows":
             _need(rest, 2, "ofctl mod-flows BRIDGE FLOW")
-            new = parse_flow(" ".join(rest[1:]), pm)
+            new = parse_flow(" ".join(rest[1:]), pm, of11=of11)
             strict = "--strict" in flags
             changed = [f for f in br.flows if f.table == new.table and (
                 (f.match == new.match and f.priority == new.priority) if strict

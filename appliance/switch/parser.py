@@ -282,7 +282,8 @@ def _describe(pre: F.Prerequisite) -> str:
 
 
 def _parse_actions(s: str, start: int, end: int, loc: _Located, port_map,
-                   table: int, mb: "_MatchBuilder | None" = None) -> tuple[FL.Action, ...]:
+                   table: int, mb: "_MatchBuilder | None" = None,
+                   of11: bool = False) -> tuple[FL.Action, ...]:
     toks = _split_kv(s, start, end)
     if not toks:
         raise loc.error("no actions after 'actions=' (write 'drop' to drop)", start)
@@ -295,6 +296,12 @@ def _parse_actions(s: str, start: int, end: int, loc: _Located, port_map,
         v = t.value
         try:
             act = one_action(t.key, v, port_map, table)
+            if of11 and isinstance(act, (FL.ModVlanVid, FL.ModVlanPcp)):
+                # OpenFlow 1.1+ has no "push a tag if needed": ovs-ofctl -O
+                # OpenFlow13 sends push_vlan + set_field unless the match
+                # guarantees a tag, and the switch does exactly that.
+                out.extend(_of11_vlan(act, state))
+                continue
             state.check(act)
         except ValueError as e:
             if isinstance(e, FlowSyntaxError):
@@ -312,6 +319,18 @@ def _parse_actions(s: str, start: int, end: int, loc: _Located, port_map,
     if saw_drop is not None and (out or len(toks) > 1):
         raise loc.error("'drop' must not be accompanied by any other action", saw_drop.kcol)
     return tuple(out)
+
+
+def _of11_vlan(act: FL.Action, state: "_ActionState") -> list[FL.Action]:
+    out: list[FL.Action] = []
+    if not state.vlan:
+        out.append(FL.PushVlan(F.ETH_TYPE_VLAN))
+        state.vlan = True
+    if isinstance(act, FL.ModVlanVid):
+        out.append(FL.SetField("vlan_vid", F.VLAN_CFI | act.vid, None, "set_field"))
+    else:
+        out.append(FL.SetField("vlan_pcp", act.pcp, None, "set_field"))
+    return out
 
 
 class _ActionState:
@@ -351,7 +370,7 @@ def name_is_vlan_view(name: str) -> bool:
     return name in ("dl_vlan", "dl_vlan_pcp")
 
 
-def _parse(s: str, loc: _Located, port_map) -> Flow:
+def _parse(s: str, loc: _Located, port_map, of11: bool = False) -> Flow:
     m = _ACTIONS_RE.search(s)
     if not m:
         raise loc.error("missing 'actions=' (every flow needs actions; 'actions=drop' drops)", len(s))
@@ -360,7 +379,7 @@ def _parse(s: str, loc: _Located, port_map) -> Flow:
     toks = _split_kv(s, 0, m.start(1))
     _parse_match_tokens(toks, loc, port_map, mb, extra)
     table = extra.get("table", 0)
-    actions = _parse_actions(s, m.end(), len(s), loc, port_map, table, mb)
+    actions = _parse_actions(s, m.end(), len(s), loc, port_map, table, mb, of11)
     return Flow(
         match=Match(mb.values, mb.masks), actions=actions, table=table,
         priority=extra.get("priority", FL.DEFAULT_PRIORITY), cookie=extra.get("cookie", 0),
@@ -368,11 +387,14 @@ def _parse(s: str, loc: _Located, port_map) -> Flow:
         line=loc.positions[0][0] if loc.positions else loc.line, notes=tuple(mb.notes))
 
 
-def parse_flow(text: str, port_map: Mapping[str, int] | None = None, line: int = 1) -> Flow:
-    """One flow in add-flow (or dump-flows) syntax."""
+def parse_flow(text: str, port_map: Mapping[str, int] | None = None, line: int = 1,
+               of11: bool = False) -> Flow:
+    """One flow in add-flow (or dump-flows) syntax. `of11`: sent as
+    OpenFlow 1.1+ (`ofctl -O OpenFlow13`), where mod_vlan_vid/mod_vlan_pcp
+    become push_vlan + set_field as ovs-ofctl encodes them."""
     if not text.strip():
         raise FlowSyntaxError("empty flow", line, 1)
-    return _parse(text, _Located(None, line), port_map)
+    return _parse(text, _Located(None, line), port_map, of11)
 
 
 def parse_match(text: str, port_map: Mapping[str, int] | None = None,
@@ -432,13 +454,14 @@ def logical_lines(text: str) -> list[tuple[str, list[tuple[int, int]]]]:
     return out
 
 
-def parse_flows(text: str, port_map: Mapping[str, int] | None = None) -> list[Flow]:
+def parse_flows(text: str, port_map: Mapping[str, int] | None = None,
+                of11: bool = False) -> list[Flow]:
     """A flow file, all or nothing: the first error raises, nothing is returned."""
     flows = []
     for s, pos in logical_lines(text):
         if not s.strip():
             continue
-        flows.append(_parse(s, _Located(pos, pos[0][0]), port_map))
+        flows.append(_parse(s, _Located(pos, pos[0][0]), port_map, of11))
     return flows
 
 

@@ -30,22 +30,27 @@ VIRTUAL: dict[str, tuple[str, int, int]] = {
     "dl_vlan": ("vlan_tci", 0, 12),
     "dl_vlan_pcp": ("vlan_tci", 13, 3),
     "ip_dscp": ("nw_tos", 2, 6),
+    # OVS's tp_src/tp_dst in an action are TCP's (MFF_TCP_SRC/DST): on a
+    # UDP packet set_field:80->tp_dst changes nothing. mod_tp_dst is both.
+    "tcp_src": ("tp_src", 0, 16), "tcp_dst": ("tp_dst", 0, 16),
+    "udp_src": ("tp_src", 0, 16), "udp_dst": ("tp_dst", 0, 16),
 }
+_TP_AS_TCP = {"tp_src": "tcp_src", "tp_dst": "tcp_dst"}
 
 NXM: dict[str, str] = {
     "NXM_OF_IN_PORT": "in_port", "NXM_OF_ETH_DST": "dl_dst", "NXM_OF_ETH_SRC": "dl_src",
     "NXM_OF_ETH_TYPE": "dl_type", "NXM_OF_VLAN_TCI": "vlan_tci", "NXM_OF_IP_TOS": "nw_tos",
     "NXM_OF_IP_PROTO": "nw_proto", "NXM_OF_IP_SRC": "nw_src", "NXM_OF_IP_DST": "nw_dst",
-    "NXM_OF_TCP_SRC": "tp_src", "NXM_OF_TCP_DST": "tp_dst", "NXM_OF_UDP_SRC": "tp_src",
-    "NXM_OF_UDP_DST": "tp_dst", "NXM_OF_ICMP_TYPE": "icmp_type", "NXM_OF_ICMP_CODE": "icmp_code",
+    "NXM_OF_TCP_SRC": "tcp_src", "NXM_OF_TCP_DST": "tcp_dst", "NXM_OF_UDP_SRC": "udp_src",
+    "NXM_OF_UDP_DST": "udp_dst", "NXM_OF_ICMP_TYPE": "icmp_type", "NXM_OF_ICMP_CODE": "icmp_code",
     "NXM_OF_ARP_OP": "arp_op", "NXM_OF_ARP_SPA": "arp_spa", "NXM_OF_ARP_TPA": "arp_tpa",
     "NXM_NX_ARP_SHA": "arp_sha", "NXM_NX_ARP_THA": "arp_tha", "NXM_NX_IPV6_SRC": "ipv6_src",
     "NXM_NX_IPV6_DST": "ipv6_dst", "NXM_NX_IP_TTL": "nw_ttl",
     "OXM_OF_IN_PORT": "in_port", "OXM_OF_ETH_DST": "dl_dst", "OXM_OF_ETH_SRC": "dl_src",
     "OXM_OF_ETH_TYPE": "dl_type", "OXM_OF_VLAN_VID": "vlan_vid", "OXM_OF_VLAN_PCP": "vlan_pcp",
     "OXM_OF_IP_DSCP": "ip_dscp", "OXM_OF_IP_PROTO": "nw_proto", "OXM_OF_IPV4_SRC": "nw_src",
-    "OXM_OF_IPV4_DST": "nw_dst", "OXM_OF_TCP_SRC": "tp_src", "OXM_OF_TCP_DST": "tp_dst",
-    "OXM_OF_UDP_SRC": "tp_src", "OXM_OF_UDP_DST": "tp_dst", "OXM_OF_ICMPV4_TYPE": "icmp_type",
+    "OXM_OF_IPV4_DST": "nw_dst", "OXM_OF_TCP_SRC": "tcp_src", "OXM_OF_TCP_DST": "tcp_dst",
+    "OXM_OF_UDP_SRC": "udp_src", "OXM_OF_UDP_DST": "udp_dst", "OXM_OF_ICMPV4_TYPE": "icmp_type",
     "OXM_OF_ICMPV4_CODE": "icmp_code", "OXM_OF_ARP_OP": "arp_op", "OXM_OF_ARP_SPA": "arp_spa",
     "OXM_OF_ARP_TPA": "arp_tpa", "OXM_OF_ARP_SHA": "arp_sha", "OXM_OF_ARP_THA": "arp_tha",
     "OXM_OF_IPV6_SRC": "ipv6_src", "OXM_OF_IPV6_DST": "ipv6_dst",
@@ -59,7 +64,11 @@ EXTRA_ALIASES: dict[str, str] = {
 }
 
 # Prerequisites of the views (the canonical fields carry their own).
-_VIEW_PREREQ = {"ip_dscp": F.Prerequisite((F.ETH_TYPE_IP, F.ETH_TYPE_IPV6), ())}
+_VIEW_PREREQ = {
+    "ip_dscp": F.Prerequisite((F.ETH_TYPE_IP, F.ETH_TYPE_IPV6), (), "add 'ip' or 'ipv6'"),
+    **dict.fromkeys(("tcp_src", "tcp_dst"), F.ALIAS_PREREQ["tcp_src"]),
+    **dict.fromkeys(("udp_src", "udp_dst"), F.ALIAS_PREREQ["udp_src"]),
+}
 
 
 def resolve(name: str) -> str:
@@ -67,6 +76,7 @@ def resolve(name: str) -> str:
     if name in NXM:
         return NXM[name]
     low = name.lower()
+    low = _TP_AS_TCP.get(low, low)
     if low in VIRTUAL:
         return low
     low = EXTRA_ALIASES.get(low, low)

@@ -321,10 +321,13 @@ def _changed(pkt: Packet, f: dict[str, int]) -> Packet:
 
 def _normal(ctx: _Ctx, pkt: Packet) -> None:
     res = ctx.res
-    if ctx.bridge is None:
+    macs = getattr(ctx.bridge, "macs", None)
+    if macs is None:
+        # No bridge, or one without a MAC table (the box's datapath, whose
+        # NORMAL is the Linux bridge joining its ports): the symbolic output.
         res.outputs.append(OutputEvent(FL.OFPP_NORMAL, pkt))
         return
-    d = decide(ctx.bridge.macs, pkt.fields, ctx.flood_ports, ctx.generate)
+    d = decide(macs, pkt.fields, ctx.flood_ports, ctx.generate)
     _note(res, d.note)
     for p in d.ports:
         res.outputs.append(OutputEvent(p, pkt))

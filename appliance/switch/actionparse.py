@@ -18,13 +18,11 @@ from .subfield import SubField, parse_subfield, resolve, width
 from .values import _int, _ipv4, _ipv6, _mac, parse_port
 
 # Action keywords that take no argument.
-_BARE = {"normal", "flood", "all", "in_port", "local", "controller", "drop",
-         "strip_vlan", "pop_vlan", "dec_ttl"}
 
 KNOWN = ("output, NORMAL, FLOOD, ALL, LOCAL, IN_PORT, CONTROLLER[:N], drop, "
          "push_vlan, pop_vlan, strip_vlan, mod_vlan_vid, mod_vlan_pcp, set_field, load, move, "
          "mod_dl_src/dst, mod_nw_src/dst/tos/ttl, mod_tp_src/dst, dec_ttl, resubmit, "
-         "goto_table, learn")
+         "goto_table, learn, note, exit")
 
 
 def split_call(token: str) -> tuple[str, str | None]:
@@ -71,6 +69,8 @@ def _bare(key: str, k: str, port_map) -> FL.Action:
         return FL.StripVlan(k)
     if k == "dec_ttl":
         return FL.DecTtl()
+    if k == "exit":
+        return FL.Exit()
     if k == "push_vlan":
         raise ValueError("push_vlan needs an ethertype: push_vlan:0x8100 (or 0x88a8)")
     # A bare port number or name means output to it.
@@ -99,8 +99,10 @@ def _valued(k: str, v: str, port_map, table: int) -> FL.Action:
         if "=" in v:
             return _output_args(v, port_map)
         if "[" in v:
-            raise ValueError("output:FIELD[] (output to a port held in a field) is not supported; "
-                             "write output:PORT")
+            src = parse_subfield(v, "output")
+            if src.nbits > 32:
+                raise ValueError(f"output:{v}: a port number has at most 32 bits")
+            return FL.OutputField(src)
         return output(parse_port(v, port_map, "output"))
     if k == "controller":
         if "=" in v:
@@ -133,6 +135,10 @@ def _valued(k: str, v: str, port_map, table: int) -> FL.Action:
         if et not in (0x8100, 0x88A8):
             raise ValueError(f"push_vlan: ethertype {et:#x} is not a VLAN ethertype (0x8100 or 0x88a8)")
         return FL.PushVlan(et)
+    if k == "note":
+        if not re.fullmatch(r"[0-9A-Fa-f]{1,2}(\.?[0-9A-Fa-f]{1,2})*", v):
+            raise ValueError(f"note:{v}: expected hex bytes, e.g. note:41.42.43")
+        return FL.Note(v)
     if k == "set_field":
         return _set_field(v)
     if k == "load":

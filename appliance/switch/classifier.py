@@ -88,6 +88,7 @@ class ClassifyResult:
     controller: bool = False
     truncated: bool = False  # resubmit recursion limit hit
     stopped: bool = False    # dec_ttl at TTL 1 ended the flow's actions
+    exited: bool = False     # the exit action ended the pipeline
     nonexistent: list[int] = field(default_factory=list)  # outputs to ports not on the bridge
     learned: list[Flow] = field(default_factory=list)     # flows learn() built
     # index in `actions` -> what OVS's trace says under that action
@@ -250,12 +251,9 @@ def _run(ctx: _Ctx, table: int, state: list[Packet], depth: int,
             if depth + 1 >= MAX_RESUBMIT_DEPTH:
                 res.truncated = True
                 return
-            if t is FL.GotoTable:
-                _run(ctx, act.table, state, depth + 1)
-                continue
-            target = table if act.table is None else act.table
-            _run(ctx, target, state, depth + 1, act.port)
-            if res.truncated:
+            target = act.table if t is FL.GotoTable else table if act.table is None else act.table
+            _run(ctx, target, state, depth + 1, None if t is FL.GotoTable else act.port)
+            if res.truncated or res.exited:
                 return
         elif t is FL.Flood or t is FL.All:
             if ctx.flood_ports is None:
@@ -304,6 +302,15 @@ def _run(ctx: _Ctx, table: int, state: list[Packet], depth: int,
                     res.stopped = True
                     return
                 state[0] = pkt.replace(nw_ttl=ttl - 1)
+        elif t is FL.OutputField:
+            port = act.src.get(pkt.fields)
+            _note(res, f"-> output port is {port}")
+            _out(ctx, port, pkt, in_port)
+        elif t is FL.Exit:
+            res.exited = True
+            return
+        elif t is FL.Note:
+            pass
         elif t is FL.Learn:
             learned = learned_flow(act, pkt.fields)
             res.learned.append(learned)

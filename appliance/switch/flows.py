@@ -258,6 +258,32 @@ class Output(Action):
 
 
 @dataclass(frozen=True, slots=True)
+class OutputField(Action):
+    """output:FIELD[bits]: to the port number a field holds (as output:PORT)."""
+    src: SubField
+
+    def to_ofctl(self, port_names=None):
+        return f"output:{self.src.to_text()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Note(Action):
+    """note:HEX.HEX...: a comment carried with the flow; does nothing."""
+    text: str
+
+    def to_ofctl(self, port_names=None):
+        return f"note:{self.text}"
+
+
+@dataclass(frozen=True, slots=True)
+class Exit(Action):
+    """exit: stop the whole pipeline here (outputs so far stand)."""
+
+    def to_ofctl(self, port_names=None):
+        return "exit"
+
+
+@dataclass(frozen=True, slots=True)
 class Normal(Action):
     """Hand the packet to the L2 learning switch (a Linux bridge in the datapath)."""
 

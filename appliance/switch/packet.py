@@ -296,7 +296,13 @@ def packet_from_text(text: str, port_map: Mapping[str, int] | None = None) -> Pa
     but every field must be exact (no masks). Raises FlowSyntaxError or
     PacketError.
     """
+    from .odpflow import fields as odp_fields, looks_like_odp
     from .parser import parse_match
+    if looks_like_odp(text):
+        try:
+            return Packet(odp_fields(text))
+        except ValueError as e:
+            raise PacketError(str(e)) from None
     match = parse_match(text, port_map)
     for name, mask in match.masks.items():
         if mask != FIELD_BY_NAME[name].full_mask and name != "vlan_tci":

@@ -7,6 +7,10 @@ so they pickle (the browser tests keep one box across processes that way).
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+
+from appliance.box.protocols import BoxBusy
 from appliance.services.supervisor import RUNNING, STOPPED, ServiceNotReady, ServiceState
 
 
@@ -68,6 +72,7 @@ class MemFs:
     def __init__(self):
         self.files: dict[str, str] = {}
         self.dirs: set[str] = set()
+        self.locks: dict[str, threading.Lock] = {}
 
     def _parents(self, path: str) -> None:
         d = path.rsplit("/", 1)[0]
@@ -101,6 +106,20 @@ class MemFs:
             return False
         self.dirs.discard(path)
         return True
+
+    def __getstate__(self):
+        # Locks do not pickle (the browser tests pickle the box); none is held between processes.
+        return {**self.__dict__, "locks": {}}
+
+    @contextlib.contextmanager
+    def lock(self, path, timeout):
+        held = self.locks.setdefault(path, threading.Lock())
+        if not held.acquire(timeout=timeout):
+            raise BoxBusy(f"another apply of this box holds {path}")
+        try:
+            yield
+        finally:
+            held.release()
 
     def exists(self, path: str) -> bool:
         return path in self.files or path in self.dirs

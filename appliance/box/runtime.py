@@ -19,7 +19,8 @@ from appliance.box import plan as planner
 from appliance.box import stored
 from appliance.box.apply import Applier, ApplyResult
 from appliance.box.files import RealFileSystem
-from appliance.box.layout import Layout, derived_mac
+from appliance.box.layout import ADMIN_DEV, GW_DEV, Layout, derived_mac
+from appliance.box.modem import Learned
 from appliance.box.placement import Placement, place
 from appliance.box.protocols import FileSystem, ServiceRunner, SwitchLoader
 from appliance.box.settings import Settings
@@ -28,6 +29,7 @@ from appliance.kernel import Kernel, LinuxKernel
 from appliance.services.supervisor import Supervisor
 
 Progress = Callable[[str], None]
+LOCK_WAIT = 300.0  # seconds an apply waits for another one of the same box to finish
 
 
 @dataclass
@@ -122,18 +124,30 @@ class Box:
         nics = {n: macs[n] for n in (settings.ports.uplink, settings.ports.downlink) if n in macs}
         gw_mac = None
         if settings.gateway.mac is None:
-            if applied and applied.observed.gateway_mac and applied.settings.gateway.ip == settings.gateway.ip:
+            learned = self.learned_gateway()
+            if learned and learned.ip == str(settings.gateway.ip):
+                gw_mac = learned.mac  # the modem watch saw the gateway's frames since
+            elif applied and applied.observed.gateway_mac and applied.settings.gateway.ip == settings.gateway.ip:
                 gw_mac = applied.observed.gateway_mac
-            elif settings.ports.uplink in macs:
-                # An ARP probe (sender 0.0.0.0) from the uplink NIC: nothing borrowed, nothing to set up.
-                gw_mac = self.kernel.arp_probe(host, settings.ports.uplink, str(settings.gateway.ip))
+            else:
+                # An ARP probe (sender 0.0.0.0). Bridged, the uplink NIC carries a MAC of the
+                # box's making, which the modem must never see: the admin port asks (the
+                # uplink NIC's own MAC, which the modem knows). Before, the NIC itself.
+                via = ADMIN_DEV if applied and ADMIN_DEV in macs else settings.ports.uplink
+                if via in macs:
+                    gw_mac = self.kernel.arp_probe(host, via, str(settings.gateway.ip))
         return planner.Observed.of(nics, gw_mac)
+
+    def learned_gateway(self) -> Learned | None:
+        """The gateway's MAC as the modem watch last learned it (`appliance.box.modem`)."""
+        return Learned.from_json(self._fs.read(self.layout.gateway_file))
 
     def plan(self, settings: Settings, observed: planner.Observed | None = None) -> planner.Plan:
         observed = observed or self.observe(settings, self.applied())
         placed = place(planner.plan(settings, observed, self.layout), self.placement)
-        return planner.with_watchdog(placed, settings, self.layout, self.placement.host_ns,
-                                     runner=getattr(self.services, "kind", "supervisor"))
+        runner = getattr(self.services, "kind", "supervisor")
+        watched = planner.with_modem_watch(placed, settings, self.layout, self.placement.host_ns, runner=runner)
+        return planner.with_watchdog(watched, settings, self.layout, self.placement.host_ns, runner=runner)
 
     # -- apply ----------------------------------------------------------------
     def change(self, settings: Settings) -> Change:
@@ -142,15 +156,36 @@ class Box:
         observed = self.observe(settings, applied)
         return Change(applied, observed, self.plan(settings, observed))
 
+    def lock(self, timeout: float = LOCK_WAIT):
+        """One apply or teardown of this box at a time, whoever runs it (`BoxBusy` after `timeout`)."""
+        return self._fs.lock(self.layout.apply_lock, timeout)
+
     def apply(self, settings: Settings, *, dry_run: bool = False, progress: Progress | None = None,
               change: Change | None = None) -> BoxResult:
         """Apply `settings` (planned already when `change`, from `self.change(settings)`, is given)."""
+        if dry_run:
+            change = change or self.change(settings)
+            return BoxResult(ok=True, diff=change.diff, dry_run=True)
+        with self.lock():
+            return self._apply(settings, progress, change)
+
+    def follow_gateway(self, progress: Progress | None = None) -> BoxResult | None:
+        """Apply the applied settings again when the gateway's MAC learned since differs from the
+        one applied (the modem watch calls it); None when there is nothing to follow."""
+        with self.lock():
+            applied = self.applied()
+            learned = self.learned_gateway()
+            if (applied is None or learned is None or applied.settings.gateway.mac is not None
+                    or learned.ip != str(applied.settings.gateway.ip)
+                    or applied.observed.gateway_mac == learned.mac):
+                return None
+            return self._apply(applied.settings, progress, None)
+
+    def _apply(self, settings: Settings, progress: Progress | None, change: Change | None) -> BoxResult:
         progress = progress or (lambda line: None)
         change = change or self.change(settings)
         applied, observed, new, old = change.applied, change.observed, change.new, change.old
         diff = change.diff
-        if dry_run:
-            return BoxResult(ok=True, diff=diff, dry_run=True)
         # How the NICs were before the box first took them (a factory bridge,
         # say), so teardown can give them back as they were.
         before = applied.before if applied else {"masters": {
@@ -159,10 +194,31 @@ class Box:
         res: ApplyResult = self.applier.apply(new, old, progress)
         if res.ok:
             self._fs.write(self.layout.state_file, stored.dumps(stored.Applied(settings, observed, new, before)))
+            self._announce_gateway(old, new, settings, progress)
         return BoxResult(ok=res.ok, diff=diff, changes=res.changes, error=res.error, restored=res.restored)
+
+    def _announce_gateway(self, old: planner.Plan | None, new: planner.Plan, settings: Settings,
+                          progress: Progress) -> None:
+        """gw0 took another MAC: tell the home at once (a gratuitous ARP as the gateway, which the
+        flows send to the home side only), or clients keep the old one until their cache ages."""
+        def gw(plan):
+            return next((o for o in plan.kernel if isinstance(o, planner.Veth) and o.name == GW_DEV), None) \
+                if plan else None
+        before, after = gw(old), gw(new)
+        if before is None or after is None or before.mac == after.mac:
+            return
+        try:
+            self.kernel.arp_announce(after.ns, GW_DEV, str(settings.gateway.ip))
+            progress(f"gateway {settings.gateway.ip} is at {after.mac} now: announced to the home")
+        except Exception as e:  # noqa: BLE001 - clients learn it anyway when their ARP cache ages
+            progress(f"gateway {settings.gateway.ip} is at {after.mac} now; announcing it failed: {e}")
 
     def teardown(self, progress: Progress | None = None) -> list[str]:
         """Remove all the box made (by the applied plan) and give the NICs back; state stays."""
+        with self.lock():
+            return self._teardown(progress)
+
+    def _teardown(self, progress: Progress | None) -> list[str]:
         applied = self.applied()
         if applied is None:
             return []

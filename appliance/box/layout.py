@@ -117,6 +117,11 @@ class Layout:
         return f"{self.run_dir}/modem-watch.json"
 
     @property
+    def modem_watch_link(self) -> str:
+        """The uplink's link as the modem watch last read it."""
+        return f"{self.run_dir}/modem-watch-link.json"
+
+    @property
     def health_status(self) -> str:
         """The watchdog's status, rewritten every round."""
         return f"{self.run_dir}/health.json"
@@ -130,4 +135,4 @@ class Layout:
     def runtime(self) -> tuple[str, ...]:
         """What the box's services leave in `run_dir`; teardown removes it (state stays)."""
         return (self.kea.run_dir, self.dns_socket, self.relay_socket, self.services_dir,
-                self.watchdog_config, self.modem_watch_config, self.health_status)
+                self.watchdog_config, self.modem_watch_config, self.modem_watch_link, self.health_status)

@@ -77,6 +77,7 @@ class WatchConfig:
     state_dir: str = ""
     run_dir: str = ""
     runner: str = "supervisor"
+    link_file: str = ""  # the uplink as last read (runtime: a restarted watch compares with it)
     interval: float = 0.5
 
     def to_json(self) -> dict:
@@ -117,16 +118,22 @@ class Learner:
 
 @dataclass
 class LinkWatch:
-    """Link changes of the uplink (carrier back, or another NIC under its name) -> when to ask."""
+    """Link changes of the uplink (its carrier lost and back, or another NIC under its name) -> when to ask.
+
+    The kernel's count of carrier changes tells of a cable moved between two
+    reads too (a modem swapped in a blink is still a new modem)."""
 
     carrier: bool | None = None
     ifindex: int | None = None
+    changes: int | None = None
     _asks: list[float] = field(default_factory=list)
 
-    def update(self, carrier: bool, ifindex: int | None, now: float) -> bool:
+    def update(self, carrier: bool, ifindex: int | None, now: float, changes: int = 0) -> bool:
         """The link as read now; True when it changed into a usable link (asks are scheduled)."""
-        changed = (carrier and (self.carrier is False or (self.ifindex is not None and ifindex != self.ifindex)))
-        self.carrier, self.ifindex = carrier, ifindex
+        known = self.ifindex is not None
+        changed = carrier and (self.carrier is False or (known and ifindex != self.ifindex)
+                               or (known and self.changes is not None and changes != self.changes))
+        self.carrier, self.ifindex, self.changes = carrier, ifindex, changes
         if changed:
             self._asks = [now + t for t in PROBE_AT]
         return bool(changed)

@@ -45,7 +45,15 @@ class ModemWatch:
         current = kept.mac if kept and kept.ip == cfg.gateway_ip else (
             applied.observed.gateway_mac if applied else None)
         self.learner = Learner(current)
+        # The link as the last run of the watch read it: a modem swapped while it was
+        # down (restarted, or the box re-applying) is a link change all the same.
         self.link = LinkWatch()
+        try:
+            seen = json.loads(box.fs.read(cfg.link_file) or "null") if cfg.link_file else None
+            if seen:
+                self.link.ifindex, self.link.changes = int(seen["ifindex"]), int(seen["changes"])
+        except (ValueError, KeyError, TypeError):
+            pass
         self.next_check = 0.0
 
     def event(self, what: str, detail: str) -> None:
@@ -64,8 +72,11 @@ class ModemWatch:
         if dev is None:
             self.link.update(False, None, now)
             return
-        if self.link.update(dev.carrier, dev.ifindex, now):
+        before = (self.link.ifindex, self.link.changes)
+        if self.link.update(dev.carrier, dev.ifindex, now, dev.carrier_changes):
             log.info("%s: link changed; asking for %s", self.cfg.uplink, self.cfg.gateway_ip)
+        if self.cfg.link_file and (self.link.ifindex, self.link.changes) != before:
+            self.box.fs.write(self.cfg.link_file, json.dumps({"ifindex": dev.ifindex, "changes": dev.carrier_changes}))
         if self.link.due(now):
             try:
                 self.box.kernel.arp_request(self.cfg.host_ns, self.cfg.admin_dev, self.cfg.admin_ip,

@@ -281,7 +281,8 @@ def with_modem_watch(p: Plan, settings: Settings, layout: Layout, host_ns: str |
     config = WatchConfig(host_ns=host_ns, uplink=settings.ports.uplink, admin_dev=ADMIN_DEV,
                          admin_ip=str(settings.admin.address), gateway_ip=str(settings.gateway.ip),
                          gw_ns=gw.ns, gw_dev=GW_DEV, learned=layout.gateway_file, events=layout.health_events,
-                         state_dir=layout.state_dir, run_dir=layout.run_dir, runner=runner)
+                         state_dir=layout.state_dir, run_dir=layout.run_dir, runner=runner,
+                         link_file=layout.modem_watch_link)
     config_file = ConfigFile(layout.modem_watch_config, json.dumps(config.to_json(), indent=1) + "\n")
     spec = ServiceSpec(
         name=MODEM_WATCH,

@@ -61,6 +61,13 @@ def test_asks_only_after_a_link_change_and_stops_when_the_gateway_spoke():
     assert not link.due(100.0)
 
 
+def test_a_flap_between_two_reads_is_a_link_change():
+    link = LinkWatch()
+    link.update(True, 7, 0.0, changes=2)
+    assert not link.update(True, 7, 1.0, changes=2)
+    assert link.update(True, 7, 2.0, changes=4)  # lost and back since the last read
+
+
 def test_another_nic_under_the_uplinks_name_is_a_link_change():
     link = LinkWatch()
     link.update(True, 7, 0.0)

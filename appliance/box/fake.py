@@ -7,8 +7,11 @@ so they pickle (the browser tests keep one box across processes that way).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+import threading
 
+from appliance.box.protocols import BoxBusy
 from appliance.durable import StateDirError
 from appliance.services.supervisor import RUNNING, STOPPED, ServiceNotReady, ServiceState
 
@@ -73,6 +76,7 @@ class MemFs:
         self.dirs: set[str] = set()
         self.refuse: str | None = None  # "full" or "read-only": every write and check fails so
         self.access_of: dict[str, tuple[int, int, int]] = {}  # path -> (mode, uid, gid)
+        self.locks: dict[str, threading.Lock] = {}
 
     def check_writable(self, directory):
         if self.refuse:
@@ -122,6 +126,20 @@ class MemFs:
             return False
         self.dirs.discard(path)
         return True
+
+    def __getstate__(self):
+        # Locks do not pickle (the browser tests pickle the box); none is held between processes.
+        return {**self.__dict__, "locks": {}}
+
+    @contextlib.contextmanager
+    def lock(self, path, timeout):
+        held = self.locks.setdefault(path, threading.Lock())
+        if not held.acquire(timeout=timeout):
+            raise BoxBusy(f"another apply of this box holds {path}")
+        try:
+            yield
+        finally:
+            held.release()
 
     def exists(self, path: str) -> bool:
         return path in self.files or path in self.dirs

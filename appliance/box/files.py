@@ -1,11 +1,15 @@
 """The file-system port on the machine's own disk: every write durable (`appliance.durable`)."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
+import time
 from pathlib import Path
 
 from appliance import durable
+from appliance.box.protocols import BoxBusy
 
 
 class RealFileSystem:
@@ -50,3 +54,22 @@ class RealFileSystem:
         except (FileNotFoundError, OSError):
             return False
         return True
+
+    @contextlib.contextmanager
+    def lock(self, path, timeout):
+        # flock: released by the kernel when the holder dies, so a killed apply never leaves it held.
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise BoxBusy(f"another apply of this box holds {path}") from None
+                    time.sleep(0.1)
+            yield
+        finally:
+            os.close(fd)

@@ -65,6 +65,16 @@ class Layout:
         return f"{self.run_dir}/boot-note.json"
 
     @property
+    def apply_lock(self) -> str:
+        """Held by whoever applies or tears down this box (the console's worker, the CLI, the modem watch)."""
+        return f"{self.state_dir}/apply.lock"
+
+    @property
+    def gateway_file(self) -> str:
+        """The gateway's MAC as last learned from its frames (`appliance.box.modem`)."""
+        return f"{self.state_dir}/gateway.json"
+
+    @property
     def dhcp_dir(self) -> str:
         return f"{self.state_dir}/dhcp"
 
@@ -127,6 +137,16 @@ class Layout:
         return f"{self.run_dir}/watchdog.json"
 
     @property
+    def modem_watch_config(self) -> str:
+        """What the modem watch listens on (`appliance.box.modem`)."""
+        return f"{self.run_dir}/modem-watch.json"
+
+    @property
+    def modem_watch_link(self) -> str:
+        """The uplink's link as the modem watch last read it."""
+        return f"{self.run_dir}/modem-watch-link.json"
+
+    @property
     def health_status(self) -> str:
         """The watchdog's status, rewritten every round."""
         return f"{self.run_dir}/health.json"
@@ -140,4 +160,4 @@ class Layout:
     def runtime(self) -> tuple[str, ...]:
         """What the box's services leave in `run_dir`; teardown removes it (state stays)."""
         return (self.kea.run_dir, self.dns_socket, self.relay_socket, self.services_dir,
-                self.watchdog_config, self.health_status)
+                self.watchdog_config, self.modem_watch_config, self.modem_watch_link, self.health_status)

@@ -40,6 +40,7 @@ from appliance.box.layout import (  # noqa: F401 - the box's names are part of a
     PIN_ROOT, VPROXY_NS, VPROXY_PORT, Layout, derived_mac,
 )
 from appliance.box.ipv6 import VPROXY_DNS6, eui64_link_local
+from appliance.box.modem import WatchConfig
 from appliance.box.settings import Settings
 from appliance.kernel.base import Route
 from appliance.kernel.desired import (  # noqa: F401 - BridgePort is part of a plan's vocabulary
@@ -188,7 +189,9 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
             netns=GW_NS,
             env=tuple(sorted(dhcp.paths.env().items())),
             cwd=layout.dhcp_dir,
-            revision=kea_file.digest,
+            # Kea's raw sockets write gw0's MAC as it was when Kea started:
+            # a new gateway MAC restarts it, or its answers keep the old one.
+            revision=_digest(kea_file.digest, gw_mac),
             ready=("udp/67",),
             # A lease lookup on the control socket; two misses before the
             # modem's DHCP is let in (a lease from the modem outlives the fault).
@@ -253,6 +256,11 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
 
 WATCHDOG = "watchdog"
 DHCP6_SERVER_PORT = 547
+MODEM_WATCH = "modem-watch"
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
 def with_watchdog(p: Plan, settings: Settings, layout: Layout, host_ns: str | None,
@@ -291,6 +299,34 @@ def with_watchdog(p: Plan, settings: Settings, layout: Layout, host_ns: str | No
     return dataclasses.replace(
         p, files=(*(f for f in p.files if f.path != config_file.path), config_file),
         services=(*(svc for svc in p.services if svc.name != WATCHDOG), spec))
+
+
+def with_modem_watch(p: Plan, settings: Settings, layout: Layout, host_ns: str | None,
+                     runner: str = "supervisor") -> Plan:
+    """The placed plan with the modem watch (`appliance.box.modem`), unless `gateway.mac` is set.
+
+    It runs where the apply runs (it re-applies: the datapath's pins are
+    there) and opens its sockets in the namespaces it names.
+    """
+    rest = tuple(svc for svc in p.services if svc.name != MODEM_WATCH)
+    files = tuple(f for f in p.files if f.path != layout.modem_watch_config)
+    if settings.gateway.mac is not None:
+        return dataclasses.replace(p, files=files, services=rest)
+    gw = next(o for o in p.kernel if isinstance(o, Veth) and o.name == GW_DEV)
+    config = WatchConfig(host_ns=host_ns, uplink=settings.ports.uplink, admin_dev=ADMIN_DEV,
+                         admin_ip=str(settings.admin.address), gateway_ip=str(settings.gateway.ip),
+                         gw_ns=gw.ns, gw_dev=GW_DEV, learned=layout.gateway_file, events=layout.health_events,
+                         state_dir=layout.state_dir, run_dir=layout.run_dir, runner=runner,
+                         link_file=layout.modem_watch_link)
+    config_file = ConfigFile(layout.modem_watch_config, json.dumps(config.to_json(), indent=1) + "\n")
+    spec = ServiceSpec(
+        name=MODEM_WATCH,
+        argv=(layout.python, "-m", "appliance.box.modemwatch", "--config", config_file.path),
+        netns=None,
+        cwd=layout.state_dir,
+        revision=config_file.digest,
+    )
+    return dataclasses.replace(p, files=(*files, config_file), services=(*rest, spec))
 
 
 def dhcp_settings(s: Settings, layout: Layout) -> kea.DhcpSettings:

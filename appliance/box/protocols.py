@@ -12,7 +12,11 @@ given them, so the box's logic runs the same on both.
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import ContextManager, Protocol
+
+
+class BoxBusy(Exception):
+    """Another apply or teardown of this box holds its lock."""
 
 
 class SwitchLoader(Protocol):
@@ -69,3 +73,6 @@ class FileSystem(Protocol):
 
     def rmdir(self, path: str) -> bool:
         """Remove an empty directory; False (and nothing done) when absent or not empty."""
+
+    def lock(self, path: str, timeout: float) -> ContextManager[None]:
+        """Hold the lock file `path` exclusively (across processes); `BoxBusy` after `timeout` s."""

@@ -209,3 +209,11 @@ class FakeKernel(FakeProcesses):
     def arp_probe(self, ns, ifname, ip, timeout=1.5):
         self._link(ns, ifname)
         return getattr(self, "neighbours", {}).get((ns, ip))
+
+    def arp_request(self, ns, ifname, sender_ip, target_ip):
+        self._link(ns, ifname)
+        self._record("arp_request", ns, ifname, sender_ip, target_ip)
+
+    def arp_announce(self, ns, ifname, ip):
+        self._link(ns, ifname)
+        self._record("arp_announce", ns, ifname, ip)

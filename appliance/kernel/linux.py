@@ -257,3 +257,21 @@ class LinuxKernel(LinuxProcesses):
         res = subprocess.run(_in_ns(ns, [sys.executable, "-m", "appliance.kernel.arp", ifname, ip, str(timeout)]),
                              capture_output=True, text=True, timeout=timeout + 10)
         return res.stdout.strip() or None if res.returncode == 0 else None
+
+    def arp_request(self, ns, ifname, sender_ip, target_ip) -> None:
+        from appliance.kernel import arp
+
+        require_netns(ns)
+        try:
+            arp.request(ns, ifname, sender_ip, target_ip)
+        except OSError as e:
+            raise KernelError(f"netns {ns or '(own)'}: ARP request on {ifname}: {e}") from e
+
+    def arp_announce(self, ns, ifname, ip) -> None:
+        from appliance.kernel import arp
+
+        require_netns(ns)
+        try:
+            arp.announce(ns, ifname, ip)
+        except OSError as e:
+            raise KernelError(f"netns {ns or '(own)'}: gratuitous ARP on {ifname}: {e}") from e

@@ -1,4 +1,4 @@
-"""The network sections of the settings document: ports, gateway, LAN, admin, vproxy, IPv6.
+"""The network sections of the settings document: ports, gateway, LAN, admin, vproxy, IPv6, failsafe.
 
 Each model is one singleton section; validation is the document's own
 (`document.Section.clean`). Addresses are text here on purpose: the one
@@ -65,3 +65,15 @@ class Ipv6(document.Section):
     doc_fields = {"policy": "policy"}
     policy = models.CharField(max_length=16, default="invisible",
                               choices=[("invisible", "invisible"), ("drop", "drop")])
+
+
+@document.register
+class Failsafe(document.Section):
+    """The document's top-level `failsafe`: what the home gets while a service of the box does not answer."""
+
+    doc_path = ""  # a key of the document itself, not of a section
+    doc_fields = {"failsafe": "failsafe"}
+    failsafe = models.CharField(
+        max_length=8, default="open", choices=[("open", "open"), ("closed", "closed")],
+        help_text="open: while the box's DNS or DHCP does not answer, the modem serves the home as before "
+                  "the box (every transition is in the audit log); closed: the box's services or nothing")

@@ -132,9 +132,11 @@ def test_service_and_files(the_plan):
     assert svc.netns == GW_NS and svc.argv == ("kea-dhcp4", "-c", conf.path)
     assert dns.netns == VPROXY_NS and dns.argv[-2:] == ("--config", dns_conf.path)
     assert dns.revision == dns_conf.digest
-    assert svc.revision == conf.digest
     changed = plan(settings(dhcp={"pools": [{"start": "192.168.1.100", "end": "192.168.1.120"}]}), OBSERVED)
     assert changed.services[0].revision != svc.revision  # a new config restarts Kea
+    # ...and so does a new gateway MAC: Kea's raw sockets send with the MAC gw0 had at its start.
+    moved = plan(settings(gateway={"ip": "192.168.1.1", "mac": "02:00:00:00:00:aa"}), OBSERVED)
+    assert moved.services[0].revision != svc.revision and moved.files[0] == conf
     assert "+file /var/lib/appliance/dhcp/kea-dhcp4.conf |" in diff(the_plan, changed)
 
 

@@ -511,6 +511,8 @@ def kernel_objects(settings: Settings, gw_mac: str, uplink_mac: str,
             ("net.ipv4.conf.all.arp_ignore", "1"),
             ("net.ipv4.conf.all.rp_filter", "1"),
         )),
+        # After its sysctls: IPv6 on, quiet.
+        *((Address(GW_NS, GW_DEV, f"{eui64_link_local(gw_mac)}/64"),) if serves_dhcp6(s) else ()),
         Sysctls(VPROXY_NS, (
             *(vproxy_ipv6_defaults() if ipv6 else (
                 ("net.ipv6.conf.all.disable_ipv6", "1"),
@@ -593,10 +595,12 @@ def vproxy_nft6_body(s: Settings, relay: RelaySettings) -> str:
 
 
 def gw_ipv6_sysctls() -> tuple[tuple[str, str], ...]:
-    """gw0 with IPv6 for DHCPv6, as the modem: its MAC gives it the modem's EUI-64 link-local,
-    and it never announces itself (no DAD, no router solicitation, no SLAAC of its own)."""
+    """gw0 with IPv6 for DHCPv6, as the modem: the modem's EUI-64 link-local is planned
+    (`kernel_objects`), not made by the kernel, which keeps a link-local made from the old
+    MAC when the modem and so gw0's MAC change; it never announces itself (no DAD, no
+    router solicitation, no SLAAC of its own)."""
     quiet = (("accept_dad", "0"), ("dad_transmits", "0"), ("accept_ra", "0"), ("autoconf", "0"),
-             ("router_solicitations", "0"), ("addr_gen_mode", "0"))
+             ("router_solicitations", "0"), ("addr_gen_mode", "1"))
     return (
         *((f"net.ipv6.conf.{scope}.{k}", v) for scope in ("default", GW_DEV) for k, v in quiet),
         ("net.ipv6.conf.default.disable_ipv6", "1"),

@@ -68,8 +68,10 @@ def test_topology(the_plan):
         assert v.peer_master == BRIDGE and v.peer_ns is None and v.peer_mac == derived_mac(v.peer)
     assert {(a.ns, a.dev, a.cidr) for a in k if isinstance(a, Address)} == {
         (None, ADMIN_DEV, "192.168.1.8/24"), (GW_NS, "gw0", "192.168.1.1/24"), (VPROXY_NS, "vproxy0", "192.168.1.9/24"),
-        # IPv6 (invisible): the DNS server's address inside vproxy, vproxy0's EUI-64 link-local.
-        (VPROXY_NS, "lo", "fdff:7e1a::53/128"), (VPROXY_NS, "vproxy0", "fe80::d400:ff:fe00:bf/64")}
+        # IPv6 (invisible): the DNS server's address inside vproxy, vproxy0's EUI-64 link-local,
+        # gw0 the modem's (EUI-64 of GW_MAC: the U/L bit flipped).
+        (VPROXY_NS, "lo", "fdff:7e1a::53/128"), (VPROXY_NS, "vproxy0", "fe80::d400:ff:fe00:bf/64"),
+        (GW_NS, "gw0", "fe80::1a00:ff:fe00:e8/64")}
     routes = {(r.ns, r.route.dst, r.route.via, r.route.type) for r in k if isinstance(r, RouteEntry)}
     assert routes == {(None, "default", "192.168.1.1", "unicast"),
                       (VPROXY_NS, "100.96.0.0/11", None, "local"),

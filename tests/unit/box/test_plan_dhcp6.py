@@ -9,7 +9,7 @@ import pytest
 
 from appliance.box.plan import GW_NS, Observed, plan
 from appliance.box.settings import default_settings, parse_settings, to_data
-from appliance.kernel.desired import Sysctls
+from appliance.kernel.desired import Address, Sysctls
 from appliance.services.dhcp.dhcpkit_config import Dhcp6Settings
 from appliance.switch.classifier import classify
 from appliance.switch.flows import FlowTable
@@ -72,7 +72,9 @@ def test_gw0_is_the_modem_on_ipv6_and_never_announces_itself(the_plan):
     gw = dict(next(o for o in the_plan.kernel if isinstance(o, Sysctls) and o.ns == GW_NS).values)
     for key in ("accept_dad", "dad_transmits", "accept_ra", "autoconf", "router_solicitations"):
         assert gw[f"net.ipv6.conf.gw0.{key}"] == "0"
-    assert gw["net.ipv6.conf.gw0.addr_gen_mode"] == "0", "EUI-64 of the modem's MAC: the modem's link-local"
+    assert gw["net.ipv6.conf.gw0.addr_gen_mode"] == "1", "the kernel makes no link-local of its own"
+    lls = [o.cidr for o in the_plan.kernel if isinstance(o, Address) and o.ns == GW_NS and o.cidr.startswith("fe80")]
+    assert lls == [f"{GW_LL}/64"], "the modem's EUI-64 link-local, planned so it follows a new modem's MAC"
     assert gw["net.ipv6.conf.gw0.disable_ipv6"] == "0" and gw["net.ipv6.conf.lo.disable_ipv6"] == "0"
     keys = [k for k, _ in next(o for o in the_plan.kernel if isinstance(o, Sysctls) and o.ns == GW_NS).values]
     assert keys.index("net.ipv6.conf.gw0.disable_ipv6") > keys.index("net.ipv6.conf.gw0.accept_dad")

@@ -245,6 +245,45 @@ def test_the_console_shows_the_units_state(box):
     assert panel(running) == running
 
 
+def decide(box) -> dict:
+    """Where the live datapath sends a client's DNS query now (`dp_decide.py`, run in the box)."""
+    return json.loads(box.ssh("cd /opt/appliance && .venv/bin/python /root/dp_decide.py").stdout)
+
+
+def steered(decision: dict) -> bool:
+    """The query met the flow that sends DNS to vproxy while the box's DNS is healthy (reg15)."""
+    return any("reg15" in f and "tp_dst=53" in f for f in decision["moved"])
+
+
+def test_the_datapath_falls_open_on_6_1_when_the_watchdog_stops(box):
+    """Debian's 6.1 (no tcx): the program is on tc, and with the watchdog frozen (its heartbeat
+    stops, as when all user space is gone) the datapath itself sends DNS to the modem within 3 s."""
+    assert box.ssh("uname -r").stdout.startswith("6.1.")
+    assert "bpf" in box.ssh(f"tc filter show dev {vm.DOWNLINK} ingress").stdout
+    box.put("/root/dp_decide.py", (Path(__file__).parent / "dp_decide.py").read_text())
+    deadline = time.monotonic() + 60  # the watchdog's first rounds after the boot
+    while not steered(first := decide(box)):
+        assert time.monotonic() < deadline, f"DNS is never steered to vproxy: {first}"
+        time.sleep(1)
+    assert first["moved"] and first["health"] & 1
+    box.ssh("systemctl kill --signal=SIGSTOP appliance-svc-watchdog")
+    stopped = time.monotonic()
+    try:
+        while steered(now := decide(box)):
+            assert time.monotonic() - stopped < 10, f"still steered to vproxy 10 s after the watchdog froze: {now}"
+            time.sleep(0.2)
+        print(f"\nimage-test: the datapath fell open {time.monotonic() - stopped:.1f} s after the watchdog froze",
+              flush=True)
+        assert now["moved"], "the query met no flow at all"
+        assert now["health"] == 0, now
+    finally:
+        box.ssh("systemctl kill --signal=SIGCONT appliance-svc-watchdog", check=False)
+    deadline = time.monotonic() + 60
+    while not steered(back := decide(box)):
+        assert time.monotonic() < deadline, f"steering never came back after the watchdog resumed: {back}"
+        time.sleep(1)
+
+
 def test_upgrade_to_the_next_image_keeps_everything(box):
     host_key = box.ssh("cat /var/lib/appliance/ssh/ssh_host_ed25519_key.pub").stdout
     box.stop()

@@ -1,0 +1,65 @@
+"""Where the box's live datapath sends a home client's DNS query now (run with the box's venv, as root).
+
+    python dp_decide.py [--netns NS]    (NS: a lab box's namespace; the image's box has none)
+
+One frame, a DNS query from a client on the downlink to the gateway, is run
+through the program attached to the box's ports (its pin) with
+BPF_PROG_TEST_RUN on the downlink's ifindex: the compiled program, its maps
+and the health map the watchdog writes are the live ones; nothing is sent.
+Its decision shows in the flows' own counters (`dump-flows`), so this prints
+the flows whose counters moved and the health register, as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import struct
+
+from appliance.box import locate
+from appliance.box.switchload import DatapathLoader
+from appliance.kernel.libbpf import LinuxBpf
+from appliance.services.health.heartbeat import HealthMap
+from appliance.switch.packet import Packet
+
+SKB_SIZE = 192       # sizeof(struct __sk_buff) in the 6.1 headers
+SKB_IFINDEX = 40     # offsetof(struct __sk_buff, ifindex): the device the frame came in on
+CLIENT_MAC = 0x02C0FFEE0001
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--netns", default=None)
+    netns = ap.parse_args().netns
+    box = locate.box(netns)
+    applied = box.applied()
+    settings, plan = applied.settings, applied.plan
+    loader = DatapathLoader.of(box)
+    bridge = loader.bridge_of(plan.switch)
+    dp = loader.datapath(bridge.name)
+    downlink = next(link for link in box.kernel.links(netns) if link.name == settings.ports.downlink)
+    gateway = int(ipaddress.IPv4Address(settings.gateway.ip))
+    client = int(next(iter(ipaddress.IPv4Network(settings.lan.prefix).hosts()))) + 199
+    frame = Packet(dl_src=CLIENT_MAC, dl_dst=int(applied.observed.gateway_mac.replace(":", ""), 16),
+                   dl_type=0x0800, nw_proto=17, nw_ttl=64, nw_src=client, nw_dst=gateway,
+                   tp_src=40053, tp_dst=53).to_bytes()
+    ctx = bytearray(SKB_SIZE)
+    struct.pack_into("<I", ctx, SKB_IFINDEX, downlink.ifindex)
+    bpf = LinuxBpf()
+    before = dp.flow_stats(bridge.flows)
+    prog = bpf.open_pinned(os.path.join(dp.pin_dir, "prog"))
+    try:
+        run = bpf.test_run(prog, frame, bytes(ctx))
+    finally:
+        bpf.close(prog)
+    after = dp.flow_stats(bridge.flows)
+    moved = [f.to_ofctl() for f in bridge.flows
+             if f.key in after and after[f.key].n_packets > before.get(f.key, after[f.key]).n_packets]
+    print(json.dumps({"moved": moved, "retval": run.retval,
+                      "health": HealthMap(f"{dp.pin_dir}/dp_health", bpf).bits()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

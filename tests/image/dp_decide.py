@@ -18,7 +18,9 @@ import os
 import struct
 
 from appliance.box import locate
+from appliance.box.layout import GW_DEV
 from appliance.box.switchload import DatapathLoader
+from appliance.kernel.desired import Veth
 from appliance.kernel.libbpf import LinuxBpf
 from appliance.services.health.heartbeat import HealthMap
 from appliance.switch.packet import Packet
@@ -41,7 +43,8 @@ def main() -> int:
     downlink = next(link for link in box.kernel.links(netns) if link.name == settings.ports.downlink)
     gateway = int(ipaddress.IPv4Address(settings.gateway.ip))
     client = int(next(iter(ipaddress.IPv4Network(settings.lan.prefix).hosts()))) + 199
-    frame = Packet(dl_src=CLIENT_MAC, dl_dst=int(applied.observed.gateway_mac.replace(":", ""), 16),
+    gateway_mac = next(o.mac for o in plan.kernel if isinstance(o, Veth) and o.name == GW_DEV)
+    frame = Packet(dl_src=CLIENT_MAC, dl_dst=int(gateway_mac.replace(":", ""), 16),
                    dl_type=0x0800, nw_proto=17, nw_ttl=64, nw_src=client, nw_dst=gateway,
                    tp_src=40053, tp_dst=53).to_bytes()
     ctx = bytearray(SKB_SIZE)

@@ -247,7 +247,8 @@ def test_the_console_shows_the_units_state(box):
 
 def decide(box) -> dict:
     """Where the live datapath sends a client's DNS query now (`dp_decide.py`, run in the box)."""
-    return json.loads(box.ssh("cd /opt/appliance && .venv/bin/python /root/dp_decide.py").stdout)
+    return json.loads(box.ssh("set -a; . /etc/appliance/environment; set +a; "
+                              "cd /opt/appliance && .venv/bin/python /root/dp_decide.py").stdout)
 
 
 def steered(decision: dict) -> bool:

@@ -447,13 +447,18 @@ def dns_settings(s: Settings, layout: Layout) -> DnsSettings:
     # an upstream's would send a client to the relay with an address it never gave.
     fakes = [str(s.vproxy.fake_range)] + ([str(s.vproxy.fake_range6)] if s.ipv6.policy == "invisible" else [])
     data["rebind"]["networks"] = sorted({*data["rebind"]["networks"], str(s.lan.prefix), *fakes})
+    if s.ipv6.policy == "invisible":
+        # The LAN's IPv6 prefix is the modem's to choose and change: the DNS
+        # service follows the RA the DHCPv6 service keeps, without an apply.
+        data["rebind"]["prefixes_file"] = layout.dhcp6.ra
     ln = data["local_names"]
     ln["leases_file"] = layout.kea.leases
     if s.dhcp.options.domain:
         ln["domain"] = s.dhcp.options.domain
     known = {h["hostname"] for h in ln["static"]}
-    ln["static"] += [{"hostname": l.hostname, "ip": str(l.ip), "mac": l.mac}
-                     for l in s.dhcp.static_leases if l.hostname and l.hostname not in known]
+    ln["static"] += [{"hostname": l.hostname, "ip": str(ip), "mac": l.mac}
+                     for l in s.dhcp.static_leases if l.hostname and l.hostname not in known
+                     for ip in (l.ip, *((l.ip6,) if l.ip6 is not None and s.ipv6.policy == "invisible" else ()))]
     return DnsSettings.model_validate(data)
 
 

@@ -3,6 +3,12 @@
 Leases come from callables returning (hostname, ip, mac) tuples, so the DHCP
 service (Kea, issue of its own) only has to provide one such callable;
 `kea_lease_file` reads Kea's memfile CSV for the server process.
+
+A name also answers AAAA with the IPv6 addresses its MAC holds: `neighbours`
+gives (IPv6 address, MAC) pairs (the neighbour table of netns vproxy,
+`neighbours.py`), and every global or ULA address of a named MAC (SLAAC,
+privacy, DHCPv6) joins that name, forward and reverse. Link-local addresses
+do not: without the asker's interface they reach nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import time
 from typing import Callable, Iterable
 
 LeaseSource = Callable[[], Iterable[tuple[str, str, str | None]]]
+NeighbourSource = Callable[[], Iterable[tuple[str, str]]]  # (IPv6 address, MAC)
 
 _BAD = re.compile(r"[^a-z0-9-]+")
 
@@ -30,10 +37,12 @@ def clean_hostname(name: str, domain: str) -> str | None:
 
 class LocalNames:
     def __init__(self, domain: str = "lan", sources: list[LeaseSource] | None = None,
-                 static: Iterable[tuple[str, str, str | None]] = ()):
+                 static: Iterable[tuple[str, str, str | None]] = (),
+                 neighbours: NeighbourSource | None = None):
         self.domain = domain
         self.sources = list(sources or [])
         self.static = list(static)
+        self.neighbours = neighbours
         self._forward: dict[str, list[str]] = {}
         self._reverse: dict[str, str] = {}
         self._macs: dict[str, str] = {}
@@ -52,6 +61,7 @@ class LocalNames:
                 errors.append(f"lease source: {exc}")
         # Static entries come first, so they win over a lease with the same name.
         macs: dict[str, str] = {}
+        names_of_mac: dict[str, str] = {}  # the first name a MAC has, for its IPv6 neighbours
         static_count = len(self.static)
         for index, (hostname, ip, mac) in enumerate(entries):
             if mac and ip:
@@ -66,13 +76,38 @@ class LocalNames:
             fqdn = f"{label}.{self.domain}"
             if fqdn not in forward:
                 forward[fqdn] = [address]
-            elif index < static_count and address not in forward[fqdn]:
-                forward[fqdn].append(address)  # several static addresses for one name
+            elif index < static_count:
+                if address not in forward[fqdn]:
+                    forward[fqdn].append(address)  # several static addresses for one name
+            else:
+                mac = None  # a lease whose name another device holds lends it no IPv6
             reverse.setdefault(ipaddress.ip_address(address).reverse_pointer, fqdn)
+            if mac:
+                names_of_mac.setdefault(mac.lower(), fqdn)
+        if self.neighbours is not None and names_of_mac:
+            try:
+                neighbours = list(self.neighbours())
+            except Exception as exc:  # as a lease source: never takes DNS down
+                errors.append(f"neighbours: {exc}")
+                neighbours = []
+            for ip, mac in neighbours:
+                fqdn = names_of_mac.get(mac.lower())
+                try:
+                    address = ipaddress.IPv6Address(ip.split("%")[0])
+                except ValueError:
+                    continue
+                if fqdn is None or address.is_link_local or address.is_multicast or address.is_loopback \
+                        or address.is_unspecified or address.ipv4_mapped is not None:
+                    continue
+                text = str(address)
+                macs.setdefault(text, mac.lower())
+                if text not in forward[fqdn]:
+                    forward[fqdn].append(text)
+                reverse.setdefault(address.reverse_pointer, fqdn)
         self._forward, self._reverse, self._macs, self.errors = forward, reverse, macs, errors
 
     def mac_of(self, ip: str) -> str | None:
-        """The MAC a lease gives for `ip` (the box is the DHCP server, so it knows)."""
+        """The MAC a lease (the box is the DHCP server, so it knows) or a named neighbour gives for `ip`."""
         return self._macs.get(ip)
 
     def in_domain(self, qname: str) -> bool:

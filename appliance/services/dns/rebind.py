@@ -10,11 +10,19 @@ before any upstream), the local domain and the allow-list (`rebind.allow`,
 as dnsmasq's `--rebind-domain-ok`) are exempt. The documentation ranges
 (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32) count as
 public here: the lab's internet uses them.
+
+The home's IPv6 prefix is whatever the modem announces today, and it may
+change without an apply (a new delegation from the ISP): the DNS service
+reads it from the modem's last Router Advertisement, which the DHCPv6
+service keeps in the state directory (`read_ra_prefixes`), and the guard is
+rebuilt when it changes. IPv4-mapped addresses (::ffff:a.b.c.d) are judged
+by their IPv4 address.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 from typing import Iterable
 
 from .rules import DomainMatcher, Rule
@@ -29,6 +37,29 @@ PRIVATE_NETWORKS = (
     "fe80::/10",  # link-local
     "fc00::/7",  # unique local (ULA)
 )
+# A prefix shorter than this in an RA is not a home's LAN (SLAAC takes a
+# /64); taking it would refuse the names of a large part of the internet.
+SHORTEST_LAN_PREFIX = 32
+PREFIXES_EVERY = 5.0  # seconds between reads of the modem's RA (it announces every few minutes)
+
+
+def read_ra_prefixes(path: str) -> tuple[str, ...]:
+    """The IPv6 prefixes of the RA kept at `path` (`RouterAdvert.to_json`); () if none is readable."""
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+        prefixes = data.get("prefixes") or ()
+    except (OSError, ValueError, AttributeError):
+        return ()
+    out = []
+    for text in prefixes:
+        try:
+            net = ipaddress.IPv6Network(text, strict=False)
+        except (ValueError, TypeError):
+            continue
+        if net.prefixlen >= SHORTEST_LAN_PREFIX and str(net) not in out:
+            out.append(str(net))
+    return tuple(sorted(out))
 
 
 class RebindGuard:

@@ -50,6 +50,7 @@ import dns.rrset
 from .cache import AnswerCache
 from .fakeip import FakeIpPool, twin6
 from .localnames import LocalNames
+from .neighbours import NeighbourTable, eui64_mac, read_arp_mac
 from .policy import NO_MATCH, Decision, Policy
 from .querylog import QueryLog
 from .ratelimit import RateLimiter
@@ -127,18 +128,7 @@ class _FutureOut:
             self.future.set_result(wire)
 
 
-def read_neighbour_mac(ip: str, path: str = "/proc/net/arp") -> str | None:
-    """The MAC of an IPv4 neighbour of this namespace, from the ARP table."""
-    try:
-        with open(path) as fh:
-            next(fh, None)
-            for line in fh:
-                parts = line.split()
-                if len(parts) >= 4 and parts[0] == ip and parts[3] != "00:00:00:00:00:00":
-                    return parts[3].lower()
-    except OSError:
-        pass
-    return None
+read_neighbour_mac = read_arp_mac  # the IPv4 table alone (older callers)
 
 
 # TTL of a real answer given for a fake-IP name while the relay is down: the
@@ -150,7 +140,7 @@ class Resolver:
     def __init__(self, settings: DnsSettings, policy: Policy, upstreams: UpstreamSet,
                  fakeips: FakeIpPool | None, local_names: LocalNames, querylog: QueryLog,
                  cache: AnswerCache | None = None, clock: Callable[[], float] = time.monotonic,
-                 neighbour_mac: Callable[[str], str | None] = read_neighbour_mac,
+                 neighbour_mac: Callable[[str], str | None] | None = None,
                  handoff: Callable[[bytes, object, object], None] | None = None):
         self.policy = policy
         self.upstreams = upstreams
@@ -164,7 +154,7 @@ class Resolver:
         self._clock = clock
         self._wall = time.time  # the query log's time
         self._record = querylog.pending.append  # one query-log entry (QueryLog.settle counts it)
-        self._neighbour_mac = neighbour_mac
+        self._neighbour_mac = neighbour_mac or NeighbourTable().mac_of
         self._decided: dict[tuple, Decided] = {}
         self._groups: dict[str, tuple[int, float]] = {}
         self._inflight: dict[tuple, _Flight] = {}
@@ -175,6 +165,7 @@ class Resolver:
         # rule sends to a fake address are answered with their real one, for
         # a short while at a time, so nothing waits on a relay that is not there.
         self.fake_ips_on = True
+        self.lan_prefixes: tuple[str, ...] = ()
         self._use(settings)
 
     def set_relay_up(self, up: bool) -> bool:
@@ -195,8 +186,23 @@ class Resolver:
         # New fake-IP mappings per client: a client asking random names under a
         # fake-IP rule would otherwise recycle the whole pool under everyone.
         self._new_fake = RateLimiter(f.new_per_client, f.new_burst, self._clock)
-        r = settings.rebind
-        self._rebind = RebindGuard(r.networks, r.allow, settings.local_names.domain) if r.enabled else None
+        self._rebind_guard()
+
+    def _rebind_guard(self) -> None:
+        r, settings = self.settings.rebind, self.settings
+        self._rebind = RebindGuard([*r.networks, *self.lan_prefixes], r.allow,
+                                   settings.local_names.domain) if r.enabled else None
+
+    def set_lan_prefixes(self, prefixes: tuple[str, ...]) -> bool:
+        """The home's IPv6 prefixes (from the modem's RA) as rebinding networks; True if changed."""
+        if prefixes == self.lan_prefixes:
+            return False
+        self.lan_prefixes = prefixes
+        self._rebind_guard()
+        # Answers cached under the old prefix passed a guard that did not know the new one.
+        self.cache.clear()
+        self._decided = {}
+        return True
 
     # -- state changes --------------------------------------------------------
     def swap_policy(self, policy: Policy, settings: DnsSettings | None = None) -> None:
@@ -217,18 +223,24 @@ class Resolver:
         if known is not None and known[1] > now:
             return known[0]
         mac = None
+        sure = True
         if self.policy.needs_mac():
-            # The ARP table first; a client that never ARPed for us (it ARPs
-            # for the gateway, which is the modem) is known by its DHCP lease.
+            # The neighbour tables first (ARP, IPv6 ND); a client that never
+            # resolved us (it resolves the gateway, which is the modem) is known
+            # by its DHCP lease, or, over IPv6, maybe by its EUI-64 address.
             mac = self._neighbour_mac(client) or self.local_names.mac_of(client)
+            if mac is None and ":" in client:
+                mac = eui64_mac(client.split("%")[0])
+                sure = False
         try:
             group = self.policy.group_of(client, mac)
         except ValueError:
             group = 0
         if len(self._groups) > 10000:
             self._groups = {}
-        # Unknown MAC: decide again soon, the reply will have taught us the MAC.
-        lifetime = GROUP_LIFETIME if mac or not self.policy.needs_mac() else 1.0
+        # Unknown MAC (or only guessed): decide again soon, the answer will
+        # have taught the neighbour table the MAC.
+        lifetime = GROUP_LIFETIME if (mac and sure) or not self.policy.needs_mac() else 1.0
         self._groups[client] = (group, now + lifetime)
         return group
 

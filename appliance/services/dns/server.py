@@ -38,7 +38,9 @@ from .localnames import LeaseSource, LocalNames, kea_lease_file
 from .policy import Policy
 from .querylog import QueryLog
 from .ratelimit import RateLimiter
-from .resolver import Resolver, read_neighbour_mac
+from .neighbours import NeighbourTable
+from .rebind import PREFIXES_EVERY, read_ra_prefixes
+from .resolver import Resolver
 from . import steer
 from .settings import DnsSettings
 from .upstream import Upstream, UpstreamSet
@@ -167,8 +169,9 @@ class UdpListener:
 
 class DnsService:
     def __init__(self, settings: DnsSettings, lease_sources: list[LeaseSource] | None = None,
-                 neighbour_mac: Callable[[str], str | None] = read_neighbour_mac):
+                 neighbours: NeighbourTable | None = None):
         self.settings = settings
+        self.neighbours = neighbours or NeighbourTable()
         self.started = time.time()
         self.lists_store = ListStore(settings.lists_dir)
         errors = read_lists(self.lists_store, settings.lists)
@@ -182,7 +185,8 @@ class DnsService:
         q = settings.query_log
         self.querylog = QueryLog(q.max_entries, q.max_age)
         self.resolver = Resolver(settings, self.policy, build_upstreams(settings), self.fakeips,
-                                 self.localnames, self.querylog, neighbour_mac=neighbour_mac)
+                                 self.localnames, self.querylog, neighbour_mac=self.neighbours.mac_of)
+        self.refresh_lan_prefixes()
         self.processes = process_count(settings)
         self.access = AccessList(settings.allow_clients, settings.deny_clients)
         self.limiter = rate_limiter(settings, self.processes)
@@ -202,7 +206,8 @@ class DnsService:
         sources = list(self._lease_sources)
         if ln.leases_file:
             sources.append(kea_lease_file(ln.leases_file))
-        return LocalNames(ln.domain, sources, [(h.hostname, h.ip, h.mac) for h in ln.static])
+        return LocalNames(ln.domain, sources, [(h.hostname, h.ip, h.mac) for h in ln.static],
+                          self.neighbours.ipv6)
 
     def admit(self, client: str) -> bool:
         if not self.access.allowed(client):
@@ -233,6 +238,7 @@ class DnsService:
         self._periodic.append(loop.create_task(self._every(WRITE_EVERY, self.fakeips.write_behind)))
         self._periodic.append(loop.create_task(
             self._every(self.settings.local_names.refresh, self.refresh_local_names)))
+        self._periodic.append(loop.create_task(self._every(PREFIXES_EVERY, self.refresh_lan_prefixes)))
         self._periodic.append(loop.create_task(self._every(QueryLog.SETTLE_EVERY, self.querylog.settle)))
         self._refresh_lists(self.settings)
         if shared:
@@ -337,6 +343,12 @@ class DnsService:
         if self.localnames.table() != before:
             self.resolver.forget_fast_answers()
 
+    def refresh_lan_prefixes(self) -> None:
+        path = self.settings.rebind.prefixes_file
+        if self.resolver.set_lan_prefixes(read_ra_prefixes(path) if path else ()):
+            log.info("rebinding networks: the home's IPv6 prefixes are now %s",
+                     ", ".join(self.resolver.lan_prefixes) or "none")
+
     async def stop(self) -> None:
         if self.workers is not None:
             await self.workers.stop()
@@ -385,6 +397,7 @@ class DnsService:
         self.querylog.max_entries = settings.query_log.max_entries
         self.querylog.max_age = settings.query_log.max_age
         self.resolver.swap_policy(policy, settings)
+        self.refresh_lan_prefixes()
         self.reloads += 1
         self.last_reload_error = None
         self._refresh_lists(settings)

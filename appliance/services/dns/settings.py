@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -333,18 +334,29 @@ def _client_id(value: str) -> str:
     try:
         return str(ipaddress.ip_network(value.strip(), strict=False))
     except ValueError:
-        raise ValueError(f"{value!r} is neither a MAC, an IP nor a network") from None
+        raise ValueError(f"{value!r} is neither a MAC, an IPv4/IPv6 address nor a network"
+                         " (192.168.1.0/24, 2001:db8:1::/64)") from None
+
+
+# One client of a group; its own type so that an error names the entry (groups.0.clients.2).
+ClientId = Annotated[str, AfterValidator(_client_id)]
 
 
 class ClientGroupSettings(_Model):
-    """A policy for some clients (by MAC or IP/network).
+    """A policy for some clients (by MAC, IPv4 or IPv6 address or network).
+
+    A query over IPv6 is matched by its source address, and by the MAC the
+    box's neighbour table holds for that address (`neighbours.py`), so a
+    group of MACs covers its devices' SLAAC and privacy addresses too.
 
     Its own rules and lists are consulted first, in order; then, unless
     ``inherit`` is off, those of the default group.
     """
 
     name: str
-    clients: list[str] = Field(default_factory=list)
+    clients: list[ClientId] = Field(
+        default_factory=list,
+        description="MACs, IPv4/IPv6 addresses and networks; a MAC wins, then the longest prefix")
     rules: list[RuleSettings] = Field(default_factory=list)
     lists: list[str] = Field(default_factory=list, description="names of rule lists")
     inherit: bool = True
@@ -356,11 +368,6 @@ class ClientGroupSettings(_Model):
         if not _NAME.match(value) or value == "default":
             raise ValueError("a group name is letters, digits, _ . - and not 'default'")
         return value
-
-    @field_validator("clients")
-    @classmethod
-    def _clients(cls, value: list[str]) -> list[str]:
-        return [_client_id(v) for v in value]
 
 
 class StaticHost(_Model):
@@ -391,13 +398,19 @@ class LocalNamesSettings(_Model):
 
 class RebindSettings(_Model):
     """Rebinding protection (dnsmasq's `--stop-dns-rebind`): an upstream answer carrying a
-    private, CGNAT, loopback, link-local or ULA address, or one in `networks`, is refused,
-    except for the local domain and the names in `allow`."""
+    private, CGNAT, loopback, link-local or ULA address (IPv4-mapped ones included), or one in
+    `networks` or the prefixes of `prefixes_file`, is refused, except for the local domain and the
+    names in `allow`."""
 
     enabled: bool = True
     allow: list[str] = Field(default_factory=list, description="suffixes whose answers may be private")
     networks: list[str] = Field(
         default_factory=list, description="more networks never answered for public names (the LAN's)")
+    prefixes_file: str | None = Field(
+        default=None,
+        description="the modem's last Router Advertisement (JSON with `prefixes`), re-read every few"
+                    " seconds: the home's IPv6 prefixes are rebinding networks too, followed without"
+                    " an apply")
 
     @field_validator("allow")
     @classmethod

@@ -28,6 +28,8 @@ from collections import Counter
 import uvloop
 
 from .localnames import LocalNames, kea_lease_file
+from .neighbours import NeighbourTable
+from .rebind import PREFIXES_EVERY, read_ra_prefixes
 from .policy import Policy
 from .resolver import Resolver
 from .server import AccessList, UdpListener, build_upstreams, rate_limiter, udp_socket
@@ -64,17 +66,20 @@ class DnsWorker:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         settings = start["settings"]
         self.settings = settings
+        self.neighbours = NeighbourTable()
         self.localnames = self._local_names(settings)
         self.resolver = Resolver(settings, Policy(settings, start["lists"]), build_upstreams(settings),
-                                 None, self.localnames, self.querylog, handoff=self.handoff)
+                                 None, self.localnames, self.querylog, handoff=self.handoff,
+                                 neighbour_mac=self.neighbours.mac_of)
+        self.refresh_lan_prefixes()
         self.access = AccessList(settings.allow_clients, settings.deny_clients)
         self.limiter = rate_limiter(settings, self.processes)
 
-    @staticmethod
-    def _local_names(settings: DnsSettings) -> LocalNames:
+    def _local_names(self, settings: DnsSettings) -> LocalNames:
         ln = settings.local_names
         sources = [kea_lease_file(ln.leases_file)] if ln.leases_file else []
-        return LocalNames(ln.domain, sources, [(h.hostname, h.ip, h.mac) for h in ln.static])
+        return LocalNames(ln.domain, sources, [(h.hostname, h.ip, h.mac) for h in ln.static],
+                          self.neighbours.ipv6)
 
     def admit(self, client: str) -> bool:
         if not self.access.allowed(client):
@@ -90,6 +95,7 @@ class DnsWorker:
             self.listeners.append(UdpListener(self, udp_socket(host, port, shared=True), index))
         self._every(FLUSH_EVERY, self.flush)
         self._every(self.settings.local_names.refresh, self.refresh_local_names)
+        self._every(PREFIXES_EVERY, self.refresh_lan_prefixes)
 
     def _every(self, seconds: float, action) -> None:
         loop = asyncio.get_running_loop()
@@ -143,6 +149,10 @@ class DnsWorker:
         if self.localnames.table() != before:
             self.resolver.forget_fast_answers()
 
+    def refresh_lan_prefixes(self) -> None:
+        path = self.settings.rebind.prefixes_file
+        self.resolver.set_lan_prefixes(read_ra_prefixes(path) if path else ())
+
     def use_policy(self, settings: DnsSettings, lists: dict) -> None:
         old = self.settings
         policy = Policy(settings, lists)
@@ -157,6 +167,7 @@ class DnsWorker:
         self.access = AccessList(settings.allow_clients, settings.deny_clients)
         self.limiter = rate_limiter(settings, self.processes)
         resolver.swap_policy(policy, settings)
+        self.refresh_lan_prefixes()
 
     def stop(self) -> None:
         for timer in self._timers.values():

@@ -156,6 +156,22 @@ def test_dns_without_a_section_forwards_to_the_modem_and_follows_the_document():
     # Rebinding: the LAN and both fake ranges are never an upstream's answer for a public name.
     assert {"192.168.1.0/24", "100.96.0.0/11", "2001:2::/48"} <= set(d.rebind.networks)
     assert d.fake_ip.network6 == "2001:2::/48"
+    # ...nor the home's IPv6 prefix, read from the modem's RA that the DHCPv6 service keeps.
+    assert d.rebind.prefixes_file == "/s/dhcp/modem-ra.json"
+
+
+def test_dns_local_names_take_a_static_lease_ipv6_address_only_when_ipv6_passes():
+    from appliance.box.plan import Layout, dns_settings
+    lease = {"mac": CLIENT, "ip": "192.168.1.30", "hostname": "printer", "ip6": "2001:db8:1::30"}
+    s = settings(dhcp={"pools": [{"start": "192.168.1.100", "end": "192.168.1.120"}],
+                       "static_leases": [lease]})
+    d = dns_settings(s, Layout(state_dir="/s", run_dir="/r"))
+    assert [(h.hostname, h.ip, h.mac) for h in d.local_names.static] == [
+        ("printer", "192.168.1.30", CLIENT), ("printer", "2001:db8:1::30", CLIENT)]
+    dropped = dns_settings(settings(dhcp=s.dhcp.model_dump(mode="json"), ipv6={"policy": "drop"}),
+                           Layout(state_dir="/s", run_dir="/r"))
+    assert [h.ip for h in dropped.local_names.static] == ["192.168.1.30"]
+    assert dropped.rebind.prefixes_file is None
 
 
 def test_plan_needs_the_observations():

@@ -29,7 +29,7 @@ def test_defaults_are_valid_and_home_friendly():
     ({"upstreams": UP, "fake_ip": {"network": "fd00::/64"}}, "fake_ip.network", "IPv4"),
     ({"upstreams": UP, "colour": "blue"}, "colour", "Extra inputs"),
     ({"upstreams": UP, "groups": [{"name": "kids", "clients": ["nonsense"]}]},
-     "groups.0.clients", "neither a MAC"),
+     "groups.0.clients.0", "neither a MAC"),
     ({"upstreams": UP, "groups": [{"name": "kids", "lists": ["nope"]}]}, "groups.0.lists", "unknown list"),
     ({"upstreams": []}, "upstreams", "at least 1"),
 ])

@@ -433,6 +433,7 @@ class DnsService:
             "fake_ip_store_error": self.fakeips.last_write_error,
             "reloads": self.reloads,
             "relay_up": self.resolver.fake_ips_on,
+            "rebind_lan_prefixes": list(self.resolver.lan_prefixes),  # from the modem's RA
             "last_reload_error": self.last_reload_error,
         })
         return out

@@ -4,6 +4,7 @@ backtrack, names too long, answers pointing into the home (rebinding),
 connection floods and fake-IP floods."""
 
 import contextlib
+import json
 import resource
 import socket
 import struct
@@ -32,7 +33,10 @@ RECORDS = {
     "nas.allowed.test": "192.168.1.20",
 }
 RECORDS6 = {"ula.evil.test": "fd00::1", "v6.real.test": "2001:db8::7",
-            "fake6.evil.test": "2001:2::5"}  # inside the box's IPv6 fake range
+            "fake6.evil.test": "2001:2::5",  # inside the box's IPv6 fake range
+            # inside the home's IPv6 prefix (the modem's RA), before and after the ISP moves it
+            "lan6.evil.test": "2001:db8:1::20", "moved.evil.test": "2001:db8:5::20",
+            "mapped.evil.test": "::ffff:192.168.1.20", "lo6.evil.test": "::1", "ll6.evil.test": "fe80::1"}
 
 
 def dig(port, name, *opts, rtype="A"):
@@ -47,6 +51,7 @@ def dig(port, name, *opts, rtype="A"):
 
 
 def start(tmp_path, extra: str):
+    extra = extra.replace("@TMP@", str(tmp_path))  # files of the test's own
     up_port, port = free_port(), free_port()
     records = [f"--host-record={n},{ip}" for n, ip in {**RECORDS, **RECORDS6}.items()]
     upstream = subprocess.Popen(
@@ -59,10 +64,10 @@ def start(tmp_path, extra: str):
         listen: ["127.0.0.1:{port}"]
         upstreams: [{{url: "udp://127.0.0.1:{up_port}", timeout: 0.5}}]
         control_socket: null
-        workers: 1
         rate_limit: {{per_client_qps: 0}}
-        """) + textwrap.dedent(extra if "fake_ip:" in extra else extra + "fake_ip: {}\n").replace(
-        "fake_ip: {", f'fake_ip: {{db_path: "{tmp_path}/f.sqlite3", '))
+        """) + ("" if "workers:" in extra else "workers: 1\n")
+        + textwrap.dedent(extra if "fake_ip:" in extra else extra + "fake_ip: {}\n").replace(
+            "fake_ip: {", f'fake_ip: {{db_path: "{tmp_path}/f.sqlite3", '))
     proc = subprocess.Popen([sys.executable, "-m", "appliance.services.dns", "--config", str(conf),
                              "--log-level", "ERROR"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
@@ -137,6 +142,51 @@ def test_the_fake_ipv6_twins_are_answered_but_an_upstream_answer_in_their_range_
     assert dig(server, "fake6.evil.test", rtype="AAAA") == ("REFUSED", [])
     assert dig(server, "ula.evil.test", rtype="AAAA") == ("REFUSED", [])
     assert dig(server, "v6.real.test", rtype="AAAA") == ("NOERROR", ["2001:db8::7"])
+
+
+def write_ra(path: Path, prefixes: list[str]) -> None:
+    """The modem's RA as the DHCPv6 service keeps it (`RouterAdvert.to_json`), written atomically."""
+    from appliance.services.dhcp.ra import RouterAdvert
+    ra = RouterAdvert("fe80::4d:4fff:fe44:454d", managed=False, other=True, prefixes=tuple(prefixes),
+                      dns=("2001:db8:1::1",), lifetime=1800)
+    tmp = path.with_name(".ra.tmp")
+    tmp.write_text(json.dumps(ra.to_json()) + "\n")
+    tmp.replace(path)
+
+
+def until(check, what: str, seconds: float = 15.0):
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+LAN6_REBIND = """\
+workers: {workers}
+rebind: {{prefixes_file: "@TMP@/modem-ra.json"}}
+"""
+
+
+@pytest.mark.parametrize("server", [LAN6_REBIND.format(workers=1), LAN6_REBIND.format(workers=2)],
+                         indirect=True, ids=["one-process", "workers"])
+def test_aaaa_inside_the_homes_ipv6_prefix_is_refused_and_a_new_prefix_is_followed(server, tmp_path):
+    ra = tmp_path / "modem-ra.json"
+    # No RA heard yet: the home's prefix is unknown, the documentation range is public here.
+    assert dig(server, "lan6.evil.test", rtype="AAAA") == ("NOERROR", ["2001:db8:1::20"])
+    assert dig(server, "moved.evil.test", rtype="AAAA") == ("NOERROR", ["2001:db8:5::20"])  # now cached
+    write_ra(ra, ["2001:db8:1::/64"])
+    until(lambda: dig(server, "lan6.evil.test", rtype="AAAA") == ("REFUSED", []),
+          "the prefix of the modem's RA never became a rebinding network")
+    for name in ("mapped.evil.test", "lo6.evil.test", "ll6.evil.test", "ula.evil.test"):
+        assert dig(server, name, rtype="AAAA") == ("REFUSED", []), name
+    assert dig(server, "v6.real.test", rtype="AAAA") == ("NOERROR", ["2001:db8::7"])
+    # The ISP hands the modem a new prefix: followed without a restart or a reload, and the
+    # answer cached before it is not given again.
+    write_ra(ra, ["2001:db8:5::/64"])
+    until(lambda: dig(server, "moved.evil.test", rtype="AAAA") == ("REFUSED", []),
+          "the new prefix was not followed")
+    until(lambda: dig(server, "lan6.evil.test", rtype="AAAA") == ("NOERROR", ["2001:db8:1::20"]),
+          "the old prefix stayed a rebinding network")
 
 
 @pytest.mark.parametrize("server", ["rebind: {enabled: false}\n"], indirect=True)

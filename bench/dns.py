@@ -1,6 +1,6 @@
 """DNS benchmark: this server vs dnsmasq vs Unbound on loopback, and through the box in the lab.
 
-    sudo .venv/bin/python bench/dns.py [--seconds 8] [--rate 5000] [--compare-root DIR] [--no-lab]
+    sudo .venv/bin/python bench/dns.py [--seconds 8] [--rate 5000] [--compare-root DIR] [--no-lab] [--no-ipv6]
 
 dnsperf measures every row in one run, side by side:
 
@@ -20,6 +20,9 @@ this server, a caching dnsmasq and Unbound forward to them):
 - this server's fake-IP path: names under a fake-ip rule already mapped
   ("fake known"), and never seen ("fake new": parse, policy, a new mapping in
   the pool and its write to the SQLite store).
+- IPv6: this server's cached, forwarded and fake-known rows again over
+  ::1 (the same A questions; only the transport differs), each against its
+  IPv4 row (issue 15: IPv6 within 0.9 of IPv4).
 
 In the lab (`tests/e2e/boxlab.py`): dnsperf in a client namespace asks the
 gateway 192.168.1.1, first before the box is applied (the modem's dnsmasq
@@ -27,7 +30,10 @@ answers, forwarding to the internet's zone), then after (the box answers
 from netns vproxy, forwarding to the modem): cached (the lab's site names,
 TTL 300), uncached (never-seen names, NXDOMAIN from the zone: both forward
 every query), fake known and fake new (the box only). Latency of the cached
-rows is taken at half the modem's saturation rate.
+rows is taken at half the modem's saturation rate. IPv6: the cached rows
+again with the client asking the modem's global address 2001:db8:1::1 from
+its SLAAC address (the modem's dnsmasq before the apply, the box after), and
+the box's uncached row, each against the same server's IPv4 row.
 
 This server runs with its query log on and the per-client rate limit
 raised (`per_client_qps` 1e8, burst 1e6) so one benchmarking client is not
@@ -130,7 +136,8 @@ def wait_answer(port: int, name: str, ns: str = NS, server: str = "127.0.0.1") -
 
 def our_config(tmp: Path, name: str, port: int, upstream: int, workers: bool) -> Path:
     path = tmp / f"{name}.yaml"
-    path.write_text(f"""listen: ["127.0.0.1:{port}"]
+    path.write_text(f"""listen: ["127.0.0.1:{port}", "[::1]:{port}"]
+allow_clients: ["127.0.0.0/8", "::1/128"]
 upstreams: [{{url: "udp://127.0.0.1:{upstream}"}}]
 control_socket: null
 rate_limit: {HIGH_LIMIT}
@@ -228,6 +235,18 @@ forward-zone:
             row(rows, f"loopback fake new: {label}", base, NS, "127.0.0.1", port,
                 names.unique("t{}.fake.bench.test"),
                 names.unique("t{}.fake.bench.test", int(args.new_rate * ls) + 1000), args.new_rate, s, ls)
+        if not args.no_ipv6:
+            print("loopback over IPv6:", file=sys.stderr)
+            by_label = {r["label"]: r for r in rows}
+            v4 = "this server"
+            for workload, port, sat, lat in (
+                    ("loopback cached", OURS, cached, cached),
+                    ("loopback forwarded (TTL 0)", OURS0, names.unique("w{}.fwd0.test"),
+                     names.unique("w{}.fwd0.test", int(rate * ls) + 1000)),
+                    ("loopback fake known", OURS, fake, fake)):
+                r = row(rows, f"{workload} over IPv6: {v4}", f"{workload}: {v4}", NS, "::1", port,
+                        sat, lat, rate, s, ls)
+                r["base_qps"] = by_label[f"{workload}: {v4}"]["qps"]
         ours.terminate()  # a clean stop: the fake-IP store gets every mapping
         ours.wait(30)
     finally:
@@ -268,6 +287,14 @@ def lab_rows(args, tmp: Path, names: Names, rows: list) -> None:
         modem_unc = row(rows, "lab uncached: the modem's dnsmasq", base, client, gw, 53,
                         names.unique("q{}.example.test"),
                         names.unique("q{}.example.test", int(args.rate * ls) + 1000), args.rate, s, ls)
+        gw6 = topology.MODEM_LAN6_IP
+        if not args.no_ipv6:
+            # The modem's own dnsmasq over IPv6 too: what the home gets without the box.
+            lab.slaac(client)
+            wait_answer(53, "www.example.test", client, gw6)
+            dnsperf(client, gw6, 53, cached, "-n", 2)
+            modem6 = row(rows, "lab cached over IPv6: the modem's dnsmasq", "lab cached: the modem's dnsmasq",
+                         client, gw6, 53, cached, cached, half, s, ls)
         result = box.apply(parse_settings(settings_data(dns=dns)))
         if not result.ok:
             raise RuntimeError(f"the box did not apply: {result.error}")
@@ -284,6 +311,21 @@ def lab_rows(args, tmp: Path, names: Names, rows: list) -> None:
         for r in rows:
             if r["label"].startswith("lab"):
                 r["base_qps"] = (modem_unc if "uncached" in r["label"] else modem)["qps"]
+        if args.no_ipv6:
+            return
+        modem6["base_qps"] = modem["qps"]
+        # IPv6 through the box: the client asks the modem's global address from its SLAAC
+        # address; each row against the same server's IPv4 row of this run.
+        print("lab over IPv6, the box answers:", file=sys.stderr)
+        wait_answer(53, "www.example.test", client, gw6)
+        by_label = {r["label"]: r for r in rows}
+        for workload, sat, lat, rate in (
+                ("lab cached", cached, cached, half),
+                ("lab uncached", names.unique("r{}.example.test"),
+                 names.unique("r{}.example.test", int(args.rate * ls) + 1000), args.rate)):
+            r = row(rows, f"{workload} over IPv6: the box", f"{workload}: the box", client, gw6, 53,
+                    sat, lat, rate, s, ls)
+            r["base_qps"] = by_label[f"{workload}: the box"]["qps"]
 
 
 def main() -> int:
@@ -297,6 +339,7 @@ def main() -> int:
     parser.add_argument("--compare-root", type=Path, default=None,
                         help="also run the loopback rows of this server from that checkout")
     parser.add_argument("--no-lab", action="store_true", help="loopback rows only")
+    parser.add_argument("--no-ipv6", action="store_true", help="IPv4 rows only")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/dns.py needs root (network namespaces)", file=sys.stderr)
@@ -324,10 +367,12 @@ def main() -> int:
         print(f"{r['label']:44} {r['qps']:10.0f} {ratio} {r['lost']:6d} "
               f"{r['avg_ms']:10.2f} {r['rate']:6d} {r['p50_ms']:7.3f} {r['p99_ms']:7.3f}")
     print("x base: against dnsmasq on loopback (fake-IP rows: against the --compare-root server),"
-          " against the modem's dnsmasq in the lab; same workload")
+          " against the modem's dnsmasq in the lab; same workload; IPv6 rows: against the same"
+          " server's IPv4 row")
     extra = "" if args.server_root == ROOT else f" --server-root {args.server_root}"
     extra += f" --compare-root {args.compare_root}" if args.compare_root else ""
     extra += " --no-lab" if args.no_lab else ""
+    extra += " --no-ipv6" if args.no_ipv6 else ""
     print(f"\nreproduce: sudo .venv/bin/python bench/dns.py --seconds {args.seconds:g} "
           f"--rate {args.rate} --new-rate {args.new_rate}{extra}")
     return 0

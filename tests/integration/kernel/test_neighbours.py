@@ -1,0 +1,29 @@
+"""`ipv6_neighbours`: the IPv6 neighbour table of a namespace, as the DNS server reads it.
+
+A scratch namespace with a veth pair holds neighbour entries in each state
+the kernel can be given: the usable ones (permanent, reachable, stale) are
+listed with their MACs, an entry without a link-layer address is not.
+"""
+from __future__ import annotations
+
+from appliance.kernel.neighbours import ipv6_neighbours
+from appliance.kernel.setns import in_netns
+from tests.support.scratchns import ScratchNamespaces, sh
+
+
+def test_the_usable_ipv6_neighbours_of_a_namespace_with_their_macs():
+    with ScratchNamespaces("nb") as (ns,):
+        for scope in ("all", "default"):
+            sh(ns, "sysctl", "-qw", f"net.ipv6.conf.{scope}.disable_ipv6=0")
+        sh(ns, "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+        sh(ns, "ip", "link", "set", "v0", "up")
+        sh(ns, "ip", "link", "set", "v1", "up")
+        entries = {"2001:db8:1::5": ("02:00:00:00:00:05", "permanent"),
+                   "2001:db8:1::6": ("02:00:00:00:00:06", "stale"),
+                   "fe80::7": ("02:00:00:00:00:07", "reachable")}
+        for address, (mac, state) in entries.items():
+            sh(ns, "ip", "-6", "neigh", "add", address, "lladdr", mac.upper(), "dev", "v0", "nud", state)
+        sh(ns, "ip", "-6", "neigh", "add", "2001:db8:1::8", "dev", "v0", "nud", "noarp")  # no MAC
+        found = sorted(in_netns(ns, ipv6_neighbours))
+        assert found == sorted((a, mac) for a, (mac, _) in entries.items())
+        assert ipv6_neighbours() != found  # the caller's own namespace is another table

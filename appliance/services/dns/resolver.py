@@ -50,7 +50,7 @@ import dns.rrset
 from .cache import AnswerCache
 from .fakeip import FakeIpPool, twin6
 from .localnames import LocalNames
-from .neighbours import NeighbourTable, eui64_mac, read_arp_mac
+from .neighbours import NeighbourTable, eui64_mac
 from .policy import NO_MATCH, Decision, Policy
 from .querylog import QueryLog
 from .ratelimit import RateLimiter
@@ -126,9 +126,6 @@ class _FutureOut:
     def send(self, wire: bytes | None, addr) -> None:
         if not self.future.done():
             self.future.set_result(wire)
-
-
-read_neighbour_mac = read_arp_mac  # the IPv4 table alone (older callers)
 
 
 # TTL of a real answer given for a fake-IP name while the relay is down: the

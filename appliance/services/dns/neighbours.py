@@ -95,6 +95,10 @@ class NeighbourTable:
     def mac_of(self, ip: str) -> str | None:
         if ":" not in ip:
             return self._read_arp(ip)
+        try:  # a link-local source comes with its zone (fe80::1%vproxy0); the table has none
+            ip = str(ipaddress.IPv6Address(ip.split("%")[0]))
+        except ValueError:
+            return None
         now = self._clock()
         age = now - self._read_at
         mac = self._table6.get(ip)

@@ -225,7 +225,7 @@ class Resolver:
             # The neighbour tables first (ARP, IPv6 ND); a client that never
             # resolved us (it resolves the gateway, which is the modem) is known
             # by its DHCP lease, or, over IPv6, maybe by its EUI-64 address.
-            mac = self._neighbour_mac(client) or self.local_names.mac_of(client)
+            mac = self._neighbour_mac(client) or self.local_names.mac_of(client.split("%")[0])
             if mac is None and ":" in client:
                 mac = eui64_mac(client.split("%")[0])
                 sure = False

@@ -94,6 +94,7 @@ def test_neighbour_table_is_read_once_per_second_for_unknown_addresses_and_refre
                            clock=clock)
     assert table.mac_of("192.168.1.10") == "aa:aa:aa:aa:aa:aa"  # IPv4 from the ARP table
     assert table.mac_of(KID_EUI64) == KID_MAC and len(reads) == 1
+    assert table.mac_of("2001:DB8:1:0:5054:FF:FE12:3456%vproxy0") == KID_MAC and len(reads) == 1
     assert table.mac_of(OTHER) is None and table.mac_of(OTHER) is None and len(reads) == 1
     clock.t += 1.0
     table_now.append((OTHER, "02:00:00:00:00:01"))

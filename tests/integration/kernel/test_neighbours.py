@@ -2,7 +2,7 @@
 
 A scratch namespace with a veth pair holds neighbour entries in each state
 the kernel can be given: the usable ones (permanent, reachable, stale) are
-listed with their MACs, an entry without a link-layer address is not.
+listed with their MACs; the entry of an address nobody answers for is not.
 """
 from __future__ import annotations
 
@@ -23,7 +23,10 @@ def test_the_usable_ipv6_neighbours_of_a_namespace_with_their_macs():
                    "fe80::7": ("02:00:00:00:00:07", "reachable")}
         for address, (mac, state) in entries.items():
             sh(ns, "ip", "-6", "neigh", "add", address, "lladdr", mac.upper(), "dev", "v0", "nud", state)
-        sh(ns, "ip", "-6", "neigh", "add", "2001:db8:1::8", "dev", "v0", "nud", "noarp")  # no MAC
+        # An address nobody answers for: the kernel's entry is INCOMPLETE, then FAILED, with no MAC.
+        sh(ns, "ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "v0", "nodad")
+        sh(ns, "ping", "-6", "-c1", "-W1", "2001:db8:1::8", check=False)
+        assert "2001:db8:1::8" in sh(ns, "ip", "-6", "neigh", "show", "dev", "v0").stdout
         found = sorted(in_netns(ns, ipv6_neighbours))
         assert found == sorted((a, mac) for a, (mac, _) in entries.items())
         assert ipv6_neighbours() != found  # the caller's own namespace is another table

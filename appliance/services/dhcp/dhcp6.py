@@ -32,8 +32,14 @@ from appliance.services.dhcp.ra import NotAnAdvert, RouterAdvert, parse_ra
 log = logging.getLogger("appliance.dhcp6")
 
 
-def _write(path: str, text: str) -> bool:
-    """Write atomically; whether the content changed."""
+# The modem's RA is read by the DNS service too (another user: the home's
+# prefix is a rebinding network there); it is what the modem multicasts to
+# the whole home, nothing secret.
+RA_MODE = 0o644
+
+
+def _write(path: str, text: str, mode: int | None = None) -> bool:
+    """Write atomically (with `mode`, if given); whether the content changed."""
     p = Path(path)
     try:
         if p.read_text() == text:
@@ -42,6 +48,8 @@ def _write(path: str, text: str) -> bool:
         pass
     tmp = p.with_name(f".{p.name}.tmp")
     tmp.write_text(text)
+    if mode is not None:
+        os.chmod(tmp, mode)
     os.replace(tmp, p)
     return True
 
@@ -59,6 +67,8 @@ class Follower:
     def __init__(self, settings: Dhcp6Settings):
         self.settings = settings
         self.ra = load_ra(settings.paths.ra)
+        if self.ra is not None:  # kept by a version that wrote it for root alone
+            os.chmod(settings.paths.ra, RA_MODE)
         self.aside: str | None = None
 
     def render(self) -> bool:
@@ -83,7 +93,7 @@ class Follower:
             return False
         before = self.aside
         self.ra = ra
-        _write(self.settings.paths.ra, json.dumps(ra.to_json()) + "\n")
+        _write(self.settings.paths.ra, json.dumps(ra.to_json()) + "\n", RA_MODE)
         changed = self.render()
         if self.aside != before:
             log.warning("%s", self.aside or "the box serves DHCPv6 again")

@@ -264,6 +264,26 @@ def test_only_the_modems_ra_is_followed_and_the_status_says_why_it_stands_aside(
     assert Follower(follower.settings).ra.managed is True  # the last RA is kept across restarts
 
 
+def test_the_modems_ra_is_kept_readable_by_the_dns_service(tmp_path):
+    import os
+    import stat
+
+    from appliance.services.dhcp.dhcp6 import Follower
+    from appliance.services.dhcp.ra import router_advert
+
+    old = os.umask(0o077)  # as the service runs: files for its own user
+    try:
+        follower = Follower(settings(tmp_path, dns_servers=(), static_leases=()))
+        follower.heard(MODEM_LL, router_advert(managed=False, prefixes=("2001:db8:1::/64",)))
+        ra = follower.settings.paths.ra
+        assert stat.S_IMODE(os.stat(ra).st_mode) == 0o644  # the DNS service's user reads its prefixes
+        os.chmod(ra, 0o600)  # as an older version left it
+        Follower(follower.settings)
+        assert stat.S_IMODE(os.stat(ra).st_mode) == 0o644
+    finally:
+        os.umask(old)
+
+
 def test_the_console_reads_why_the_server_stands_aside(tmp_path):
     import json
 

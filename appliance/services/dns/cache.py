@@ -40,6 +40,13 @@ class AnswerCache:
     def clear(self) -> None:
         self._entries.clear()
 
+    def drop_where(self, doomed: Callable[[Key, Prepared], bool]) -> int:
+        """Forget the entries `doomed` says so of; how many."""
+        keys = [key for key, entry in self._entries.items() if doomed(key, entry)]
+        for key in keys:
+            del self._entries[key]
+        return len(keys)
+
     def lookup(self, key: Key, now: float) -> tuple[Prepared | None, bool]:
         """(entry, fresh) in one look-up: a fresh entry, a stale one (fresh False), or (None, False)."""
         entry = self._entries.get(key)

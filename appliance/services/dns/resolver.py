@@ -196,9 +196,12 @@ class Resolver:
             return False
         self.lan_prefixes = prefixes
         self._rebind_guard()
-        # Answers cached under the old prefix passed a guard that did not know the new one.
-        self.cache.clear()
-        self._decided = {}
+        if self._rebind is not None:
+            # An answer cached before passed a guard that did not know the new prefix: the ones
+            # pointing into it go (IPv6 records only: an A record is never in an IPv6 prefix).
+            self.cache.drop_where(lambda key, entry: key[1] != TYPE_A and bool(entry.an)
+                                  and self._rebinds(key[0], entry))
+            self._decided = {}
         return True
 
     # -- state changes --------------------------------------------------------

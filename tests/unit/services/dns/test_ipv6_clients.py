@@ -42,9 +42,11 @@ class AddressUpstream(Upstream):
     def __init__(self, answers):
         super().__init__("udp://192.0.2.53", name="u1")
         self.answers = answers
+        self.asked = []
 
     async def exchange(self, wire, timeout):
         query = dns.message.from_wire(wire)
+        self.asked.append(query.question[0].name.to_text().rstrip("."))
         q = query.question[0]
         r = dns.message.make_response(query)
         name = q.name.to_text().rstrip(".")
@@ -59,9 +61,11 @@ def make_resolver(doc, neighbours=None, names=None, answers=None):
     clock = Clock()
     table = neighbours or NeighbourTable(read6=lambda: [], read_arp=lambda ip: None, clock=clock)
     log = QueryLog()
-    resolver = Resolver(settings, Policy(settings, {}), UpstreamSet([AddressUpstream(answers or {})], clock=clock),
+    upstream = AddressUpstream(answers or {})
+    resolver = Resolver(settings, Policy(settings, {}), UpstreamSet([upstream], clock=clock),
                         None, names or LocalNames("lan"), log, AnswerCache(clock=clock), clock=clock,
                         neighbour_mac=table.mac_of)
+    resolver.upstream = upstream  # for the tests' eyes only
     return resolver, clock, log
 
 
@@ -239,10 +243,13 @@ def test_upstream_aaaa_inside_the_home_prefix_is_refused_and_a_new_prefix_is_fol
     assert addresses(ask(resolver, "printer.corp.example", "AAAA")) == ["2001:db8:1::30"]  # rebind.allow
     assert addresses(ask(resolver, "moved.example", "AAAA")) == ["2001:db8:2::20"]  # cached now
     # The ISP hands the modem a new prefix: no apply, the next read of its RA follows it,
-    # and an answer cached under the old prefix is not given again.
+    # and an answer cached before that points into it is not given again; the rest stays cached.
     write_ra(ra, ["2001:db8:2::/64"])
+    asked = len(resolver.upstream.asked)
     assert resolver.set_lan_prefixes(read_ra_prefixes(str(ra)))
     assert ask(resolver, "moved.example", "AAAA").rcode() == refused
+    assert addresses(ask(resolver, "www.example.test", "AAAA", client=OTHER)) == ["2001:db8:ffff::10"]
+    assert resolver.upstream.asked[asked:] == ["moved.example"]
     assert addresses(ask(resolver, "evil.example", "AAAA")) == ["2001:db8:1::20"]
     assert not resolver.set_lan_prefixes(read_ra_prefixes(str(ra)))
 

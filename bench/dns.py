@@ -360,11 +360,11 @@ def main() -> int:
             r["base_qps"] = base.get(f"{workload}: dnsmasq") or base.get(f"{workload}: before")
     print(f"\nDNS, one run, {os.cpu_count()} CPUs; dnsperf -q 64 -c 4 for {args.seconds:g}s at"
           f" saturation; latency at the -Q rate shown (lab cached: half the modem's saturation)")
-    print(f"{'workload: server':44} {'queries/s':>10} {'x base':>7} {'lost':>6} {'avg ms@sat':>10} "
+    print(f"{'workload: server':52} {'queries/s':>10} {'x base':>7} {'lost':>6} {'avg ms@sat':>10} "
           f"{'at -Q':>6} {'p50 ms':>7} {'p99 ms':>7}")
     for r in rows:
         ratio = f"{r['qps'] / r['base_qps']:7.2f}" if r["base_qps"] else "      -"
-        print(f"{r['label']:44} {r['qps']:10.0f} {ratio} {r['lost']:6d} "
+        print(f"{r['label']:52} {r['qps']:10.0f} {ratio} {r['lost']:6d} "
               f"{r['avg_ms']:10.2f} {r['rate']:6d} {r['p50_ms']:7.3f} {r['p99_ms']:7.3f}")
     print("x base: against dnsmasq on loopback (fake-IP rows: against the --compare-root server),"
           " against the modem's dnsmasq in the lab; same workload; IPv6 rows: against the same"

@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from appliance.box.settings import SettingsError, parse_settings, to_data
-from appliance.web import document
+from appliance.web import apischema, document
 from appliance.web.audit.log import record, record_change
 from appliance.web.system.api.serializers import SshKeySerializer
 from appliance.web.system.models import SshKey
@@ -18,6 +18,8 @@ class SettingsDocumentView(APIView):
 
     PUT changes the console's settings only; POST /api/applies/ puts them on the box.
     """
+
+    writes_document = True  # its schema is the document's own (appliance.web.openapi)
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request):
@@ -32,6 +34,9 @@ class SettingsDocumentView(APIView):
         limit = django_settings.APPLIANCE_RESTORE_MAX_BYTES
         if int(request.META.get("CONTENT_LENGTH") or 0) > limit:
             return Response({"detail": f"a settings document is at most {limit} bytes"}, status=413)
+        errors = apischema.body_errors(apischema.document_schema(), request.data)
+        if errors:
+            raise ValidationError(errors)
         try:
             settings = parse_settings(request.data)
         except SettingsError as e:
@@ -44,6 +49,8 @@ class SettingsDocumentView(APIView):
 
 
 class SshKeyViewSet(viewsets.ModelViewSet):
+    schema_rules = ["key's base64 data is a key of the type its first word names",
+                    "name is not another key's name"]
     queryset = SshKey.objects.all()
     serializer_class = SshKeySerializer
 

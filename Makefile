@@ -3,7 +3,7 @@ PY := .venv/bin/python
 PREFIX ?= lab
 CLIENTS ?= 3
 
-.PHONY: setup demo test test-unit lab-up lab-down lab-status clean image image-lock image-test
+.PHONY: setup demo test test-unit lab-up lab-down lab-status clean image image-lock image-test fuzz
 
 setup:
 	@./image/host-setup.sh
@@ -35,3 +35,12 @@ image-lock:
 
 image-test: setup image
 	@IMAGE_TEST=1 $(PY) -m pytest -s tests/image
+
+# Coverage-guided fuzzing (atheris) of the parsers of untrusted input; a long
+# run by hand, not CI (CI replays fuzz/corpus in tests/unit/fuzz). Fewer:
+# `make fuzz FUZZ_RUNS=100000 FUZZ_TIME=300 FUZZ_TARGETS="dns_query flow"`.
+FUZZ_RUNS ?= 1000000
+FUZZ_TIME ?= 1800
+FUZZ_TARGETS ?=
+fuzz: setup
+	@$(PY) fuzz/run.py --runs $(FUZZ_RUNS) --max-time $(FUZZ_TIME) $(FUZZ_TARGETS)

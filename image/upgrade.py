@@ -12,24 +12,115 @@ under that slot's folder, adds a boot entry for it and makes it the default.
 The data partition is never opened. The old slot's entry stays in the boot
 menu, so going back is one choice at boot. Unlike OpenWrt's sysupgrade,
 nothing the person set up is lost, because nothing of theirs lives on a root.
+
+Nothing is written before the image's signature is checked: `make image`
+signs every image with the builder's ed25519 key (`NEW.raw.sig` beside it)
+and ships the public half in the root as /etc/appliance/image-signing.pub,
+so a box takes only images from the builder that made its running root.
 """
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 
+# Debian's python3-cryptography on the box (system Python, like this tool).
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 SLOTS = ("a", "b")
 MiB = 1 << 20
 
 
+PUBLIC_KEY = "/etc/appliance/image-signing.pub"
+SIGNATURE_FORMAT = "appliance-image-signature/1"
+
+
 class UpgradeError(RuntimeError):
     pass
+
+
+# ---------------------------------------------------------------- signatures
+# The signature file is JSON: what was signed (format, version, size and
+# SHA-256 of the whole image file) and the ed25519 signature of exactly those
+# fields in canonical JSON. Signing a digest keeps a 6 GiB image out of memory.
+
+SIGNED_FIELDS = ("format", "version", "size", "sha256")
+
+
+def signed_bytes(meta: dict) -> bytes:
+    return json.dumps({k: meta[k] for k in SIGNED_FIELDS}, sort_keys=True, separators=(",", ":")).encode()
+
+
+def file_digest(fh) -> tuple[int, str]:
+    h, size = hashlib.sha256(), 0
+    fh.seek(0)
+    while chunk := fh.read(4 * MiB):
+        h.update(chunk)
+        size += len(chunk)
+    return size, h.hexdigest()
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def load_public_key(pem: bytes, where: str) -> Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except ValueError as e:
+        raise UpgradeError(f"{where}: not a PEM public key ({e})") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise UpgradeError(f"{where}: not an ed25519 public key")
+    return key
+
+
+def _only_root_can_change(path: str) -> None:
+    # What is checked is what is written: a file someone else may rewrite
+    # between the check and the copy would make the check worthless.
+    st = os.stat(path)
+    if st.st_uid not in (0, os.geteuid()) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UpgradeError(f"{path}: writable by other users (owner uid {st.st_uid}, mode "
+                           f"{stat.S_IMODE(st.st_mode):o}); copy it somewhere only root can write first")
+
+
+def verify_image(image_path: str, sig_path: str, public: Ed25519PublicKey) -> dict:
+    """The signature's fields, once the image is proven to be what was signed."""
+    _only_root_can_change(image_path)
+    try:
+        with open(sig_path, "rb") as fh:
+            meta = json.loads(fh.read(64 * 1024))
+    except FileNotFoundError:
+        raise UpgradeError(f"{sig_path}: no signature; refusing an unsigned image") from None
+    except ValueError as e:
+        raise UpgradeError(f"{sig_path}: not a signature file ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != SIGNATURE_FORMAT:
+        raise UpgradeError(f"{sig_path}: format is not {SIGNATURE_FORMAT}")
+    missing = [k for k in (*SIGNED_FIELDS, "signature") if k not in meta]
+    if missing:
+        raise UpgradeError(f"{sig_path}: no {', '.join(missing)}")
+    try:
+        public.verify(base64.b64decode(meta["signature"], validate=True), signed_bytes(meta))
+    except (InvalidSignature, ValueError, TypeError):
+        raise UpgradeError(f"{sig_path}: bad signature: not signed by this box's image key "
+                           f"{key_id(public)} (signed by {meta.get('key', 'an unknown key')})") from None
+    with open(image_path, "rb") as fh:
+        size, digest = file_digest(fh)
+    if (size, digest) != (meta["size"], meta["sha256"]):
+        raise UpgradeError(f"{image_path}: does not match its signature (size {size}, sha256 {digest[:16]}..., "
+                           f"signed size {meta['size']}, sha256 {str(meta['sha256'])[:16]}...); "
+                           "the image was changed after it was built")
+    return meta
 
 
 @dataclass(frozen=True)
@@ -104,7 +195,10 @@ def _mtype(path: str, part: Part, name: str) -> str:
     return res.stdout
 
 
-def upgrade(disk_path: str, image_path: str, out=print) -> Upgrade:
+def upgrade(disk_path: str, image_path: str, public: Ed25519PublicKey, sig_path: str | None = None,
+            out=print) -> Upgrade:
+    meta = verify_image(image_path, sig_path or image_path + ".sig", public)
+    out(f"upgrade: {image_path}: version {meta['version']}, signature good (key {key_id(public)})")
     disk, image = partitions(disk_path), partitions(image_path)
     if "esp" not in disk or "esp" not in image:
         raise UpgradeError("disk or new image: no partition named esp")
@@ -137,7 +231,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--disk", help="the box's disk (default: the disk holding appliance-data)")
     ap.add_argument("image", help="the new image (raw)")
+    ap.add_argument("--signature", help="its signature (default: IMAGE.sig)")
+    ap.add_argument("--public-key", default=PUBLIC_KEY,
+                    help=f"the key images must be signed with (default: {PUBLIC_KEY}, the running root's)")
     opts = ap.parse_args(argv)
+    try:
+        with open(opts.public_key, "rb") as fh:
+            public = load_public_key(fh.read(), opts.public_key)
+    except (OSError, UpgradeError) as e:
+        print(f"upgrade: --public-key: {e}", file=sys.stderr)
+        return 2
     disk = opts.disk
     if disk is None:
         res = subprocess.run(["lsblk", "-no", "PKNAME", "/dev/disk/by-partlabel/appliance-data"],
@@ -147,8 +250,8 @@ def main(argv=None) -> int:
             return 2
         disk = "/dev/" + res.stdout.split()[0]
     try:
-        upgrade(disk, opts.image)
-    except (UpgradeError, subprocess.CalledProcessError) as e:
+        upgrade(disk, opts.image, public, opts.signature)
+    except (UpgradeError, OSError, subprocess.CalledProcessError) as e:
         print(f"upgrade: {e}", file=sys.stderr)
         return 1
     return 0

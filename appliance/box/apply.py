@@ -58,6 +58,14 @@ def _place(obj) -> str:
     return obj.key()
 
 
+def _same_access(access: tuple[int, int, int] | None, f) -> bool:
+    """A file already has the mode and owner the plan gives it (else it is written again)."""
+    if access is None:
+        return False
+    mode, uid, gid = access
+    return mode == f.mode and (f.owner is None or (uid, gid) == tuple(f.owner))
+
+
 class Applier:
     def __init__(self, kernel: Kernel, switch: SwitchLoader, services: ServiceRunner, fs: FileSystem):
         self.kernel = kernel
@@ -82,9 +90,13 @@ class Applier:
         progress("step 2/5: configuration files")
         for d in new.directories:
             self.fs.mkdir(d)
+        for path, uid, gid, mode in new.owners:
+            self.fs.mkdir(path)
+            if self.fs.access(path) != (mode, uid, gid):
+                self.fs.own(path, uid, gid, mode)
         for f in new.files:
-            if self.fs.read(f.path) != f.content:
-                self.fs.write(f.path, f.content, f.mode)
+            if self.fs.read(f.path) != f.content or not _same_access(self.fs.access(f.path), f):
+                self.fs.write(f.path, f.content, f.mode, f.owner)
                 note([f"~ file {f.path} ({f.digest})"])
 
         progress("step 3/5: switch: compile the flow table and swap the datapath")

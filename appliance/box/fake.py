@@ -7,6 +7,12 @@ so they pickle (the browser tests keep one box across processes that way).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import threading
+
+from appliance.box.protocols import BoxBusy
+from appliance.durable import StateDirError
 from appliance.services.supervisor import RUNNING, STOPPED, ServiceNotReady, ServiceState
 
 
@@ -68,6 +74,14 @@ class MemFs:
     def __init__(self):
         self.files: dict[str, str] = {}
         self.dirs: set[str] = set()
+        self.refuse: str | None = None  # "full" or "read-only": every write and check fails so
+        self.access_of: dict[str, tuple[int, int, int]] = {}  # path -> (mode, uid, gid)
+        self.locks: dict[str, threading.Lock] = {}
+
+    def check_writable(self, directory):
+        if self.refuse:
+            raise StateDirError(errno.ENOSPC if self.refuse == "full" else errno.EROFS,
+                                f"the state directory {directory} is {self.refuse}")
 
     def _parents(self, path: str) -> None:
         d = path.rsplit("/", 1)[0]
@@ -78,9 +92,20 @@ class MemFs:
     def read(self, path):
         return self.files.get(path)
 
-    def write(self, path, content, mode=0o644):
+    def write(self, path, content, mode=0o644, owner=None):
+        if self.refuse:
+            raise StateDirError(errno.ENOSPC if self.refuse == "full" else errno.EROFS, path)
         self._parents(path)
         self.files[path] = content
+        self.access_of[path] = (mode, *(owner or (0, 0)))
+
+    def own(self, path, uid, gid, mode):
+        self.access_of[path] = (mode, uid, gid)
+
+    def access(self, path):
+        if not self.exists(path):
+            return None
+        return self.access_of.get(path, (0o755 if path in self.dirs else 0o644, 0, 0))
 
     def mkdir(self, path):
         self.dirs.add(path)
@@ -101,6 +126,20 @@ class MemFs:
             return False
         self.dirs.discard(path)
         return True
+
+    def __getstate__(self):
+        # Locks do not pickle (the browser tests pickle the box); none is held between processes.
+        return {**self.__dict__, "locks": {}}
+
+    @contextlib.contextmanager
+    def lock(self, path, timeout):
+        held = self.locks.setdefault(path, threading.Lock())
+        if not held.acquire(timeout=timeout):
+            raise BoxBusy(f"another apply of this box holds {path}")
+        try:
+            yield
+        finally:
+            held.release()
 
     def exists(self, path: str) -> bool:
         return path in self.files or path in self.dirs

@@ -25,7 +25,7 @@ reached clients); `lint` in the unit tests checks it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from typing import Iterable
 
 from appliance.box.layout import ADMIN_PORT, PORT_NAMES, PORT_NUMBERS
@@ -37,18 +37,28 @@ from appliance.switch.parser import parse_flows
 # Priorities of the generated flows, highest first.
 P_IPV6_DROP = 1000
 P_GW_LOOP_DROP = 990
+P_UPLINK_DHCP6_SERVER_DROP = 985
+P_UPLINK_DHCP6_CLIENT_DROP = 984
 P_UPLINK_DHCP_SERVER_DROP = 981
 P_UPLINK_DHCP_CLIENT_DROP = 980
+P_VGW_IPV6 = 975  # gw0's own IPv6 (DHCPv6 replies, its ND and MLD) goes to the home only
 P_VPROXY_ARP_GW_DROP = 970
+P_VPROXY_IPV6 = 965  # vproxy's own IPv6 (ND, MLD, answers) goes to the home side only
 P_CONSOLE_GUARD = 960  # one flow per guarded TCP port: disjoint by tp_dst
+P_DHCP6_TO_CLIENT = 951
 P_DHCP_TO_CLIENT = 950
+P_DHCP6_TO_SERVER = 945
 P_DHCP_TO_SERVER = 940
+P_DHCP6_TO_MODEM = 936  # only reached while the DHCPv6 server is unhealthy or stands aside
 P_DHCP_TO_MODEM = 935  # only reached while Kea is unhealthy (failsafe: open)
 P_GW_BROADCAST = 930
 P_ARP_TO_GW_MAC = 920
+P_ICMP6_TO_GW_MAC = 915  # ND answers to the modem's MAC: gw0 resolves the clients it replies to
 P_ARP_FOR_GW = 910
 P_VPROXY_DNS_UDP = 901
 P_VPROXY_DNS_TCP = 900
+P_DNS_GUARD_VPROXY = 897  # DNS serves the home side only: udp and tcp, disjoint by nw_proto
+P_DNS_GUARD_GW = 896
 P_DNS_UDP = 891
 P_DNS_TCP = 890
 P_FAKE_RANGE_GUARD = 885  # the relay serves the home side only
@@ -61,7 +71,7 @@ BROADCAST = "ff:ff:ff:ff:ff:ff"
 
 # The health register and its bits (c/dp_contract.h: DP_HEALTH_REG, dp_health).
 HEALTH_REG = "reg15"
-HEALTH_DNS, HEALTH_DHCP, HEALTH_RELAY = 0, 1, 2
+HEALTH_DNS, HEALTH_DHCP, HEALTH_RELAY, HEALTH_DHCP6 = 0, 1, 2, 3
 
 
 def add_flow_line(flow: Flow) -> str:
@@ -98,7 +108,7 @@ def _ip(ip) -> int:
     return int(IPv4Address(str(ip)))
 
 
-def _match(proto: str | None = None, *, nets: dict[str, IPv4Network] | None = None,
+def _match(proto: str | None = None, *, nets: dict[str, IPv4Network | IPv6Network] | None = None,
            healthy: int | None = None, **exact) -> Match:
     """A match from readable values: `proto` is a shorthand (udp, arp ...), ports go by name;
     `healthy`: only while that bit of the health register is set."""
@@ -126,11 +136,23 @@ def _out(*ports: str) -> tuple[Output, ...]:
 
 def box_flows(*, gateway_ip: IPv4Address, gateway_mac: str, admin_mac: str, vproxy_mac: str,
               fake_range: IPv4Network, guarded_ports: Iterable[int], drop_ipv6: bool,
-              failsafe: str = "open") -> tuple[FlowEntry, ...]:
+              failsafe: str = "open", fake_range6: IPv6Network | None = None,
+              dhcp6: bool = False) -> tuple[FlowEntry, ...]:
     """The seed's `init-flow.sh` for these addresses, with strict priorities.
 
     `failsafe="open"`: DNS steering and the DHCP guards hold only while the
     health register says the box's DNS server and Kea answer.
+
+    With IPv6 passing (`drop_ipv6` false, `ipv6.policy: invisible`) the same
+    rules hold for IPv6: NORMAL carries the modem's RAs and neighbour
+    discovery untouched; DNS to the gateway MAC (any of the modem's
+    addresses: link-local, global, the RDNSS it announces) goes to vproxy;
+    `fake_range6` goes to vproxy and never comes from the modem side; the
+    console guard covers tcp6; vproxy's own IPv6 reaches the home side only.
+
+    `dhcp6`: gw0 answers DHCPv6 as the modem (`appliance.services.dhcp.dhcp6`),
+    guarded as DHCPv4 is; its guards hold while health bit 3 is set, which
+    the watchdog also clears when the server stands aside for the modem.
     """
     gw, vp = gateway_ip, vproxy_mac
     open_ = failsafe == "open"
@@ -143,7 +165,7 @@ def box_flows(*, gateway_ip: IPv4Address, gateway_mac: str, admin_mac: str, vpro
         f.append(FlowEntry(why, Flow(match=match, actions=actions, priority=priority)))
 
     if drop_ipv6:
-        add("IPv6 is not handled yet: drop it (ipv6.policy=drop)", P_IPV6_DROP, _match("ipv6"))
+        add("IPv6 is dropped (ipv6.policy=drop)", P_IPV6_DROP, _match("ipv6"))
     add("a frame from the gateway MAC to itself goes nowhere", P_GW_LOOP_DROP,
         _match(dl_src=gateway_mac, dl_dst=gateway_mac))
     add("DHCP from the modem never reaches the home (above the DHCP rules)"
@@ -151,11 +173,35 @@ def box_flows(*, gateway_ip: IPv4Address, gateway_mac: str, admin_mac: str, vpro
         _match("udp", in_port="uplink", tp_src=67, tp_dst=68, healthy=dhcp_ok))
     add("DHCP requests from the modem side are not served", P_UPLINK_DHCP_CLIENT_DROP,
         _match("udp", in_port="uplink", tp_src=68, tp_dst=67))
+    dhcp6_ok = HEALTH_DHCP6 if open_ else None
+    if dhcp6:
+        add("DHCPv6 from the modem never reaches the home (above the DHCPv6 rules)"
+            + (", while the box's DHCPv6 serves" if open_ else ""), P_UPLINK_DHCP6_SERVER_DROP,
+            _match("udp6", in_port="uplink", tp_src=547, tp_dst=546, healthy=dhcp6_ok))
+        add("DHCPv6 requests from the modem side are not served", P_UPLINK_DHCP6_CLIENT_DROP,
+            _match("udp6", in_port="uplink", tp_src=546, tp_dst=547))
+        add("gw0 speaks IPv6 (DHCPv6 replies, its neighbour discovery, MLD) to the home only: "
+            "never as the modem towards the modem", P_VGW_IPV6, _match("ipv6", in_port="vgw"), _out("downlink"))
+        add("DHCPv6 server -> client goes to the home side only", P_DHCP6_TO_CLIENT,
+            _match("udp6", tp_src=547, tp_dst=546), _out("downlink"))
+        add("DHCPv6 client -> server goes to the virtual gateway" + (", while it serves" if open_ else ""),
+            P_DHCP6_TO_SERVER, _match("udp6", tp_src=546, tp_dst=547, healthy=dhcp6_ok), _out("vgw"))
+        if open_:
+            add("failsafe: while the box's DHCPv6 does not serve, DHCPv6 client -> server goes to the modem",
+                P_DHCP6_TO_MODEM, _match("udp6", tp_src=546, tp_dst=547), _out("uplink"))
+        add("ICMPv6 to the gateway MAC (neighbour answers): the modem or gw0 asked, so both get it",
+            P_ICMP6_TO_GW_MAC, _match("icmp6", dl_dst=gateway_mac), _out("uplink", "vgw"))
     add("vproxy never ARPs as the gateway", P_VPROXY_ARP_GW_DROP,
         _match("arp", in_port="vproxy", arp_spa=gw))
+    if not drop_ipv6:
+        add("vproxy's own IPv6 (neighbour discovery, MLD, DNS answers) goes to the home side only",
+            P_VPROXY_IPV6, _match("ipv6", in_port="vproxy"), _out("downlink"))
     for port in guarded_ports:
         add(f"console/SSH guard: nothing from the modem side connects to the box's TCP port {port}",
             P_CONSOLE_GUARD, _match("tcp", in_port="uplink", dl_dst=admin_mac, tp_dst=port))
+        if not drop_ipv6:
+            add(f"console/SSH guard for IPv6: TCP port {port}",
+                P_CONSOLE_GUARD, _match("tcp6", in_port="uplink", dl_dst=admin_mac, tp_dst=port))
     add("DHCP server -> client goes to the home side only", P_DHCP_TO_CLIENT,
         _match("udp", tp_src=67, tp_dst=68), _out("downlink"))
     add("DHCP client -> server goes to the virtual gateway" + (", while Kea answers" if open_ else ""),
@@ -173,14 +219,31 @@ def box_flows(*, gateway_ip: IPv4Address, gateway_mac: str, admin_mac: str, vpro
         _match("udp", in_port="vproxy", nw_dst=gw, tp_dst=53), _out("uplink"))
     add("DNS from vproxy to the gateway goes to the modem (TCP)", P_VPROXY_DNS_TCP,
         _match("tcp", in_port="vproxy", nw_dst=gw, tp_dst=53), _out("uplink"))
+    for proto in ("udp", "tcp"):
+        add(f"DNS guard: the modem side never queries the box's DNS server ({proto}, to vproxy)",
+            P_DNS_GUARD_VPROXY, _match(proto, in_port="uplink", dl_dst=vp, tp_dst=53))
+    for proto in ("udp", "tcp"):
+        add(f"DNS guard: the modem side's DNS to the gateway is never steered to the box ({proto})",
+            P_DNS_GUARD_GW, _match(proto, in_port="uplink", nw_dst=gw, tp_dst=53))
     while_ok = " while it answers (else the modem answers: failsafe)" if open_ else ""
     add(f"DNS to the gateway goes to vproxy (UDP){while_ok}", P_DNS_UDP,
         _match("udp", nw_dst=gw, tp_dst=53, healthy=dns_ok), to_vproxy)
     add(f"DNS to the gateway goes to vproxy (TCP){while_ok}", P_DNS_TCP,
         _match("tcp", nw_dst=gw, tp_dst=53, healthy=dns_ok), to_vproxy)
+    if not drop_ipv6:
+        # By MAC, not address: every address of the modem, whatever its prefix today.
+        add(f"DNS over IPv6 to the gateway MAC goes to vproxy (UDP){while_ok}", P_DNS_UDP,
+            _match("udp6", dl_dst=gateway_mac, tp_dst=53, healthy=dns_ok), to_vproxy)
+        add(f"DNS over IPv6 to the gateway MAC goes to vproxy (TCP){while_ok}", P_DNS_TCP,
+            _match("tcp6", dl_dst=gateway_mac, tp_dst=53, healthy=dns_ok), to_vproxy)
     add("the relay is no open proxy: the fake range is not reachable from the modem side",
         P_FAKE_RANGE_GUARD, _match("ip", in_port="uplink", nets={"nw_dst": fake_range}))
     add("the fake range goes to vproxy", P_FAKE_RANGE, _match("ip", nets={"nw_dst": fake_range}), to_vproxy)
+    if not drop_ipv6 and fake_range6 is not None:
+        add("the relay is no open proxy: the IPv6 fake range is not reachable from the modem side",
+            P_FAKE_RANGE_GUARD, _match("ipv6", in_port="uplink", nets={"ipv6_dst": fake_range6}))
+        add("the IPv6 fake range goes to vproxy", P_FAKE_RANGE,
+            _match("ipv6", nets={"ipv6_dst": fake_range6}), to_vproxy)
     add("other unicast to the gateway MAC goes to the modem", P_TO_GW_MAC,
         _match(dl_dst=gateway_mac), _out("uplink"))
     # Not in the seed (OVS has no such trap): a Linux bridge keeps each

@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 
 from appliance.services.dhcp.config import KEA_HOOKS_DIR, KeaPaths
+from appliance.services.dhcp.dhcpkit_config import Dhcp6Paths
 
 GW_NS, VPROXY_NS = "gw", "vproxy"
 BRIDGE = "vswitch"
@@ -54,6 +55,26 @@ class Layout:
         return f"{self.state_dir}/applied.json"
 
     @property
+    def good_state_file(self) -> str:
+        """The last settings that applied and answered (the boot falls back to them)."""
+        return f"{self.state_dir}/applied.good.json"
+
+    @property
+    def boot_note(self) -> str:
+        """What the boot did when it could not apply the applied settings (`appliance.box.boot`)."""
+        return f"{self.run_dir}/boot-note.json"
+
+    @property
+    def apply_lock(self) -> str:
+        """Held by whoever applies or tears down this box (the console's worker, the CLI, the modem watch)."""
+        return f"{self.state_dir}/apply.lock"
+
+    @property
+    def gateway_file(self) -> str:
+        """The gateway's MAC as last learned from its frames (`appliance.box.modem`)."""
+        return f"{self.state_dir}/gateway.json"
+
+    @property
     def dhcp_dir(self) -> str:
         return f"{self.state_dir}/dhcp"
 
@@ -61,6 +82,15 @@ class Layout:
     def kea(self) -> KeaPaths:
         return KeaPaths(config=f"{self.dhcp_dir}/kea-dhcp4.conf", leases=f"{self.dhcp_dir}/dhcp4.leases",
                         socket=f"{self.run_dir}/dhcp/kea4.sock", run_dir=f"{self.run_dir}/dhcp")
+
+    @property
+    def dhcp6(self) -> Dhcp6Paths:
+        """The DHCPv6 server's files: settings, dhcpkit's config and static leases, the leasequery
+        store, the modem's last RA (state); status, socket and pid (runtime, in the Kea run dir)."""
+        return Dhcp6Paths(config=f"{self.dhcp_dir}/dhcp6.json", dhcpkit=f"{self.dhcp_dir}/dhcpkit.conf",
+                          assignments=f"{self.dhcp_dir}/static6.csv", leases=f"{self.dhcp_dir}/leases6.sqlite",
+                          ra=f"{self.dhcp_dir}/modem-ra.json", status=f"{self.run_dir}/dhcp/dhcp6-status.json",
+                          socket=f"{self.run_dir}/dhcp/dhcp6.sock", pid_file=f"{self.run_dir}/dhcp/dhcp6.pid")
 
     @property
     def dns_dir(self) -> str:
@@ -73,6 +103,11 @@ class Layout:
     @property
     def relay_config(self) -> str:
         return f"{self.dns_dir}/relay.json"
+
+    @property
+    def dns_lists_dir(self) -> str:
+        """The one directory DNS rule lists are read from (besides https URLs)."""
+        return f"{self.dns_dir}/lists"
 
     @property
     def fakeip_db(self) -> str:
@@ -102,6 +137,16 @@ class Layout:
         return f"{self.run_dir}/watchdog.json"
 
     @property
+    def modem_watch_config(self) -> str:
+        """What the modem watch listens on (`appliance.box.modem`)."""
+        return f"{self.run_dir}/modem-watch.json"
+
+    @property
+    def modem_watch_link(self) -> str:
+        """The uplink's link as the modem watch last read it."""
+        return f"{self.run_dir}/modem-watch-link.json"
+
+    @property
     def health_status(self) -> str:
         """The watchdog's status, rewritten every round."""
         return f"{self.run_dir}/health.json"
@@ -115,4 +160,4 @@ class Layout:
     def runtime(self) -> tuple[str, ...]:
         """What the box's services leave in `run_dir`; teardown removes it (state stays)."""
         return (self.kea.run_dir, self.dns_socket, self.relay_socket, self.services_dir,
-                self.watchdog_config, self.health_status)
+                self.watchdog_config, self.modem_watch_config, self.modem_watch_link, self.health_status)

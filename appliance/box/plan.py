@@ -28,23 +28,28 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
 from appliance.box.flows import (
-    HEALTH_DHCP, HEALTH_DNS, HEALTH_RELAY, FlowEntry, add_flow_line, box_flows, parse_custom,
+    HEALTH_DHCP, HEALTH_DHCP6, HEALTH_DNS, HEALTH_RELAY, FlowEntry, add_flow_line, box_flows, parse_custom,
 )
 from appliance.box.layout import (  # noqa: F401 - the box's names are part of a plan's vocabulary
     ADMIN_DEV, ADMIN_PORT, BRIDGE, GW_DEV, GW_NS, NFT_TABLE, PORT_NUMBERS, VGW_PORT, VPROXY_DEV,
     PIN_ROOT, VPROXY_NS, VPROXY_PORT, Layout, derived_mac,
 )
+from appliance.box.ipv6 import VPROXY_DNS6, eui64_link_local
+from appliance.box.modem import WatchConfig
 from appliance.box.settings import Settings
 from appliance.kernel.base import Route
 from appliance.kernel.desired import (  # noqa: F401 - BridgePort is part of a plan's vocabulary
     Address, Bridge, BridgePort, Namespace, NftTable, Object, RouteEntry, Sysctls, Veth,
 )
 from appliance.services.dhcp import config as kea
+from appliance.services.dhcp import dhcpkit_config as dhcpkit
 from appliance.services.dns.settings import DnsSettings
+from appliance.services.identity import DNS, KEA, RELAY, VPROXY_GID
 from appliance.services.health.heartbeat import pin_path
 from appliance.services.health.probes import Probe
 from appliance.services.health.watchdog import WatchdogConfig, WatchedService
@@ -120,6 +125,7 @@ class ConfigFile:
     path: str
     content: str
     mode: int = 0o644
+    owner: tuple[int, int] | None = None  # (uid, gid): a service's own file; None: root's
 
     @property
     def digest(self) -> str:
@@ -136,6 +142,8 @@ class Plan:
     # What the services leave at runtime, removed by teardown, then `run_dir` if empty.
     run_dir: str = ""
     runtime: tuple[str, ...] = ()
+    # (path, uid, gid, mode) of the directories that belong to a service's user.
+    owners: tuple[tuple[str, int, int, int], ...] = ()
 
 
 # ---------------------------------------------------------------- the plan
@@ -160,16 +168,20 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
     s = settings
     own = box_flows(gateway_ip=s.gateway.ip, gateway_mac=gw_mac, admin_mac=uplink_mac, vproxy_mac=s.vproxy.mac,
                     fake_range=s.vproxy.fake_range, guarded_ports=s.admin.guarded_ports,
-                    drop_ipv6=s.ipv6.policy == "drop", failsafe=s.failsafe)
+                    drop_ipv6=s.ipv6.policy == "drop", failsafe=s.failsafe, fake_range6=s.vproxy.fake_range6,
+                    dhcp6=serves_dhcp6(s))
     # Custom flows were checked with the settings; an error here is a bug.
     switch = Switch(BRIDGE, ports, own, parse_custom(s.flows.custom))
 
     dhcp = dhcp_settings(settings, layout)
-    kea_file = ConfigFile(dhcp.paths.config, kea.render(kea.kea_config(dhcp)))
+    kea_file = ConfigFile(dhcp.paths.config, kea.render(kea.kea_config(dhcp)), 0o640, (0, KEA.gid))
     dns = dns_settings(settings, layout)
-    dns_file = ConfigFile(layout.dns_config, json.dumps(dns.model_dump(mode="json"), indent=1) + "\n")
+    dns_file = ConfigFile(layout.dns_config, json.dumps(dns.model_dump(mode="json"), indent=1) + "\n",
+                          0o640, (0, VPROXY_GID))
     relay = relay_settings(settings, layout)
-    relay_file = ConfigFile(layout.relay_config, json.dumps(relay.model_dump(mode="json"), indent=1) + "\n")
+    # Upstream proxy passwords: the relay's own file, nobody else's.
+    relay_file = ConfigFile(layout.relay_config, json.dumps(relay.model_dump(mode="json"), indent=1) + "\n",
+                            0o600, (RELAY.uid, RELAY.gid))
     services = (
         ServiceSpec(
             name="dhcp4",
@@ -177,12 +189,16 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
             netns=GW_NS,
             env=tuple(sorted(dhcp.paths.env().items())),
             cwd=layout.dhcp_dir,
-            revision=kea_file.digest,
+            # Kea's raw sockets write gw0's MAC as it was when Kea started:
+            # a new gateway MAC restarts it, or its answers keep the old one.
+            revision=_digest(kea_file.digest, gw_mac),
             ready=("udp/67",),
             # A lease lookup on the control socket; two misses before the
             # modem's DHCP is let in (a lease from the modem outlives the fault).
             probe=Probe("kea", layout.kea.socket, name=str(s.gateway.ip), timeout=1.0, fall=2, rise=2,
                         restart_after=8, bit=HEALTH_DHCP),
+            identity=KEA,
+            writable=(layout.dhcp_dir, dhcp.paths.run_dir),
         ),
         ServiceSpec(
             name="dns",
@@ -195,7 +211,9 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
             # this address), for a local name: the server answers it itself.
             probe=Probe("dns", f"{s.vproxy.address}:53", netns=VPROXY_NS,
                         name=f"appliance-probe.{dns.local_names.domain}", timeout=0.5, fall=1, rise=2,
-                        restart_after=8, bit=HEALTH_DNS),
+                        restart_after=8, bit=HEALTH_DNS, processes=dns.workers),
+            identity=DNS,
+            writable=(layout.dns_dir, layout.run_dir),
         ),
         ServiceSpec(
             name="relay",
@@ -206,20 +224,43 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
             ready=(f"tcp/{relay.listen_address()[1]}",),
             probe=Probe("relay", layout.relay_socket, timeout=1.0, fall=2, rise=2, restart_after=8,
                         bit=HEALTH_RELAY),
+            identity=RELAY,
+            writable=(layout.run_dir,),
         ),
     )
+    files = (kea_file, dns_file, relay_file)
+    if serves_dhcp6(s):
+        dhcp6_file, dhcp6_spec = dhcp6_service(dhcp6_settings(s, gw_mac, layout), layout)
+        files, services = (*files, dhcp6_file), (services[0], dhcp6_spec, *services[1:])
     return Plan(
         kernel=kernel_objects(settings, gw_mac, uplink_mac, relay),
         switch=switch,
-        directories=(layout.dhcp_dir, dhcp.paths.run_dir, layout.dns_dir),
-        files=(kea_file, dns_file, relay_file),
+        directories=(layout.dhcp_dir, dhcp.paths.run_dir, layout.dns_dir, layout.dns_lists_dir),
+        files=files,
         services=services,
         run_dir=layout.run_dir,
         runtime=layout.runtime,
+        owners=(
+            # Kea's leases, read by the DNS server for local names; its control socket.
+            (layout.dhcp_dir, KEA.uid, KEA.gid, 0o755),
+            (dhcp.paths.run_dir, KEA.uid, KEA.gid, 0o750),
+            # The fake-IP store: the DNS server writes it, the relay reads it.
+            (layout.dns_dir, DNS.uid, VPROXY_GID, 0o750),
+            (layout.dns_lists_dir, 0, VPROXY_GID, 0o750),
+            # The control sockets of the DNS server and the relay; sticky: neither removes
+            # what is not its own.
+            (layout.run_dir, 0, VPROXY_GID, 0o1775),
+        ),
     )
 
 
 WATCHDOG = "watchdog"
+DHCP6_SERVER_PORT = 547
+MODEM_WATCH = "modem-watch"
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
 def with_watchdog(p: Plan, settings: Settings, layout: Layout, host_ns: str | None,
@@ -252,10 +293,40 @@ def with_watchdog(p: Plan, settings: Settings, layout: Layout, host_ns: str | No
         probe=Probe("watchdog", layout.health_status, timeout=1.0),
         # A hung watchdog is killed by its runner; the datapath needs no one (stale heartbeats fall open).
         watchdog_sec=5.0,
+        # Root (its probes enter the namespaces), but it writes only its status and events.
+        writable=(layout.run_dir, os.path.dirname(layout.health_events)),
     )
     return dataclasses.replace(
         p, files=(*(f for f in p.files if f.path != config_file.path), config_file),
         services=(*(svc for svc in p.services if svc.name != WATCHDOG), spec))
+
+
+def with_modem_watch(p: Plan, settings: Settings, layout: Layout, host_ns: str | None,
+                     runner: str = "supervisor") -> Plan:
+    """The placed plan with the modem watch (`appliance.box.modem`), unless `gateway.mac` is set.
+
+    It runs where the apply runs (it re-applies: the datapath's pins are
+    there) and opens its sockets in the namespaces it names.
+    """
+    rest = tuple(svc for svc in p.services if svc.name != MODEM_WATCH)
+    files = tuple(f for f in p.files if f.path != layout.modem_watch_config)
+    if settings.gateway.mac is not None:
+        return dataclasses.replace(p, files=files, services=rest)
+    gw = next(o for o in p.kernel if isinstance(o, Veth) and o.name == GW_DEV)
+    config = WatchConfig(host_ns=host_ns, uplink=settings.ports.uplink, admin_dev=ADMIN_DEV,
+                         admin_ip=str(settings.admin.address), gateway_ip=str(settings.gateway.ip),
+                         gw_ns=gw.ns, gw_dev=GW_DEV, learned=layout.gateway_file, events=layout.health_events,
+                         state_dir=layout.state_dir, run_dir=layout.run_dir, runner=runner,
+                         link_file=layout.modem_watch_link)
+    config_file = ConfigFile(layout.modem_watch_config, json.dumps(config.to_json(), indent=1) + "\n")
+    spec = ServiceSpec(
+        name=MODEM_WATCH,
+        argv=(layout.python, "-m", "appliance.box.modemwatch", "--config", config_file.path),
+        netns=None,
+        cwd=layout.state_dir,
+        revision=config_file.digest,
+    )
+    return dataclasses.replace(p, files=(*files, config_file), services=(*rest, spec))
 
 
 def dhcp_settings(s: Settings, layout: Layout) -> kea.DhcpSettings:
@@ -280,6 +351,47 @@ def dhcp_settings(s: Settings, layout: Layout) -> kea.DhcpSettings:
     )
 
 
+def serves_dhcp6(s: Settings) -> bool:
+    """Whether gw0 answers DHCPv6 as the modem: with `ipv6.policy: invisible`, the one
+    policy that passes IPv6 (the modem's RAs reach the home, so its clients ask DHCPv6)."""
+    return s.ipv6.policy != "drop"
+
+
+def dhcp6_settings(s: Settings, gw_mac: str, layout: Layout) -> dhcpkit.Dhcp6Settings:
+    """The DHCPv6 server's settings: the modem's MAC and (EUI-64) link-local, the search
+    domain, the static leases that have an IPv6 address. DNS servers and the M flag come
+    from the modem's RA, which the server follows (`dhcpkit_config.following`)."""
+    return dhcpkit.Dhcp6Settings(
+        server_mac=gw_mac,
+        reply_from=dhcpkit.eui64_link_local(gw_mac),
+        dns_servers=(),
+        paths=layout.dhcp6,
+        domain=s.dhcp.options.domain,
+        static_leases=tuple(dhcpkit.StaticLease6(lease.mac, str(lease.ip6))
+                            for lease in s.dhcp.static_leases if lease.ip6 is not None),
+        interface=GW_DEV,
+    )
+
+
+def dhcp6_service(dhcp6: dhcpkit.Dhcp6Settings, layout: Layout) -> tuple[ConfigFile, ServiceSpec]:
+    """The DHCPv6 server's settings file and its service in gw: our wrapper around dhcpkit
+    (`appliance.services.dhcp.dhcp6`), which renders dhcpkit's files itself as the modem's RA says."""
+    config = ConfigFile(dhcp6.paths.config, json.dumps(dhcp6.to_json(), indent=1) + "\n")
+    spec = ServiceSpec(
+        name="dhcp6",
+        argv=(layout.python, "-m", "appliance.services.dhcp.dhcp6", "--config", dhcp6.paths.config),
+        netns=GW_NS,
+        cwd=layout.dhcp_dir,
+        revision=config.digest,
+        # An Information-request as a client's, through dhcpkit's workers, then
+        # the server's word (it may stand aside for the modem); two misses
+        # before the modem's DHCPv6 is let in, as for Kea.
+        probe=Probe("dhcp6", f"[::1]:{DHCP6_SERVER_PORT}", netns=GW_NS, name=dhcp6.paths.status, timeout=1.0,
+                    fall=2, rise=2, restart_after=8, bit=HEALTH_DHCP6),
+    )
+    return config, spec
+
+
 def relay_settings(s: Settings, layout: Layout) -> RelaySettings:
     """The relay's settings: the document's `relay` section, bound to this box.
 
@@ -289,6 +401,8 @@ def relay_settings(s: Settings, layout: Layout) -> RelaySettings:
     """
     data = (s.relay or RelaySettings()).model_dump(mode="json")
     data["fake_range"] = str(s.vproxy.fake_range)
+    if s.ipv6.policy == "invisible":
+        data["fake_range6"] = str(s.vproxy.fake_range6)
     data["dns_control"] = layout.dns_socket
     data["fakeip_db"] = layout.fakeip_db
     data["control_socket"] = layout.relay_socket
@@ -298,6 +412,9 @@ def relay_settings(s: Settings, layout: Layout) -> RelaySettings:
     if str(s.gateway.ip) not in data["deny_clients"]:
         data["deny_clients"] = [*data["deny_clients"], f"{s.gateway.ip}/32"]
     return RelaySettings.model_validate(data)
+
+
+HOME_IPV6 = ("2000::/3", "fc00::/7", "fe80::/10")
 
 
 def dns_settings(s: Settings, layout: Layout) -> DnsSettings:
@@ -310,8 +427,26 @@ def dns_settings(s: Settings, layout: Layout) -> DnsSettings:
     base = s.dns if s.dns is not None else DnsSettings(upstreams=[{"url": f"udp://{s.gateway.ip}"}])
     data = base.model_dump(mode="json")
     data["fake_ip"]["network"] = str(s.vproxy.fake_range)
+    if s.ipv6.policy == "invisible":
+        data["fake_ip"]["network6"] = str(s.vproxy.fake_range6)
+        listen6 = f"[{VPROXY_DNS6}]:53"
+        if listen6 not in data["listen"]:
+            data["listen"] = [*data["listen"], listen6]
+        # IPv6 clients come from the home side only (the flows steer DNS for the
+        # modem's MAC; nothing from the uplink is addressed to it), with whatever
+        # prefix the modem announces today: every unicast range a home host can hold.
+        data["allow_clients"] += [n for n in HOME_IPV6 if n not in data["allow_clients"]]
     data["fake_ip"]["db_path"] = layout.fakeip_db
     data["control_socket"] = layout.dns_socket
+    data["lists_dir"] = layout.dns_lists_dir
+    # The modem never gets an answer (the second lock behind the flows' DNS guard).
+    if f"{s.gateway.ip}/32" not in data["deny_clients"]:
+        data["deny_clients"] = [*data["deny_clients"], f"{s.gateway.ip}/32"]
+    # The LAN's own prefix is never an answer for a public name (rebinding), whatever it is;
+    # nor are the fake ranges: only the box hands those out (its own answers are not checked),
+    # an upstream's would send a client to the relay with an address it never gave.
+    fakes = [str(s.vproxy.fake_range)] + ([str(s.vproxy.fake_range6)] if s.ipv6.policy == "invisible" else [])
+    data["rebind"]["networks"] = sorted({*data["rebind"]["networks"], str(s.lan.prefix), *fakes})
     ln = data["local_names"]
     ln["leases_file"] = layout.kea.leases
     if s.dhcp.options.domain:
@@ -325,6 +460,7 @@ def dns_settings(s: Settings, layout: Layout) -> DnsSettings:
 def kernel_objects(settings: Settings, gw_mac: str, uplink_mac: str,
                    relay: RelaySettings) -> tuple[Object | BridgePort, ...]:
     s = settings
+    ipv6 = s.ipv6.policy == "invisible"
     plen = s.lan.prefix.prefixlen
     gw = str(s.gateway.ip)
     up, down = s.ports.uplink, s.ports.downlink
@@ -367,16 +503,20 @@ def kernel_objects(settings: Settings, gw_mac: str, uplink_mac: str,
             ("net.bridge.bridge-nf-call-arptables", "0"),
         )),
         Sysctls(GW_NS, (
-            ("net.ipv6.conf.all.disable_ipv6", "1"),
-            ("net.ipv6.conf.default.disable_ipv6", "1"),
+            *(gw_ipv6_sysctls() if serves_dhcp6(s) else (
+                ("net.ipv6.conf.all.disable_ipv6", "1"),
+                ("net.ipv6.conf.default.disable_ipv6", "1"))),
             ("net.ipv4.ip_forward", "0"),
             ("net.ipv4.conf.all.arp_announce", "2"),
             ("net.ipv4.conf.all.arp_ignore", "1"),
             ("net.ipv4.conf.all.rp_filter", "1"),
         )),
+        # After its sysctls: IPv6 on, quiet.
+        *((Address(GW_NS, GW_DEV, f"{eui64_link_local(gw_mac)}/64"),) if serves_dhcp6(s) else ()),
         Sysctls(VPROXY_NS, (
-            ("net.ipv6.conf.all.disable_ipv6", "1"),
-            ("net.ipv6.conf.default.disable_ipv6", "1"),
+            *(vproxy_ipv6_defaults() if ipv6 else (
+                ("net.ipv6.conf.all.disable_ipv6", "1"),
+                ("net.ipv6.conf.default.disable_ipv6", "1"))),
             # Forwarding carries the relay's kernel fast path (direct routes
             # NATed); the forward chain lets nothing else through.
             ("net.ipv4.ip_forward", "1" if relay.fast_path.enabled else "0"),
@@ -397,6 +537,78 @@ def kernel_objects(settings: Settings, gw_mac: str, uplink_mac: str,
         )),
         NftTable(VPROXY_NS, "ip", NFT_TABLE, vproxy_nft_body(s, relay)),
         NftTable(None, "inet", NFT_TABLE, host_nft_body(s, gw_mac)),
+        *(vproxy_ipv6_objects(s, relay) if ipv6 else ()),
+    )
+
+
+def vproxy_ipv6_defaults() -> tuple[tuple[str, str], ...]:
+    """vproxy's namespace-wide IPv6 settings with `ipv6.policy: invisible`, set
+    before its links exist: a new link makes no address of its own (no DAD, RS)."""
+    return tuple((f"net.ipv6.conf.default.{k}", v) for k, v in _QUIET_IPV6) + (
+        ("net.ipv6.conf.default.disable_ipv6", "0"),)
+
+
+# Each set before IPv6 comes on, in this order (sysctl writes them in order).
+_QUIET_IPV6 = (("addr_gen_mode", "1"), ("accept_dad", "0"), ("accept_ra", "0"),
+               ("router_solicitations", "0"), ("forwarding", "0"))
+
+
+def vproxy_ipv6_objects(s: Settings, relay: RelaySettings) -> tuple[Object, ...]:
+    """vproxy on IPv6 (`ipv6.policy: invisible`): the DNS server's address on lo,
+    a link-local address of its own on vproxy0 (the source of its neighbour
+    solicitations; the flows keep its IPv6 on the home side), every IPv6
+    destination on-link (clients' addresses follow the modem's prefix), the
+    IPv6 fake range local, and the ip6 table that DNATs DNS and hands the
+    fake range to the relay."""
+    link = tuple((f"net.ipv6.conf.{VPROXY_DEV}.{k}", v) for k, v in _QUIET_IPV6)
+    return (
+        Sysctls(VPROXY_NS, (*link, (f"net.ipv6.conf.{VPROXY_DEV}.disable_ipv6", "0"),
+                            ("net.ipv6.conf.lo.disable_ipv6", "0"))),
+        Address(VPROXY_NS, "lo", f"{VPROXY_DNS6}/128"),
+        Address(VPROXY_NS, VPROXY_DEV, f"{eui64_link_local(s.vproxy.mac)}/64"),
+        RouteEntry(VPROXY_NS, Route("::/0", dev=VPROXY_DEV)),
+        RouteEntry(VPROXY_NS, Route(str(s.vproxy.fake_range6), dev="lo", type="local", table="local")),
+        NftTable(VPROXY_NS, "ip6", NFT_TABLE, vproxy_nft6_body(s, relay)),
+    )
+
+
+def vproxy_nft6_body(s: Settings, relay: RelaySettings) -> str:
+    fake6 = s.vproxy.fake_range6
+    return "\n".join([
+        "  chain dns_redirect {",
+        "    type nat hook prerouting priority dstnat; policy accept;",
+        # The flows send here only DNS for the modem's MAC: any of its addresses.
+        f"    ip6 daddr != {fake6} udp dport 53 dnat to [{VPROXY_DNS6}]:53",
+        f"    ip6 daddr != {fake6} tcp dport 53 dnat to [{VPROXY_DNS6}]:53",
+        "  }",
+        relay_nft.chain6(relay, [VPROXY_DEV], str(fake6)),
+        "  chain forward {",
+        "    type filter hook forward priority filter; policy drop;",
+        "  }",
+        # vproxy joins no group anyone needs to know of: no MLD report leaves it
+        # (its link-local address's solicited-node group would be announced).
+        "  chain output {",
+        "    type filter hook output priority filter; policy accept;",
+        "    icmpv6 type { mld-listener-report, mld2-listener-report, mld-listener-done } drop",
+        "  }",
+    ])
+
+
+def gw_ipv6_sysctls() -> tuple[tuple[str, str], ...]:
+    """gw0 with IPv6 for DHCPv6, as the modem: the modem's EUI-64 link-local is planned
+    (`kernel_objects`), not made by the kernel, which keeps a link-local made from the old
+    MAC when the modem and so gw0's MAC change; it never announces itself (no DAD, no
+    router solicitation, no SLAAC of its own)."""
+    quiet = (("accept_dad", "0"), ("dad_transmits", "0"), ("accept_ra", "0"), ("autoconf", "0"),
+             ("router_solicitations", "0"), ("addr_gen_mode", "1"))
+    return (
+        *((f"net.ipv6.conf.{scope}.{k}", v) for scope in ("default", GW_DEV) for k, v in quiet),
+        ("net.ipv6.conf.default.disable_ipv6", "1"),
+        # ::1 for the health probe's listener; gw0 last, once it is quiet.
+        ("net.ipv6.conf.lo.disable_ipv6", "0"),
+        (f"net.ipv6.conf.{GW_DEV}.disable_ipv6", "0"),
+        # Echo requests to the modem's link-local reach gw0 too: the modem answers them.
+        ("net.ipv6.icmp.echo_ignore_all", "1"),
     )
 
 

@@ -12,7 +12,11 @@ given them, so the box's logic runs the same on both.
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import ContextManager, Protocol
+
+
+class BoxBusy(Exception):
+    """Another apply or teardown of this box holds its lock."""
 
 
 class SwitchLoader(Protocol):
@@ -49,13 +53,26 @@ class FileSystem(Protocol):
     def read(self, path: str) -> str | None:
         """The file's text, or None when there is no such file."""
 
-    def write(self, path: str, content: str, mode: int = 0o644) -> None:
-        """Replace the file whole (a reader never sees half of it); make its directory."""
+    def write(self, path: str, content: str, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
+        """Replace the file whole (a reader never sees half of it, nor a power cut); make its directory.
+        `owner`: (uid, gid) it belongs to (a service's own file), else whoever writes it."""
+
+    def check_writable(self, directory: str) -> None:
+        """Raise `appliance.durable.StateDirError` when `directory` is full or read-only."""
 
     def mkdir(self, path: str) -> None: ...
+
+    def own(self, path: str, uid: int, gid: int, mode: int) -> None:
+        """Give a path to a user and group with this mode (a service's own directory)."""
+
+    def access(self, path: str) -> tuple[int, int, int] | None:
+        """(mode, uid, gid) of a path, or None when absent."""
 
     def remove(self, path: str) -> None:
         """A file, or a directory with everything in it; nothing when absent."""
 
     def rmdir(self, path: str) -> bool:
         """Remove an empty directory; False (and nothing done) when absent or not empty."""
+
+    def lock(self, path: str, timeout: float) -> ContextManager[None]:
+        """Hold the lock file `path` exclusively (across processes); `BoxBusy` after `timeout` s."""

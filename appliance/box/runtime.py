@@ -12,6 +12,7 @@ environment (the CLI, the console and the services all ask it).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -19,15 +20,18 @@ from appliance.box import plan as planner
 from appliance.box import stored
 from appliance.box.apply import Applier, ApplyResult
 from appliance.box.files import RealFileSystem
-from appliance.box.layout import Layout, derived_mac
+from appliance.box.layout import ADMIN_DEV, GW_DEV, Layout, derived_mac
+from appliance.box.modem import Learned
 from appliance.box.placement import Placement, place
 from appliance.box.protocols import FileSystem, ServiceRunner, SwitchLoader
 from appliance.box.settings import Settings
 from appliance.box.switchload import DatapathLoader
 from appliance.kernel import Kernel, LinuxKernel
+from appliance.kernel.base import KernelError
 from appliance.services.supervisor import Supervisor
 
 Progress = Callable[[str], None]
+LOCK_WAIT = 300.0  # seconds an apply waits for another one of the same box to finish
 
 
 @dataclass
@@ -92,9 +96,32 @@ class Box:
 
     # -- what was applied -----------------------------------------------------
     def applied(self) -> stored.Applied | None:
-        """What was applied last (one read of the state file), or None."""
+        """What was applied last (one read of the state file), or None.
+
+        When the file is there but cannot be read (cut short, garbage, a
+        version's this one cannot read), the last good state answers for it
+        (`good_state_file`: what the boot runs then); StateError when neither can be read.
+        """
         text = self._fs.read(self.layout.state_file)
-        return stored.loads(text, self.layout, self.placement) if text else None
+        if not text:
+            return None
+        try:
+            applied = stored.loads(text, self.layout, self.placement)
+            if applied is not None:
+                return applied
+        except stored.StateError:
+            good = self._fs.read(self.layout.good_state_file)
+            try:
+                if good and (fallback := stored.loads(good, self.layout, self.placement)) is not None:
+                    return fallback
+            except stored.StateError:
+                pass
+            raise
+        good = self._fs.read(self.layout.good_state_file)
+        try:
+            return stored.loads(good, self.layout, self.placement) if good else None
+        except stored.StateError:
+            return None
 
     def applied_settings(self) -> Settings | None:
         applied = self.applied()
@@ -122,18 +149,30 @@ class Box:
         nics = {n: macs[n] for n in (settings.ports.uplink, settings.ports.downlink) if n in macs}
         gw_mac = None
         if settings.gateway.mac is None:
-            if applied and applied.observed.gateway_mac and applied.settings.gateway.ip == settings.gateway.ip:
+            learned = self.learned_gateway()
+            if learned and learned.ip == str(settings.gateway.ip):
+                gw_mac = learned.mac  # the modem watch saw the gateway's frames since
+            elif applied and applied.observed.gateway_mac and applied.settings.gateway.ip == settings.gateway.ip:
                 gw_mac = applied.observed.gateway_mac
-            elif settings.ports.uplink in macs:
-                # An ARP probe (sender 0.0.0.0) from the uplink NIC: nothing borrowed, nothing to set up.
-                gw_mac = self.kernel.arp_probe(host, settings.ports.uplink, str(settings.gateway.ip))
+            else:
+                # An ARP probe (sender 0.0.0.0). Bridged, the uplink NIC carries a MAC of the
+                # box's making, which the modem must never see: the admin port asks (the
+                # uplink NIC's own MAC, which the modem knows). Before, the NIC itself.
+                via = ADMIN_DEV if applied and ADMIN_DEV in macs else settings.ports.uplink
+                if via in macs:
+                    gw_mac = self.kernel.arp_probe(host, via, str(settings.gateway.ip))
         return planner.Observed.of(nics, gw_mac)
+
+    def learned_gateway(self) -> Learned | None:
+        """The gateway's MAC as the modem watch last learned it (`appliance.box.modem`)."""
+        return Learned.from_json(self._fs.read(self.layout.gateway_file))
 
     def plan(self, settings: Settings, observed: planner.Observed | None = None) -> planner.Plan:
         observed = observed or self.observe(settings, self.applied())
         placed = place(planner.plan(settings, observed, self.layout), self.placement)
-        return planner.with_watchdog(placed, settings, self.layout, self.placement.host_ns,
-                                     runner=getattr(self.services, "kind", "supervisor"))
+        runner = getattr(self.services, "kind", "supervisor")
+        watched = planner.with_modem_watch(placed, settings, self.layout, self.placement.host_ns, runner=runner)
+        return planner.with_watchdog(watched, settings, self.layout, self.placement.host_ns, runner=runner)
 
     # -- apply ----------------------------------------------------------------
     def change(self, settings: Settings) -> Change:
@@ -142,27 +181,96 @@ class Box:
         observed = self.observe(settings, applied)
         return Change(applied, observed, self.plan(settings, observed))
 
+    def lock(self, timeout: float = LOCK_WAIT):
+        """One apply or teardown of this box at a time, whoever runs it (`BoxBusy` after `timeout`)."""
+        return self._fs.lock(self.layout.apply_lock, timeout)
+
     def apply(self, settings: Settings, *, dry_run: bool = False, progress: Progress | None = None,
-              change: Change | None = None) -> BoxResult:
-        """Apply `settings` (planned already when `change`, from `self.change(settings)`, is given)."""
+              change: Change | None = None, before: dict | None = None) -> BoxResult:
+        """Apply `settings` (planned already when `change`, from `self.change(settings)`, is given).
+
+        Refused before anything is touched when the state directory is full or
+        read-only (`StateDirError`): the box could not record what it did.
+        `before` (how the NICs were before the box took them) is the stored
+        one's when the change has no applied state (the boot's apply).
+        One apply or teardown at a time (`lock`), whoever runs it.
+        """
+        if dry_run:
+            change = change or self.change(settings)
+            return BoxResult(ok=True, diff=change.diff, dry_run=True)
+        with self.lock():
+            return self._apply(settings, progress, change, before)
+
+    def follow_gateway(self, progress: Progress | None = None) -> BoxResult | None:
+        """Apply the applied settings again when the gateway's MAC learned since differs from the
+        one applied (the modem watch calls it); None when there is nothing to follow."""
+        with self.lock():
+            applied = self.applied()
+            learned = self.learned_gateway()
+            if (applied is None or learned is None or applied.settings.gateway.mac is not None
+                    or learned.ip != str(applied.settings.gateway.ip)
+                    or applied.observed.gateway_mac == learned.mac):
+                return None
+            return self._apply(applied.settings, progress, None, None)
+
+    def _apply(self, settings: Settings, progress: Progress | None, change: Change | None,
+               before: dict | None) -> BoxResult:
         progress = progress or (lambda line: None)
+        self._fs.check_writable(self.layout.state_dir)
         change = change or self.change(settings)
         applied, observed, new, old = change.applied, change.observed, change.new, change.old
         diff = change.diff
-        if dry_run:
-            return BoxResult(ok=True, diff=diff, dry_run=True)
         # How the NICs were before the box first took them (a factory bridge,
         # say), so teardown can give them back as they were.
-        before = applied.before if applied else {"masters": {
-            l.name: l.master for l in self.kernel.links(self.placement.host_ns)
-            if l.name in (settings.ports.uplink, settings.ports.downlink) and l.master}}
+        if before is None:
+            before = applied.before if applied else {"masters": {
+                l.name: l.master for l in self.kernel.links(self.placement.host_ns)
+                if l.name in (settings.ports.uplink, settings.ports.downlink) and l.master}}
+        self._leave_factory_address(progress)
         res: ApplyResult = self.applier.apply(new, old, progress)
         if res.ok:
-            self._fs.write(self.layout.state_file, stored.dumps(stored.Applied(settings, observed, new, before)))
+            # The settings hold proxy passwords: root's files alone.
+            text = stored.dumps(stored.Applied(settings, observed, new, before))
+            self._fs.write(self.layout.state_file, text, 0o600)
+            # Applied and answering its probes (the apply waits for them): the boot's fallback.
+            self._fs.write(self.layout.good_state_file, text, 0o600)
+            self._fs.remove(self.layout.boot_note)  # the box runs what was applied now
+            self._announce_gateway(old, new, settings, progress)
         return BoxResult(ok=res.ok, diff=diff, changes=res.changes, error=res.error, restored=res.restored)
+
+    def _leave_factory_address(self, progress: Progress) -> None:
+        """The admin address the boot's factory bridge carries goes: the admin port takes it now."""
+        try:
+            address = json.loads(self._fs.read(self.layout.boot_note) or "{}").get("address")
+            host = self.placement.host_ns
+            if address and address["cidr"] in self.kernel.addresses(host, address["dev"]):
+                self.kernel.del_address(host, address["dev"], address["cidr"])
+                progress(f"- address {address['cidr']} on the factory bridge {address['dev']}")
+        except (ValueError, KeyError, TypeError, KernelError):
+            pass  # no note, or no such bridge any more
+
+    def _announce_gateway(self, old: planner.Plan | None, new: planner.Plan, settings: Settings,
+                          progress: Progress) -> None:
+        """gw0 took another MAC: tell the home at once (a gratuitous ARP as the gateway, which the
+        flows send to the home side only), or clients keep the old one until their cache ages."""
+        def gw(plan):
+            return next((o for o in plan.kernel if isinstance(o, planner.Veth) and o.name == GW_DEV), None) \
+                if plan else None
+        before, after = gw(old), gw(new)
+        if before is None or after is None or before.mac == after.mac:
+            return
+        try:
+            self.kernel.arp_announce(after.ns, GW_DEV, str(settings.gateway.ip))
+            progress(f"gateway {settings.gateway.ip} is at {after.mac} now: announced to the home")
+        except Exception as e:  # noqa: BLE001 - clients learn it anyway when their ARP cache ages
+            progress(f"gateway {settings.gateway.ip} is at {after.mac} now; announcing it failed: {e}")
 
     def teardown(self, progress: Progress | None = None) -> list[str]:
         """Remove all the box made (by the applied plan) and give the NICs back; state stays."""
+        with self.lock():
+            return self._teardown(progress)
+
+    def _teardown(self, progress: Progress | None) -> list[str]:
         applied = self.applied()
         if applied is None:
             return []
@@ -176,4 +284,5 @@ class Box:
                 if progress:
                     progress(changes[-1])
         self._fs.remove(self.layout.state_file)
+        self._fs.remove(self.layout.good_state_file)
         return changes

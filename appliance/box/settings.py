@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Callable, Collection, Literal, Mapping
 
@@ -93,6 +93,19 @@ def _network(value: Any) -> Any:
         raise ValueError(f"{value} has host bits set; the network is {loose}") from None
 
 
+def _network6(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return IPv6Network(value)
+    except ValueError:
+        try:
+            loose = IPv6Network(value, strict=False)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IPv6 network (write it as 2001:2::/48)") from None
+        raise ValueError(f"{value} has host bits set; the network is {loose}") from None
+
+
 def _port_number(value: int) -> int:
     if not 1 <= value <= 65535:
         raise ValueError(f"{value} is not a TCP port (1-65535)")
@@ -105,6 +118,7 @@ DomainName = Annotated[str, AfterValidator(_domain)]
 Hostname = Annotated[str, AfterValidator(_domain)]
 TcpPort = Annotated[int, AfterValidator(_port_number)]
 Network = Annotated[IPv4Network, BeforeValidator(_network)]
+Network6 = Annotated[IPv6Network, BeforeValidator(_network6)]
 
 
 class _Model(BaseModel):
@@ -146,6 +160,16 @@ class VProxy(_Model):
     address: IPv4Address
     mac: MacAddress
     fake_range: Network = IPv4Network("100.96.0.0/11")
+    # Fake IPv6 addresses (AAAA of fake-ip names), used with `ipv6.policy:
+    # invisible`. 2001:2::/48 is IANA's benchmarking block (RFC 5180): global
+    # unicast, never routed on the internet, and outside every range browsers
+    # treat as local. A ULA default (fc00::/7, mihomo's) is "local" to
+    # Chromium's Local Network Access, which then blocks a public page's
+    # requests to it (mihomo issue 3064); since September 2025 Chromium also
+    # counts the documentation prefix 2001:db8::/32 as local. A fake IPv6
+    # address is the fake IPv4 address's offset in this range, so the range
+    # must hold at least as many addresses as `fake_range`.
+    fake_range6: Network6 = IPv6Network("2001:2::/48")
 
 
 class DhcpPool(_Model):
@@ -163,6 +187,9 @@ class StaticLease(_Model):
     mac: MacAddress
     ip: IPv4Address
     hostname: Hostname | None = None
+    # The DHCPv6 address the virtual gateway gives this MAC (found in the
+    # client's DUID-LL/LLT) when the modem's RA asks for DHCPv6 addresses.
+    ip6: IPv6Address | None = None
 
 
 class DhcpOptions(_Model):
@@ -179,11 +206,22 @@ class Dhcp(_Model):
     lease_time: int = Field(default=86400, ge=60, le=365 * 86400, description="seconds")
     static_leases: tuple[StaticLease, ...] = ()
     options: DhcpOptions = DhcpOptions()
+    # The console warns when this share of the pools' addresses is leased (older documents: the default).
+    pool_warn_percent: int = Field(default=90, ge=1, le=100, description="percent of the pools leased")
 
 
 class Ipv6(_Model):
-    # Only what the seed does for now: the vswitch drops every IPv6 frame.
-    policy: Literal["drop"] = "drop"
+    """What the box does with the home's IPv6.
+
+    invisible: IPv6 passes as if the box were not there (the modem's RAs,
+    SLAAC, the internet), except what the box serves: DNS over IPv6 to the
+    modem's addresses is answered by the box's DNS, fake-ip names get fake
+    IPv6 addresses (`vproxy.fake_range6`) that the relay serves, and the
+    guards hold for IPv6 too. drop: the vswitch drops every IPv6 frame
+    (what version 1 of this document did).
+    """
+
+    policy: Literal["invisible", "drop"] = "invisible"
 
 
 class Flows(_Model):
@@ -195,8 +233,11 @@ class Flows(_Model):
     custom: str = ""
 
 
+VERSION = 2
+
+
 class Settings(_Model):
-    version: Literal[1] = 1
+    version: Literal[2] = VERSION
     ports: Ports
     gateway: Gateway
     lan: Lan
@@ -273,6 +314,11 @@ def _cross_field_errors(s: Settings) -> dict[str, list[str]]:
         err("vproxy.mac", f"{s.vproxy.mac} is the gateway's MAC")
     if s.vproxy.fake_range.overlaps(lan):
         err("vproxy.fake_range", f"{s.vproxy.fake_range} overlaps the LAN {lan}")
+    if s.vproxy.fake_range6.num_addresses < s.vproxy.fake_range.num_addresses:
+        err("vproxy.fake_range6", f"{s.vproxy.fake_range6} is smaller than vproxy.fake_range "
+            f"{s.vproxy.fake_range}: each fake IPv4 address has its IPv6 twin at the same offset")
+    if s.vproxy.fake_range6.is_link_local or s.vproxy.fake_range6.is_multicast:
+        err("vproxy.fake_range6", f"{s.vproxy.fake_range6} is link-local or multicast; use a unicast range")
 
     pools = s.dhcp.pools
     for i, pool in enumerate(pools):
@@ -293,6 +339,7 @@ def _cross_field_errors(s: Settings) -> dict[str, list[str]]:
 
     seen_mac: dict[str, int] = {}
     seen_ip: dict[IPv4Address, int] = {}
+    seen_ip6: dict[IPv6Address, int] = {}
     seen_name: dict[str, int] = {}
     reserved_macs = {s.vproxy.mac: "vproxy.mac"}
     if s.gateway.mac:
@@ -309,6 +356,14 @@ def _cross_field_errors(s: Settings) -> dict[str, list[str]]:
             err(f"{p}.ip", f"{lease.ip} is already reserved by dhcp.static_leases[{seen_ip[lease.ip]}]")
         else:
             seen_ip[lease.ip] = i
+        if lease.ip6 is not None:
+            if not lease.ip6.is_global and not lease.ip6.is_private or lease.ip6.is_link_local \
+                    or lease.ip6.is_multicast or lease.ip6.is_loopback or lease.ip6.is_unspecified:
+                err(f"{p}.ip6", f"{lease.ip6} is not a unicast address a client can hold on the LAN")
+            elif lease.ip6 in seen_ip6:
+                err(f"{p}.ip6", f"{lease.ip6} is already reserved by dhcp.static_leases[{seen_ip6[lease.ip6]}]")
+            else:
+                seen_ip6[lease.ip6] = i
         if lease.hostname is not None:
             if lease.hostname in seen_name:
                 err(f"{p}.hostname",
@@ -406,12 +461,30 @@ def settings_errors(data: Any, *, nics: Collection[str] | None = None) -> dict[s
     return {}
 
 
+def migrate(data: Mapping) -> dict:
+    """A settings document of an older version, as the current version reads it.
+
+    A document without `version` is taken as the current one. Version 1 ->
+    2: IPv6 gained the `invisible` policy, the new default; a version-1
+    document meant `drop` whether it said so or not, and keeps it (a box
+    with stored settings boots as it ran; the admin opts in to IPv6).
+    """
+    data = dict(data)
+    version = data.get("version", VERSION)
+    if version == 1:
+        data["ipv6"] = {"policy": "drop", **(data.get("ipv6") or {})}
+        data["version"] = 2
+    return data
+
+
 def parse_settings(data: Any, *, nics: Collection[str] | None = None) -> Settings:
-    """Validate a settings document (a mapping); raise `SettingsError` if invalid."""
+    """Validate a settings document (a mapping), migrating an older version;
+    raise `SettingsError` if invalid."""
     if isinstance(data, Settings):
         data = data.model_dump(mode="json")
     if not isinstance(data, Mapping):
         raise SettingsError({NON_FIELD: [f"a settings document is a mapping, not {type(data).__name__}"]})
+    data = migrate(data)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as e:

@@ -9,8 +9,10 @@ raises for a component that is down.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
+import sqlite3
 import time
 from dataclasses import dataclass, field
 
@@ -19,7 +21,9 @@ from appliance.box.runtime import Box
 from appliance.box.switchload import DatapathLoader
 from appliance.kernel.base import KernelError
 from appliance.kernel.devices import Devices
+from appliance.services.dhcp import pool
 from appliance.services.dhcp.kea import KeaControl, KeaError
+from appliance.services.dhcp.leases6 import read_leases
 from appliance.services.dns.control import DnsControl
 from appliance.services.health import record
 from appliance.services.health.heartbeat import HealthMap
@@ -70,8 +74,39 @@ def kea_leases(socket: str) -> Reading:
                      "state": x.state} for x in leases])
 
 
+def dhcp6_leases(store: str) -> Reading:
+    """The addresses dhcpkit handed out (its leasequery store), as rows like Kea's."""
+    try:
+        found = read_leases(store)
+    except (OSError, sqlite3.Error) as e:
+        return Reading(problem=f"cannot read the DHCPv6 leases ({e})")
+    return Reading([{"ip": str(x.ip), "mac": x.mac, "hostname": "", "expires": x.expires, "state": 0}
+                    for x in found])
+
+
 def leases(box: Box) -> Reading:
-    return kea_leases(box.layout.kea.socket)
+    """Kea's leases, then the DHCPv6 ones (static addresses, listed once handed out)."""
+    v4 = kea_leases(box.layout.kea.socket)
+    v6 = dhcp6_leases(box.layout.dhcp6.leases)
+    if not v4.ok:
+        return v4
+    return Reading([*v4.value, *(v6.value if v6.ok else [])])
+
+
+def dhcp_pool(box: Box, got: Reading | None = None) -> Reading:
+    """How full the DHCP pools are (`appliance.services.dhcp.pool.usage`), who got no lease.
+
+    `got`: Kea's leases when the caller read them already.
+    """
+    settings = box.applied_settings()
+    if settings is None:
+        return Reading(problem="nothing applied")
+    got = got if got is not None else leases(box)
+    if not got.ok:
+        return Reading(problem=got.problem)
+    tail = getattr(box.services, "log_tail", None)
+    log_text = tail("dhcp4") if tail else ""
+    return Reading(pool.usage(settings.dhcp.pools, got.value, settings.dhcp.pool_warn_percent, log_text))
 
 
 # ---------------------------------------------------------------- ports and services
@@ -124,12 +159,24 @@ def services(box: Box) -> Reading:
                        restarts_by_watchdog=h.get("restarts", 0))
             if h["state"] != "healthy":
                 row["fallback"] = _FALLBACK.get(spec.name, "") if failsafe == "open" else "none (failsafe: closed)"
+        if spec.name == "dhcp6" and (aside := dhcp6_aside(box.layout.dhcp6.status)):
+            # Not a fault: the modem's RA asks for what the box does not give.
+            row.update(health="stands aside", fallback=aside, last_failure="")
         rows.append(row)
     return Reading(rows)
 
 
 _FALLBACK = {"dns": "the modem answers DNS", "dhcp4": "the modem's DHCP serves the home",
-             "relay": "the DNS server gives real addresses"}
+             "dhcp6": "the modem's DHCPv6 serves the home", "relay": "the DNS server gives real addresses"}
+
+
+def dhcp6_aside(status_file: str) -> str | None:
+    """Why the DHCPv6 server lets the modem serve the home, if it does (its own status file)."""
+    try:
+        with open(status_file) as f:
+            return json.load(f).get("aside")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def health_status(box: Box) -> Reading:

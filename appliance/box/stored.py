@@ -24,7 +24,7 @@ from appliance.box import plan as planner
 from appliance.box.flows import FlowEntry, add_flow_line
 from appliance.box.layout import Layout
 from appliance.box.placement import Placement, place
-from appliance.box.settings import Settings, SettingsError
+from appliance.box.settings import Settings, SettingsError, migrate
 from appliance.kernel.base import Route
 from appliance.kernel.desired import Address, Bridge, BridgePort, Dummy, Namespace, NftTable, RouteEntry, Sysctls, Veth
 from appliance.services.supervisor import ServiceSpec
@@ -72,10 +72,12 @@ def plan_to_data(p: planner.Plan) -> dict:
                    "flows": [{"why": e.why, "flow": e.text} for e in sw.flows],
                    "custom": [add_flow_line(f) for f in sw.custom]},
         "directories": list(p.directories),
-        "files": [{"path": f.path, "content": f.content, "mode": f.mode} for f in p.files],
+        "files": [{"path": f.path, "content": f.content, "mode": f.mode,
+                   "owner": list(f.owner) if f.owner else None} for f in p.files],
         "services": [s.to_json() for s in p.services],
         "run_dir": p.run_dir,
         "runtime": list(p.runtime),
+        "owners": [list(o) for o in p.owners],
     }
 
 
@@ -114,10 +116,12 @@ def plan_from_data(data: dict) -> planner.Plan:
         kernel=tuple(_kernel_from(o) for o in data["kernel"]),
         switch=switch,
         directories=tuple(data["directories"]),
-        files=tuple(planner.ConfigFile(**f) for f in data["files"]),
+        files=tuple(planner.ConfigFile(**{**f, "owner": tuple(f["owner"]) if f.get("owner") else None})
+                    for f in data["files"]),
         services=tuple(ServiceSpec.from_json(s) for s in data["services"]),
         run_dir=data.get("run_dir", ""),
         runtime=tuple(data.get("runtime", ())),
+        owners=tuple(tuple(o) for o in data.get("owners", ())),
     )
 
 
@@ -134,7 +138,7 @@ def loads(text: str, layout: Layout, placement: Placement) -> Applied | None:
     except json.JSONDecodeError:
         return None
     try:
-        settings = Settings.model_validate(data["settings"])
+        settings = Settings.model_validate(migrate(data["settings"]))  # version 1 still boots
         observed = planner.Observed(tuple(tuple(x) for x in data["observed"]["nic_macs"]),
                                     data["observed"].get("gateway_mac"))
         if "plan" in data:

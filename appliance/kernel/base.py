@@ -27,11 +27,16 @@ class Link:
 
 @dataclass(frozen=True)
 class Route:
-    dst: str  # "default" or a CIDR
+    dst: str  # "default" (IPv4, or IPv6 with an IPv6 gateway) or a CIDR; the kernel reports IPv6's as ::/0
     via: str | None = None
     dev: str | None = None
     type: str = "unicast"  # or "local"
     table: str = "main"  # "main", "local" or a number
+
+    @property
+    def family(self) -> int:
+        """4 or 6, from the addresses it names ("default" takes its gateway's)."""
+        return 6 if ":" in self.dst or ":" in (self.via or "") else 4
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,7 @@ class Kernel(Processes, Protocol):
     def del_link(self, ns: str | None, name: str) -> None: ...
 
     # addresses and routes
-    def addresses(self, ns: str | None, name: str) -> list[str]: ...
+    def addresses(self, ns: str | None, name: str, family: int = 4) -> list[str]: ...
     def add_address(self, ns: str | None, name: str, cidr: str) -> None: ...
     def del_address(self, ns: str | None, name: str, cidr: str) -> None: ...
     def routes(self, ns: str | None) -> list[Route]: ...
@@ -102,3 +107,5 @@ class Kernel(Processes, Protocol):
 
     # neighbours
     def arp_probe(self, ns: str | None, ifname: str, ip: str, timeout: float = 1.5) -> str | None: ...
+    def arp_request(self, ns: str | None, ifname: str, sender_ip: str, target_ip: str) -> None: ...
+    def arp_announce(self, ns: str | None, ifname: str, ip: str) -> None: ...

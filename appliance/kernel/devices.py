@@ -31,6 +31,7 @@ class Device:
     peer_elsewhere: bool = False  # a veth whose peer is in another namespace
     rx_bytes: int = 0
     tx_bytes: int = 0
+    carrier_changes: int = 0     # every carrier loss and return counts (a flap between two reads too)
 
 
 class Devices(Protocol):
@@ -62,5 +63,6 @@ def _dump() -> list[Device]:
             peer_elsewhere=kind == "veth" and m.get_attr("IFLA_LINK_NETNSID") is not None,
             rx_bytes=stats.get("rx_bytes", 0),
             tx_bytes=stats.get("tx_bytes", 0),
+            carrier_changes=m.get_attr("IFLA_CARRIER_CHANGES") or 0,
         ))
     return sorted(out, key=lambda d: d.ifindex)

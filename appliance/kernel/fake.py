@@ -142,9 +142,9 @@ class FakeKernel(FakeProcesses):
                 space.links[lname] = replace(link, master=None)
 
     # addresses and routes
-    def addresses(self, ns, name):
+    def addresses(self, ns, name, family=4):
         self._link(ns, name)
-        return sorted(self._get(ns).addrs.get(name, set()))
+        return sorted(a for a in self._get(ns).addrs.get(name, set()) if (":" in a) == (family == 6))
 
     def add_address(self, ns, name, cidr):
         self._record("add_address", ns, name, cidr)
@@ -166,7 +166,7 @@ class FakeKernel(FakeProcesses):
         space = self._get(ns)
         if route.dev:
             self._link(ns, route.dev)
-        if any(r.dst == route.dst and r.table == route.table for r in space.routes):
+        if any(r.dst == route.dst and r.table == route.table and r.family == route.family for r in space.routes):
             raise KernelError(f"route {route.dst}: File exists")
         space.routes.append(route)
 
@@ -209,3 +209,11 @@ class FakeKernel(FakeProcesses):
     def arp_probe(self, ns, ifname, ip, timeout=1.5):
         self._link(ns, ifname)
         return getattr(self, "neighbours", {}).get((ns, ip))
+
+    def arp_request(self, ns, ifname, sender_ip, target_ip):
+        self._link(ns, ifname)
+        self._record("arp_request", ns, ifname, sender_ip, target_ip)
+
+    def arp_announce(self, ns, ifname, ip):
+        self._link(ns, ifname)
+        self._record("arp_announce", ns, ifname, ip)

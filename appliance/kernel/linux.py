@@ -147,12 +147,12 @@ class LinuxKernel(LinuxProcesses):
                 ip.link("del", index=idx[0])
 
     # -- addresses and routes ----------------------------------------------
-    def addresses(self, ns, name) -> list[str]:
+    def addresses(self, ns, name, family=4) -> list[str]:
         with self._ip(ns) as ip:
             idx = self._index(ip, ns, name)
             return sorted(
                 f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
-                for a in ip.get_addr(index=idx, family=socket.AF_INET)
+                for a in ip.get_addr(index=idx, family=socket.AF_INET6 if family == 6 else socket.AF_INET)
             )
 
     def add_address(self, ns, name, cidr) -> None:
@@ -169,12 +169,13 @@ class LinuxKernel(LinuxProcesses):
         out = []
         with self._ip(ns) as ip:
             names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ip.get_links()}
-            for r in ip.get_routes(family=socket.AF_INET):
-                if r["proto"] == 2:
-                    continue  # made by the kernel from an address: not ours to manage
+            routes = [*ip.get_routes(family=socket.AF_INET), *ip.get_routes(family=socket.AF_INET6)]
+            for r in routes:
+                if r["proto"] in (2, 9):
+                    continue  # made by the kernel from an address, or learnt from an RA: not ours
                 table = r.get_attr("RTA_TABLE") or r["table"]
                 dst = r.get_attr("RTA_DST")
-                dst = f"{dst}/{r['dst_len']}" if dst else "default"
+                dst = f"{dst}/{r['dst_len']}" if dst else "default" if r["family"] == socket.AF_INET else "::/0"
                 oif = r.get_attr("RTA_OIF")
                 out.append(Route(
                     dst=dst,
@@ -186,7 +187,10 @@ class LinuxKernel(LinuxProcesses):
         return out
 
     def _route_kw(self, ip: IPRoute, ns, route: Route) -> dict:
-        kw: dict = {"dst": route.dst if route.dst != "default" else "0.0.0.0/0"}
+        default = "::/0" if route.family == 6 else "0.0.0.0/0"
+        kw: dict = {"dst": route.dst if route.dst != "default" else default}
+        if route.family == 6:
+            kw["family"] = socket.AF_INET6
         if route.via:
             kw["gateway"] = route.via
         if route.dev:
@@ -253,3 +257,21 @@ class LinuxKernel(LinuxProcesses):
         res = subprocess.run(_in_ns(ns, [sys.executable, "-m", "appliance.kernel.arp", ifname, ip, str(timeout)]),
                              capture_output=True, text=True, timeout=timeout + 10)
         return res.stdout.strip() or None if res.returncode == 0 else None
+
+    def arp_request(self, ns, ifname, sender_ip, target_ip) -> None:
+        from appliance.kernel import arp
+
+        require_netns(ns)
+        try:
+            arp.request(ns, ifname, sender_ip, target_ip)
+        except OSError as e:
+            raise KernelError(f"netns {ns or '(own)'}: ARP request on {ifname}: {e}") from e
+
+    def arp_announce(self, ns, ifname, ip) -> None:
+        from appliance.kernel import arp
+
+        require_netns(ns)
+        try:
+            arp.announce(ns, ifname, ip)
+        except OSError as e:
+            raise KernelError(f"netns {ns or '(own)'}: gratuitous ARP on {ifname}: {e}") from e

@@ -64,6 +64,16 @@ def _env(env: dict[str, str] | None) -> dict[str, str] | None:
     return {**os.environ, **env} if env else None
 
 
+def start_helper(argv: Sequence[str], pass_fds: Sequence[int] = ()) -> subprocess.Popen:
+    """Start a helper program of this process (same namespace, same session),
+    handing it the descriptors `pass_fds`; the caller owns the child (wait,
+    poll, kill) and is told of its end by the descriptors it shares with it."""
+    try:
+        return subprocess.Popen(list(argv), pass_fds=tuple(pass_fds))
+    except OSError as e:
+        raise KernelError(f"start {argv[0]}: {e}") from e
+
+
 class LinuxProcesses:
     def __init__(self) -> None:
         # Children started here, so `alive` and `wait` see their exit (and reap them).

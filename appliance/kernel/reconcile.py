@@ -2,14 +2,17 @@
 
 `reconcile(kernel, objects)` walks the objects in dependency order
 (namespaces and their namespace-wide sysctls, bridges and dummies, veths,
-bridge ports, per-link sysctls, then links up, addresses, routes,
-nftables), compares each with what the kernel reports, and returns the list
+bridge ports, per-link sysctls, then links up, nftables, addresses,
+routes), compares each with what the kernel reports, and returns the list
 of changes it made; a second run with the same objects returns [] and makes
 no mutating call. `remove` undoes objects in reverse order.
 
 Links come up only after every sysctl is in place: a link that comes up
 before its `disable_ipv6` would already have sent IPv6 DAD and router
-solicitations, which an invisible box must never do.
+solicitations, which an invisible box must never do. nftables tables come
+before addresses (a rule names addresses and links by value, never needs
+them to exist): a table that drops what a new address would send (vproxy's
+MLD report for its link-local address) holds before the address is added.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from appliance.kernel.desired import (
 )
 
 _ORDER = (Namespace, "namespace sysctls", Bridge, Dummy, Veth, BridgePort, Sysctls, "links up",
-          Address, RouteEntry, NftTable)
+          NftTable, Address, RouteEntry)
 _RANK = {k: i for i, k in enumerate(_ORDER)}
 _PER_LINK = re.compile(r"\.conf\.(?!all\.|default\.)[^.]+\.")
 Progress = Callable[[str], None]
@@ -80,6 +83,10 @@ def _ensure_link_props(v: _View, ns, name, mac, master, changes, what):
     v.forget(ns)
 
 
+def _family(cidr: str) -> int:
+    return 6 if ":" in cidr else 4
+
+
 def _same_route(want, have) -> bool:
     # The kernel always reports the output device; a plan may leave it to the kernel.
     return (want.dst, want.via, want.type, want.table) == (have.dst, have.via, have.type, have.table) \
@@ -127,7 +134,7 @@ def _apply_one(v: _View, obj: Object, changes: list[str]) -> None:
             raise KernelError(f"{obj.key()}: there is no link named {obj.name} in {obj.ns or 'this namespace'}")
         _ensure_link_props(v, obj.ns, obj.name, obj.mac, obj.master, changes, obj.key())
     elif isinstance(obj, Address):
-        if obj.cidr not in k.addresses(obj.ns, obj.dev):
+        if obj.cidr not in k.addresses(obj.ns, obj.dev, _family(obj.cidr)):
             k.add_address(obj.ns, obj.dev, obj.cidr)
             changes.append(f"+ {obj.key()}")
     elif isinstance(obj, RouteEntry):
@@ -188,7 +195,7 @@ def remove(kernel: Kernel, objects: Iterable[Object]) -> list[str]:
                 changes.append(f"- {obj.key()}")
         elif isinstance(obj, Address):
             names = {l.name for l in kernel.links(obj.ns)}
-            if obj.dev in names and obj.cidr in kernel.addresses(obj.ns, obj.dev):
+            if obj.dev in names and obj.cidr in kernel.addresses(obj.ns, obj.dev, _family(obj.cidr)):
                 kernel.del_address(obj.ns, obj.dev, obj.cidr)
                 changes.append(f"- {obj.key()}")
         elif isinstance(obj, RouteEntry):

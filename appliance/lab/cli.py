@@ -14,6 +14,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--prefix", default="lab", help="prefix of every namespace name (default: lab)")
     parser.add_argument("--clients", type=int, default=3, help="number of client namespaces (default: 3)")
     parser.add_argument("--json", action="store_true", help="status as JSON")
+    parser.add_argument("-6", "--ipv6", action="store_true",
+                        help="for dhcp: stateless DHCPv6 (dhclient -6 -S) instead of DHCPv4")
 
 
 def run(opts, out=print) -> int:
@@ -45,6 +47,10 @@ def run(opts, out=print) -> int:
         names = spec.client_names if not opts["client"] else [
             opts["client"] if opts["client"].startswith(spec.prefix + "-") else spec.client(int(opts["client"]))]
         for c in names:
+            if opts.get("ipv6"):
+                lease = lab.dhcp6(c)
+                out(f"{c}: dns {' '.join(lease.dns)} from DHCPv6 server {lease.server_identifier}")
+                continue
             lease = lab.dhcp(c)
             out(f"{c}: {lease.address} from {lease.server_identifier} router {' '.join(lease.routers)} "
                 f"dns {' '.join(lease.dns)}")

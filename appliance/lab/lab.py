@@ -68,6 +68,24 @@ exit 0
 """
 
 
+# The same for `dhclient -6 -S` (stateless: DNS and search domains only; the
+# address comes from SLAAC). It keeps the IPv4 nameservers and adds IPv6's.
+_DHCLIENT6_SCRIPT = """#!/bin/sh
+case "$reason" in
+PREINIT6)
+    ip link set dev "$interface" up ;;
+INFORM6|BOUND6|RENEW6|REBIND6|REBOOT6)
+    grep -v '^nameserver .*:' /etc/resolv.conf > /etc/resolv.conf.v4 2>/dev/null
+    cat /etc/resolv.conf.v4 > /etc/resolv.conf; rm -f /etc/resolv.conf.v4
+    for d in $new_dhcp6_name_servers; do echo "nameserver $d" >> /etc/resolv.conf; done
+    env | grep -E '^(reason|interface|new_[a-z0-9_]+)=' | sort > "{lease_env}" ;;
+EXPIRE6|RELEASE6|STOP6)
+    rm -f "{lease_env}" ;;
+esac
+exit 0
+"""
+
+
 @dataclass
 class ClientLease:
     client: str
@@ -221,7 +239,7 @@ class Lab:
             if self.kernel.alive(p["pid"]):
                 self.kernel.stop(p["pid"], group=True)
                 changes.append(f"- process {p['pid']}")
-        for f in self.rundir.glob("*.dhclient.pid"):
+        for f in self.rundir.glob("*.dhclient*.pid"):
             text = f.read_text().strip()
             if text.isdigit() and self.kernel.alive(int(text)):
                 self.kernel.stop(int(text))
@@ -259,7 +277,8 @@ class Lab:
         clients = {}
         for c in self.spec.client_names:
             if c in present:
-                clients[c] = self.kernel.addresses(c, "eth0")
+                clients[c] = self.kernel.addresses(c, "eth0") + [
+                    a for a in self.kernel.addresses(c, "eth0", family=6) if not a.startswith("fe80:")]
         wanted = {p.name for p in self.spec.processes(str(self.rundir))}
         return {
             "prefix": self.spec.prefix,
@@ -297,8 +316,44 @@ class Lab:
             raise RuntimeError(f"dhclient in {client} got no lease:\n{res.stderr[-2000:]}")
         return read_lease(client, lease_env)
 
-    def release(self, client: str) -> None:
-        pidfile = self.rundir / f"{client}.dhclient.pid"
+    def slaac(self, client: str, timeout: float = 15) -> str:
+        """Wait until a client holds a usable (DAD done) global address from the RAs
+        and a default route; returns the address. SLAAC is the kernel's own."""
+        deadline = time.monotonic() + timeout
+        while True:
+            addrs = self.run(client, ["ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global",
+                                      "-tentative"]).stdout.split()
+            route = self.run(client, ["ip", "-6", "route", "show", "default"]).stdout
+            if "inet6" in addrs and route.strip():
+                return addrs[addrs.index("inet6") + 1].split("/")[0]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{client} has no SLAAC address and default route after {timeout:g}s: "
+                                   f"{' '.join(addrs) or 'no address'}; {route.strip() or 'no route'}")
+            time.sleep(0.1)
+
+    def dhcp6(self, client: str, timeout: float = 20) -> ClientLease:
+        """Run `dhclient -6 -S` (stateless DHCPv6: DNS, search domain) once in a client;
+        its address stays SLAAC's. The lease's `dns` is what DHCPv6 gave."""
+        self.rundir.mkdir(parents=True, exist_ok=True)
+        lease_env = self.rundir / f"{client}.lease6.env"
+        lease_env.unlink(missing_ok=True)
+        script = self.rundir / f"{client}.dhclient6-script"
+        script.write_text(_DHCLIENT6_SCRIPT.replace("{lease_env}", str(lease_env)))
+        script.chmod(0o755)
+        pidfile = self.rundir / f"{client}.dhclient6.pid"
+        self.release(client, ipv6=True)
+        res = self.run(client, ["dhclient", "-6", "-S", "-1", "-v", "-sf", str(script),
+                                "-lf", str(self.rundir / f"{client}.leases6"), "-pf", str(pidfile),
+                                "eth0"], timeout=timeout)
+        if res.returncode != 0 or not lease_env.exists():
+            raise RuntimeError(f"dhclient -6 -S in {client} got no answer:\n{res.stderr[-2000:]}")
+        lease = read_lease(client, lease_env)
+        lease.dns = lease.raw.get("new_dhcp6_name_servers", "").split()
+        lease.server_identifier = lease.raw.get("new_dhcp6_server_id", "")
+        return lease
+
+    def release(self, client: str, ipv6: bool = False) -> None:
+        pidfile = self.rundir / f"{client}.dhclient{'6' if ipv6 else ''}.pid"
         if pidfile.exists():
             text = pidfile.read_text().strip()
             if text.isdigit() and self.kernel.alive(int(text)):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CHUNK = hashlib.sha256(b"lab").digest() * 2048  # 64 KiB, the same in every run
@@ -28,7 +29,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/health":
             return self._send(b"ok\n", "text/plain")
         if self.path == "/whoami":
-            return self._send(f"{self.client_address[0]}\n".encode(), "text/plain")
+            peer = self.client_address[0].removeprefix("::ffff:")  # IPv4 on the dual-stack socket
+            return self._send(f"{peer}\n".encode(), "text/plain")
         if self.path.startswith("/bytes/"):
             try:
                 n = int(self.path.split("/")[2])
@@ -59,10 +61,28 @@ class Handler(BaseHTTPRequestHandler):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--port", type=int, default=80)
-    ap.add_argument("--bind", default="0.0.0.0")
+    ap.add_argument("--bind", default=None, help="default: IPv4 and IPv6 where the namespace has IPv6")
     args = ap.parse_args(argv)
+    server_for(args.bind, args.port).serve_forever()
+
+
+class _DualStackServer(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+    daemon_threads = True
+
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+def server_for(bind: str | None, port: int) -> ThreadingHTTPServer:
+    if bind is None:
+        try:
+            return _DualStackServer(("::", port), Handler)
+        except OSError:  # IPv6 off in this namespace (the relay's lab)
+            bind = "0.0.0.0"
     ThreadingHTTPServer.daemon_threads = True
-    ThreadingHTTPServer((args.bind, args.port), Handler).serve_forever()
+    return ThreadingHTTPServer((bind, port), Handler)
 
 
 if __name__ == "__main__":

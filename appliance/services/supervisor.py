@@ -40,6 +40,7 @@ from typing import Callable
 from appliance.kernel.base import KernelError, Processes
 from appliance.kernel.process import LinuxProcesses
 from appliance.services.health.probes import Probe, ProbeResult, check
+from appliance.services.identity import Identity
 
 RUNNING, BACKOFF, FAILED, STOPPED, STARTING = "running", "backoff", "failed", "stopped", "starting"
 STDERR_TAIL = 2048
@@ -71,6 +72,10 @@ class ServiceSpec:
     ready_timeout: float = 15.0
     # The service says WATCHDOG=1 (sd_notify) at least this often, or it is killed (0: never asked).
     watchdog_sec: float = 0.0
+    # Its own unprivileged user and capabilities (None: root, for what must enter namespaces).
+    identity: Identity | None = None
+    # The only paths it may write (systemd: ProtectSystem=strict with these ReadWritePaths=).
+    writable: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
@@ -92,6 +97,8 @@ class ServiceSpec:
         data["env"] = tuple(tuple(p) for p in data.get("env", ()))
         data["ready"] = tuple(data.get("ready", ()))
         data["probe"] = Probe.from_json(data.get("probe"))
+        data["identity"] = Identity.from_json(data.get("identity"))
+        data["writable"] = tuple(data.get("writable", ()))
         return cls(**data)
 
     def systemd_unit(self, description: str | None = None) -> str:
@@ -115,9 +122,32 @@ class ServiceSpec:
             lines.append(f"WorkingDirectory={self.cwd}")
         if self.watchdog_sec:
             lines += [f"WatchdogSec={self.watchdog_sec:g}", "NotifyAccess=main"]
+        lines += self._sandbox()
         lines += ["Restart=always", f"RestartSec={self.backoff_initial:g}",
                   "", "[Install]", "WantedBy=multi-user.target", ""]
         return "\n".join(lines)
+
+
+    def _sandbox(self) -> list[str]:
+        # Every service: no privilege gained by exec, a read-only system but
+        # for its own paths, its own /tmp, no home directories.
+        lines = ["NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "ProtectHome=yes",
+                 "LimitNOFILE=65536"]
+        if self.writable:
+            # "-": a path the service makes itself later is no reason not to start.
+            lines.append("ReadWritePaths=" + " ".join("-" + _systemd_quote(p) for p in self.writable))
+        ident = self.identity
+        if ident is not None:
+            caps = " ".join(ident.capabilities)
+            lines += [f"User={ident.user}", f"Group={ident.group}",
+                      f"CapabilityBoundingSet={caps}", f"AmbientCapabilities={caps}",
+                      # The usual system calls of a service; no mount, module, reboot, swap, ptrace...
+                      "SystemCallFilter=@system-service", "SystemCallFilter=bpf",
+                      "SystemCallErrorNumber=EPERM", "SystemCallArchitectures=native",
+                      "ProtectKernelModules=yes", "ProtectKernelLogs=yes", "ProtectControlGroups=yes",
+                      "ProtectClock=yes", "RestrictSUIDSGID=yes", "LockPersonality=yes",
+                      "RestrictRealtime=yes", "RestrictNamespaces=yes"]
+        return lines
 
 
 def _systemd_quote(arg: str) -> str:
@@ -245,6 +275,10 @@ class Supervisor:
     def last_log_line(self, name: str) -> str:
         return last_log_line(_tail(self.log_path(name))) or last_log_line(self.status(name).last_error)
 
+    def log_tail(self, name: str, size: int = 65536) -> str:
+        """The end of the service's output (what it logged last)."""
+        return _tail(self.log_path(name), size)
+
     def kill(self, name: str, grace: float = 1.0) -> bool:
         """End the service hard, for its monitor to start it again; False if it was not running.
 
@@ -317,7 +351,7 @@ def wait_ready(spec: ServiceSpec, deadline: float, status, processes: Processes,
         return None
     while True:
         res = prober(spec.probe)
-        if res.ok:
+        if res.ok or res.aside:
             return None
         if time.monotonic() >= deadline:
             return f"{spec.probe.describe()}: {res.detail}"
@@ -369,7 +403,10 @@ class _Monitor:
         env = dict(self.spec.env)
         if self.notify is not None:
             env["NOTIFY_SOCKET"] = str(self.sup.notify_path(self.spec.name))
-        self.pid = self.processes.spawn(self.spec.netns, self.spec.argv, log=str(log),
+        argv = self.spec.argv
+        if self.spec.identity is not None and os.geteuid() == 0:
+            argv = self.spec.identity.setpriv(argv)  # as systemd's User= and AmbientCapabilities=
+        self.pid = self.processes.spawn(self.spec.netns, argv, log=str(log),
                                         env=env, cwd=self.spec.cwd)
 
     def open_notify(self) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from appliance import durable
 from appliance.kernel.base import Completed, Processes
 from appliance.kernel.process import LinuxProcesses
 from appliance.services.supervisor import (
@@ -88,9 +89,7 @@ class SystemdUnits:
         if old == text and active:
             return "unchanged"
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        durable.write_atomic(str(path), text)
         self._check(self.systemctl("daemon-reload"), "daemon-reload")
         # reset-failed: a unit that hit its start limit before may start again.
         self.systemctl("reset-failed", unit_name(spec.name))
@@ -106,6 +105,12 @@ class SystemdUnits:
     def last_log_line(self, name: str) -> str:
         res = self.processes.run(None, ["journalctl", "-u", unit_name(name), "-n", "5", "-o", "cat", "--no-pager"])
         return last_log_line(res.stdout) if res.returncode == 0 else ""
+
+    def log_tail(self, name: str, lines: int = 500) -> str:
+        """The end of the unit's journal (the service's own lines, its own time stamps)."""
+        res = self.processes.run(None, ["journalctl", "-u", unit_name(name), "-n", str(lines), "-o", "cat",
+                                        "--no-pager"])
+        return res.stdout if res.returncode == 0 else ""
 
     def kill(self, name: str, grace: float = 1.0) -> bool:
         """End the service hard (a stopped or hung one too); `Restart=always` starts it again."""

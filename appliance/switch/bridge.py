@@ -26,6 +26,7 @@ from pathlib import Path
 
 from . import flows as FL
 from .flows import Flow, FlowTable
+from .normal import MacTable
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.@+-]{1,15}")
 
@@ -48,6 +49,7 @@ class Bridge:
     name: str
     ports: dict[str, int] = field(default_factory=dict)
     flows: FlowTable = field(default_factory=FlowTable)
+    macs: MacTable = field(default_factory=MacTable)
 
     @property
     def port_map(self) -> dict[str, int]:
@@ -85,6 +87,19 @@ class Bridge:
         self.ports[name] = number
         return number
 
+    def renumber(self, name: str, number: int) -> None:
+        """ofport_request=N for a port that exists (`set Interface P ofport_request=N`)."""
+        if name not in self.ports:
+            raise BridgeError(f"bridge {self.name} has no port named {name}")
+        if self.ports[name] == number:
+            return
+        if not 1 <= number < FL.OFPP_MAX:
+            raise BridgeError(f"ofport_request={number}: must be 1..{FL.OFPP_MAX - 1}")
+        other = next((k for k, v in self.ports.items() if v == number), None)
+        if other is not None:
+            raise BridgeError(f"ofport_request={number} is already port {other}")
+        self.ports[name] = number
+
     def del_port(self, name: str, if_exists: bool = False) -> None:
         if name not in self.ports:
             if if_exists:
@@ -97,6 +112,7 @@ class Bridge:
         return {
             "ports": dict(sorted(self.ports.items(), key=lambda kv: kv[1])),
             "flows": [f.to_ofctl(names) for f in self.flows],
+            **({"macs": self.macs.to_json()} if self.macs.entries else {}),
         }
 
     @classmethod
@@ -106,6 +122,7 @@ class Bridge:
         # Line numbers of the stored list would mislead lint: drop them.
         flows = parse_flows("\n".join(data.get("flows", [])), br.port_map)
         br.flows = FlowTable(replace(f, line=None) for f in flows)
+        br.macs = MacTable.from_json(data.get("macs", []))
         return br
 
 

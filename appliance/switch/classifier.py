@@ -17,10 +17,17 @@ Rules, as OpenFlow and Open vSwitch have them:
   `IN_PORT` is the way to send it back. `FLOOD`/`ALL` expand to every
   bridge port but the input port (needs `bridge`; without one they stay
   as the symbolic OFPP_FLOOD/OFPP_ALL output).
-- `NORMAL` and `CONTROLLER` are recorded as outputs with their reserved
-  port numbers (OFPP_NORMAL, OFPP_CONTROLLER) in sequence, and flagged in
-  `normal`/`controller`; the L2 switching NORMAL does is not modelled here
-  (the datapath hands the frame to a Linux bridge).
+- Outputs to ports that are not on the bridge are skipped (recorded in
+  `nonexistent`), as OVS's "Nonexistent output port".
+- `NORMAL` is the L2 learning switch of `normal.py` (flood when the
+  destination is unknown, the learned port otherwise), over the bridge's
+  MAC table; without a bridge it stays the symbolic OFPP_NORMAL output.
+  `CONTROLLER` is recorded as an output to OFPP_CONTROLLER.
+- `set_field` (and the mod_* actions) change a field only when the packet
+  has it (its prerequisites hold), as OVS does; `push_vlan` makes the old
+  tag the inner one (`vlan_tci1`) and a new outer tag with VID 0, PCP 0.
+- `learn` builds its flow (in `learned`); the table changes only with
+  `generate`, as `ofproto/trace -generate` (a plain trace has no side effects).
 - Header rewrites apply in order and are seen by later lookups
   (`resubmit`). `resubmit(PORT,T)` uses in_port=PORT for that one lookup
   only: the flow's actions (output skipping, IN_PORT, FLOOD, later
@@ -40,7 +47,9 @@ from typing import TYPE_CHECKING
 from . import fields as F
 from . import flows as FL
 from .flows import Flow, FlowTable
+from .normal import decide
 from .packet import Packet
+from .subfield import packet_has, write
 
 if TYPE_CHECKING:
     from .bridge import Bridge
@@ -78,6 +87,12 @@ class ClassifyResult:
     normal: bool = False
     controller: bool = False
     truncated: bool = False  # resubmit recursion limit hit
+    stopped: bool = False    # dec_ttl at TTL 1 ended the flow's actions
+    exited: bool = False     # the exit action ended the pipeline
+    nonexistent: list[int] = field(default_factory=list)  # outputs to ports not on the bridge
+    learned: list[Flow] = field(default_factory=list)     # flows learn() built
+    # index in `actions` -> what OVS's trace says under that action
+    notes: dict[int, str] = field(default_factory=dict)
 
     @property
     def flows(self) -> list[Flow | None]:
@@ -161,24 +176,56 @@ def classifier_for(table: FlowTable) -> Classifier:
 
 
 def classify(table: FlowTable, packet: Packet, bridge: "Bridge | None" = None,
-             start_table: int = 0) -> ClassifyResult:
-    """Run `packet` through `table` from `start_table`."""
+             start_table: int = 0, generate: bool = False) -> ClassifyResult:
+    """Run `packet` through `table` from `start_table`.
+
+    `generate` allows side effects, as `ofproto/trace -generate` and real
+    traffic have them: NORMAL learns the source MAC into the bridge's MAC
+    table and `learn` adds its flow to `table`.
+    """
     cls = classifier_for(table)
     res = ClassifyResult()
-    flood_ports = None
-    if bridge is not None:
-        flood_ports = sorted(bridge.ports.values()) + [FL.OFPP_LOCAL]
+    ctx = _Ctx(cls, table, res, bridge, generate)
     state = [packet]
-    _run(cls, start_table, state, res, flood_ports, 0)
+    _run(ctx, start_table, state, 0)
     res.packet = state[0]
     return res
 
 
-def _run(cls: Classifier, table: int, state: list[Packet], res: ClassifyResult,
-         flood_ports: list[int] | None, depth: int, lookup_port: int | None = None) -> None:
+class _Ctx:
+    __slots__ = ("cls", "table", "res", "bridge", "generate", "flood_ports", "known")
+
+    def __init__(self, cls, table, res, bridge, generate):
+        self.cls, self.table, self.res, self.bridge, self.generate = cls, table, res, bridge, generate
+        self.flood_ports = None
+        self.known = None
+        if bridge is not None:
+            self.flood_ports = sorted(bridge.ports.values()) + [FL.OFPP_LOCAL]
+            self.known = set(self.flood_ports)
+
+
+def _note(res: ClassifyResult, text: str) -> None:
+    res.notes[len(res.actions) - 1] = text
+
+
+def _out(ctx: _Ctx, port: int, pkt: Packet, in_port: int) -> None:
+    res = ctx.res
+    if port == in_port:
+        res.skipped.append(port)
+        _note(res, ">> skipping output to input port")
+    elif ctx.known is not None and port not in ctx.known:
+        res.nonexistent.append(port)
+        _note(res, ">> Nonexistent output port")
+    else:
+        res.outputs.append(OutputEvent(port, pkt))
+
+
+def _run(ctx: _Ctx, table: int, state: list[Packet], depth: int,
+         lookup_port: int | None = None) -> None:
+    res = ctx.res
     pkt = state[0]
     looked = pkt if lookup_port is None else pkt.replace(in_port=lookup_port)
-    flow = cls.lookup(table, looked.fields)
+    flow = ctx.cls.lookup(table, looked.fields)
     res.lookups.append(TableLookup(table, flow, looked, depth, pkt.fields.get("in_port", 0)))
     if flow is None:
         return
@@ -189,40 +236,40 @@ def _run(cls: Classifier, table: int, state: list[Packet], res: ClassifyResult,
         pkt = state[0]
         in_port = pkt.fields.get("in_port", 0)
         if t is FL.Output:
-            if act.port == in_port:
-                res.skipped.append(act.port)
-            else:
-                outputs.append(OutputEvent(act.port, pkt))
+            _out(ctx, act.port, pkt, in_port)
         elif t is FL.SetField:
-            state[0] = pkt.replace(**{act.field: act.value})
+            if packet_has(act.field, pkt.fields):
+                f = dict(pkt.fields)
+                write(f, act.field, act.value, act.mask)
+                state[0] = _changed(pkt, f)
+            else:
+                _note(res, f">> unmet prerequisites for {act.field}, set_field ignored")
         elif t is FL.Normal:
             res.normal = True
-            outputs.append(OutputEvent(FL.OFPP_NORMAL, pkt))
+            _normal(ctx, pkt)
         elif t is FL.Resubmit or t is FL.GotoTable:
             if depth + 1 >= MAX_RESUBMIT_DEPTH:
                 res.truncated = True
                 return
-            if t is FL.GotoTable:
-                _run(cls, act.table, state, res, flood_ports, depth + 1)
-                continue
-            target = table if act.table is None else act.table
-            _run(cls, target, state, res, flood_ports, depth + 1, act.port)
-            if res.truncated:
+            target = act.table if t is FL.GotoTable else table if act.table is None else act.table
+            _run(ctx, target, state, depth + 1, None if t is FL.GotoTable else act.port)
+            if res.truncated or res.exited:
                 return
         elif t is FL.Flood or t is FL.All:
-            if flood_ports is None:
+            if ctx.flood_ports is None:
                 outputs.append(OutputEvent(FL.OFPP_FLOOD if t is FL.Flood else FL.OFPP_ALL, pkt))
             else:
-                for p in flood_ports:
+                for p in ctx.flood_ports:
                     if p != in_port:
                         outputs.append(OutputEvent(p, pkt))
         elif t is FL.InPort:
-            outputs.append(OutputEvent(in_port, pkt))
-        elif t is FL.Local:
-            if in_port == FL.OFPP_LOCAL:
-                res.skipped.append(FL.OFPP_LOCAL)
+            if ctx.known is not None and in_port not in ctx.known:
+                res.nonexistent.append(in_port)
+                _note(res, ">> Nonexistent output port")
             else:
-                outputs.append(OutputEvent(FL.OFPP_LOCAL, pkt))
+                outputs.append(OutputEvent(in_port, pkt))
+        elif t is FL.Local:
+            _out(ctx, FL.OFPP_LOCAL, pkt, in_port)
         elif t is FL.Controller:
             res.controller = True
             outputs.append(OutputEvent(FL.OFPP_CONTROLLER, pkt))
@@ -233,8 +280,91 @@ def _run(cls: Classifier, table: int, state: list[Packet], res: ClassifyResult,
             else:
                 tci = F.VLAN_CFI | act.vid
             state[0] = pkt.replace(vlan_tci=tci)
+        elif t is FL.ModVlanPcp:
+            tci = pkt.fields.get("vlan_tci", 0)
+            tci = (tci & ~F.VLAN_PCP_MASK & 0xFFFF) | F.VLAN_CFI | (act.pcp << 13)
+            state[0] = pkt.replace(vlan_tci=tci)
+        elif t is FL.PushVlan:
+            state[0] = pkt.replace(vlan_tci=F.VLAN_CFI, vlan_tci1=pkt.fields.get("vlan_tci", 0))
         elif t is FL.StripVlan:
-            if pkt.fields.get("vlan_tci", 0):
-                state[0] = pkt.replace(vlan_tci=0)
+            if pkt.fields.get("vlan_tci", 0) & F.VLAN_CFI:
+                state[0] = pkt.replace(vlan_tci=pkt.fields.get("vlan_tci1", 0), vlan_tci1=0)
+        elif t is FL.Load or t is FL.Move:
+            f = dict(pkt.fields)
+            value = act.value if t is FL.Load else act.src.get(f)
+            act.dst.put(f, value)
+            state[0] = _changed(pkt, f)
+        elif t is FL.DecTtl:
+            if pkt.fields.get("dl_type") in (F.ETH_TYPE_IP, F.ETH_TYPE_IPV6):
+                ttl = pkt.fields.get("nw_ttl", 0)
+                if ttl <= 1:
+                    _note(res, ">> TTL exceeded: the packet goes no further in this flow")
+                    res.stopped = True
+                    return
+                state[0] = pkt.replace(nw_ttl=ttl - 1)
+        elif t is FL.OutputField:
+            port = act.src.get(pkt.fields)
+            _note(res, f"-> output port is {port}")
+            _out(ctx, port, pkt, in_port)
+        elif t is FL.Exit:
+            res.exited = True
+            return
+        elif t is FL.Note:
+            pass
+        elif t is FL.Learn:
+            learned = learned_flow(act, pkt.fields)
+            res.learned.append(learned)
+            if ctx.generate:
+                ctx.table.add(learned)
+                ctx.cls = classifier_for(ctx.table)
         else:  # pragma: no cover - the parser produces no other action
             raise TypeError(f"unknown action {act!r}")
+
+
+def _changed(pkt: Packet, f: dict[str, int]) -> Packet:
+    changes = {k: v for k, v in f.items() if pkt.fields.get(k, 0) != v}
+    return pkt.replace(**changes) if changes else pkt
+
+
+def _normal(ctx: _Ctx, pkt: Packet) -> None:
+    res = ctx.res
+    macs = getattr(ctx.bridge, "macs", None)
+    if macs is None:
+        # No bridge, or one without a MAC table (the box's datapath, whose
+        # NORMAL is the Linux bridge joining its ports): the symbolic output.
+        res.outputs.append(OutputEvent(FL.OFPP_NORMAL, pkt))
+        return
+    d = decide(macs, pkt.fields, ctx.flood_ports, ctx.generate)
+    _note(res, d.note)
+    for p in d.ports:
+        res.outputs.append(OutputEvent(p, pkt))
+
+
+def learned_flow(act: FL.Learn, fields: dict[str, int]) -> Flow:
+    """The flow `learn` adds for a packet with these fields."""
+    values: dict[str, int] = {}
+    masks: dict[str, int] = {}
+    actions: list[FL.Action] = []
+    for spec in act.specs:
+        if spec.kind == "match":
+            v = spec.value if spec.src is None else spec.src.get(fields)
+            probe: dict[str, int] = {}
+            spec.dst.put(probe, v)
+            mprobe: dict[str, int] = {}
+            spec.dst.put(mprobe, -1)
+            for name, m in mprobe.items():
+                m &= F.FIELD_BY_NAME[name].full_mask
+                if name == "vlan_tci" and spec.dst.name in ("vlan_pcp", "dl_vlan_pcp", "dl_vlan"):
+                    m |= F.VLAN_CFI
+                masks[name] = masks.get(name, 0) | m
+                values[name] = (values.get(name, 0) & ~m) | (probe.get(name, 0) & m)
+        elif spec.kind == "load":
+            v = spec.value if spec.src is None else spec.src.get(fields)
+            actions.append(FL.Load(spec.dst, v))
+        else:
+            port = spec.src.get(fields)
+            actions.append(FL.Output(port) if port not in FL.RESERVED_NAMES
+                           else FL.InPort() if port == FL.OFPP_IN_PORT else FL.Local())
+    return Flow(match=FL.Match(values, masks), actions=tuple(actions), table=act.table,
+                priority=act.priority, cookie=act.cookie, idle_timeout=act.idle_timeout,
+                hard_timeout=act.hard_timeout)

@@ -28,16 +28,18 @@ is the apply's job.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, TextIO
 
+from . import vsctl
 from .bridge import BridgeError, BridgeStore
 from .datapath import hooks
 from .datapath.events import monitor as run_monitor
 from .flows import FlowTable
 from .lint import format_findings, lint
 from .packet import PacketError
-from .parser import FlowSyntaxError, parse_del_match, parse_flow, parse_flows
+from .parser import FlowSyntaxError, parse_filter, parse_flow, parse_flows
 from .trace import format_trace, trace
 
 
@@ -66,76 +68,14 @@ def _need(args: list[str], n: int, usage: str) -> None:
 
 
 def run_vsctl(argv: list[str], out: TextIO = sys.stdout, state_dir: Path | str | None = None) -> int:
-    if not argv:
-        raise CliError("usage: vsctl add-br|del-br|list-br|add-port|del-port|list-ports|show ...")
-    flags = {a for a in argv if a.startswith("--") and a != "--"}
-    args = [a for a in argv if a not in flags]
-    cmd, rest = args[0], args[1:]
     store = BridgeStore(state_dir)
     try:
-        if cmd == "add-br":
-            _need(rest, 1, "vsctl add-br BRIDGE")
-            store.add_br(rest[0], may_exist="--may-exist" in flags)
-        elif cmd == "del-br":
-            _need(rest, 1, "vsctl del-br BRIDGE")
-            store.del_br(rest[0], if_exists="--if-exists" in flags)
-        elif cmd == "list-br":
-            for name in sorted(store.bridges):
-                out.write(name + "\n")
-            return 0
-        elif cmd == "add-port":
-            _need(rest, 2, "vsctl add-port BRIDGE PORT [ofport_request=N]")
-            br, port = rest[0], rest[1]
-            ofport = _ofport_request(port, rest[2:])
-            store.add_port(br, port, ofport, may_exist="--may-exist" in flags)
-        elif cmd == "del-port":
-            _need(rest, 1, "vsctl del-port [BRIDGE] PORT")
-            if len(rest) >= 2:
-                store.get(rest[0]).del_port(rest[1], if_exists="--if-exists" in flags)
-            else:
-                try:
-                    b = store.port_to_bridge(rest[0])
-                except BridgeError:
-                    if "--if-exists" in flags:
-                        return 0
-                    raise
-                b.del_port(rest[0])
-        elif cmd == "list-ports":
-            _need(rest, 1, "vsctl list-ports BRIDGE")
-            for name in sorted(store.get(rest[0]).ports):
-                out.write(name + "\n")
-            return 0
-        elif cmd == "show":
-            for name in sorted(store.bridges):
-                b = store.bridges[name]
-                out.write(f'    Bridge {name}\n')
-                for pname, num in sorted(b.ports.items(), key=lambda kv: kv[1]):
-                    out.write(f'        Port {pname}\n            ofport: {num}\n')
-                out.write(f'        flows: {len(b.flows)}\n')
-            return 0
-        else:
-            raise CliError(f"vsctl: unknown command {cmd!r}")
+        changed = vsctl.run(argv, out, store)
     except BridgeError as e:
         raise CliError(f"vsctl: {e}") from None
-    store.save()
+    if changed:
+        store.save()
     return 0
-
-
-def _ofport_request(port: str, extra: list[str]) -> int | None:
-    """`ofport_request=N` or `-- set Interface PORT ofport_request=N`."""
-    if not extra:
-        return None
-    if extra[0] == "--":
-        extra = extra[1:]
-        if extra[:2] != ["set", "Interface"] or len(extra) < 4 or extra[2] != port:
-            raise CliError(f"vsctl: expected '-- set Interface {port} ofport_request=N'")
-        extra = extra[3:]
-    if len(extra) != 1 or not extra[0].startswith("ofport_request="):
-        raise CliError(f"vsctl: unexpected arguments {' '.join(extra)!r} (only ofport_request=N)")
-    try:
-        return int(extra[0].split("=", 1)[1])
-    except ValueError:
-        raise CliError(f"vsctl: {extra[0]!r}: ofport_request takes a number") from None
 
 
 def _read(path: str, stdin: TextIO | None) -> str:
@@ -147,12 +87,70 @@ def _read(path: str, stdin: TextIO | None) -> str:
         raise CliError(f"ofctl: cannot read {path}: {e.strerror}") from None
 
 
+PROTOCOLS = ("OpenFlow10", "OpenFlow11", "OpenFlow12", "OpenFlow13", "OpenFlow14",
+             "OpenFlow15", "OpenFlow10-table_id", "NXM-table_id", "OXM-OpenFlow12",
+             "OXM-OpenFlow13", "OXM-OpenFlow14", "OXM-OpenFlow15", "any")
+_OFCTL_FLAGS = {"--strict", "--names", "--no-names", "--no-stats", "--stats", "--sort", "--rsort",
+                "--readd", "--bundle", "--color", "--no-color", "--more", "--read-only", "--verbose"}
+_OFCTL_VALUED = ("--netns=", "--count=", "--timeout=", "--sort=", "--rsort=", "--flow-format=",
+                 "--color=", "--verbose=")
+
+
+def _version(protocol: str) -> int:
+    digits = "".join(c for c in protocol if c.isdigit())
+    return int(digits[:2]) if digits else 10
+
+
+def ofctl_options(argv: list[str]) -> tuple[set[str], list[str], list[str]]:
+    """(flags, protocols, words) from an ovs-ofctl command line: `-O X`,
+    `-OX`, `--protocols=X`, `--protocols X`, and the flags it takes."""
+    flags: set[str] = set()
+    protocols: list[str] = []
+    words: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        value = None
+        if a in ("-O", "--protocols"):
+            if i + 1 >= len(argv):
+                raise CliError(f"ofctl: {a} needs a protocol (e.g. {a} OpenFlow13)")
+            value = argv[i + 1]
+            i += 1
+        elif a.startswith("--protocols="):
+            value = a.split("=", 1)[1]
+        elif a.startswith("-O") and len(a) > 2:
+            value = a[2:]
+        elif a in _OFCTL_FLAGS or a.startswith(_OFCTL_VALUED):
+            flags.add(a)
+        elif a.startswith("--"):
+            raise CliError(f"ofctl: unknown option {a} (options: -O/--protocols, --strict, "
+                           "--names, --no-names, --no-stats, --sort, --rsort)")
+        else:
+            words.append(a)
+        if value is not None:
+            for p in value.split(","):
+                match = next((q for q in PROTOCOLS if q.lower() == p.strip().lower()), None)
+                if match is None:
+                    raise CliError(f"ofctl: {p!r}: unknown protocol (one or more of "
+                                   f"{', '.join(PROTOCOLS[:6])}, comma separated)")
+                protocols.append(match)
+        i += 1
+    return flags, protocols, words
+
+
 def run_ofctl(argv: list[str], out: TextIO = sys.stdout, state_dir: Path | str | None = None,
               stdin: TextIO | None = None, box_bridge: BoxBridge | None = None) -> int:
     if not argv:
-        raise CliError("usage: ofctl add-flow|add-flows|replace-flows|del-flows|dump-flows|lint BRIDGE ...")
-    flags = {a for a in argv if a.startswith("--")}
-    args = [a for a in argv if a not in flags]
+        raise CliError("usage: ofctl [-O PROTOCOL] add-flow|add-flows|mod-flows|replace-flows|"
+                       "del-flows|dump-flows|lint BRIDGE ...")
+    flags, protocols, args = ofctl_options(argv)
+    # The first protocol is what the flows are sent as (OVS negotiates the
+    # highest both sides speak; the box speaks them all).
+    of11 = bool(protocols) and max(protocols, key=_version) not in ("OpenFlow10",
+                                                                      "OpenFlow10-table_id",
+                                                                      "NXM-table_id", "any")
+    if not args:
+        raise CliError("usage: ofctl [-O PROTOCOL] COMMAND BRIDGE ...")
     cmd, rest = args[0], args[1:]
     _need(rest, 1, f"ofctl {cmd} BRIDGE ...")
     store = BridgeStore(state_dir)
@@ -172,26 +170,39 @@ def run_ofctl(argv: list[str], out: TextIO = sys.stdout, state_dir: Path | str |
     try:
         if cmd == "add-flow":
             _need(rest, 2, "ofctl add-flow BRIDGE FLOW")
-            br.flows.add(parse_flow(" ".join(rest[1:]), pm))
+            br.flows.add(parse_flow(" ".join(rest[1:]), pm, of11=of11))
         elif cmd in ("add-flows", "replace-flows"):
             _need(rest, 2, f"ofctl {cmd} BRIDGE FILE")
-            new = parse_flows(_read(rest[1], stdin), pm)  # all or nothing
+            new = parse_flows(_read(rest[1], stdin), pm, of11=of11)  # all or nothing
             if cmd == "replace-flows":
                 br.flows = FlowTable(new)
             else:
                 br.flows.extend(new)
+        elif cmd == "mod-flows":
+            _need(rest, 2, "ofctl mod-flows BRIDGE FLOW")
+            new = parse_flow(" ".join(rest[1:]), pm, of11=of11)
+            strict = "--strict" in flags
+            changed = [f for f in br.flows if f.table == new.table and (
+                (f.match == new.match and f.priority == new.priority) if strict
+                else new.match.covers(f.match))]
+            for f in changed:
+                br.flows.add(replace(f, actions=new.actions))
+            if not changed and not strict:
+                br.flows.add(new)  # OpenFlow 1.0's modify adds when nothing matches
         elif cmd == "del-flows":
             if len(rest) > 1:
-                match, table, prio = parse_del_match(" ".join(rest[1:]), pm)
+                flt = parse_filter(" ".join(rest[1:]), pm)
             else:
-                match, table, prio = None, None, None
-            br.flows.delete(match, table, prio, strict="--strict" in flags)
+                flt = {"match": None, "table": None, "priority": None, "cookie": 0, "cookie_mask": 0}
+            br.flows.delete(flt["match"], flt["table"], flt["priority"], strict="--strict" in flags,
+                            cookie=flt["cookie"], cookie_mask=flt["cookie_mask"])
         elif cmd == "dump-flows":
             flows = br.flows
             if len(rest) > 1:
-                match, table, _ = parse_del_match(" ".join(rest[1:]), pm)
-                flows = FlowTable(f for f in br.flows
-                                  if match.covers(f.match) and (table is None or f.table == table))
+                flt = parse_filter(" ".join(rest[1:]), pm)
+                flows = FlowTable(f for f in br.flows if flt["match"].covers(f.match)
+                                  and (flt["table"] is None or f.table == flt["table"])
+                                  and f.cookie & flt["cookie_mask"] == flt["cookie"])
             stats = None
             if "--no-stats" in flags:
                 pass
@@ -249,24 +260,30 @@ def _monitor_limits(flags: set[str]) -> tuple[int | None, float | None]:
 
 def run_appctl(argv: list[str], out: TextIO = sys.stdout, state_dir: Path | str | None = None,
                box_bridge: BoxBridge | None = None) -> int:
-    flags = {a for a in argv if a.startswith("--")}
+    flags = {a for a in argv if a.startswith("--") or a == "-generate"}
     args = [a for a in argv if a not in flags]
-    if not args or args[0] != "ofproto/trace":
-        raise CliError("usage: appctl ofproto/trace BRIDGE FLOW [--datapath]")
-    _need(args, 3, "appctl ofproto/trace BRIDGE FLOW [--datapath]")
+    usage = "usage: appctl ofproto/trace BRIDGE FLOW [-generate] [--datapath] | fdb/show BRIDGE | fdb/flush [BRIDGE]"
+    if not args or args[0] not in ("ofproto/trace", "fdb/show", "fdb/flush"):
+        raise CliError(usage)
     store = BridgeStore(state_dir)
+    if args[0].startswith("fdb/"):
+        return _fdb(args, out, store, usage)
+    _need(args, 3, "appctl ofproto/trace BRIDGE FLOW [-generate] [--datapath]")
     text = " ".join(args[2:])
+    generate = "-generate" in flags or "--generate" in flags
+    stored = True
     try:
         try:
-            br = store.get(args[1])
+            br = store.get(_dp_bridge(args[1], store))
         except BridgeError:
             boxed = _box_bridge(args[1], flags, box_bridge)
             if boxed is None:
                 raise
             br = boxed.bridge
+            stored = False
             # The box's health register as the datapath has it now (reg15).
             text = boxed.trace_input(text)
-        packet, result = trace(br, text)
+        packet, result = trace(br, text, generate=generate and stored)
     except (BridgeError, FlowSyntaxError, PacketError) as e:
         raise CliError(f"ofproto/trace: {e}") from None
     extra: list[str] = []
@@ -276,4 +293,31 @@ def run_appctl(argv: list[str], out: TextIO = sys.stdout, state_dir: Path | str 
         except hooks.DatapathUnavailable as e:
             raise CliError(f"ofproto/trace: --datapath: {e}") from None
     out.write(format_trace(br, packet, result, extra))
+    if generate and stored:
+        store.save()  # what NORMAL learned and the flows learn() added
+    return 0
+
+
+def _dp_bridge(name: str, store: BridgeStore) -> str:
+    """OVS's tests trace on the datapath ("ovs-dummy", "ovs-system"): with
+    one bridge that is the one meant."""
+    if name.startswith("ovs-") and name not in store.bridges and len(store.bridges) == 1:
+        return next(iter(store.bridges))
+    return name
+
+
+def _fdb(args: list[str], out: TextIO, store: BridgeStore, usage: str) -> int:
+    try:
+        if args[0] == "fdb/show":
+            _need(args, 2, "appctl fdb/show BRIDGE")
+            br = store.get(args[1])
+            out.write(br.macs.show(br.port_names))
+            return 0
+        bridges = [store.get(args[1])] if len(args) > 1 else list(store.bridges.values())
+    except BridgeError as e:
+        raise CliError(f"{args[0]}: {e}") from None
+    for br in bridges:
+        br.macs.flush()
+    store.save()
+    out.write("table successfully flushed\n")
     return 0

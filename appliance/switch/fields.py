@@ -125,7 +125,11 @@ FIELDS: tuple[Field, ...] = tuple(
     Field("icmp_code", 8, INT, False, _ICMP),
     Field("tp_src", 16, INT, True, _L4),
     Field("tp_dst", 16, INT, True, _L4),
+    # The inner 802.1Q tag after a push_vlan on a tagged frame (OVS's
+    # vlans[1]); packets carry it, matches cannot name it.
+    Field("vlan_tci1", 16, HEX, False),
 )
+PACKET_ONLY = frozenset({"vlan_tci1"})
 
 FIELD_BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
 FIELD_ORDER: dict[str, int] = {f.name: i for i, f in enumerate(FIELDS)}
@@ -184,7 +188,7 @@ def resolve_alias(name: str, dl_type: int | None) -> str:
     if dl_type == ETH_TYPE_ARP and name in ARP_ALIASES:
         return ARP_ALIASES[name]
     name = ALIASES.get(name, name)
-    if name not in FIELD_BY_NAME:
+    if name not in FIELD_BY_NAME or name in PACKET_ONLY:
         raise KeyError(name)
     return name
 

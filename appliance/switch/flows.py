@@ -29,6 +29,7 @@ from typing import Iterable, Iterator, Mapping
 
 from . import fields as F
 from .fields import FIELD_BY_NAME, FIELD_ORDER, FIELDS
+from .subfield import SubField
 
 # OpenFlow 1.0 reserved port numbers (as OVS uses them internally).
 OFPP_MAX = 0xFF00
@@ -245,11 +246,41 @@ class Action:
 
 @dataclass(frozen=True, slots=True)
 class Output(Action):
-    """output:PORT for a regular port (reserved ports have their own class)."""
+    """output:PORT for a regular port (reserved ports have their own class).
+    `max_len` only limits what a controller would get; kept for printing."""
     port: int
+    max_len: int | None = None
 
     def to_ofctl(self, port_names=None):
+        if self.max_len is not None:
+            return f"output(port={format_port(self.port, port_names)},max_len={self.max_len})"
         return f"output:{format_port(self.port, port_names)}"
+
+
+@dataclass(frozen=True, slots=True)
+class OutputField(Action):
+    """output:FIELD[bits]: to the port number a field holds (as output:PORT)."""
+    src: SubField
+
+    def to_ofctl(self, port_names=None):
+        return f"output:{self.src.to_text()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Note(Action):
+    """note:HEX.HEX...: a comment carried with the flow; does nothing."""
+    text: str
+
+    def to_ofctl(self, port_names=None):
+        return f"note:{self.text}"
+
+
+@dataclass(frozen=True, slots=True)
+class Exit(Action):
+    """exit: stop the whole pipeline here (outputs so far stand)."""
+
+    def to_ofctl(self, port_names=None):
+        return "exit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,19 +340,69 @@ class Controller(Action):
         return f"CONTROLLER:{self.max_len}"
 
 
-SETTABLE_FIELDS = ("dl_src", "dl_dst")
+# The legacy OpenFlow 1.0 spellings of set_field, as dump-flows prints them.
+MOD_ACTIONS: dict[str, str] = {
+    "mod_dl_src": "dl_src", "mod_dl_dst": "dl_dst", "mod_nw_src": "nw_src",
+    "mod_nw_dst": "nw_dst", "mod_tp_src": "tp_src", "mod_tp_dst": "tp_dst",
+    "mod_nw_tos": "nw_tos", "mod_nw_ttl": "nw_ttl",
+}
+_MOD_FOR = {v: k for k, v in MOD_ACTIONS.items()}
+
+
+def format_value(name: str, value: int) -> str:
+    """A field value as set_field/learn print it (MACs and addresses dotted)."""
+    fld = F.FIELD_BY_NAME.get(name)
+    kind = fld.kind if fld is not None else F.INT
+    if kind == F.MAC:
+        return F.format_mac(value)
+    if kind == F.IPV4:
+        return F.format_ipv4(value)
+    if kind == F.IPV6:
+        return F.format_ipv6(value)
+    if kind in (F.HEX, F.HEXN):
+        return f"{value:#x}"
+    return str(value)
 
 
 @dataclass(frozen=True, slots=True)
 class SetField(Action):
-    """Rewrite a header field: set_field:V->F, mod_dl_src:V, mod_dl_dst:V."""
+    """Rewrite a field (canonical or a view such as vlan_vid, see
+    `subfield.py`): set_field:V[/M]->F, and the mod_* spellings. Like OVS,
+    only when the packet has the field (its prerequisites hold)."""
     field: str
+    value: int
+    mask: int | None = None
+    spelling: str = field(default="", compare=False)
+
+    def to_ofctl(self, port_names=None):
+        mod = _MOD_FOR.get(self.field)
+        if mod and self.mask is None and (self.spelling.startswith("mod_")
+                                          or self.field in ("dl_src", "dl_dst")):
+            return f"{mod}:{format_value(self.field, self.value)}"
+        text = format_value(self.field, self.value)
+        if self.mask is not None:
+            text += "/" + format_value(self.field, self.mask)
+        return f"set_field:{text}->{self.field}"
+
+
+@dataclass(frozen=True, slots=True)
+class Load(Action):
+    """load:VALUE->DST[bits]: write a constant into some bits of a field."""
+    dst: SubField
     value: int
 
     def to_ofctl(self, port_names=None):
-        if self.field in ("dl_src", "dl_dst"):
-            return f"mod_{self.field}:{F.format_mac(self.value)}"
-        return f"set_field:{self.value}->{self.field}"
+        return f"load:{self.value:#x}->{self.dst.to_text()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Move(Action):
+    """move:SRC[bits]->DST[bits]: copy bits from one field to another."""
+    src: SubField
+    dst: SubField
+
+    def to_ofctl(self, port_names=None):
+        return f"move:{self.src.to_text()}->{self.dst.to_text()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,11 +415,67 @@ class ModVlanVid(Action):
 
 
 @dataclass(frozen=True, slots=True)
-class StripVlan(Action):
-    """Pop the VLAN tag if there is one."""
+class ModVlanPcp(Action):
+    """Set the VLAN PCP; like OVS, push a tag (VID 0) if there is none."""
+    pcp: int
 
     def to_ofctl(self, port_names=None):
-        return "strip_vlan"
+        return f"mod_vlan_pcp:{self.pcp}"
+
+
+@dataclass(frozen=True, slots=True)
+class PushVlan(Action):
+    """push_vlan:ETHERTYPE: a new outer tag, VID 0 and PCP 0 (set_field on
+    vlan_vid gives it its VLAN); an existing tag becomes the inner one."""
+    ethertype: int = F.ETH_TYPE_VLAN
+
+    def to_ofctl(self, port_names=None):
+        return f"push_vlan:{self.ethertype:#x}"
+
+
+@dataclass(frozen=True, slots=True)
+class StripVlan(Action):
+    """Pop the outer VLAN tag if there is one (strip_vlan, pop_vlan)."""
+    spelling: str = field(default="strip_vlan", compare=False)
+
+    def to_ofctl(self, port_names=None):
+        return self.spelling
+
+
+@dataclass(frozen=True, slots=True)
+class DecTtl(Action):
+    """Decrement the IP TTL; at 1 or 0 the packet goes no further in this flow."""
+
+    def to_ofctl(self, port_names=None):
+        return "dec_ttl"
+
+
+@dataclass(frozen=True, slots=True)
+class LearnSpec:
+    """One item of learn(): a match (`dst` = packet's `src` or `value`),
+    a load into the new flow's actions, or an output to a field's port."""
+    kind: str                       # "match", "load", "output"
+    dst: SubField | None = None
+    src: SubField | None = None
+    value: int | None = None
+    text: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Learn(Action):
+    """learn(...): add (or refresh) a flow built from this packet. Like
+    OVS's ofproto/trace, a trace shows it; only a trace with -generate
+    (and the datapath) changes the table."""
+    table: int = 0
+    priority: int = DEFAULT_PRIORITY
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+    cookie: int = 0
+    specs: tuple[LearnSpec, ...] = ()
+    text: str = field(default="", compare=False)
+
+    def to_ofctl(self, port_names=None):
+        return f"learn({self.text})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -496,17 +633,19 @@ class FlowTable:
             self.add(f)
 
     def delete(self, match: Match | None = None, table: int | None = None,
-               priority: int | None = None, strict: bool = False) -> int:
+               priority: int | None = None, strict: bool = False,
+               cookie: int = 0, cookie_mask: int = 0) -> int:
         """del-flows: returns how many flows went.
 
         Non-strict (OVS's default): every flow whose match is at least as
         specific as `match` (i.e. `match` covers it) in `table` (None: all).
         Strict: only the flow with exactly this match and priority.
+        `cookie`/`cookie_mask`: only flows whose cookie has these bits.
         """
         match = match or Match()
         keep: list[Flow] = []
         for f in self._flows:
-            if table is not None and f.table != table:
+            if (table is not None and f.table != table) or f.cookie & cookie_mask != cookie:
                 keep.append(f)
                 continue
             if strict:

@@ -32,7 +32,7 @@ from .fields import (ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, ETH_TYPE_VLAN,
                      IPPROTO_UDP, VLAN_CFI)
 
 # Fields whose change leaves the L3 bytes as they are (registers are no bytes at all).
-L2_FIELDS = frozenset({"in_port", "dl_src", "dl_dst", "vlan_tci", *F.REGS})
+L2_FIELDS = frozenset({"in_port", "dl_src", "dl_dst", "vlan_tci", "vlan_tci1", *F.REGS})
 
 
 class PacketError(ValueError):
@@ -151,12 +151,16 @@ class Packet:
         f["dl_src"] = int.from_bytes(frame[6:12], "big")
         (eth_type,) = struct.unpack_from("!H", frame, 12)
         off = 14
-        if eth_type == ETH_TYPE_VLAN:
+        if eth_type in (ETH_TYPE_VLAN, 0x88A8):
             if len(frame) < 18:
                 raise PacketError("frame truncated inside the 802.1Q tag")
             tci, eth_type = struct.unpack_from("!HH", frame, 14)
             f["vlan_tci"] = tci | VLAN_CFI
             off = 18
+            if eth_type in (ETH_TYPE_VLAN, 0x88A8) and len(frame) >= 22:
+                tci, eth_type = struct.unpack_from("!HH", frame, 18)
+                f["vlan_tci1"] = tci | VLAN_CFI
+                off = 22
         f["dl_type"] = eth_type
         l3 = bytes(frame[off:])
         _parse_l3(f, eth_type, l3)
@@ -169,6 +173,9 @@ class Packet:
         tci = f.get("vlan_tci", 0)
         if tci & VLAN_CFI:
             out += struct.pack("!HH", ETH_TYPE_VLAN, tci & ~VLAN_CFI & 0xFFFF)
+            inner = f.get("vlan_tci1", 0)
+            if inner & VLAN_CFI:
+                out += struct.pack("!HH", ETH_TYPE_VLAN, inner & ~VLAN_CFI & 0xFFFF)
         out += struct.pack("!H", f.get("dl_type", 0))
         l3 = self.l3 if self.l3 is not None else _build_l3(f, self.payload)
         return out + l3
@@ -289,7 +296,13 @@ def packet_from_text(text: str, port_map: Mapping[str, int] | None = None) -> Pa
     but every field must be exact (no masks). Raises FlowSyntaxError or
     PacketError.
     """
+    from .odpflow import fields as odp_fields, looks_like_odp
     from .parser import parse_match
+    if looks_like_odp(text):
+        try:
+            return Packet(odp_fields(text))
+        except ValueError as e:
+            raise PacketError(str(e)) from None
     match = parse_match(text, port_map)
     for name, mask in match.masks.items():
         if mask != FIELD_BY_NAME[name].full_mask and name != "vlan_tci":

@@ -33,6 +33,9 @@ from . import fields as F
 from . import flows as FL
 from .fields import FIELD_BY_NAME
 from .flows import Flow, Match
+from .actionparse import one_action
+from .subfield import packet_has, prereq
+from .values import _int, _mac, _value_mask, parse_port
 
 
 class FlowSyntaxError(ValueError):
@@ -73,6 +76,10 @@ class _Located:
 _ACTIONS_RE = re.compile(r"(?:^|[\s,])(actions?)\s*=")
 _SEP = " \t\r\n,"
 _STAT_KEYS = {"duration", "n_packets", "n_bytes", "idle_age", "hard_age", "importance"}
+_FLOW_FLAGS = {"send_flow_rem", "check_overlap", "reset_counts", "no_packet_counts",
+               "no_byte_counts", "no_readonly_table", "allow_hidden_fields"}
+# OpenFlow 1.3's vlan_vid: the VID and the present bit, the low 13 bits of vlan_tci.
+_VLAN_VID = F.Field("vlan_vid", 13, F.INT, True)
 
 
 def _split_kv(s: str, start: int, end: int) -> list[_Tok]:
@@ -102,95 +109,6 @@ def _split_kv(s: str, start: int, end: int) -> list[_Tok]:
             toks.append(_Tok(tok, None, i, i))
         i = j
     return toks
-
-
-def _int(text: str, what: str, lo: int, hi: int) -> int:
-    try:
-        v = int(text, 0)
-    except ValueError:
-        try:
-            v = int(text, 10)  # leading zeros: "010" is 10, as strtol base 10 reads it
-        except ValueError:
-            raise ValueError(f"{what}: {text!r} is not a number") from None
-    if not lo <= v <= hi:
-        raise ValueError(f"{what}: {v} is out of range {lo}..{hi}")
-    return v
-
-
-def _mac(text: str, what: str) -> int:
-    if not re.fullmatch(r"[0-9A-Fa-f]{1,2}(:[0-9A-Fa-f]{1,2}){5}", text):
-        raise ValueError(f"{what}: {text!r} is not a MAC address (xx:xx:xx:xx:xx:xx)")
-    return int("".join(p.zfill(2) for p in text.split(":")), 16)
-
-
-def _ipv4(text: str, what: str) -> int:
-    try:
-        return int(ipaddress.IPv4Address(text))
-    except ValueError:
-        raise ValueError(f"{what}: {text!r} is not an IPv4 address") from None
-
-
-def _ipv6(text: str, what: str) -> int:
-    try:
-        return int(ipaddress.IPv6Address(text))
-    except ValueError:
-        raise ValueError(f"{what}: {text!r} is not an IPv6 address") from None
-
-
-def _value_mask(fld: F.Field, text: str, name: str) -> tuple[int, int]:
-    """Parse 'value' or 'value/mask' for a field into ints (mask not yet applied)."""
-    if "/" in text:
-        if not fld.maskable:
-            raise ValueError(f"{name} does not take a mask")
-        vtext, mtext = text.split("/", 1)
-    else:
-        vtext, mtext = text, None
-    full = fld.full_mask
-    if fld.kind == F.MAC:
-        v = _mac(vtext, name)
-        m = full if mtext is None else _mac(mtext, f"{name} mask")
-    elif fld.kind == F.IPV4:
-        v = _ipv4(vtext, name)
-        if mtext is None:
-            m = full
-        elif mtext.isdigit():
-            plen = int(mtext)
-            if plen > 32:
-                raise ValueError(f"{name}: prefix length /{plen} is more than 32")
-            m = (full << (32 - plen)) & full
-        else:
-            m = _ipv4(mtext, f"{name} mask")
-    elif fld.kind == F.IPV6:
-        v = _ipv6(vtext, name)
-        if mtext is None:
-            m = full
-        elif mtext.isdigit():
-            plen = int(mtext)
-            if plen > 128:
-                raise ValueError(f"{name}: prefix length /{plen} is more than 128")
-            m = (full << (128 - plen)) & full
-        else:
-            m = _ipv6(mtext, f"{name} mask")
-    else:
-        v = _int(vtext, name, 0, full)
-        m = full if mtext is None else _int(mtext, f"{name} mask", 0, full)
-    return v, m
-
-
-def parse_port(text: str, port_map: Mapping[str, int] | None, what: str = "port") -> int:
-    """A port: a reserved name (any case), a name from port_map, or a number."""
-    up = text.upper()
-    if up in FL.RESERVED_PORTS:
-        return FL.RESERVED_PORTS[up]
-    if port_map and text in port_map:
-        return port_map[text]
-    if text.isdigit() or text.lower().startswith("0x"):
-        v = _int(text, what, 0, 0xFFFF)
-        if v == 0 or (FL.OFPP_MAX <= v and v not in FL.RESERVED_NAMES):
-            raise ValueError(f"{what}: {v} is not a valid OpenFlow port (1..{FL.OFPP_MAX - 1} or a reserved name)")
-        return v
-    known = ", ".join(sorted(port_map)) if port_map else "none (no bridge given)"
-    raise ValueError(f"{what}: unknown port {text!r} (known ports: {known})")
 
 
 class _MatchBuilder:
@@ -250,6 +168,8 @@ def _parse_match_tokens(toks: list[_Tok], loc: _Located, port_map, mb: _MatchBui
         kl = k.lower()
         try:
             if t.value is None:
+                if extra is not None and kl in _FLOW_FLAGS:
+                    continue  # what OVS tells a controller; no effect on forwarding here
                 if kl in F.SHORTHANDS:
                     dt, proto = F.SHORTHANDS[kl]
                     if "dl_type" in mb.masks and mb.values["dl_type"] != dt:
@@ -280,13 +200,28 @@ def _parse_match_tokens(toks: list[_Tok], loc: _Located, port_map, mb: _MatchBui
                     extra[kl] = _int(v, "priority", 0, FL.MAX_PRIORITY)
                 elif kl == "cookie":
                     if "/" in v:
-                        raise ValueError("cookie: a mask is only meaningful to del-flows")
+                        if not extra.get("_filter"):
+                            raise ValueError("cookie: a mask is only meaningful to del-flows and dump-flows")
+                        v, mtext = v.split("/", 1)
+                        extra["cookie_mask"] = _int(mtext, "cookie mask", 0, (1 << 64) - 1)
                     extra[kl] = _int(v, "cookie", 0, (1 << 64) - 1)
                 else:
                     extra[kl] = _int(v, kl, 0, 65535)
                 continue
             if extra is not None and kl in _STAT_KEYS:
                 continue  # dump-flows counters read back in: not part of the flow
+            if kl == "vlan_vid":
+                vv, vm = _value_mask(_VLAN_VID, v, "vlan_vid")
+                mb.set("vlan_tci", vv, vm, t.kcol, f"vlan_vid={v}")
+                continue
+            if kl == "vlan_pcp":
+                pcp = _int(v, "vlan_pcp", 0, 7)
+                mb.set("vlan_tci", F.VLAN_CFI | (pcp << 13), F.VLAN_CFI | F.VLAN_PCP_MASK, t.kcol, f"vlan_pcp={v}")
+                continue
+            if kl == "ip_dscp":
+                dscp = _int(v, "ip_dscp", 0, 63)
+                mb.set("nw_tos", dscp << 2, 0xFF, t.kcol, f"ip_dscp={v}")
+                continue
             if kl == "in_port":
                 port = parse_port(v, port_map, "in_port")
                 mb.set("in_port", port, 0xFFFF, t.kcol, f"in_port={v}")
@@ -347,17 +282,27 @@ def _describe(pre: F.Prerequisite) -> str:
 
 
 def _parse_actions(s: str, start: int, end: int, loc: _Located, port_map,
-                   table: int) -> tuple[FL.Action, ...]:
+                   table: int, mb: "_MatchBuilder | None" = None,
+                   of11: bool = False) -> tuple[FL.Action, ...]:
     toks = _split_kv(s, start, end)
     if not toks:
         raise loc.error("no actions after 'actions=' (write 'drop' to drop)", start)
     out: list[FL.Action] = []
     saw_drop = None
+    # What the packet is known to carry at each action (OVS checks set_field
+    # against the match as the earlier actions changed it).
+    state = _ActionState(mb)
     for i, t in enumerate(toks):
-        k = t.key.lower()
         v = t.value
         try:
-            act = _one_action(t, k, v, port_map, table, loc)
+            act = one_action(t.key, v, port_map, table)
+            if of11 and isinstance(act, (FL.ModVlanVid, FL.ModVlanPcp)):
+                # OpenFlow 1.1+ has no "push a tag if needed": ovs-ofctl -O
+                # OpenFlow13 sends push_vlan + set_field unless the match
+                # guarantees a tag, and the switch does exactly that.
+                out.extend(_of11_vlan(act, state))
+                continue
+            state.check(act)
         except ValueError as e:
             if isinstance(e, FlowSyntaxError):
                 raise
@@ -365,90 +310,67 @@ def _parse_actions(s: str, start: int, end: int, loc: _Located, port_map,
         if isinstance(act, FL.Drop):
             saw_drop = t
             continue
-        if isinstance(act, FL.GotoTable) and i != len(toks) - 1:
-            raise loc.error("goto_table must be the last action", t.kcol)
+        if out and isinstance(out[-1], FL.GotoTable):
+            raise loc.error("goto_table must be the last action (OVS: apply_actions must "
+                            "appear before goto_table)", goto.kcol)
+        if isinstance(act, FL.GotoTable):
+            goto = t
         out.append(act)
     if saw_drop is not None and (out or len(toks) > 1):
         raise loc.error("'drop' must not be accompanied by any other action", saw_drop.kcol)
     return tuple(out)
 
 
-def _one_action(t: _Tok, k: str, v: str | None, port_map, table: int, loc: _Located) -> FL.Action:
-    if v is None:
-        if k == "drop":
-            return FL.Drop()
-        if k in ("normal", "flood", "all", "in_port", "local", "controller"):
-            return _reserved_action(FL.RESERVED_PORTS[k.upper()])
-        if k in ("strip_vlan", "pop_vlan"):
-            return FL.StripVlan()
-        if k.startswith("resubmit(") and k.endswith(")"):
-            inner = t.key[len("resubmit("):-1]
-            if "," not in inner:
-                raise ValueError("resubmit(PORT,TABLE): missing ','")
-            p, tb = inner.split(",", 1)
-            port = parse_port(p.strip(), port_map, "resubmit port") if p.strip() else None
-            tab = _int(tb.strip(), "resubmit table", 0, FL.N_TABLES - 1) if tb.strip() else None
-            if port is None and tab is None:
-                raise ValueError("resubmit(,) needs a port or a table")
-            return FL.Resubmit(port, tab)
-        if k.startswith("controller(") and k.endswith(")"):
-            max_len = 65535
-            for item in t.key[len("controller("):-1].split(","):
-                item = item.strip()
-                if item.startswith("max_len="):
-                    max_len = _int(item[8:], "controller max_len", 0, 65535)
-                elif item:
-                    raise ValueError(f"controller: unsupported option {item!r} (only max_len)")
-            return FL.Controller(max_len)
-        if "(" in k:
-            raise ValueError(f"unsupported action '{t.key}'")
-        # A bare port number or name means output to it.
-        return _output(parse_port(t.key, port_map, "action"))
-    if v == "":
-        raise ValueError(f"{k}: missing value")
-    if k == "output":
-        return _output(parse_port(v, port_map, "output"))
-    if k == "controller":
-        return FL.Controller(_int(v, "controller max_len", 0, 65535))
-    if k in ("mod_dl_src", "mod_dl_dst"):
-        return FL.SetField(k[4:], _mac(v, k))
-    if k == "set_field":
-        if "->" not in v:
-            raise ValueError("set_field: expected VALUE->FIELD")
-        val, fname = v.split("->", 1)
-        fname = F.ALIASES.get(fname.strip(), fname.strip())
-        if fname not in FL.SETTABLE_FIELDS:
-            raise ValueError(f"set_field: cannot set {fname!r} (settable: {', '.join(FL.SETTABLE_FIELDS)})")
-        return FL.SetField(fname, _mac(val.strip(), f"set_field ->{fname}"))
-    if k == "mod_vlan_vid":
-        return FL.ModVlanVid(_int(v, "mod_vlan_vid", 0, 4095))
-    if k == "resubmit":
-        return FL.Resubmit(parse_port(v, port_map, "resubmit port"), None)
-    if k == "goto_table":
-        tab = _int(v, "goto_table", 0, FL.N_TABLES - 1)
-        if tab <= table:
-            raise ValueError(f"goto_table:{tab} must go to a later table than {table}")
-        return FL.GotoTable(tab)
-    raise ValueError(f"unsupported action '{t.key}'")
+def _of11_vlan(act: FL.Action, state: "_ActionState") -> list[FL.Action]:
+    out: list[FL.Action] = []
+    if not state.vlan:
+        out.append(FL.PushVlan(F.ETH_TYPE_VLAN))
+        state.vlan = True
+    if isinstance(act, FL.ModVlanVid):
+        out.append(FL.SetField("vlan_vid", F.VLAN_CFI | act.vid, None, "set_field"))
+    else:
+        out.append(FL.SetField("vlan_pcp", act.pcp, None, "set_field"))
+    return out
 
 
-def _reserved_action(port: int) -> FL.Action:
-    return {
-        FL.OFPP_NORMAL: FL.Normal(), FL.OFPP_FLOOD: FL.Flood(), FL.OFPP_ALL: FL.All(),
-        FL.OFPP_IN_PORT: FL.InPort(), FL.OFPP_LOCAL: FL.Local(),
-        FL.OFPP_CONTROLLER: FL.Controller(),
-    }[port]
+class _ActionState:
+    """The match's protocol and VLAN, updated by each action, for OVS's
+    "set_field lacks correct prerequisites" check."""
+
+    def __init__(self, mb: "_MatchBuilder | None"):
+        self.fields: dict[str, int] = {}
+        self.vlan = False
+        if mb is not None:
+            for name in ("dl_type", "nw_proto"):
+                if mb.masks.get(name) == F.FIELD_BY_NAME[name].full_mask:
+                    self.fields[name] = mb.values[name]
+            tci_mask = mb.masks.get("vlan_tci", 0)
+            self.vlan = bool(tci_mask & F.VLAN_CFI and mb.values["vlan_tci"] & F.VLAN_CFI)
+        self.known = mb is not None
+
+    def check(self, act: FL.Action) -> None:
+        t = type(act)
+        if t is FL.PushVlan or t is FL.ModVlanVid or t is FL.ModVlanPcp:
+            self.vlan = True
+        elif t is FL.StripVlan:
+            self.vlan = False
+        elif t is FL.SetField and act.spelling == "set_field" and self.known:
+            name = act.field
+            if name in ("vlan_vid", "vlan_pcp") and not self.vlan:
+                raise ValueError(f"set_field {name} needs a VLAN tag: match one (vlan_tci=0x1000/0x1000, "
+                                 f"dl_vlan=N) or push_vlan:0x8100 before it")
+            pre = prereq(name)
+            if pre is not None and not packet_has(name, self.fields):
+                raise ValueError(f"set_field {name} needs {_describe(pre)} in the match: {pre.hint}")
+        elif t is FL.SetField and name_is_vlan_view(act.field):
+            self.vlan = True
 
 
-def _output(port: int) -> FL.Action:
-    if port in FL.RESERVED_NAMES:
-        if port in (FL.OFPP_NONE, FL.OFPP_TABLE):
-            raise ValueError(f"output:{FL.RESERVED_NAMES[port]} is not a valid output")
-        return _reserved_action(port)
-    return FL.Output(port)
+def name_is_vlan_view(name: str) -> bool:
+    return name in ("dl_vlan", "dl_vlan_pcp")
 
 
-def _parse(s: str, loc: _Located, port_map) -> Flow:
+def _parse(s: str, loc: _Located, port_map, of11: bool = False) -> Flow:
     m = _ACTIONS_RE.search(s)
     if not m:
         raise loc.error("missing 'actions=' (every flow needs actions; 'actions=drop' drops)", len(s))
@@ -457,7 +379,7 @@ def _parse(s: str, loc: _Located, port_map) -> Flow:
     toks = _split_kv(s, 0, m.start(1))
     _parse_match_tokens(toks, loc, port_map, mb, extra)
     table = extra.get("table", 0)
-    actions = _parse_actions(s, m.end(), len(s), loc, port_map, table)
+    actions = _parse_actions(s, m.end(), len(s), loc, port_map, table, mb, of11)
     return Flow(
         match=Match(mb.values, mb.masks), actions=actions, table=table,
         priority=extra.get("priority", FL.DEFAULT_PRIORITY), cookie=extra.get("cookie", 0),
@@ -465,11 +387,14 @@ def _parse(s: str, loc: _Located, port_map) -> Flow:
         line=loc.positions[0][0] if loc.positions else loc.line, notes=tuple(mb.notes))
 
 
-def parse_flow(text: str, port_map: Mapping[str, int] | None = None, line: int = 1) -> Flow:
-    """One flow in add-flow (or dump-flows) syntax."""
+def parse_flow(text: str, port_map: Mapping[str, int] | None = None, line: int = 1,
+               of11: bool = False) -> Flow:
+    """One flow in add-flow (or dump-flows) syntax. `of11`: sent as
+    OpenFlow 1.1+ (`ofctl -O OpenFlow13`), where mod_vlan_vid/mod_vlan_pcp
+    become push_vlan + set_field as ovs-ofctl encodes them."""
     if not text.strip():
         raise FlowSyntaxError("empty flow", line, 1)
-    return _parse(text, _Located(None, line), port_map)
+    return _parse(text, _Located(None, line), port_map, of11)
 
 
 def parse_match(text: str, port_map: Mapping[str, int] | None = None,
@@ -486,9 +411,21 @@ def parse_del_match(text: str, port_map: Mapping[str, int] | None = None
     """del-flows' argument: a match plus optional table= and priority=."""
     loc = _Located(None, 1)
     mb = _MatchBuilder(loc)
-    extra: dict[str, int] = {}
+    extra: dict[str, int] = {"_filter": 1}
     _parse_match_tokens(_split_kv(text, 0, len(text)), loc, port_map, mb, extra)
     return Match(mb.values, mb.masks), extra.get("table"), extra.get("priority")
+
+
+def parse_filter(text: str, port_map: Mapping[str, int] | None = None) -> dict:
+    """del-flows'/dump-flows' argument: match, table, priority, cookie and its mask."""
+    loc = _Located(None, 1)
+    mb = _MatchBuilder(loc)
+    extra: dict[str, int] = {"_filter": 1}
+    _parse_match_tokens(_split_kv(text, 0, len(text)), loc, port_map, mb, extra)
+    cookie_mask = extra.get("cookie_mask", (1 << 64) - 1 if "cookie" in extra else 0)
+    return {"match": Match(mb.values, mb.masks), "table": extra.get("table"),
+            "priority": extra.get("priority"), "cookie": extra.get("cookie", 0) & cookie_mask,
+            "cookie_mask": cookie_mask}
 
 
 def logical_lines(text: str) -> list[tuple[str, list[tuple[int, int]]]]:
@@ -517,13 +454,14 @@ def logical_lines(text: str) -> list[tuple[str, list[tuple[int, int]]]]:
     return out
 
 
-def parse_flows(text: str, port_map: Mapping[str, int] | None = None) -> list[Flow]:
+def parse_flows(text: str, port_map: Mapping[str, int] | None = None,
+                of11: bool = False) -> list[Flow]:
     """A flow file, all or nothing: the first error raises, nothing is returned."""
     flows = []
     for s, pos in logical_lines(text):
         if not s.strip():
             continue
-        flows.append(_parse(s, _Located(pos, pos[0][0]), port_map))
+        flows.append(_parse(s, _Located(pos, pos[0][0]), port_map, of11))
     return flows
 
 

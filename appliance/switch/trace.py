@@ -30,9 +30,10 @@ if TYPE_CHECKING:
     from .bridge import Bridge
 
 
-def trace(bridge: "Bridge", text: str) -> tuple[Packet, ClassifyResult]:
+def trace(bridge: "Bridge", text: str, generate: bool = False) -> tuple[Packet, ClassifyResult]:
+    """`generate` is OVS's -generate: NORMAL learns and learn() adds its flow."""
     packet = packet_from_text(text, bridge.port_map)
-    return packet, classify(bridge.flows, packet, bridge)
+    return packet, classify(bridge.flows, packet, bridge, generate=generate)
 
 
 def format_trace(bridge: "Bridge", packet: Packet, result: ClassifyResult,
@@ -43,15 +44,14 @@ def format_trace(bridge: "Bridge", packet: Packet, result: ClassifyResult,
     # Replay the lookups in order, attaching each action to its flow; a
     # resubmit's nested lookup follows the resubmit line, as in OVS.
     lookups = iter(result.lookups)
-    skipped = list(result.skipped)
-    _emit(next(lookups, None), lookups, lines, names, skipped, 0)
+    _emit(next(lookups, None), lookups, lines, names, result, [0], 0)
     lines.append("")
     final = result.packet
     lines.append("Final flow: " + ("unchanged" if final == packet else final.to_ofctl(names)))
     outs = []
     for ev in result.outputs:
         if ev.port == FL.OFPP_NORMAL:
-            outs.append("NORMAL")
+            outs.append("NORMAL")  # no bridge to switch on
         elif ev.port == FL.OFPP_CONTROLLER:
             outs.append("CONTROLLER")
         else:
@@ -61,7 +61,9 @@ def format_trace(bridge: "Bridge", packet: Packet, result: ClassifyResult,
     return "\n".join(lines) + "\n"
 
 
-def _emit(lk, lookups, lines, names, skipped, depth) -> None:
+def _emit(lk, lookups, lines, names, result: ClassifyResult, done: list[int], depth) -> None:
+    """Print one lookup and its actions; `done` counts the actions printed,
+    which is their index in `result.actions` (and `result.notes`)."""
     if lk is None:
         return
     indent = "    " * depth
@@ -77,16 +79,26 @@ def _emit(lk, lookups, lines, names, skipped, depth) -> None:
     lines.append(f"{indent} {lk.table}. {head}")
     if not f.actions:
         lines.append(f"{indent}    drop")
-    in_port = lk.real_in_port
     for a in f.actions:
+        if done[0] >= len(result.actions):
+            return  # the resubmit depth limit or dec_ttl ended the run here
+        index = done[0]
+        done[0] += 1
         lines.append(f"{indent}    {a.to_ofctl(names)}")
-        if isinstance(a, FL.Output) and a.port == in_port or isinstance(a, FL.Local) and in_port == FL.OFPP_LOCAL:
-            lines.append(f"{indent}     >> skipping output to input port")
-        elif isinstance(a, FL.Normal):
-            lines.append(f"{indent}     -> handed to the L2 switch (NORMAL is not modelled by the classifier)")
-        elif isinstance(a, (FL.Resubmit, FL.GotoTable)):
+        note = result.notes.get(index)
+        if note:
+            lines.append(f"{indent}     {note}")
+        if isinstance(a, (FL.Resubmit, FL.GotoTable)):
             nxt = next(lookups, None)
             if nxt is None:
                 lines.append(f"{indent}     >> resubmit depth limit reached, dropping")
                 return
-            _emit(nxt, lookups, lines, names, skipped, depth + 1)
+            # OVS nests a resubmit's lookup; goto_table's stays at its level.
+            _emit(nxt, lookups, lines, names, result, done,
+                  depth + (not isinstance(a, FL.GotoTable)))
+        elif isinstance(a, FL.Learn) and index < len(result.actions):
+            nth = sum(isinstance(x, FL.Learn) for x in result.actions[:index])
+            for lf in result.learned[nth:nth + 1]:
+                lines.append(f"{indent}     -> table={lf.table} {lf.to_ofctl(names)}")
+        if note and "goes no further" in note:
+            return

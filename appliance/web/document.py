@@ -20,7 +20,7 @@ from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.db.models import signals
 
-from appliance.box.settings import NON_FIELD, Settings, parse_settings, settings_errors, to_data
+from appliance.box.settings import NON_FIELD, VERSION, Settings, parse_settings, settings_errors, to_data
 
 _SECTIONS: list[type["Section"]] = []
 
@@ -256,7 +256,7 @@ def _merge(out: dict, path: str, value: Any) -> None:
 
 def build_document(replace: Section | None = None, remove: Section | None = None) -> dict:
     """The settings document as the database holds it (`replace`/`remove` one object first)."""
-    doc: dict = {"version": 1}
+    doc: dict = {"version": VERSION}
     for cls in _SECTIONS:
         if cls.many:
             items = list(cls.ordered())

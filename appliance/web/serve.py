@@ -36,28 +36,31 @@ WS_MAX_BYTES = 64 << 10
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bind", default="127.0.0.1:8000", help="host:port")
+    ap.add_argument("--bind", default="127.0.0.1:8000",
+                    help="host:port, or several separated by commas (the image: loopback and the admin address)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--certfile", help="TLS certificate (PEM); with --keyfile, serve HTTPS")
     ap.add_argument("--keyfile")
     ap.add_argument("--proxy-headers", action="store_true", help="trust X-Forwarded-* from 127.0.0.1")
     a = ap.parse_args(argv)
-    host, _, port = a.bind.rpartition(":")
+    binds = [_host_port(b) for b in a.bind.split(",") if b.strip()]
+    host, port = binds[0]
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "appliance.web.settings")
     # Over HTTPS the cookies are Secure with the __Host- prefix (settings.HTTPS); the workers inherit it.
     os.environ["APPLIANCE_HTTPS"] = "1" if a.certfile else ""
     import uvicorn
 
-    config = uvicorn.Config("appliance.web.asgi:application", host=host.strip("[]") or "127.0.0.1", port=int(port),
+    config = uvicorn.Config("appliance.web.asgi:application", host=host, port=port,
                             workers=max(1, a.workers), loop="uvloop", http="httptools", ws="websockets-sansio",
                             lifespan="off",  # Django has no lifespan handler; "auto" only logs that
                             # The console's socket carries small JSON messages; uvicorn's default is 16 MiB.
                             ws_max_size=WS_MAX_BYTES, access_log=False, proxy_headers=a.proxy_headers, forwarded_allow_ips="127.0.0.1",
                             ssl_certfile=a.certfile, ssl_keyfile=a.keyfile, log_level="info")
+    config.binds = binds  # every worker listens on each
     if config.workers == 1:
         config.load_app()
         server = uvicorn.Server(config)
-        server.run()
+        server.run(sockets=[reuseport_socket(h, p) for h, p in binds] if len(binds) > 1 else None)
         return 0 if server.started else 1
     # The supervisor (restarts, SIGHUP/TTIN/TTOU, shutdown) is uvicorn's; only its workers differ:
     # each binds its own socket instead of inheriting the one the supervisor bound.
@@ -70,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.strip().rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 def reuseport_socket(host: str, port: int) -> socket.socket:
@@ -86,12 +94,14 @@ class ReusePortWorker(multiprocess.Process):
     """uvicorn's worker process, listening on a socket of its own (see the module docstring)."""
 
     def target(self, sockets=None):  # runs in the worker process
-        try:
-            sock = reuseport_socket(self.config.host, self.config.port)
-        except OSError as exc:
-            logging.getLogger("uvicorn.error").error("%s:%d: %s", self.config.host, self.config.port, exc)
-            sys.exit(STARTUP_FAILURE)  # the supervisor stops rather than restarting it in a loop
-        super().target([sock])
+        socks = []
+        for host, port in getattr(self.config, "binds", [(self.config.host, self.config.port)]):
+            try:
+                socks.append(reuseport_socket(host, port))
+            except OSError as exc:
+                logging.getLogger("uvicorn.error").error("%s:%d: %s", host, port, exc)
+                sys.exit(STARTUP_FAILURE)  # the supervisor stops rather than restarting it in a loop
+        super().target(socks)
 
 
 if __name__ == "__main__":

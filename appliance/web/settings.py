@@ -83,12 +83,14 @@ DATABASES = {
         "NAME": os.environ.get("APPLIANCE_DB", STATE_DIR / "appliance.sqlite3"),
         "CONN_MAX_AGE": 600,
         "CONN_HEALTH_CHECKS": True,
-        # Writers from several worker processes and threads at once: a transaction takes the write
-        # lock when it begins (IMMEDIATE), so two never both read and then fail to upgrade with
-        # "database is locked"; a writer waits for the lock (timeout, seconds) instead of failing;
-        # WAL lets readers go on while one writes.
+        # WAL: readers (every page) never wait for a writer (an apply's progress). synchronous=FULL:
+        # a commit is on the disk when it returns (users, the settings document, the apply history
+        # survive a power cut); WAL makes that one fsync of the log per commit. Writers from several
+        # worker processes and threads at once: a transaction takes the write lock when it begins
+        # (IMMEDIATE), so two never both read and then fail to upgrade with "database is locked";
+        # a writer waits for the lock (timeout, seconds) instead of failing.
         "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 30,
-                    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL"},
+                    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"},
     }
 }
 
@@ -99,8 +101,12 @@ CHANNEL_LAYERS = {
         "CONFIG": {"hosts": [REDIS_URL]},
     }
 }
-CELERY_BROKER_URL = REDIS_URL
-CELERY_RESULT_BACKEND = REDIS_URL
+# On the image Redis is a unix socket with a password: unix://:PASSWORD@/run/redis/...?db=0
+# for redis-py (the cache, Channels); kombu and Celery spell the same redis+socket://.
+_CELERY_REDIS_URL = ("redis+socket://" + REDIS_URL.removeprefix("unix://").replace("db=", "virtual_host=")
+                     if REDIS_URL.startswith("unix://") else REDIS_URL)
+CELERY_BROKER_URL = _CELERY_REDIS_URL
+CELERY_RESULT_BACKEND = _CELERY_REDIS_URL
 CELERY_TASK_ACKS_LATE = True
 
 REST_FRAMEWORK = {
@@ -158,10 +164,12 @@ INSTALLED_APPS += [
 ]
 MIDDLEWARE += [
     "appliance.web.console.middleware.SecurityHeadersMiddleware",
+    "appliance.web.console.middleware.BackendDownMiddleware",
     "appliance.web.console.middleware.FirstRunMiddleware",
     "appliance.web.console.middleware.DocumentSeedMiddleware",
 ]
 TEMPLATES[0]["OPTIONS"]["context_processors"].append("appliance.web.console.context.nav")
+TEMPLATES[0]["OPTIONS"]["context_processors"].append("appliance.web.console.banners.context")
 from appliance.web.console.hosts import BoxHosts  # noqa: E402
 
 ALLOWED_HOSTS = BoxHosts(ALLOWED_HOSTS)
@@ -228,4 +236,6 @@ APPLIANCE_AUDIT_FAILURE_ROWS = int(os.environ.get("APPLIANCE_AUDIT_FAILURE_ROWS"
 APPLIANCE_AUDIT_RETENTION_DAYS = int(os.environ.get("APPLIANCE_AUDIT_RETENTION_DAYS", "365"))
 APPLIANCE_AUDIT_MAX_ROWS = int(os.environ.get("APPLIANCE_AUDIT_MAX_ROWS", "100000"))
 # How old the box's live figures on the pages may be (one reading per worker process per period).
+# Whether every page asks Redis and the Celery worker if they answer (appliance.web.console.banners).
+APPLIANCE_CHECK_BACKENDS = os.environ.get("APPLIANCE_CHECK_BACKENDS", "1") == "1"
 APPLIANCE_LIVE_SECONDS = float(os.environ.get("APPLIANCE_LIVE_SECONDS", "1"))

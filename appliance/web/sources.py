@@ -30,6 +30,16 @@ class LiveSources:
     def ports(self) -> Reading:
         return status.ports(self.box, self.devices)
 
+    def dhcp_pool(self) -> Reading:
+        """How full the DHCP pools are, who got no lease (`status.dhcp_pool`)."""
+        return status.dhcp_pool(self.box, self.leases())
+
+    def boot_note(self):
+        """What the boot ran instead of the applied settings (`appliance.box.boot.BootNote`), or None."""
+        from appliance.box import boot
+
+        return boot.read_note(self.box)
+
     def services(self) -> Reading:
         return status.services(self.box)
 

@@ -59,7 +59,8 @@ def test_modem_hands_out_no_lease_and_logs_no_request(home):
     lab, _ = home
     lab.dhcp(lab.spec.client(2))
     leases = (lab.rundir / "modem.leases").read_text()
-    assert leases.strip() == ""
+    # dnsmasq writes its own DHCPv6 server DUID first; no lease follows it.
+    assert [l for l in leases.splitlines() if not l.startswith("duid ")] == []
     log = (lab.rundir / "modem.log").read_text()
     assert "DHCPDISCOVER" not in log and "DHCPREQUEST" not in log
 
@@ -197,11 +198,12 @@ def test_teardown_gives_the_home_back_to_the_plain_bridge(tmp_path):
 
 def test_the_box_says_nothing_of_its_own_on_either_side(tmp_path):
     """From before the first apply to traffic through it, nothing leaves the box's
-    ports that its design does not need: no IPv6 (link-local, DAD, RS), no STP,
+    ports that its design does not need: no IPv6 of its own (link-local, DAD, RS), no STP,
     no LLDP, and no ARP that names an address that is not the sender's own."""
     with box_in_lab(tmp_path, "q", clients=1) as (lab, box):
         spec = lab.spec
         own_ips = {"192.168.1.8", "0.0.0.0"}  # the admin address, and ARP probes
+        home_macs = {topology.client_mac(i) for i in range(1, spec.clients + 1)}
 
         def apply_and_use():
             assert box.apply(parse_settings(settings_data())).ok
@@ -216,7 +218,12 @@ def test_the_box_says_nothing_of_its_own_on_either_side(tmp_path):
                               (lambda: lab.run(spec.client(1), ["ping", "-c2", "-i0.2", "-W1", "192.168.1.1"])))
             assert frames, f"no traffic seen on the {side} side"
             for f in frames:
-                assert "IPv6" not in f and "ethertype 802.1Q" not in f, f
+                # The dual-stack home's own IPv6 (its clients', the modem's) passes; none is the
+                # box's, but for vproxy's neighbour discovery on the home side (its IPv6 DNS
+                # answers need it), which the flows never let reach the modem.
+                vproxy = {settings_data()["vproxy"]["mac"]} if side == "home" else set()
+                assert "IPv6" not in f or f.split()[1] in home_macs | vproxy | {MODEM_MAC}, f
+                assert "ethertype 802.1Q" not in f, f
                 assert "STP" not in f and "LLDP" not in f and "01:80:c2:00:00" not in f, f
                 if "ARP" in f and "tell" in f:
                     sender = f.rsplit("tell ", 1)[1].split(",")[0].strip()

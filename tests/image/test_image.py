@@ -179,9 +179,44 @@ def test_novnc_only_behind_the_console_login(box):
     assert box.ssh(curl).stdout == "403"
     assert box.ssh(f"{curl} -H 'Cookie: __Host-sessionid=not-a-session'").stdout == "403"
     assert box.ssh(f"{curl} -H 'Cookie: __Host-sessionid={key}'").stdout == "200"
-    # The VNC server itself only on loopback.
-    assert box.ssh("ss -Htln 'sport = :5901' | awk '{print $4}'").stdout.split() in (
-        ["127.0.0.1:5901"], ["127.0.0.1:5901", "[::1]:5901"])
+    # The VNC server on no port at all: a root-only unix socket.
+    assert box.ssh("ss -Htlnp | grep -c x11vnc || true").stdout.strip() == "0"
+    assert box.ssh("stat -c %a /run/appliance/vnc").stdout.strip() == "700"
+
+
+def test_console_and_novnc_listen_on_the_admin_address_and_loopback_only(box):
+    console = box.ssh("ss -Htln 'sport = :443' | awk '{print $4}' | sort -u").stdout.split()
+    assert console == sorted(["127.0.0.1:443", f"{vm.ADMIN}:443"])
+    assert box.ssh("ss -Htln 'sport = :6443' | awk '{print $4}' | sort -u").stdout.split() == [f"{vm.ADMIN}:6443"]
+
+
+def test_redis_on_a_unix_socket_with_a_password(box):
+    assert box.ssh("ss -Htlnp | grep -c redis-server || true").stdout.strip() == "0"
+    assert "NOAUTH" in box.ssh("redis-cli -s /run/redis/redis-server.sock ping").stdout
+    assert box.ssh("stat -c '%a %U %G' /var/lib/appliance/redis/auth.conf").stdout.strip() == "640 root redis"
+    assert box.ssh("stat -c %a /var/lib/appliance/console/redis.env").stdout.strip() == "600"
+
+
+@pytest.mark.parametrize("unit, user, caps", [
+    ("appliance-svc-dns", "appliance-dns", "cap_net_bind_service cap_bpf"),
+    ("appliance-svc-relay", "appliance-relay", "cap_net_admin cap_net_bind_service cap_net_raw"),
+    ("appliance-svc-dhcp4", "appliance-kea", "cap_net_bind_service cap_net_raw"),
+])
+def test_box_units_run_unprivileged_with_their_capabilities(box, unit, user, caps):
+    props = dict(line.split("=", 1) for line in box.ssh(
+        f"systemctl show -p User,AmbientCapabilities,CapabilityBoundingSet,NoNewPrivileges,"
+        f"ProtectSystem,PrivateTmp,MainPID {unit}").stdout.splitlines() if "=" in line)
+    assert props["User"] == user
+    assert sorted(props["AmbientCapabilities"].split()) == sorted(caps.split())
+    assert sorted(props["CapabilityBoundingSet"].split()) == sorted(caps.split())
+    assert (props["NoNewPrivileges"], props["ProtectSystem"], props["PrivateTmp"]) == ("yes", "strict", "yes")
+    status = box.ssh(f"grep -E '^(Uid|CapEff)' /proc/{props['MainPID']}/status").stdout
+    assert "\t0\t" not in status.splitlines()[0]  # not root
+
+
+def test_secret_files_are_root_only(box):
+    for path in ("/var/lib/appliance/box/applied.json", "/var/lib/appliance/box/dns/relay.json"):
+        assert box.ssh(f"stat -c %a {path}").stdout.strip() == "600", path
 
 
 def test_the_console_shows_the_units_state(box):
@@ -221,11 +256,14 @@ def test_upgrade_to_the_next_image_keeps_everything(box):
     print(f"\nimage-test: image N+1 ({version}) built in {time.monotonic() - t0:.0f} s", flush=True)
     new = TOP / f"build/image/appliance-{version}.raw"
     try:
-        subprocess.run(["/usr/bin/python3", str(TOP / "image/upgrade.py"), "--disk", str(box.disk), str(new)],
+        # The key the box's running root carries (the host has none in /etc).
+        subprocess.run(["/usr/bin/python3", str(TOP / "image/upgrade.py"), "--disk", str(box.disk),
+                        "--public-key", str(TOP / "build/image/image-signing.pub"), str(new)],
                        check=True, timeout=900)
     finally:
-        new.unlink(missing_ok=True)
-        new.with_suffix(".qcow2").unlink(missing_ok=True)
+        for f in (new, new.with_suffix(".qcow2")):
+            f.unlink(missing_ok=True)
+            f.with_name(f.name + ".sig").unlink(missing_ok=True)
     box.start()
     took = box.wait_console(BOOT_TIMEOUT)
     print(f"\nimage-test: upgraded boot to console-ready: {took:.0f} s", flush=True)

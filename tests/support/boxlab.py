@@ -2,6 +2,8 @@
 import contextlib
 import os
 import secrets
+import shutil
+import tempfile
 
 from appliance.box.locate import box as box_for
 from appliance.box.settings import parse_settings
@@ -28,6 +30,15 @@ def settings_data(**changes):
     return data
 
 
+def service_dir(prefix: str) -> str:
+    """A fresh directory the box's unprivileged services (DNS, relay, Kea) can reach, as a
+    box's /var/lib/appliance: not under pytest's temporary root, which is 0700 and made so
+    again by every pytest session that starts."""
+    path = tempfile.mkdtemp(prefix=f"appliance-{prefix}-", dir="/tmp")
+    os.chmod(path, 0o711)
+    return path
+
+
 @contextlib.contextmanager
 def box_in_lab(tmp_dir, letter: str, clients: int = 3, apply: dict | None = None):
     """Yield (lab, box); the box is applied with `apply` (settings data) if given.
@@ -37,7 +48,8 @@ def box_in_lab(tmp_dir, letter: str, clients: int = 3, apply: dict | None = None
     """
     spec = LabSpec(prefix=letter + secrets.token_hex(3), clients=clients)
     lab = Lab(spec)
-    box = box_for(spec.box, state=f"{tmp_dir}/state", run=f"{tmp_dir}/run")
+    work = service_dir(spec.prefix)
+    box = box_for(spec.box, state=f"{work}/state", run=f"{work}/run")
     try:
         lab.up(progress=None)
         if apply is not None:
@@ -48,7 +60,10 @@ def box_in_lab(tmp_dir, letter: str, clients: int = 3, apply: dict | None = None
         try:
             box.teardown()
         finally:
-            lab.down(progress=None)
+            try:
+                lab.down(progress=None)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
     assert [n for n in LinuxKernel().list_netns() if n.startswith(spec.prefix + "-")] == []
     assert not os.path.exists(f"/sys/fs/bpf/appliance/{spec.box}")
     # ...nor the shared pin root, once no other box (another test's) uses it.

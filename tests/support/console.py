@@ -1,6 +1,12 @@
-"""What the browser tests share: the admin's password and how to watch an apply on the console."""
+"""What the console's end-to-end tests share: the admin's password, how to watch an apply in the
+browser, and a `Visitor` that signs in and reads pages without one."""
 import json
 import re
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.cookiejar import CookieJar
 
 PASSWORD = "a long passphrase for e2e"
 
@@ -32,3 +38,47 @@ def lines_of(frames):
         if ev.get("kind") == "apply" and ev.get("line"):
             out.append(ev["line"])
     return out
+
+
+class Visitor:
+    """A browser without a browser: cookies, the form's CSRF token, no redirects followed."""
+
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    def __init__(self, base: str):
+        self.base = base
+        self.jar = CookieJar()
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # a stack's self-signed certificate
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), self._NoRedirect,
+                                                  urllib.request.HTTPSHandler(context=ctx))
+        self.csrf = ""
+
+    def get(self, path):
+        """(status, headers, body)."""
+        try:
+            with self.opener.open(self.base + path, timeout=30) as r:
+                body, status, headers = r.read().decode(), r.status, r.headers
+        except urllib.error.HTTPError as e:
+            body, status, headers = e.read().decode(), e.code, e.headers
+        m = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', body)
+        if m:
+            self.csrf = m.group(1)
+        return status, headers, body
+
+    def post(self, path, data):
+        """(status, Location, body)."""
+        body = urllib.parse.urlencode({"csrfmiddlewaretoken": self.csrf, **data}).encode()
+        req = urllib.request.Request(self.base + path, data=body, headers={"Referer": self.base + path})
+        try:
+            with self.opener.open(req, timeout=30) as r:
+                return r.status, r.headers.get("Location", ""), r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers.get("Location", ""), e.read().decode()
+
+    def login(self, username: str, password: str = PASSWORD) -> None:
+        self.get("/login/")
+        status, location, body = self.post("/login/", {"username": username, "password": password})
+        assert status == 302, (status, body[:500])

@@ -33,10 +33,10 @@ class StateOnDisk(MemFs):
         super().__init__()
         self.state_file = state_file
 
-    def write(self, path, content, mode=0o644):
-        super().write(path, content, mode)
+    def write(self, path, content, mode=0o644, owner=None):
+        super().write(path, content, mode, owner)
         if path == self.state_file:
-            RealFileSystem().write(path, content, mode)
+            RealFileSystem().write(path, content, mode, owner)
 
     def remove(self, path):
         super().remove(path)

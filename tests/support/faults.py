@@ -9,10 +9,15 @@ sending of the first query answered after the last unanswered one.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -86,3 +91,69 @@ def poll(what, timeout: float, every: float = 0.2):
         if got or time.monotonic() >= deadline:
             return got or None
         time.sleep(every)
+
+
+# ---------------------------------------------------------------- the box's state and its boot
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def manage(*argv: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`./manage.py ARGV` as the box's boot or an admin runs it (its output in .stdout, its exit code)."""
+    with tempfile.TemporaryDirectory(prefix="appliance-faults-") as console:  # the console's own: not /var/lib
+        return subprocess.run([sys.executable, "manage.py", *argv], cwd=ROOT, capture_output=True, text=True,
+                              timeout=timeout, env={**os.environ, "APPLIANCE_STATE_DIR": console, **(env or {})})
+
+
+def box_args(box) -> list[str]:
+    """The options that name `box` on the command line."""
+    return ["--netns", box.placement.host_ns, "--state-dir", box.layout.state_dir, "--run-dir", box.layout.run_dir]
+
+
+def power_cut(box) -> None:
+    """What a reboot leaves of the box: no links, datapath or services of its own, an empty
+    run directory; the state directory (applied settings, leases, the fake-IP store) as it was."""
+    box.applier.teardown(box.applied_plan())
+    box.fs.remove(box.layout.boot_note)
+
+
+def boot(box) -> subprocess.CompletedProcess:
+    """The image's boot apply (`appliance-boot-apply` runs `./manage.py apply --boot`)."""
+    return manage("apply", "--boot", *box_args(box))
+
+
+@contextlib.contextmanager
+def small_tmpfs(path, size: str = "64m"):
+    """A tmpfs of `size` at `path` (made): a state directory that can be filled or made read-only."""
+    os.makedirs(path, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)]).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+@contextlib.contextmanager
+def filled(directory, leave: int = 1 << 20):
+    """The file system of `directory` full but for `leave` bytes (one file, removed afterwards)."""
+    filler = os.path.join(directory, ".filler")
+    st = os.statvfs(directory)
+    size = st.f_bavail * st.f_frsize - leave
+    subprocess.run(["fallocate", "-l", str(size), filler], check=True)
+    try:
+        yield filler
+    finally:
+        os.unlink(filler)
+
+
+@contextlib.contextmanager
+def read_only(directory):
+    """`directory` on a read-only mount (a read-only bind over itself: services keep the files they
+    have open, as after a remount that the kernel forced on an error; whatever opens anew is refused)."""
+    subprocess.run(["mount", "--bind", str(directory), str(directory)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(directory)], check=True)
+        yield
+    finally:
+        subprocess.run(["umount", str(directory)], check=True)

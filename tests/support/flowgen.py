@@ -205,3 +205,94 @@ def ambiguous(table: FlowTable, lookups) -> bool:
         if n > 1:
             return True
     return False
+
+
+# -- OpenFlow 1.3 pipelines: flow text with every action class of the subset,
+#    loaded with `-O OpenFlow13` on both sides (tests/integration/switch) ----
+
+NONEXISTENT_PORT = 9
+
+
+def rich_match(r: random.Random, table: int) -> tuple[str, dict]:
+    """A match's text, and what it guarantees (dl_type, nw_proto, a VLAN tag)."""
+    m = random_match(r)
+    text = m.to_ofctl()
+    known = {"dl_type": m.values.get("dl_type"), "nw_proto": m.values.get("nw_proto"),
+             "vlan": bool(m.masks.get("vlan_tci", 0) & F.VLAN_CFI and m.values.get("vlan_tci", 0) & F.VLAN_CFI)}
+    extra = []
+    if table and r.random() < 0.3:
+        extra.append(f"reg0={r.choice((0, 5, 7))}")
+    if "vlan_tci" not in m and r.random() < 0.2:
+        vid = r.choice((0, 5, 100))
+        extra.append(f"vlan_vid={vid | F.VLAN_CFI if vid else 0}")
+        known["vlan"] = bool(vid)
+    return ",".join(x for x in [text, *extra] if x), known
+
+
+def rich_actions(r: random.Random, table: int, n_tables: int, known: dict) -> list[str]:
+    acts: list[str] = []
+    tags = [known["vlan"]]  # is there a tag, outermost first, as the match says
+    ip = known["dl_type"] in (0x0800, 0x86DD)
+    l4 = ip and known["nw_proto"] in (6, 17)
+    for _ in range(r.choice((0, 1, 2, 2, 3, 4))):
+        k = r.randrange(20)
+        if k <= 2:
+            acts.append(f"output:{r.choice(PORTS + (NONEXISTENT_PORT,))}")
+        elif k == 3:
+            acts.append(r.choice(("NORMAL", "FLOOD", "ALL", "LOCAL", "IN_PORT", "CONTROLLER:64",
+                                  "output(2)", "output(port=3,max_len=128)")))
+        elif k == 4:
+            acts.append("push_vlan:0x8100")
+            tags.insert(0, True)
+        elif k == 5 and tags[0]:
+            acts.append(f"set_field:{F.VLAN_CFI | r.choice((5, 9, 100))}->vlan_vid")
+        elif k == 6 and tags[0]:
+            acts.append(r.choice(("pop_vlan", "strip_vlan")))
+            tags.pop(0)
+            if not tags:
+                tags = [False]
+        elif k == 7:
+            acts.append(r.choice((f"mod_vlan_vid:{r.choice((5, 9))}", f"mod_vlan_pcp:{r.randrange(8)}",
+                                  f"mod_vlan_vid({r.choice((5, 9))})")))
+            if not tags[0]:
+                tags.insert(0, True)
+        elif k == 8 and tags[0]:
+            acts.append(f"set_field:{r.randrange(8)}->vlan_pcp")
+        elif k == 9:
+            mac = F.format_mac(r.choice(MACS))
+            acts.append(r.choice((f"mod_dl_src:{mac}", f"set_field:{mac}->eth_dst",
+                                  f"mod_dl_dst({mac})", "move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[]")))
+        elif k == 10 and ip and known["dl_type"] == 0x0800:
+            ipa = F.format_ipv4(r.choice(IPS))
+            acts.append(r.choice((f"set_field:{ipa}->nw_dst", f"mod_nw_src:{ipa}", "dec_ttl",
+                                  f"set_field:{r.randrange(64)}->ip_dscp")))
+        elif k == 11 and l4:
+            l4name = "tcp" if known["nw_proto"] == 6 else "udp"
+            acts.append(r.choice((f"set_field:{r.choice(L4PORTS)}->{l4name}_dst",
+                                  f"mod_tp_src:{r.choice(L4PORTS)}")))
+        elif k == 12:
+            acts.append(r.choice(("load:0x5->NXM_NX_REG0[]", "set_field:7->reg0",
+                                  "move:NXM_OF_IN_PORT[]->NXM_NX_REG0[0..15]", "load:0x1->NXM_NX_REG0[0..3]")))
+        elif k in (13, 14) and table + 1 < n_tables:
+            t = r.randrange(table + 1, n_tables)
+            acts.append(r.choice((f"resubmit(,{t})", f"resubmit({r.choice(PORTS)},{t})")))
+        elif k == 15 and table + 1 < n_tables:
+            acts.append(f"learn(table={r.randrange(table + 1, n_tables)},priority=7,"
+                        "NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],output:NXM_OF_IN_PORT[])")
+    if table + 1 < n_tables and r.random() < 0.35:
+        t = r.randrange(table + 1, n_tables)
+        acts.append(r.choice((f"goto_table:{t}", f"goto_table({t})")))
+    return acts or ["drop"]
+
+
+def rich_table_text(r: random.Random, n: int, n_tables: int = 4) -> str:
+    """n flows over n_tables tables, as flow-file text (cookie = line number)."""
+    lines = []
+    for i in range(n):
+        table = r.randrange(n_tables) if i else 0
+        match, known = rich_match(r, table)
+        head = [f"cookie={i + 1:#x}", f"table={table}", f"priority={r.choice(PRIORITIES)}"]
+        if match:
+            head.append(match)
+        lines.append(",".join(head) + " actions=" + ",".join(rich_actions(r, table, n_tables, known)))
+    return "\n".join(lines) + "\n"

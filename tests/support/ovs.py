@@ -108,11 +108,14 @@ def parse_trace(text: str, l2: tuple[int, int, int], odp_to_ofport: Mapping[int,
     if dp is None:
         raise OvsError("trace has no 'Datapath actions' line:\n" + text)
     src, dst, tci = l2
+    inner: list[int] = []  # tags under the outer one (QinQ), outermost first
     for act in _split_top(dp.split(":", 1)[1].strip()):
         if act.isdigit():
             tr.outputs[(odp_to_ofport.get(int(act), -int(act)), src, dst, tci)] += 1
         elif act == "drop":
             pass
+        elif act.startswith("set(") and not act.startswith("set(eth("):
+            pass  # L3/L4 rewrites: the comparison is on L2 and ports
         elif act.startswith("set(eth("):
             for k, v in re.findall(r"(src|dst)=([0-9a-f:]+)", act):
                 if k == "src":
@@ -122,9 +125,11 @@ def parse_trace(text: str, l2: tuple[int, int, int], odp_to_ofport: Mapping[int,
         elif act.startswith("push_vlan("):
             vid = int(re.search(r"vid=(\d+)", act).group(1))
             pcp = int(re.search(r"pcp=(\d+)", act).group(1))
+            if tci:
+                inner.insert(0, tci)
             tci = 0x1000 | (pcp << 13) | vid
         elif act == "pop_vlan":
-            tci = 0
+            tci = inner.pop(0) if inner else 0
         elif act.startswith("userspace(") and "controller(" in act:
             tr.outputs[(FL.OFPP_CONTROLLER, None, None, None)] += 1
         else:
@@ -275,27 +280,38 @@ class OvsOracle:
 
     # -- flows and traces ---------------------------------------------------------
 
-    def load_flows(self, flows: Iterable[Flow]) -> None:
-        """Replace the bridge's flows; flow i gets cookie i+1 for the trace."""
+    def load_flows(self, flows: Iterable[Flow], protocol: str | None = None) -> None:
+        """Replace the bridge's flows; flow i gets cookie i+1 for the trace.
+        `protocol` is ovs-ofctl's -O (OpenFlow13 for push_vlan, set_field ...)."""
         from dataclasses import replace
         self.flows = list(flows)
         text = "\n".join(replace(f, cookie=i + 1).to_ofctl() for i, f in enumerate(self.flows))
-        self._run("ovs-ofctl", "del-flows", self.bridge)
-        if text:
+        self.load_text(text, protocol)
+
+    def load_text(self, text: str, protocol: str | None = None) -> None:
+        """Replace the bridge's flows by a flow file's text, as given."""
+        opts = ["-O", protocol] if protocol else []
+        self._run("ovs-ofctl", *opts, "del-flows", self.bridge)
+        if text.strip():
             path = self.dir / "flows.txt"
             path.write_text(text + "\n")
-            self._run("ovs-ofctl", "add-flows", self.bridge, str(path))
+            self._run("ovs-ofctl", *opts, "add-flows", self.bridge, str(path))
 
     def dump_flows(self) -> str:
         return self._run("ovs-ofctl", "--no-stats", "dump-flows", self.bridge)
 
-    def trace_text(self, flow_string: str) -> str:
-        return self.appctl("ofproto/trace", self.bridge, flow_string)
+    def trace_text(self, flow_string: str, generate: bool = False) -> str:
+        extra = ["-generate"] if generate else []
+        return self.appctl("ofproto/trace", self.bridge, flow_string, *extra)
 
-    def trace(self, packet) -> OvsTrace:
-        """Trace one `Packet`; result in OpenFlow ports and flow indexes."""
+    def trace(self, packet, generate: bool = False) -> OvsTrace:
+        """Trace one `Packet`; result in OpenFlow ports and flow indexes.
+        `generate` (OVS's -generate) lets NORMAL learn and learn() add flows."""
         l2 = (packet.get("dl_src"), packet.get("dl_dst"), packet.get("vlan_tci"))
-        return parse_trace(self.trace_text(packet.to_ofctl()), l2, self.odp_to_ofport)
+        return parse_trace(self.trace_text(packet.to_ofctl(), generate), l2, self.odp_to_ofport)
+
+    def fdb_flush(self) -> None:
+        self.appctl("fdb/flush", self.bridge)
 
     def flow_for_cookie(self, cookie: int | None) -> Flow | None:
         return None if cookie is None else self.flows[cookie - 1]

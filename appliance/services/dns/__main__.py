@@ -14,6 +14,7 @@ import sys
 
 import uvloop
 
+from appliance.kernel.limits import raise_open_files
 from appliance.services.entry import service_main
 from .control import serve_control
 from .server import DnsService
@@ -24,6 +25,8 @@ log = logging.getLogger("appliance.services.dns")
 
 async def run(config: str) -> int:
     settings = load_settings_file(config)
+    # Every TCP client and upstream connection is a descriptor: 1024 is a few hundred clients.
+    raise_open_files(settings.open_files)
     service = DnsService(settings)
     await service.start()
     control = None

@@ -62,6 +62,21 @@ a client still holding a forgotten address cannot connect with it (the
 relay refuses an unknown address) until it asks again, and then usually
 gets the same address back (the hash); pinned addresses keep their names.
 
+A client never reaches a wrong site through a lost mapping: the pool is
+split into REGIONS regions (when it is large enough: MIN_REGION addresses
+each) and new names are hashed into the region of the store's epoch. The
+store marks itself open (a synced commit) when it opens and closed after
+the last batch of a clean `close()`; opened while still marked open (the
+process was killed, the box lost power), the epoch goes up and new names
+go to the next region. Every address a lost mapping handed out is in the
+old epoch's region and not in the table, so nothing allocates it again
+until the epochs come round (REGIONS - 1 more unclean restarts): a client
+still holding it finds no mapping (the relay refuses the connection at
+once, the client asks again and gets the name's new address). Mappings
+that were committed keep their addresses across epochs. A pool smaller
+than REGIONS * MIN_REGION is one region, and the paragraph above on what
+a lost mapping can do holds for it.
+
 The file stays what the relay's `StoreReader` reads: table `fakeip`
 (ip INTEGER PRIMARY KEY, domain UNIQUE, route, created, last_used), WAL.
 """
@@ -86,6 +101,8 @@ PROBES = 64
 WRITE_EVERY = 0.1  # seconds between write-behind batches (the DNS server's timer)
 BATCH = 512  # changed mappings that start a batch without waiting for the timer
 LAST_USED_EVERY = 30.0  # seconds between writes of last-used times
+REGIONS = 4  # epochs cycle through this many parts of the pool (unclean restarts)
+MIN_REGION = 4096  # a smaller pool is one region
 
 
 @dataclass(slots=True)
@@ -126,6 +143,24 @@ def _write(db: sqlite3.Connection, deletes: list[int], upserts: list[tuple]) -> 
         raise
 
 
+def twin6(ip4: str, network: str, network6: str) -> str:
+    """The fake IPv6 address of a fake IPv4 address: the same offset in `network6`.
+
+    One pool serves both families: a name's AAAA is its A's twin, so the
+    relay finds the name (and pins it) by the IPv4 address either way."""
+    offset = int(ipaddress.IPv4Address(ip4)) - int(ipaddress.IPv4Network(network).network_address)
+    return str(ipaddress.IPv6Network(network6).network_address + offset)
+
+
+def twin4(ip6: str, network: str, network6: str) -> str | None:
+    """The fake IPv4 address whose twin is `ip6`; None when it is outside the IPv4 pool's size."""
+    net4 = ipaddress.IPv4Network(network)
+    offset = int(ipaddress.IPv6Address(ip6)) - int(ipaddress.IPv6Network(network6).network_address)
+    if not 0 <= offset < net4.num_addresses:
+        return None
+    return str(net4.network_address + offset)
+
+
 class FakeIpPool:
     def __init__(self, network: str = "100.96.0.0/11", db_path: str | None = None,
                  max_entries: int | None = None, clock: Callable[[], float] = time.time,
@@ -156,6 +191,8 @@ class FakeIpPool:
         self.write_errors = 0
         self.last_write_error: str | None = None
         self._db: sqlite3.Connection | None = None
+        self.regions = REGIONS if self._size >= REGIONS * MIN_REGION else 1
+        self.epoch = 0  # unclean restarts of the store so far: which region new names go to
         if db_path:
             self._open(db_path)
 
@@ -171,6 +208,18 @@ class FakeIpPool:
             "CREATE TABLE IF NOT EXISTS fakeip (ip INTEGER PRIMARY KEY, domain TEXT UNIQUE NOT NULL,"
             " route TEXT NOT NULL, created REAL NOT NULL, last_used REAL NOT NULL)"
         )
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        self.epoch = int(meta.get("epoch", 0))
+        if meta.get("open") == "1":
+            self.epoch += 1
+            log.warning("fake-IP store: not closed cleanly; new names go to region %d of %d (epoch %d)",
+                        self.epoch % self.regions, self.regions, self.epoch)
+        # Synced before the first answer: a later crash is always seen as one.
+        db.execute("PRAGMA synchronous=FULL")
+        db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                       [("epoch", str(self.epoch)), ("open", "1")])
+        db.execute("PRAGMA synchronous=NORMAL")
         self._db = db
         rows = db.execute(
             "SELECT ip, domain, route, created, last_used FROM fakeip ORDER BY last_used"
@@ -288,6 +337,11 @@ class FakeIpPool:
                 log.error("fake-IP store: closing with %d unsaved changes: %s",
                           len(self._changed) + len(self._touched), exc)
             self._writer.shutdown(wait=True)
+            if not self._changed and not self._touched:
+                try:
+                    self._db.execute("UPDATE meta SET value = '0' WHERE key = 'open'")
+                except sqlite3.Error as exc:
+                    log.error("fake-IP store: not marked closed: %s", exc)
             self._db.close()
             self._db = None
 
@@ -295,9 +349,13 @@ class FakeIpPool:
     def _in_pool(self, ip: int) -> bool:
         return self._first <= ip < self._first + self._size
 
-    def _slot(self, domain: str) -> int:
+    def _candidates(self, domain: str):
+        """The addresses `domain` may get, in order: its hash's slot in this epoch's region, then on."""
+        size = self._size // self.regions
+        base = self._first + (self.epoch % self.regions) * size
         digest = hashlib.blake2b(domain.encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "big") % self._size
+        start = int.from_bytes(digest, "big") % size
+        return (base + (start + step) % size for step in range(min(PROBES, size)))
 
     def _evict_one(self) -> int | None:
         for ip in self._by_ip:
@@ -330,13 +388,7 @@ class FakeIpPool:
             freed = self._evict_one()
             if freed is None:
                 return None
-        start = self._slot(domain)
-        chosen = None
-        for step in range(PROBES):
-            candidate = self._first + (start + step) % self._size
-            if candidate not in self._by_ip:
-                chosen = candidate
-                break
+        chosen = next((c for c in self._candidates(domain) if c not in self._by_ip), None)
         if chosen is None:
             chosen = freed if freed is not None else self._evict_one()
             if chosen is None:

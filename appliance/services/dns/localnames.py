@@ -95,25 +95,31 @@ def kea_lease_file(path: str, clock: Callable[[], float] = time.time) -> LeaseSo
     """Leases from Kea's memfile CSV (append-only: the last row of an address wins)."""
 
     def read() -> list[tuple[str, str, str | None]]:
-        latest: dict[str, dict] = {}
         try:
-            with open(path, newline="") as fh:
-                for row in csv.DictReader(fh):
-                    if row.get("address"):
-                        latest[row["address"]] = row
+            # Hostnames in it are what LAN clients sent: a byte that is not
+            # UTF-8 must cost that row its name, not every lease its name.
+            with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+                return kea_lease_rows(fh, clock())
         except FileNotFoundError:
             return []
-        now = clock()
-        out = []
-        for address, row in latest.items():
-            try:
-                expired = int(row.get("expire") or 0) < now
-                state = int(row.get("state") or 0)
-            except ValueError:
-                continue
-            if expired or state != 0 or not row.get("hostname"):
-                continue
-            out.append((row["hostname"], address, row.get("hwaddr") or None))
-        return out
 
     return read
+
+
+def kea_lease_rows(lines: Iterable[str], now: float) -> list[tuple[str, str, str | None]]:
+    """(hostname, address, MAC) of the live leases in Kea's memfile CSV lines."""
+    latest: dict[str, dict] = {}
+    for row in csv.DictReader(lines):
+        if row.get("address"):
+            latest[row["address"]] = row
+    out = []
+    for address, row in latest.items():
+        try:
+            expired = int(row.get("expire") or 0) < now
+            state = int(row.get("state") or 0)
+        except ValueError:
+            continue
+        if expired or state != 0 or not row.get("hostname"):
+            continue
+        out.append((row["hostname"], address, row.get("hwaddr") or None))
+    return out

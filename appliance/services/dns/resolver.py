@@ -48,15 +48,18 @@ import dns.rdatatype
 import dns.rrset
 
 from .cache import AnswerCache
-from .fakeip import FakeIpPool
+from .fakeip import FakeIpPool, twin6
 from .localnames import LocalNames
 from .policy import NO_MATCH, Decision, Policy
 from .querylog import QueryLog
+from .ratelimit import RateLimiter
+from .rebind import RebindGuard
 from .settings import DnsSettings
 from .upstream import UpstreamSet
-from .wire import (CLASS_IN, EMPTY, HEADER, NXDOMAIN_ANSWER, OPCODE_MASK, QR, SERVFAIL_ANSWER,
+from .wire import (CLASS_IN, EMPTY, HEADER, NXDOMAIN_ANSWER, OPCODE_MASK, QR, REFUSED_ANSWER,
+                   SERVFAIL_ANSWER,
                    TC, TYPE_A, TYPE_AAAA, TYPE_ANY, TYPE_CNAME, TYPE_PTR, Prepared, Query,
-                   WireError, address_records, name_wire, opt_record, parse_query,
+                   WireError, address_records, answer_addresses, name_wire, opt_record, parse_query,
                    prepare, ptr_record, render, udp_limit)
 
 log = logging.getLogger(__name__)
@@ -187,6 +190,13 @@ class Resolver:
         self._opt = opt_record(settings.edns_udp_size)
         self._edns_max = settings.edns_udp_size
         self._decided_max = max(FAST_MIN, settings.cache.size)
+        self._max_inflight = settings.max_inflight
+        f = settings.fake_ip
+        # New fake-IP mappings per client: a client asking random names under a
+        # fake-IP rule would otherwise recycle the whole pool under everyone.
+        self._new_fake = RateLimiter(f.new_per_client, f.new_burst, self._clock)
+        r = settings.rebind
+        self._rebind = RebindGuard(r.networks, r.allow, settings.local_names.domain) if r.enabled else None
 
     # -- state changes --------------------------------------------------------
     def swap_policy(self, policy: Policy, settings: DnsSettings | None = None) -> None:
@@ -357,15 +367,21 @@ class Resolver:
                 FORWARD, "direct", decision.origin + " (relay down: real address)", q, qname,
                 expires=now + RELAY_DOWN_TTL, ttl_cap=RELAY_DOWN_TTL))
         if kind == "fake-ip":
-            if qtype == TYPE_A:
+            fake = self.settings.fake_ip
+            if qtype == TYPE_A or (qtype == TYPE_AAAA and fake.network6 is not None):
                 if self.fakeips is None:
                     self.handoff(data, addr, out)
                     return None
+                if self.fakeips.lookup_domain(qname) is None and not self._new_fake.allow(client):
+                    # Not remembered: the rest of the group still gets its fake address.
+                    return Decided(FORWARD, "direct", decision.origin + " (fake-IP rate limit)", q,
+                                   qname, expires=now)
                 ip = self.fakeips.allocate(qname, decision.action.route)
                 if ip is not None:
+                    answer = ip if qtype == TYPE_A else twin6(ip, fake.network, fake.network6)
                     return self._keep(group, q, Decided(
                         ANSWER, "fake-ip", decision.origin, q, qname,
-                        address_records([ip], self.settings.fake_ip.ttl),
+                        address_records([answer], fake.ttl),
                         fake_key=int.from_bytes(socket.inet_aton(ip), "big"),
                         generation=self.fakeips.generation))
                 log.warning("fake-IP pool full of pinned addresses; %s answered for real", qname)
@@ -419,6 +435,15 @@ class Resolver:
             else:
                 flight.waiters.append(waiter)
             return
+        if len(self._inflight) >= self._max_inflight:
+            # Bounded: an upstream that never answers must not hold the whole memory.
+            self.querylog.dropped["upstream queries at their limit"] += 1
+            if stale is not None:
+                self._deliver(waiter, stale.with_ttl(self.settings.cache.stale_answer_ttl), 0, True,
+                              "stale")
+            else:
+                self._deliver(waiter, SERVFAIL_ANSWER, 0, False, "upstream queries at their limit")
+            return
         flight = _Flight(key, len(question), [waiter], stale)
         self._inflight[key] = flight
         settings = self.settings.cache
@@ -427,6 +452,15 @@ class Resolver:
                 settings.stale_after, self._stale_due, flight)
         self.upstreams.fetch(question, self._clock() + settings.servfail_after,
                              partial(self._fetched, flight))
+
+    def _rebinds(self, name: str, answer: Prepared) -> bool:
+        try:
+            refused = self._rebind.refuses(name, answer_addresses(answer))
+        except WireError:
+            return True  # prepare() read it; records it cannot read again are no answer to give
+        if refused:
+            log.warning("rebinding refused: %s answered with a private address", name)
+        return refused
 
     def _stale_due(self, flight: _Flight) -> None:
         # Keep the refresh going; who waits gets the old answer now.
@@ -448,7 +482,11 @@ class Resolver:
                 answer = _prepare_answer(wire, flight.question_len)
             except (WireError, dns.exception.DNSException, ValueError) as exc:
                 error = exc
-        if answer is not None:
+        if answer is not None and self._rebind is not None and answer.an and self._rebinds(
+                flight.key[0], answer):
+            # Not cached: the next query asks again, the upstream may have been fixed.
+            answer, age, cached, note = REFUSED_ANSWER, 0, False, "rebinding refused"
+        elif answer is not None:
             self.cache.put(flight.key, answer)
             age, cached, note = 0, False, ""
         elif flight.stale is not None:

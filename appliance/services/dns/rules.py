@@ -14,10 +14,10 @@ never replaces a working list.
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from .pattern import compile_pattern
 from .settings import normalize_domain
 
 MATCHES = ("exact", "suffix", "keyword", "regex")
@@ -39,7 +39,7 @@ class DomainMatcher:
         self._exact: dict[str, int] = {}
         self._suffix: dict[str, int] = {}
         self._keyword: list[tuple[int, str]] = []
-        self._regex: list[tuple[int, re.Pattern]] = []
+        self._regex: list[tuple[int, object]] = []  # RE2 patterns: linear time
         for rule in rules:
             self.add(rule)
 
@@ -53,7 +53,7 @@ class DomainMatcher:
         elif rule.match == "keyword":
             self._keyword.append((index, rule.value))
         elif rule.match == "regex":
-            self._regex.append((index, re.compile(rule.value, re.IGNORECASE)))
+            self._regex.append((index, compile_pattern(rule.value)))
         else:
             raise ValueError(f"unknown match {rule.match!r}")
 
@@ -150,10 +150,7 @@ def _parse_adblock(line: str) -> tuple[bool, tuple[str, str] | None]:
             return exception, None  # client-, type- or page-specific: not for a DNS server
     if body.startswith("/") and body.endswith("/") and len(body) > 2:
         pattern = body[1:-1]
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ValueError(f"invalid regex: {exc}") from None
+        compile_pattern(pattern)
         return exception, ("regex", pattern)
     if body.startswith("||"):
         body = body[2:]
@@ -180,10 +177,7 @@ def _parse_rule_line(line: str) -> tuple[str, str]:
     if not value:
         raise ValueError("missing value")
     if kind == "regex":
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regex: {exc}") from None
+        compile_pattern(value)
         return kind, value
     if kind == "keyword":
         if any(c.isspace() for c in value):

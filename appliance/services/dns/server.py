@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
 import socket
 import struct
 import time
@@ -78,7 +77,7 @@ def process_count(settings: DnsSettings) -> int:
     """Processes answering UDP: `workers`, or one per CPU this process may use (at most 4)."""
     if settings.workers is not None:
         return settings.workers
-    return max(1, min(4, len(os.sched_getaffinity(0))))
+    return steer.default_processes()
 
 
 def rate_limiter(settings: DnsSettings, processes: int) -> RateLimiter:
@@ -171,7 +170,7 @@ class DnsService:
                  neighbour_mac: Callable[[str], str | None] = read_neighbour_mac):
         self.settings = settings
         self.started = time.time()
-        self.lists_store = ListStore()
+        self.lists_store = ListStore(settings.lists_dir)
         errors = read_lists(self.lists_store, settings.lists)
         for error in errors:
             log.error("list not loaded: %s", error)
@@ -189,6 +188,8 @@ class DnsService:
         self.limiter = rate_limiter(settings, self.processes)
         self.workers = None  # a Workers once started with more than one process
         self.tasks: set[asyncio.Task] = set()
+        self._tcp_open: dict[str, int] = {}  # client -> its open TCP connections
+        self._tcp_total = 0
         self._servers: list = []
         self._transports: list[UdpListener] = []
         self._periodic: list[asyncio.Task] = []
@@ -254,10 +255,19 @@ class DnsService:
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         client = peer[0] if peer else ""
+        if not self.access.allowed(client):
+            self.querylog.dropped["not allowed"] += 1
+            writer.close()
+            return
+        held = self._tcp_open.get(client, 0)
+        if held >= self.settings.tcp_max_per_client or self._tcp_total >= self.settings.tcp_max_clients:
+            # Closed at once: a client holding connections open must not use up the descriptors.
+            self.querylog.dropped["TCP connections at their limit"] += 1
+            writer.close()
+            return
+        self._tcp_open[client] = held + 1
+        self._tcp_total += 1
         try:
-            if not self.access.allowed(client):
-                self.querylog.dropped["not allowed"] += 1
-                return
             while True:
                 try:
                     head = await asyncio.wait_for(reader.readexactly(2),
@@ -283,6 +293,12 @@ class DnsService:
             pass
         finally:
             writer.close()
+            self._tcp_total -= 1
+            left = self._tcp_open[client] - 1
+            if left:
+                self._tcp_open[client] = left
+            else:
+                del self._tcp_open[client]
 
     async def _every(self, seconds: float, action: Callable[[], object]) -> None:
         while True:
@@ -344,6 +360,7 @@ class DnsService:
         control socket need a restart.
         """
         store = self.lists_store
+        store.lists_dir = settings.lists_dir
         errors = await asyncio.to_thread(read_lists, store, settings.lists, True)
         if errors:
             self.last_reload_error = "; ".join(errors)

@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from .pattern import compile_pattern
+
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -142,11 +144,22 @@ class RateLimitSettings(_Model):
 
 class FakeIpSettings(_Model):
     network: str = "100.96.0.0/11"
+    # AAAA of fake-ip names: each name's fake IPv4 address's offset in this
+    # range (None: fake-ip names get no AAAA, as before).
+    network6: str | None = None
     ttl: int = Field(default=1, ge=0, le=3600, description="TTL of fake answers")
     db_path: str = "/var/lib/appliance/dns-fakeip.sqlite3"
     max_entries: int | None = Field(
-        default=None, ge=1, description="default: every address of the pool"
+        default=65536, ge=1,
+        description="mappings kept (the least recently used is recycled); null: every address of"
+                    " the pool (2 million for a /11)",
     )
+    new_per_client: float = Field(
+        default=20, ge=0,
+        description="new mappings a client may cause a second (0: no limit); past it, and its"
+                    " burst, a name is answered with its real address",
+    )
+    new_burst: int = Field(default=500, ge=1)
     builtin_filter: bool = Field(
         default=True,
         description="keep NTP, STUN, connectivity-check and game-console domains real",
@@ -162,6 +175,23 @@ class FakeIpSettings(_Model):
         if net.num_addresses < 4:
             raise ValueError("the fake-IP pool needs at least a /30")
         return str(net)
+
+    @field_validator("network6")
+    @classmethod
+    def _network6(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        net = ipaddress.ip_network(value, strict=True)
+        if net.version != 6:
+            raise ValueError("the IPv6 fake-IP range must be IPv6")
+        return str(net)
+
+    @model_validator(mode="after")
+    def _twins_fit(self) -> "FakeIpSettings":
+        if self.network6 is not None and ipaddress.ip_network(self.network6).num_addresses \
+                < ipaddress.ip_network(self.network).num_addresses:
+            raise ValueError(f"network6 {self.network6} is smaller than network {self.network}")
+        return self
 
     @field_validator("keep_real")
     @classmethod
@@ -231,9 +261,9 @@ class RuleSettings(_Model):
     def _value(self) -> "RuleSettings":
         if self.match == "regex":
             try:
-                re.compile(self.value)
-            except re.error as exc:
-                raise ValueError(f"value: invalid regex: {exc}") from None
+                compile_pattern(self.value)
+            except ValueError as exc:
+                raise ValueError(f"value: {exc}") from None
         elif self.match == "keyword":
             if not self.value.strip() or any(c.isspace() for c in self.value):
                 raise ValueError("value: a keyword is one word")
@@ -254,7 +284,10 @@ class RuleListSettings(_Model):
     """
 
     name: str
-    source: str = Field(description="a file path or an http(s) URL")
+    source: str = Field(description="an https URL, an http URL pinned by `sha256`, or a file in"
+                                    " the lists directory (`lists_dir`)")
+    sha256: str | None = Field(
+        default=None, description="the list's SHA-256 (hex): any other content is refused")
     format: Literal["auto", "hosts", "adblock", "plain", "rules"] = "auto"
     plain_match: Literal["exact", "suffix"] = "suffix"
     then: Action = Field(default_factory=lambda: BlockAction(action="block"))
@@ -274,6 +307,13 @@ class RuleListSettings(_Model):
         if not value.strip():
             raise ValueError("empty source")
         return value
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError("a SHA-256 is 64 hexadecimal digits")
+        return value.lower() if value else value
 
 
 def _client_id(value: str) -> str:
@@ -339,6 +379,27 @@ class LocalNamesSettings(_Model):
         return normalize_domain(value)
 
 
+class RebindSettings(_Model):
+    """Rebinding protection (dnsmasq's `--stop-dns-rebind`): an upstream answer carrying a
+    private, CGNAT, loopback, link-local or ULA address, or one in `networks`, is refused,
+    except for the local domain and the names in `allow`."""
+
+    enabled: bool = True
+    allow: list[str] = Field(default_factory=list, description="suffixes whose answers may be private")
+    networks: list[str] = Field(
+        default_factory=list, description="more networks never answered for public names (the LAN's)")
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, value: list[str]) -> list[str]:
+        return [normalize_domain(v) for v in value]
+
+    @field_validator("networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        return [str(ipaddress.ip_network(v, strict=False)) for v in value]
+
+
 class QueryLogSettings(_Model):
     max_entries: int = Field(default=20000, ge=0, le=5_000_000)
     max_age: int = Field(default=86400, ge=0, description="seconds")
@@ -376,14 +437,25 @@ class DnsSettings(_Model):
     fake_ip: FakeIpSettings = Field(default_factory=FakeIpSettings)
     rules: list[RuleSettings] = Field(default_factory=list, description="the default group's rules")
     lists: list[RuleListSettings] = Field(default_factory=list)
+    lists_dir: str = Field(default="/var/lib/appliance/dns-lists",
+                           description="the one directory list files are read from")
     default_lists: list[str] | None = Field(
         default=None, description="lists the default group uses; default: all enabled"
     )
     groups: list[ClientGroupSettings] = Field(default_factory=list)
     local_names: LocalNamesSettings = Field(default_factory=LocalNamesSettings)
     query_log: QueryLogSettings = Field(default_factory=QueryLogSettings)
+    rebind: RebindSettings = Field(default_factory=RebindSettings)
     control_socket: str | None = "/run/appliance/dns.sock"
     tcp_idle_timeout: float = Field(default=10, gt=0)
+    tcp_max_clients: int = Field(default=512, ge=1, description="open TCP connections, all clients")
+    tcp_max_per_client: int = Field(default=16, ge=1, description="open TCP connections of one address")
+    max_inflight: int = Field(
+        default=4096, ge=1,
+        description="questions waiting for an upstream at once, per process; past it, SERVFAIL"
+                    " (or the stale answer)",
+    )
+    open_files: int = Field(default=65536, ge=1024, description="descriptor limit the server asks for")
     workers: int | None = Field(
         default=None, ge=1, le=16,
         description="processes answering UDP queries on the same address (SO_REUSEPORT);"

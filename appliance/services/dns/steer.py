@@ -22,15 +22,18 @@ Python, for tests.
 
 from __future__ import annotations
 
-import ctypes
+import os
 import socket
 import struct
+from typing import Callable
 
-SO_ATTACH_REUSEPORT_CBPF = 51
+from appliance.kernel.sockets import attach_reuseport_cbpf
+
+MAX_DEFAULT_PROCESSES = 4
+
 LABELS = 8
 PRIME = 16777619
 FINAL = 0x85EBCA6B  # MurmurHash3's finaliser constant
-_INSN = struct.Struct("=HBBI")
 
 # Classic BPF opcodes (linux/filter.h).
 LD_IMM, LD_W_IND, LD_B_IND, LD_MEM = 0x00, 0x40, 0x50, 0x60
@@ -140,7 +143,23 @@ def index(payload: bytes, sockets: int) -> int:
 
 def attach(sock: socket.socket, sockets: int) -> None:
     """Steer the SO_REUSEPORT group `sock` belongs to (or will join at bind)."""
-    insns = b"".join(_INSN.pack(*i) for i in program(sockets))
-    buf = ctypes.create_string_buffer(insns, len(insns))
-    fprog = struct.pack("HL", len(insns) // _INSN.size, ctypes.addressof(buf))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+    attach_reuseport_cbpf(sock, program(sockets))
+
+
+def default_processes() -> int:
+    """Processes answering UDP when the settings do not say: one per CPU this
+    process may use, at most MAX_DEFAULT_PROCESSES."""
+    return max(1, min(MAX_DEFAULT_PROCESSES, len(os.sched_getaffinity(0))))
+
+
+def names_for_each(base: str, sockets: int, query: "Callable[[str], bytes]") -> list[str]:
+    """One name under `base` per socket of the group, in socket order: a query
+    (`query(name)` builds it) for names[i] reaches socket i, so asking all of
+    them asks every process."""
+    found: dict[int, str] = {}
+    k = 0
+    while len(found) < sockets:
+        name = f"p{k}.{base}"
+        found.setdefault(index(query(name), sockets), name)
+        k += 1
+    return [found[i] for i in range(sockets)]

@@ -195,6 +195,7 @@ class Prepared:
 EMPTY = Prepared(NOERROR)
 NXDOMAIN_ANSWER = Prepared(NXDOMAIN)
 SERVFAIL_ANSWER = Prepared(SERVFAIL)
+REFUSED_ANSWER = Prepared(REFUSED)
 
 
 def render(qid: int, flags: int, question: bytes, edns: int, p: Prepared, body: bytes,
@@ -326,3 +327,20 @@ def ptr_record(target: str, ttl: int) -> Prepared:
 
 def answer_id(wire: bytes) -> int:
     return _U16.unpack_from(wire)[0]
+
+
+def answer_addresses(p: Prepared) -> list[bytes]:
+    """The rdata of every A and AAAA record in an answer's answer section (4 or 16 bytes)."""
+    body, end = p.body, len(p.body)
+    out = []
+    pos = 0
+    for _ in range(p.an):
+        pos = _skip_name(body, pos, end)
+        if pos + 10 > end:
+            raise WireError("record header runs past the end")
+        rtype, _, _, rdlen = _RR.unpack_from(body, pos)
+        pos += 10
+        if (rtype == TYPE_A and rdlen == 4) or (rtype == TYPE_AAAA and rdlen == 16):
+            out.append(body[pos:pos + rdlen])
+        pos += rdlen
+    return out

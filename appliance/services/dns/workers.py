@@ -25,8 +25,9 @@ import marshal
 import pickle
 import socket
 import struct
-import subprocess
 import sys
+
+from appliance.kernel.process import start_helper
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def write_message(writer: asyncio.StreamWriter, message) -> None:
 class _Worker:
     def __init__(self, wid: int):
         self.wid = wid
-        self.proc: subprocess.Popen | None = None
+        self.proc = None  # the worker's Popen
         self.writer: asyncio.StreamWriter | None = None
         self.datagrams: socket.socket | None = None
         self.ready: asyncio.Future | None = None
@@ -94,7 +95,7 @@ class Workers:
         datagrams.setblocking(False)
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
         try:
-            worker.proc = subprocess.Popen(
+            worker.proc = start_helper(
                 [sys.executable, "-m", "appliance.services.dns.worker",
                  "--control", str(control_child.fileno()), "--datagrams", str(datagrams_child.fileno()),
                  "--log-level", level],

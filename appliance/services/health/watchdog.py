@@ -160,6 +160,11 @@ class Watchdog:
             if h.state == UNKNOWN or (h.state == UNHEALTHY and h.successes >= p.rise):
                 self._transition(h, HEALTHY, res.detail)
             return
+        if res.aside:  # the service lets the modem serve: no fault, nothing to restart
+            h.failures = h.successes = 0
+            if h.state != UNHEALTHY:
+                self._transition(h, UNHEALTHY, res.detail)
+            return
         h.failures += 1
         h.successes = 0
         h.last_failure, h.last_failure_at = res.detail, self.wall()
@@ -181,7 +186,8 @@ class Watchdog:
                 else "the DNS server answers fake addresses again"
         if bit is None or self.config.failsafe != "open":
             return "no fail-open for it" if state == UNHEALTHY else "back"
-        what = {0: "DNS goes to the modem", 1: "the modem's DHCP reaches the home"}.get(bit, f"health bit {bit} off")
+        what = {0: "DNS goes to the modem", 1: "the modem's DHCP reaches the home",
+                3: "the modem's DHCPv6 reaches the home"}.get(bit, f"health bit {bit} off")
         return f"failed open: {what}" if state == UNHEALTHY else "the box serves it again"
 
     def _restart(self, h: Health, why: str) -> None:

@@ -49,6 +49,17 @@ def chain(settings: RelaySettings, home_interfaces: list[str], name: str = "fake
     return "\n".join(lines)
 
 
+def chain6(settings: RelaySettings, home_interfaces: list[str], fake_range6: str,
+           name: str = "fake_range") -> str:
+    """The same chain for an ip6 table: the IPv6 fake range to the relay's IPv6
+    socket (TCP only; bound to [::] on the listen port)."""
+    _, port = settings.listen_address()
+    return "\n".join([
+        f"  chain {name} {{", "    type filter hook prerouting priority dstnat + 10; policy accept;",
+        f"    {_iif(home_interfaces)}ip6 daddr {fake_range6} meta l4proto tcp tproxy to :{port} accept",
+        "  }"])
+
+
 def local_route(settings: RelaySettings) -> list[str]:
     """`ip route` arguments: the whole fake range is local, so TPROXY delivers to the socket."""
     return ["route", "replace", "local", settings.fake_range, "dev", "lo", "table", "local"]

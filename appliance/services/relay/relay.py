@@ -33,6 +33,8 @@ import socket
 import struct
 import time
 
+from appliance.services.dns.fakeip import twin4
+
 from .directory import Directory, DnsDirectory
 from .fastpath import FastPath
 from .pump import Pump
@@ -67,16 +69,30 @@ def raise_fd_limit() -> int:
 class ClientFilter:
     """Is a source on the home side? (`allow_clients` minus `deny_clients`)"""
 
-    def __init__(self, allow: list[str], deny: list[str]):
+    def __init__(self, allow: list[str], deny: list[str], ipv6: bool = False):
         self.allow = [ipaddress.IPv4Network(n) for n in allow]
         self.deny = [ipaddress.IPv4Network(n) for n in deny]
+        # IPv6 sources reach the relay only from the home-side interfaces
+        # (the ip6 TPROXY rule's iifname; the flows drop the fake range from
+        # the modem side), whatever the modem's prefix is today.
+        self.ipv6 = ipv6
 
     def __call__(self, ip: str) -> bool:
         try:
             addr = ipaddress.IPv4Address(ip)
         except ValueError:
-            return False
+            return self.ipv6 and _is_ipv6(ip)
         return any(addr in n for n in self.allow) and not any(addr in n for n in self.deny)
+
+
+def _is_ipv6(ip: str) -> bool:
+    try:
+        return ipaddress.IPv6Address(ip).ipv4_mapped is None
+    except ValueError:
+        return False
+
+
+IPV6_TRANSPARENT = 75  # linux/in6.h
 
 
 class TcpSession:
@@ -156,8 +172,9 @@ class Relay:
         self._own_directory = directory is None
         self.table = ConnectionTable(settings.history_size)
         self.resolver = Resolver(settings.resolver_addresses())
-        self.allowed = ClientFilter(settings.allow_clients, settings.deny_clients)
+        self.allowed = ClientFilter(settings.allow_clients, settings.deny_clients, settings.fake_range6 is not None)
         self.fake_range = ipaddress.IPv4Network(settings.fake_range)
+        self.listener6: socket.socket | None = None
         self.sessions: dict[int, TcpSession] = {}
         self.pending = 0  # accepted, domain not yet looked up
         self.listener: socket.socket | None = None
@@ -196,12 +213,27 @@ class Relay:
         sock.setblocking(False)
         self.listener = sock
         self.loop.add_reader(sock.fileno(), self._on_accept)
+        if self.settings.fake_range6 is not None:
+            # The IPv6 fake range's TPROXY target: the same port on [::].
+            sock6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            sock6.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock6.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+            sock6.bind(("::", self.settings.listen_address()[1]))
+            sock6.listen(4096)
+            sock6.setblocking(False)
+            self.listener6 = sock6
+            self.loop.add_reader(sock6.fileno(), self._on_accept, sock6)
 
     def _unlisten(self) -> None:
         if self.listener is not None:
             self.loop.remove_reader(self.listener.fileno())
             self.listener.close()
             self.listener = None
+        if self.listener6 is not None:
+            self.loop.remove_reader(self.listener6.fileno())
+            self.listener6.close()
+            self.listener6 = None
 
     async def stop(self) -> None:
         self._unlisten()
@@ -221,7 +253,7 @@ class Relay:
         """Take new settings; live connections keep running."""
         old = self.settings
         self.settings = settings
-        self.allowed = ClientFilter(settings.allow_clients, settings.deny_clients)
+        self.allowed = ClientFilter(settings.allow_clients, settings.deny_clients, settings.fake_range6 is not None)
         self.fake_range = ipaddress.IPv4Network(settings.fake_range)
         self.table.resize_history(settings.history_size)
         if settings.resolvers != old.resolvers:
@@ -230,7 +262,7 @@ class Relay:
                 and self._own_directory:
             # Live connections keep their pins on the old connection until they end.
             log.warning("dns_control/fakeip_db changed; they take effect at the next restart")
-        if settings.listen != old.listen:
+        if (settings.listen, settings.fake_range6) != (old.listen, old.fake_range6):
             self._unlisten()
             self._listen()
             self.udp.stop()
@@ -251,18 +283,20 @@ class Relay:
         await self.fastpath.start()
 
     # -- accepting ------------------------------------------------------------
-    def _on_accept(self) -> None:
+    def _on_accept(self, listener: socket.socket | None = None) -> None:
+        listener = listener or self.listener
         for _ in range(ACCEPTS_PER_WAKEUP):
             try:
-                sock, client = self.listener.accept()
+                sock, client = listener.accept()
             except BlockingIOError:
                 return
             except OSError as exc:
                 # Out of descriptors: leave the rest in the backlog, try again shortly.
                 log.error("accept: %s", exc.strerror or exc)
-                self.loop.remove_reader(self.listener.fileno())
-                self.loop.call_later(0.2, self._resume_accept)
+                self.loop.remove_reader(listener.fileno())
+                self.loop.call_later(0.2, self._resume_accept, listener)
                 return
+            client = client[:2]
             sock.setblocking(False)
             if not self.allowed(client[0]):
                 self.rejected_sources += 1
@@ -270,10 +304,14 @@ class Relay:
                 reset(sock)
                 continue
             try:
-                fake = sock.getsockname()
+                fake = sock.getsockname()[:2]
             except OSError:
                 sock.close()
                 continue
+            if listener is self.listener6:
+                # Its IPv4 twin names the mapping: directory, pins and table as for IPv4.
+                twin = twin4(fake[0], self.settings.fake_range, self.settings.fake_range6)
+                fake = (twin or "0.0.0.0", fake[1])
             if ipaddress.IPv4Address(fake[0]) not in self.fake_range:
                 log.warning("refused %s:%d -> %s:%d: not a fake address", *client, *fake)
                 reset(sock)
@@ -287,9 +325,10 @@ class Relay:
             self.pending += 1
             self.loop.create_task(self._serve(sock, client, fake))
 
-    def _resume_accept(self) -> None:
-        if self.listener is not None:
-            self.loop.add_reader(self.listener.fileno(), self._on_accept)
+    def _resume_accept(self, listener: socket.socket | None = None) -> None:
+        listener = listener or self.listener
+        if listener is not None and listener in (self.listener, self.listener6):
+            self.loop.add_reader(listener.fileno(), self._on_accept, listener)
 
     async def _serve(self, sock: socket.socket, client: tuple[str, int], fake: tuple[str, int]) -> None:
         try:

@@ -143,6 +143,10 @@ class RelaySettings(_Model):
         description="the TPROXY target for TCP and UDP; loopback so nothing reaches it directly",
     )
     fake_range: str = "100.96.0.0/11"
+    # The IPv6 twins of the fake range (the DNS server's fake_ip.network6):
+    # connections to it are taken by a second TPROXY socket, from any IPv6
+    # source on the home-side interfaces (None: IPv4 only).
+    fake_range6: str | None = None
     allow_clients: list[str] = Field(
         default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
         description="sources served; every other source is reset at once",
@@ -186,6 +190,17 @@ class RelaySettings(_Model):
             net = ipaddress.IPv4Network(value, strict=True)
         except ValueError as exc:
             raise ValueError(f"{value!r} is not an IPv4 network: {exc}") from None
+        return str(net)
+
+    @field_validator("fake_range6")
+    @classmethod
+    def _range6(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            net = ipaddress.IPv6Network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not an IPv6 network: {exc}") from None
         return str(net)
 
     @field_validator("allow_clients", "deny_clients")

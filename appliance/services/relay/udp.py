@@ -63,6 +63,16 @@ def port_unreachable(client: tuple[str, int], fake: tuple[str, int], payload: by
     return ip + icmp
 
 
+def _ipv4_literal(text: str) -> bool:
+    # A bound address that is a name (or IPv6) would make connect() resolve it
+    # in the event loop, or fail: the proxy's own address serves instead.
+    try:
+        ipaddress.IPv4Address(text)
+        return True
+    except ValueError:
+        return False
+
+
 def parse_socks_udp(data: bytes) -> bytes | None:
     """The payload of a SOCKS5 UDP reply (header: RSV RSV FRAG ATYP ADDR PORT)."""
     if len(data) < 4 or data[2] != 0:
@@ -249,7 +259,7 @@ class UdpRelay:
                 bound = await asyncio.wait_for(
                     socks5_handshake(self.loop, control, proxy, 3, "0.0.0.0", 0),
                     proxy.connect_timeout)
-                host = bound[0] if bound[0] not in ("0.0.0.0", "::") else proxy.address
+                host = bound[0] if _ipv4_literal(bound[0]) and bound[0] != "0.0.0.0" else proxy.address
                 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 sock.setblocking(False)
                 sock.connect((host, bound[1]))

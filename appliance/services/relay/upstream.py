@@ -83,7 +83,9 @@ async def _socks_reply_address(loop, sock) -> tuple[str, int]:
     if atyp == 3:
         size = (await _recv_exactly(loop, sock, 1, "SOCKS5 reply"))[0]
         raw = await _recv_exactly(loop, sock, size + 2, "SOCKS5 reply")
-        return raw[:size].decode("idna", "replace"), struct.unpack("!H", raw[size:])[0]
+        # Not "idna": that codec refuses any error handler but "strict", and
+        # the name is only shown (the UDP relay uses the proxy's address then).
+        return raw[:size].decode("ascii", "replace"), struct.unpack("!H", raw[size:])[0]
     raise UpstreamError(f"SOCKS5 reply: unknown address type {atyp}")
 
 
@@ -163,9 +165,17 @@ async def open_http_connect(loop, proxy: ProxySettings, host: str,
     except (UpstreamError, OSError) as exc:
         sock.close()
         raise UpstreamError(f"proxy {proxy.name}: {exc}") from None
+    try:
+        connect_accepted(head, proxy.name, authority)
+    except UpstreamError:
+        sock.close()
+        raise
+    return sock, rest
+
+
+def connect_accepted(head: bytes, proxy: str, authority: str) -> None:
+    """An HTTP proxy's reply head to CONNECT: nothing if 200, else UpstreamError."""
     status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
     parts = status_line.split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/") or parts[1] != "200":
-        sock.close()
-        raise UpstreamError(f"proxy {proxy.name}: CONNECT {authority} answered {status_line!r}")
-    return sock, rest
+        raise UpstreamError(f"proxy {proxy}: CONNECT {authority} answered {status_line!r}")

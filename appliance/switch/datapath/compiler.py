@@ -210,11 +210,22 @@ def _action_code(act: FL.Action, flow: Flow, table: int, slot: int,
     if t is FL.Controller:
         return [f"dp_controller(skb, st, {table}, {slot});"]
     if t is FL.SetField:
-        if act.field not in ("dl_src", "dl_dst"):
-            raise CompileError(flow, f"the datapath cannot rewrite {act.field}", port_names)
-        return [f"dp_set_{act.field}(skb, st, 0x{act.value:012x}ULL);"]
+        if act.mask is None and act.field in ("dl_src", "dl_dst"):
+            return [f"dp_set_{act.field}(skb, st, 0x{act.value:012x}ULL);"]
+        if act.mask is None and act.field == "vlan_vid" and act.value & 0x1000:
+            # OpenFlow 1.3's vlan_vid with the present bit: retag, or tag.
+            return [f"dp_set_vlan_vid(skb, st, {act.value & 0xFFF});"]
+        if act.mask is None and act.field in ("vlan_pcp", "dl_vlan_pcp"):
+            return [f"dp_set_vlan_pcp(skb, st, {act.value});"]
+        raise CompileError(flow, f"the datapath cannot rewrite {act.field}"
+                           f"{' under a mask' if act.mask is not None else ''} "
+                           "(it rewrites dl_src, dl_dst, vlan_vid and vlan_pcp)", port_names)
     if t is FL.ModVlanVid:
         return [f"dp_set_vlan_vid(skb, st, {act.vid});"]
+    if t is FL.ModVlanPcp:
+        return [f"dp_set_vlan_pcp(skb, st, {act.pcp});"]
+    if t is FL.PushVlan:
+        return ["dp_push_vlan(skb, st);"]
     if t is FL.StripVlan:
         return ["dp_strip_vlan(skb, st);"]
     if t is FL.Resubmit:
@@ -227,6 +238,30 @@ def _action_code(act: FL.Action, flow: Flow, table: int, slot: int,
     if t is FL.GotoTable:
         return [f"dp_table_{act.table}(skb, st);"]
     raise CompileError(flow, f"the datapath has no action {act.to_ofctl(port_names)}", port_names)
+
+
+def check_vlan_pushes(flow: Flow, port_names=None) -> None:
+    """push_vlan only where the flow knows the frame is untagged: the
+    datapath carries one tag (OVS would stack a second one, QinQ)."""
+    tci_mask = flow.match.masks.get("vlan_tci", 0)
+    tagged: bool | None = None
+    if tci_mask & 0x1000:
+        tagged = bool(flow.match.values["vlan_tci"] & 0x1000)
+    for a in flow.actions:
+        t = type(a)
+        if t is FL.PushVlan:
+            if tagged is not False:
+                raise CompileError(flow, "push_vlan on a frame that may already carry a tag: the "
+                                   "datapath carries one tag; match untagged frames "
+                                   "(vlan_tci=0x0000/0x1fff) or pop_vlan first", port_names)
+            tagged = True
+        elif t is FL.StripVlan:
+            tagged = False
+        elif t in (FL.ModVlanVid, FL.ModVlanPcp) or (t is FL.SetField and a.field in (
+                "vlan_vid", "vlan_pcp", "dl_vlan_pcp")):
+            tagged = True
+        elif t is FL.Resubmit or t is FL.GotoTable:
+            tagged = None  # the other table may have changed the tag
 
 
 def _calls(flow: Flow) -> list[int]:
@@ -287,6 +322,7 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
     for f in ranked:
         if f.actions not in action_ids:
             lines: list[str] = []
+            check_vlan_pushes(f, port_names)
             for a in f.actions:
                 lines += _action_code(a, f, t, slots[f.key], port_names)
             # The controller action names the slot; keep such lists per flow.

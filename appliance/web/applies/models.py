@@ -24,7 +24,11 @@ class ApplyRecord(models.Model):
     previous = models.JSONField(null=True, blank=True, help_text="what the box ran before")
     needs_confirm = models.BooleanField(default=False)
     confirm_reasons = models.JSONField(default=list, blank=True)
-    confirm_deadline = models.DateTimeField(null=True, blank=True)
+    confirm_deadline = models.DateTimeField(null=True, blank=True)  # as the wall clock said it then: shown only
+    # What decides (`deadline.Deadline`): CLOCK_BOOTTIME seconds of this boot; the wall clock jumps.
+    confirm_boot = models.CharField(max_length=40, blank=True)
+    confirm_at = models.FloatField(null=True, blank=True,
+                                   help_text="the confirm deadline in CLOCK_BOOTTIME seconds of confirm_boot")
     diff = models.TextField(blank=True)
     changes = models.JSONField(default=list, blank=True)
     log = models.TextField(blank=True)
@@ -36,6 +40,14 @@ class ApplyRecord(models.Model):
 
     class Meta:
         ordering = ["-id"]
+
+    def deadline(self):
+        """The confirm deadline (`deadline.Deadline`), None when there is none."""
+        from appliance.web.applies.deadline import Deadline
+
+        if self.confirm_at is not None:
+            return Deadline(self.confirm_boot, self.confirm_at)
+        return None
 
     def __str__(self):
         return f"apply #{self.pk} ({self.state})"

@@ -29,6 +29,7 @@ from django.utils import timezone
 from appliance.box.settings import Settings, parse_settings, to_data
 from appliance.web import boxes, document
 from appliance.web.applies import live, risk
+from appliance.web.applies.deadline import Deadline
 from appliance.web.applies.models import ApplyRecord
 from appliance.web.audit.log import document_diff, record
 from appliance.web.celery import app
@@ -48,9 +49,28 @@ class NotAllowed(Exception):
 # ---------------------------------------------------------------- helpers
 
 def _event(rec: ApplyRecord, **extra) -> dict:
+    shown = shown_deadline(rec)
     return {"kind": "apply", "id": rec.pk, "state": rec.state, "outcome": rec.outcome,
-            "deadline": rec.confirm_deadline.isoformat() if rec.confirm_deadline else None,
+            "deadline": shown.isoformat() if shown else None,
+            "left": round(seconds_left(rec), 1) if rec.state == ApplyRecord.AWAITING else None,
             "reasons": rec.confirm_reasons, **extra}
+
+
+def seconds_left(rec: ApplyRecord) -> float:
+    """Until the confirm deadline, on the clock that does not jump (the wall clock for an older record)."""
+    d = rec.deadline()
+    if d is not None:
+        return d.left()
+    return max(0.0, (rec.confirm_deadline - timezone.now()).total_seconds()) if rec.confirm_deadline else 0.0
+
+
+def shown_deadline(rec: ApplyRecord) -> dt.datetime | None:
+    """The deadline as the wall clock shows it now (it may have jumped since it was set)."""
+    if rec.state != ApplyRecord.AWAITING:
+        return rec.confirm_deadline
+    if rec.confirm_deadline is None and rec.confirm_at is None:
+        return None
+    return timezone.now() + dt.timedelta(seconds=seconds_left(rec))
 
 
 def _set_state(rec: ApplyRecord, state: str, **fields) -> None:
@@ -154,9 +174,10 @@ def run_apply(record_id: int) -> ApplyRecord | None:
             _sync_document(target, rec)  # before the state says so: readers see both at once
         if reasons:
             timeout = django_settings.APPLIANCE_CONFIRM_TIMEOUT
-            deadline = timezone.now() + dt.timedelta(seconds=timeout)
+            decides = Deadline.after(timeout)
             progress(f"applied; confirm within {timeout:g} s or it is rolled back ({'; '.join(reasons)})")
-            _set_state(rec, ApplyRecord.AWAITING, confirm_deadline=deadline, outcome="new")
+            _set_state(rec, ApplyRecord.AWAITING, confirm_deadline=timezone.now() + dt.timedelta(seconds=timeout),
+                       confirm_boot=decides.boot, confirm_at=decides.at, outcome="new")
             _schedule_deadline(rec, timeout)
         else:
             _set_state(rec, ApplyRecord.APPLIED, outcome="new", finished=timezone.now())
@@ -215,8 +236,11 @@ def rollback_if_unconfirmed(record_id: int) -> ApplyRecord | None:
     rec = ApplyRecord.objects.filter(pk=record_id).first()
     if rec is None or rec.state != ApplyRecord.AWAITING:
         return None
-    if rec.confirm_deadline and timezone.now() < rec.confirm_deadline - dt.timedelta(seconds=0.5):
-        return None  # a stale, early delivery; the real deadline comes later
+    left = seconds_left(rec)
+    if left > 0.5:
+        # Early (a redelivery, or a wall clock that jumped before the task was sent): again when it is due.
+        _schedule_deadline(rec, left)
+        return None
     with transaction.atomic():
         rb = rollback(rec, None, reason="not confirmed in time")
     return run_apply(rb.pk)
@@ -263,7 +287,7 @@ def recover() -> list[ApplyRecord]:
                    error="the worker stopped during the apply")
         done.append(rec)
     for rec in ApplyRecord.objects.filter(state=ApplyRecord.AWAITING):
-        left = (rec.confirm_deadline - timezone.now()).total_seconds() if rec.confirm_deadline else 0
+        left = seconds_left(rec)
         if left <= 0:
             rollback_if_unconfirmed(rec.pk)
         else:

@@ -31,7 +31,9 @@ def index(request):
 
 @login_required
 def detail(request, pk):
-    return render(request, "applies/detail.html", {"rec": get_object_or_404(ApplyRecord, pk=pk)})
+    rec = get_object_or_404(ApplyRecord, pk=pk)
+    left = service.seconds_left(rec) if rec.state == ApplyRecord.AWAITING else None
+    return render(request, "applies/detail.html", {"rec": rec, "left": None if left is None else round(left, 1)})
 
 
 @login_required

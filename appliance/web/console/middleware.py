@@ -79,3 +79,33 @@ class SecurityHeadersMiddleware:
         response.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
         response.setdefault("Cross-Origin-Opener-Policy", "same-origin")
         return response
+
+
+class BackendDownMiddleware:
+    """A view that needed Redis or the task queue while it is down answers 503 saying so, not 500.
+
+    Pages that do not need them render as usual, with the banner
+    (`appliance.web.console.banners`).
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        from django.http import JsonResponse
+        from django.shortcuts import render
+        from kombu.exceptions import OperationalError
+        from redis.exceptions import ConnectionError as RedisDown, TimeoutError as RedisSlow
+
+        if not isinstance(exception, (RedisDown, RedisSlow, OperationalError)):
+            return None
+        from appliance.web.console import banners
+
+        banners.forget()
+        said = banners.backends() or [banners.Banner("error", "redis", f"Redis does not answer ({exception})")]
+        if request.path.startswith("/api/"):
+            return JsonResponse({"detail": said[0].text}, status=503)
+        return render(request, "console/unavailable.html", {"banners": said}, status=503)

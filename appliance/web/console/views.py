@@ -201,7 +201,7 @@ def _status() -> dict:
         import_events(src.health_events())
     except Exception:  # noqa: BLE001 - a tile must not fail for the audit log's sake
         pass
-    for name in ("ports", "services", "leases", "dns", "relay"):
+    for name in ("ports", "services", "leases", "dhcp_pool", "dns", "relay"):
         try:
             r = getattr(src, name)()
         except Exception as e:  # noqa: BLE001 - one broken tile must not break the page

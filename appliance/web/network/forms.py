@@ -9,6 +9,7 @@ LanForm = section_form(models.Lan)
 AdminForm = section_form(models.Admin)
 VProxyForm = section_form(models.VProxy)
 Ipv6Form = section_form(models.Ipv6)
+FailsafeForm = section_form(models.Failsafe)
 
 
 class WizardForm(forms.Form):

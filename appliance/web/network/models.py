@@ -1,4 +1,4 @@
-"""The network sections of the settings document: ports, gateway, LAN, admin, vproxy, IPv6.
+"""The network sections of the settings document: ports, gateway, LAN, admin, vproxy, IPv6, failsafe.
 
 Each model is one singleton section; validation is the document's own
 (`document.Section.clean`). Addresses are text here on purpose: the one
@@ -51,14 +51,29 @@ class Admin(document.Section):
 @document.register
 class VProxy(document.Section):
     doc_path = "vproxy"
-    doc_fields = {"address": "address", "mac": "mac", "fake_range": "fake_range"}
+    doc_fields = {"address": "address", "mac": "mac", "fake_range": "fake_range", "fake_range6": "fake_range6"}
     address = models.CharField(max_length=15)
     mac = models.CharField(max_length=17)
     fake_range = models.CharField(max_length=18, default="100.96.0.0/11")
+    fake_range6 = models.CharField(max_length=43, default="2001:2::/48",
+                                   help_text="fake IPv6 addresses for fake-ip names (IPv6 invisible)")
 
 
 @document.register
 class Ipv6(document.Section):
     doc_path = "ipv6"
     doc_fields = {"policy": "policy"}
-    policy = models.CharField(max_length=16, default="drop", choices=[("drop", "drop")])
+    policy = models.CharField(max_length=16, default="invisible",
+                              choices=[("invisible", "invisible"), ("drop", "drop")])
+
+
+@document.register
+class Failsafe(document.Section):
+    """The document's top-level `failsafe`: what the home gets while a service of the box does not answer."""
+
+    doc_path = ""  # a key of the document itself, not of a section
+    doc_fields = {"failsafe": "failsafe"}
+    failsafe = models.CharField(
+        max_length=8, default="open", choices=[("open", "open"), ("closed", "closed")],
+        help_text="open: while the box's DNS or DHCP does not answer, the modem serves the home as before "
+                  "the box (every transition is in the audit log); closed: the box's services or nothing")

@@ -15,6 +15,7 @@ SECTIONS = [
     ("admin", "Admin (the console's address)", models.Admin),
     ("vproxy", "vproxy (DNS and proxy namespace)", models.VProxy),
     ("ipv6", "IPv6", models.Ipv6),
+    ("failsafe", "Failsafe (while the box's DNS or DHCP does not answer)", models.Failsafe),
 ]
 
 

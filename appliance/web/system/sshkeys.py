@@ -1,8 +1,7 @@
 """The SSH keys page writes authorized_keys for the box's admin login."""
 from __future__ import annotations
 
-import os
-import tempfile
+from appliance import durable
 
 
 def write_authorized_keys(path: str) -> None:
@@ -11,10 +10,4 @@ def write_authorized_keys(path: str) -> None:
     if not path:
         return
     text = "".join(f"{k.key.strip()}\n" for k in SshKey.objects.all())
-    d = os.path.dirname(path) or "."
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".authorized_keys-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    durable.write_atomic(path, text, 0o600)

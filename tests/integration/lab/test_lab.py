@@ -55,6 +55,28 @@ def test_dig_at_the_modem_answers_from_the_internet_zone(lab):
     assert "status: NXDOMAIN" in res.stdout
 
 
+def test_client_takes_a_slaac_address_and_the_modem_as_its_ipv6_router(lab):
+    c = lab.spec.client(1)
+    want = topology.slaac_address(topology.client_mac(1))
+    assert lab.slaac(c) == want  # the modem answered the client's RS; DAD done
+    assert f"{want}/64" in lab.kernel.addresses(c, "eth0", family=6)
+    route = lab.run(c, ["ip", "-6", "route", "show", "default"]).stdout
+    assert f"via {topology.MODEM_LINK_LOCAL} " in route
+    # No NAT66: the internet sees the client's own address.
+    res = lab.run(c, ["curl", "-6", "-s", "-m", "5", "http://www.example.test/whoami"], check=True)
+    assert res.stdout.strip() == want
+    res = lab.run(c, ["dig", "+short", "+time=2", "AAAA", f"@{topology.MODEM_LAN6_IP}", "www.proxied.test"])
+    assert res.stdout.split() == [topology.SITES6["www.proxied.test"]]
+
+
+def test_stateless_dhcpv6_gives_the_modem_as_dns(lab):
+    c = lab.spec.client(2)
+    lab.dhcp(c)
+    lease = lab.dhcp6(c)
+    assert lease.dns == [topology.MODEM_LAN6_IP]
+    assert open(f"/etc/netns/{c}/resolv.conf").read() == "nameserver 192.168.1.1\nnameserver 2001:db8:1::1\n"
+
+
 def test_client_resolv_conf_is_its_own(lab):
     host_resolv = open("/etc/resolv.conf").read()
     lab.dhcp(lab.spec.client(2))
@@ -67,7 +89,7 @@ def test_curl_reaches_the_internet_page_through_the_modems_nat(lab):
     lab.dhcp(c)
     res = lab.run(c, ["curl", "-s", "-m", "5", "http://www.example.test/"])
     assert "internet page for www.example.test" in res.stdout
-    res = lab.run(c, ["curl", "-s", "-m", "5", "http://www.example.test/whoami"])
+    res = lab.run(c, ["curl", "-4", "-s", "-m", "5", "http://www.example.test/whoami"])
     assert res.stdout.strip() == topology.MODEM_WAN_IP
 
 

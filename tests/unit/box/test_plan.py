@@ -67,11 +67,24 @@ def test_topology(the_plan):
     for v in veths.values():
         assert v.peer_master == BRIDGE and v.peer_ns is None and v.peer_mac == derived_mac(v.peer)
     assert {(a.ns, a.dev, a.cidr) for a in k if isinstance(a, Address)} == {
-        (None, ADMIN_DEV, "192.168.1.8/24"), (GW_NS, "gw0", "192.168.1.1/24"), (VPROXY_NS, "vproxy0", "192.168.1.9/24")}
+        (None, ADMIN_DEV, "192.168.1.8/24"), (GW_NS, "gw0", "192.168.1.1/24"), (VPROXY_NS, "vproxy0", "192.168.1.9/24"),
+        # IPv6 (invisible): the DNS server's address inside vproxy, vproxy0's EUI-64 link-local,
+        # gw0 the modem's (EUI-64 of GW_MAC: the U/L bit flipped).
+        (VPROXY_NS, "lo", "fdff:7e1a::53/128"), (VPROXY_NS, "vproxy0", "fe80::d400:ff:fe00:bf/64"),
+        (GW_NS, "gw0", "fe80::1a00:ff:fe00:e8/64")}
     routes = {(r.ns, r.route.dst, r.route.via, r.route.type) for r in k if isinstance(r, RouteEntry)}
     assert routes == {(None, "default", "192.168.1.1", "unicast"),
                       (VPROXY_NS, "100.96.0.0/11", None, "local"),
-                      (VPROXY_NS, "default", "192.168.1.1", "unicast")}
+                      (VPROXY_NS, "default", "192.168.1.1", "unicast"),
+                      (VPROXY_NS, "2001:2::/48", None, "local"),
+                      (VPROXY_NS, "::/0", None, "unicast")}
+
+
+def test_ipv6_drop_gives_vproxy_no_ipv6_at_all():
+    k = plan(settings(ipv6={"policy": "drop"}), OBSERVED).kernel
+    assert not [a for a in k if isinstance(a, Address) and ":" in a.cidr]
+    values = {(s.ns, k): v for s in k if isinstance(s, Sysctls) for k, v in s.values}
+    assert values[(VPROXY_NS, "net.ipv6.conf.all.disable_ipv6")] == "1"
 
 
 def test_sysctls(the_plan):
@@ -80,8 +93,12 @@ def test_sysctls(the_plan):
     assert values[(VPROXY_NS, "net.ipv4.conf.all.arp_ignore")] == "1"
     for dev in ("enp5s0", "enp1s0", BRIDGE, "admin", "vgw", "vproxy", ADMIN_DEV):
         assert values[(None, f"net.ipv6.conf.{dev}.disable_ipv6")] == "1"
-    for ns in (GW_NS, VPROXY_NS):
-        assert values[(ns, "net.ipv6.conf.default.disable_ipv6")] == "1"
+    assert values[(GW_NS, "net.ipv6.conf.default.disable_ipv6")] == "1"
+    # vproxy speaks IPv6 (DNS, the relay) but makes no address, DAD or RS of its own.
+    for dev in ("default", "vproxy0"):
+        assert values[(VPROXY_NS, f"net.ipv6.conf.{dev}.addr_gen_mode")] == "1"
+        assert values[(VPROXY_NS, f"net.ipv6.conf.{dev}.accept_dad")] == "0"
+        assert values[(VPROXY_NS, f"net.ipv6.conf.{dev}.router_solicitations")] == "0"
     assert values[(GW_NS, "net.ipv4.ip_forward")] == "0"
     # vproxy forwards the relay's fast path (its forward chain drops the rest).
     assert values[(VPROXY_NS, "net.ipv4.ip_forward")] == "1"
@@ -110,15 +127,18 @@ def test_nftables(the_plan):
 
 
 def test_service_and_files(the_plan):
-    svc, dns, relay = the_plan.services
-    conf, dns_conf, relay_conf = the_plan.files
+    svc, dhcp6, dns, relay = the_plan.services
+    conf, dns_conf, relay_conf, dhcp6_conf = the_plan.files
+    assert dhcp6.netns == GW_NS and dhcp6.argv[-2:] == ("--config", dhcp6_conf.path)
     assert relay.netns == VPROXY_NS and relay.argv[-2:] == ("--config", relay_conf.path)
     assert svc.netns == GW_NS and svc.argv == ("kea-dhcp4", "-c", conf.path)
     assert dns.netns == VPROXY_NS and dns.argv[-2:] == ("--config", dns_conf.path)
     assert dns.revision == dns_conf.digest
-    assert svc.revision == conf.digest
     changed = plan(settings(dhcp={"pools": [{"start": "192.168.1.100", "end": "192.168.1.120"}]}), OBSERVED)
     assert changed.services[0].revision != svc.revision  # a new config restarts Kea
+    # ...and so does a new gateway MAC: Kea's raw sockets send with the MAC gw0 had at its start.
+    moved = plan(settings(gateway={"ip": "192.168.1.1", "mac": "02:00:00:00:00:aa"}), OBSERVED)
+    assert moved.services[0].revision != svc.revision and moved.files[0] == conf
     assert "+file /var/lib/appliance/dhcp/kea-dhcp4.conf |" in diff(the_plan, changed)
 
 
@@ -133,6 +153,9 @@ def test_dns_without_a_section_forwards_to_the_modem_and_follows_the_document():
     assert d.local_names.domain == "home.arpa" and d.local_names.leases_file == "/s/dhcp/dhcp4.leases"
     assert [(h.hostname, h.ip) for h in d.local_names.static] == [("printer", "192.168.1.30")]
     assert d.control_socket == "/r/dns.sock"
+    # Rebinding: the LAN and both fake ranges are never an upstream's answer for a public name.
+    assert {"192.168.1.0/24", "100.96.0.0/11", "2001:2::/48"} <= set(d.rebind.networks)
+    assert d.fake_ip.network6 == "2001:2::/48"
 
 
 def test_plan_needs_the_observations():
@@ -178,8 +201,8 @@ def outs(result):
 
 
 @pytest.mark.parametrize("text,expect", [
-    # IPv6 is dropped.
-    (f"in_port=downlink,ipv6,dl_src={CLIENT},dl_dst={GW_MAC}", []),
+    # IPv6 passes to the modem (ipv6.policy: invisible).
+    (f"in_port=downlink,ipv6,dl_src={CLIENT},dl_dst={GW_MAC}", ["uplink"]),
     # Frames with the gateway MAC on both sides go nowhere.
     (f"in_port=vgw,ip,dl_src={GW_MAC},dl_dst={GW_MAC}", []),
     # DHCP client -> server: to the virtual gateway only (broadcast and unicast).
@@ -228,9 +251,51 @@ def outs(result):
      "tp_src=40000,tp_dst=22", []),
     (f"in_port=uplink,tcp,dl_src={GW_MAC},dl_dst={UP_MAC},nw_src=192.168.1.1,nw_dst=192.168.1.8,"
      "tp_src=40000,tp_dst=443", []),
+    # DNS guard: the modem side's DNS never reaches the box's server, to vproxy or to the gateway.
+    (f"in_port=uplink,udp,dl_src=02:99:00:00:00:01,dl_dst={VP_MAC},nw_src=192.168.1.150,"
+     "nw_dst=192.168.1.9,tp_src=5353,tp_dst=53", []),
+    (f"in_port=uplink,tcp,dl_src=02:99:00:00:00:01,dl_dst={VP_MAC},nw_src=192.168.1.150,"
+     "nw_dst=192.168.1.9,tp_src=40000,tp_dst=53", []),
+    (f"in_port=uplink,udp,dl_src=02:99:00:00:00:01,dl_dst={GW_MAC},nw_src=192.168.1.150,"
+     "nw_dst=192.168.1.1,tp_src=5353,tp_dst=53", []),
 ])
 def test_seed_steps(table, text, expect):
     assert outs(run(table, text)) == sorted(P[p] for p in expect)
+
+
+C6 = "2001:db8:1::ff:fe11:2233"
+
+
+@pytest.mark.parametrize("text,expect", [
+    # The modem's RA reaches the home (and the box's own ports, which ignore it) unchanged.
+    (f"in_port=uplink,icmp6,dl_src={GW_MAC},dl_dst=33:33:00:00:00:01,ipv6_src=fe80::1a00:ff:fe00:e8,"
+     "ipv6_dst=ff02::1", ["NORMAL"]),
+    # DNS over IPv6 to any of the modem's addresses (by its MAC) goes to vproxy ...
+    (f"in_port=downlink,udp6,dl_src={CLIENT},dl_dst={GW_MAC},ipv6_src={C6},ipv6_dst=2001:db8:1::1,"
+     "tp_src=5353,tp_dst=53", ["vproxy"]),
+    (f"in_port=downlink,tcp6,dl_src={CLIENT},dl_dst={GW_MAC},ipv6_src=fe80::1,ipv6_dst=fe80::1a00:ff:fe00:e8,"
+     "tp_src=40000,tp_dst=53", ["vproxy"]),
+    # ... other IPv6 to the modem goes to it.
+    (f"in_port=downlink,tcp6,dl_src={CLIENT},dl_dst={GW_MAC},ipv6_src={C6},ipv6_dst=2001:db8:ffff::10,"
+     "tp_src=40000,tp_dst=80", ["uplink"]),
+    # The IPv6 fake range goes to vproxy, and never from the modem side.
+    (f"in_port=downlink,tcp6,dl_src={CLIENT},dl_dst={GW_MAC},ipv6_src={C6},ipv6_dst=2001:2::1:2,"
+     "tp_src=40000,tp_dst=443", ["vproxy"]),
+    (f"in_port=uplink,tcp6,dl_src={GW_MAC},dl_dst={VP_MAC},ipv6_src=2001:db8:1::1,ipv6_dst=2001:2::1:2,"
+     "tp_src=40000,tp_dst=443", []),
+    # vproxy's own IPv6 (neighbour discovery, answers) reaches the home side only.
+    (f"in_port=vproxy,icmp6,dl_src={VP_MAC},dl_dst=33:33:ff:11:22:33,ipv6_src=fe80::d400:ff:fe00:bf,"
+     "ipv6_dst=ff02::1:ff11:2233", ["downlink"]),
+    # The console/SSH guard holds for IPv6.
+    (f"in_port=uplink,tcp6,dl_src={GW_MAC},dl_dst={UP_MAC},ipv6_src=2001:db8:1::1,ipv6_dst={C6},"
+     "tp_src=40000,tp_dst=22", []),
+])
+def test_ipv6_invisible_steps(table, text, expect):
+    result = run(table, text)
+    if expect == ["NORMAL"]:
+        assert result.normal and not result.output_ports
+    else:
+        assert outs(result) == sorted(P[p] for p in expect)
 
 
 DNS_QUERY = (f"in_port=downlink,udp,dl_src={CLIENT},dl_dst={GW_MAC},nw_src=192.168.1.70,nw_dst=192.168.1.1,"
@@ -303,6 +368,9 @@ def test_frames_for_the_box_go_to_the_admin_port(table, text):
 @pytest.mark.parametrize("text", [
     # Ordinary traffic between home devices.
     f"in_port=downlink,ip,dl_src={CLIENT},dl_dst=02:11:22:33:44:66,nw_src=192.168.1.70,nw_dst=192.168.1.71",
+    # The modem's DNS answers to vproxy's own queries (the DNS guard is for queries only).
+    f"in_port=uplink,udp,dl_src={GW_MAC},dl_dst={VP_MAC},nw_src=192.168.1.1,nw_dst=192.168.1.9,"
+    "tp_src=53,tp_dst=40000",
 ])
 def test_everything_else_is_normal(table, text):
     r = run(table, text)
@@ -322,7 +390,9 @@ def test_custom_flows_follow_the_boxs_own(the_plan):
 
 
 def test_ipv6_drop_follows_the_policy(the_plan):
-    assert the_plan.switch.flows[0].text == "priority=1000,ipv6,actions=drop"
+    assert "ipv6,actions=drop" not in the_plan.switch.flow_text()
+    dropping = plan(settings(ipv6={"policy": "drop"}), OBSERVED)
+    assert dropping.switch.flows[0].text == "priority=1000,ipv6,actions=drop"
 
 
 def test_relay_is_bound_to_the_box_and_refuses_the_modem():
@@ -370,3 +440,16 @@ def test_the_flows_are_objects_printed_as_add_flows_text_that_reads_back_the_sam
     assert FlowTable(parse_flows(p.switch.flow_text(), p.switch.port_map)) == p.switch.table()
     # Custom flows are read once, into objects, and printed as dump-flows names them.
     assert p.switch.flow_text().rstrip().endswith("priority=100,udp,in_port=downlink,tp_dst=123,actions=output:downlink")
+
+
+def test_services_get_their_own_users_and_secrets_their_owners_alone():
+    from appliance.services.identity import DNS, KEA, RELAY
+
+    p = plan(settings(), OBSERVED)
+    by_name = {s.name: s for s in p.services}
+    assert (by_name["dns"].identity, by_name["relay"].identity, by_name["dhcp4"].identity) == (DNS, RELAY, KEA)
+    files = {f.path.rsplit("/", 1)[-1]: f for f in p.files}
+    assert (files["relay.json"].mode, files["relay.json"].owner) == (0o600, (RELAY.uid, RELAY.gid))
+    assert files["dns.json"].mode == 0o640
+    owners = {path: (uid, mode) for path, uid, gid, mode in p.owners}
+    assert owners[p.run_dir] == (0, 0o1775)

@@ -237,3 +237,31 @@ def test_the_dns_section_is_embedded_and_agrees_on_the_fake_range():
     assert errors == {"dns.fake_ip.network": ["100.64.0.0/16 differs from vproxy.fake_range 100.96.0.0/11"]}
     data["dns"] = {"upstreams": []}
     assert "dns.upstreams" in settings_errors(data)
+
+
+def test_version_1_settings_migrate_to_2_and_keep_ipv6_dropped():
+    from appliance.box.settings import default_settings, to_data
+    old = to_data(default_settings("enp5s0", "enp1s0"))
+    old["version"] = 1
+    del old["ipv6"]
+    del old["vproxy"]["fake_range6"]
+    s = parse_settings(old)
+    assert s.version == 2 and s.ipv6.policy == "drop"
+    # A new document (no version: the current one) passes IPv6 invisibly.
+    new = default_settings("enp5s0", "enp1s0")
+    assert new.version == 2 and new.ipv6.policy == "invisible"
+    assert str(new.vproxy.fake_range6) == "2001:2::/48"
+
+
+@pytest.mark.parametrize("value,message", [
+    ("2001:2::/120", "is smaller than vproxy.fake_range"),
+    ("fe80::/64", "link-local or multicast"),
+    ("2001:2::1/48", "has host bits set"),
+    ("10.0.0.0/8", "is not an IPv6 network"),
+])
+def test_bad_fake_range6_names_the_field(value, message):
+    from appliance.box.settings import default_settings, to_data
+    data = to_data(default_settings("enp5s0", "enp1s0"))
+    data["vproxy"]["fake_range6"] = value
+    errors = settings_errors(data)
+    assert any(message in m for m in errors["vproxy.fake_range6"]), errors

@@ -63,7 +63,8 @@ def test_image_units_parse_and_order_apply_before_the_network_services():
     # The development tree's server (uvicorn workers), HTTPS on 443 with the first boot's certificate.
     assert argv[:3] == ["/opt/appliance/.venv/bin/python", "-m", "appliance.web.serve"]
     opts = dict(zip(argv[3::2], argv[4::2]))
-    assert opts["--bind"] == "0.0.0.0:443" and int(opts["--workers"]) >= 1
+    # Where appliance-sshd-listen says: the admin address once applied (test_image checks it live).
+    assert opts["--bind"] == "${APPLIANCE_CONSOLE_BIND}" and int(opts["--workers"]) >= 1
     assert opts["--certfile"] == "/var/lib/appliance/tls/console.crt"
     assert opts["--keyfile"] == "/var/lib/appliance/tls/console.key"
     assert "daphne" not in console["Service"]["ExecStart"]
@@ -72,7 +73,7 @@ def test_image_units_parse_and_order_apply_before_the_network_services():
     assert "appliance-apply.service" in console["Unit"]["After"]
     novnc = (UNITS / "appliance-novnc.service").read_text()
     assert "--web-auth" in novnc and "--ssl-only" in novnc and "appliance_vnc_auth.ConsoleSession" in novnc
-    assert "127.0.0.1:5901" in novnc
+    assert "--unix-target=/run/appliance/vnc/x11vnc.sock" in novnc  # no VNC port to reach
     assert "-localhost" in (TOP / "image/rootfs/usr/local/sbin/appliance-vnc-session").read_text()
 
 
@@ -95,3 +96,56 @@ def test_a_unit_that_fails_to_start_is_an_error_naming_it(tmp_path):
     with pytest.raises(RuntimeError, match=r"^systemctl restart appliance-svc-dhcp4.service: Job .* failed"):
         units.start(spec())
     assert units.status("dhcp4").state == "failed"
+
+
+def test_a_unit_with_an_identity_runs_unprivileged_and_sandboxed():
+    from appliance.services.identity import DNS
+
+    text = unit_text(spec(name="dns", identity=DNS, writable=("/var/lib/appliance/box/dns", "/run/appliance")))
+    lines = text.splitlines()
+    for line in ("User=appliance-dns", "Group=appliance-vproxy",
+                 "CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_BPF",
+                 "AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_BPF", "NoNewPrivileges=yes",
+                 "ProtectSystem=strict", "PrivateTmp=yes", "SystemCallFilter=@system-service",
+                 "ReadWritePaths=-/var/lib/appliance/box/dns -/run/appliance", "LimitNOFILE=65536"):
+        assert line in lines, line
+    # Root services (the watchdog enters namespaces) keep a read-only system all the same.
+    root = unit_text(spec()).splitlines()
+    assert "NoNewPrivileges=yes" in root and "ProtectSystem=strict" in root
+    assert not any(line.startswith(("User=", "CapabilityBoundingSet=")) for line in root)
+
+
+def test_the_image_makes_the_services_users_with_the_ids_the_code_uses():
+    from appliance.services.identity import DNS, KEA, RELAY, VPROXY_GID
+
+    text = (TOP / "image/rootfs/usr/lib/sysusers.d/appliance.conf").read_text()
+    rows = {line.split()[1]: line.split()[2] for line in text.splitlines() if line and not line.startswith("#")}
+    assert rows["appliance-vproxy"] == str(VPROXY_GID)
+    assert rows["appliance-dns"] == f"{DNS.uid}:{DNS.gid}"
+    assert rows["appliance-relay"] == f"{RELAY.uid}:{RELAY.gid}"
+    assert rows["appliance-kea"] == str(KEA.uid) == str(KEA.gid)
+
+
+def test_redis_listens_on_a_unix_socket_with_a_password_and_vnc_on_no_port():
+    redis = (UNITS / "redis-server.service.d/appliance.conf").read_text()
+    assert "--port 0" in redis and "--unixsocket /run/redis/redis-server.sock" in redis
+    assert "--include /var/lib/appliance/redis/auth.conf" in redis
+    vnc = (TOP / "image/rootfs/usr/local/sbin/appliance-vnc-session").read_text()
+    assert "-unixsock /run/appliance/vnc/x11vnc.sock -rfbport 0 -no6 -rfbportv6 -1" in vnc
+    novnc = (UNITS / "appliance-novnc.service").read_text()
+    assert "--unix-target=/run/appliance/vnc/x11vnc.sock" in novnc
+
+
+def test_celery_gets_the_unix_socket_url_in_its_own_spelling(monkeypatch):
+    import importlib
+
+    import appliance.web.settings as settings
+
+    monkeypatch.setenv("APPLIANCE_REDIS_URL", "unix://:pw@/run/redis/redis-server.sock?db=0")
+    try:
+        s = importlib.reload(settings)
+        assert s.CACHES["default"]["LOCATION"] == "unix://:pw@/run/redis/redis-server.sock?db=0"
+        assert s.CELERY_BROKER_URL == "redis+socket://:pw@/run/redis/redis-server.sock?virtual_host=0"
+    finally:
+        monkeypatch.undo()
+        importlib.reload(settings)

@@ -13,7 +13,7 @@ from appliance.lab.topology import LabSpec
 
 PROGRAMS = {
     sys.executable: FakeProgram(listens=("tcp/80",)),  # the lab's web server
-    "dnsmasq": FakeProgram(listens=("udp/53", "udp/67")),
+    "dnsmasq": FakeProgram(listens=("udp/53", "udp/67", "udp/547")),
 }
 
 

@@ -64,3 +64,23 @@ def test_modem_processes_serve_the_lan_and_forward_dns_to_the_internet():
     assert "--dhcp-range=192.168.1.100,192.168.1.200" in modem
     assert f"--server={topology.PUBLIC_RESOLVER}" in modem
     assert procs["modem"].ns == "lab-modem" and procs["dns"].ns == "lab-internet"
+
+
+def test_link_local_and_slaac_addresses_are_the_kernels_eui64():
+    assert topology.MODEM_LINK_LOCAL == "fe80::4d:4fff:fe44:454d"
+    assert topology.slaac_address(topology.client_mac(1)) == "2001:db8:1::ff:fe00:1001"
+
+
+def test_the_lab_is_dual_stack_with_the_issues_addresses():
+    from appliance.kernel.desired import Address, RouteEntry
+    objs = topology.build(LabSpec(prefix="d"))
+    addrs = {(o.ns, o.dev, o.cidr) for o in objs if isinstance(o, Address)}
+    assert {("d-internet", "isp0", "2001:db8:ffff::1/64"), ("d-internet", "isp0", "2001:db8:ffff::53/128"),
+            ("d-modem", "wan0", "2001:db8:ffff::2/64"), ("d-modem", "lan0", "2001:db8:1::1/64")} <= addrs
+    routes = {(o.ns, o.route.dst, o.route.via) for o in objs if isinstance(o, RouteEntry)}
+    assert ("d-internet", "2001:db8:1::/64", "2001:db8:ffff::2") in routes
+    assert ("d-modem", "::/0", "2001:db8:ffff::1") in routes
+    procs = {p.name: " ".join(p.argv) for p in topology.processes(LabSpec(), "/run/x")}
+    assert "--enable-ra" in procs["modem"] and ",ra-stateless," in procs["modem"]
+    assert "option6:dns-server,[2001:db8:1::1]" in procs["modem"]
+    assert "--host-record=www.proxied.test,198.51.100.12,2001:db8:ffff::12" in procs["dns"]

@@ -16,6 +16,7 @@ def _console_settings(settings, tmp_path):
     settings.APPLIANCE_SETUP_ISSUE = ""
     settings.APPLIANCE_CONFIRM_TIMEOUT = 30
     settings.APPLIANCE_LIVE_SECONDS = 0  # the tests change the fakes and look at once
+    settings.APPLIANCE_CHECK_BACKENDS = False  # no Redis nor worker here; test_banners gives them
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     from appliance.web.celery import app
     app.conf.task_always_eager = True

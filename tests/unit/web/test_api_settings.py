@@ -45,6 +45,12 @@ class TestIpv6(SingletonAPITests):
     bad_data = {"policy": "forward"}
 
 
+class TestFailsafe(SingletonAPITests):
+    url, model = "/api/network/failsafe/", net.Failsafe
+    update_data = {"failsafe": "closed"}
+    bad_data = {"failsafe": "ajar"}
+
+
 class TestDhcpServer(SingletonAPITests):
     url, model = "/api/dhcp/server/", dhcp.DhcpServer
     update_data = {"lease_time": 3600, "domain": "home.arpa"}

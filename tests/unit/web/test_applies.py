@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from appliance.box.settings import parse_settings
 from appliance.web import document
-from appliance.web.applies import service
+from appliance.web.applies import deadline, service
 from appliance.web.applies.models import ApplyRecord
 from appliance.web.dhcp.models import DhcpPool
 from appliance.web.network.models import Admin
@@ -105,7 +105,7 @@ def test_admin_change_waits_for_confirm_and_confirm_keeps_it(api, run):
 
 def test_unconfirmed_change_rolls_back_at_the_deadline(api, run):
     rec = _first_apply_then_change_admin(api, run)
-    ApplyRecord.objects.filter(pk=rec.pk).update(confirm_deadline=timezone.now() - dt.timedelta(seconds=1))
+    ApplyRecord.objects.filter(pk=rec.pk).update(confirm_at=deadline.now() - 1)
     rb = run(service.rollback_if_unconfirmed, rec.pk)
     rec.refresh_from_db()
     assert rec.state == "rolled_back" and rec.outcome == "old" and rec.rolled_back_by_id == rb.pk
@@ -201,11 +201,44 @@ def test_recovery_when_the_box_had_finished_says_new(api, run):
 
 def test_recovery_enforces_an_expired_deadline(api, run):
     rec = _first_apply_then_change_admin(api, run)
-    ApplyRecord.objects.filter(pk=rec.pk).update(confirm_deadline=timezone.now() - dt.timedelta(seconds=5))
+    ApplyRecord.objects.filter(pk=rec.pk).update(confirm_at=deadline.now() - 5)
     run(service.recover)
     rec.refresh_from_db()
     assert rec.state == "rolled_back"
     assert str(fakes.BOX.applied_settings().admin.address) == "192.168.1.8"
+
+
+def test_a_wall_clock_jump_inside_the_confirm_window_moves_nothing(api, run, monkeypatch):
+    rec = _first_apply_then_change_admin(api, run)
+    assert 29 < service.seconds_left(rec) <= 30
+    scheduled = []
+    monkeypatch.setattr(service, "_schedule_deadline", lambda r, left: scheduled.append(left))
+    real = timezone.now
+    # NTP syncs a box without a real-time clock: its wall clock leaps a day ahead. The deadline task,
+    # if it came now, rolls nothing back and is scheduled again for the time that is really left.
+    monkeypatch.setattr(timezone, "now", lambda: real() + dt.timedelta(days=1))
+    assert service.rollback_if_unconfirmed(rec.pk) is None
+    rec.refresh_from_db()
+    assert rec.state == "awaiting_confirm" and 29 < scheduled[-1] <= 30
+    # The console shows the deadline on the new wall clock: still about 30 s away.
+    shown = service.shown_deadline(rec) - timezone.now()
+    assert dt.timedelta(seconds=29) < shown <= dt.timedelta(seconds=30)
+    # The wall clock then leaps back a year, and the 30 s pass: the rollback happens on time.
+    monkeypatch.setattr(timezone, "now", lambda: real() - dt.timedelta(days=365))
+    boottime = deadline.now() + 31
+    monkeypatch.setattr(deadline, "now", lambda: boottime)
+    rb = run(service.rollback_if_unconfirmed, rec.pk)
+    rec.refresh_from_db()
+    assert rec.state == "rolled_back" and rb.state == "applied"
+
+
+def test_a_reboot_inside_the_confirm_window_rolls_back_at_the_worker_start(api, run, monkeypatch):
+    rec = _first_apply_then_change_admin(api, run)
+    monkeypatch.setattr(deadline, "boot_id", lambda: "another-boot")
+    assert service.seconds_left(rec) == 0.0
+    run(service.recover)
+    rec.refresh_from_db()
+    assert rec.state == "rolled_back"
 
 
 def test_risk_rules():

@@ -193,4 +193,4 @@ def test_the_bridge_serves_django(admin, doc):
     cookie = f"sessionid={c.cookies['sessionid'].value}"
     sent = _asgi_call(get_wsgi_application(), path="/api/system/settings/", headers=[("cookie", cookie),
                                                                                      ("host", "127.0.0.1")])
-    assert sent[0]["status"] == 200 and json.loads(sent[1]["body"])["version"] == 1
+    assert sent[0]["status"] == 200 and json.loads(sent[1]["body"])["version"] == 2

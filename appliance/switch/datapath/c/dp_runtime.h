@@ -463,6 +463,30 @@ static __always_inline void dp_set_vlan_vid(struct __sk_buff *skb, struct dp_sta
 	st->key.vlan_tci = tci | DP_VLAN_PRESENT;
 }
 
+/* set_field:N->vlan_pcp, mod_vlan_pcp: the PCP of the tag, tagging an
+ * untagged frame with VID 0 (OVS's flow_set_vlan_pcp). */
+static __always_inline void dp_set_vlan_pcp(struct __sk_buff *skb, struct dp_state *st, __u16 pcp)
+{
+	__u16 tci = (__u16)(pcp << 13);
+
+	dp_flush(skb, st);
+	if (st->key.vlan_tci & DP_VLAN_PRESENT) {
+		tci |= st->key.vlan_tci & 0x0fff;
+		bpf_skb_vlan_pop(skb);
+	}
+	bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), tci);
+	st->key.vlan_tci = tci | DP_VLAN_PRESENT;
+}
+
+/* push_vlan:0x8100 on a frame the compiler knows is untagged: a tag with
+ * VID 0 and PCP 0 (set_field on vlan_vid then gives it its VLAN). */
+static __always_inline void dp_push_vlan(struct __sk_buff *skb, struct dp_state *st)
+{
+	dp_flush(skb, st);
+	bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), 0);
+	st->key.vlan_tci = DP_VLAN_PRESENT;
+}
+
 static __always_inline void dp_strip_vlan(struct __sk_buff *skb, struct dp_state *st)
 {
 	dp_flush(skb, st);

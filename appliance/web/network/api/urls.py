@@ -10,4 +10,5 @@ urlpatterns = [
     path("admin/", singleton_routes(views.AdminViewSet), name="admin"),
     path("vproxy/", singleton_routes(views.VProxyViewSet), name="vproxy"),
     path("ipv6/", singleton_routes(views.Ipv6ViewSet), name="ipv6"),
+    path("failsafe/", singleton_routes(views.FailsafeViewSet), name="failsafe"),
 ]

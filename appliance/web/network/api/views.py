@@ -24,3 +24,7 @@ class VProxyViewSet(SingletonViewSet):
 
 class Ipv6ViewSet(SingletonViewSet):
     serializer_class = s.Ipv6Serializer
+
+
+class FailsafeViewSet(SingletonViewSet):
+    serializer_class = s.FailsafeSerializer

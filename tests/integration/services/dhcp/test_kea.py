@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.box.files import RealFileSystem
 from appliance.box.plan import Layout, Observed, plan
 from appliance.box.settings import default_settings, parse_settings, to_data
 from appliance.services.dhcp.kea import KeaControl, KeaError, check_config
@@ -74,11 +75,17 @@ class Box:
         ip("-n", self.gw, "addr", "add", "192.168.1.1/24", "dev", "gw0")
         for ns, dev in ((self.gw, "gw0"), (self.gw, "lo"), (self.client, "eth0"), (self.client, "lo")):
             ip("-n", ns, "link", "set", dev, "up")
-        # What an apply layer does with the plan's files part.
+        # What the apply layer does with the plan's files part: Kea runs as its own user,
+        # so its directories are its own and the way to them is open.
+        self.tmp.chmod(0o755)
+        fs = RealFileSystem()
         for d in self.plan.directories:
-            Path(d).mkdir(parents=True, exist_ok=True)
+            fs.mkdir(d)
+        for path, uid, gid, mode in self.plan.owners:
+            fs.mkdir(path)
+            fs.own(path, uid, gid, mode)
         for f in self.plan.files:
-            Path(f.path).write_text(f.content)
+            fs.write(f.path, f.content, f.mode, f.owner)
 
     def start_kea(self):
         result = self.sup.start(self.spec)

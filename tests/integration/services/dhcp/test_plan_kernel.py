@@ -91,10 +91,14 @@ def test_the_plan_applies_and_a_second_pass_changes_nothing(applied):
 
 
 def test_no_ipv6_on_the_boxs_links(applied):
-    for ns, dev in ((applied["names"][None], "admin0"), (applied["names"][None], BRIDGE),
-                    (applied["names"]["gw"], "gw0"), (applied["names"]["vproxy"], "vproxy0")):
+    # The box's own ports carry no IPv6 at all; gw0 (as the modem, for DHCPv6) and vproxy0
+    # (the source of its neighbour solicitations) a link-local only (ipv6.policy invisible).
+    for ns, dev in ((applied["names"][None], "admin0"), (applied["names"][None], BRIDGE)):
         out = sh(ns, "ip", "-6", "addr", "show", "dev", dev).stdout
         assert "inet6" not in out, (ns, dev, out)
+    for ns, dev in ((applied["names"]["gw"], "gw0"), (applied["names"]["vproxy"], "vproxy0")):
+        out = sh(ns, "ip", "-6", "addr", "show", "dev", dev).stdout
+        assert all(" fe80::" in line for line in out.splitlines() if "inet6" in line), (ns, dev, out)
 
 
 def _udp_listener(ns, addr, port):

@@ -202,6 +202,28 @@ def test_generated_tables_agree(data):
                 check(dp, table, data.draw(packets(table)))
 
 
+FAUCET = Path(__file__).resolve().parents[3] / "data" / "faucet-flows.txt"
+
+
+@pytest.mark.parametrize("strategy", ["linear", "hashed"])
+def test_faucet_pipeline_agrees(strategy):
+    """The Faucet tutorial's four tables (push_vlan, set_field on vlan_vid,
+    CONTROLLER, goto_table, pop_vlan) compiled, against the classifier."""
+    table = FlowTable(parse_flows(FAUCET.read_text(), {f"p{n}": n for n in PORTS}, of11=True))
+    hosts = [0x001111000000, 0x002222000000, 0x004444000000, 0x003333000000]
+    dsts = hosts + [0xFFFFFFFFFFFF, 0x333300000001, 0x01005E000001, 0x0180C2000003]
+    with TestDatapath(table, PORTS, strategy=strategy) as dp:
+        for in_port in PORTS:
+            for src in hosts + [0x0E0000000001]:
+                for dst in dsts:
+                    for tci in (0, 0x1064):
+                        f = {"in_port": in_port, "dl_src": src, "dl_dst": dst, "dl_type": 0x0800,
+                             "nw_proto": 17, "nw_src": 0x0A000001, "nw_dst": 0x0A000002,
+                             "tp_src": 1, "tp_dst": 2, "nw_ttl": 64, "vlan_tci": tci}
+                        frame = Packet(f).to_bytes()
+                        check(dp, table, Packet.from_bytes(frame, in_port=in_port), frame)
+
+
 def test_report_counts():
     # Printed with -s; the counts go into the report.
     print(f"\nequivalence: {COUNTS['tables']} generated tables, {COUNTS['packets']} packets compared")

@@ -150,8 +150,9 @@ def test_a_crash_loses_only_what_was_not_yet_written(tmp_path):
     after = FakeIpPool("100.96.0.0/11", db)
     assert after.lookup_ip(kept).domain == "kept.test"
     assert after.lookup_ip(lost) is None  # the relay would refuse a connection to it
-    # Asked again, the name hashes to the same free slot: the same address back.
-    assert after.allocate("lost.test", "p2") == lost
+    # Asked again, the name gets an address of the next epoch's region: the lost one is never handed
+    # out again, so a client still holding it cannot reach another name's site through it.
+    assert after.epoch == 1 and after.allocate("lost.test", "p2") != lost
     after.close()
     pool.close()
 
@@ -190,3 +191,64 @@ def test_last_used_times_reach_the_store(tmp_path):
     assert con.execute("SELECT last_used FROM fakeip").fetchone()[0] == 200.0
     con.close()
     pool.close()
+
+
+def test_fake_ipv6_addresses_are_the_ipv4_ones_twins():
+    from appliance.services.dns.fakeip import twin4, twin6
+    assert twin6("100.96.1.2", "100.96.0.0/11", "2001:2::/48") == "2001:2::102"
+    assert twin4("2001:2::102", "100.96.0.0/11", "2001:2::/48") == "100.96.1.2"
+    assert twin4("2001:2::1:0:0", "100.96.0.0/11", "2001:2::/48") is None  # beyond the IPv4 pool
+
+
+def crash(pool):
+    """The process dies: whatever was not committed is gone, the store is not marked closed."""
+    pool._writer.shutdown(wait=True)
+    pool._db.close()
+    pool._db = None
+
+
+def region_of(pool, ip: str) -> int:
+    size = pool._size // pool.regions
+    return (int(fakeip.ipaddress.IPv4Address(ip)) - pool._first) // size
+
+
+def test_a_clean_restart_keeps_the_epoch_and_a_name_gets_its_address_again(tmp_path):
+    db = str(tmp_path / "f.db")
+    pool = FakeIpPool("100.96.0.0/11", db)
+    first = pool.allocate("a.test")
+    pool.close()
+    again = FakeIpPool("100.96.0.0/11", db)
+    assert again.epoch == 0 and again.lookup_domain("a.test").ip == first
+    again.forget_unpinned()
+    assert again.allocate("a.test") == first  # the hash, in the same region
+    again.close()
+
+
+def test_after_a_crash_a_lost_address_is_never_given_to_another_name(tmp_path):
+    db = str(tmp_path / "f.db")
+    pool = FakeIpPool("100.96.0.0/11", db, batch=10_000)
+    kept = pool.allocate("kept.test")
+    pool.flush()
+    lost = [pool.allocate(f"lost{i}.test") for i in range(50)]  # handed to clients, never committed
+    crash(pool)
+    again = FakeIpPool("100.96.0.0/11", db)
+    assert again.regions == fakeip.REGIONS and again.epoch == 1
+    # What was committed keeps its address; what was lost is unknown: the relay refuses it at once.
+    assert again.lookup_domain("kept.test").ip == kept
+    assert all(again.lookup_ip(ip) is None for ip in lost)
+    # The lost names, asked again, and many new ones, get addresses of the new epoch's region only.
+    new = [again.allocate(f"lost{i}.test") for i in range(50)] + [again.allocate(f"n{i}.test") for i in range(5000)]
+    assert not set(new) & set(lost)
+    assert {region_of(again, ip) for ip in new} == {1} and {region_of(again, ip) for ip in lost} == {0}
+    again.close()
+    # A clean restart after that keeps epoch 1.
+    assert FakeIpPool("100.96.0.0/11", db).epoch == 1
+
+
+def test_a_small_pool_is_one_region(tmp_path):
+    pool = FakeIpPool("10.9.0.0/24", str(tmp_path / "f.db"))
+    assert pool.regions == 1
+    crash(pool)
+    again = FakeIpPool("10.9.0.0/24", str(tmp_path / "f.db"))
+    assert again.epoch == 1 and again.allocate("x.test") in again
+    again.close()

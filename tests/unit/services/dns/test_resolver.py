@@ -258,3 +258,23 @@ def test_keep_real_list_beats_a_fake_ip_rule(tmp_path, name):
                      FakeIpPool(settings.fake_ip.network, None), LocalNames("lan"), QueryLog(),
                      neighbour_mac=lambda ip: None)
     assert addresses(ask(plain, name))[0].startswith("100.")  # without the filter it is faked
+
+
+def test_fake_ip_names_get_the_ipv6_twin_of_their_fake_address_when_network6_is_set(tmp_path):
+    import ipaddress
+    settings = parse_settings(dict(DOC, fake_ip={"network6": "2001:2::/48"}))
+    resolver = Resolver(settings, Policy(settings, {}), UpstreamSet([ScriptedUpstream()]),
+                        FakeIpPool(settings.fake_ip.network, None), LocalNames("lan"), QueryLog(),
+                        neighbour_mac=lambda ip: None)
+    v6 = addresses(ask(resolver, "www.video.example", "AAAA", client="2001:db8:1::5"))
+    v4 = addresses(ask(resolver, "www.video.example"))
+    offset = int(ipaddress.ip_address(v4[0])) - int(ipaddress.ip_address("100.96.0.0"))
+    assert v6 == [str(ipaddress.ip_address("2001:2::") + offset)]
+    # HTTPS/SVCB stay empty: the client connects to the addresses it got.
+    assert not ask(resolver, "www.video.example", "HTTPS").answer
+
+
+def test_fake_ipv6_range_must_hold_every_fake_ipv4_twin():
+    from appliance.services.dns.settings import SettingsError
+    with pytest.raises(SettingsError, match="network6"):
+        parse_settings(dict(DOC, fake_ip={"network6": "2001:2::/120"}))

@@ -130,3 +130,60 @@ def test_lists_feed_policy_with_exceptions():
     assert p.decide(0, "x.ads.example").kind == "block"
     assert p.decide(0, "ok.ads.example").kind == "direct"
     assert p.list_counts == {"ads": 2}
+
+
+@pytest.mark.parametrize("pattern, words", [
+    (r"^(a)\1$", "back-references"),  # needs backtracking: refused when read, not at query time
+    (r"^(?=ads)", "look-around"),
+    ("a" * 1001, "longer than 1000"),
+])
+def test_regex_rules_that_could_backtrack_are_refused_by_field(pattern, words):
+    doc = {"upstreams": [{"url": "udp://192.0.2.1"}],
+           "rules": [{"match": "regex", "value": pattern, "then": {"action": "block"}}]}
+    with pytest.raises(SettingsError) as err:
+        parse_settings(doc)
+    assert "rules.0.value" in err.value.errors
+    assert words in err.value.errors["rules.0.value"]
+    with pytest.raises(ListError, match="line 2"):
+        parse_list(f"suffix ok.example\nregex {pattern}\n", "rules", source="mylist")
+
+
+def test_regex_rules_match_case_insensitively_in_linear_time():
+    m = DomainMatcher([Rule("regex", r"^(a+)+$", "block", "r")])
+    assert m.match("a" * 200) is not None
+    assert m.match("A" * 30) is not None
+    assert m.match("a" * 200 + "b") is None  # Python's re: 2^200 steps
+
+
+def test_list_sources_plain_http_unpinned_outside_the_directory_or_altered_are_refused(tmp_path):
+    import hashlib
+
+    from appliance.services.dns.lists import ListStore
+    from appliance.services.dns.settings import RuleListSettings
+
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "ads.txt").write_text("||ads.example^\n")
+    (tmp_path / "secret").write_text("||x.example^\n")
+    (lists / "escape.txt").symlink_to(tmp_path / "secret")
+    store = ListStore(str(lists))
+
+    def load(**item):
+        ok = store.load(RuleListSettings(name="l", **item))
+        return ok, store.status["l"].error
+
+    assert load(source="ads.txt") == (True, None)
+    assert load(source=str(lists / "ads.txt")) == (True, None)
+    for source in (str(tmp_path / "secret"), "../secret", "escape.txt", "file:///etc/passwd"):
+        ok, error = load(source=source)
+        assert not ok and "outside the lists directory" in error, source
+    ok, error = load(source="http://192.0.2.1/ads.txt")
+    assert not ok and "use https, or pin the list with sha256" in error
+    good = hashlib.sha256(b"||ads.example^\n").hexdigest()
+    assert load(source="ads.txt", sha256=good) == (True, None)
+    ok, error = load(source="ads.txt", sha256="0" * 64)
+    assert not ok and f"content has sha256 {good}" in error
+    with pytest.raises(SettingsError) as err:
+        parse_settings({"upstreams": [{"url": "udp://192.0.2.1"}],
+                        "lists": [{"name": "l", "source": "ads.txt", "sha256": "abc"}]})
+    assert "64 hexadecimal" in err.value.errors["lists.0.sha256"]

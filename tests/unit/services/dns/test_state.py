@@ -162,6 +162,20 @@ def test_local_names_from_kea_leases_and_static(tmp_path):
     assert names.forward("tv.lan") == ["192.168.1.40"]
 
 
+def test_a_lease_hostname_that_is_not_utf8_costs_only_its_own_name(tmp_path):
+    # Found by `make fuzz` (kea_leases): one such byte in Kea's lease file made
+    # reading the file fail, and every lease lost its name.
+    csv = tmp_path / "leases.csv"
+    csv.write_bytes(
+        b"address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname,state,user_context,pool_id\n"
+        b"192.168.1.30,aa:bb:cc:00:00:01,,3600,9000,1,0,0,laptop,0,,0\n"
+        b"192.168.1.31,aa:bb:cc:00:00:02,,3600,9000,1,0,0,tv\x9e\xff,0,,0\n")
+    names = LocalNames("lan", [kea_lease_file(str(csv), clock=lambda: 1000)])
+    assert names.errors == []
+    assert names.forward("laptop.lan") == ["192.168.1.30"]
+    assert names.reverse("31.1.168.192.in-addr.arpa") == "tv.lan"
+
+
 def test_wire_helpers_agree_with_dnspython():
     q = dns.message.make_query("Www.Example.com", "A", use_edns=0, payload=4096, want_dnssec=True)
     head = parse_query(q.to_wire())

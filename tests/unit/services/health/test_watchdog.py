@@ -126,3 +126,19 @@ def test_no_datapath_no_heartbeat_and_no_error(dog):
 def test_the_dns_probe_asks_a_real_question():
     q = dns_query(0x1234, "appliance-probe.lan")
     assert q[:4] == b"\x12\x34\x01\x00" and b"\x0fappliance-probe\x03lan\x00\x00\x01\x00\x01" in q
+
+
+def test_a_service_standing_aside_clears_its_bit_at_once_and_is_never_restarted(dog, tmp_path):
+    class Aside(Prober):
+        def __call__(self, probe):
+            if probe.target == "dhcp4":
+                return ProbeResult(False, "the modem's RA asks for DHCPv6 addresses", aside=True)
+            return super().__call__(probe)
+
+    dog.prober = Aside("dns", "dhcp4", "relay")
+    for _ in range(12):
+        dog.round()
+    assert register(dog) == 0b101 and dog.health["dhcp4"].state == UNHEALTHY
+    assert dog.runner.killed == []
+    (event,) = record.read_events(str(tmp_path / "events.jsonl"))
+    assert event.what == "unhealthy" and "the modem's RA asks for DHCPv6 addresses" in event.detail

@@ -202,3 +202,20 @@ def test_pump_stops_reading_while_the_destination_is_full():
         for s in (client, relay_in, relay_out, server):
             s.close()
     asyncio.run(run())
+
+
+def test_ipv6_sources_are_served_only_when_the_relay_has_an_ipv6_fake_range():
+    from appliance.services.relay.relay import ClientFilter
+    v4_only = ClientFilter(["192.168.0.0/16"], ["192.168.1.1/32"])
+    both = ClientFilter(["192.168.0.0/16"], ["192.168.1.1/32"], ipv6=True)
+    assert not v4_only("2001:db8:1::5") and both("2001:db8:1::5") and both("fe80::1")
+    assert not both("::ffff:192.168.1.1") and not both("192.168.1.1") and both("192.168.1.5")
+
+
+def test_the_relay_settings_take_an_ipv6_fake_range_or_name_it():
+    from appliance.services.relay.nft import chain6
+    from appliance.services.relay.settings import RelaySettings
+    s = RelaySettings.model_validate({"fake_range6": "2001:2::/48"})
+    assert "ip6 daddr 2001:2::/48 meta l4proto tcp tproxy to :7893" in chain6(s, ["vproxy0"], s.fake_range6)
+    with pytest.raises(ValueError, match="not an IPv6 network"):
+        RelaySettings.model_validate({"fake_range6": "100.96.0.0/11"})

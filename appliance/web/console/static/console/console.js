@@ -13,12 +13,15 @@
     b.hidden = !text;
   }
 
-  function startConfirm(id, deadlineIso) {
+  // `left`: the seconds the box says remain (its own clock does not jump; the browser's and the
+  // box's wall clocks may disagree), else the deadline's wall time.
+  function startConfirm(id, deadlineIso, left) {
     const box = document.getElementById("confirm-box");
     if (!box || String(box.dataset.apply) !== String(id) || confirming === id) return;
     confirming = id;
     box.hidden = false;
-    const deadline = deadlineIso ? Date.parse(deadlineIso) : Date.now() + 60000;
+    const deadline = (left !== undefined && left !== null && left !== "") ? Date.now() + Number(left) * 1000
+      : deadlineIso ? Date.parse(deadlineIso) : Date.now() + 60000;
     const count = document.getElementById("countdown");
     const timer = setInterval(function () {
       const left = Math.max(0, Math.round((deadline - Date.now()) / 1000));
@@ -52,7 +55,8 @@
       .then(function (rec) {
         rec.log.split("\n").slice(0, -1).forEach(function (l, i) { if (logLines[i] === undefined) logLines[i] = l; });
         renderLog(log);
-        if (rec.state) onApply({kind: "apply", id: rec.id, state: rec.state, deadline: rec.confirm_deadline});
+        if (rec.state) onApply({kind: "apply", id: rec.id, state: rec.state, deadline: rec.confirm_deadline,
+                                    left: rec.confirm_seconds_left});
       }).catch(function () {});
   }
 
@@ -67,7 +71,7 @@
       st.textContent = ev.state;
       st.className = "state-" + ev.state;
     }
-    if (ev.state === "awaiting_confirm") startConfirm(ev.id, ev.deadline);
+    if (ev.state === "awaiting_confirm") startConfirm(ev.id, ev.deadline, ev.left);
     const box = document.getElementById("confirm-box");
     if (box && String(box.dataset.apply) === String(ev.id) && ev.state !== "awaiting_confirm" && ev.state !== "running") {
       box.hidden = true;
@@ -136,7 +140,7 @@
     const log = document.getElementById("apply-log");
     logLines = log ? log.textContent.split("\n").slice(0, -1) : [];
     const box = document.getElementById("confirm-box");
-    if (box && !box.hidden) startConfirm(box.dataset.apply, box.dataset.deadline);
+    if (box && !box.hidden) startConfirm(box.dataset.apply, box.dataset.deadline, box.dataset.left);
     connect();
   });
 })();

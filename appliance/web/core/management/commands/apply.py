@@ -11,6 +11,9 @@ class Command(BaseCommand):
                             help="settings document (YAML or JSON); default: the applied one. "
                                  "`apply --settings FILE` works too (manage.py maps it)")
         parser.add_argument("--dry-run", action="store_true")
+        parser.add_argument("--boot", action="store_true",
+                            help="at boot: the applied settings, else the last good ones, else the factory "
+                                 "bridge (exit 3: last good, 4: factory; the console shows why)")
         cli.add_common(parser)
 
     def handle(self, *args, **opts):

@@ -4,7 +4,7 @@ from appliance.services.dhcp import cli
 
 
 class Command(BaseCommand):
-    help = "The box's DHCP server (Kea): leases, status, reload."
+    help = "The box's DHCP servers: Kea (leases, status, reload) and the DHCPv6 leases (leases6)."
 
     def add_arguments(self, parser):
         cli.add_arguments(parser)

@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 from typing import Any, Iterable, Mapping
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import ValidationError as SchemaError
+from rest_framework import status
+from rest_framework.exceptions import ValidationError
 
 from appliance.box.layout import RESERVED_LINK_NAMES
-from appliance.box.settings import Settings
+from appliance.box.settings import VERSION, Settings
 
 # ---------------------------------------------------------------- value types
 
@@ -50,12 +54,17 @@ def network(max_prefix: int = 32, min_addresses_note: str = "") -> dict:
                            f"(192.168.1.0/24){min_addresses_note}"}
 
 
+# "Not one of these" is written into the pattern (a lookahead), not as `not`: a generator that
+# draws from the pattern alone then still draws only valid values.
+def _none_of(words) -> str:
+    return "(?!(" + "|".join(re.escape(w) for w in sorted(words)) + ")$)"
+
+
+_HEX2 = "[0-9A-Fa-f]{2}"
 MAC = {"type": "string",
-       "pattern": r"^[0-9A-Fa-f][02468AaCcEe](:[0-9A-Fa-f]{2}){5}$|^[0-9A-Fa-f][02468AaCcEe](-[0-9A-Fa-f]{2}){5}$",
-       "not": {"pattern": r"^00[:-]00[:-]00[:-]00[:-]00[:-]00$"},
+       "pattern": rf"^(?!00([:-]00){{5}}$)[0-9A-Fa-f][02468AaCcEe]((:{_HEX2}){{5}}|(-{_HEX2}){{5}})$",
        "description": "a unicast MAC address, six hex octets (02:00:5e:10:00:01), not all zero"}
-IFNAME = {"type": "string", "pattern": r"^[!-.0-9;-~]{1,15}$",
-          "not": {"enum": sorted({".", "..", *RESERVED_LINK_NAMES})},
+IFNAME = {"type": "string", "pattern": "^" + _none_of({".", "..", *RESERVED_LINK_NAMES}) + r"[!-.0-9;-~]{1,15}$",
           "description": "a network interface name: 1 to 15 printable ASCII characters, no '/', ':' or space, "
                          f"not one the box gives its own links ({', '.join(sorted(RESERVED_LINK_NAMES))})"}
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -74,6 +83,21 @@ CLIENT_NET4 = {"type": "string", "anyOf": [
     "description": "an IPv4 address or network (10.0.0.0/8)"}
 CLIENT_NET = {"type": "string", "anyOf": [*CLIENT_NET4["anyOf"], {"format": "ipv6"}],
               "description": "an IPv4 address or network, or an IPv6 address"}
+_H16 = "[0-9A-Fa-f]{1,4}"
+# An IPv6 address as Python's ipaddress reads it, less the forms with a dotted IPv4 tail or a zone.
+_IPV6 = ("(" + "|".join([
+    rf"({_H16}:){{7}}{_H16}", rf"({_H16}:){{1,7}}:",
+    *(rf"({_H16}:){{{n}}}(:{_H16}){{1,{7 - n}}}" for n in range(1, 7)),
+    rf":((:{_H16}){{1,7}}|:)"]) + ")")
+NETWORK6 = {"type": "string", "pattern": rf"^{_IPV6}/(12[0-8]|1[01][0-9]|[1-9]?[0-9])$",
+            "description": "an IPv6 network (2001:2::/48); its host bits must be zero, or the settings "
+                           "refuse it (409)"}
+IP_NETWORK = {"type": "string", "anyOf": [
+    {"format": "ipv4"}, {"pattern": rf"^{_OCTET}(\.{_OCTET}){{3}}/(3[0-2]|[12]?[0-9])$"},
+    {"format": "ipv6"}, {"pattern": rf"^{_IPV6}/(12[0-8]|1[01][0-9]|[1-9]?[0-9])$"}],
+    "description": "an IP address or network, IPv4 or IPv6 (10.0.0.0/8, fd00::/8)"}
+# Python's str.strip() whitespace, spelled out: ECMA's \s and Python's differ.
+_NOT_SPACE = r"[^\t-\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 _UPSTREAM_HOST = rf"({_OCTET}(\.{_OCTET}){{3}})"
 UPSTREAM_URL = {"type": "string", "anyOf": [
     {"pattern": rf"^((udp|tcp)://)?{_UPSTREAM_HOST}(:{_PORT})?$"},
@@ -99,6 +123,7 @@ _VALUES: dict[tuple[str, str], dict] = {
     ("Admin", "guarded_ports"): _items({"type": "integer", "minimum": 1, "maximum": 65535}, uniqueItems=True),
     ("VProxy", "mac"): MAC,
     ("VProxy", "fake_range"): network(32),
+    ("VProxy", "fake_range6"): NETWORK6,
     ("StaticLease", "mac"): MAC,
     ("StaticLease", "hostname"): _nullable(DOMAIN),
     ("DhcpOptions", "domain"): _nullable(DOMAIN),
@@ -114,21 +139,27 @@ _VALUES: dict[tuple[str, str], dict] = {
     ("RewriteAction", "answer"): _items({"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"},
                                                                       DNS_DOMAIN]}, minItems=1),
     ("RuleListSettings", "name"): NAME,
-    ("RuleListSettings", "source"): {"type": "string", "pattern": r"\S", "description": "a file path or an "
-                                                                                        "http(s) URL"},
-    ("ClientGroupSettings", "name"): {**NAME, "not": {"enum": ["default"]}},
+    ("RuleListSettings", "source"): {"type": "string", "pattern": _NOT_SPACE,
+                                     "description": "a file path or an http(s) URL"},
+    ("RuleListSettings", "sha256"): _nullable({"type": "string", "pattern": "^[0-9A-Fa-f]{64}$",
+                                               "description": "a SHA-256, 64 hex digits"}),
+    ("FakeIpSettings", "network6"): _nullable(NETWORK6),
+    ("RebindSettings", "allow"): _items(DNS_DOMAIN),
+    ("RebindSettings", "networks"): _items(IP_NETWORK),
+    ("ClientGroupSettings", "name"): {**NAME, "pattern": "^" + _none_of(["default"]) + NAME["pattern"][1:]},
     ("ClientGroupSettings", "clients"): _items({"type": "string", "anyOf": [MAC, *CLIENT_NET["anyOf"]],
                                                 "description": "a MAC, an IP address or an IPv4 network"}),
     ("StaticHost", "ip"): IP,
     ("LocalNamesSettings", "domain"): DNS_DOMAIN,
     # The relay's section.
-    ("ProxySettings", "name"): {**NAME, "not": {"enum": ["direct", "reject"]}},
+    ("ProxySettings", "name"): {**NAME, "pattern": "^" + _none_of(["direct", "reject"]) + NAME["pattern"][1:]},
     ("ProxySettings", "address"): IPV4,
     ("ProxySettings", "username"): _nullable({"type": "string", "minLength": 1, "maxLength": 63}),
     ("ProxySettings", "password"): _nullable({"type": "string", "minLength": 1, "maxLength": 63}),
     ("FastPathSettings", "interfaces"): _items({"type": "string", "pattern": r"^[A-Za-z0-9_.:@-]{1,15}$"}),
     ("RelaySettings", "listen"): HOSTPORT,
     ("RelaySettings", "fake_range"): network(32),
+    ("RelaySettings", "fake_range6"): _nullable(NETWORK6),
     ("RelaySettings", "allow_clients"): _items(CLIENT_NET4),
     ("RelaySettings", "deny_clients"): _items(CLIENT_NET4),
     ("RelaySettings", "resolvers"): _items(HOSTPORT),
@@ -205,6 +236,15 @@ def document_schema() -> dict:
     return copy.deepcopy(_document())
 
 
+def document_request_schema() -> dict:
+    """The whole document as a PUT takes it: an older version too (the settings migrate it)."""
+    schema = document_schema()
+    schema["properties"]["version"] = {"type": "integer", "enum": [1, VERSION], "default": VERSION,
+                                       "description": "the document's version; 1 is migrated to "
+                                                      f"{VERSION} (IPv6 policy drop unless it says)"}
+    return schema
+
+
 def at(path: str) -> dict:
     """The schema of a document path: "dhcp.options.router", "dhcp.pools[]" (an item of the list)."""
     node = _document()
@@ -229,6 +269,43 @@ def cross_field_rules(path: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- checking bodies
+
+class RuleConflict(ValidationError):
+    """A body the schema allows, refused by the settings' own rules: between fields, against the
+    rest of the document, or what a value means (a network's host bits). 409 rather than 400: a
+    client that sent what the schema promised to accept is told the state refuses it, not that it
+    spoke wrongly. The errors are keyed by field as a 400's are."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
+@functools.cache
+def ecma(pattern: str) -> re.Pattern:
+    # JSON Schema's patterns are ECMA-262: `$` is the end of the text, where Python's also matches
+    # before a final newline ("eth0\n" would pass). Each unescaped `$` outside a class becomes `\Z`.
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if c == "[":
+            in_class = True
+        elif c == "]":
+            in_class = False
+        out.append("\\Z" if c == "$" and not in_class else c)
+        i += 1
+    return re.compile("".join(out))
+
+
+def _pattern(validator, pattern, instance, schema):
+    if validator.is_type(instance, "string") and not ecma(pattern).search(instance):
+        yield SchemaError(f"{instance!r} does not match {pattern!r}")
+
+
+_Validator = validators.extend(Draft202012Validator, {"pattern": _pattern})
 
 def _where(error) -> str:
     out = ""
@@ -261,7 +338,7 @@ def body_errors(schema: dict, data: Any, by_field: bool = False) -> dict[str, li
     message then starting with the path inside it.
     """
     errors: dict[str, list[str]] = {}
-    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    validator = _Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
     for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
         where = _where(error)
         if error.validator == "required":

@@ -8,7 +8,6 @@ audit entry with the document's diff.
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 
 from django import forms
@@ -171,7 +170,8 @@ def drf_errors(e: DjangoValidationError) -> dict:
 
 class SectionSerializer(serializers.ModelSerializer):
     """Checks the body against the section's schema first (`apischema`: types, formats, ranges,
-    never coerced), then validates by the model's `full_clean()`: the API shows the form's messages."""
+    never coerced; 400), then the settings document's own rules as the form does, by the model's
+    `full_clean()` (409: the body was well formed, the settings refuse it)."""
 
     def body_schema(self) -> dict:
         model = self.Meta.model
@@ -188,26 +188,28 @@ class SectionSerializer(serializers.ModelSerializer):
         return super().to_internal_value(data)
 
     def validate(self, attrs):
-        obj = copy.copy(self.instance) if self.instance is not None else self.Meta.model()
         nulls = {k: ["may not be null"] for k, v in attrs.items()
-                 if v is None and not obj._meta.get_field(k).null}
+                 if v is None and not self.Meta.model._meta.get_field(k).null}
         if nulls:
             raise ValidationError(nulls)
-        for k, v in attrs.items():
-            setattr(obj, k, v)
+        return attrs
+
+    def _checked(self, obj):
+        # Here, not in validate(): DRF turns whatever validate() raises into a 400.
         try:
             obj.full_clean(exclude=["position"])
         except DjangoValidationError as e:
-            raise ValidationError(drf_errors(e)) from None
-        return attrs
+            raise apischema.RuleConflict(drf_errors(e)) from None
+        return obj
 
     def create(self, validated_data):
-        return save_section(self.Meta.model(**validated_data), self.context["request"].user)
+        obj = self._checked(self.Meta.model(**validated_data))
+        return save_section(obj, self.context["request"].user)
 
     def update(self, instance, validated_data):
         for k, v in validated_data.items():
             setattr(instance, k, v)
-        return save_section(instance, self.context["request"].user)
+        return save_section(self._checked(instance), self.context["request"].user)
 
 
 def section_serializer(model_cls, extra_read_only=()):
@@ -235,7 +237,7 @@ class SectionViewSet(viewsets.ModelViewSet):
         try:
             delete_section(instance, self.request.user)
         except DjangoValidationError as e:
-            raise ValidationError(drf_errors(e)) from None
+            raise apischema.RuleConflict(drf_errors(e)) from None
 
 
 class SingletonViewSet(mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet):

@@ -2,8 +2,8 @@
 
 No 5xx; every answer documented (status, content type, body); bodies the
 schema refuses are refused (400, the field named); bodies it allows are
-accepted, except what an operation's `x-cross-field-rules` list refuses
-(tests/support/apicheck.py); no operation answers without the token.
+accepted or refused by the settings' rules as a conflict (409), never 400;
+no operation answers without the token.
 Applies are queued but not run (no worker here), so generated input can
 change the console's settings but never the box. The same run against the
 served console: tests/e2e/test_api_schema.py.

@@ -23,7 +23,10 @@ class FlowDumpView(APIView):
 
 
 class TraceView(APIView):
-    """ofproto/trace: the reference classifier's decision and the datapath's (409 before the first apply)."""
+    """ofproto/trace: the reference classifier's decision and the datapath's.
+
+    409 before the first apply, and for a flow the applied table cannot read (naming `flow`).
+    """
 
     schema_rules = ["flow is a packet in ofproto/trace syntax (in_port=downlink,udp,...): a grammar, "
                     "which a JSON schema cannot hold"]
@@ -37,7 +40,9 @@ class TraceView(APIView):
         except NothingApplied as e:
             return Response({"detail": str(e)}, status=409)
         except ValueError as e:
-            return Response({"flow": [str(e)]}, status=400)
+            # The text is a string as the schema says; the flow grammar and the applied table's
+            # port names (which it is read against) are what refuse it.
+            return Response({"flow": [str(e)]}, status=409)
         return Response(s.TraceSerializer(result).data)
 
 

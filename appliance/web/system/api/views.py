@@ -34,14 +34,14 @@ class SettingsDocumentView(APIView):
         limit = django_settings.APPLIANCE_RESTORE_MAX_BYTES
         if int(request.META.get("CONTENT_LENGTH") or 0) > limit:
             return Response({"detail": f"a settings document is at most {limit} bytes"}, status=413)
-        errors = apischema.body_errors(apischema.document_schema(), request.data)
+        errors = apischema.body_errors(apischema.document_request_schema(), request.data)
         if errors:
             raise ValidationError(errors)
         try:
             settings = parse_settings(request.data)
         except SettingsError as e:
-            raise ValidationError({("non_field_errors" if k == "__all__" else k): v
-                                   for k, v in e.errors.items()}) from None
+            raise apischema.RuleConflict({("non_field_errors" if k == "__all__" else k): v
+                                          for k, v in e.errors.items()}) from None
         before = document.build_document()
         document.load_document(settings)
         record_change(request.user, "restore", "settings", before, document.build_document())
@@ -49,8 +49,7 @@ class SettingsDocumentView(APIView):
 
 
 class SshKeyViewSet(viewsets.ModelViewSet):
-    schema_rules = ["key's base64 data is a key of the type its first word names",
-                    "name is not another key's name"]
+    schema_rules = ["name is not another key's name"]
     queryset = SshKey.objects.all()
     serializer_class = SshKeySerializer
 

@@ -59,7 +59,8 @@ class RealFileSystem:
     def lock(self, path, timeout):
         # flock: released by the kernel when the holder dies, so a killed apply never leaves it held.
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # Read-only is enough for flock, and opens on a read-only state directory once the file exists.
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             deadline = time.monotonic() + timeout
             while True:

@@ -198,6 +198,8 @@ class Box:
         if dry_run:
             change = change or self.change(settings)
             return BoxResult(ok=True, diff=change.diff, dry_run=True)
+        # The refusal comes before the lock too: its file lives in the state directory.
+        self._fs.check_writable(self.layout.state_dir)
         with self.lock():
             return self._apply(settings, progress, change, before)
 

@@ -287,8 +287,10 @@ class Supervisor:
         whole process group, its workers too.
         """
         st = self.status(name)
+        if not self._is_monitor(st.monitor_pid):
+            return self._restart_orphan(name)
         pid = st.pid
-        if not pid or not self._is_monitor(st.monitor_pid) or not self.processes.alive(pid):
+        if not pid or not self.processes.alive(pid):
             return False
         for sig in (signal.SIGCONT, signal.SIGTERM):
             self.processes.signal(pid, sig, group=True)
@@ -297,6 +299,26 @@ class Supervisor:
             time.sleep(0.02)
         if self.processes.alive(pid):
             self.processes.signal(pid, signal.SIGKILL, group=True)
+        return True
+
+    def _restart_orphan(self, name: str) -> bool:
+        """The monitor is gone (killed with no chance to say so), so nobody would start the
+        service again when it dies: end what is left of it and start it anew from its spec."""
+        spec = self.spec(name)
+        if spec is None:
+            return False
+        try:
+            left = ServiceState.from_json(json.loads(self._state_path(name).read_text())).pid
+        except (FileNotFoundError, json.JSONDecodeError):
+            left = None
+        # Only a process still running the service's own command (pids are recycled).
+        tail = tuple(spec.argv[-3:])
+        if left and self.processes.alive(left) and self.processes.cmdline(left)[-len(tail):] == tail:
+            self.processes.signal(left, signal.SIGKILL, group=True)
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline and self.processes.alive(left):
+                time.sleep(0.02)
+        self.start(spec)
         return True
 
     def _is_monitor(self, pid: int | None) -> bool:

@@ -199,9 +199,15 @@ def test_flushed_fake_ips_are_forgotten_until_asked_again(home):
         flushed = dns.flush_fake_ips()
         assert flushed["removed"] >= 1
         assert dns.lookup_fake_ip(fake) is None
-    # A client that still holds the address cannot use it: the relay no longer knows it...
+    # A client that still holds the address cannot use it: the relay refuses it at once...
+    started = time.monotonic()
     assert _http(lab, c, "proxied.test", fake) != "200"
-    # ...until it asks again, and the name hashes to the same address.
+    assert time.monotonic() - started < 3, "a flushed address should fail fast, not time out"
+    # ...other names asked meanwhile never get it (it would lead the holder to their site)...
+    others = [f"n{i}.proxied.test" for i in range(40)]
+    given = {a for name in others for a in parse_dig_answers(dig(lab, c, name, "+short"))}
+    assert given and fake not in given
+    # ...and once its own name is asked again, it gets the same address and reaches its site.
     assert parse_dig_answers(dig(lab, c, "proxied.test", "+short")) == [fake]
     assert _http(lab, c, "proxied.test", fake) == "200"
 

@@ -245,6 +245,49 @@ def test_the_console_shows_the_units_state(box):
     assert panel(running) == running
 
 
+def decide(box, then: str = "", until_open: float | None = None) -> dict:
+    """Where the live datapath sends a client's DNS query now (`dp_decide.py`, run in the box),
+    after the command `then`; with `until_open`, asked again until it falls open (timed in the box)."""
+    wait = f" --until-open {until_open} --since $T0" if until_open is not None else ""
+    return json.loads(box.ssh(f"{then}set -a; . /etc/appliance/environment; set +a; "
+                              f"cd /opt/appliance && .venv/bin/python /root/dp_decide.py{wait}").stdout)
+
+
+def steered(decision: dict) -> bool:
+    """The query met the flow that sends DNS to vproxy while the box's DNS is healthy (reg15)."""
+    return any("reg15" in f and "tp_dst=53" in f for f in decision["moved"])
+
+
+def test_the_datapath_falls_open_on_6_1_when_the_watchdog_stops(box):
+    """Debian's 6.1 (no tcx): the program is on tc, and with the watchdog gone (its heartbeat
+    stops, as when all user space is gone) the datapath itself sends DNS to the modem after 3 s.
+    Stopped, not frozen: systemd restarts a frozen one within 5 s (WatchdogSec), which would
+    leave the datapath open for too short a time to see through ssh."""
+    assert box.ssh("uname -r").stdout.startswith("6.1.")
+    assert "bpf" in box.ssh(f"tc filter show dev {vm.DOWNLINK} ingress").stdout
+    box.put("/root/dp_decide.py", (Path(__file__).parent / "dp_decide.py").read_text())
+    deadline = time.monotonic() + 60  # the watchdog's first rounds after the boot
+    while not steered(first := decide(box)):
+        assert time.monotonic() < deadline, f"DNS is never steered to vproxy: {first}"
+        time.sleep(1)
+    assert first["moved"] and first["health"] & 1
+    try:
+        # It writes nothing on the way out: the heartbeat just stops.
+        now = decide(box, then="systemctl stop appliance-svc-watchdog; T0=$(date +%s.%N); ", until_open=10)
+        print(f"\nimage-test: the datapath fell open {now['after']:.1f} s after the watchdog stopped", flush=True)
+        assert not steered(now), f"still steered to vproxy 10 s after the watchdog stopped: {now}"
+        assert now["moved"], "the query met no flow at all"
+        assert now["health"] == 0, now
+        # The heartbeat's 3 s, less the part of the watchdog's last round already gone.
+        assert now["after"] <= 3.5, now
+    finally:
+        box.ssh("systemctl start appliance-svc-watchdog", check=False)
+    deadline = time.monotonic() + 60
+    while not steered(back := decide(box)):
+        assert time.monotonic() < deadline, f"steering never came back after the watchdog resumed: {back}"
+        time.sleep(1)
+
+
 def test_upgrade_to_the_next_image_keeps_everything(box):
     host_key = box.ssh("cat /var/lib/appliance/ssh/ssh_host_ed25519_key.pub").stdout
     box.stop()

@@ -59,8 +59,13 @@ upstream. Real addresses in clients' caches are unaffected. The e2e test
 `forget_unpinned()` (the console's "Flush fake IPs", `POST
 /api/dns/fake-ips/flush/`) forgets every mapping no live connection pins:
 a client still holding a forgotten address cannot connect with it (the
-relay refuses an unknown address) until it asks again, and then usually
-gets the same address back (the hash); pinned addresses keep their names.
+relay refuses an unknown address) until the name is asked again, and then
+the name gets the same address back; pinned addresses keep their names.
+A forgotten address is retired for RETIRE_FOR (a day): no other name gets
+it, so a client holding it never reaches a wrong site. The retirements are
+committed in the transaction that deletes the mappings (table `retired`)
+and survive restarts; only a pool whose every candidate for a new name is
+held or retired takes the address retired longest ago.
 
 A client never reaches a wrong site through a lost mapping: the pool is
 split into REGIONS regions (when it is large enough: MIN_REGION addresses
@@ -103,6 +108,9 @@ BATCH = 512  # changed mappings that start a batch without waiting for the timer
 LAST_USED_EVERY = 30.0  # seconds between writes of last-used times
 REGIONS = 4  # epochs cycle through this many parts of the pool (unclean restarts)
 MIN_REGION = 4096  # a smaller pool is one region
+# How long a flushed address is kept from other names: clients may hold an
+# answer far past its TTL (browsers a minute, some runtimes until restart).
+RETIRE_FOR = 86400.0
 
 
 @dataclass(slots=True)
@@ -117,7 +125,8 @@ class FakeIpEntry:
 CHUNK = 200  # rows per SQL statement in the writer thread
 
 
-def _write(db: sqlite3.Connection, deletes: list[int], upserts: list[tuple]) -> None:
+def _write(db: sqlite3.Connection, deletes: list[int], upserts: list[tuple],
+           retired: list[tuple] = (), expired_before: float | None = None) -> None:
     """One transaction (in the writer thread): the table then matches one moment of the pool.
 
     Many rows per statement: sqlite3 releases the GIL only while a statement
@@ -136,6 +145,12 @@ def _write(db: sqlite3.Connection, deletes: list[int], upserts: list[tuple]) -> 
             db.execute("INSERT OR REPLACE INTO fakeip (ip, domain, route, created, last_used) VALUES "
                        + ",".join(["(?,?,?,?,?)"] * len(part)),
                        [value for row in part for value in row])
+        # In the same transaction as the deletes: a flush is on disk whole
+        # (forgotten and kept from other names) or not at all (still mapped).
+        if retired:
+            db.executemany("INSERT OR REPLACE INTO retired (ip, domain, until) VALUES (?, ?, ?)", retired)
+        if expired_before is not None:
+            db.execute("DELETE FROM retired WHERE until < ?", (expired_before,))
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
@@ -173,6 +188,9 @@ class FakeIpPool:
         self._clock = clock
         self._by_ip: OrderedDict[int, FakeIpEntry] = OrderedDict()  # LRU order
         self._by_domain: dict[str, int] = {}
+        # Flushed addresses -> (their name, until when no other name gets them).
+        self._retired: OrderedDict[int, tuple[str, float]] = OrderedDict()
+        self._retire_pending: list[tuple] = []
         self._pins: dict[int, int] = {}
         self._changed: set[int] = set()  # mapping changed since the last batch
         self._touched: set[int] = set()  # only the last-used time changed
@@ -180,6 +198,7 @@ class FakeIpPool:
         self._last_used_every = last_used_every
         self._last_used_written = time.monotonic()
         self._inflight: tuple[Future, set[int], set[int]] | None = None
+        self._inflight_retired: list[tuple] = []
         self._writer: ThreadPoolExecutor | None = None
         self.recycled = 0
         # Changes whenever an address may stop meaning its name (recycling, a
@@ -209,6 +228,8 @@ class FakeIpPool:
             " route TEXT NOT NULL, created REAL NOT NULL, last_used REAL NOT NULL)"
         )
         db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("CREATE TABLE IF NOT EXISTS retired (ip INTEGER PRIMARY KEY, domain TEXT NOT NULL,"
+                   " until REAL NOT NULL)")
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         self.epoch = int(meta.get("epoch", 0))
         if meta.get("open") == "1":
@@ -234,6 +255,11 @@ class FakeIpPool:
             self._by_domain[domain] = ip
         if stale:
             db.executemany("DELETE FROM fakeip WHERE ip = ?", stale)
+        for ip, domain, until in db.execute(
+                "SELECT ip, domain, until FROM retired WHERE until >= ? ORDER BY until",
+                (self._clock(),)).fetchall():
+            if self._in_pool(ip) and ip not in self._by_ip:
+                self._retired[ip] = (domain, until)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fakeip-store")
 
     def _mark(self, ip: int) -> None:
@@ -265,6 +291,7 @@ class FakeIpPool:
         # (their state at the next batch, which is the state that counts).
         self._changed |= changed
         self._touched |= touched
+        self._retire_pending = self._inflight_retired + self._retire_pending
         self.write_errors += 1
         self.last_write_error = str(error)
         log.error("fake-IP store: %d changes not written, will retry: %s",
@@ -303,11 +330,13 @@ class FakeIpPool:
             return None
         if last_used is None:
             last_used = time.monotonic() - self._last_used_written >= self._last_used_every
-        if not self._changed and not (last_used and self._touched):
+        if not self._changed and not (last_used and self._touched) and not self._retire_pending:
             return None
         changed, touched, deletes, upserts = self._snapshot(last_used)
-        future = self._writer.submit(_write, self._db, deletes, upserts)
+        retired, self._retire_pending = self._retire_pending, []
+        future = self._writer.submit(_write, self._db, deletes, upserts, retired, self._clock())
         self._inflight = (future, changed, touched)
+        self._inflight_retired = retired
         self.batches += 1
         return future
 
@@ -337,7 +366,7 @@ class FakeIpPool:
                 log.error("fake-IP store: closing with %d unsaved changes: %s",
                           len(self._changed) + len(self._touched), exc)
             self._writer.shutdown(wait=True)
-            if not self._changed and not self._touched:
+            if not self._changed and not self._touched and not self._retire_pending:
                 try:
                     self._db.execute("UPDATE meta SET value = '0' WHERE key = 'open'")
                 except sqlite3.Error as exc:
@@ -356,6 +385,33 @@ class FakeIpPool:
         digest = hashlib.blake2b(domain.encode(), digest_size=8).digest()
         start = int.from_bytes(digest, "big") % size
         return (base + (start + step) % size for step in range(min(PROBES, size)))
+
+    def _free_candidate(self, domain: str, now: float) -> int | None:
+        """The first of `domain`'s candidates no name holds and no other name was flushed from.
+
+        A flushed address goes back to its own name (a client still holding
+        it reaches the same site again), never to another before its
+        quarantine ends; when every candidate is held or quarantined, the
+        one retired longest ago is taken (the pool is that full)."""
+        retired = self._retired
+        while retired:
+            ip, (_, until) = next(iter(retired.items()))
+            if until >= now:
+                break
+            del retired[ip]
+        oldest = None
+        for c in self._candidates(domain):
+            if c in self._by_ip:
+                continue
+            held = retired.get(c)
+            if held is None or held[0] == domain:
+                retired.pop(c, None)
+                return c
+            if oldest is None or held[1] < retired[oldest][1]:
+                oldest = c
+        if oldest is not None:
+            del retired[oldest]
+        return oldest
 
     def _evict_one(self) -> int | None:
         for ip in self._by_ip:
@@ -388,7 +444,7 @@ class FakeIpPool:
             freed = self._evict_one()
             if freed is None:
                 return None
-        chosen = next((c for c in self._candidates(domain) if c not in self._by_ip), None)
+        chosen = self._free_candidate(domain, now)
         if chosen is None:
             chosen = freed if freed is not None else self._evict_one()
             if chosen is None:
@@ -421,10 +477,15 @@ class FakeIpPool:
         Returns how many mappings went and how many stayed.
         """
         doomed = [ip for ip in self._by_ip if not self._pins.get(ip)]
+        until = self._clock() + RETIRE_FOR
         for ip in doomed:
             entry = self._by_ip.pop(ip)
             del self._by_domain[entry.domain]
             self._touched.discard(ip)
+            self._retired.pop(ip, None)
+            self._retired[ip] = (entry.domain, until)
+            if self._db is not None:
+                self._retire_pending.append((ip, entry.domain, until))
         if self._db is not None:
             self._changed.update(doomed)
             self.write_behind()

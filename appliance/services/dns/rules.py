@@ -243,9 +243,12 @@ GAME_CONSOLE_SUFFIXES = (
     # NAT test (nncs1/nncs2-lp1.n.n.srv.nintendo.net), online play.
     "nintendo.net", "nintendowifi.net",
     # PlayStation: PSN sign-in, connection and NAT tests, STUN (stun.*.playstation.net).
-    "playstation.net", "playstation.com", "sonyentertainmentnetwork.com",
-    # Xbox: Xbox Live services and its NAT test over Teredo (teredo.ipv6.microsoft.com).
-    "xboxlive.com", "teredo.ipv6.microsoft.com",
+    # "psn": issue 17 names *.psn; not a public TLD, so it costs nothing.
+    "playstation.net", "playstation.com", "sonyentertainmentnetwork.com", "psn",
+    # Xbox: Xbox Live services, the console's network test (xbox.com), its NAT
+    # test over Teredo (teredo.ipv6.microsoft.com and the other Teredo servers
+    # under ipv6.microsoft.com); xbox.*.microsoft.com is BUILTIN_KEEP_REAL_REGEX.
+    "xboxlive.com", "xbox.com", "teredo.ipv6.microsoft.com", "ipv6.microsoft.com",
 )
 BUILTIN_KEEP_REAL_SUFFIXES = GAME_CONSOLE_SUFFIXES + (
     "pool.ntp.org", "ntp.org", "time.windows.com", "time.apple.com", "time-ios.apple.com",
@@ -258,7 +261,9 @@ BUILTIN_KEEP_REAL_SUFFIXES = GAME_CONSOLE_SUFFIXES + (
     "conncheck.opensuse.org", "connect.rom.miui.com", "connectivitycheck.platform.hicloud.com",
     "wifi.vivo.com.cn", "localhost", "local", "lan", "home.arpa", "in-addr.arpa", "ip6.arpa",
 )
-BUILTIN_KEEP_REAL_REGEX = r"^(ntp|time|stun)[0-9]*\."
+# Xbox's services under microsoft.com are named xbox.<service>[.<region>].microsoft.com
+# (fake-IP filters of Clash users list xbox.*.microsoft.com and xbox.*.*.microsoft.com).
+BUILTIN_KEEP_REAL_REGEX = r"^(ntp|time|stun)[0-9]*\.|^xbox\.([a-z0-9-]+\.){1,2}microsoft\.com$"
 
 
 def keep_real_matcher(extra_suffixes: Iterable[str], builtin: bool = True,

@@ -147,8 +147,18 @@ class FakeIpSettings(_Model):
     # AAAA of fake-ip names: each name's fake IPv4 address's offset in this
     # range (None: fake-ip names get no AAAA, as before).
     network6: str | None = None
-    ttl: int = Field(default=1, ge=0, le=3600, description="TTL of fake answers")
-    db_path: str = "/var/lib/appliance/dns-fakeip.sqlite3"
+    ttl: int = Field(
+        default=1, ge=0, le=3600,
+        description="TTL of fake answers; a client may still use an address this long after a"
+                    " flush forgot it (some applications keep answers longer)",
+    )
+    db_path: str = Field(
+        default="/var/lib/appliance/dns-fakeip.sqlite3",
+        description="the mappings, kept across restarts: after a restart or a reboot a client's"
+                    " cached fake address still reaches its site; after a flush (console, API)"
+                    " it is refused until the name is asked again, and never given to another"
+                    " name for a day",
+    )
     max_entries: int | None = Field(
         default=65536, ge=1,
         description="mappings kept (the least recently used is recycled); null: every address of"

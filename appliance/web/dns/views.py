@@ -1,7 +1,6 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
 
 from appliance.web import sources
 from appliance.web.audit.log import record
@@ -16,8 +15,10 @@ def index(request):
 
 
 @login_required
-@require_POST
 def flush_fake_ips(request):
+    """GET asks for a confirmation (what a flush costs the home); POST with `confirm` flushes."""
+    if request.method != "POST" or "confirm" not in request.POST:
+        return render(request, "dns/flush.html", status=400 if request.method == "POST" else 200)
     reading = sources.get().flush_fake_ips()
     if reading.ok:
         v = reading.value

@@ -84,3 +84,11 @@ def test_the_lab_is_dual_stack_with_the_issues_addresses():
     assert "--enable-ra" in procs["modem"] and ",ra-stateless," in procs["modem"]
     assert "option6:dns-server,[2001:db8:1::1]" in procs["modem"]
     assert "--host-record=www.proxied.test,198.51.100.12,2001:db8:ffff::12" in procs["dns"]
+
+
+def test_the_labs_zones_carry_a_real_ttl_so_caches_work_as_in_a_home():
+    # With TTL 0 every cache (the modem's, the box's) forwarded every query, and
+    # the bench through the box measured forwarding where a home sees cache hits.
+    procs = {p.name: p.argv for p in topology.processes(LabSpec(), "/run/x")}
+    assert "--local-ttl=300" in procs["dns"]
+    assert not [a for a in procs["modem"] if a.startswith(("--local-ttl", "--max-ttl", "--neg-ttl"))]

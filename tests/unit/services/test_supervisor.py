@@ -103,6 +103,23 @@ def test_a_dead_monitor_is_reported(sup):
     os.kill(st.pid, signal.SIGKILL)
 
 
+def test_a_kill_after_its_monitor_died_ends_the_orphan_and_runs_the_service_again(sup):
+    """The watchdog's restart of a service whose monitor was killed (the soak found the DNS
+    server never restarted: no monitor was left to start it)."""
+    sup.start(sleeper())
+    st = sup.status("sleeper")
+    os.kill(st.monitor_pid, signal.SIGKILL)
+    wait_for(lambda: sup.status("sleeper").state == FAILED)
+    assert sup.kill("sleeper") is True
+    wait_for(lambda: not os.path.exists(f"/proc/{st.pid}") or
+             open(f"/proc/{st.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z")
+    now = sup.status("sleeper")
+    assert now.state == RUNNING and now.pid != st.pid and now.monitor_pid != st.monitor_pid
+    # The new monitor starts it again when it dies, as before the fault.
+    os.kill(now.pid, signal.SIGKILL)
+    wait_for(lambda: sup.status("sleeper").pid not in (None, now.pid) and sup.status("sleeper").state == RUNNING)
+
+
 def test_spec_round_trips_and_renders_a_systemd_unit():
     spec = ServiceSpec(name="dhcp4", argv=("kea-dhcp4", "-c", "/var/lib/appliance/dhcp/kea dhcp4.conf"),
                        netns="gw", env=(("KEA_PIDFILE_DIR", "/run/appliance/dhcp"),), cwd="/var/lib/appliance")

@@ -59,7 +59,10 @@ def test_console_button_flushes_and_reports(client_admin, dns_server):
     dns_server.fakeips.allocate("www.video.test", "direct")
     page = client_admin.get("/dns/").content.decode()
     assert 'id="flush-fake-ips"' in page
-    r = client_admin.post("/dns/fake-ips/flush/", follow=True)
+    confirm = client_admin.get("/dns/fake-ips/flush/").content.decode()
+    assert 'id="flush-fake-ips-confirm"' in confirm and "cannot connect with it" in confirm
+    assert len(dns_server.fakeips) == 1  # asking is not flushing
+    r = client_admin.post("/dns/fake-ips/flush/", {"confirm": "1"}, follow=True)
     assert "Fake IPs flushed: 1 mappings forgotten" in r.content.decode()
     assert len(dns_server.fakeips) == 0
 
@@ -69,3 +72,26 @@ def test_flush_without_a_dns_server_says_so(api, settings, tmp_path):
     r = api.post("/api/dns/fake-ips/flush/")
     assert r.status_code == 409 and "DNS not running" in r.data["detail"]
     assert not AuditEntry.objects.filter(action="flush-fake-ips").exists()
+
+
+def test_console_post_without_the_confirmation_flushes_nothing(client_admin, dns_server):
+    dns_server.fakeips.allocate("www.video.test", "direct")
+    r = client_admin.post("/dns/fake-ips/flush/")
+    assert r.status_code == 400 and 'id="flush-fake-ips-confirm"' in r.content.decode()
+    assert len(dns_server.fakeips) == 1
+    assert not AuditEntry.objects.filter(action="flush-fake-ips").exists()
+
+
+def test_flush_needs_a_login(client, dns_server):
+    dns_server.fakeips.allocate("www.video.test", "direct")
+    assert client.post("/api/dns/fake-ips/flush/").status_code in (401, 403)
+    assert client.post("/dns/fake-ips/flush/", {"confirm": "1"}).status_code == 302  # to the login
+    assert len(dns_server.fakeips) == 1
+
+
+def test_flush_is_in_the_openapi_schema(api):
+    schema = api.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert schema.status_code == 200
+    import json
+    op = json.loads(schema.content)["paths"]["/api/dns/fake-ips/flush/"]["post"]
+    assert "Forget every fake-IP mapping" in op["description"] and {"200", "409"} <= set(op["responses"])

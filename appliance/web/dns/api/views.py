@@ -24,10 +24,12 @@ class DnsStatsView(APIView):
 class DnsFakeIpFlushView(APIView):
     """Forget every fake-IP mapping that no live connection pins.
 
-    Clients asking again get an address again (usually the same one: a
-    name's address is a hash of it); a client that still holds a forgotten
-    address from an earlier answer cannot connect with it until it asks
-    again (the fake-IP TTL is short). 409 when the DNS service is not running.
+    A client that still holds a forgotten address from an earlier answer
+    cannot connect with it (the relay refuses it at once) until the name is
+    asked again, which gives the name its old address back. A forgotten
+    address goes to no other name for a day (kept across restarts), so it
+    never leads to a wrong site. Answers `{"removed": n, "kept": pinned}`;
+    409 when the DNS service is not running. Audit-logged.
     """
 
     @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT})

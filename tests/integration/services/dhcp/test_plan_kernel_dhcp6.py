@@ -17,7 +17,7 @@ from appliance.box.layout import Layout
 from appliance.box.plan import GW_NS, Observed, plan
 from appliance.box.settings import Ipv6, default_settings
 from appliance.kernel import LinuxKernel
-from appliance.kernel.desired import Namespace, Sysctls, Veth
+from appliance.kernel.desired import Address, Namespace, Sysctls, Veth
 from appliance.kernel.reconcile import reconcile, remove
 from appliance.services.supervisor import Supervisor
 
@@ -41,9 +41,9 @@ def gw():
                                "options": {"domain": "home.arpa"}})
     p = plan(s.model_copy(update={"ipv6": Ipv6.model_construct(policy="invisible")}),
              Observed.of({"enp5s0": "5c:00:00:00:00:7d", "enp1s0": "5c:00:00:00:00:7c"}), layout)
-    # gw and its veth; the veth's host end (vgw) in a namespace of its own, standing for the home.
+    # gw, its veth and addresses; the veth's host end (vgw) in a namespace of its own, standing for the home.
     mine = [o for o in p.kernel if (isinstance(o, Namespace) and o.name == GW_NS)
-            or (isinstance(o, Veth) and o.ns == GW_NS) or (isinstance(o, Sysctls) and o.ns == GW_NS)]
+            or (isinstance(o, (Veth, Sysctls, Address)) and o.ns == GW_NS)]
     objects = [Namespace(names[None])]
     for o in mine:
         if isinstance(o, Namespace):

@@ -252,3 +252,71 @@ def test_a_small_pool_is_one_region(tmp_path):
     again = FakeIpPool("10.9.0.0/24", str(tmp_path / "f.db"))
     assert again.epoch == 1 and again.allocate("x.test") in again
     again.close()
+
+
+def names_hashing_onto(pool, ip: str, count: int, skip: str) -> list[str]:
+    """Other names whose first candidate is `ip` (they would take it if it were free)."""
+    key = int(fakeip.ipaddress.IPv4Address(ip))
+    out, i = [], 0
+    while len(out) < count:
+        name = f"other{i}.test"
+        if name != skip and next(pool._candidates(name)) == key:
+            out.append(name)
+        i += 1
+    return out
+
+
+def test_a_flushed_address_is_never_given_to_another_name(tmp_path):
+    # A client still holding a flushed address must fail, not reach another site.
+    clock = [1000.0]
+    pool = FakeIpPool("10.9.0.0/24", str(tmp_path / "f.db"), clock=lambda: clock[0])
+    held = pool.allocate("video.test")
+    pool.forget_unpinned()
+    rivals = names_hashing_onto(pool, held, 3, skip="video.test")
+    assert all(pool.allocate(name) != held for name in rivals)
+    assert pool.lookup_ip(held) is None
+    # Its own name, asked again, gets it back: the client holding it reaches the same site.
+    assert pool.allocate("video.test") == held
+
+
+def test_the_quarantine_survives_a_restart_and_ends_after_retire_for(tmp_path):
+    db = str(tmp_path / "f.db")
+    clock = [1000.0]
+    pool = FakeIpPool("10.9.0.0/24", db, clock=lambda: clock[0])
+    held = pool.allocate("video.test")
+    pool.forget_unpinned()
+    pool.close()
+    again = FakeIpPool("10.9.0.0/24", db, clock=lambda: clock[0])
+    rival = names_hashing_onto(again, held, 1, skip="video.test")[0]
+    assert again.allocate(rival) != held
+    clock[0] += fakeip.RETIRE_FOR + 1
+    later = names_hashing_onto(again, held, 2, skip="video.test")[1]
+    assert again.allocate(later) == held  # quarantine over: the address serves again
+    again.close()
+
+
+def test_a_flush_is_committed_whole_forgotten_and_quarantined_in_one_transaction(tmp_path):
+    db = str(tmp_path / "f.db")
+    pool = FakeIpPool("10.9.0.0/24", db, batch=10_000)
+    held = pool.allocate("video.test")
+    pool.flush()
+    pool._writer.submit(lambda: None).result()
+    pool.forget_unpinned()
+    pool._inflight[0].result()  # the flush's batch: deletes and quarantine in one transaction
+    crash(pool)
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("SELECT domain FROM retired WHERE ip = ?",
+                           (int(fakeip.ipaddress.IPv4Address(held)),)).fetchone() == ("video.test",)
+        assert con.execute("SELECT count(*) FROM fakeip").fetchone() == (0,)
+    finally:
+        con.close()
+
+
+def test_when_every_candidate_is_quarantined_the_oldest_is_taken(tmp_path):
+    clock = [1000.0]
+    pool = FakeIpPool("10.9.0.0/29", None, clock=lambda: clock[0])  # 6 addresses
+    first = [pool.allocate(f"n{i}.test") for i in range(6)]
+    pool.forget_unpinned()
+    clock[0] += 1
+    assert pool.allocate("new.test") in first  # a full pool of quarantine still answers

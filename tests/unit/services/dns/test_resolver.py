@@ -236,7 +236,9 @@ def test_fuzz_never_raises(env, data, udp):
 @pytest.mark.parametrize("name", [
     "ctest.cdn.nintendo.net", "conntest.nintendowifi.net", "nncs1-lp1.n.n.srv.nintendo.net",
     "stun.np.ac.playstation.net", "ps5.np.playstation.net", "teredo.ipv6.microsoft.com",
-    "xsts.auth.xboxlive.com", "pool.ntp.org", "time.windows.com", "captive.apple.com",
+    "xsts.auth.xboxlive.com", "www.xbox.com", "win10.ipv6.microsoft.com", "xbox.dlassets.microsoft.com",
+    "xbox.core.eu.microsoft.com", "a.b.psn", "auth.api.sonyentertainmentnetwork.com",
+    "nintendo.net", "pool.ntp.org", "time.windows.com", "captive.apple.com",
     "connectivitycheck.gstatic.com", "stun1.l.google.com",
 ])
 def test_keep_real_list_beats_a_fake_ip_rule(tmp_path, name):

@@ -335,8 +335,10 @@ def main() -> int:
     if os.geteuid() != 0:
         ap.error("needs root (network namespaces)")
     rng = random.Random(args.seed)
-    # Stopped with SIGTERM too, the lab and the box go as after a full run.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # Stopped with SIGTERM too, the lab and the box go as after a full run. Only here: a forked
+    # helper (the lab's namespace work) that gets SIGTERM must just die, not run our clean-up.
+    me = os.getpid()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143) if os.getpid() == me else os._exit(143))
     with tempfile.TemporaryDirectory(prefix="appliance-soak-") as tmp, \
             box_in_lab(Path(tmp), "k", clients=args.clients, apply=settings_data(dns=DNS)) as (lab, box):
         for c in lab.spec.client_names:

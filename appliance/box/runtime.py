@@ -198,7 +198,7 @@ class Box:
         if dry_run:
             change = change or self.change(settings)
             return BoxResult(ok=True, diff=change.diff, dry_run=True)
-        # The refusal comes before the lock too: its file lives in the state directory.
+        # Refused before the lock, whose file lives in the state directory, and before anything else.
         self._fs.check_writable(self.layout.state_dir)
         with self.lock():
             return self._apply(settings, progress, change, before)
@@ -206,6 +206,7 @@ class Box:
     def follow_gateway(self, progress: Progress | None = None) -> BoxResult | None:
         """Apply the applied settings again when the gateway's MAC learned since differs from the
         one applied (the modem watch calls it); None when there is nothing to follow."""
+        self._fs.check_writable(self.layout.state_dir)
         with self.lock():
             applied = self.applied()
             learned = self.learned_gateway()
@@ -218,7 +219,6 @@ class Box:
     def _apply(self, settings: Settings, progress: Progress | None, change: Change | None,
                before: dict | None) -> BoxResult:
         progress = progress or (lambda line: None)
-        self._fs.check_writable(self.layout.state_dir)
         change = change or self.change(settings)
         applied, observed, new, old = change.applied, change.observed, change.new, change.old
         diff = change.diff

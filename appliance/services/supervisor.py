@@ -292,6 +292,10 @@ class Supervisor:
         pid = st.pid
         if not pid or not self.processes.alive(pid):
             return False
+        self._end_group(pid, grace)
+        return True
+
+    def _end_group(self, pid: int, grace: float) -> None:
         for sig in (signal.SIGCONT, signal.SIGTERM):
             self.processes.signal(pid, sig, group=True)
         deadline = time.monotonic() + grace
@@ -299,7 +303,6 @@ class Supervisor:
             time.sleep(0.02)
         if self.processes.alive(pid):
             self.processes.signal(pid, signal.SIGKILL, group=True)
-        return True
 
     def _restart_orphan(self, name: str) -> bool:
         """The monitor is gone (killed with no chance to say so), so nobody would start the
@@ -314,10 +317,7 @@ class Supervisor:
         # Only a process still running the service's own command (pids are recycled).
         tail = tuple(spec.argv[-3:])
         if left and self.processes.alive(left) and self.processes.cmdline(left)[-len(tail):] == tail:
-            self.processes.signal(left, signal.SIGKILL, group=True)
-            deadline = time.monotonic() + 2.0
-            while time.monotonic() < deadline and self.processes.alive(left):
-                time.sleep(0.02)
+            self._end_group(left, 1.0)
         self.start(spec)
         return True
 

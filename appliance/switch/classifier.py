@@ -336,6 +336,10 @@ def _normal(ctx: _Ctx, pkt: Packet) -> None:
         return
     d = decide(macs, pkt.fields, ctx.flood_ports, ctx.generate)
     _note(res, d.note)
+    if pkt.fields.get("vlan_tci", 0) == F.VLAN_CFI:
+        # A tag of VLAN 0 and priority 0 says nothing: OVS's NORMAL sends the frame untagged to a
+        # port without other_config:priority-tags (the default); a priority other than 0 stays.
+        pkt = pkt.replace(vlan_tci=0)
     for p in d.ports:
         res.outputs.append(OutputEvent(p, pkt))
 

@@ -119,6 +119,19 @@ def test_random_tables_agree_with_ovs(oracle, table, seed):
         compare(oracle, table, bridge, p, "random")
 
 
+@pytest.mark.parametrize("tci", [0x1000, 0x7000, 0x1005])
+def test_normal_sends_a_priority_tagged_frame_untagged_as_ovs_does(oracle, tci):
+    """Found by the random tables: NORMAL drops a tag of VLAN 0 and priority 0 on output (OVS's
+    default `priority-tags=false`); priority 3 in VLAN 0, or VLAN 5, keeps its tag."""
+    table = FlowTable(parse_flows("priority=1000,udp6,vlan_tci=0x1000/0x1000 actions=NORMAL\n"))
+    bridge = Bridge("br0", {f"p{n}": n for n in flowgen.PORTS}, table)
+    oracle.load_flows(table)
+    packet = Packet(in_port=2, vlan_tci=tci, dl_src=0x180000000002, dl_dst=0x180000000002, dl_type=0x86DD,
+                    ipv6_src=0xFE800000000000000000000000000005, ipv6_dst=0x01000000000000000000000000000002,
+                    nw_proto=17, nw_ttl=64, tp_src=67, tp_dst=53)
+    compare(oracle, table, bridge, packet, "priority-tag")
+
+
 def test_zz_report_counts():
     for k, v in sorted(COUNTS.items()):
         print(f"  {k}: {v}")

@@ -168,7 +168,9 @@ _VALUES: dict[tuple[str, str], dict] = {
 # A rule value depends on its match: a domain, one word, or a regular expression.
 _RULE = {"anyOf": [
     {"properties": {"match": {"enum": ["exact", "suffix"]}, "value": DNS_DOMAIN}},
-    {"properties": {"match": {"const": "keyword"}, "value": {"type": "string", "pattern": r"^\S+$"}}},
+    # The whitespace the settings refuse in a keyword (Python's str.isspace), spelled out: ECMA's
+    # \S and Python's differ (U+0085 is space to Python only), so a generator drew 400s.
+    {"properties": {"match": {"const": "keyword"}, "value": {"type": "string", "pattern": f"^{_NOT_SPACE}+$"}}},
     {"properties": {"match": {"const": "regex"}}},
 ]}
 

@@ -49,7 +49,7 @@ from appliance.kernel.desired import (  # noqa: F401 - BridgePort is part of a p
 from appliance.services.dhcp import config as kea
 from appliance.services.dhcp import dhcpkit_config as dhcpkit
 from appliance.services.dns.settings import DnsSettings
-from appliance.services.identity import DNS, KEA, RELAY, VPROXY_GID
+from appliance.services.identity import DNS, KEA, NOTIFY, RELAY, VPROXY_GID
 from appliance.services.health.heartbeat import pin_path
 from appliance.services.health.probes import Probe
 from appliance.services.health.watchdog import WatchdogConfig, WatchedService
@@ -229,6 +229,9 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
         ),
     )
     files = (kea_file, dns_file, relay_file)
+    if s.alerts.urls:
+        notify_file, notify_spec = notify_service(s, layout)
+        files, services = (*files, notify_file), (*services, notify_spec)
     if serves_dhcp6(s):
         dhcp6_file, dhcp6_spec = dhcp6_service(dhcp6_settings(s, gw_mac, layout), layout)
         files, services = (*files, dhcp6_file), (services[0], dhcp6_spec, *services[1:])
@@ -251,6 +254,22 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
             # what is not its own.
             (layout.run_dir, 0, VPROXY_GID, 0o1775),
         ),
+    )
+
+
+def notify_service(s: Settings, layout: Layout) -> tuple[ConfigFile, ServiceSpec]:
+    """The notifier (`appliance.services.notify`): the box's events to `alerts.urls`. It runs
+    where the box's own traffic goes out (the admin port's default route, the modem)."""
+    config = {"urls": list(s.alerts.urls), "events": list(s.alerts.events),
+              "events_file": layout.health_events, "box": "appliance"}
+    file = ConfigFile(layout.notify_config, json.dumps(config, indent=1) + "\n", 0o600, (NOTIFY.uid, NOTIFY.gid))
+    return file, ServiceSpec(
+        name="notify",
+        argv=(layout.python, "-m", "appliance.services.notify", "--config", file.path),
+        netns=None,
+        cwd="/",
+        revision=file.digest,
+        identity=NOTIFY,
     )
 
 

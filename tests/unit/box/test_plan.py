@@ -509,3 +509,20 @@ def test_intercept_all_has_no_overlap_and_vproxy_answers_as_the_address_asked():
     assert "tcp dport 853 redirect to :853" in vp
     vp6 = next(o.body for o in p.kernel if isinstance(o, NftTable) and o.ns == "vproxy" and o.family == "ip6")
     assert "tcp dport 853 dnat to" in vp6
+
+
+def test_alerts_run_the_notifier_as_its_own_user_with_the_urls_in_its_file_alone():
+    assert "notify" not in [svc.name for svc in plan(settings(), OBSERVED).services]  # no URL, no notifier
+    p = plan(settings(alerts={"urls": ["ntfy://ntfy.example/home-box", "mailto://u:secret@example.com"]}), OBSERVED)
+    svc = next(svc for svc in p.services if svc.name == "notify")
+    assert svc.identity.user == "appliance-notify" and svc.identity.capabilities == ()
+    conf = next(f for f in p.files if f.path == svc.argv[-1])
+    assert conf.mode == 0o600 and conf.owner == (svc.identity.uid, svc.identity.gid)
+    assert "u:secret@example.com" in conf.content and '"service"' in conf.content
+
+
+def test_a_notification_url_apprise_does_not_know_is_refused_naming_it():
+    from appliance.box.settings import SettingsError
+    with pytest.raises(SettingsError) as e:
+        settings(alerts={"urls": ["ntfy://ntfy.example/t", "bogus-scheme://x"]})
+    assert list(e.value.errors) == ["alerts.urls[1]"]

@@ -4,6 +4,7 @@ import pytest
 from appliance.web.dhcp import models as dhcp
 from appliance.web.network import models as net
 from appliance.web.switch import models as sw
+from appliance.web.system import models as system
 from tests.unit.web.api_mixins import ListAPITests, SingletonAPITests
 
 pytestmark = pytest.mark.django_db
@@ -54,6 +55,13 @@ class TestFailsafe(SingletonAPITests):
     url, model = "/api/network/failsafe/", net.Failsafe
     update_data = {"failsafe": "closed"}
     bad_data = {"failsafe": "ajar"}
+
+
+class TestAlerts(SingletonAPITests):
+    url, model = "/api/system/alerts/", system.Alerts
+    update_data = {"urls": ["ntfy://ntfy.example/home", "json://192.168.1.50:8080/hook"], "events": ["service"]}
+    bad_data = {"events": ["weather"], "urls": "ntfy://ntfy.example/home"}  # not a kind; not a list
+    conflicting_data = {"urls": ["ftp://example.com/"]}  # a string, but no notification URL Apprise knows
 
 
 class TestDhcpServer(SingletonAPITests):

@@ -6,7 +6,8 @@ from rest_framework import serializers
 
 from appliance.web.apischema import RuleConflict
 from appliance.web.fields import StrictCharField, pattern_validator
-from appliance.web.system.models import KEY_TYPES, SshKey
+from appliance.web.sections import section_serializer
+from appliance.web.system.models import KEY_TYPES, Alerts, SshKey
 
 _B64 = "[A-Za-z0-9+/]"
 _B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -83,3 +84,6 @@ class SettingsDocumentSerializer(serializers.Serializer):
     """The whole settings document (the backup format); see appliance.box.settings."""
 
     document = serializers.JSONField()
+
+
+AlertsSerializer = section_serializer(Alerts)

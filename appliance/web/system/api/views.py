@@ -8,7 +8,8 @@ from rest_framework.views import APIView
 from appliance.box.settings import SettingsError, parse_settings, to_data
 from appliance.web import apischema, document
 from appliance.web.audit.log import record, record_change
-from appliance.web.system.api.serializers import SshKeySerializer
+from appliance.web.sections import SingletonViewSet
+from appliance.web.system.api.serializers import AlertsSerializer, SshKeySerializer
 from appliance.web.system.models import SshKey
 from appliance.web.system.sshkeys import write_authorized_keys
 
@@ -67,3 +68,7 @@ class SshKeyViewSet(viewsets.ModelViewSet):
         instance.delete()
         write_authorized_keys(django_settings.APPLIANCE_AUTHORIZED_KEYS)
         record(self.request.user, "delete", f"ssh key {instance.name}")
+
+
+class AlertsViewSet(SingletonViewSet):
+    serializer_class = AlertsSerializer

@@ -290,9 +290,14 @@ def test_intercept_all_answers_a_hard_coded_resolver_as_itself_and_refuses_dot(h
         assert parse_dig_answers(public("www.example.test")) == [topology.SITES["www.example.test"]]
         # DNS over TLS: refused at once, as the address asked, and nothing of it reaches the modem.
         seen: list[str] = []
-        frames = _capture(lab, lab.spec.modem, "lan0", 0.5, lambda: seen.append(dot()))
+        def traffic():
+            seen.append(dot())
+            lab.run(c, ["curl", "-s", "-m", "3", f"http://{topology.SITES['www.example.test']}/"])  # does reach it
+
+        frames = _capture(lab, lab.spec.modem, "lan0", 0.5, traffic)
         assert seen == ["refused"]
-        assert frames and not [f for f in frames if ".853:" in f or ".853 " in f], "DoT reached the modem"
+        assert frames, "the capture saw nothing, not even the page fetched through the modem"
+        assert not [f for f in frames if ".853:" in f or ".853 " in f], "DoT reached the modem"
     finally:
         listener.kill()
         listener.wait()

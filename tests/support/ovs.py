@@ -30,6 +30,7 @@ from typing import Iterable, Mapping
 
 from appliance.switch import flows as FL
 from appliance.switch.flows import Flow
+from appliance.switch.packet import Packet
 
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 OVS_BINARIES = ("/usr/sbin/ovsdb-server", "/usr/sbin/ovs-vswitchd", "/usr/bin/ovs-vsctl",
@@ -309,6 +310,14 @@ class OvsOracle:
         `generate` (OVS's -generate) lets NORMAL learn and learn() add flows."""
         l2 = (packet.get("dl_src"), packet.get("dl_dst"), packet.get("vlan_tci"))
         return parse_trace(self.trace_text(packet.to_ofctl(), generate), l2, self.odp_to_ofport)
+
+    def trace_frame(self, frame: bytes, in_port: int) -> OvsTrace:
+        """Trace a raw Ethernet frame as OVS itself parses it (flow_extract:
+        its extension headers, its ND options), not as our Packet reads it."""
+        p = Packet.from_bytes(frame, in_port)
+        l2 = (p.get("dl_src"), p.get("dl_dst"), p.get("vlan_tci"))
+        text = self.appctl("ofproto/trace", self.bridge, f"in_port={in_port}", frame.hex())
+        return parse_trace(text, l2, self.odp_to_ofport)
 
     def fdb_flush(self) -> None:
         self.appctl("fdb/flush", self.bridge)

@@ -234,10 +234,10 @@ def _parse_l3(f: dict[str, int], eth_type: int, b: bytes) -> None:
         f["nw_ttl"] = b[7]
         f["ipv6_src"] = int.from_bytes(b[8:24], "big")
         f["ipv6_dst"] = int.from_bytes(b[24:40], "big")
-        _parse_l4(f, b[6], b[40:])
+        _parse_l4(f, b[6], b[40:], ipv6=True)
 
 
-def _parse_l4(f: dict[str, int], proto: int, b: bytes) -> None:
+def _parse_l4(f: dict[str, int], proto: int, b: bytes, ipv6: bool = False) -> None:
     if proto in (IPPROTO_TCP, IPPROTO_UDP):
         if len(b) >= 4:
             f["tp_src"], f["tp_dst"] = struct.unpack_from("!HH", b, 0)
@@ -249,7 +249,9 @@ def _parse_l4(f: dict[str, int], proto: int, b: bytes) -> None:
         # checksum, the 4 bytes of flags/reserved).
         if len(b) >= 8:
             f["icmp_type"], f["icmp_code"] = b[0], b[1]
-            if b[1] == 0 and b[0] in (F.ND_NEIGHBOR_SOLICIT, F.ND_NEIGHBOR_ADVERT):
+            # ND on IPv6 only (OVS reads it after IPv4 too, where no flow
+            # can ask for it).
+            if ipv6 and b[1] == 0 and b[0] in (F.ND_NEIGHBOR_SOLICIT, F.ND_NEIGHBOR_ADVERT):
                 _parse_nd(f, b[8:])
 
 

@@ -30,10 +30,11 @@
  * to DP_PARSE_BYTES, five 8-byte options (Linux sends one; IPv4 with
  * options and its ports, 18 + 60 + 4, fits too). */
 #define DP_PARSE_BYTES 128
-/* ND options are looked for within this many bytes after the ICMPv6
- * header (ND_OPT at most), so every read is in bounds for the verifier on
- * the stack copy as well as on the packet. */
-#define DP_ND_END (DP_PARSE_BYTES - 18 - 40)
+/* ND options start 24 bytes after the ICMPv6 header and are multiples of
+ * 8 bytes: the last one read starts at DP_ND_OPT_LAST, so every read stays
+ * within DP_PARSE_BYTES (18 + 40 + 56 + 8 = 122) for the verifier on the
+ * stack copy as well as on the packet. */
+#define DP_ND_OPT_LAST 56
 #define DP_ND_OPTS 5
 
 #ifndef DP_STATS_SLOTS
@@ -146,9 +147,13 @@ static __always_inline __u64 dp_load_be64(const __u8 *p)
  * 135/136, code 0) at l4, as OVS's parse_icmpv6: a truncated target leaves
  * all three 0; an option of length 0 or past the end stops the walk; a
  * second source (or target) link-layer option makes the message invalid
- * and all three read 0.  Options past DP_ND_END are not seen. */
-static __always_inline void dp_parse_nd(struct dp_key *k, __u8 *l4, __u8 *end)
+ * and all three read 0.  Options after DP_ND_OPT_LAST are not seen.
+ * IPv6 frames only: a flow can ask for these fields there only. */
+static __always_inline void dp_parse_nd(struct dp_key *k, __u8 *l3, __u8 *end)
 {
+	/* From l3, not from the l4 the caller shares with IPv4 (whose options
+	 * make it variable): the verifier sees a fixed offset. */
+	__u8 *l4 = l3 + 40;
 	__u64 sll = 0, tll = 0;
 	__u32 off = 24, len;
 	__u8 *opt;
@@ -158,8 +163,12 @@ static __always_inline void dp_parse_nd(struct dp_key *k, __u8 *l4, __u8 *end)
 		return;
 #pragma unroll
 	for (i = 0; i < DP_ND_OPTS; i++) {
-		if (off > DP_ND_END - 8)
+		if (off > DP_ND_OPT_LAST)
 			break;
+		/* Re-bound off in the register the read uses: clang moves the
+		 * check above away from the verifier's view.  off is a multiple
+		 * of 8 up to 56 here, so the mask changes nothing. */
+		asm volatile("%[o] &= 0x38" : [o] "+r"(off));
 		opt = l4 + off;
 		if (opt + 8 > end)
 			break;
@@ -280,8 +289,8 @@ static __always_inline int dp_parse_from(struct __sk_buff *skb, struct dp_key *k
 			return 0;
 		k->icmp_type = l4[0];
 		k->icmp_code = l4[1];
-		if (l4[1] == 0 && (l4[0] == 135 || l4[0] == 136))
-			dp_parse_nd(k, l4, end);
+		if (proto == ETH_P_IPV6 && l4[1] == 0 && (l4[0] == 135 || l4[0] == 136))
+			dp_parse_nd(k, l3, end);
 	}
 	return 0;
 }

@@ -270,7 +270,7 @@ def rich_actions(r: random.Random, table: int, n_tables: int, known: dict) -> li
         elif k == 3:
             acts.append(r.choice(("NORMAL", "FLOOD", "ALL", "LOCAL", "IN_PORT", "CONTROLLER:64",
                                   "output(2)", "output(port=3,max_len=128)")))
-        elif k == 4:
+        elif k == 4 and sum(tags) < 2:  # OVS carries two tags at most (OFPBAC_BAD_TAG)
             acts.append("push_vlan:0x8100")
             tags.insert(0, True)
         elif k == 5 and tags[0]:

@@ -117,6 +117,8 @@ def parse_trace(text: str, l2: tuple[int, int, int], odp_to_ofport: Mapping[int,
             pass
         elif act.startswith("set(") and not act.startswith("set(eth("):
             pass  # L3/L4 rewrites: the comparison is on L2 and ports
+        elif act.startswith("trunc("):
+            pass  # output(max_len=N)'s cap on the next output's length
         elif act.startswith("set(eth("):
             for k, v in re.findall(r"(src|dst)=([0-9a-f:]+)", act):
                 if k == "src":

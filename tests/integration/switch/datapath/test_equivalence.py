@@ -44,15 +44,19 @@ POOL = {
     "arp_op": [1, 2],
     "arp_sha": [0x1800000000E8, 0x020000000050],
     "arp_tha": [0, 0x020000000050],
-    "nw_proto": [6, 17, 1],
+    "nw_proto": [6, 17, 1, 58],
     "nw_tos": [0, 0x20],
     "nw_ttl": [64, 1],
-    "icmp_type": [0, 8],
+    "icmp_type": [0, 8, 135, 136],
     "icmp_code": [0, 3],
     "tp_src": [53, 67, 68, 1234],
     "tp_dst": [53, 67, 68, 80],
     "ipv6_src": [0xFE80 << 112 | 1, 0x20010DB8 << 96 | 5],
     "ipv6_dst": [0xFF02 << 112 | 1, 0x20010DB8 << 96 | 6],
+    "ipv6_label": [0, 5, 0xABCDE],
+    "nd_target": [0xFE80 << 112 | 1, 0x20010DB8 << 96 | 6],
+    "nd_sll": [0, 0x020000000050],
+    "nd_tll": [0, 0x1800000000E8],
 }
 
 
@@ -131,10 +135,16 @@ def packets(draw, table: FlowTable):
             f["nw_src"], f["nw_dst"] = draw(st.sampled_from(POOL["nw_src"])), draw(st.sampled_from(POOL["nw_dst"]))
         else:
             f["ipv6_src"], f["ipv6_dst"] = draw(st.sampled_from(POOL["ipv6_src"])), draw(st.sampled_from(POOL["ipv6_dst"]))
+            f["ipv6_label"] = draw(st.sampled_from(POOL["ipv6_label"]))
         if f["nw_proto"] in (6, 17):
             f["tp_src"], f["tp_dst"] = draw(st.sampled_from(POOL["tp_src"])), draw(st.sampled_from(POOL["tp_dst"]))
-        elif f["nw_proto"] == 1 and dl_type == 0x0800:
+        elif f["nw_proto"] in (1, 58):
             f["icmp_type"], f["icmp_code"] = draw(st.sampled_from(POOL["icmp_type"])), draw(st.sampled_from(POOL["icmp_code"]))
+            if f["nw_proto"] == 58:
+                # Neighbour discovery when the type and code make it one
+                # (the frame built from these fields carries them then).
+                for n in ("nd_target", "nd_sll", "nd_tll"):
+                    f[n] = draw(st.sampled_from(POOL[n]))
     if f.get("vlan_tci"):
         f["vlan_tci"] |= 0x1000
     # What the classifier sees is the frame the program gets.

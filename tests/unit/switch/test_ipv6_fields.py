@@ -226,3 +226,15 @@ def test_the_compiler_reads_nd_fields_and_the_label_from_the_key(strategy):
     else:
         assert "*(__u64 *)&tk.fields[0] = k->nd_target[0];" in prog.source
         assert "k->ipv6_label & 0xf;" in prog.source
+
+
+def test_lint_names_a_field_without_its_prerequisite_in_flows_built_as_data():
+    from appliance.switch.flows import Flow, Match
+    from appliance.switch import flows as FL
+    bare = Flow(Match({"dl_type": 0x86DD, "nw_proto": 58, "nd_target": a6(TARGET)}), (FL.Normal(),), priority=5)
+    wrong = Flow(Match({"dl_type": 0x86DD, "nw_proto": 58, "icmp_type": 136, "nd_sll": CLIENT}), (FL.Normal(),))
+    fine = Flow(Match({"dl_type": 0x86DD, "nw_proto": 58, "icmp_type": 135, "nd_sll": CLIENT}), (FL.Normal(),))
+    found = [(f.flow, f.message) for f in lint([bare, wrong, fine]) if f.code == "prerequisite"]
+    assert [flow for flow, _ in found] == [bare, wrong]
+    assert found[0][1].startswith("nd_target needs dl_type=0x86dd and nw_proto=58 and icmp_type=135 or icmp_type=136")
+    assert "prerequisites not met" in found[1][1] and "add 'icmp6,icmp_type=135'" in found[1][1]

@@ -39,10 +39,18 @@ def a6(text: str) -> int:
     ("icmp6,icmp_type=135,icmp_code=0,nd_target=2001:db8:1::1234/64,nd_sll=02:00:00:00:00:01,actions=drop",
      "icmp6,icmp_type=135,icmp_code=0,nd_target=2001:db8:1::/64,nd_sll=02:00:00:00:00:01 actions=drop"),
     ("icmp6,icmp_type=136,nd_target=::ff:1/::ff:ff,nd_tll=18:00:00:00:00:e8/ff:ff:ff:00:00:00,actions=drop",
-     "icmp6,icmp_type=136,nd_target=::ff:1/::ff:ff,nd_tll=18:00:00:00:00:00/ff:ff:ff:00:00:00 actions=drop"),
+     "icmp6,icmp_type=136,nd_target=::0.255.0.1/::0.255.0.255,nd_tll=18:00:00:00:00:00/ff:ff:ff:00:00:00 "
+     "actions=drop"),
     # The order dump-flows prints: addresses, label, nw_*, icmp, nd.
     ("nd_tll=00:00:00:00:00:01,icmp_type=136,nw_ttl=255,ipv6_label=1,ipv6_src=fe80::1,icmp6,actions=drop",
      "icmp6,ipv6_src=fe80::1,ipv6_label=0x00001,nw_ttl=255,icmp_type=136,nd_tll=00:00:00:00:00:01 actions=drop"),
+    # Addresses as glibc's inet_ntop writes them (what ovs-ofctl prints):
+    # IPv4-compatible and IPv4-mapped ones end in dotted quad, ::1 does not.
+    ("icmp6,icmp_type=136,nd_target=::ff:1/::ff:ff,actions=drop",
+     "icmp6,icmp_type=136,nd_target=::0.255.0.1/::0.255.0.255 actions=drop"),
+    ("ipv6,ipv6_src=::ffff:1.2.3.4,ipv6_dst=::1,actions=drop", "ipv6,ipv6_src=::ffff:1.2.3.4,ipv6_dst=::1 actions=drop"),
+    ("ipv6,ipv6_src=::1:0:0,ipv6_dst=::0.0.0.2,actions=drop", "ipv6,ipv6_src=::1:0:0,ipv6_dst=::2 actions=drop"),
+    ("ipv6,ipv6_src=0:0:0:0:ffff:0:1:2,actions=drop", "ipv6,ipv6_src=::ffff:0:1:2 actions=drop"),
     ("icmp6,icmp_type=135,actions=set_field:fe80::9->nd_target,set_field:0x5->ipv6_label,NORMAL",
      "icmp6,icmp_type=135 actions=set_field:fe80::9->nd_target,set_field:0x5->ipv6_label,NORMAL"),
 ])

@@ -267,7 +267,12 @@ def format_hexn(v: int) -> str:
 
 
 def format_ipv6(v: int) -> str:
+    """As OVS prints it (glibc's inet_ntop): like Python's, except that an
+    IPv4-compatible (::a.b.c.d, not ::1) or IPv4-mapped address ends in
+    dotted quad."""
     import ipaddress
+    if (v >> 32 == 0 and (v >> 16) & 0xFFFF) or v >> 32 == 0xFFFF:
+        return ("::ffff:" if v >> 32 else "::") + format_ipv4(v & 0xFFFFFFFF)
     return str(ipaddress.IPv6Address(v))
 
 

@@ -39,10 +39,18 @@ def a6(text: str) -> int:
     ("icmp6,icmp_type=135,icmp_code=0,nd_target=2001:db8:1::1234/64,nd_sll=02:00:00:00:00:01,actions=drop",
      "icmp6,icmp_type=135,icmp_code=0,nd_target=2001:db8:1::/64,nd_sll=02:00:00:00:00:01 actions=drop"),
     ("icmp6,icmp_type=136,nd_target=::ff:1/::ff:ff,nd_tll=18:00:00:00:00:e8/ff:ff:ff:00:00:00,actions=drop",
-     "icmp6,icmp_type=136,nd_target=::ff:1/::ff:ff,nd_tll=18:00:00:00:00:00/ff:ff:ff:00:00:00 actions=drop"),
+     "icmp6,icmp_type=136,nd_target=::0.255.0.1/::0.255.0.255,nd_tll=18:00:00:00:00:00/ff:ff:ff:00:00:00 "
+     "actions=drop"),
     # The order dump-flows prints: addresses, label, nw_*, icmp, nd.
     ("nd_tll=00:00:00:00:00:01,icmp_type=136,nw_ttl=255,ipv6_label=1,ipv6_src=fe80::1,icmp6,actions=drop",
      "icmp6,ipv6_src=fe80::1,ipv6_label=0x00001,nw_ttl=255,icmp_type=136,nd_tll=00:00:00:00:00:01 actions=drop"),
+    # Addresses as glibc's inet_ntop writes them (what ovs-ofctl prints):
+    # IPv4-compatible and IPv4-mapped ones end in dotted quad, ::1 does not.
+    ("icmp6,icmp_type=136,nd_target=::ff:1/::ff:ff,actions=drop",
+     "icmp6,icmp_type=136,nd_target=::0.255.0.1/::0.255.0.255 actions=drop"),
+    ("ipv6,ipv6_src=::ffff:1.2.3.4,ipv6_dst=::1,actions=drop", "ipv6,ipv6_src=::ffff:1.2.3.4,ipv6_dst=::1 actions=drop"),
+    ("ipv6,ipv6_src=::1:0:0,ipv6_dst=::0.0.0.2,actions=drop", "ipv6,ipv6_src=::1:0:0,ipv6_dst=::2 actions=drop"),
+    ("ipv6,ipv6_src=0:0:0:0:ffff:0:1:2,actions=drop", "ipv6,ipv6_src=::ffff:0:1:2 actions=drop"),
     ("icmp6,icmp_type=135,actions=set_field:fe80::9->nd_target,set_field:0x5->ipv6_label,NORMAL",
      "icmp6,icmp_type=135 actions=set_field:fe80::9->nd_target,set_field:0x5->ipv6_label,NORMAL"),
 ])
@@ -226,3 +234,15 @@ def test_the_compiler_reads_nd_fields_and_the_label_from_the_key(strategy):
     else:
         assert "*(__u64 *)&tk.fields[0] = k->nd_target[0];" in prog.source
         assert "k->ipv6_label & 0xf;" in prog.source
+
+
+def test_lint_names_a_field_without_its_prerequisite_in_flows_built_as_data():
+    from appliance.switch.flows import Flow, Match
+    from appliance.switch import flows as FL
+    bare = Flow(Match({"dl_type": 0x86DD, "nw_proto": 58, "nd_target": a6(TARGET)}), (FL.Normal(),), priority=5)
+    wrong = Flow(Match({"dl_type": 0x86DD, "nw_proto": 58, "icmp_type": 136, "nd_sll": CLIENT}), (FL.Normal(),))
+    fine = Flow(Match({"dl_type": 0x86DD, "nw_proto": 58, "icmp_type": 135, "nd_sll": CLIENT}), (FL.Normal(),))
+    found = [(f.flow, f.message) for f in lint([bare, wrong, fine]) if f.code == "prerequisite"]
+    assert [flow for flow, _ in found] == [bare, wrong]
+    assert found[0][1].startswith("nd_target needs dl_type=0x86dd and nw_proto=58 and icmp_type=135 or icmp_type=136")
+    assert "prerequisites not met" in found[1][1] and "add 'icmp6,icmp_type=135'" in found[1][1]

@@ -12,10 +12,23 @@ import hashlib
 import json
 from pathlib import Path
 
+import appliance.switch.datapath as datapath_pkg
+
 from appliance.box.layout import PIN_ROOT
 from appliance.kernel import Kernel
 from appliance.switch.bridge import Bridge
 from appliance.switch.datapath.datapath import Datapath
+
+# The port facing the home's devices: their traffic is counted per MAC there.
+HOME_PORTS = ("downlink",)
+RUNTIME_C = Path(datapath_pkg.__file__).parent / "c"
+
+
+def _runtime_digest() -> str:
+    h = hashlib.sha256()
+    for path in sorted(RUNTIME_C.glob("*.h")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
 
 
 class DatapathLoader:
@@ -30,7 +43,7 @@ class DatapathLoader:
     def datapath(self, bridge: str) -> Datapath:
         """The box's datapath of `bridge` (for counters, trace, detach), attached or not."""
         return Datapath(bridge, netns=self.netns, pin_root=self.pin_root,
-                        state_dir=self.state_dir, local_device=bridge)
+                        state_dir=self.state_dir, local_device=bridge, home_ports=HOME_PORTS)
 
     @classmethod
     def of(cls, box) -> "DatapathLoader":
@@ -45,7 +58,9 @@ class DatapathLoader:
     def _digest(self, switch) -> str:
         ifindex = {l.name: l.ifindex for l in self.kernel.links(self.netns)}
         what = {"flows": switch.flow_text(comments=False),
-                "ports": [(p.name, p.number, p.link, ifindex.get(p.link)) for p in switch.ports]}
+                "ports": [(p.name, p.number, p.link, ifindex.get(p.link)) for p in switch.ports],
+                # A new runtime (an upgrade) is loaded even when the flows are the same.
+                "runtime": _runtime_digest()}
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
     def load(self, switch) -> list[str]:

@@ -26,6 +26,7 @@ MAX_HOPS = 8
 
 PORT_PEER = 1
 PORT_INGRESS = 2
+PORT_HOME = 4
 
 MISC_LOOP_DROPS = 1
 MISC_EVENT_DROPS = 2
@@ -36,6 +37,9 @@ HEALTH_SERVICES = 8
 HEALTH = struct.Struct("<8Q")             # struct dp_health: fresh_until[], CLOCK_MONOTONIC ns
 
 MISS_SLOT = 0xFFFFFFFF
+
+MAX_MACS = 4096
+MAC_STATS = struct.Struct("<5Q")          # struct dp_mac_stats
 
 TC_ACT_OK = 0
 TC_ACT_SHOT = 2

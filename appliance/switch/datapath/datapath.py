@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.kernel.base import KernelError
-from appliance.kernel.bpf import ARRAY, HASH, PERCPU_ARRAY, RINGBUF, Bpf, BpfError, BpfObject, Map, MapSpec
+from appliance.kernel.bpf import (ARRAY, HASH, LRU_PERCPU_HASH, PERCPU_ARRAY, PERCPU_KINDS, RINGBUF, Bpf,
+                                  BpfError, BpfObject, Map, MapSpec)
 from appliance.kernel.devices import Device, Devices, LinuxDevices
 from appliance.kernel.libbpf import LinuxBpf
 from appliance.kernel.tc import LinuxTc, Tc, ours
@@ -55,11 +56,14 @@ MAPS = {
     "dp_misc": MapSpec(PERCPU_ARRAY, 4, 8, C.MISC_MAX),
     "dp_events": MapSpec(RINGBUF, 0, 0, 256 * 1024),
     "dp_health": MapSpec(ARRAY, 4, C.HEALTH.size, 1),
+    "dp_macs": MapSpec(LRU_PERCPU_HASH, 8, C.MAC_STATS.size, C.MAX_MACS),
     "dp_trace": MapSpec(ARRAY, 4, C.TRACE_SIZE, 1),      # the test build's
 }
 # Shared by every program of a bridge: pinned, and reused by the next load.
 # dp_health is written by the box's watchdog (appliance.services.health), by its pin.
-SHARED_MAPS = ("dp_ports", "dp_ifports", "dp_flood_ports", "dp_stats", "dp_misc", "dp_events", "dp_health")
+# dp_macs (per-device counters) is read by the console (`mac_stats`).
+SHARED_MAPS = ("dp_ports", "dp_ifports", "dp_flood_ports", "dp_stats", "dp_misc", "dp_events", "dp_health",
+               "dp_macs")
 LINK_PIN_PREFIX = "tcx-"
 
 
@@ -71,7 +75,7 @@ def flow_identity(flow: Flow) -> str:
 def open_map(bpf: Bpf, fd: int, name: str, owned: bool = False) -> Map:
     """One of the runtime's maps (`MAPS`) by fd."""
     spec = MAPS[name]
-    return Map(bpf, fd, spec.key_size, spec.value_size, spec.kind == PERCPU_ARRAY, owned)
+    return Map(bpf, fd, spec.key_size, spec.value_size, spec.kind in PERCPU_KINDS, owned)
 
 
 @dataclass
@@ -82,6 +86,26 @@ class ApplyResult:
     added: int = 0
     removed: int = 0
     hook: str = "tc"                 # "tcx" or "tc": how the program is attached
+
+
+@dataclass(frozen=True)
+class MacStats:
+    """One home device's traffic as the datapath counted it (summed over CPUs)."""
+
+    mac: str
+    rx_packets: int       # delivered to the device
+    rx_bytes: int
+    tx_packets: int       # sent by the device
+    tx_bytes: int
+    last_tx_ns: int       # CLOCK_MONOTONIC of its last frame
+
+
+def mac_text(mac: int) -> str:
+    return ":".join(f"{(mac >> s) & 0xff:02x}" for s in range(40, -8, -8))
+
+
+def mac_number(text: str) -> int:
+    return int(text.replace(":", "").replace("-", ""), 16)
 
 
 @dataclass
@@ -96,14 +120,15 @@ class Datapath:
 
     `devices` maps port name -> interface name (default: the same name);
     `local_device` is the interface LOCAL delivers to (e.g. the Linux
-    bridge the ports are enslaved to). `bpf`, `tc` and `devices` are the
+    bridge the ports are enslaved to). `home_ports` are the ports facing the
+    home's devices, whose traffic `mac_stats` counts per MAC. `bpf`, `tc` and `devices` are the
     kernel (Linux unless given); `build` turns C into an object (clang).
     """
 
     def __init__(self, name: str, netns: str | None = None,
                  pin_root: str = DEFAULT_PIN_ROOT, state_dir: str | Path | None = None,
                  build_dir: str | Path | None = None, local_device: str | None = None,
-                 peer_redirect: bool = True, *, bpf: Bpf | None = None, tc: Tc | None = None,
+                 peer_redirect: bool = True, home_ports: tuple[str, ...] = (), *, bpf: Bpf | None = None, tc: Tc | None = None,
                  devices: Devices | None = None, build=build):
         self.bpf = bpf if bpf is not None else LinuxBpf()
         self.tc = tc if tc is not None else LinuxTc()
@@ -117,6 +142,7 @@ class Datapath:
         self.build_dir = Path(build_dir) if build_dir else state_dir / "switch" / "datapath" / "build"
         self.local_device = local_device
         self.peer_redirect = peer_redirect
+        self.home_ports = frozenset(home_ports)
         self._obj: BpfObject | None = None
 
     # -- state ---------------------------------------------------------------
@@ -248,7 +274,8 @@ class Datapath:
             if dev is None:
                 continue
             bound[dev.name] = dev.ifindex
-            entries.append((number, dev.ifindex, self._port_flags(dev)))
+            flags = self._port_flags(dev) | (C.PORT_HOME if pname in self.home_ports else 0)
+            entries.append((number, dev.ifindex, flags))
         if self.local_device and self.local_device in present:
             entries.append((C.OFPP_LOCAL, present[self.local_device].ifindex, C.PORT_INGRESS))
         wanted_ports = {C.U32.pack(n) for n, _, _ in entries}
@@ -309,6 +336,39 @@ class Datapath:
                 return sum(C.U64.unpack(v)[0] for v in m.percpu_values(C.U32.pack(i)))
             return {"loop_drops": total(C.MISC_LOOP_DROPS),
                     "event_drops": total(C.MISC_EVENT_DROPS)}
+        finally:
+            m.close()
+
+    def mac_stats(self) -> dict[str, MacStats]:
+        """Per home device (MAC text -> counters), from the pinned dp_macs; {} when not loaded."""
+        path = os.path.join(self.pin_dir, "dp_macs")
+        if not self.bpf.is_pinned(path):
+            return {}
+        m = open_map(self.bpf, self.bpf.open_pinned(path), "dp_macs", owned=True)
+        try:
+            out = {}
+            for key in m.keys():
+                sums = [0, 0, 0, 0]
+                last = 0
+                for raw in m.percpu_values(key):
+                    txp, txb, rxp, rxb, seen = C.MAC_STATS.unpack(raw)
+                    for i, v in enumerate((rxp, rxb, txp, txb)):
+                        sums[i] += v
+                    last = max(last, seen)
+                mac = mac_text(C.U64.unpack(key)[0])
+                out[mac] = MacStats(mac, *sums, last)
+            return out
+        finally:
+            m.close()
+
+    def forget_mac(self, mac: str) -> bool:
+        """Drop a device's counters (it starts again from zero if it comes back)."""
+        path = os.path.join(self.pin_dir, "dp_macs")
+        if not self.bpf.is_pinned(path):
+            return False
+        m = open_map(self.bpf, self.bpf.open_pinned(path), "dp_macs", owned=True)
+        try:
+            return m.delete(C.U64.pack(mac_number(mac)))
         finally:
             m.close()
 

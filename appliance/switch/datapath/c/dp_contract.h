@@ -64,9 +64,12 @@ struct dp_key {
 
 /* Port number -> device.  DP_PORT_PEER: a veth whose peer sits in another
  * namespace, so a redirect may go straight to the peer's ingress.
- * DP_PORT_INGRESS: deliver to the device's own stack (LOCAL). */
+ * DP_PORT_INGRESS: deliver to the device's own stack (LOCAL).
+ * DP_PORT_HOME: the port faces the home's devices; their traffic is
+ * counted per MAC in dp_macs. */
 #define DP_PORT_PEER    1
 #define DP_PORT_INGRESS 2   /* LOCAL: into the device's own stack */
+#define DP_PORT_HOME    4
 struct dp_port {
 	__u32 ifindex;
 	__u32 flags;
@@ -93,6 +96,22 @@ struct dp_tuple_val {
 struct dp_stats {
 	__u64 packets;
 	__u64 bytes;
+};
+
+/* Per home device, by MAC (48-bit number as in dp_key), one value per CPU.
+ * tx: frames the device sent, counted as they enter a home port (dropped
+ * or not); rx: unicast frames to it that entered another port and left
+ * towards a home port (an output to it, or NORMAL).  Lengths are
+ * skb->len at tc ingress: the Ethernet frame without FCS, as the device's
+ * own interface counters count it.  An entry is made only by a frame a
+ * device sends on a home port; the LRU map evicts the longest silent one. */
+#define DP_MAX_MACS        4096
+struct dp_mac_stats {
+	__u64 tx_packets;
+	__u64 tx_bytes;
+	__u64 rx_packets;
+	__u64 rx_bytes;
+	__u64 last_tx_ns;        /* CLOCK_MONOTONIC of the last frame it sent */
 };
 
 /* The box's health register (OpenFlow reg15), loaded at pipeline entry

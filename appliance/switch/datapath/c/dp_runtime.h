@@ -84,6 +84,13 @@ struct {
 	__type(value, struct dp_health);
 } dp_health SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, DP_MAX_MACS);
+	__type(key, __u64);              /* MAC */
+	__type(value, struct dp_mac_stats);
+} dp_macs SEC(".maps");
+
 #ifdef DP_TEST
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -107,6 +114,10 @@ struct dp_state {
 	__u32 pend_flags;
 	__u32 pend_port;
 	__u32 regs[DP_N_REGS];      /* OpenFlow registers; only as many as the flows use */
+	__u64 mac_dst;              /* dl_dst as received, for dp_macs */
+	__u32 len;                  /* skb->len as received */
+	__u8 in_home;               /* entered on a DP_PORT_HOME port */
+	__u8 to_home;               /* an output went towards a home port (or NORMAL) */
 #ifdef DP_TEST
 	struct dp_trace *trace;
 #endif
@@ -329,6 +340,8 @@ static __always_inline void dp_set_pending(struct __sk_buff *skb, struct dp_stat
 					   __u32 port, __u32 ifindex, __u32 flags)
 {
 	dp_flush(skb, st);
+	if (flags & DP_PORT_HOME)
+		st->to_home = 1;
 	st->pend_kind = DP_PEND_PORT;
 	st->pend_port = port;
 	st->pend_ifindex = ifindex;
@@ -368,6 +381,9 @@ static __always_inline void dp_output_in_port(struct __sk_buff *skb, struct dp_s
 static __always_inline void dp_normal(struct __sk_buff *skb, struct dp_state *st)
 {
 	dp_flush(skb, st);
+	/* The bridge sends a frame for a home device's MAC to the home port
+	 * it learned it on. */
+	st->to_home = 1;
 	st->pend_kind = DP_PEND_NORMAL;
 #ifdef DP_TEST
 	dp_trace_out(st, DP_OFPP_NORMAL);
@@ -496,6 +512,48 @@ static __always_inline void dp_strip_vlan(struct __sk_buff *skb, struct dp_state
 	}
 }
 
+/* A group bit (multicast, broadcast) in the first octet: not one device. */
+static __always_inline int dp_mac_unicast(__u64 mac)
+{
+	return mac && !((mac >> 40) & 1);
+}
+
+/* tx of a frame a device sent on a home port; makes its entry. */
+static __always_inline void dp_mac_tx(struct dp_state *st)
+{
+	__u64 mac = st->key.dl_src;
+	struct dp_mac_stats *m;
+
+	if (!st->in_home || !dp_mac_unicast(mac))
+		return;
+	m = bpf_map_lookup_elem(&dp_macs, &mac);
+	if (!m) {
+		struct dp_mac_stats zero = {};
+		bpf_map_update_elem(&dp_macs, &mac, &zero, BPF_NOEXIST);
+		m = bpf_map_lookup_elem(&dp_macs, &mac);
+		if (!m)
+			return;
+	}
+	m->tx_packets += 1;
+	m->tx_bytes += st->len;
+	m->last_tx_ns = bpf_ktime_get_ns();
+}
+
+/* rx of a frame for a known device that leaves towards the home side. */
+static __always_inline void dp_mac_rx(struct dp_state *st)
+{
+	__u64 mac = st->mac_dst;
+	struct dp_mac_stats *m;
+
+	if (st->in_home || !st->to_home || !dp_mac_unicast(mac))
+		return;
+	m = bpf_map_lookup_elem(&dp_macs, &mac);
+	if (!m)
+		return;
+	m->rx_packets += 1;
+	m->rx_bytes += st->len;
+}
+
 static __always_inline int dp_finish(struct __sk_buff *skb, struct dp_state *st)
 {
 	int verdict = TC_ACT_SHOT;
@@ -504,6 +562,8 @@ static __always_inline int dp_finish(struct __sk_buff *skb, struct dp_state *st)
 		verdict = TC_ACT_REDIRECT;
 	else if (st->pend_kind == DP_PEND_NORMAL)
 		verdict = TC_ACT_OK;
+	if (verdict != TC_ACT_SHOT)
+		dp_mac_rx(st);
 #ifdef DP_TEST
 	if (st->trace)
 		st->trace->verdict = verdict;
@@ -589,9 +649,17 @@ static __always_inline int dp_begin(struct __sk_buff *skb, struct dp_state *st)
 	st->regs[DP_HEALTH_REG] = dp_health_bits();
 #endif
 #endif
+	{
+		__u32 port = st->in_port;
+		struct dp_port *p = bpf_map_lookup_elem(&dp_ports, &port);
+		st->in_home = p && (p->flags & DP_PORT_HOME);
+	}
 	ret = dp_parse(skb, &st->key);
 	if (ret < 0)
 		return TC_ACT_SHOT;
+	st->len = skb->len;
+	st->mac_dst = st->key.dl_dst;
+	dp_mac_tx(st);
 	return -1;
 }
 

@@ -61,9 +61,10 @@ class Kernel:
     def ifindex(self, name: str) -> int:
         return next(d.ifindex for d in self.devices.devices(BOX) if d.name == name)
 
-    def datapath(self, state_dir, name: str = "br0") -> Datapath:
+    def datapath(self, state_dir, name: str = "br0", home_ports=("downlink",)) -> Datapath:
         return Datapath(name, netns=BOX, pin_root=PIN_ROOT, state_dir=state_dir, local_device="br0",
-                        bpf=self.bpf, tc=self.tc, devices=self.devices, build=write_source)
+                        home_ports=home_ports, bpf=self.bpf, tc=self.tc, devices=self.devices,
+                        build=write_source)
 
 
 def bridge(text: str = TABLE):
@@ -100,7 +101,7 @@ def test_apply_runs_the_program_on_every_port_and_binds_the_ports(tmp_path):
     # LOCAL is the bridge, delivered to its own stack.
     ports = pinned_map(k, dp, "dp_ports")
     by_port = {C.U32.unpack(key)[0]: C.PORT.unpack(val) for key, val in ports.data.items()}
-    assert by_port == {1: (k.ifindex("uplink"), 0), 2: (k.ifindex("downlink"), 0),
+    assert by_port == {1: (k.ifindex("uplink"), 0), 2: (k.ifindex("downlink"), C.PORT_HOME),
                        3: (k.ifindex("admin"), C.PORT_PEER), 4: (k.ifindex("vgw"), C.PORT_PEER),
                        5: (k.ifindex("vproxy"), C.PORT_PEER),
                        C.OFPP_LOCAL: (k.ifindex("br0"), C.PORT_INGRESS)}
@@ -236,3 +237,41 @@ def test_detach_after_the_namespace_went_still_removes_the_pins(tmp_path):
     k.devices.del_netns(BOX)          # the devices go, and their filters with them
     dp.detach()
     assert k.bpf.pinned == {} and k.bpf.dirs == set() and not dp.attached()
+
+
+def count_mac(k: Kernel, dp: Datapath, mac: int, cpu: int, tx=(0, 0), rx=(0, 0), seen: int = 0) -> None:
+    """What the program counts for one device on one CPU (c/dp_runtime.h: dp_mac_tx, dp_mac_rx)."""
+    pinned_map(k, dp, "dp_macs").set(C.U64.pack(mac), C.MAC_STATS.pack(*tx, *rx, seen), cpu=cpu)
+
+
+def test_per_device_counters_sum_the_cpus_and_survive_a_recompile(tmp_path):
+    k = Kernel()
+    dp = k.datapath(tmp_path)
+    dp.apply(bridge())
+    count_mac(k, dp, 0x02AA00000001, 0, tx=(3, 300), rx=(5, 7000), seen=10)
+    count_mac(k, dp, 0x02AA00000001, 1, tx=(1, 60), rx=(2, 3000), seen=20)
+    count_mac(k, dp, 0x02AA00000002, 1, tx=(1, 42), seen=5)
+    dp.apply(bridge(TABLE + "priority=5,tcp,actions=drop\n"))    # a new program, the same map
+    stats = dp.mac_stats()
+    assert set(stats) == {"02:aa:00:00:00:01", "02:aa:00:00:00:02"}
+    one = stats["02:aa:00:00:00:01"]
+    assert (one.tx_packets, one.tx_bytes, one.rx_packets, one.rx_bytes, one.last_tx_ns) == (4, 360, 7, 10000, 20)
+    # A console reading them, or forgetting one, leaves no fd open.
+    before = k.bpf.open_fds()
+    assert dp.forget_mac("02:AA:00:00:00:02") and set(dp.mac_stats()) == {"02:aa:00:00:00:01"}
+    assert k.bpf.open_fds() == before
+
+
+def test_per_device_counters_are_bounded(tmp_path):
+    k = Kernel()
+    dp = k.datapath(tmp_path)
+    dp.apply(bridge())
+    for n in range(C.MAX_MACS + 10):
+        count_mac(k, dp, 0x020000000000 + n, 0, tx=(1, 60))
+    stats = dp.mac_stats()
+    assert len(stats) == C.MAX_MACS and "02:00:00:00:00:00" not in stats   # the longest silent went
+
+
+def test_no_datapath_no_device_counters(tmp_path):
+    dp = Kernel().datapath(tmp_path)
+    assert dp.mac_stats() == {} and not dp.forget_mac("02:aa:00:00:00:01")

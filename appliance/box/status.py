@@ -265,6 +265,30 @@ class AppliedBridge:
             return None  # not root: no access to the pinned maps
 
 
+def device_counters(box: Box) -> Reading:
+    """Per home device (MAC -> `MacStats`): what the running datapath counted (dp_macs)."""
+    applied = applied_bridge(box)
+    if applied is None:
+        return Reading(problem="nothing applied yet")
+    try:
+        dp = applied.datapath()
+        if dp is None:
+            return Reading(problem="datapath not loaded")
+        return Reading(dp.mac_stats())
+    except OSError as e:  # not root, or the pins went away under us
+        return Reading(problem=f"datapath not loaded ({e})")
+
+
+def forget_device_counters(box: Box, mac: str) -> bool:
+    """Drop a device's counters from the running datapath (False: it had none, or none runs)."""
+    applied = applied_bridge(box)
+    try:
+        dp = applied.datapath() if applied else None
+        return dp.forget_mac(mac) if dp else False
+    except OSError:
+        return False
+
+
 def applied_bridge(box: Box, name: str | None = None) -> AppliedBridge | None:
     """The box's applied bridge (only if it is called `name`, when given); None when nothing is applied."""
     plan = box.applied_plan()

@@ -71,6 +71,13 @@ class LiveSources:
         applied = status.applied_bridge(self.box)
         return applied.bridge if applied else None
 
+    def device_counters(self) -> Reading:
+        """Per home device, what the datapath counted (`status.device_counters`)."""
+        return status.device_counters(self.box)
+
+    def forget_device_counters(self, mac: str) -> bool:
+        return status.forget_device_counters(self.box, mac)
+
     def flows(self) -> FlowDump:
         return status.flows(self.box)
 
@@ -119,6 +126,11 @@ def leases() -> Reading:
 def ports() -> Reading:
     """The ports' link state and byte counters, at most a second old."""
     return cached("ports", lambda: get().ports())
+
+
+def device_counters() -> Reading:
+    """The datapath's per-device counters, at most a second old."""
+    return cached("device_counters", lambda: get().device_counters())
 
 
 def get():

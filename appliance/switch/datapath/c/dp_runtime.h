@@ -115,7 +115,8 @@ struct dp_state {
 	__u32 pend_port;
 	__u32 regs[DP_N_REGS];      /* OpenFlow registers; only as many as the flows use */
 	__u64 mac_dst;              /* dl_dst as received, for dp_macs */
-	__u32 len;                  /* skb->len as received */
+	__u32 wire_bytes;           /* the frame(s) as the wire carries them */
+	__u32 wire_packets;
 	__u8 in_home;               /* entered on a DP_PORT_HOME port */
 	__u8 to_home;               /* an output went towards a home port (or NORMAL) */
 #ifdef DP_TEST
@@ -512,6 +513,62 @@ static __always_inline void dp_strip_vlan(struct __sk_buff *skb, struct dp_state
 	}
 }
 
+/* The headers a GSO/GRO skb repeats in each of its segments on the wire
+ * (Ethernet, 802.1Q in the data, IP, TCP or UDP); 0 when it cannot tell. */
+static __always_inline __u32 dp_gso_header_len(struct __sk_buff *skb)
+{
+	__u8 b[2];
+	__u32 off = 14, l4;
+	__u16 proto;
+	__u8 l4proto;
+
+	if (bpf_skb_load_bytes(skb, 12, b, 2) < 0)
+		return 0;
+	proto = ((__u16)b[0] << 8) | b[1];
+	if (proto == ETH_P_8021Q) {
+		if (bpf_skb_load_bytes(skb, 16, b, 2) < 0)
+			return 0;
+		proto = ((__u16)b[0] << 8) | b[1];
+		off = 18;
+	}
+	if (proto == ETH_P_IP) {
+		if (bpf_skb_load_bytes(skb, off, b, 2) < 0)
+			return 0;
+		l4 = off + (b[0] & 0x0f) * 4;
+		if (bpf_skb_load_bytes(skb, off + 9, b, 1) < 0)
+			return 0;
+	} else if (proto == ETH_P_IPV6) {
+		l4 = off + 40;
+		if (bpf_skb_load_bytes(skb, off + 6, b, 1) < 0)
+			return 0;
+	} else {
+		return 0;
+	}
+	l4proto = b[0];
+	if (l4proto == IPPROTO_UDP)
+		return l4 + 8;
+	if (l4proto != IPPROTO_TCP)
+		return 0;
+	if (bpf_skb_load_bytes(skb, l4 + 12, b, 1) < 0)
+		return 0;
+	return l4 + (b[0] >> 4) * 4;
+}
+
+/* An skb may be many frames (GRO merged them on a NIC, or a veth passes a
+ * GSO one on): count what the wire carries, every segment with its own
+ * headers, as the device's own counters do. */
+static __always_inline void dp_wire_size(struct __sk_buff *skb, struct dp_state *st)
+{
+	__u32 segs = skb->gso_segs;
+
+	st->wire_packets = 1;
+	st->wire_bytes = skb->len;
+	if (segs > 1 && segs <= 0xffff) {
+		st->wire_packets = segs;
+		st->wire_bytes = skb->len + (segs - 1) * dp_gso_header_len(skb);
+	}
+}
+
 /* A group bit (multicast, broadcast) in the first octet: not one device. */
 static __always_inline int dp_mac_unicast(__u64 mac)
 {
@@ -534,8 +591,8 @@ static __always_inline void dp_mac_tx(struct dp_state *st)
 		if (!m)
 			return;
 	}
-	m->tx_packets += 1;
-	m->tx_bytes += st->len;
+	m->tx_packets += st->wire_packets;
+	m->tx_bytes += st->wire_bytes;
 	m->last_tx_ns = bpf_ktime_get_ns();
 }
 
@@ -550,8 +607,8 @@ static __always_inline void dp_mac_rx(struct dp_state *st)
 	m = bpf_map_lookup_elem(&dp_macs, &mac);
 	if (!m)
 		return;
-	m->rx_packets += 1;
-	m->rx_bytes += st->len;
+	m->rx_packets += st->wire_packets;
+	m->rx_bytes += st->wire_bytes;
 }
 
 static __always_inline int dp_finish(struct __sk_buff *skb, struct dp_state *st)
@@ -657,8 +714,9 @@ static __always_inline int dp_begin(struct __sk_buff *skb, struct dp_state *st)
 	ret = dp_parse(skb, &st->key);
 	if (ret < 0)
 		return TC_ACT_SHOT;
-	st->len = skb->len;
 	st->mac_dst = st->key.dl_dst;
+	if (st->in_home || dp_mac_unicast(st->mac_dst))
+		dp_wire_size(skb, st);
 	dp_mac_tx(st);
 	return -1;
 }

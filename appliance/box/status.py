@@ -289,6 +289,28 @@ def forget_device_counters(box: Box, mac: str) -> bool:
         return False
 
 
+def paused_devices(box: Box) -> set[str]:
+    """The MACs of the paused devices, as the box keeps them."""
+    return DatapathLoader.of(box).paused()
+
+
+def pause_device(box: Box, mac: str, paused: bool) -> Reading:
+    """Pause or resume one device: kept by the box and written to the running datapath at once.
+
+    The value says whether the running datapath enforces it now ("enforced": False when
+    none runs; the next load will); a problem when the box could not keep it.
+    """
+    loader = DatapathLoader.of(box)
+    macs = loader.paused()
+    macs = macs | {mac} if paused else macs - {mac}
+    plan = box.applied_plan()
+    try:
+        enforced = loader.set_paused(plan.switch.bridge if plan else None, macs)
+    except (OSError, ValueError) as e:
+        return Reading(problem=f"cannot {'pause' if paused else 'resume'} {mac}: {e}")
+    return Reading({"mac": mac, "paused": paused, "enforced": enforced})
+
+
 def applied_bridge(box: Box, name: str | None = None) -> AppliedBridge | None:
     """The box's applied bridge (only if it is called `name`, when given); None when nothing is applied."""
     plan = box.applied_plan()

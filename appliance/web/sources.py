@@ -78,6 +78,13 @@ class LiveSources:
     def forget_device_counters(self, mac: str) -> bool:
         return status.forget_device_counters(self.box, mac)
 
+    def paused_devices(self) -> set[str]:
+        return status.paused_devices(self.box)
+
+    def pause_device(self, mac: str, paused: bool) -> Reading:
+        """Pause or resume a device in the datapath, at once (`status.pause_device`)."""
+        return status.pause_device(self.box, mac, paused)
+
     def flows(self) -> FlowDump:
         return status.flows(self.box)
 

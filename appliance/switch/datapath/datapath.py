@@ -57,13 +57,15 @@ MAPS = {
     "dp_events": MapSpec(RINGBUF, 0, 0, 256 * 1024),
     "dp_health": MapSpec(ARRAY, 4, C.HEALTH.size, 1),
     "dp_macs": MapSpec(LRU_PERCPU_HASH, 8, C.MAC_STATS.size, C.MAX_MACS),
+    "dp_paused": MapSpec(HASH, 8, 4, C.MAX_PAUSED),
     "dp_trace": MapSpec(ARRAY, 4, C.TRACE_SIZE, 1),      # the test build's
 }
 # Shared by every program of a bridge: pinned, and reused by the next load.
 # dp_health is written by the box's watchdog (appliance.services.health), by its pin.
-# dp_macs (per-device counters) is read by the console (`mac_stats`).
+# dp_macs (per-device counters) is read by the console (`mac_stats`); dp_paused is
+# written by it (`set_paused`), without a recompile.
 SHARED_MAPS = ("dp_ports", "dp_ifports", "dp_flood_ports", "dp_stats", "dp_misc", "dp_events", "dp_health",
-               "dp_macs")
+               "dp_macs", "dp_paused")
 LINK_PIN_PREFIX = "tcx-"
 
 
@@ -121,14 +123,16 @@ class Datapath:
     `devices` maps port name -> interface name (default: the same name);
     `local_device` is the interface LOCAL delivers to (e.g. the Linux
     bridge the ports are enslaved to). `home_ports` are the ports facing the
-    home's devices, whose traffic `mac_stats` counts per MAC. `bpf`, `tc` and `devices` are the
+    home's devices, whose traffic `mac_stats` counts per MAC; `dns_ports` the
+    ports of the box's DNS server, which a paused device may still ask. `bpf`, `tc` and `devices` are the
     kernel (Linux unless given); `build` turns C into an object (clang).
     """
 
     def __init__(self, name: str, netns: str | None = None,
                  pin_root: str = DEFAULT_PIN_ROOT, state_dir: str | Path | None = None,
                  build_dir: str | Path | None = None, local_device: str | None = None,
-                 peer_redirect: bool = True, home_ports: tuple[str, ...] = (), *, bpf: Bpf | None = None, tc: Tc | None = None,
+                 peer_redirect: bool = True, home_ports: tuple[str, ...] = (),
+                 dns_ports: tuple[str, ...] = (), *, bpf: Bpf | None = None, tc: Tc | None = None,
                  devices: Devices | None = None, build=build):
         self.bpf = bpf if bpf is not None else LinuxBpf()
         self.tc = tc if tc is not None else LinuxTc()
@@ -143,6 +147,7 @@ class Datapath:
         self.local_device = local_device
         self.peer_redirect = peer_redirect
         self.home_ports = frozenset(home_ports)
+        self.dns_ports = frozenset(dns_ports)
         self._obj: BpfObject | None = None
 
     # -- state ---------------------------------------------------------------
@@ -274,7 +279,8 @@ class Datapath:
             if dev is None:
                 continue
             bound[dev.name] = dev.ifindex
-            flags = self._port_flags(dev) | (C.PORT_HOME if pname in self.home_ports else 0)
+            flags = (self._port_flags(dev) | (C.PORT_HOME if pname in self.home_ports else 0)
+                     | (C.PORT_DNS if pname in self.dns_ports else 0))
             entries.append((number, dev.ifindex, flags))
         if self.local_device and self.local_device in present:
             entries.append((C.OFPP_LOCAL, present[self.local_device].ifindex, C.PORT_INGRESS))
@@ -335,7 +341,8 @@ class Datapath:
             def total(i):
                 return sum(C.U64.unpack(v)[0] for v in m.percpu_values(C.U32.pack(i)))
             return {"loop_drops": total(C.MISC_LOOP_DROPS),
-                    "event_drops": total(C.MISC_EVENT_DROPS)}
+                    "event_drops": total(C.MISC_EVENT_DROPS),
+                    "pause_drops": total(C.MISC_PAUSE_DROPS)}
         finally:
             m.close()
 
@@ -369,6 +376,41 @@ class Datapath:
         m = open_map(self.bpf, self.bpf.open_pinned(path), "dp_macs", owned=True)
         try:
             return m.delete(C.U64.pack(mac_number(mac)))
+        finally:
+            m.close()
+
+    def _shared(self, name: str) -> Map | None:
+        path = os.path.join(self.pin_dir, name)
+        if not self.bpf.is_pinned(path):
+            return None
+        return open_map(self.bpf, self.bpf.open_pinned(path), name, owned=True)
+
+    def paused(self) -> set[str]:
+        """The MACs whose frames the running program drops (dp_paused)."""
+        m = self._shared("dp_paused")
+        if m is None:
+            return set()
+        try:
+            return {mac_text(C.U64.unpack(k)[0]) for k in m.keys()}
+        finally:
+            m.close()
+
+    def set_paused(self, macs) -> bool:
+        """Make dp_paused hold exactly `macs`: the running program acts on it at the next
+        frame, no recompile. False when no datapath is loaded (nothing to write)."""
+        m = self._shared("dp_paused")
+        if m is None:
+            return False
+        try:
+            wanted = {C.U64.pack(mac_number(mac)) for mac in macs}
+            if len(wanted) > C.MAX_PAUSED:
+                raise ValueError(f"at most {C.MAX_PAUSED} devices can be paused")
+            for key in wanted:
+                m.update(key, C.U32.pack(0))
+            for key in m.keys():
+                if key not in wanted:
+                    m.delete(key)
+            return True
         finally:
             m.close()
 

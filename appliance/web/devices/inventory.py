@@ -48,6 +48,7 @@ class DeviceView:
     first_seen: datetime | None = None
     last_seen: datetime | None = None
     online: bool = False
+    paused: bool = False           # its frames are dropped (all but DHCP, DNS to the box, ARP, ND)
     counted: bool = False          # the running datapath has counters for it
     rx_bytes: int = 0
     rx_packets: int = 0
@@ -100,11 +101,14 @@ def devices() -> tuple[list[DeviceView], str | None]:
 
     static = {normal_mac(s.mac): s for s in StaticLease.objects.all()}
     by_mac = _lease_rows(leases)
+    paused = sources.get().paused_devices()
     now = timezone.now()
     views = []
     for d in Device.objects.all():
-        views.append(_view(d, counters.value.get(d.mac) if counters.ok else None,
-                           static.get(d.mac), by_mac.get(d.mac, []), now))
+        v = _view(d, counters.value.get(d.mac) if counters.ok else None, static.get(d.mac),
+                  by_mac.get(d.mac, []), now)
+        v.paused = d.mac in paused
+        views.append(v)
     return views, counters.problem
 
 
@@ -146,6 +150,11 @@ def rename(mac: str, name: str) -> DeviceView | None:
     return device(mac)
 
 
+def pause(mac: str, paused: bool) -> Reading:
+    """Pause or resume a device: the datapath drops its frames from the next one on (no apply)."""
+    return sources.get().pause_device(normal_mac(mac) or "", paused)
+
+
 def forget(mac: str) -> bool:
     """Drop the console's row and the datapath's counters. A device still on the network (its
     lease, its frames) comes back at the next look, as new: no name, seen from now."""
@@ -153,6 +162,8 @@ def forget(mac: str) -> bool:
     deleted, _ = Device.objects.filter(mac=mac).delete()
     if not deleted:
         return False
+    if mac in sources.get().paused_devices():
+        sources.get().pause_device(mac, False)   # a forgotten device is not kept paused
     sources.get().forget_device_counters(mac)
     for key in ("device_counters", "devices-sync"):
         sources._CACHE.pop(key, None)

@@ -7,4 +7,5 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("<str:mac>/rename/", views.rename, name="rename"),
     path("<str:mac>/forget/", views.forget, name="forget"),
+    path("<str:mac>/pause/", views.pause, name="pause"),
 ]

@@ -39,6 +39,24 @@ def rename(request, mac):
 
 
 @login_required
+def pause(request, mac):
+    """POST `paused` = 1 or 0: pause or resume at once."""
+    found = _found(mac)
+    if request.method != "POST" or request.POST.get("paused") not in ("0", "1"):
+        return redirect("devices:index")
+    on = request.POST["paused"] == "1"
+    done = inventory.pause(found.mac, on)
+    who = found.name or found.mac
+    if not done.ok:
+        messages.error(request, done.problem)
+    else:
+        record(request.user, "pause-device" if on else "resume-device", found.mac)
+        later = "" if done.value["enforced"] else " (the datapath is not running: from its next start)"
+        messages.success(request, f"{who} {'paused' if on else 'resumed'}{later}.")
+    return redirect("devices:index")
+
+
+@login_required
 def forget(request, mac):
     """GET asks for a confirmation; POST with `confirm` forgets."""
     found = _found(mac)

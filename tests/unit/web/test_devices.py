@@ -89,7 +89,7 @@ def test_rename_and_give_the_lease_name_back(api):
 @pytest.mark.parametrize("body,problem", [({"name": "x" * 64}, "no more than 63"),
                                           ({"name": "bad\nname"}, "control character"),
                                           ({"name": ["list"]}, "Not a valid string"),
-                                          ({}, "required")])
+                                          ({}, "give name or paused")])
 def test_a_bad_name_is_refused_naming_the_field(api, body, problem):
     home([lease("192.168.1.70", TV, "tv")], {})
     r = api.patch(f"/api/devices/{TV}/", body, format="json")
@@ -106,6 +106,31 @@ def test_forget_drops_the_name_and_the_counters(api):
     assert api.get("/api/devices/").data == []
     assert api.delete(f"/api/devices/{TV}/").status_code == 404
     assert api.get("/api/devices/not-a-mac/").status_code == 404
+
+
+def paused_on_the_box():
+    from appliance.box.switchload import DatapathLoader
+    return DatapathLoader.of(fakes.BOX).paused()
+
+
+def test_pause_and_resume_are_kept_by_the_box(api):
+    home([lease("192.168.1.70", TV, "tv"), lease("192.168.1.71", PHONE, "pixel")], {})
+    r = api.patch(f"/api/devices/{TV}/", {"paused": True}, format="json")
+    assert r.status_code == 200 and r.data["paused"]
+    assert paused_on_the_box() == {TV}
+    assert {m: d["paused"] for m, d in by_mac(api.get("/api/devices/").data).items()} == {TV: True, PHONE: False}
+    assert AuditEntry.objects.filter(action="pause-device", target=TV).exists()
+    r = api.patch(f"/api/devices/{TV}/", {"paused": False, "name": "telly"}, format="json")
+    assert (r.data["paused"], r.data["name"]) == (False, "telly") and paused_on_the_box() == set()
+    r = api.patch(f"/api/devices/{TV}/", {"paused": "sometimes"}, format="json")
+    assert r.status_code == 400 and "paused" in r.data
+
+
+def test_a_forgotten_device_is_not_kept_paused(api):
+    home([lease("192.168.1.70", TV, "tv")], {})
+    api.patch(f"/api/devices/{TV}/", {"paused": True}, format="json")
+    assert api.delete(f"/api/devices/{TV}/").status_code == 204
+    assert paused_on_the_box() == set()
 
 
 def test_a_forgotten_device_that_is_still_there_comes_back_as_new(api):
@@ -139,6 +164,12 @@ def test_console_lists_renames_and_forgets(client_admin):
     assert r.status_code == 400
     r = client_admin.post(f"/devices/{TV}/rename/", {"name": "Kitchen TV"})
     assert r.status_code == 302 and "Kitchen TV" in client_admin.get("/devices/").content.decode()
+    r = client_admin.post(f"/devices/{TV}/pause/", {"paused": "1"}, follow=True)
+    page = r.content.decode()
+    assert "paused (the datapath is not running: from its next start)" in page and ">Resume<" in page
+    assert paused_on_the_box() == {TV}
+    client_admin.post(f"/devices/{TV}/pause/", {"paused": "0"})
+    assert paused_on_the_box() == set()
     assert client_admin.get(f"/devices/{TV}/forget/").status_code == 200
     assert client_admin.post(f"/devices/{TV}/forget/", {}).status_code == 400      # no confirm: nothing forgotten
     assert Device.objects.filter(mac=TV).exists()
@@ -149,6 +180,6 @@ def test_console_lists_renames_and_forgets(client_admin):
 
 
 def test_the_pages_need_a_login(client, admin, doc):
-    for url in ("/devices/", f"/devices/{TV}/rename/", f"/devices/{TV}/forget/"):
+    for url in ("/devices/", f"/devices/{TV}/rename/", f"/devices/{TV}/forget/", f"/devices/{TV}/pause/"):
         r = client.get(url)
         assert r.status_code == 302 and "/login" in r["Location"]

@@ -66,10 +66,12 @@ struct dp_key {
  * namespace, so a redirect may go straight to the peer's ingress.
  * DP_PORT_INGRESS: deliver to the device's own stack (LOCAL).
  * DP_PORT_HOME: the port faces the home's devices; their traffic is
- * counted per MAC in dp_macs. */
+ * counted per MAC in dp_macs.  DP_PORT_DNS: the box's DNS server is
+ * behind it (what a paused device may still reach). */
 #define DP_PORT_PEER    1
 #define DP_PORT_INGRESS 2   /* LOCAL: into the device's own stack */
 #define DP_PORT_HOME    4
+#define DP_PORT_DNS     8
 struct dp_port {
 	__u32 ifindex;
 	__u32 flags;
@@ -114,6 +116,12 @@ struct dp_mac_stats {
 	__u64 last_tx_ns;        /* CLOCK_MONOTONIC of the last frame it sent */
 };
 
+/* Paused home devices, by MAC: their frames are dropped both ways except
+ * ARP, neighbour discovery (ICMPv6 133-137), DHCP and DHCPv6, and DNS
+ * that the flows send to a DP_PORT_DNS port (the box's DNS server) and its
+ * answers from there.  The value is unused (0). */
+#define DP_MAX_PAUSED      1024
+
 /* The box's health register (OpenFlow reg15), loaded at pipeline entry
  * from dp_health: bit i is set while service i's heartbeat is fresh, i.e.
  * bpf_ktime_get_ns() (CLOCK_MONOTONIC) < fresh_until[i].  The watchdog
@@ -131,6 +139,7 @@ enum dp_misc_counter {
 	DP_MISC_PACKETS = 0,      /* frames the program ran on */
 	DP_MISC_LOOP_DROPS = 1,   /* frames dropped by the hop guard */
 	DP_MISC_EVENT_DROPS = 2,  /* controller events lost (ring full) */
+	DP_MISC_PAUSE_DROPS = 3,  /* frames of paused devices dropped */
 	DP_MISC_MAX = 4,
 };
 

@@ -91,6 +91,13 @@ struct {
 	__type(value, struct dp_mac_stats);
 } dp_macs SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DP_MAX_PAUSED);
+	__type(key, __u64);              /* MAC */
+	__type(value, __u32);
+} dp_paused SEC(".maps");
+
 #ifdef DP_TEST
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -117,8 +124,11 @@ struct dp_state {
 	__u64 mac_dst;              /* dl_dst as received, for dp_macs */
 	__u32 wire_bytes;           /* the frame(s) as the wire carries them */
 	__u32 wire_packets;
+	__u32 in_flags;             /* the input port's DP_PORT_* */
 	__u8 in_home;               /* entered on a DP_PORT_HOME port */
 	__u8 to_home;               /* an output went towards a home port (or NORMAL) */
+	__u8 pause_dns;             /* DNS from a paused device: only to a DP_PORT_DNS port */
+	__u8 off_dns;               /* an output went elsewhere than a DP_PORT_DNS port */
 #ifdef DP_TEST
 	struct dp_trace *trace;
 #endif
@@ -343,6 +353,8 @@ static __always_inline void dp_set_pending(struct __sk_buff *skb, struct dp_stat
 	dp_flush(skb, st);
 	if (flags & DP_PORT_HOME)
 		st->to_home = 1;
+	if (!(flags & DP_PORT_DNS))
+		st->off_dns = 1;
 	st->pend_kind = DP_PEND_PORT;
 	st->pend_port = port;
 	st->pend_ifindex = ifindex;
@@ -385,6 +397,7 @@ static __always_inline void dp_normal(struct __sk_buff *skb, struct dp_state *st
 	/* The bridge sends a frame for a home device's MAC to the home port
 	 * it learned it on. */
 	st->to_home = 1;
+	st->off_dns = 1;
 	st->pend_kind = DP_PEND_NORMAL;
 #ifdef DP_TEST
 	dp_trace_out(st, DP_OFPP_NORMAL);
@@ -611,6 +624,41 @@ static __always_inline void dp_mac_rx(struct dp_state *st)
 	m->rx_bytes += st->wire_bytes;
 }
 
+/* A paused device (dp_paused): its frames both ways are dropped here,
+ * before the flows, except what keeps it on the network and lets it be
+ * resumed (ARP, neighbour discovery, DHCP, DHCPv6) and DNS with the box,
+ * which runs the flows and is dropped at the end unless they sent it only
+ * to the box's DNS port.  Returns a verdict, or -1 to go on. */
+static __always_inline int dp_pause_begin(struct dp_state *st)
+{
+	struct dp_key *k = &st->key;
+	__u64 mac = st->in_home ? k->dl_src : st->mac_dst;
+	int l4 = k->nw_proto == IPPROTO_UDP || k->nw_proto == IPPROTO_TCP;
+
+	if (!dp_mac_unicast(mac) || !bpf_map_lookup_elem(&dp_paused, &mac))
+		return -1;
+	if (k->dl_type == ETH_P_ARP)
+		return -1;
+	if (k->dl_type == ETH_P_IPV6 && k->nw_proto == 58 &&
+	    k->icmp_type >= 133 && k->icmp_type <= 137)
+		return -1;
+	if (st->in_home) {
+		if (k->nw_proto == IPPROTO_UDP && (k->tp_dst == 67 || k->tp_dst == 547))
+			return -1;
+		if (l4 && k->tp_dst == 53) {
+			st->pause_dns = 1;
+			return -1;
+		}
+	} else {
+		if (k->nw_proto == IPPROTO_UDP && (k->tp_src == 67 || k->tp_src == 547))
+			return -1;
+		if (l4 && k->tp_src == 53 && (st->in_flags & DP_PORT_DNS))
+			return -1;
+	}
+	dp_misc_add(DP_MISC_PAUSE_DROPS);
+	return TC_ACT_SHOT;
+}
+
 static __always_inline int dp_finish(struct __sk_buff *skb, struct dp_state *st)
 {
 	int verdict = TC_ACT_SHOT;
@@ -619,6 +667,11 @@ static __always_inline int dp_finish(struct __sk_buff *skb, struct dp_state *st)
 		verdict = TC_ACT_REDIRECT;
 	else if (st->pend_kind == DP_PEND_NORMAL)
 		verdict = TC_ACT_OK;
+	if (st->pause_dns && st->off_dns) {
+		/* A paused device's DNS the flows did not send to the box. */
+		dp_misc_add(DP_MISC_PAUSE_DROPS);
+		verdict = TC_ACT_SHOT;
+	}
 	if (verdict != TC_ACT_SHOT)
 		dp_mac_rx(st);
 #ifdef DP_TEST
@@ -709,7 +762,8 @@ static __always_inline int dp_begin(struct __sk_buff *skb, struct dp_state *st)
 	{
 		__u32 port = st->in_port;
 		struct dp_port *p = bpf_map_lookup_elem(&dp_ports, &port);
-		st->in_home = p && (p->flags & DP_PORT_HOME);
+		st->in_flags = p ? p->flags : 0;
+		st->in_home = (st->in_flags & DP_PORT_HOME) != 0;
 	}
 	ret = dp_parse(skb, &st->key);
 	if (ret < 0)
@@ -718,7 +772,7 @@ static __always_inline int dp_begin(struct __sk_buff *skb, struct dp_state *st)
 	if (st->in_home || dp_mac_unicast(st->mac_dst))
 		dp_wire_size(skb, st);
 	dp_mac_tx(st);
-	return -1;
+	return dp_pause_begin(st);
 }
 
 #endif

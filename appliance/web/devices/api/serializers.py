@@ -15,6 +15,8 @@ class DeviceSerializer(serializers.Serializer):
     first_seen = serializers.DateTimeField(read_only=True)
     last_seen = serializers.DateTimeField(read_only=True)
     online = serializers.BooleanField(read_only=True, help_text="sent a frame in the last 5 minutes")
+    paused = serializers.BooleanField(read_only=True, help_text="its frames are dropped but DHCP, DNS to the box,"
+                                                                " ARP and neighbour discovery")
     counted = serializers.BooleanField(read_only=True, help_text="the running datapath counts its traffic")
     rx_bytes = serializers.IntegerField(read_only=True, min_value=0, help_text="delivered to the device")
     rx_packets = serializers.IntegerField(read_only=True, min_value=0)
@@ -22,9 +24,15 @@ class DeviceSerializer(serializers.Serializer):
     tx_packets = serializers.IntegerField(read_only=True, min_value=0)
 
 
-class DeviceRenameSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=NAME_MAX, allow_blank=True, trim_whitespace=True,
+class DeviceUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=NAME_MAX, allow_blank=True, trim_whitespace=True, required=False,
                                  help_text="the device's name; '' gives it back the lease's hostname")
+    paused = serializers.BooleanField(required=False, help_text="true: paused until resumed (within 2 s, no apply)")
+
+    def validate(self, attrs):
+        if not attrs:
+            raise serializers.ValidationError({"name": "give name or paused"})
+        return attrs
 
     def validate_name(self, value: str) -> str:
         if any(not ch.isprintable() for ch in value):

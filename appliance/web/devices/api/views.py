@@ -7,7 +7,7 @@ from rest_framework.response import Response
 
 from appliance.web.audit.log import record
 from appliance.web.devices import inventory
-from appliance.web.devices.api.serializers import DeviceRenameSerializer, DeviceSerializer
+from appliance.web.devices.api.serializers import DeviceUpdateSerializer, DeviceSerializer
 
 
 class DeviceViewSet(viewsets.ViewSet):
@@ -27,16 +27,24 @@ class DeviceViewSet(viewsets.ViewSet):
     def retrieve(self, request, mac=None):
         return Response(DeviceSerializer(asdict(self._get(mac))).data)
 
-    @extend_schema(request=DeviceRenameSerializer, responses=DeviceSerializer)
+    @extend_schema(request=DeviceUpdateSerializer, responses=DeviceSerializer)
     def partial_update(self, request, mac=None):
+        """Rename (`name`), pause or resume (`paused`) a device. A pause takes effect at the
+        device's next frame, without an apply; 503 when the box could not keep it."""
         found = self._get(mac)
-        s = DeviceRenameSerializer(data=request.data)
+        s = DeviceUpdateSerializer(data=request.data)
         s.is_valid(raise_exception=True)
-        renamed = inventory.rename(found.mac, s.validated_data["name"])
-        if renamed is None:
-            raise NotFound("no such device")
-        record(request.user, "rename-device", found.mac, f"{found.name!r} -> {renamed.name!r}")
-        return Response(DeviceSerializer(asdict(renamed)).data)
+        if "paused" in s.validated_data and s.validated_data["paused"] != found.paused:
+            done = inventory.pause(found.mac, s.validated_data["paused"])
+            if not done.ok:
+                return Response({"detail": done.problem}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+            record(request.user, "pause-device" if s.validated_data["paused"] else "resume-device", found.mac)
+        if "name" in s.validated_data:
+            renamed = inventory.rename(found.mac, s.validated_data["name"])
+            if renamed is None:
+                raise NotFound("no such device")
+            record(request.user, "rename-device", found.mac, f"{found.name!r} -> {renamed.name!r}")
+        return Response(DeviceSerializer(asdict(self._get(found.mac))).data)
 
     @extend_schema(responses={204: None})
     def destroy(self, request, mac=None):

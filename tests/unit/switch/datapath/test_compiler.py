@@ -78,6 +78,8 @@ def test_contract_sizes_match_the_header():
     assert int(defines["DP_HEALTH_SERVICES"]) * 8 == C.HEALTH.size
     assert int(defines["DP_PORT_HOME"]) == C.PORT_HOME
     assert int(defines["DP_MAX_MACS"]) == C.MAX_MACS
+    assert int(defines["DP_PORT_DNS"]) == C.PORT_DNS
+    assert int(re.search(r"DP_MISC_PAUSE_DROPS = (\d+)", text).group(1)) == C.MISC_PAUSE_DROPS
     mac_fields = re.search(r"struct dp_mac_stats \{(.*?)\};", text, re.S).group(1)
     assert len(re.findall(r"__u64 \w+;", mac_fields)) * 8 == C.MAC_STATS.size
 
@@ -91,7 +93,7 @@ def test_the_datapaths_map_specs_match_the_runtime_header():
              "struct dp_stats": C.STATS.size, "struct dp_trace": C.TRACE_SIZE,
              "struct dp_health": C.HEALTH.size, "struct dp_mac_stats": C.MAC_STATS.size}
     names = {"DP_MAX_PORTS": C.MAX_PORTS, "DP_STATS_SLOTS": STATS_SLOTS, "DP_MISC_MAX": C.MISC_MAX,
-             "DP_MAX_MACS": C.MAX_MACS}
+             "DP_MAX_MACS": C.MAX_MACS, "DP_MAX_PAUSED": C.MAX_PAUSED}
     found = {}
     for body, name in re.findall(r"struct \{\n(.*?)\} (\w+) SEC\(\"\.maps\"\);", text, re.S):
         fields = dict(re.findall(r"__(?:uint|type)\((\w+), ([^)]+)\);", body))

@@ -275,3 +275,29 @@ def test_per_device_counters_are_bounded(tmp_path):
 def test_no_datapath_no_device_counters(tmp_path):
     dp = Kernel().datapath(tmp_path)
     assert dp.mac_stats() == {} and not dp.forget_mac("02:aa:00:00:00:01")
+
+
+def test_pausing_writes_the_running_programs_map_and_survives_a_recompile(tmp_path):
+    k = Kernel()
+    dp = k.datapath(tmp_path)
+    assert not dp.set_paused({"02:aa:00:00:00:01"}) and dp.paused() == set()   # nothing runs yet
+    dp.apply(bridge())
+    assert dp.set_paused({"02:AA:00:00:00:01", "02:aa:00:00:00:02"})
+    assert pinned_map(k, dp, "dp_paused").data == {C.U64.pack(0x02AA00000001): C.U32.pack(0),
+                                                   C.U64.pack(0x02AA00000002): C.U32.pack(0)}
+    dp.apply(bridge(TABLE + "priority=5,tcp,actions=drop\n"))
+    assert dp.paused() == {"02:aa:00:00:00:01", "02:aa:00:00:00:02"}
+    dp.set_paused({"02:aa:00:00:00:02"})
+    assert dp.paused() == {"02:aa:00:00:00:02"}
+    with pytest.raises(ValueError, match="at most 1024"):
+        dp.set_paused({f"02:00:00:00:{n >> 8:02x}:{n & 0xff:02x}" for n in range(C.MAX_PAUSED + 1)})
+
+
+def test_the_box_dns_port_is_marked(tmp_path):
+    k = Kernel()
+    dp = Datapath("br0", netns=BOX, pin_root=PIN_ROOT, state_dir=tmp_path, local_device="br0",
+                  home_ports=("downlink",), dns_ports=("vproxy",), bpf=k.bpf, tc=k.tc, devices=k.devices,
+                  build=write_source)
+    dp.apply(bridge())
+    flags = {C.U32.unpack(key)[0]: C.PORT.unpack(val)[1] for key, val in pinned_map(k, dp, "dp_ports").data.items()}
+    assert flags[2] == C.PORT_HOME and flags[5] == C.PORT_PEER | C.PORT_DNS and flags[1] == 0

@@ -1,6 +1,8 @@
 from django import forms
 
-from appliance.web.devices.api.serializers import NAME_MAX
+from rest_framework import serializers
+
+from appliance.web.devices.api.serializers import NAME_MAX, check_name
 
 
 class RenameForm(forms.Form):
@@ -8,7 +10,7 @@ class RenameForm(forms.Form):
                            help_text="empty: the name the device gave DHCP (or its static lease's)")
 
     def clean_name(self):
-        value = self.cleaned_data["name"]
-        if any(not ch.isprintable() for ch in value):
-            raise forms.ValidationError("the name has a control character")
-        return value
+        try:
+            return check_name(self.cleaned_data["name"])
+        except serializers.ValidationError:
+            raise forms.ValidationError("the name has a control character") from None

@@ -89,7 +89,8 @@ def test_rename_and_give_the_lease_name_back(api):
 @pytest.mark.parametrize("body,problem", [({"name": "x" * 64}, "no more than 63"),
                                           ({"name": "bad\nname"}, "control character"),
                                           ({"name": ["list"]}, "Not a valid string"),
-                                          ({}, "give name or paused")])
+                                          ({"name": "tab\there"}, "control character"),
+                                          ({"name": 5}, "Not a valid string")])
 def test_a_bad_name_is_refused_naming_the_field(api, body, problem):
     home([lease("192.168.1.70", TV, "tv")], {})
     r = api.patch(f"/api/devices/{TV}/", body, format="json")
@@ -108,6 +109,19 @@ def test_forget_drops_the_name_and_the_counters(api):
     assert api.get("/api/devices/not-a-mac/").status_code == 404
 
 
+def test_an_unknown_field_is_refused_by_name(api):
+    home([lease("192.168.1.70", TV, "tv")], {})
+    r = api.patch(f"/api/devices/{TV}/", {"name": "tv", "group": "kids"}, format="json")
+    assert r.status_code == 400 and set(r.data) == {"group"}
+
+
+def test_the_schema_says_what_a_patch_may_carry(api):
+    body = api.get("/api/schema/?format=json").json()["paths"]["/api/devices/{mac}/"]["patch"]["requestBody"]
+    schema = body["content"]["application/json"]["schema"]
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["name"]["maxLength"] == 63
+
+
 def paused_on_the_box():
     from appliance.box.switchload import DatapathLoader
     return DatapathLoader.of(fakes.BOX).paused()
@@ -122,8 +136,10 @@ def test_pause_and_resume_are_kept_by_the_box(api):
     assert AuditEntry.objects.filter(action="pause-device", target=TV).exists()
     r = api.patch(f"/api/devices/{TV}/", {"paused": False, "name": "telly"}, format="json")
     assert (r.data["paused"], r.data["name"]) == (False, "telly") and paused_on_the_box() == set()
-    r = api.patch(f"/api/devices/{TV}/", {"paused": "sometimes"}, format="json")
-    assert r.status_code == 400 and "paused" in r.data
+    for bad in ("sometimes", 1, "true"):
+        r = api.patch(f"/api/devices/{TV}/", {"paused": bad}, format="json")
+        assert r.status_code == 400 and "paused" in r.data
+    assert api.patch(f"/api/devices/{TV}/", {}, format="json").data["name"] == "telly"   # nothing to change
 
 
 def test_a_forgotten_device_is_not_kept_paused(api):

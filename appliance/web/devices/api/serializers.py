@@ -1,6 +1,17 @@
+import re
+
 from rest_framework import serializers
 
 NAME_MAX = 63
+# No control characters (C0, DEL, C1): the same rule in the schema and the check.
+NAME_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def check_name(value: str) -> str:
+    if _CONTROL.search(value):
+        raise serializers.ValidationError("the name has a control character")
+    return value
 
 
 class DeviceSerializer(serializers.Serializer):
@@ -24,17 +35,46 @@ class DeviceSerializer(serializers.Serializer):
     tx_packets = serializers.IntegerField(read_only=True, min_value=0)
 
 
-class DeviceUpdateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=NAME_MAX, allow_blank=True, trim_whitespace=True, required=False,
-                                 help_text="the device's name; '' gives it back the lease's hostname")
-    paused = serializers.BooleanField(required=False, help_text="true: paused until resumed (within 2 s, no apply)")
+class StrictCharField(serializers.CharField):
+    """A JSON string only (DRF's CharField turns a number into text)."""
 
-    def validate(self, attrs):
-        if not attrs:
-            raise serializers.ValidationError({"name": "give name or paused"})
-        return attrs
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """JSON true or false only (DRF's takes 0, 1, "yes", "off"...)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+class DeviceUpdateSerializer(serializers.Serializer):
+    name = StrictCharField(max_length=NAME_MAX, allow_blank=True, trim_whitespace=False, required=False,
+                                 help_text="the device's name; '' gives it back the lease's hostname")
+    paused = StrictBooleanField(required=False, help_text="true: paused until resumed (within 2 s, no apply)")
 
     def validate_name(self, value: str) -> str:
-        if any(not ch.isprintable() for ch in value):
-            raise serializers.ValidationError("the name has a control character")
-        return value
+        return check_name(value)
+
+    def validate(self, attrs):
+        unknown = sorted(set(self.initial_data) - set(self.fields)) if isinstance(self.initial_data, dict) else []
+        if unknown:
+            raise serializers.ValidationError({k: "not a field of a device (name, paused)" for k in unknown})
+        return attrs
+
+
+# What the schema says of a PATCH body (drf-spectacular cannot say "nothing else"); {} changes nothing.
+UPDATE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": NAME_MAX, "pattern": NAME_PATTERN,
+                 "description": "the device's name; '' gives it back the lease's hostname"},
+        "paused": {"type": "boolean", "description": "true: paused until resumed (within 2 s, no apply)"},
+    },
+    "additionalProperties": False,
+}

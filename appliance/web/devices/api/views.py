@@ -7,7 +7,7 @@ from rest_framework.response import Response
 
 from appliance.web.audit.log import record
 from appliance.web.devices import inventory
-from appliance.web.devices.api.serializers import DeviceUpdateSerializer, DeviceSerializer
+from appliance.web.devices.api.serializers import UPDATE_SCHEMA, DeviceSerializer, DeviceUpdateSerializer
 
 
 class DeviceViewSet(viewsets.ViewSet):
@@ -27,7 +27,7 @@ class DeviceViewSet(viewsets.ViewSet):
     def retrieve(self, request, mac=None):
         return Response(DeviceSerializer(asdict(self._get(mac))).data)
 
-    @extend_schema(request=DeviceUpdateSerializer, responses=DeviceSerializer)
+    @extend_schema(request={"application/json": UPDATE_SCHEMA}, responses=DeviceSerializer)
     def partial_update(self, request, mac=None):
         """Rename (`name`), pause or resume (`paused`) a device. A pause takes effect at the
         device's next frame, without an apply; 503 when the box could not keep it."""

@@ -110,6 +110,22 @@ def mac_number(text: str) -> int:
     return int(text.replace(":", "").replace("-", ""), 16)
 
 
+def read_mac_stats(m: Map) -> dict[str, MacStats]:
+    """dp_macs as MAC text -> counters summed over CPUs (last_tx_ns: the latest)."""
+    out = {}
+    for key in m.keys():
+        sums = [0, 0, 0, 0]
+        last = 0
+        for raw in m.percpu_values(key):
+            txp, txb, rxp, rxb, seen = C.MAC_STATS.unpack(raw)
+            for i, v in enumerate((rxp, rxb, txp, txb)):
+                sums[i] += v
+            last = max(last, seen)
+        mac = mac_text(C.U64.unpack(key)[0])
+        out[mac] = MacStats(mac, *sums, last)
+    return out
+
+
 @dataclass
 class _State:
     slots: dict[str, int] = field(default_factory=dict)      # flow identity -> slot
@@ -348,23 +364,11 @@ class Datapath:
 
     def mac_stats(self) -> dict[str, MacStats]:
         """Per home device (MAC text -> counters), from the pinned dp_macs; {} when not loaded."""
-        path = os.path.join(self.pin_dir, "dp_macs")
-        if not self.bpf.is_pinned(path):
+        m = self._shared("dp_macs")
+        if m is None:
             return {}
-        m = open_map(self.bpf, self.bpf.open_pinned(path), "dp_macs", owned=True)
         try:
-            out = {}
-            for key in m.keys():
-                sums = [0, 0, 0, 0]
-                last = 0
-                for raw in m.percpu_values(key):
-                    txp, txb, rxp, rxb, seen = C.MAC_STATS.unpack(raw)
-                    for i, v in enumerate((rxp, rxb, txp, txb)):
-                        sums[i] += v
-                    last = max(last, seen)
-                mac = mac_text(C.U64.unpack(key)[0])
-                out[mac] = MacStats(mac, *sums, last)
-            return out
+            return read_mac_stats(m)
         finally:
             m.close()
 

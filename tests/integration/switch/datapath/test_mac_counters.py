@@ -10,6 +10,8 @@ transfers (the map is pinned and reused by the new program).
 Both far ends run with TSO/GSO off: a veth hands a GSO skb on whole and
 counts it as one packet, where a wire (and the datapath, which counts
 segments) carries one frame per segment; with offloads off the two agree.
+The segment count itself, what is counted as received, and what a pause
+lets through are shown on single frames through the test build.
 """
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ import time
 import pytest
 
 from appliance.switch.bridge import seed_bridge
+from appliance.switch.datapath import contract as C
 from appliance.switch.datapath.datapath import Datapath
+from appliance.switch.datapath.testrun import TestDatapath
 from appliance.switch.flows import FlowTable
 from appliance.switch.parser import parse_flows
 from tests.support.dpbox import DpBox, PortSpec
@@ -153,3 +157,73 @@ def test_counters_match_the_clients_interface_across_a_reapply(box, first, secon
     assert_within_1pct(ours, theirs)
     # Only the home port's device has an entry: the server is behind the uplink.
     assert set(dp.mac_stats()) == {CLIENT.mac}
+
+
+# -- the test build on single frames (BPF_PROG_TEST_RUN): what is counted, what a pause lets through
+
+UPLINK, DOWNLINK, VPROXY = 1, 2, 5
+DEV = "02:00:00:00:00:50"
+OTHER = "18:00:00:00:00:e8"
+
+
+def frame(dst: str, src: str, proto: int = 6, sport: int = 40000, dport: int = 80, payload: int = 1000,
+          ethertype: int = 0x0800) -> bytes:
+    mac = lambda m: bytes.fromhex(m.replace(":", ""))  # noqa: E731
+    eth = mac(dst) + mac(src) + ethertype.to_bytes(2, "big")
+    if ethertype == 0x0806:
+        return eth + bytes.fromhex("0001080006040001") + mac(src) + bytes(4) + bytes(6) + bytes(4)
+    l4 = (sport.to_bytes(2, "big") + dport.to_bytes(2, "big") +
+          (bytes(8) + bytes([0x50, 0x10]) + bytes(6) if proto == 6 else (8 + payload).to_bytes(2, "big") + bytes(2)))
+    total = 20 + len(l4) + payload
+    ip = bytes([0x45, 0]) + total.to_bytes(2, "big") + bytes(4) + bytes([64, proto]) + bytes(2) + \
+        bytes([192, 168, 1, 50]) + bytes([192, 168, 1, 1])
+    return eth + ip + l4 + bytes(payload)
+
+
+def build_for(flows: str):
+    br = table(flows)
+    return TestDatapath(br.flows, br.ports.values(), br.port_names,
+                        port_flags={DOWNLINK: C.PORT_HOME, VPROXY: C.PORT_DNS})
+
+
+def test_a_gso_frame_counts_as_the_segments_the_wire_carries():
+    with build_for(NORMAL) as dp:
+        f = frame(OTHER, DEV)                       # 14 + 20 + 20 + 1000 bytes
+        dp.run(f, in_port=DOWNLINK, gso_segs=4)     # four segments, each with its 54 bytes of headers
+        dp.run(f, in_port=DOWNLINK)
+        st = dp.mac_stats()[DEV]
+        assert (st.tx_packets, st.tx_bytes) == (5, len(f) + 3 * 54 + len(f))
+        # rx: to the known device from another port, once it leaves (NORMAL) towards the home.
+        dp.run(frame(DEV, OTHER, payload=100), in_port=UPLINK)
+        dp.run(frame("ff:ff:ff:ff:ff:ff", OTHER, payload=100), in_port=UPLINK)   # broadcast: no one device
+        st = dp.mac_stats()[DEV]
+        assert (st.rx_packets, st.rx_bytes) == (1, 14 + 20 + 20 + 100)
+        assert set(dp.mac_stats()) == {DEV}          # the uplink's sender is not a home device
+
+
+def test_a_frame_the_flows_drop_is_not_delivered_so_not_counted_as_received():
+    with build_for("priority=10,in_port=uplink,tcp,tp_src=81,actions=drop\n" + NORMAL) as dp:
+        dp.run(frame(OTHER, DEV), in_port=DOWNLINK)
+        dp.run(frame(DEV, OTHER, sport=81), in_port=UPLINK)
+        assert dp.mac_stats()[DEV].rx_packets == 0
+
+
+@pytest.mark.parametrize("dns_to", ["vproxy", "uplink"])
+def test_a_paused_device_keeps_arp_dhcp_and_dns_with_the_box_only(dns_to):
+    flows = f"priority=100,udp,tp_dst=53,actions=output:{dns_to}\n" + NORMAL
+    with build_for(flows) as dp:
+        dp.pause({DEV})
+        verdict = lambda f, port: dp.run(f, in_port=port)[0].verdict  # noqa: E731
+        # From the device.
+        assert verdict(frame(OTHER, DEV), DOWNLINK) == C.TC_ACT_SHOT
+        assert verdict(frame("ff:ff:ff:ff:ff:ff", DEV, ethertype=0x0806), DOWNLINK) == C.TC_ACT_OK
+        assert verdict(frame("ff:ff:ff:ff:ff:ff", DEV, 17, 68, 67), DOWNLINK) == C.TC_ACT_OK
+        dns = verdict(frame(OTHER, DEV, 17, 5353, 53), DOWNLINK)
+        assert dns == (C.TC_ACT_REDIRECT if dns_to == "vproxy" else C.TC_ACT_SHOT)
+        # To the device: the box's DNS answers and DHCP pass, the rest is dropped.
+        assert verdict(frame(DEV, OTHER, sport=443), UPLINK) == C.TC_ACT_SHOT
+        assert verdict(frame(DEV, OTHER, 17, 53, 5353), VPROXY) == C.TC_ACT_OK
+        assert verdict(frame(DEV, OTHER, 17, 53, 5353), UPLINK) == C.TC_ACT_SHOT
+        assert verdict(frame(DEV, OTHER, 17, 67, 68), UPLINK) == C.TC_ACT_OK
+        # Another device is not paused.
+        assert verdict(frame(OTHER, "02:00:00:00:00:51"), DOWNLINK) == C.TC_ACT_OK

@@ -290,13 +290,17 @@ class Datapath:
         """Point dp_ports/dp_ifports/dp_flood_ports at the devices that exist now."""
         bound: dict[str, int] = {}
         entries: list[tuple[int, int, int]] = []     # (ofport, ifindex, flags)
-        for pname, number in sorted(bridge.ports.items(), key=lambda kv: kv[1]):
-            dev = present.get(devices.get(pname, pname))
+        ports = [(pname, number, present.get(devices.get(pname, pname)))
+                 for pname, number in sorted(bridge.ports.items(), key=lambda kv: kv[1])]
+        # A home side of veths (the lab) is counted as veths count: one packet per skb.
+        virtual = any(dev is not None and dev.kind == "veth" for pname, _, dev in ports
+                      if pname in self.home_ports)
+        for pname, number, dev in ports:
             if dev is None:
                 continue
             bound[dev.name] = dev.ifindex
             flags = (self._port_flags(dev) | (C.PORT_HOME if pname in self.home_ports else 0)
-                     | (C.PORT_DNS if pname in self.dns_ports else 0))
+                     | (C.PORT_DNS if pname in self.dns_ports else 0) | (C.PORT_SKB_COUNT if virtual else 0))
             entries.append((number, dev.ifindex, flags))
         if self.local_device and self.local_device in present:
             entries.append((C.OFPP_LOCAL, present[self.local_device].ifindex, C.PORT_INGRESS))

@@ -67,11 +67,15 @@ struct dp_key {
  * DP_PORT_INGRESS: deliver to the device's own stack (LOCAL).
  * DP_PORT_HOME: the port faces the home's devices; their traffic is
  * counted per MAC in dp_macs.  DP_PORT_DNS: the box's DNS server is
- * behind it (what a paused device may still reach). */
+ * behind it (what a paused device may still reach).  DP_PORT_SKB_COUNT
+ * (on every port when the home port is a veth, as in the lab): count a
+ * GSO skb as one packet, as a veth's own counters do, instead of as the
+ * segments a wire carries. */
 #define DP_PORT_PEER    1
 #define DP_PORT_INGRESS 2   /* LOCAL: into the device's own stack */
 #define DP_PORT_HOME    4
 #define DP_PORT_DNS     8
+#define DP_PORT_SKB_COUNT 16
 struct dp_port {
 	__u32 ifindex;
 	__u32 flags;

@@ -569,14 +569,15 @@ static __always_inline __u32 dp_gso_header_len(struct __sk_buff *skb)
 
 /* An skb may be many frames (GRO merged them on a NIC, or a veth passes a
  * GSO one on): count what the wire carries, every segment with its own
- * headers, as the device's own counters do. */
+ * headers, as a NIC's own counters do; on a virtual home side
+ * (DP_PORT_SKB_COUNT) count the skb, as the devices' veths do. */
 static __always_inline void dp_wire_size(struct __sk_buff *skb, struct dp_state *st)
 {
 	__u32 segs = skb->gso_segs;
 
 	st->wire_packets = 1;
 	st->wire_bytes = skb->len;
-	if (segs > 1 && segs <= 0xffff) {
+	if (segs > 1 && segs <= 0xffff && !(st->in_flags & DP_PORT_SKB_COUNT)) {
 		st->wire_packets = segs;
 		st->wire_bytes = skb->len + (segs - 1) * dp_gso_header_len(skb);
 	}
@@ -656,6 +657,10 @@ static __always_inline int dp_pause_begin(struct dp_state *st)
 			return -1;
 	}
 	dp_misc_add(DP_MISC_PAUSE_DROPS);
+#ifdef DP_TEST
+	if (st->trace)
+		st->trace->verdict = TC_ACT_SHOT;
+#endif
 	return TC_ACT_SHOT;
 }
 

@@ -7,9 +7,10 @@ packets and bytes each way, whether the Linux bridge (NORMAL) or a redirect
 (output:) carries the frames, and across a re-apply between the two
 transfers (the map is pinned and reused by the new program).
 
-Both far ends run with TSO/GSO off: a veth hands a GSO skb on whole and
-counts it as one packet, where a wire (and the datapath, which counts
-segments) carries one frame per segment; with offloads off the two agree.
+With TSO/GSO on, a veth hands a GSO skb on whole and counts it as one
+packet, where a wire carries one frame per segment: the datapath counts as
+the home side's devices do (per skb when the home port is a veth, as here
+and in the lab; per segment on a NIC). With offloads off both are the same.
 The segment count itself, what is counted as received, and what a pause
 lets through are shown on single frames through the test build.
 """
@@ -47,15 +48,16 @@ def table(text: str):
     return br
 
 
-@pytest.fixture
-def box(tmp_path):
+@pytest.fixture(params=["offloads-off", "offloads-on"])
+def box(tmp_path, request):
     b = DpBox(ports=(SERVER, CLIENT), prefix="dpmac")
     dp = Datapath("br0", netns=b.box, pin_root=f"/sys/fs/bpf/dpmac-{os.getpid()}-{b.box[-5:]}",
                   state_dir=tmp_path, local_device="br0", home_ports=("downlink",))
     server = None
     try:
         for p, peer in ((SERVER, CLIENT), (CLIENT, SERVER)):
-            b.exec(b.ns(p.name), "ethtool", "-K", "eth0", "tso", "off", "gso", "off")
+            if request.param == "offloads-off":
+                b.exec(b.ns(p.name), "ethtool", "-K", "eth0", "tso", "off", "gso", "off")
             b.neigh(p.name, peer.ip.split("/")[0], peer.mac)   # no ARP in the counts
         (tmp_path / "www").mkdir()
         (tmp_path / "www" / "big").write_bytes(os.urandom(DOWNLOAD))
@@ -180,10 +182,11 @@ def frame(dst: str, src: str, proto: int = 6, sport: int = 40000, dport: int = 8
     return eth + ip + l4 + bytes(payload)
 
 
-def build_for(flows: str):
+def build_for(flows: str, extra_flags: int = 0):
     br = table(flows)
     return TestDatapath(br.flows, br.ports.values(), br.port_names,
-                        port_flags={DOWNLINK: C.PORT_HOME, VPROXY: C.PORT_DNS})
+                        port_flags={UPLINK: extra_flags, DOWNLINK: C.PORT_HOME | extra_flags,
+                                    VPROXY: C.PORT_DNS | extra_flags})
 
 
 def test_a_gso_frame_counts_as_the_segments_the_wire_carries():
@@ -199,6 +202,14 @@ def test_a_gso_frame_counts_as_the_segments_the_wire_carries():
         st = dp.mac_stats()[DEV]
         assert (st.rx_packets, st.rx_bytes) == (1, 14 + 20 + 20 + 100)
         assert set(dp.mac_stats()) == {DEV}          # the uplink's sender is not a home device
+
+
+def test_on_a_virtual_home_side_a_gso_frame_counts_as_one_packet_as_its_veth_does():
+    with build_for(NORMAL, C.PORT_SKB_COUNT) as dp:
+        f = frame(OTHER, DEV)
+        dp.run(f, in_port=DOWNLINK, gso_segs=4)
+        st = dp.mac_stats()[DEV]
+        assert (st.tx_packets, st.tx_bytes) == (1, len(f))
 
 
 def test_a_frame_the_flows_drop_is_not_delivered_so_not_counted_as_received():

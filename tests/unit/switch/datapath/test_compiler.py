@@ -79,6 +79,7 @@ def test_contract_sizes_match_the_header():
     assert int(defines["DP_PORT_HOME"]) == C.PORT_HOME
     assert int(defines["DP_MAX_MACS"]) == C.MAX_MACS
     assert int(defines["DP_PORT_DNS"]) == C.PORT_DNS
+    assert int(defines["DP_PORT_SKB_COUNT"]) == C.PORT_SKB_COUNT
     assert int(re.search(r"DP_MISC_PAUSE_DROPS = (\d+)", text).group(1)) == C.MISC_PAUSE_DROPS
     mac_fields = re.search(r"struct dp_mac_stats \{(.*?)\};", text, re.S).group(1)
     assert len(re.findall(r"__u64 \w+;", mac_fields)) * 8 == C.MAC_STATS.size

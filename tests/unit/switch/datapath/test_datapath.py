@@ -301,3 +301,17 @@ def test_the_box_dns_port_is_marked(tmp_path):
     dp.apply(bridge())
     flags = {C.U32.unpack(key)[0]: C.PORT.unpack(val)[1] for key, val in pinned_map(k, dp, "dp_ports").data.items()}
     assert flags[2] == C.PORT_HOME and flags[5] == C.PORT_PEER | C.PORT_DNS and flags[1] == 0
+
+
+def test_a_home_side_of_veths_is_counted_per_skb_on_every_port(tmp_path):
+    # The lab's home port is a veth, whose far end counts a GSO skb as one packet.
+    k = Kernel()
+    dp = k.datapath(tmp_path, home_ports=("admin",))
+    dp.apply(bridge())
+    flags = {C.U32.unpack(key)[0]: C.PORT.unpack(val)[1] for key, val in pinned_map(k, dp, "dp_ports").data.items()
+             if C.U32.unpack(key)[0] != C.OFPP_LOCAL}
+    assert all(f & C.PORT_SKB_COUNT for f in flags.values()) and flags[3] & C.PORT_HOME
+    # A NIC on the home side (the box): segments, as the wire carries them.
+    dp = k.datapath(tmp_path / "nic")
+    dp.apply(bridge())
+    assert not any(C.PORT.unpack(v)[1] & C.PORT_SKB_COUNT for v in pinned_map(k, dp, "dp_ports").data.values())

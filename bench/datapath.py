@@ -14,6 +14,11 @@ any protocol handler.  For:
   (d) Open vSwitch userspace (datapath_type=netdev), the seed's flows, as (b)
   (e) (b) attached with tc clsact instead of tcx links (only where the
       kernel has tcx: the fallback for kernels before 6.6, side by side)
+  (b6), (c6) IPv6 beside (b) and (c), in the same rounds: 62-byte UDP6
+      frames (14 + 40 + 8, no payload) to admin (NORMAL), and DNS to the
+      modem's IPv6 address steered to vproxy by the IPv6 twin of the seed's
+      DNS flow.  Every row runs the seed's table as a box passing IPv6 has
+      it (bench_flows: its IPv6 drop out, the IPv6 twins in)
 
 Two figures per row, medians over `--runs` rounds in which (a), (b) and (c)
 take turns, (a) first in one round and last in the next (so that the load
@@ -57,6 +62,20 @@ SEED = ROOT / "tests" / "data" / "seed-flows.txt"
 CLIENT_MAC = "02:00:00:00:00:50"
 ADMIN_MAC = "02:00:00:00:00:08"
 GW_MAC = "18:00:00:00:00:e8"
+CLIENT6, ADMIN6, GW6 = "2001:db8:1::50", "2001:db8:1::8", "2001:db8:1::1"
+# The seed's table as a box passing IPv6 has it (`ipv6.policy: invisible`):
+# its IPv6 drop goes, and its DNS steering flows get their IPv6 twins.
+SEED_IPV6_DROP = "table=0,priority=1000,ipv6,action=drop\n"
+IPV6_FLOWS = f"""
+table=0,priority=500,in_port=vproxy,udp6,ipv6_dst={GW6},tp_dst=53,action=output:uplink
+table=0,priority=499,udp6,ipv6_dst={GW6},tp_dst=53,action=set_field:d6:00:00:00:00:bf->dl_dst,output:vproxy
+"""
+
+
+def bench_flows() -> str:
+    text = SEED.read_text()
+    assert SEED_IPV6_DROP in text
+    return text.replace(SEED_IPV6_DROP, "") + IPV6_FLOWS
 
 
 def trafgen_conf(dst_mac: str, dst_ip: str, dport: int) -> str:
@@ -79,6 +98,28 @@ def trafgen_conf(dst_mac: str, dst_ip: str, dport: int) -> str:
 """
 
 
+def trafgen_conf6(dst_mac: str, dst_ip: str, dport: int) -> str:
+    """The IPv6 twin of trafgen_conf: 14 + 40 + 8 = 62 bytes (the sink drops
+    it at ingress, so its UDP checksum is never looked at)."""
+    import ipaddress
+
+    def mac(m):
+        return ", ".join("0x" + b for b in m.split(":"))
+
+    def ip6(a):
+        return ", ".join(f"{b:#04x}" for b in ipaddress.IPv6Address(a).packed)
+    return f"""{{
+  {mac(dst_mac)},
+  {mac(CLIENT_MAC)},
+  0x86, 0xdd,
+  0x60, 0x00, 0x00, 0x00, 0x00, 0x08, 0x11, 0x40,
+  {ip6(CLIENT6)},
+  {ip6(dst_ip)},
+  0x04, 0xd2, {dport >> 8:#04x}, {dport & 255:#04x}, 0x00, 0x08, 0x00, 0x00,
+}}
+"""
+
+
 def counter_setup(box: DpBox, port: str) -> None:
     ns = box.ns(port)
     box.exec(ns, "nft", "add", "table", "netdev", "bench")
@@ -86,17 +127,23 @@ def counter_setup(box: DpBox, port: str) -> None:
              "{ type filter hook ingress device eth0 priority 0; }")
     box.exec(ns, "nft", "add", "rule", "netdev", "bench", "in", "udp", "sport", "1234",
              "counter", "drop")
+    # IPv6 by its Ethernet header: nft's IPv6 header checks at netdev
+    # ingress let trafgen's frames by uncounted (a raw socket's same bytes
+    # are counted), and nothing else sends IPv6 here.
+    box.exec(ns, "nft", "add", "rule", "netdev", "bench", "in", "ether", "saddr", CLIENT_MAC,
+             "ether", "type", "ip6", "counter", "drop")
 
 
 def counter_read(box: DpBox, port: str) -> int:
     out = box.exec(box.ns(port), "nft", "-j", "list", "chain", "netdev", "bench", "in").stdout
+    total = 0
     for item in json.loads(out)["nftables"]:
         rule = item.get("rule")
         if rule:
             for e in rule["expr"]:
                 if "counter" in e:
-                    return e["counter"]["packets"]
-    return 0
+                    total += e["counter"]["packets"]
+    return total
 
 
 def _runtime_ns(pid: int) -> int:
@@ -278,9 +325,12 @@ def main() -> None:
     ovs = None
     with_tc_row = dp.tc.tcx_supported()
     runs: dict[str, list[tuple[float, float]]] = {k: [] for k in "abcde" if k != "e" or with_tc_row}
+    runs.update({"b6": [], "c6": []})
     tcp: dict[str, list[float]] = {k: [] for k in "abd"}
     normal = trafgen_conf(ADMIN_MAC, "192.168.1.8", 9999)
     steer = trafgen_conf(GW_MAC, "192.168.1.1", 53)
+    normal6 = trafgen_conf6(ADMIN_MAC, ADMIN6, 9999)
+    steer6 = trafgen_conf6(GW_MAC, GW6, 53)
     load = [loadavg()]
     started = time.monotonic()
     try:
@@ -299,7 +349,7 @@ def main() -> None:
             runs[row].append(pps(box, conf, sink, opts.seconds, forwarders))
 
         br = seed_bridge()
-        br.flows = FlowTable(parse_flows(SEED.read_text(), br.port_map))
+        br.flows = FlowTable(parse_flows(bench_flows(), br.port_map))
         # (a), (b), (c) take turns, so a burst of load elsewhere on the
         # machine does not fall on one row only; every other round starts
         # with the datapath, so neither comes first each time.
@@ -311,6 +361,8 @@ def main() -> None:
             hooks.add(dp.apply(br).hook)
             measure("b", normal, "admin")
             measure("c", steer, "vproxy")
+            measure("b6", normal6, "admin")
+            measure("c6", steer6, "vproxy")
             tcp["b"].append(iperf(box, opts.iperf_seconds))
             dp.detach()
             if with_tc_row:
@@ -337,7 +389,7 @@ def main() -> None:
         for port in ("downlink", "admin"):
             box.exec(box.ns(port), "ethtool", "-K", "eth0", "tx", "off", "tso", "off", check=False)
         ovs = OvsNetdev(box)
-        ovs.start(br.ports, SEED.read_text())
+        ovs.start(br.ports, bench_flows())
         time.sleep(1)
         for _ in range(opts.runs):
             measure("d", normal, "admin", (ovs.pid(),))
@@ -364,10 +416,13 @@ def main() -> None:
     names = {"a": "(a) Linux bridge", "b": "(b) compiled, seed flows, NORMAL",
              "c": "(c) compiled, steered to vproxy + MAC rewrite",
              "d": "(d) OVS 3.1 userspace (netdev), seed flows",
-             "e": "(e) = (b) attached with tc instead of tcx"}
+             "e": "(e) = (b) attached with tc instead of tcx",
+             "b6": "(b6) = (b) with IPv6 (UDP6 to admin)",
+             "c6": "(c6) = (c) with IPv6 (DNS to the modem's IPv6)"}
+    twin = {"b6": "b", "c6": "c"}
     print(f"{'row':<47} {'rx kpps':>8} {'/(a)':>5} {'/(d)':>6} {'cpu ns':>7} {'(a)/':>5}"
           f" {'TCP Gbit/s':>10} {'/(a)':>5} {'/(d)':>5}   each run: kpps/cpu ns")
-    for k in runs:
+    for k in (k for k in runs if k not in twin):
         p, c = med[k]
         line = (f"{names[k]:<47} {p / 1e3:>8.0f} {p / a[0]:>5.2f} {p / d[0]:>6.2f}"
                 f" {c:>7.0f} {a[1] / c:>5.2f}")
@@ -377,10 +432,17 @@ def main() -> None:
             line += " " * 23
         line += "   " + " ".join(f"{r / 1e3:.0f}/{c:.0f}" for r, c in runs[k])
         print(line)
+    print(f"\n{'IPv6 beside IPv4, same rounds':<47} {'rx kpps':>8} {'/IPv4':>6} {'cpu ns':>7} {'IPv4/':>6}"
+          "   each run: kpps/cpu ns")
+    for k, v4 in twin.items():
+        (p, c), (p4, c4) = med[k], med[v4]
+        print(f"{names[k]:<47} {p / 1e3:>8.0f} {p / p4:>6.2f} {c:>7.0f} {c4 / c:>6.2f}   "
+              + " ".join(f"{r / 1e3:.0f}/{cc:.0f}" for r, cc in runs[k]))
     print(f"\n64-byte UDP from trafgen -P 2, median of {opts.runs} x {opts.seconds:.0f} s, (a)/(b)/(c) in turns; "
           f"iperf3 {opts.iperf_seconds} s, median of {opts.runs}.\n"
           "cpu ns: CPU time of trafgen, ksoftirqd (and ovs-vswitchd in (d)) per received frame; "
-          "(a)/ = (a)'s cpu ns over the row's: the speed ratio on an idle machine.\n"
+          "(a)/ = (a)'s cpu ns over the row's: the speed ratio on an idle machine; "
+          "/IPv4 and IPv4/ compare (b6), (c6) with (b), (c) the same way.\n"
           f"load average before: {load[0]}, after: {load[1]} ({time.monotonic() - started:.0f} s, "
           f"{os.cpu_count()} CPUs); (b)/(c) attached with {'/'.join(sorted(hooks))}\n"
           f"command: .venv/bin/python bench/datapath.py --runs {opts.runs} --seconds {opts.seconds:g}"

@@ -61,6 +61,9 @@ P_DNS_GUARD_VPROXY = 897  # DNS serves the home side only: udp and tcp, disjoint
 P_DNS_GUARD_GW = 896
 P_DNS_UDP = 891
 P_DNS_TCP = 890
+P_DNS_ANY_UDP = 889  # dns.intercept: all: the home's port-53 queries to any address past the modem
+P_DNS_ANY_TCP = 888
+P_DOT = 887  # dns.intercept: all: DNS over TLS/QUIC, refused by vproxy; disjoint by nw_proto
 P_FAKE_RANGE_GUARD = 885  # the relay serves the home side only
 P_FAKE_RANGE = 880
 P_TO_GW_MAC = 200
@@ -137,7 +140,7 @@ def _out(*ports: str) -> tuple[Output, ...]:
 def box_flows(*, gateway_ip: IPv4Address, gateway_mac: str, admin_mac: str, vproxy_mac: str,
               fake_range: IPv4Network, guarded_ports: Iterable[int], drop_ipv6: bool,
               failsafe: str = "open", fake_range6: IPv6Network | None = None,
-              dhcp6: bool = False) -> tuple[FlowEntry, ...]:
+              dhcp6: bool = False, intercept_all: bool = False) -> tuple[FlowEntry, ...]:
     """The seed's `init-flow.sh` for these addresses, with strict priorities.
 
     `failsafe="open"`: DNS steering and the DHCP guards hold only while the
@@ -153,6 +156,12 @@ def box_flows(*, gateway_ip: IPv4Address, gateway_mac: str, admin_mac: str, vpro
     `dhcp6`: gw0 answers DHCPv6 as the modem (`appliance.services.dhcp.dhcp6`),
     guarded as DHCPv4 is; its guards hold while health bit 3 is set, which
     the watchdog also clears when the server stands aside for the modem.
+
+    `intercept_all` (`dns.intercept: all`): the home's DNS to any address
+    routed through the modem (by the gateway MAC, as IPv6 DNS always is) goes
+    to vproxy too, and so does DNS over TLS and QUIC (port 853), which vproxy
+    refuses as the address asked; under the same health bit, so a box whose
+    DNS does not answer lets all of it through to the internet.
     """
     gw, vp = gateway_ip, vproxy_mac
     open_ = failsafe == "open"
@@ -236,6 +245,17 @@ def box_flows(*, gateway_ip: IPv4Address, gateway_mac: str, admin_mac: str, vpro
             _match("udp6", dl_dst=gateway_mac, tp_dst=53, healthy=dns_ok), to_vproxy)
         add(f"DNS over IPv6 to the gateway MAC goes to vproxy (TCP){while_ok}", P_DNS_TCP,
             _match("tcp6", dl_dst=gateway_mac, tp_dst=53, healthy=dns_ok), to_vproxy)
+    if intercept_all:
+        add(f"dns.intercept all: the home's DNS to any address past the modem goes to vproxy (UDP){while_ok}",
+            P_DNS_ANY_UDP, _match("udp", in_port="downlink", dl_dst=gateway_mac, tp_dst=53, healthy=dns_ok),
+            to_vproxy)
+        add(f"dns.intercept all: the home's DNS to any address past the modem goes to vproxy (TCP){while_ok}",
+            P_DNS_ANY_TCP, _match("tcp", in_port="downlink", dl_dst=gateway_mac, tp_dst=53, healthy=dns_ok),
+            to_vproxy)
+        for proto in ("tcp", "udp") + (() if drop_ipv6 else ("tcp6", "udp6")):
+            add(f"dns.intercept all: DNS over TLS/QUIC goes to vproxy, which refuses it ({proto}){while_ok}",
+                P_DOT, _match(proto, in_port="downlink", dl_dst=gateway_mac, tp_dst=853, healthy=dns_ok),
+                to_vproxy)
     add("the relay is no open proxy: the fake range is not reachable from the modem side",
         P_FAKE_RANGE_GUARD, _match("ip", in_port="uplink", nets={"nw_dst": fake_range}))
     add("the fake range goes to vproxy", P_FAKE_RANGE, _match("ip", nets={"nw_dst": fake_range}), to_vproxy)

@@ -147,6 +147,11 @@ class Layout:
         return f"{self.run_dir}/modem-watch-link.json"
 
     @property
+    def notify_config(self) -> str:
+        """Where alerts go (`appliance.services.notify`): the notifier's alone, it holds secrets."""
+        return f"{self.run_dir}/notify.json"
+
+    @property
     def health_status(self) -> str:
         """The watchdog's status, rewritten every round."""
         return f"{self.run_dir}/health.json"
@@ -160,4 +165,5 @@ class Layout:
     def runtime(self) -> tuple[str, ...]:
         """What the box's services leave in `run_dir`; teardown removes it (state stays)."""
         return (self.kea.run_dir, self.dns_socket, self.relay_socket, self.services_dir,
-                self.watchdog_config, self.modem_watch_config, self.modem_watch_link, self.health_status)
+                self.watchdog_config, self.modem_watch_config, self.modem_watch_link, self.health_status,
+                self.notify_config)

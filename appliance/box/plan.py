@@ -49,7 +49,7 @@ from appliance.kernel.desired import (  # noqa: F401 - BridgePort is part of a p
 from appliance.services.dhcp import config as kea
 from appliance.services.dhcp import dhcpkit_config as dhcpkit
 from appliance.services.dns.settings import DnsSettings
-from appliance.services.identity import DNS, KEA, RELAY, VPROXY_GID
+from appliance.services.identity import DNS, KEA, NOTIFY, RELAY, VPROXY_GID
 from appliance.services.health.heartbeat import pin_path
 from appliance.services.health.probes import Probe
 from appliance.services.health.watchdog import WatchdogConfig, WatchedService
@@ -169,7 +169,7 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
     own = box_flows(gateway_ip=s.gateway.ip, gateway_mac=gw_mac, admin_mac=uplink_mac, vproxy_mac=s.vproxy.mac,
                     fake_range=s.vproxy.fake_range, guarded_ports=s.admin.guarded_ports,
                     drop_ipv6=s.ipv6.policy == "drop", failsafe=s.failsafe, fake_range6=s.vproxy.fake_range6,
-                    dhcp6=serves_dhcp6(s))
+                    dhcp6=serves_dhcp6(s), intercept_all=intercepts_all(s))
     # Custom flows were checked with the settings; an error here is a bug.
     switch = Switch(BRIDGE, ports, own, parse_custom(s.flows.custom))
 
@@ -229,6 +229,9 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
         ),
     )
     files = (kea_file, dns_file, relay_file)
+    if s.alerts.urls:
+        notify_file, notify_spec = notify_service(s, layout)
+        files, services = (*files, notify_file), (*services, notify_spec)
     if serves_dhcp6(s):
         dhcp6_file, dhcp6_spec = dhcp6_service(dhcp6_settings(s, gw_mac, layout), layout)
         files, services = (*files, dhcp6_file), (services[0], dhcp6_spec, *services[1:])
@@ -251,6 +254,22 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
             # what is not its own.
             (layout.run_dir, 0, VPROXY_GID, 0o1775),
         ),
+    )
+
+
+def notify_service(s: Settings, layout: Layout) -> tuple[ConfigFile, ServiceSpec]:
+    """The notifier (`appliance.services.notify`): the box's events to `alerts.urls`. It runs
+    where the box's own traffic goes out (the admin port's default route, the modem)."""
+    config = {"urls": list(s.alerts.urls), "events": list(s.alerts.events),
+              "events_file": layout.health_events, "box": "appliance"}
+    file = ConfigFile(layout.notify_config, json.dumps(config, indent=1) + "\n", 0o600, (NOTIFY.uid, NOTIFY.gid))
+    return file, ServiceSpec(
+        name="notify",
+        argv=(layout.python, "-m", "appliance.services.notify", "--config", file.path),
+        netns=None,
+        cwd="/",
+        revision=file.digest,
+        identity=NOTIFY,
     )
 
 
@@ -572,6 +591,10 @@ def vproxy_ipv6_objects(s: Settings, relay: RelaySettings) -> tuple[Object, ...]
     )
 
 
+def intercepts_all(s: Settings) -> bool:
+    return s.dns is not None and s.dns.intercept == "all"
+
+
 def vproxy_nft6_body(s: Settings, relay: RelaySettings) -> str:
     fake6 = s.vproxy.fake_range6
     return "\n".join([
@@ -580,6 +603,9 @@ def vproxy_nft6_body(s: Settings, relay: RelaySettings) -> str:
         # The flows send here only DNS for the modem's MAC: any of its addresses.
         f"    ip6 daddr != {fake6} udp dport 53 dnat to [{VPROXY_DNS6}]:53",
         f"    ip6 daddr != {fake6} tcp dport 53 dnat to [{VPROXY_DNS6}]:53",
+        # dns.intercept all: DoT and DoQ refused as the address asked (nothing listens on 853).
+        *([f"    ip6 daddr != {fake6} {p} dport 853 dnat to [{VPROXY_DNS6}]:853" for p in ("udp", "tcp")]
+          if intercepts_all(s) else []),
         "  }",
         relay_nft.chain6(relay, [VPROXY_DEV], str(fake6)),
         "  chain forward {",
@@ -614,12 +640,20 @@ def gw_ipv6_sysctls() -> tuple[tuple[str, str], ...]:
 
 def vproxy_nft_body(s: Settings, relay: RelaySettings) -> str:
     gw = s.gateway.ip
+    if intercepts_all(s):
+        # The flows send here the home's DNS to any address past the modem (and to the fake
+        # range, which is the relay's); the reply leaves as the address asked (conntrack).
+        # Nothing listens on 853: the kernel refuses DoT (a reset) and DoQ (port unreachable)
+        # as the address asked.
+        dst = f"ip daddr != {s.vproxy.fake_range}"
+        redirect = [f"    {dst} {p} dport {port} redirect to :{port}" for port in (53, 853) for p in ("udp", "tcp")]
+    else:
+        # The seed's REDIRECT: DNS to the gateway is answered by the local server.
+        redirect = [f"    ip daddr {gw} udp dport 53 redirect to :53", f"    ip daddr {gw} tcp dport 53 redirect to :53"]
     return "\n".join([
         "  chain dns_redirect {",
         "    type nat hook prerouting priority dstnat; policy accept;",
-        # The seed's REDIRECT: DNS to the gateway is answered by the local server.
-        f"    ip daddr {gw} udp dport 53 redirect to :53",
-        f"    ip daddr {gw} tcp dport 53 redirect to :53",
+        *redirect,
         "  }",
         # The seed's step 3: one TPROXY socket takes every connection to the fake range.
         relay_nft.chain(relay, [VPROXY_DEV]),

@@ -233,6 +233,32 @@ class Flows(_Model):
     custom: str = ""
 
 
+ALERT_EVENTS = ("service", "modem", "new-device", "data-budget")
+
+
+def _notification_url(url: str) -> str:
+    import apprise  # parses the URL only; nothing is sent
+
+    if apprise.Apprise.instantiate(url, suppress_exceptions=True) is None:
+        raise ValueError("not a notification URL Apprise knows (e.g. ntfy://host/topic,"
+                         " mailto://user:password@example.com, json://host:port/path)")
+    return url
+
+
+class Alerts(_Model):
+    """Notifications of what a home should hear about, sent by the box (`appliance.services.notify`).
+
+    `urls`: where to, as Apprise URLs (ntfy://, mailto://, tgram://, json:// for a webhook...;
+    https://github.com/caronc/apprise/wiki); they may hold secrets, so the box keeps them in a
+    file only the notifier reads. `events`: which: a service of the box became unhealthy or
+    answers again (`service`), the modem changed (`modem`), a new device (`new-device`), a device
+    over its data budget (`data-budget`).
+    """
+
+    urls: tuple[Annotated[str, AfterValidator(_notification_url)], ...] = ()
+    events: tuple[Literal["service", "modem", "new-device", "data-budget"], ...] = ALERT_EVENTS
+
+
 VERSION = 2
 
 
@@ -251,6 +277,7 @@ class Settings(_Model):
     # open: while a service of the box does not answer, the home is served as
     # before the box (the modem's DNS and DHCP); closed: by the box or not at all.
     failsafe: Literal["open", "closed"] = "open"
+    alerts: Alerts = Alerts()
 
     @property
     def router(self) -> IPv4Address:

@@ -342,15 +342,19 @@ def flows(box: Box) -> FlowDump:
     return FlowDump(bridge=bridge.name, rows=rows, counters=why)
 
 
+class NothingApplied(ValueError):
+    """The box has no applied flow table yet (a state, not bad input)."""
+
+
 def trace(box: Box, text: str) -> dict:
     """ofproto/trace on the applied table: the reference classifier's answer, and the datapath's when it can say.
 
     Raises ValueError (the packet's or the flow's error, naming the column)
-    for bad text or when nothing is applied.
+    for bad text, NothingApplied when nothing is applied.
     """
     applied = applied_bridge(box)
     if applied is None:
-        raise ValueError("nothing applied yet: there is no flow table to trace")
+        raise NothingApplied("nothing applied yet: there is no flow table to trace")
     bridge = applied.bridge
     packet, result = reference_trace(bridge, applied.trace_input(text))
     try:

@@ -210,6 +210,13 @@ class FakeKernel(FakeProcesses):
         self._link(ns, ifname)
         return getattr(self, "neighbours", {}).get((ns, ip))
 
+    def neighbour_mac(self, ns, ip):
+        return getattr(self, "neighbours", {}).get((ns, ip))
+
+    # tests set `fdb[(ns, mac)] = port`
+    def bridge_port_of(self, ns, mac):
+        return getattr(self, "fdb", {}).get((ns, mac.lower()))
+
     def arp_request(self, ns, ifname, sender_ip, target_ip):
         self._link(ns, ifname)
         self._record("arp_request", ns, ifname, sender_ip, target_ip)

@@ -258,6 +258,25 @@ class LinuxKernel(LinuxProcesses):
                              capture_output=True, text=True, timeout=timeout + 10)
         return res.stdout.strip() or None if res.returncode == 0 else None
 
+    def neighbour_mac(self, ns, ip) -> str | None:
+        """The MAC the neighbour table holds for `ip` (reachable, stale or permanent), read only."""
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        with self._ip(ns) as ipr:
+            for n in ipr.get_neighbours(family=family, dst=ip):
+                mac = n.get_attr("NDA_LLADDR")
+                if mac and n["state"] not in (0x20, 0x01):  # NUD_FAILED, NUD_INCOMPLETE
+                    return mac.lower()
+        return None
+
+    def bridge_port_of(self, ns, mac) -> str | None:
+        """The bridge port the forwarding database learnt `mac` on (its own ports' MACs aside)."""
+        with self._ip(ns) as ipr:
+            names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
+            for n in ipr.get_neighbours(family=socket.AF_BRIDGE):
+                if (n.get_attr("NDA_LLADDR") or "").lower() == mac.lower() and not n["state"] & 0x80:
+                    return names.get(n["ifindex"])  # 0x80: NUD_PERMANENT, a port's own address
+        return None
+
     def arp_request(self, ns, ifname, sender_ip, target_ip) -> None:
         from appliance.kernel import arp
 

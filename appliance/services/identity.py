@@ -12,6 +12,7 @@ socket), and each keeps only the capabilities it uses:
 - relay: the TPROXY socket and the fast path's conntrack, nftables and sysctls
   in its namespace (NET_ADMIN), transparent UDP (NET_RAW), low ports.
 - dhcp4 (Kea): raw DHCP sockets (NET_RAW) on port 67 (NET_BIND_SERVICE).
+- notify: none (it reads the events file and sends alerts; its URLs may hold secrets).
 
 systemd applies an identity with `User=`, `AmbientCapabilities=` and
 `CapabilityBoundingSet=` (`ServiceSpec.systemd_unit`); the supervisor (the
@@ -56,3 +57,5 @@ RELAY = Identity("appliance-relay", 64532, VPROXY_GROUP, VPROXY_GID,
                  ("CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE"))
 KEA = Identity("appliance-kea", 64533, "appliance-kea", 64533,
                ("CAP_NET_RAW", "CAP_NET_BIND_SERVICE"))
+# The notifier reads the events file and talks to notification services: no capability at all.
+NOTIFY = Identity("appliance-notify", 64534, "appliance-notify", 64534)

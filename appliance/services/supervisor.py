@@ -69,7 +69,9 @@ class ServiceSpec:
     ready: tuple[str, ...] = ()
     # Readiness and health: what clients ask, answered (appliance.services.health.probes).
     probe: Probe | None = None
-    ready_timeout: float = 15.0
+    # Generous: a service that fails says so at once (its status), and a slow machine (the
+    # image under emulation: the relay took 31 s to listen) must not fail a boot's apply.
+    ready_timeout: float = 60.0
     # The service says WATCHDOG=1 (sd_notify) at least this often, or it is killed (0: never asked).
     watchdog_sec: float = 0.0
     # Its own unprivileged user and capabilities (None: root, for what must enter namespaces).
@@ -361,11 +363,17 @@ def wait_ready(spec: ServiceSpec, deadline: float, status, processes: Processes,
         return processes.listening(spec.netns, proto, int(port))
 
     pending = list(spec.ready)
+    restarts = status(spec.name).restarts
     while pending and time.monotonic() < deadline:
         pending = [r for r in pending if not listening(r)]
         if pending:
-            if status(spec.name).state == FAILED:
+            st = status(spec.name)
+            if st.state == FAILED:
                 return f"it failed before {', '.join(pending)} listened"
+            # A service that dies before it listens will not answer in time either: a slow
+            # one gets the whole timeout, a failing one is named at once.
+            if st.restarts > restarts:
+                return f"it exited before {', '.join(pending)} listened"
             time.sleep(0.05)
     if pending:
         return f"{', '.join(pending)} not listening after {spec.ready_timeout:g}s"
@@ -377,8 +385,11 @@ def wait_ready(spec: ServiceSpec, deadline: float, status, processes: Processes,
             return None
         if time.monotonic() >= deadline:
             return f"{spec.probe.describe()}: {res.detail}"
-        if status(spec.name).state == FAILED:
+        st = status(spec.name)
+        if st.state == FAILED:
             return f"it failed ({spec.probe.describe()}: {res.detail})"
+        if st.restarts > restarts:
+            return f"it exited before it answered ({spec.probe.describe()}: {res.detail})"
         time.sleep(0.1)
 
 

@@ -206,6 +206,8 @@ def _format_field(name: str, value: int, mask: int,
             return f"{name}={text}"
         plen = F.prefix_len(mask, 128)
         return f"{name}={text}/{plen if plen is not None else F.format_ipv6(mask)}"
+    if kind == F.LABEL:
+        return f"{name}=0x{value:05x}" if full else f"{name}=0x{value:05x}/0x{mask:05x}"
     if kind == F.HEX:
         return f"{name}=0x{value:04x}" if full else f"{name}=0x{value:04x}/0x{mask:04x}"
     if kind == F.HEXN:
@@ -359,7 +361,7 @@ def format_value(name: str, value: int) -> str:
         return F.format_ipv4(value)
     if kind == F.IPV6:
         return F.format_ipv6(value)
-    if kind in (F.HEX, F.HEXN):
+    if kind in (F.HEX, F.HEXN, F.LABEL):
         return f"{value:#x}"
     return str(value)
 

@@ -17,6 +17,10 @@
 - ``output-to-in-port`` (warning): `output:P` in a flow that only matches
   in_port=P, which OpenFlow always skips (use IN_PORT).
 - ``empty-table`` (warning): resubmit/goto_table to a table with no flows.
+- ``prerequisite`` (error): a match field without its prerequisite
+  (`nd_target` without `icmp6,icmp_type=135` or `136`, ...), which OVS
+  ignores ("prerequisites not met"). The parser refuses such text; this
+  catches flows built as data (the box's plan).
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
 from . import flows as FL
+from .fields import FIELD_BY_NAME
 from .flows import Flow
 
 if TYPE_CHECKING:
@@ -95,6 +100,12 @@ def lint(flows: Iterable[Flow], bridge: "Bridge | None" = None) -> list[Finding]
                                        f"never matches: priority {b.priority} flow matches every packet it would", b))
     tables = set(by_table)
     for f in flows:
+        for name in f.match.masks:
+            pre = FIELD_BY_NAME[name].prereq
+            if pre is not None and not pre.satisfied_by(f.match.values, f.match.masks):
+                out.append(Finding("error", "prerequisite", f,
+                                   f"{name} needs {pre.describe()}: {pre.hint} (Open vSwitch: "
+                                   f"prerequisites not met, the field is ignored)"))
         for a in f.actions:
             t = a.table if isinstance(a, (FL.Resubmit, FL.GotoTable)) else None
             if t is not None and t not in tables:

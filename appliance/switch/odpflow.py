@@ -89,6 +89,7 @@ def _fill(f: dict[str, int], items: list[tuple[str, str]]) -> None:
                 f["nw_proto"] = _int(kv.get("proto", "0"))
                 f["nw_tos"] = _int(kv.get("tclass", "0")) & 0xFC
                 f["nw_ttl"] = _int(kv.get("hlimit", "64"))
+                f["ipv6_label"] = _int(kv.get("label", "0")) & 0xFFFFF
             elif name in ("tcp", "udp", "sctp"):
                 f["tp_src"] = _int(kv.get("src", "0"))
                 f["tp_dst"] = _int(kv.get("dst", "0"))
@@ -101,6 +102,10 @@ def _fill(f: dict[str, int], items: list[tuple[str, str]]) -> None:
                 f["arp_op"] = _int(kv.get("op", "0"))
                 f["arp_sha"] = _mac(kv.get("sha", "0:0:0:0:0:0"))
                 f["arp_tha"] = _mac(kv.get("tha", "0:0:0:0:0:0"))
-            # recirc_id, dp_hash, skb_priority, skb_mark, ct_*, tunnel, nd...: datapath only
+            elif name == "nd":
+                f["nd_target"] = int(ipaddress.IPv6Address(kv.get("target", "::").split("/")[0]))
+                f["nd_sll"] = _mac(kv.get("sll", "0:0:0:0:0:0"))
+                f["nd_tll"] = _mac(kv.get("tll", "0:0:0:0:0:0"))
+            # recirc_id, dp_hash, skb_priority, skb_mark, ct_*, tunnel...: datapath only
         except ValueError as e:
             raise ValueError(f"datapath flow: {name}({args}): {e}") from None

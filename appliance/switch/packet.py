@@ -9,8 +9,10 @@ feed to BPF_PROG_TEST_RUN and compare the program's output frames against.
 
 Parsing extracts what Open vSwitch's flow extraction does for these
 headers: Ethernet, one 802.1Q tag, ARP (Ethernet/IPv4 only), IPv4
-(nw_tos is the DSCP bits, `tos & 0xfc`), IPv6, TCP, UDP, ICMP, ICMPv6;
-transport ports are read only from the first fragment.
+(nw_tos is the DSCP bits, `tos & 0xfc`), IPv6 (with its flow label),
+TCP, UDP, ICMP, ICMPv6 and neighbour discovery (`nd_target` and the
+source/target link-layer options of a solicitation or advertisement, as
+OVS's parse_icmpv6); transport ports are read only from the first fragment.
 
 A packet parsed from bytes keeps its bytes past the Ethernet/VLAN header,
 so rewriting L2 fields (all the actions can rewrite) serialises back to the
@@ -120,6 +122,7 @@ class Packet:
         elif dl_type == ETH_TYPE_IPV6:
             parts.append(f"ipv6_src={F.format_ipv6(f.get('ipv6_src', 0))}")
             parts.append(f"ipv6_dst={F.format_ipv6(f.get('ipv6_dst', 0))}")
+            parts.append(f"ipv6_label=0x{f.get('ipv6_label', 0):05x}")
             parts.append(f"nw_proto={f.get('nw_proto', 0)}")
             parts.append(f"nw_ttl={f.get('nw_ttl', 64)}")
         elif dl_type == ETH_TYPE_ARP:
@@ -137,6 +140,11 @@ class Packet:
             parts.append(f"icmp_type={f.get('icmp_type', 0)},icmp_code={f.get('icmp_code', 0)}")
         elif proto == IPPROTO_ICMPV6 and dl_type == ETH_TYPE_IPV6:
             parts.append(f"icmpv6_type={f.get('icmp_type', 0)},icmpv6_code={f.get('icmp_code', 0)}")
+            # OVS's trace parser takes the ND fields only after a type and
+            # code that make them meaningful ("prerequisites not met").
+            for name in ("nd_target", "nd_sll", "nd_tll"):
+                if FIELD_BY_NAME[name].prereq.holds_for(f):
+                    parts.append(f"{name}={_format_text(name, f.get(name, 0))}")
         return ",".join(parts)
 
     # -- bytes -----------------------------------------------------------------
@@ -181,6 +189,10 @@ class Packet:
         return out + l3
 
 
+def _format_text(name: str, value: int) -> str:
+    return F.format_ipv6(value) if FIELD_BY_NAME[name].kind == F.IPV6 else F.format_mac(value)
+
+
 def _nonzero(f: Mapping[str, int]) -> dict[str, int]:
     return {k: v for k, v in f.items() if v}
 
@@ -217,20 +229,60 @@ def _parse_l3(f: dict[str, int], eth_type: int, b: bytes) -> None:
         if len(b) < 40:
             return
         f["nw_tos"] = ((int.from_bytes(b[0:2], "big") >> 4) & 0xFF) & 0xFC
+        f["ipv6_label"] = int.from_bytes(b[0:4], "big") & 0xFFFFF
         f["nw_proto"] = b[6]
         f["nw_ttl"] = b[7]
         f["ipv6_src"] = int.from_bytes(b[8:24], "big")
         f["ipv6_dst"] = int.from_bytes(b[24:40], "big")
-        _parse_l4(f, b[6], b[40:])
+        _parse_l4(f, b[6], b[40:], ipv6=True)
 
 
-def _parse_l4(f: dict[str, int], proto: int, b: bytes) -> None:
+def _parse_l4(f: dict[str, int], proto: int, b: bytes, ipv6: bool = False) -> None:
     if proto in (IPPROTO_TCP, IPPROTO_UDP):
         if len(b) >= 4:
             f["tp_src"], f["tp_dst"] = struct.unpack_from("!HH", b, 0)
-    elif proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+    elif proto == IPPROTO_ICMP:
         if len(b) >= 2:
             f["icmp_type"], f["icmp_code"] = b[0], b[1]
+    elif proto == IPPROTO_ICMPV6:
+        # OVS reads ICMPv6 only with its 8-byte header (type, code,
+        # checksum, the 4 bytes of flags/reserved).
+        if len(b) >= 8:
+            f["icmp_type"], f["icmp_code"] = b[0], b[1]
+            # ND on IPv6 only (OVS reads it after IPv4 too, where no flow
+            # can ask for it).
+            if ipv6 and b[1] == 0 and b[0] in (F.ND_NEIGHBOR_SOLICIT, F.ND_NEIGHBOR_ADVERT):
+                _parse_nd(f, b[8:])
+
+
+# ND options that carry a link-layer address (RFC 4861 4.6.1), one 8-byte unit.
+ND_OPT_SOURCE_LINKADDR = 1
+ND_OPT_TARGET_LINKADDR = 2
+
+
+def _parse_nd(f: dict[str, int], b: bytes) -> None:
+    """The target and the link-layer options after an NS/NA header, as OVS's
+    parse_icmpv6: a truncated target leaves all three 0; an option of
+    length 0 or past the end stops the walk; a second source (or target)
+    link-layer option makes the message invalid and all three read 0."""
+    if len(b) < 16:
+        return
+    target = int.from_bytes(b[0:16], "big")
+    lla = {ND_OPT_SOURCE_LINKADDR: 0, ND_OPT_TARGET_LINKADDR: 0}
+    off = 16
+    while len(b) - off >= 8:
+        kind, units = b[off], b[off + 1]
+        length = units * 8
+        if not length or length > len(b) - off:
+            break
+        if kind in lla and length == 8:
+            if lla[kind]:
+                return
+            lla[kind] = int.from_bytes(b[off + 2:off + 8], "big")
+        off += length
+    f["nd_target"] = target
+    f["nd_sll"] = lla[ND_OPT_SOURCE_LINKADDR]
+    f["nd_tll"] = lla[ND_OPT_TARGET_LINKADDR]
 
 
 def _checksum(data: bytes) -> int:
@@ -256,6 +308,12 @@ def _build_l4(f: Mapping[str, int], proto: int, payload: bytes,
         return hdr[:16] + struct.pack("!H", csum) + hdr[18:] + payload
     if proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
         hdr = struct.pack("!BBHI", f.get("icmp_type", 0), f.get("icmp_code", 0), 0, 0)
+        if proto == IPPROTO_ICMPV6 and F.FIELD_BY_NAME["nd_target"].prereq.holds_for(f):
+            # As OVS's flow_compose: the target, then the options it has.
+            payload = f.get("nd_target", 0).to_bytes(16, "big") + b"".join(
+                struct.pack("!BB", kind, 1) + f.get(name, 0).to_bytes(6, "big")
+                for kind, name in ((ND_OPT_SOURCE_LINKADDR, "nd_sll"), (ND_OPT_TARGET_LINKADDR, "nd_tll"))
+                if f.get(name, 0)) + payload
         if proto == IPPROTO_ICMP:
             csum = _checksum(hdr + payload)
         else:
@@ -284,7 +342,7 @@ def _build_l3(f: Mapping[str, int], payload: bytes) -> bytes:
         src = f.get("ipv6_src", 0).to_bytes(16, "big")
         dst = f.get("ipv6_dst", 0).to_bytes(16, "big")
         l4 = _build_l4(f, proto, payload, src + dst + struct.pack("!BBB", 0, 0, proto))
-        first = (6 << 28) | (f.get("nw_tos", 0) << 20)
+        first = (6 << 28) | (f.get("nw_tos", 0) << 20) | f.get("ipv6_label", 0)
         return struct.pack("!IHBB", first, len(l4), proto, f.get("nw_ttl", 64)) + src + dst + l4
     return payload
 

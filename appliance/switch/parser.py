@@ -187,7 +187,7 @@ def _parse_match_tokens(toks: list[_Tok], loc: _Located, port_map, mb: _MatchBui
                     continue
                 if k.upper() in FL.RESERVED_PORTS or kl in ("drop", "strip_vlan"):
                     raise mb.loc.error(f"'{k}' looks like an action; actions go after 'actions='", t.kcol)
-                raise mb.loc.error(f"'{k}' is not a field or a protocol (ip, arp, tcp, udp, icmp, ipv6, tcp6, udp6)", t.kcol)
+                raise mb.loc.error(f"'{k}' is not a field or a protocol (ip, arp, tcp, udp, icmp, ipv6, tcp6, udp6, icmp6)", t.kcol)
             v = t.value
             if v == "":
                 raise mb.loc.error(f"{k}: missing value after '='", t.vcol)
@@ -275,10 +275,7 @@ def _check_prereqs(mb: _MatchBuilder) -> None:
 
 
 def _describe(pre: F.Prerequisite) -> str:
-    dt = " or ".join(f"dl_type=0x{d:04x}" for d in pre.dl_types)
-    if pre.nw_protos:
-        return dt + " and nw_proto=" + " or ".join(str(p) for p in pre.nw_protos)
-    return dt
+    return pre.describe()
 
 
 def _parse_actions(s: str, start: int, end: int, loc: _Located, port_map,
@@ -341,7 +338,7 @@ class _ActionState:
         self.fields: dict[str, int] = {}
         self.vlan = False
         if mb is not None:
-            for name in ("dl_type", "nw_proto"):
+            for name in ("dl_type", "nw_proto", "icmp_type", "icmp_code"):
                 if mb.masks.get(name) == F.FIELD_BY_NAME[name].full_mask:
                     self.fields[name] = mb.values[name]
             tci_mask = mb.masks.get("vlan_tci", 0)

@@ -54,6 +54,12 @@ NXM: dict[str, str] = {
     "OXM_OF_ICMPV4_CODE": "icmp_code", "OXM_OF_ARP_OP": "arp_op", "OXM_OF_ARP_SPA": "arp_spa",
     "OXM_OF_ARP_TPA": "arp_tpa", "OXM_OF_ARP_SHA": "arp_sha", "OXM_OF_ARP_THA": "arp_tha",
     "OXM_OF_IPV6_SRC": "ipv6_src", "OXM_OF_IPV6_DST": "ipv6_dst",
+    "NXM_NX_IPV6_LABEL": "ipv6_label", "OXM_OF_IPV6_FLABEL": "ipv6_label",
+    "NXM_NX_ICMPV6_TYPE": "icmp_type", "NXM_NX_ICMPV6_CODE": "icmp_code",
+    "OXM_OF_ICMPV6_TYPE": "icmp_type", "OXM_OF_ICMPV6_CODE": "icmp_code",
+    "NXM_NX_ND_TARGET": "nd_target", "OXM_OF_IPV6_ND_TARGET": "nd_target",
+    "NXM_NX_ND_SLL": "nd_sll", "OXM_OF_IPV6_ND_SLL": "nd_sll",
+    "NXM_NX_ND_TLL": "nd_tll", "OXM_OF_IPV6_ND_TLL": "nd_tll",
     **{f"NXM_NX_REG{i}": f"reg{i}" for i in range(F.N_REGS)},
 }
 
@@ -101,13 +107,7 @@ def prereq(name: str) -> F.Prerequisite | None:
 def packet_has(name: str, fields: dict[str, int]) -> bool:
     """Whether a packet carries the field (OVS: set_field only if it does)."""
     pre = prereq(name)
-    if pre is None:
-        return True
-    if pre.dl_types and fields.get("dl_type", 0) not in pre.dl_types:
-        return False
-    if pre.nw_protos and fields.get("nw_proto", 0) not in pre.nw_protos:
-        return False
-    return True
+    return pre is None or pre.holds_for(fields)
 
 
 def read(fields: dict[str, int], name: str) -> int:

@@ -8,7 +8,7 @@ audit entry with the document's diff.
 """
 from __future__ import annotations
 
-import copy
+from collections.abc import Mapping
 
 from django import forms
 from django.contrib import messages
@@ -21,7 +21,7 @@ from django.views import View
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.exceptions import ValidationError
 
-from appliance.web import document
+from appliance.web import apischema, document
 from appliance.web.audit.log import record_change
 
 # ---------------------------------------------------------------- saving
@@ -169,29 +169,47 @@ def drf_errors(e: DjangoValidationError) -> dict:
 
 
 class SectionSerializer(serializers.ModelSerializer):
-    """Validates by the model's `full_clean()`: the API shows the form's messages."""
+    """Checks the body against the section's schema first (`apischema`: types, formats, ranges,
+    never coerced; 400), then the settings document's own rules as the form does, by the model's
+    `full_clean()` (409: the body was well formed, the settings refuse it)."""
+
+    def body_schema(self) -> dict:
+        model = self.Meta.model
+        writable = {name: f for name, f in self.fields.items() if not f.read_only}
+        properties = {name: apischema.section_field_schema(model, name) or {} for name in writable}
+        required = [] if self.partial else [name for name, f in writable.items() if f.required]
+        return apischema.object_schema(properties, required)
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            errors = apischema.body_errors(self.body_schema(), dict(data), by_field=True)
+            if errors:
+                raise ValidationError(errors)
+        return super().to_internal_value(data)
 
     def validate(self, attrs):
-        obj = copy.copy(self.instance) if self.instance is not None else self.Meta.model()
         nulls = {k: ["may not be null"] for k, v in attrs.items()
-                 if v is None and not obj._meta.get_field(k).null}
+                 if v is None and not self.Meta.model._meta.get_field(k).null}
         if nulls:
             raise ValidationError(nulls)
-        for k, v in attrs.items():
-            setattr(obj, k, v)
+        return attrs
+
+    def _checked(self, obj):
+        # Here, not in validate(): DRF turns whatever validate() raises into a 400.
         try:
             obj.full_clean(exclude=["position"])
         except DjangoValidationError as e:
-            raise ValidationError(drf_errors(e)) from None
-        return attrs
+            raise apischema.RuleConflict(drf_errors(e)) from None
+        return obj
 
     def create(self, validated_data):
-        return save_section(self.Meta.model(**validated_data), self.context["request"].user)
+        obj = self._checked(self.Meta.model(**validated_data))
+        return save_section(obj, self.context["request"].user)
 
     def update(self, instance, validated_data):
         for k, v in validated_data.items():
             setattr(instance, k, v)
-        return save_section(instance, self.context["request"].user)
+        return save_section(self._checked(instance), self.context["request"].user)
 
 
 def section_serializer(model_cls, extra_read_only=()):
@@ -200,7 +218,13 @@ def section_serializer(model_cls, extra_read_only=()):
         fields.append("position")
     meta = type("Meta", (), {"model": model_cls, "fields": fields,
                              "read_only_fields": ["id", "position", *extra_read_only]})
-    return type(f"{model_cls.__name__}Serializer", (SectionSerializer,), {"Meta": meta})
+    return type(f"{model_cls.__name__}Serializer", (SectionSerializer,),
+                {"Meta": meta, "__doc__": section_doc(model_cls)})
+
+
+def section_doc(model_cls) -> str:
+    where = f"an item of `{model_cls.doc_path}`" if model_cls.many else f"`{model_cls.doc_path}`"
+    return f"{where} of the settings document (GET /api/system/settings/ shows it whole)."
 
 
 class SectionViewSet(viewsets.ModelViewSet):
@@ -213,7 +237,7 @@ class SectionViewSet(viewsets.ModelViewSet):
         try:
             delete_section(instance, self.request.user)
         except DjangoValidationError as e:
-            raise ValidationError(drf_errors(e)) from None
+            raise apischema.RuleConflict(drf_errors(e)) from None
 
 
 class SingletonViewSet(mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet):

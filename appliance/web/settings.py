@@ -85,8 +85,12 @@ DATABASES = {
         "CONN_HEALTH_CHECKS": True,
         # WAL: readers (every page) never wait for a writer (an apply's progress). synchronous=FULL:
         # a commit is on the disk when it returns (users, the settings document, the apply history
-        # survive a power cut); WAL makes that one fsync of the log per commit.
-        "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"},
+        # survive a power cut); WAL makes that one fsync of the log per commit. Writers from several
+        # worker processes and threads at once: a transaction takes the write lock when it begins
+        # (IMMEDIATE), so two never both read and then fail to upgrade with "database is locked";
+        # a writer waits for the lock (timeout, seconds) instead of failing.
+        "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 30,
+                    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"},
     }
 }
 
@@ -179,10 +183,17 @@ REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
     "rest_framework.authentication.SessionAuthentication",
     "appliance.web.console.auth.TokenAuthentication",  # DRF's, the token and user in one plain query
 ]
+# The API speaks JSON only: the schema's types are JSON's (a form would make every value text).
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = ["rest_framework.parsers.JSONParser"]
+REST_FRAMEWORK["TEST_REQUEST_DEFAULT_FORMAT"] = "json"
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {"anon": "30/minute"}
 REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "appliance.web.openapi.ApplianceAutoSchema"
 SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = ["rest_framework.permissions.IsAuthenticated"]
 SPECTACULAR_SETTINGS["COMPONENT_SPLIT_REQUEST"] = True
+# 3.1: the schema is JSON Schema 2020-12, the dialect the settings document's own schema is written in.
+SPECTACULAR_SETTINGS["OAS_VERSION"] = "3.1.0"
+SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = ["drf_spectacular.hooks.postprocess_schema_enums",
+                                                "appliance.web.openapi.postprocess"]
 SPECTACULAR_SETTINGS["SERVE_INCLUDE_SCHEMA"] = False
 # The API docs' Swagger UI from a Python package, served by the box: no CDN.
 SPECTACULAR_SETTINGS["SWAGGER_UI_DIST"] = "SIDECAR"

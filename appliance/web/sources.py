@@ -55,8 +55,19 @@ class LiveSources:
         try:
             from appliance.services.dns.control import DnsControl
 
-            with DnsControl(settings.APPLIANCE_DNS_SOCKET, timeout=5) as c:
+            with DnsControl(self.box.layout.dns_socket, timeout=5) as c:
                 return Reading(c.flush_fake_ips())
+        except Exception as e:  # noqa: BLE001 - no socket, no server
+            return Reading(problem=f"DNS not running ({e})")
+
+    def dns_log(self, **filters) -> Reading:
+        """The DNS server's query log, newest first (`QueryLog.search`: client, domain, action,
+        since, limit)."""
+        try:
+            from appliance.services.dns.control import DnsControl
+
+            with DnsControl(self.box.layout.dns_socket, timeout=5) as c:
+                return Reading(c.query_log(**filters))
         except Exception as e:  # noqa: BLE001 - no socket, no server
             return Reading(problem=f"DNS not running ({e})")
 

@@ -233,3 +233,78 @@ def test_a_client_keeps_its_fake_ip_across_a_restart_of_the_box(home):
     assert result.ok, result.error
     assert _http(lab, c, "www.proxied.test", fake) == "200"
     assert parse_dig_answers(dig(lab, c, "www.proxied.test", "+short")) == [fake]
+
+
+# -- dns.intercept: all (issue 17 item 3). Last in the file: it re-applies the box and puts it back.
+
+_CONNECT_853 = (
+    "import socket\n"
+    "s = socket.socket(); s.settimeout(3)\n"
+    "try:\n"
+    f"    s.connect(('{topology.PUBLIC_RESOLVER}', 853)); print('connected')\n"
+    "except ConnectionRefusedError:\n"
+    "    print('refused')\n"
+    "except OSError as e:\n"
+    "    print('error', e)\n")
+_LISTEN_853 = (
+    "import socket\n"
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind(('0.0.0.0', 853)); s.listen(16)\n"
+    "while True:\n"
+    "    c, _ = s.accept(); c.close()\n")
+
+
+def test_intercept_all_answers_a_hard_coded_resolver_as_itself_and_refuses_dot(home):
+    import subprocess
+
+    from appliance.box.settings import parse_settings
+    from tests.e2e.test_box import _capture
+
+    lab, box = home
+    c = lab.spec.client(1)
+    blocked_real = [topology.SITES["www.blocked.test"]]
+
+    def public(name):
+        return lab.run(c, ["dig", "+time=2", "+tries=1", f"@{topology.PUBLIC_RESOLVER}", name]).stdout
+
+    def dot():
+        return lab.run(c, ["python3", "-c", _CONNECT_853]).stdout.strip()
+
+    # By default a device that hard-codes a resolver reaches it: the internet's own answer, and
+    # its DNS-over-TLS port (a listener on the internet side) connects.
+    assert parse_dig_answers(public("www.blocked.test")) == blocked_real
+    listener = subprocess.Popen(["ip", "netns", "exec", lab.spec.internet, "python3", "-c", _LISTEN_853])
+    try:
+        deadline = time.monotonic() + 10
+        while dot() != "connected":
+            assert time.monotonic() < deadline, "the internet's port 853 never listened"
+            time.sleep(0.2)
+        res = box.apply(parse_settings(settings_data(dns={**DNS, "intercept": "all"})))
+        assert res.ok, res.error
+        # The box answers the query to the public resolver, as the public resolver: policy applies.
+        deadline = time.monotonic() + 10
+        while "status: NXDOMAIN" not in (out := public("www.blocked.test")):
+            assert time.monotonic() < deadline, f"the box never answered for the public resolver:\n{out}"
+            time.sleep(0.2)
+        assert f"SERVER: {topology.PUBLIC_RESOLVER}#53" in out
+        assert parse_dig_answers(public("www.example.test")) == [topology.SITES["www.example.test"]]
+        # DNS over TLS: refused at once, as the address asked, and nothing of it reaches the modem.
+        seen: list[str] = []
+        def traffic():
+            seen.append(dot())
+            lab.run(c, ["curl", "-s", "-m", "3", f"http://{topology.SITES['www.example.test']}/"])  # does reach it
+
+        frames = _capture(lab, lab.spec.modem, "lan0", 0.5, traffic)
+        assert seen == ["refused"]
+        assert frames, "the capture saw nothing, not even the page fetched through the modem"
+        assert not [f for f in frames if ".853:" in f or ".853 " in f], "DoT reached the modem"
+    finally:
+        listener.kill()
+        listener.wait()
+        res = box.apply(parse_settings(settings_data(dns=DNS)))
+        assert res.ok, res.error
+    # Back to `gateway`: the public resolver is the internet's again.
+    deadline = time.monotonic() + 10
+    while parse_dig_answers(public("www.blocked.test")) != blocked_real:
+        assert time.monotonic() < deadline, "the public resolver stayed intercepted after intercept went back"
+        time.sleep(0.2)

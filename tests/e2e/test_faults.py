@@ -10,6 +10,7 @@ import ipaddress
 import json
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -18,6 +19,7 @@ import pytest
 from appliance.box import status
 from appliance.box.settings import parse_settings
 from appliance.kernel.process import LinuxProcesses
+from appliance.lab import topology
 from appliance.lab.lab import parse_dig_answers
 from appliance.services.health import record
 from tests.support.boxlab import POOL, box_in_lab, settings_data
@@ -31,17 +33,45 @@ DNS = {
         {"match": "suffix", "value": "proxied.test", "then": {"action": "fake-ip", "route": "direct"}},
     ],
 }
-SETTINGS = settings_data(dns=DNS)
+# Alerts go to a webhook on the lab's internet (issue 18 item 5), as a home's go to ntfy or e-mail.
+WEBHOOK_PORT = 8089
+SETTINGS = settings_data(dns=DNS, alerts={"urls": [f"json://{topology.PUBLIC_RESOLVER}:{WEBHOOK_PORT}/box"],
+                                          "events": ["service"]})
 PROCS = LinuxProcesses()
+ALERTS = {}  # "file": what the webhook received, one JSON body a line
+_WEBHOOK = (
+    "import http.server, sys\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_POST(self):\n"
+    "        body = self.rfile.read(int(self.headers['Content-Length']))\n"
+    "        with open(sys.argv[1], 'ab') as f: f.write(body + b'\\n')\n"
+    "        self.send_response(200); self.end_headers()\n"
+    "    def log_message(self, *a): pass\n"
+    f"http.server.ThreadingHTTPServer(('0.0.0.0', {WEBHOOK_PORT}), H).serve_forever()\n")
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
+    hooks = tmp_path_factory.mktemp("webhook") / "alerts.jsonl"
     with box_in_lab(tmp_path_factory.mktemp("box"), "f", clients=3, apply=SETTINGS) as (lab, box):
-        for c in lab.spec.client_names:
-            lab.dhcp(c)
-        assert poll(lambda: all_healthy(box), 20), "the watchdog never saw every service answer"
-        yield lab, box
+        webhook = subprocess.Popen(["ip", "netns", "exec", lab.spec.internet, sys.executable, "-c", _WEBHOOK,
+                                    str(hooks)])
+        try:
+            for c in lab.spec.client_names:
+                lab.dhcp(c)
+            assert poll(lambda: all_healthy(box), 20), "the watchdog never saw every service answer"
+            ALERTS["file"] = hooks
+            yield lab, box
+        finally:
+            webhook.kill()
+            webhook.wait()
+
+
+def alerts() -> list[dict]:
+    try:
+        return [json.loads(line) for line in ALERTS["file"].read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []
 
 
 def all_healthy(box) -> bool:
@@ -114,6 +144,9 @@ def test_dns_server_hangs_the_modem_answers_within_two_seconds_then_the_box_agai
     assert recovered(lab, box), "the box never took DNS back"
     assert events_since(box, t_wall, "dns", "unhealthy"), "the fault left no record"
     assert health(box, "dns")["last_failure"]
+    # The home heard of it: an alert reached the webhook on the internet, through the modem.
+    assert poll(lambda: any(a["title"] == "appliance: The dns service does not answer" for a in alerts()), 15), \
+        f"no alert reached the webhook: {alerts()}"
 
 
 def test_every_vproxy_process_killed_dns_within_two_seconds(home):

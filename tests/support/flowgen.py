@@ -23,7 +23,10 @@ IPS = (0x0A000001, 0x0A000002, 0x0A000102, 0xC0A80101)
 IP6S = (1 << 120 | 1, 1 << 120 | 2, 0xFE80 << 112 | 5)
 L4PORTS = (53, 67, 68, 80)
 PRIORITIES = (0, 1, 100, 1000, 32768)
-PROTOS = (None, "ip", "arp", "tcp", "udp", "icmp", "ipv6", "tcp6", "udp6")
+LABELS = (0, 5, 0x12345)
+ICMP6_TYPES = (128, 135, 136)
+PROTOS = (None, "ip", "arp", "tcp", "udp", "icmp", "ipv6", "tcp6", "udp6", "icmp6", "icmp6")
+ND_FIELDS = ("nd_target", "nd_sll", "nd_tll")
 
 
 def _fields_for(proto: str | None) -> list[str]:
@@ -41,9 +44,11 @@ def _fields_for(proto: str | None) -> list[str]:
         if proto == "icmp":
             extra += ["icmp_type", "icmp_code"]
         return base + extra
-    extra = ["ipv6_src", "ipv6_dst"]
+    extra = ["ipv6_src", "ipv6_dst", "ipv6_label"]
     if proto in ("tcp6", "udp6"):
         extra += ["tp_src", "tp_dst"]
+    if proto == "icmp6":
+        extra += ["icmp_type", "icmp_code"]
     return base + extra
 
 
@@ -71,7 +76,12 @@ def _value(r: random.Random, name: str) -> tuple[int, int]:
         plen = r.choice((32, 32, 24, 16, 0))
         mask = (full << (32 - plen)) & full
         return r.choice(IPS) & mask, mask
-    if name in ("ipv6_src", "ipv6_dst"):
+    if name == "ipv6_label":
+        return (r.choice(LABELS), full) if r.random() < 0.7 else (r.choice(LABELS) & 0xF, 0xF)
+    if name in ("nd_sll", "nd_tll"):
+        v = r.choice(MACS)
+        return (v, full) if r.random() < 0.8 else (v & 0xFFFFFF000000, 0xFFFFFF000000)
+    if name in ("ipv6_src", "ipv6_dst", "nd_target"):
         plen = r.choice((128, 64, 8))
         mask = (full << (128 - plen)) & full
         return r.choice(IP6S) & mask, mask
@@ -99,6 +109,14 @@ def random_match(r: random.Random) -> Match:
     for name in _fields_for(proto):
         if r.random() < 0.3:
             values[name], masks[name] = _value(r, name)
+    if proto == "icmp6":
+        if "icmp_type" in values:
+            values["icmp_type"] = r.choice(ICMP6_TYPES)
+        if values.get("icmp_type") in (135, 136) and values.get("icmp_code", 0) == 0:
+            # Neighbour discovery: its fields need the type (and code 0).
+            for name in ND_FIELDS:
+                if F.FIELD_BY_NAME[name].prereq.satisfied_by(values, masks) and r.random() < 0.5:
+                    values[name], masks[name] = _value(r, name)
     return Match(values, masks)
 
 
@@ -155,10 +173,15 @@ def random_packet(r: random.Random, aim: Match | None = None) -> Packet:
     elif dl_type == 0x0806:
         f.update(arp_spa=r.choice(IPS), arp_tpa=r.choice(IPS), arp_op=r.choice((1, 2)),
                  arp_sha=r.choice(MACS), arp_tha=0)
+    if dl_type == 0x86DD:
+        f["ipv6_label"] = r.choice(LABELS)
     if f.get("nw_proto") in (6, 17):
         f.update(tp_src=r.choice(L4PORTS), tp_dst=r.choice(L4PORTS))
     elif f.get("nw_proto") == 1 and dl_type == 0x0800:
         f.update(icmp_type=r.choice((0, 3, 8)), icmp_code=r.choice((0, 3)))
+    elif f.get("nw_proto") == 58 and dl_type == 0x86DD:
+        f.update(icmp_type=r.choice(ICMP6_TYPES), icmp_code=r.choice((0, 0, 1)),
+                 nd_target=r.choice(IP6S), nd_sll=r.choice(MACS + (0,)), nd_tll=r.choice(MACS + (0,)))
     if aim is not None:
         for name, mask in aim.masks.items():
             if name in ("dl_type", "nw_proto"):
@@ -167,6 +190,12 @@ def random_packet(r: random.Random, aim: Match | None = None) -> Packet:
             f[name] = aim.values[name] | (f.get(name, r.getrandbits(F.FIELD_BY_NAME[name].width)) & ~mask & full)
         if f.get("vlan_tci", 0) and not f["vlan_tci"] & F.VLAN_CFI:
             f["vlan_tci"] = 0  # no tag: the whole TCI reads 0
+    for name in ND_FIELDS:
+        # Only what a frame can carry (and a trace can say): ND fields on
+        # an NS/NA with code 0, the source address on an NS, the target's
+        # on an NA.
+        if name in f and not F.FIELD_BY_NAME[name].prereq.holds_for(f):
+            del f[name]
     return Packet(f)
 
 
@@ -241,7 +270,7 @@ def rich_actions(r: random.Random, table: int, n_tables: int, known: dict) -> li
         elif k == 3:
             acts.append(r.choice(("NORMAL", "FLOOD", "ALL", "LOCAL", "IN_PORT", "CONTROLLER:64",
                                   "output(2)", "output(port=3,max_len=128)")))
-        elif k == 4:
+        elif k == 4 and sum(tags) < 2:  # OVS carries two tags at most (OFPBAC_BAD_TAG)
             acts.append("push_vlan:0x8100")
             tags.insert(0, True)
         elif k == 5 and tags[0]:
@@ -266,6 +295,8 @@ def rich_actions(r: random.Random, table: int, n_tables: int, known: dict) -> li
             ipa = F.format_ipv4(r.choice(IPS))
             acts.append(r.choice((f"set_field:{ipa}->nw_dst", f"mod_nw_src:{ipa}", "dec_ttl",
                                   f"set_field:{r.randrange(64)}->ip_dscp")))
+        elif k == 10 and ip:
+            acts.append(f"set_field:{r.choice(LABELS):#x}->ipv6_label")
         elif k == 11 and l4:
             l4name = "tcp" if known["nw_proto"] == 6 else "udp"
             acts.append(r.choice((f"set_field:{r.choice(L4PORTS)}->{l4name}_dst",

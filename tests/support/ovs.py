@@ -30,6 +30,7 @@ from typing import Iterable, Mapping
 
 from appliance.switch import flows as FL
 from appliance.switch.flows import Flow
+from appliance.switch.packet import Packet
 
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 OVS_BINARIES = ("/usr/sbin/ovsdb-server", "/usr/sbin/ovs-vswitchd", "/usr/bin/ovs-vsctl",
@@ -116,6 +117,8 @@ def parse_trace(text: str, l2: tuple[int, int, int], odp_to_ofport: Mapping[int,
             pass
         elif act.startswith("set(") and not act.startswith("set(eth("):
             pass  # L3/L4 rewrites: the comparison is on L2 and ports
+        elif act.startswith("trunc("):
+            pass  # output(max_len=N)'s cap on the next output's length
         elif act.startswith("set(eth("):
             for k, v in re.findall(r"(src|dst)=([0-9a-f:]+)", act):
                 if k == "src":
@@ -309,6 +312,14 @@ class OvsOracle:
         `generate` (OVS's -generate) lets NORMAL learn and learn() add flows."""
         l2 = (packet.get("dl_src"), packet.get("dl_dst"), packet.get("vlan_tci"))
         return parse_trace(self.trace_text(packet.to_ofctl(), generate), l2, self.odp_to_ofport)
+
+    def trace_frame(self, frame: bytes, in_port: int) -> OvsTrace:
+        """Trace a raw Ethernet frame as OVS itself parses it (flow_extract:
+        its extension headers, its ND options), not as our Packet reads it."""
+        p = Packet.from_bytes(frame, in_port)
+        l2 = (p.get("dl_src"), p.get("dl_dst"), p.get("vlan_tci"))
+        text = self.appctl("ofproto/trace", self.bridge, f"in_port={in_port}", frame.hex())
+        return parse_trace(text, l2, self.odp_to_ofport)
 
     def fdb_flush(self) -> None:
         self.appctl("fdb/flush", self.bridge)

@@ -17,8 +17,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from .rules import DomainMatcher, ParsedList, Rule, keep_real_matcher
-from .settings import DirectAction, DnsSettings, RuleSettings
+from .rules import DomainMatcher, ParsedList, Rule, doh_matcher, keep_real_matcher
+from .settings import BlockAction, DirectAction, DnsSettings, RuleSettings
 
 DEFAULT_GROUP = "default"
 _DIRECT = DirectAction(action="direct")
@@ -78,8 +78,12 @@ class Policy:
         if default_names is None:
             default_names = [item.name for item in settings.lists if item.enabled]
         default_chain = (_rules_matcher(settings.rules, "rules"),) + lists_chain(default_names)
+        # Last in every group's chain: a group's own rules and lists decide first.
+        doh: tuple[DomainMatcher, ...] = ()
+        if settings.intercept == "all":
+            doh = (doh_matcher(BlockAction(action="block"), BlockAction(action="block", mode="nxdomain")),)
         self.groups: list[GroupPolicy] = [
-            GroupPolicy(DEFAULT_GROUP, default_chain, settings.block_mode)
+            GroupPolicy(DEFAULT_GROUP, default_chain + doh, settings.block_mode)
         ]
         self._by_mac: dict[str, int] = {}
         self._by_net: list[tuple[Any, int]] = []
@@ -87,7 +91,7 @@ class Policy:
             chain = (_rules_matcher(group.rules, f"groups.{gi}.rules"),) + lists_chain(group.lists)
             if group.inherit:
                 chain += default_chain
-            self.groups.append(GroupPolicy(group.name, chain, group.block_mode or settings.block_mode))
+            self.groups.append(GroupPolicy(group.name, chain + doh, group.block_mode or settings.block_mode))
             for client in group.clients:
                 if ":" in client and "/" not in client:
                     self._by_mac.setdefault(client, gi + 1)

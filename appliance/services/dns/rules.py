@@ -266,6 +266,35 @@ BUILTIN_KEEP_REAL_SUFFIXES = GAME_CONSOLE_SUFFIXES + (
 BUILTIN_KEEP_REAL_REGEX = r"^(ntp|time|stun)[0-9]*\.|^xbox\.([a-z0-9-]+\.){1,2}microsoft\.com$"
 
 
+# `dns.intercept: all`: the names of well-known public DNS-over-HTTPS services, which would carry
+# a device's DNS past the box inside HTTPS. Blocked after every rule and list of a group (a rule
+# that says `direct` for one of them wins). The browsers' own resolvers are on these names
+# (Chrome and Edge upgrade to the DoH of the system's resolver only when it is one of them).
+BUILTIN_DOH_SUFFIXES = (
+    "dns.google", "dns.google.com", "dns64.dns.google",
+    "cloudflare-dns.com", "mozilla.cloudflare-dns.com", "one.one.one.one", "1dot1dot1dot1.cloudflare-dns.com",
+    "security.cloudflare-dns.com", "family.cloudflare-dns.com", "chrome.cloudflare-dns.com",
+    "dns.quad9.net", "dns9.quad9.net", "dns10.quad9.net", "dns11.quad9.net",
+    "doh.opendns.com", "doh.familyshield.opendns.com", "dns.umbrella.com",
+    "dns.adguard.com", "dns.adguard-dns.com", "dns-family.adguard.com", "unfiltered.adguard-dns.com",
+    "doh.cleanbrowsing.org", "dns.nextdns.io", "doh.mullvad.net", "dns.mullvad.net",
+    "doh.dns.sb", "dns.sb", "doh.libredns.gr", "dns.controld.com", "freedns.controld.com",
+    "doh.xfinity.com", "dns.alidns.com", "doh.pub", "doh.360.cn", "dns.twnic.tw",
+    "ordns.he.net", "dns.switch.ch", "doh.ffmuc.net", "dns0.eu", "doh.applied-privacy.net",
+    "dns.digitale-gesellschaft.ch", "doh.quickline.ch", "private.canadianshield.cira.ca",
+)
+# Firefox's canary: an NXDOMAIN here tells it the network filters DNS, and it keeps its
+# DNS-over-HTTPS off by default.
+DOH_CANARY = "use-application-dns.net"
+
+
+def doh_matcher(block_action: Any, nxdomain_action: Any) -> DomainMatcher:
+    """The built-in DoH names blocked (`block_action`) and Firefox's canary answered NXDOMAIN."""
+    rules = [Rule("exact", DOH_CANARY, nxdomain_action, "builtin intercept: Firefox's DoH canary")]
+    rules += [Rule("suffix", s, block_action, "builtin intercept: DNS-over-HTTPS") for s in BUILTIN_DOH_SUFFIXES]
+    return DomainMatcher(rules)
+
+
 def keep_real_matcher(extra_suffixes: Iterable[str], builtin: bool = True,
                       local_domain: str | None = None) -> DomainMatcher:
     keep = object()

@@ -453,6 +453,13 @@ class DnsSettings(_Model):
         default=None, description="lists the default group uses; default: all enabled"
     )
     groups: list[ClientGroupSettings] = Field(default_factory=list)
+    intercept: Literal["gateway", "all"] = Field(
+        default="gateway",
+        description="'gateway': the box answers DNS sent to the gateway (the modem's addresses);"
+                    " 'all': also port-53 queries to any address past the modem (a device that"
+                    " hard-codes 8.8.8.8 is answered by the box as 8.8.8.8), DNS over TLS and"
+                    " QUIC (port 853) is refused, and well-known DNS-over-HTTPS names are blocked"
+                    " unless a rule or list says otherwise")
     local_names: LocalNamesSettings = Field(default_factory=LocalNamesSettings)
     query_log: QueryLogSettings = Field(default_factory=QueryLogSettings)
     rebind: RebindSettings = Field(default_factory=RebindSettings)

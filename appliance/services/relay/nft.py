@@ -102,9 +102,13 @@ def fast_path_table(settings: RelaySettings) -> str:
         f"delete table ip {t}",
         f"table ip {t} {{",
         "  map fast { type ipv4_addr : ipv4_addr; flags timeout; }",
+        # The map's keys again, as a set: a kernel before 6.4 refuses a lookup of a map's keys
+        # as a match ("ip daddr @fast": EINVAL on Debian's 6.1), and the mark must be set only
+        # for an address the map holds (a miss in `dnat ... map` comes after the mark).
+        "  set fast_keys { type ipv4_addr; flags timeout; }",
         "  chain fast_dnat {",
         "    type nat hook prerouting priority dstnat; policy accept;",
-        f"    {_iif(fp.interfaces)}{src}meta l4proto tcp ip daddr @fast "
+        f"    {_iif(fp.interfaces)}{src}meta l4proto tcp ip daddr @fast_keys "
         f"ct mark set {mark} dnat ip to ip daddr map @fast",
         "  }",
         "  chain fast_snat {",
@@ -136,9 +140,14 @@ def add_entry(settings: RelaySettings, fake: str, real: str, timeout: float,
               replace: bool = False) -> str:
     """Map `fake` to `real` for `timeout` seconds (`replace`: it maps elsewhere now)."""
     t = settings.fast_path.table
-    old = f"delete element ip {t} fast {{ {fake} }}\n" if replace else ""
-    return old + f"add element ip {t} fast {{ {fake} timeout {max(1, round(timeout))}s : {real} }}\n"
+    seconds = max(1, round(timeout))
+    old = f"delete element ip {t} fast {{ {fake} }}\ndelete element ip {t} fast_keys {{ {fake} }}\n" \
+        if replace else ""
+    # In one transaction with the map's element: the key and its mapping come and go together.
+    return (old + f"add element ip {t} fast {{ {fake} timeout {seconds}s : {real} }}\n"
+            f"add element ip {t} fast_keys {{ {fake} timeout {seconds}s }}\n")
 
 
 def remove_entry(settings: RelaySettings, fake: str) -> str:
-    return f"delete element ip {settings.fast_path.table} fast {{ {fake} }}\n"
+    t = settings.fast_path.table
+    return f"delete element ip {t} fast {{ {fake} }}\ndelete element ip {t} fast_keys {{ {fake} }}\n"

@@ -45,9 +45,11 @@ MAX_DEPTH = 63
 # dp_key field -> (C type width in bytes, number of words).  Order here is
 # the packing order of tuple keys: widest first keeps every store aligned.
 _KEY_FIELDS: dict[str, tuple[int, int]] = {
-    "ipv6_src": (8, 2), "ipv6_dst": (8, 2),
+    "ipv6_src": (8, 2), "ipv6_dst": (8, 2), "nd_target": (8, 2),
     "dl_dst": (8, 1), "dl_src": (8, 1), "arp_sha": (8, 1), "arp_tha": (8, 1),
+    "nd_sll": (8, 1), "nd_tll": (8, 1),
     "nw_src": (4, 1), "nw_dst": (4, 1), "arp_spa": (4, 1), "arp_tpa": (4, 1),
+    "ipv6_label": (4, 1),
     "in_port": (2, 1), "vlan_tci": (2, 1), "dl_type": (2, 1), "arp_op": (2, 1),
     "tp_src": (2, 1), "tp_dst": (2, 1),
     "nw_proto": (1, 1), "nw_tos": (1, 1), "nw_ttl": (1, 1),
@@ -438,8 +440,7 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
             for name, word, off, width in layouts[sig]:
                 m = _words(name, masks[name])[word]
                 ref = _c_ref(name, word)
-                full = (1 << (8 * width)) - 1 if name not in ("dl_src", "dl_dst", "arp_sha", "arp_tha") \
-                    else (1 << 48) - 1
+                full = _words(name, FIELD_BY_NAME[name].full_mask)[word]
                 expr = ref if m == full else f"{ref} & {_lit(width, m)}"
                 out.append(f"\t*({_CTYPE[width]} *)&tk.fields[{off}] = {expr};")
             out.append(f"\tv = bpf_map_lookup_elem(&dp_flows_{t}, &tk);")

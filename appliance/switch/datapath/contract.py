@@ -60,7 +60,7 @@ TRACE_HEAD = struct.Struct("<IIII")
 TRACE_MATCH = struct.Struct("<II")
 TRACE_OUT = struct.Struct("<IHHQQ")
 TRACE_SIZE = TRACE_HEAD.size + MAX_TRACE_MATCH * TRACE_MATCH.size + MAX_TRACE_OUT * TRACE_OUT.size
-KEY_SIZE = 104                            # struct dp_key
+KEY_SIZE = 136                            # struct dp_key
 
 
 @dataclass(frozen=True)

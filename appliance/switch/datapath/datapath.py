@@ -35,6 +35,7 @@ from pathlib import Path
 from appliance.kernel.base import KernelError
 from appliance.kernel.bpf import (ARRAY, HASH, LRU_PERCPU_HASH, PERCPU_ARRAY, PERCPU_KINDS, RINGBUF, Bpf,
                                   BpfError, BpfObject, Map, MapSpec)
+from appliance.kernel.clock import boot_id, boottime
 from appliance.kernel.devices import Device, Devices, LinuxDevices
 from appliance.kernel.libbpf import LinuxBpf
 from appliance.kernel.tc import LinuxTc, Tc, ours
@@ -131,6 +132,10 @@ class _State:
     slots: dict[str, int] = field(default_factory=dict)      # flow identity -> slot
     devices: list[str] = field(default_factory=list)
     object_path: str = ""
+    # When each flow was added (CLOCK_BOOTTIME of `boot`): dump-flows' duration. A flow that
+    # stays through an install keeps it, as its counters; a reboot starts every flow again.
+    added: dict[str, float] = field(default_factory=dict)
+    boot: str = ""
 
 
 class Datapath:
@@ -173,14 +178,14 @@ class Datapath:
             return _State()
         data = json.loads(self.state_path.read_text())
         return _State(dict(data.get("slots", {})), list(data.get("devices", [])),
-                      data.get("object_path", ""))
+                      data.get("object_path", ""), dict(data.get("added", {})), data.get("boot", ""))
 
     def _save_state(self, st: _State) -> None:
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.state_path.parent, prefix=".dp.")
         with os.fdopen(fd, "w") as fh:
             json.dump({"slots": st.slots, "devices": st.devices,
-                       "object_path": st.object_path}, fh, indent=1)
+                       "object_path": st.object_path, "added": st.added, "boot": st.boot}, fh, indent=1)
         os.replace(tmp, self.state_path)
 
     def _pinned(self) -> dict[str, int]:
@@ -270,7 +275,10 @@ class Datapath:
                 maps["dp_stats"].update(C.U32.pack(slot), zero)
             added = len(set(new_ids) - set(st.slots))
             removed = len(set(st.slots) - set(new_ids))
-            self._save_state(_State(new_ids, sorted(bound), str(obj_path)))
+            now, boot = boottime(), boot_id()
+            since = {ident: (st.added.get(ident, now) if st.boot == boot and st.slots.get(ident) == slot else now)
+                     for ident, slot in new_ids.items()}
+            self._save_state(_State(new_ids, sorted(bound), str(obj_path), since, boot))
         except BaseException:
             obj.close()
             raise
@@ -336,6 +344,7 @@ class Datapath:
         if not st.slots or not self.bpf.is_pinned(path):
             return {}
         m = open_map(self.bpf, self.bpf.open_pinned(path), "dp_stats", owned=True)
+        now, boot = boottime(), boot_id()
         try:
             out = {}
             for f in table:
@@ -347,7 +356,8 @@ class Datapath:
                     p, b = C.STATS.unpack(raw)
                     pk += p
                     by += b
-                out[f.key] = FlowStats(pk, by)
+                since = st.added.get(flow_identity(f)) if st.boot == boot else None
+                out[f.key] = FlowStats(pk, by, max(0.0, now - since) if since is not None else 0.0)
             return out
         finally:
             m.close()

@@ -11,22 +11,9 @@ shown: the time the console prints is now + what is left.
 from __future__ import annotations
 
 import datetime as dt
-import time
 from dataclasses import dataclass
 
-BOOT_ID = "/proc/sys/kernel/random/boot_id"
-
-
-def now() -> float:
-    return time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
-def boot_id() -> str:
-    try:
-        with open(BOOT_ID) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+from appliance.kernel.clock import boot_id, boottime as now  # noqa: F401 (now, boot_id: this module's API)
 
 
 @dataclass(frozen=True)

@@ -6,5 +6,6 @@ app_name = "dns"
 urlpatterns = [
     path("", views.index, name="index"),
     path("config/", views.config_edit, name="config"),
+    path("log/", views.query_log, name="log"),
     path("fake-ips/flush/", views.flush_fake_ips, name="flush_fake_ips"),
 ]

@@ -1,10 +1,13 @@
+import datetime as dt
+
+import dns.rcode
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 
 from appliance.web import sources
 from appliance.web.audit.log import record
-from appliance.web.dns import forms, models
+from appliance.web.dns import forms, models, querylog
 from appliance.web.sections import SectionEditView
 
 
@@ -12,6 +15,33 @@ from appliance.web.sections import SectionEditView
 def index(request):
     return render(request, "dns/index.html", {"reading": sources.get().dns(),
                                               "service": models.DnsService.objects.first()})
+
+
+ACTIONS = ("block", "direct", "fake-ip", "rewrite", "local", "refused")
+
+
+@login_required
+def query_log(request):
+    """The query log, searched by client, a part of the name, action and the last minutes."""
+    params = {k: v.strip() for k, v in request.GET.items() if k in ("client", "domain", "action", "limit")
+              and v.strip()}
+    minutes = request.GET.get("minutes", "").strip()
+    errors: dict[str, list[str]] = {}
+    if minutes:
+        if minutes.isascii() and minutes.isdigit():
+            params["since"] = str(dt.datetime.now().timestamp() - 60 * int(minutes))
+        else:
+            errors["minutes"] = [f"{minutes!r} is not a whole number of minutes"]
+    found, more = querylog.filters(params)
+    errors.update(more)
+    reading = sources.get().dns_log(**found) if not errors else None
+    entries = [{**e, "when": dt.datetime.fromtimestamp(e["time"]), "rcode_text": dns.rcode.to_text(e["rcode"])}
+               for e in (reading.value or [])] if reading is not None and reading.ok else []
+    return render(request, "dns/log.html", {
+        "entries": entries, "errors": errors, "problem": reading.problem if reading is not None else None,
+        "q": {**{k: request.GET.get(k, "") for k in ("client", "domain", "action", "minutes")},
+              "limit": found.get("limit", 100)},
+        "actions": ACTIONS})
 
 
 @login_required

@@ -35,7 +35,11 @@ def edit_view(key, title, model):
 def detected():
     try:
         box = boxes.get_box()
-        return wizard.detect(box.kernel, box.placement.host_ns), None
+        found = wizard.detect(box.kernel, box.placement.host_ns)
+        applied = box.applied_settings()
+        if applied is not None:
+            found.applied_ports = (applied.ports.uplink, applied.ports.downlink)
+        return found, None
     except Exception as e:  # noqa: BLE001 - the wizard still works by hand
         return wizard.Detected(), f"could not look at the hardware: {e}"
 

@@ -24,6 +24,8 @@ class Detected:
     gateway: str | None = None  # the default route's next hop
     gateway_dev: str | None = None
     addresses: dict[str, list[str]] = field(default_factory=dict)  # nic -> ["192.168.1.20/24"]
+    gateway_port: str | None = None  # the NIC the gateway's MAC was learnt on (a bridge's FDB)
+    applied_ports: tuple[str, str] | None = None  # (uplink, downlink) of the applied settings
 
 
 def detect(kernel, host_ns: str | None) -> Detected:
@@ -33,21 +35,36 @@ def detect(kernel, host_ns: str | None) -> Detected:
         if r.dst == "default" and r.via:
             d.gateway, d.gateway_dev = r.via, r.dev
             break
-    for name in d.nics:
+    for name in [*d.nics, *([d.gateway_dev] if d.gateway_dev and d.gateway_dev not in d.nics else [])]:
         try:
             d.addresses[name] = list(kernel.addresses(host_ns, name))
         except Exception:  # noqa: BLE001 - a link that vanished has no addresses
             d.addresses[name] = []
+    # Bridged (the factory bridge), the default route names the bridge, not a NIC: the NIC is
+    # the port whose forwarding database learnt the gateway's MAC from the modem's own frames.
+    if d.gateway and d.gateway_dev not in d.nics:
+        try:
+            mac = kernel.neighbour_mac(host_ns, d.gateway)
+            port = kernel.bridge_port_of(host_ns, mac) if mac else None
+        except Exception:  # noqa: BLE001 - the wizard still works by hand
+            port = None
+        d.gateway_port = port if port in d.nics else None
     return d
 
 
 def propose(d: Detected) -> dict:
-    """A settings document for the detected hardware (may still need the person's choice)."""
-    uplink = d.gateway_dev if d.gateway_dev in d.nics else (d.nics[0] if d.nics else "eth0")
-    others = [n for n in d.nics if n != uplink]
-    downlink = others[0] if others else "eth1"
+    """A settings document for the detected hardware (may still need the person's choice).
+
+    The uplink: the applied settings' when there are some, else the NIC the gateway was seen
+    on (its route's device, or the bridge port its MAC was learnt on), else the first NIC."""
+    if d.applied_ports and all(p in d.nics for p in d.applied_ports):
+        uplink, downlink = d.applied_ports
+    else:
+        uplink = next((p for p in (d.gateway_port, d.gateway_dev) if p in d.nics), d.nics[0] if d.nics else "eth0")
+        others = [n for n in d.nics if n != uplink]
+        downlink = others[0] if others else "eth1"
     lan = IPv4Network("192.168.1.0/24")
-    for cidr in d.addresses.get(uplink, []):
+    for cidr in [*d.addresses.get(uplink, []), *d.addresses.get(d.gateway_dev or "", [])]:
         iface = IPv4Interface(cidr)
         if d.gateway and IPv4Address(d.gateway) in iface.network:
             lan = iface.network

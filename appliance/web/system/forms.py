@@ -1,7 +1,8 @@
 from django import forms
 from django.conf import settings as django_settings
 
-from appliance.web.system.models import SshKey
+from appliance.web.sections import section_form
+from appliance.web.system.models import Alerts, SshKey
 
 
 class SshKeyForm(forms.ModelForm):
@@ -20,3 +21,6 @@ class RestoreForm(forms.Form):
         if f.size > limit:
             raise forms.ValidationError(f"the file is {f.size} bytes; a settings document is at most {limit}")
         return f
+
+
+AlertsForm = section_form(Alerts)

@@ -1,9 +1,11 @@
-"""SSH keys allowed to log in to the box (not part of the settings document)."""
+"""SSH keys allowed to log in to the box (not part of the settings document), and the alerts section."""
 import base64
 import binascii
 
 from django.core.exceptions import ValidationError
 from django.db import models
+
+from appliance.web import document
 
 KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
              "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
@@ -34,3 +36,21 @@ class SshKey(models.Model):
             raise ValidationError({"key": [f"the key data is not a {parts[0]} key"]})
         if "\n" in self.key.strip():
             raise ValidationError({"key": ["one key per entry"]})
+
+
+def _all_alert_events():
+    from appliance.box.settings import ALERT_EVENTS
+    return list(ALERT_EVENTS)
+
+
+@document.register
+class Alerts(document.Section):
+    """The document's `alerts`: where the box sends what a home should hear about."""
+
+    doc_path = "alerts"
+    doc_fields = {"urls": "urls", "events": "events"}
+    urls = models.JSONField(default=list, blank=True,
+                            help_text="Apprise URLs: ntfy://host/topic, mailto://user:password@host, "
+                                      "tgram://token/chat, json://host:port/path (a webhook)...")
+    events = models.JSONField(default=_all_alert_events,
+                              help_text="service, modem, new-device, data-budget")

@@ -12,14 +12,22 @@ from appliance.web.applies import service
 from appliance.web.audit.log import document_diff, record, record_change
 from appliance.web.system import forms
 from appliance.web.system.backup import parse_upload
-from appliance.web.system.models import SshKey
+from appliance.web.sections import SectionEditView
+from appliance.web.system.models import Alerts, SshKey
 from appliance.web.system.sshkeys import write_authorized_keys
 
 
 @login_required
 def index(request):
+    alerts = Alerts.objects.first()
     return render(request, "system/index.html", {
-        "restore_form": forms.RestoreForm(), "key_form": forms.SshKeyForm(), "keys": SshKey.objects.all()})
+        "restore_form": forms.RestoreForm(), "key_form": forms.SshKeyForm(), "keys": SshKey.objects.all(),
+        # Only the kind of each channel: its URL may hold a password or a token.
+        "alerts": alerts, "channels": [u.split("://", 1)[0] for u in (alerts.urls if alerts else [])]})
+
+
+alerts_edit = SectionEditView.as_view(model=Alerts, form_class=forms.AlertsForm, title="Alerts",
+                                      success_url="/system/")
 
 
 @login_required

@@ -453,3 +453,76 @@ def test_services_get_their_own_users_and_secrets_their_owners_alone():
     assert files["dns.json"].mode == 0o640
     owners = {path: (uid, mode) for path, uid, gid, mode in p.owners}
     assert owners[p.run_dir] == (0, 0o1775)
+
+
+# -- dns.intercept: all (issue 17 item 3)
+
+def _intercepting(**dns):
+    p = plan(settings(dns={"upstreams": [{"url": "udp://192.168.1.1"}], "intercept": "all", **dns}), OBSERVED)
+    return p, FlowTable(parse_flows(p.switch.flow_text(), p.switch.port_map))
+
+
+def _to(dst, port, proto="udp", in_port="downlink"):
+    if ":" in dst:
+        return (f"in_port={in_port},{proto}6,dl_src={CLIENT},dl_dst={GW_MAC},ipv6_src=2001:db8:1::70,"
+                f"ipv6_dst={dst},tp_src=40000,tp_dst={port}")
+    return (f"in_port={in_port},{proto},dl_src={CLIENT},dl_dst={GW_MAC},nw_src=192.168.1.70,nw_dst={dst},"
+            f"tp_src=40000,tp_dst={port}")
+
+
+@pytest.mark.parametrize("text,gateway_mode,all_mode", [
+    # A device that hard-codes a public resolver: the modem forwards it by default, the box answers with all.
+    (_to("8.8.8.8", 53), ["uplink"], ["vproxy"]),
+    (_to("8.8.8.8", 53, "tcp"), ["uplink"], ["vproxy"]),
+    # DNS over TLS / QUIC: to the modem by default, to vproxy (which refuses it) with all.
+    (_to("1.1.1.1", 853, "tcp"), ["uplink"], ["vproxy"]),
+    (_to("1.1.1.1", 853, "udp"), ["uplink"], ["vproxy"]),
+    (_to("2606:4700:4700::1111", 853, "tcp"), ["uplink"], ["vproxy"]),
+    # DNS to the gateway goes to vproxy either way; HTTPS to a resolver is not DNS.
+    (_to("192.168.1.1", 53), ["vproxy"], ["vproxy"]),
+    (_to("8.8.8.8", 443, "tcp"), ["uplink"], ["uplink"]),
+    # The box's own DNS (the admin port) is not the home's: never intercepted.
+    (_to("8.8.8.8", 53, in_port="admin"), ["uplink"], ["uplink"]),
+])
+def test_intercept_all_steers_dns_to_any_address_past_the_modem(table, text, gateway_mode, all_mode):
+    _, intercepting = _intercepting()
+    assert outs(run(table, text)) == sorted(P[p] for p in gateway_mode)
+    assert outs(run(intercepting, text)) == sorted(P[p] for p in all_mode)
+
+
+def test_intercept_all_falls_open_with_the_dns_health_bit():
+    _, intercepting = _intercepting()
+    for text in (_to("8.8.8.8", 53), _to("1.1.1.1", 853, "tcp")):
+        assert outs(run(intercepting, text, "reg15=0x6,")) == [P["uplink"]]
+        assert outs(run(intercepting, text, "")) == [P["uplink"]]
+
+
+def test_intercept_all_has_no_overlap_and_vproxy_answers_as_the_address_asked():
+    from appliance.switch.lint import lint
+    p, intercepting = _intercepting()
+    findings = [f for f in lint(intercepting) if f.code in ("overlap", "overlap-same", "shadowed")]
+    assert findings == [], "\n".join(f.format() for f in findings)
+    vp = next(o.body for o in p.kernel if isinstance(o, NftTable) and o.ns == "vproxy" and o.family == "ip")
+    # Any address but the fake range (the relay's): the reply leaves as the address asked.
+    assert "ip daddr != 100.96.0.0/11 udp dport 53 redirect to :53" in vp
+    assert "ip daddr 192.168.1.1 udp dport 53" not in vp
+    assert "tcp dport 853 redirect to :853" in vp
+    vp6 = next(o.body for o in p.kernel if isinstance(o, NftTable) and o.ns == "vproxy" and o.family == "ip6")
+    assert "tcp dport 853 dnat to" in vp6
+
+
+def test_alerts_run_the_notifier_as_its_own_user_with_the_urls_in_its_file_alone():
+    assert "notify" not in [svc.name for svc in plan(settings(), OBSERVED).services]  # no URL, no notifier
+    p = plan(settings(alerts={"urls": ["ntfy://ntfy.example/home-box", "mailto://u:secret@example.com"]}), OBSERVED)
+    svc = next(svc for svc in p.services if svc.name == "notify")
+    assert svc.identity.user == "appliance-notify" and svc.identity.capabilities == ()
+    conf = next(f for f in p.files if f.path == svc.argv[-1])
+    assert conf.mode == 0o600 and conf.owner == (svc.identity.uid, svc.identity.gid)
+    assert "u:secret@example.com" in conf.content and '"service"' in conf.content
+
+
+def test_a_notification_url_apprise_does_not_know_is_refused_naming_it():
+    from appliance.box.settings import SettingsError
+    with pytest.raises(SettingsError) as e:
+        settings(alerts={"urls": ["ntfy://ntfy.example/t", "bogus-scheme://x"]})
+    assert list(e.value.errors) == ["alerts.urls[1]"]

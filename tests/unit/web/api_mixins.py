@@ -2,7 +2,8 @@
 
 Every endpoint is checked for: anonymous refused, read, write through the
 document's validation, field-keyed errors for bad input with nothing saved
-or applied, and an audit entry for each change.
+or applied (400 for what breaks the schema, 409 for what the settings' rules
+refuse in a body the schema allows), and an audit entry for each change.
 """
 from rest_framework.test import APIClient
 
@@ -33,7 +34,8 @@ class SingletonAPITests(AnonymousRefused):
 
     model = None
     update_data: dict = {}
-    bad_data: dict = {}  # {field: bad value}; the error must come back under that field
+    bad_data: dict = {}  # {field: a value the schema refuses}; 400, the error under that field
+    conflicting_data: dict = {}  # {field: a value the schema allows and the settings refuse}; 409
     methods = ("get", "put", "patch")
 
     def test_get(self, api):
@@ -56,11 +58,12 @@ class SingletonAPITests(AnonymousRefused):
 
     def test_bad_input_returns_field_keyed_errors_and_changes_nothing(self, api):
         before = document.build_document()
-        for field, value in self.bad_data.items():
-            r = api.patch(self.url, {field: value}, format="json")
-            assert r.status_code == 400, (field, r.data)
-            assert field in r.data, (field, r.data)
-            assert all(isinstance(m, str) and m for m in r.data[field])
+        for status, data in ((400, self.bad_data), (409, self.conflicting_data)):
+            for field, value in data.items():
+                r = api.patch(self.url, {field: value}, format="json")
+                assert r.status_code == status, (field, r.data)
+                assert field in r.data, (field, r.data)
+                assert all(isinstance(m, str) and m for m in r.data[field])
         assert document.build_document() == before
         assert not AuditEntry.objects.exists()
         _nothing_applied()
@@ -73,6 +76,7 @@ class ListAPITests(AnonymousRefused):
     create_data: dict = {}
     update_data: dict = {}
     bad_data: dict = {}
+    conflicting_data: dict = {}
     methods = ("get", "post")
 
     def test_list(self, api):
@@ -108,10 +112,11 @@ class ListAPITests(AnonymousRefused):
 
     def test_bad_input_returns_field_keyed_errors_and_changes_nothing(self, api):
         before = document.build_document()
-        for field, value in self.bad_data.items():
-            r = api.post(self.url, {**self.create_data, field: value}, format="json")
-            assert r.status_code == 400, (field, r.data)
-            assert field in r.data, (field, r.data)
+        for status, data in ((400, self.bad_data), (409, self.conflicting_data)):
+            for field, value in data.items():
+                r = api.post(self.url, {**self.create_data, field: value}, format="json")
+                assert r.status_code == status, (field, r.data)
+                assert field in r.data, (field, r.data)
         assert document.build_document() == before
         assert not AuditEntry.objects.exists()
         _nothing_applied()

@@ -46,9 +46,10 @@ def test_settings_document_get_and_put(api):
     assert api.get("/api/dhcp/pools/").data[0]["end"] == "192.168.1.150"
     r = api.put("/api/system/settings/", {**doc, "gateway": {"ip": "192.168.1.1", "mac": "nope"}}, format="json")
     assert r.status_code == 400 and set(r.data) == {"gateway.mac"}
+    # Well formed, refused by the document's rules: a conflict, the field still named.
     doc["dhcp"]["pools"][0]["start"] = "10.0.0.1"
     r = api.put("/api/system/settings/", doc, format="json")
-    assert r.status_code == 400 and set(r.data) == {"dhcp.pools[0].start"}
+    assert r.status_code == 409 and set(r.data) == {"dhcp.pools[0].start"}
     assert api.get("/api/dhcp/pools/").data[0]["start"] == "192.168.1.65"
     assert ApplyRecord.objects.count() == 0 and fakes.BOX.applied_settings() is None
 
@@ -81,6 +82,8 @@ def test_flows_dump_and_trace_after_an_apply(api, django_capture_on_commit_callb
     # The compiled program's verdict when the datapath's trace hook can run here, else why not.
     assert "agrees with the reference" in r.data["datapath"] or "datapath not loaded" in r.data["datapath"]
     r = api.post("/api/switch/trace/", {"flow": "in_port=nowhere,udp"}, format="json")
+    assert r.status_code == 409 and "flow" in r.data
+    r = api.post("/api/switch/trace/", {"flow": 5}, format="json")
     assert r.status_code == 400 and "flow" in r.data
 
 
@@ -94,6 +97,13 @@ def test_audit_and_ssh_keys(api, settings):
     assert r.status_code == 201, r.data
     r = api.post("/api/system/ssh-keys/", {"name": "bad", "key": "ssh-ed25519 notbase64!"}, format="json")
     assert r.status_code == 400 and "key" in r.data
+    # Base64 that is not a key of the type it names: the schema's pattern says so (the blob's head).
+    r = api.post("/api/system/ssh-keys/", {"name": "bad", "key": ED25519.replace("ssh-ed25519", "ssh-rsa")},
+                 format="json")
+    assert r.status_code == 400 and "key" in r.data
+    # A name another key has: well formed, refused by what is there (409, naming the field).
+    r = api.post("/api/system/ssh-keys/", {"name": "laptop", "key": ED25519}, format="json")
+    assert r.status_code == 409 and "name" in r.data
     with open(settings.APPLIANCE_AUTHORIZED_KEYS) as f:
         assert f.read() == ED25519 + "\n"
     r = api.get("/api/audit/entries/")

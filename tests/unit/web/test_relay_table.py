@@ -74,3 +74,5 @@ def test_relay_page_shows_the_table(client_admin, relay_socket):
     page = client_admin.get("/relay/").content.decode()
     assert "192.168.1.21:40001" in page and "kernel" in page and "49.6\xa0MB" in page
     assert "route reject" in page and "www.example.test" in page
+    # The relay's statistics as a table, not a dictionary.
+    assert 'id="relay-stats"' in page and "on: 1 connections" in page and "{&#x27;" not in page

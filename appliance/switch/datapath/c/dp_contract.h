@@ -36,18 +36,24 @@
 /* The header fields flows match on, one slot per canonical field of
  * appliance/switch/fields.py (a header the frame lacks reads 0).  MACs
  * are 48-bit numbers, first octet most significant; IPv6 addresses are
- * two such words, [0] the high half. */
+ * two such words, [0] the high half.  ipv6_label is the low 20 bits of the
+ * IPv6 header's first word; nd_* are read from a neighbour solicitation
+ * or advertisement with code 0 only. */
 struct dp_key {
 	__u64 dl_dst;
 	__u64 dl_src;
 	__u64 arp_sha;
 	__u64 arp_tha;
+	__u64 nd_sll;
+	__u64 nd_tll;
 	__u64 ipv6_src[2];
 	__u64 ipv6_dst[2];
+	__u64 nd_target[2];
 	__u32 nw_src;
 	__u32 nw_dst;
 	__u32 arp_spa;
 	__u32 arp_tpa;
+	__u32 ipv6_label;
 	__u16 in_port;
 	__u16 vlan_tci;
 	__u16 dl_type;
@@ -59,7 +65,7 @@ struct dp_key {
 	__u8  nw_ttl;
 	__u8  icmp_type;
 	__u8  icmp_code;
-	__u8  pad[7];
+	__u8  pad[3];
 };
 
 /* Port number -> device.  DP_PORT_PEER: a veth whose peer sits in another

@@ -1,4 +1,5 @@
 from rest_framework import viewsets
+from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
 
 from appliance.web.audit.api.serializers import AuditEntrySerializer
@@ -9,6 +10,24 @@ class AuditPagination(PageNumberPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
+
+    def get_page_size(self, request):
+        # DRF falls back to the default on a bad page_size; the schema says 1-500, so say so.
+        text = request.query_params.get(self.page_size_query_param)
+        if text is None:
+            return self.page_size
+        if not text.isdigit() or not 1 <= int(text) <= self.max_page_size:
+            raise ValidationError({"page_size": [f"{text!r} is not a whole number from 1 to {self.max_page_size}"]})
+        return int(text)
+
+    def get_schema_operation_parameters(self, view):
+        params = super().get_schema_operation_parameters(view)
+        for p in params:
+            if p["name"] == self.page_size_query_param:
+                p["schema"] = {"type": "integer", "minimum": 1, "maximum": self.max_page_size}
+            elif p["name"] == self.page_query_param:
+                p["schema"] = {"type": "integer", "minimum": 1}
+        return params
 
 
 class AuditEntryViewSet(viewsets.ReadOnlyModelViewSet):

@@ -1,5 +1,7 @@
 from rest_framework import serializers
 
+from appliance.web.fields import StrictCharField
+
 
 class TileSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
@@ -16,9 +18,9 @@ class StatusSerializer(serializers.Serializer):
 
 
 class TokenRequestSerializer(serializers.Serializer):
-    username = serializers.CharField()
-    password = serializers.CharField()
-    code = serializers.CharField(required=False, help_text="TOTP code, when the user has one")
+    username = StrictCharField()
+    password = StrictCharField()
+    code = StrictCharField(required=False, help_text="TOTP code, when the user has one")
 
 
 class TokenSerializer(serializers.Serializer):

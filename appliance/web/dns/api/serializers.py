@@ -1,10 +1,11 @@
 from rest_framework import serializers
 
 from appliance.web.dns import models
-from appliance.web.sections import SectionSerializer
+from appliance.web.sections import SectionSerializer, section_doc
 
 
 class DnsServiceSerializer(SectionSerializer):
+    __doc__ = section_doc(models.DnsService)
     config = serializers.JSONField(allow_null=True, required=False)
 
     class Meta:

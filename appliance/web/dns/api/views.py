@@ -4,6 +4,7 @@ from rest_framework.views import APIView
 
 from appliance.web import sources
 from appliance.web.audit.log import record
+from appliance.web.dns import querylog
 from appliance.web.dns.api.serializers import DnsServiceSerializer
 from appliance.web.sections import SingletonViewSet
 
@@ -19,6 +20,21 @@ class DnsStatsView(APIView):
     def get(self, request):
         reading = sources.get().dns()
         return Response({"running": reading.ok, "problem": reading.problem, "stats": reading.value})
+
+
+class DnsLogView(APIView):
+    """The query log, newest first: each entry's time (Unix), client address, name, type, what
+    the box did (`action`), the rule or list that decided (`origin`), the answer's rcode and
+    whether the answer cache gave it. Filtered by client, a part of the name, action and time;
+    `running: false` with the problem when the DNS service is not running."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, parameters=querylog.PARAMETERS)
+    def get(self, request):
+        found, errors = querylog.filters(request.query_params)
+        if errors:
+            return Response(errors, status=400)
+        reading = sources.get().dns_log(**found)
+        return Response({"running": reading.ok, "problem": reading.problem, "entries": reading.value or []})
 
 
 class DnsFakeIpFlushView(APIView):

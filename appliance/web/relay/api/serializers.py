@@ -1,10 +1,11 @@
 from rest_framework import serializers
 
 from appliance.web.relay import models
-from appliance.web.sections import SectionSerializer
+from appliance.web.sections import SectionSerializer, section_doc
 
 
 class RelayServiceSerializer(SectionSerializer):
+    __doc__ = section_doc(models.RelayService)
     config = serializers.JSONField(allow_null=True, required=False)
 
     class Meta:

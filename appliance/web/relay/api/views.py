@@ -26,11 +26,12 @@ class RelayConnectionsView(APIView):
     per-client counters; `running: false` with the problem when the relay is down."""
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT},
-                   parameters=[OpenApiParameter("history", int, description="ended connections to list (1-1000)")])
+                   parameters=[OpenApiParameter("history", {"type": "integer", "minimum": 1, "maximum": 1000},
+                                                description="ended connections to list (1-1000, default 50)")])
     def get(self, request):
-        try:
-            limit = max(1, min(1000, int(request.query_params.get("history", 50))))
-        except ValueError:
-            limit = 50
+        text = request.query_params.get("history", "50")
+        if not text.isdigit() or not 1 <= int(text) <= 1000:
+            return Response({"history": [f"{text!r} is not a whole number from 1 to 1000"]}, status=400)
+        limit = int(text)
         reading = sources.get().relay_connections(limit)
         return Response({"running": reading.ok, "problem": reading.problem, **(reading.value or {})})

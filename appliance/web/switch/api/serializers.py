@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from appliance.web.fields import StrictCharField
 from appliance.web.sections import section_serializer
 from appliance.web.switch import models
 
@@ -19,7 +20,7 @@ class FlowDumpSerializer(serializers.Serializer):
 
 
 class TraceRequestSerializer(serializers.Serializer):
-    flow = serializers.CharField(help_text="a packet in ofproto/trace syntax: in_port=downlink,udp,...")
+    flow = StrictCharField(help_text="a packet in ofproto/trace syntax: in_port=downlink,udp,...")
 
 
 class TraceSerializer(serializers.Serializer):
@@ -30,7 +31,7 @@ class TraceSerializer(serializers.Serializer):
 
 
 class LintRequestSerializer(serializers.Serializer):
-    custom = serializers.CharField(allow_blank=True)
+    custom = StrictCharField(allow_blank=True)
 
 
 class FindingSerializer(serializers.Serializer):

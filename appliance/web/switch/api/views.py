@@ -3,6 +3,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from appliance.box.flows import lint_custom
+from appliance.box.status import NothingApplied
 from appliance.web import sources
 from appliance.web.sections import SingletonViewSet
 from appliance.web.switch.api import serializers as s
@@ -22,7 +23,13 @@ class FlowDumpView(APIView):
 
 
 class TraceView(APIView):
-    """ofproto/trace: the reference classifier's decision and the datapath's."""
+    """ofproto/trace: the reference classifier's decision and the datapath's.
+
+    409 before the first apply, and for a flow the applied table cannot read (naming `flow`).
+    """
+
+    schema_rules = ["flow is a packet in ofproto/trace syntax (in_port=downlink,udp,...): a grammar, "
+                    "which a JSON schema cannot hold"]
 
     @extend_schema(request=s.TraceRequestSerializer, responses={200: s.TraceSerializer})
     def post(self, request):
@@ -30,8 +37,12 @@ class TraceView(APIView):
         req.is_valid(raise_exception=True)
         try:
             result = sources.get().trace(req.validated_data["flow"])
+        except NothingApplied as e:
+            return Response({"detail": str(e)}, status=409)
         except ValueError as e:
-            return Response({"flow": [str(e)]}, status=400)
+            # The text is a string as the schema says; the flow grammar and the applied table's
+            # port names (which it is read against) are what refuse it.
+            return Response({"flow": [str(e)]}, status=409)
         return Response(s.TraceSerializer(result).data)
 
 

@@ -141,6 +141,25 @@ def test_seed_flows_steer_real_frames(box):
     assert stats[dns.key].n_bytes == 3 * (14 + 20 + 8 + 18)
 
 
+def test_dump_flows_durations_count_from_when_each_flow_was_added(box):
+    """As OVS's: a flow that stays through a new install keeps its age (and counters); a flow
+    the install adds starts from zero."""
+    _, dp = box
+    br = seed_bridge_with_flows()
+    dp.apply(br)
+    dns = next(f for f in br.flows if f.priority == 499)
+    deadline = time.monotonic() + 10
+    while (first := dp.flow_stats(br.flows)[dns.key].duration) < 1.0:
+        assert time.monotonic() < deadline, f"the duration stayed at {first}"
+        time.sleep(0.2)
+    more = seed_bridge_with_flows("priority=7,udp,tp_dst=4242,actions=drop\n")
+    dp.apply(more)
+    new = next(f for f in more.flows if f.priority == 7)
+    stats = dp.flow_stats(more.flows)
+    assert stats[dns.key].duration >= first
+    assert 0.0 <= stats[new.key].duration < first
+
+
 def test_paged_frames_from_trafgen_are_parsed(box, tmp_path):
     # trafgen's frames reach tc ingress with their headers in pages, not in
     # the linear area: the program must copy them out before parsing.

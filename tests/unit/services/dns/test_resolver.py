@@ -280,3 +280,35 @@ def test_fake_ipv6_range_must_hold_every_fake_ipv4_twin():
     from appliance.services.dns.settings import SettingsError
     with pytest.raises(SettingsError, match="network6"):
         parse_settings(dict(DOC, fake_ip={"network6": "2001:2::/120"}))
+
+
+def _resolver(doc):
+    settings = parse_settings(doc)
+    upstream = ScriptedUpstream()
+    return Resolver(settings, Policy(settings, {}), UpstreamSet([upstream]),
+                    FakeIpPool(settings.fake_ip.network, None), LocalNames("lan"), QueryLog(),
+                    neighbour_mac=lambda ip: None), upstream
+
+
+@pytest.mark.parametrize("name", ["dns.google", "cloudflare-dns.com", "mozilla.cloudflare-dns.com",
+                                  "dns.quad9.net", "abc123.dns.nextdns.io"])
+def test_intercept_all_blocks_well_known_doh_names_unless_a_rule_says_otherwise(name):
+    """A device that would carry its DNS past the box inside HTTPS cannot find its DoH server;
+    a group's own rule for the name still decides, and `gateway` (the default) leaves them."""
+    resolver, upstream = _resolver(dict(DOC, intercept="all"))
+    assert ask(resolver, name).rcode() == dns.rcode.NXDOMAIN and upstream.calls == 0
+    assert "DNS-over-HTTPS" in resolver.querylog.search(domain=name)[0]["origin"]
+    kids = ask(resolver, name, client="192.168.1.50")  # a group inheriting the default's
+    assert kids.rcode() == dns.rcode.NXDOMAIN
+    allowed, upstream = _resolver(dict(DOC, intercept="all", rules=[
+        {"match": "suffix", "value": name, "then": {"action": "direct"}}]))
+    assert addresses(ask(allowed, name))[0].startswith("192.0.2.")
+    default, upstream = _resolver(DOC)
+    assert addresses(ask(default, name))[0].startswith("192.0.2.")
+
+
+def test_intercept_all_answers_firefoxs_canary_nxdomain_whatever_the_block_mode():
+    resolver, upstream = _resolver(dict(DOC, intercept="all", block_mode="null"))
+    assert ask(resolver, "use-application-dns.net").rcode() == dns.rcode.NXDOMAIN
+    assert upstream.calls == 0
+    assert ask(resolver, "dns.google").answer[0][0].to_text() == "0.0.0.0"  # blocked the group's way

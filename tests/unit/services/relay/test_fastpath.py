@@ -77,7 +77,7 @@ def test_start_makes_the_table_and_turns_on_conntrack_accounting():
         try:
             assert fp.running
             table = k.nft.tables[("ip", TABLE)]
-            assert set(table.maps) == {"fast"} and set(table.sets) == set(nft.COUNTER_SETS)
+            assert set(table.maps) == {"fast"} and set(table.sets) == {"fast_keys", *nft.COUNTER_SETS}
             assert k.kernel.get_sysctls(None, ["net.netfilter.nf_conntrack_acct",
                                                "net.netfilter.nf_conntrack_timestamp"]) == \
                 {"net.netfilter.nf_conntrack_acct": "1", "net.netfilter.nf_conntrack_timestamp": "1"}

@@ -69,11 +69,12 @@ def test_fast_path_serves_only_served_clients_and_keeps_clear_of_the_relays_port
     text = nft.fast_path_table(s)
     assert text.startswith("add table ip fp\ndelete table ip fp\n")  # replaces a dead relay's
     assert ('iifname { "vproxy0" } ip saddr { 192.168.1.0/24 } ip saddr != { 192.168.1.1/32 } '
-            "meta l4proto tcp ip daddr @fast ct mark set 0x7e1a dnat ip to ip daddr map @fast") in text
+            "meta l4proto tcp ip daddr @fast_keys ct mark set 0x7e1a dnat ip to ip daddr map @fast") in text
     # NAT source ports apart from vproxy's own: no clash with the relay's sockets.
     assert "masquerade to :1024-60999" in text and nft.LOCAL_PORTS[0] > 60999
     assert nft.add_entry(s, "100.96.0.9", "203.0.113.10", 360) == \
-        "add element ip fp fast { 100.96.0.9 timeout 360s : 203.0.113.10 }\n"
+        "add element ip fp fast { 100.96.0.9 timeout 360s : 203.0.113.10 }\n" \
+        "add element ip fp fast_keys { 100.96.0.9 timeout 360s }\n"
 
 
 # -- packets --------------------------------------------------------------------------

@@ -1,0 +1,80 @@
+"""The DNS pages a home reads: the statistics as tables and the query log, searched from the
+console and the API, from a real DnsService answering real queries on its control socket."""
+import asyncio
+
+import dns.message
+import dns.rcode
+import pytest
+
+from tests.unit.web.test_dns_flush import dns_server  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.django_db
+
+
+def _ask(service, name, client):
+    wire = dns.message.make_query(name, "A").to_wire()
+    answer = asyncio.run(service.resolver.answer(wire, client, True))
+    return dns.message.from_wire(answer)
+
+
+@pytest.fixture
+def asked(dns_server):  # noqa: F811
+    from appliance.services.dns.policy import Policy
+    from appliance.services.dns.settings import parse_settings
+    settings = parse_settings({
+        "listen": ["127.0.0.1:0"], "upstreams": [{"url": "udp://192.0.2.53"}],
+        "rules": [{"match": "suffix", "value": "ads.test", "then": {"action": "block"}},
+                  {"match": "exact", "value": "nas.home.test", "then": {"action": "rewrite", "answer": ["192.168.1.20"]}}]})
+    dns_server.resolver.policy = Policy(settings, {})
+    assert _ask(dns_server, "tracker.ads.test", "192.168.1.70").rcode() == dns.rcode.NXDOMAIN
+    assert _ask(dns_server, "nas.home.test", "192.168.1.70").answer
+    assert _ask(dns_server, "pixel.ads.test", "192.168.1.71").rcode() == dns.rcode.NXDOMAIN
+    return dns_server
+
+
+def test_api_searches_the_log_by_client_name_and_action(api, asked):
+    r = api.get("/api/dns/log/")
+    assert r.status_code == 200 and r.data["running"]
+    assert [e["qname"] for e in r.data["entries"]] == ["pixel.ads.test", "nas.home.test", "tracker.ads.test"]
+    r = api.get("/api/dns/log/", {"client": "192.168.1.70", "action": "block"})
+    assert [(e["qname"], e["origin"]) for e in r.data["entries"]] == [("tracker.ads.test", "rules.0")]
+    r = api.get("/api/dns/log/", {"domain": "ads", "limit": "1"})
+    assert [e["qname"] for e in r.data["entries"]] == ["pixel.ads.test"]
+    newest = api.get("/api/dns/log/").data["entries"][0]["time"]
+    assert [e["qname"] for e in api.get("/api/dns/log/", {"since": str(newest)}).data["entries"]] == ["pixel.ads.test"]
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"client": "192.168.1"}, "client"), ({"limit": "0"}, "limit"), ({"limit": "1001"}, "limit"),
+    ({"since": "-1"}, "since"), ({"since": "soon"}, "since"), ({"action": "Block!"}, "action"),
+])
+def test_api_refuses_a_bad_filter_naming_it(api, asked, params, field):
+    r = api.get("/api/dns/log/", params)
+    assert r.status_code == 400 and list(r.data) == [field]
+
+
+def test_the_log_needs_a_login(client, asked):
+    assert client.get("/api/dns/log/").status_code in (401, 403)
+    assert client.get("/dns/log/").status_code == 302
+
+
+def test_console_log_page_lists_and_filters(client_admin, asked):
+    page = client_admin.get("/dns/log/", {"action": "block"}).content.decode()
+    assert 'id="query-log"' in page
+    assert "tracker.ads.test" in page and "pixel.ads.test" in page and "nas.home.test" not in page
+    assert "NXDOMAIN" in page and "rules.0" in page
+    bad = client_admin.get("/dns/log/", {"minutes": "soon"}).content.decode()
+    assert "minutes: " in bad and "is not a whole number of minutes" in bad
+
+
+def test_dns_page_shows_tables_not_a_dictionary(client_admin, asked):
+    page = client_admin.get("/dns/").content.decode()
+    assert 'id="dns-summary"' in page and 'id="dns-top-blocked"' in page
+    assert "tracker.ads.test" in page and "{&#x27;" not in page and "{'" not in page
+    assert 'href="/dns/log/' in page
+
+
+def test_without_the_dns_service_the_log_says_so(api, client_admin):
+    r = api.get("/api/dns/log/")
+    assert r.status_code == 200 and r.data["running"] is False and "DNS not running" in r.data["problem"]
+    assert "DNS not running" in client_admin.get("/dns/log/").content.decode()

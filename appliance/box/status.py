@@ -265,6 +265,52 @@ class AppliedBridge:
             return None  # not root: no access to the pinned maps
 
 
+def device_counters(box: Box) -> Reading:
+    """Per home device (MAC -> `MacStats`): what the running datapath counted (dp_macs)."""
+    applied = applied_bridge(box)
+    if applied is None:
+        return Reading(problem="nothing applied yet")
+    try:
+        dp = applied.datapath()
+        if dp is None:
+            return Reading(problem="datapath not loaded")
+        return Reading(dp.mac_stats())
+    except OSError as e:  # not root, or the pins went away under us
+        return Reading(problem=f"datapath not loaded ({e})")
+
+
+def forget_device_counters(box: Box, mac: str) -> bool:
+    """Drop a device's counters from the running datapath (False: it had none, or none runs)."""
+    applied = applied_bridge(box)
+    try:
+        dp = applied.datapath() if applied else None
+        return dp.forget_mac(mac) if dp else False
+    except OSError:
+        return False
+
+
+def paused_devices(box: Box) -> set[str]:
+    """The MACs of the paused devices, as the box keeps them."""
+    return DatapathLoader.of(box).paused()
+
+
+def pause_device(box: Box, mac: str, paused: bool) -> Reading:
+    """Pause or resume one device: kept by the box and written to the running datapath at once.
+
+    The value says whether the running datapath enforces it now ("enforced": False when
+    none runs; the next load will); a problem when the box could not keep it.
+    """
+    loader = DatapathLoader.of(box)
+    macs = loader.paused()
+    macs = macs | {mac} if paused else macs - {mac}
+    plan = box.applied_plan()
+    try:
+        enforced = loader.set_paused(plan.switch.bridge if plan else None, macs)
+    except (OSError, ValueError) as e:
+        return Reading(problem=f"cannot {'pause' if paused else 'resume'} {mac}: {e}")
+    return Reading({"mac": mac, "paused": paused, "enforced": enforced})
+
+
 def applied_bridge(box: Box, name: str | None = None) -> AppliedBridge | None:
     """The box's applied bridge (only if it is called `name`, when given); None when nothing is applied."""
     plan = box.applied_plan()

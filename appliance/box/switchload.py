@@ -10,12 +10,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from pathlib import Path
+
+import appliance.switch.datapath as datapath_pkg
 
 from appliance.box.layout import PIN_ROOT
 from appliance.kernel import Kernel
 from appliance.switch.bridge import Bridge
 from appliance.switch.datapath.datapath import Datapath
+
+# The port facing the home's devices: their traffic is counted per MAC there.
+HOME_PORTS = ("downlink",)
+# The box's DNS server: a paused device may still ask it.
+DNS_PORTS = ("vproxy",)
+RUNTIME_C = Path(datapath_pkg.__file__).parent / "c"
+
+
+def _runtime_digest() -> str:
+    h = hashlib.sha256()
+    for path in sorted(RUNTIME_C.glob("*.h")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
 
 
 class DatapathLoader:
@@ -26,11 +43,14 @@ class DatapathLoader:
         # One pin directory per box, so boxes in several lab namespaces never share maps.
         self.pin_root = f"{pin_root}/{netns or 'host'}"
         self.stamp = self.state_dir / "loaded.json"
+        # The paused devices (MACs), kept here so that a reboot's first load pauses them again.
+        self.paused_file = self.state_dir / "paused.json"
 
     def datapath(self, bridge: str) -> Datapath:
         """The box's datapath of `bridge` (for counters, trace, detach), attached or not."""
         return Datapath(bridge, netns=self.netns, pin_root=self.pin_root,
-                        state_dir=self.state_dir, local_device=bridge)
+                        state_dir=self.state_dir, local_device=bridge, home_ports=HOME_PORTS,
+                        dns_ports=DNS_PORTS)
 
     @classmethod
     def of(cls, box) -> "DatapathLoader":
@@ -45,7 +65,9 @@ class DatapathLoader:
     def _digest(self, switch) -> str:
         ifindex = {l.name: l.ifindex for l in self.kernel.links(self.netns)}
         what = {"flows": switch.flow_text(comments=False),
-                "ports": [(p.name, p.number, p.link, ifindex.get(p.link)) for p in switch.ports]}
+                "ports": [(p.name, p.number, p.link, ifindex.get(p.link)) for p in switch.ports],
+                # A new runtime (an upgrade) is loaded even when the flows are the same.
+                "runtime": _runtime_digest()}
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
     def load(self, switch) -> list[str]:
@@ -56,13 +78,36 @@ class DatapathLoader:
         except (FileNotFoundError, json.JSONDecodeError):
             loaded = None
         if loaded == digest and dp.attached():
+            dp.set_paused(self.paused())
             return []
         bridge = self.bridge_of(switch)
         res = dp.apply(bridge, {p.name: p.link for p in switch.ports})
+        dp.set_paused(self.paused())
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.stamp.write_text(json.dumps({"digest": digest}))
         return [f"~ datapath {switch.bridge}: {len(bridge.flows)} flows on {len(res.devices)} ports"
                 f" (+{res.added} -{res.removed} flows)"]
+
+    def paused(self) -> set[str]:
+        """The MACs of the paused devices (kept across reboots)."""
+        try:
+            return set(json.loads(self.paused_file.read_text()).get("macs", []))
+        except (FileNotFoundError, json.JSONDecodeError, AttributeError):
+            return set()
+
+    def set_paused(self, bridge: str | None, macs) -> bool:
+        """Keep `macs` as the paused devices and hand them to the running datapath of `bridge`
+        at once (no apply). False when none runs (or no bridge is applied): the next load does."""
+        macs = sorted(set(macs))
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".paused.")
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"macs": macs}, fh)
+        os.replace(tmp, self.paused_file)
+        if bridge is None:
+            return False
+        dp = self.datapath(bridge)
+        return dp.attached() and dp.set_paused(macs)
 
     def unload(self, switch) -> list[str]:
         dp = self.datapath(switch.bridge)

@@ -26,6 +26,8 @@ HASH = "hash"
 ARRAY = "array"
 PERCPU_ARRAY = "percpu_array"
 RINGBUF = "ringbuf"
+LRU_PERCPU_HASH = "lru_percpu_hash"
+PERCPU_KINDS = (PERCPU_ARRAY, LRU_PERCPU_HASH)
 
 
 class BpfError(OSError):

@@ -10,7 +10,8 @@ object's maps and returns the verdict. A ring buffer map takes records with
 `FakeMap.output()`.
 
 As in the kernel: array maps have every key from the start (zeros) and
-cannot lose one, a full hash map refuses a new key, a pinned object
+cannot lose one, a full hash map refuses a new key (an LRU one drops its
+least recently updated), a pinned object
 outlives every fd of it, a pin directory with pins in it cannot be removed,
 and a map bound with `reuse` is the same map in both loads.
 `fail_on` names calls that raise (`"load"`: the verifier refuses).
@@ -24,8 +25,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from appliance.kernel.bpf import (ARRAY, BPF_EXIST, BPF_NOEXIST, HASH, PERCPU_ARRAY, RINGBUF,
-                                  BpfError, MapSpec, TestRun)
+from appliance.kernel.bpf import (ARRAY, BPF_EXIST, BPF_NOEXIST, HASH, LRU_PERCPU_HASH, PERCPU_ARRAY,
+                                  PERCPU_KINDS, RINGBUF, BpfError, MapSpec, TestRun)
 
 BPFFS = "/sys/fs/bpf"
 
@@ -44,7 +45,7 @@ class FakeMap:
     def value_size(self) -> int | None:
         if self.spec is None:
             return None
-        if self.kind == PERCPU_ARRAY:
+        if self.kind in PERCPU_KINDS:
             return (self.spec.value_size + 7) // 8 * 8 * self.ncpus
         return self.spec.value_size
 
@@ -77,7 +78,11 @@ class FakeMap:
             if flags == BPF_EXIST and key not in self.data:
                 raise BpfError("map update", errno.ENOENT)
             if key not in self.data and self.spec and len(self.data) >= self.spec.max_entries:
-                raise BpfError("map update", errno.E2BIG)
+                if self.kind != LRU_PERCPU_HASH:
+                    raise BpfError("map update", errno.E2BIG)
+                # An LRU map makes room: the least recently updated key goes.
+                del self.data[next(iter(self.data))]
+            self.data.pop(bytes(key), None)
         self.data[bytes(key)] = bytes(value)
 
     def lookup(self, key: bytes, value_size: int) -> bytes | None:
@@ -104,19 +109,22 @@ class FakeMap:
         """A value as the program sees it (its CPU's slot of a per-CPU value)."""
         size = self.value_size()
         raw = self.lookup(key, size) if size is not None else self.data.get(key)
-        if raw is None or self.kind != PERCPU_ARRAY:
+        if raw is None or self.kind not in PERCPU_KINDS:
             return raw
         step = (self.spec.value_size + 7) // 8 * 8
         return raw[cpu * step: cpu * step + self.spec.value_size]
 
     def set(self, key: bytes, value: bytes, cpu: int = 0) -> None:
-        if self.kind != PERCPU_ARRAY:
+        if self.kind not in PERCPU_KINDS:
             self.update(key, value, 0)
             return
         step = (self.spec.value_size + 7) // 8 * 8
-        raw = bytearray(self.lookup(key, self.value_size()))
+        raw = bytearray(self.lookup(key, self.value_size()) or bytes(self.value_size()))
         raw[cpu * step: cpu * step + len(value)] = value
-        self.data[bytes(key)] = bytes(raw)
+        if self.kind == PERCPU_ARRAY:
+            self.data[bytes(key)] = bytes(raw)
+        else:
+            self.update(key, bytes(raw), 0)
 
     def output(self, record: bytes) -> None:
         """bpf_ringbuf_output: a record for the consumer."""

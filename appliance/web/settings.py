@@ -158,6 +158,7 @@ INSTALLED_APPS += [
     "appliance.web.dhcp",
     "appliance.web.dns",
     "appliance.web.relay",
+    "appliance.web.devices",
     "appliance.web.switch",
     "appliance.web.applies",
     "appliance.web.system",

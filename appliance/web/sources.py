@@ -82,6 +82,20 @@ class LiveSources:
         applied = status.applied_bridge(self.box)
         return applied.bridge if applied else None
 
+    def device_counters(self) -> Reading:
+        """Per home device, what the datapath counted (`status.device_counters`)."""
+        return status.device_counters(self.box)
+
+    def forget_device_counters(self, mac: str) -> bool:
+        return status.forget_device_counters(self.box, mac)
+
+    def paused_devices(self) -> set[str]:
+        return status.paused_devices(self.box)
+
+    def pause_device(self, mac: str, paused: bool) -> Reading:
+        """Pause or resume a device in the datapath, at once (`status.pause_device`)."""
+        return status.pause_device(self.box, mac, paused)
+
     def flows(self) -> FlowDump:
         return status.flows(self.box)
 
@@ -130,6 +144,11 @@ def leases() -> Reading:
 def ports() -> Reading:
     """The ports' link state and byte counters, at most a second old."""
     return cached("ports", lambda: get().ports())
+
+
+def device_counters() -> Reading:
+    """The datapath's per-device counters, at most a second old."""
+    return cached("device_counters", lambda: get().device_counters())
 
 
 def get():

@@ -11,7 +11,7 @@ from appliance.web.sources import LiveSources
 GW_MAC = "02:4d:4f:44:45:4d"
 UP_MAC, DOWN_MAC = "52:54:00:00:05:00", "52:54:00:00:01:00"
 BOX = None
-STATE = {"dir": "/nonexistent", "leases": []}
+STATE = {"dir": "/nonexistent", "leases": [], "macs": None}  # macs: MAC -> MacStats; None: no datapath
 
 
 def settings(**kw):
@@ -47,6 +47,15 @@ class FakeSources(LiveSources):
             return Reading(problem="nothing applied yet")
         return Reading([{"name": applied.ports.uplink, "role": "uplink", "up": True, "rx_bytes": 1000,
                          "tx_bytes": 2000, "time": 1.0}])
+
+
+    def device_counters(self):
+        if STATE["macs"] is None:
+            return Reading(problem="datapath not loaded")
+        return Reading(dict(STATE["macs"]))
+
+    def forget_device_counters(self, mac):
+        return STATE["macs"] is not None and STATE["macs"].pop(mac, None) is not None
 
 
 def make_sources():

@@ -26,9 +26,13 @@ MAX_HOPS = 8
 
 PORT_PEER = 1
 PORT_INGRESS = 2
+PORT_HOME = 4
+PORT_DNS = 8
+PORT_SKB_COUNT = 16
 
 MISC_LOOP_DROPS = 1
 MISC_EVENT_DROPS = 2
+MISC_PAUSE_DROPS = 3
 MISC_MAX = 4
 
 HEALTH_REG = 15
@@ -36,6 +40,10 @@ HEALTH_SERVICES = 8
 HEALTH = struct.Struct("<8Q")             # struct dp_health: fresh_until[], CLOCK_MONOTONIC ns
 
 MISS_SLOT = 0xFFFFFFFF
+
+MAX_MACS = 4096
+MAC_STATS = struct.Struct("<5Q")          # struct dp_mac_stats
+MAX_PAUSED = 1024
 
 TC_ACT_OK = 0
 TC_ACT_SHOT = 2

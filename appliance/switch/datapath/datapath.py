@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.kernel.base import KernelError
-from appliance.kernel.bpf import ARRAY, HASH, PERCPU_ARRAY, RINGBUF, Bpf, BpfError, BpfObject, Map, MapSpec
+from appliance.kernel.bpf import (ARRAY, HASH, LRU_PERCPU_HASH, PERCPU_ARRAY, PERCPU_KINDS, RINGBUF, Bpf,
+                                  BpfError, BpfObject, Map, MapSpec)
 from appliance.kernel.clock import boot_id, boottime
 from appliance.kernel.devices import Device, Devices, LinuxDevices
 from appliance.kernel.libbpf import LinuxBpf
@@ -56,11 +57,16 @@ MAPS = {
     "dp_misc": MapSpec(PERCPU_ARRAY, 4, 8, C.MISC_MAX),
     "dp_events": MapSpec(RINGBUF, 0, 0, 256 * 1024),
     "dp_health": MapSpec(ARRAY, 4, C.HEALTH.size, 1),
+    "dp_macs": MapSpec(LRU_PERCPU_HASH, 8, C.MAC_STATS.size, C.MAX_MACS),
+    "dp_paused": MapSpec(HASH, 8, 4, C.MAX_PAUSED),
     "dp_trace": MapSpec(ARRAY, 4, C.TRACE_SIZE, 1),      # the test build's
 }
 # Shared by every program of a bridge: pinned, and reused by the next load.
 # dp_health is written by the box's watchdog (appliance.services.health), by its pin.
-SHARED_MAPS = ("dp_ports", "dp_ifports", "dp_flood_ports", "dp_stats", "dp_misc", "dp_events", "dp_health")
+# dp_macs (per-device counters) is read by the console (`mac_stats`); dp_paused is
+# written by it (`set_paused`), without a recompile.
+SHARED_MAPS = ("dp_ports", "dp_ifports", "dp_flood_ports", "dp_stats", "dp_misc", "dp_events", "dp_health",
+               "dp_macs", "dp_paused")
 LINK_PIN_PREFIX = "tcx-"
 
 
@@ -72,7 +78,7 @@ def flow_identity(flow: Flow) -> str:
 def open_map(bpf: Bpf, fd: int, name: str, owned: bool = False) -> Map:
     """One of the runtime's maps (`MAPS`) by fd."""
     spec = MAPS[name]
-    return Map(bpf, fd, spec.key_size, spec.value_size, spec.kind == PERCPU_ARRAY, owned)
+    return Map(bpf, fd, spec.key_size, spec.value_size, spec.kind in PERCPU_KINDS, owned)
 
 
 @dataclass
@@ -83,6 +89,42 @@ class ApplyResult:
     added: int = 0
     removed: int = 0
     hook: str = "tc"                 # "tcx" or "tc": how the program is attached
+
+
+@dataclass(frozen=True)
+class MacStats:
+    """One home device's traffic as the datapath counted it (summed over CPUs)."""
+
+    mac: str
+    rx_packets: int       # delivered to the device
+    rx_bytes: int
+    tx_packets: int       # sent by the device
+    tx_bytes: int
+    last_tx_ns: int       # CLOCK_MONOTONIC of its last frame
+
+
+def mac_text(mac: int) -> str:
+    return ":".join(f"{(mac >> s) & 0xff:02x}" for s in range(40, -8, -8))
+
+
+def mac_number(text: str) -> int:
+    return int(text.replace(":", "").replace("-", ""), 16)
+
+
+def read_mac_stats(m: Map) -> dict[str, MacStats]:
+    """dp_macs as MAC text -> counters summed over CPUs (last_tx_ns: the latest)."""
+    out = {}
+    for key in m.keys():
+        sums = [0, 0, 0, 0]
+        last = 0
+        for raw in m.percpu_values(key):
+            txp, txb, rxp, rxb, seen = C.MAC_STATS.unpack(raw)
+            for i, v in enumerate((rxp, rxb, txp, txb)):
+                sums[i] += v
+            last = max(last, seen)
+        mac = mac_text(C.U64.unpack(key)[0])
+        out[mac] = MacStats(mac, *sums, last)
+    return out
 
 
 @dataclass
@@ -101,14 +143,17 @@ class Datapath:
 
     `devices` maps port name -> interface name (default: the same name);
     `local_device` is the interface LOCAL delivers to (e.g. the Linux
-    bridge the ports are enslaved to). `bpf`, `tc` and `devices` are the
+    bridge the ports are enslaved to). `home_ports` are the ports facing the
+    home's devices, whose traffic `mac_stats` counts per MAC; `dns_ports` the
+    ports of the box's DNS server, which a paused device may still ask. `bpf`, `tc` and `devices` are the
     kernel (Linux unless given); `build` turns C into an object (clang).
     """
 
     def __init__(self, name: str, netns: str | None = None,
                  pin_root: str = DEFAULT_PIN_ROOT, state_dir: str | Path | None = None,
                  build_dir: str | Path | None = None, local_device: str | None = None,
-                 peer_redirect: bool = True, *, bpf: Bpf | None = None, tc: Tc | None = None,
+                 peer_redirect: bool = True, home_ports: tuple[str, ...] = (),
+                 dns_ports: tuple[str, ...] = (), *, bpf: Bpf | None = None, tc: Tc | None = None,
                  devices: Devices | None = None, build=build):
         self.bpf = bpf if bpf is not None else LinuxBpf()
         self.tc = tc if tc is not None else LinuxTc()
@@ -122,6 +167,8 @@ class Datapath:
         self.build_dir = Path(build_dir) if build_dir else state_dir / "switch" / "datapath" / "build"
         self.local_device = local_device
         self.peer_redirect = peer_redirect
+        self.home_ports = frozenset(home_ports)
+        self.dns_ports = frozenset(dns_ports)
         self._obj: BpfObject | None = None
 
     # -- state ---------------------------------------------------------------
@@ -251,12 +298,18 @@ class Datapath:
         """Point dp_ports/dp_ifports/dp_flood_ports at the devices that exist now."""
         bound: dict[str, int] = {}
         entries: list[tuple[int, int, int]] = []     # (ofport, ifindex, flags)
-        for pname, number in sorted(bridge.ports.items(), key=lambda kv: kv[1]):
-            dev = present.get(devices.get(pname, pname))
+        ports = [(pname, number, present.get(devices.get(pname, pname)))
+                 for pname, number in sorted(bridge.ports.items(), key=lambda kv: kv[1])]
+        # A home side of veths (the lab) is counted as veths count: one packet per skb.
+        virtual = any(dev is not None and dev.kind == "veth" for pname, _, dev in ports
+                      if pname in self.home_ports)
+        for pname, number, dev in ports:
             if dev is None:
                 continue
             bound[dev.name] = dev.ifindex
-            entries.append((number, dev.ifindex, self._port_flags(dev)))
+            flags = (self._port_flags(dev) | (C.PORT_HOME if pname in self.home_ports else 0)
+                     | (C.PORT_DNS if pname in self.dns_ports else 0) | (C.PORT_SKB_COUNT if virtual else 0))
+            entries.append((number, dev.ifindex, flags))
         if self.local_device and self.local_device in present:
             entries.append((C.OFPP_LOCAL, present[self.local_device].ifindex, C.PORT_INGRESS))
         wanted_ports = {C.U32.pack(n) for n, _, _ in entries}
@@ -318,7 +371,64 @@ class Datapath:
             def total(i):
                 return sum(C.U64.unpack(v)[0] for v in m.percpu_values(C.U32.pack(i)))
             return {"loop_drops": total(C.MISC_LOOP_DROPS),
-                    "event_drops": total(C.MISC_EVENT_DROPS)}
+                    "event_drops": total(C.MISC_EVENT_DROPS),
+                    "pause_drops": total(C.MISC_PAUSE_DROPS)}
+        finally:
+            m.close()
+
+    def mac_stats(self) -> dict[str, MacStats]:
+        """Per home device (MAC text -> counters), from the pinned dp_macs; {} when not loaded."""
+        m = self._shared("dp_macs")
+        if m is None:
+            return {}
+        try:
+            return read_mac_stats(m)
+        finally:
+            m.close()
+
+    def forget_mac(self, mac: str) -> bool:
+        """Drop a device's counters (it starts again from zero if it comes back)."""
+        path = os.path.join(self.pin_dir, "dp_macs")
+        if not self.bpf.is_pinned(path):
+            return False
+        m = open_map(self.bpf, self.bpf.open_pinned(path), "dp_macs", owned=True)
+        try:
+            return m.delete(C.U64.pack(mac_number(mac)))
+        finally:
+            m.close()
+
+    def _shared(self, name: str) -> Map | None:
+        path = os.path.join(self.pin_dir, name)
+        if not self.bpf.is_pinned(path):
+            return None
+        return open_map(self.bpf, self.bpf.open_pinned(path), name, owned=True)
+
+    def paused(self) -> set[str]:
+        """The MACs whose frames the running program drops (dp_paused)."""
+        m = self._shared("dp_paused")
+        if m is None:
+            return set()
+        try:
+            return {mac_text(C.U64.unpack(k)[0]) for k in m.keys()}
+        finally:
+            m.close()
+
+    def set_paused(self, macs) -> bool:
+        """Make dp_paused hold exactly `macs`: the running program acts on it at the next
+        frame, no recompile. False when no datapath is loaded (nothing to write)."""
+        m = self._shared("dp_paused")
+        if m is None:
+            return False
+        try:
+            wanted = {C.U64.pack(mac_number(mac)) for mac in macs}
+            if len(wanted) > C.MAX_PAUSED:
+                raise ValueError(f"at most {C.MAX_PAUSED} devices can be paused")
+            for key in wanted:
+                m.update(key, C.U32.pack(0))
+            for key in m.keys():
+                if key not in wanted:
+                    m.delete(key)
+            return True
         finally:
             m.close()
 

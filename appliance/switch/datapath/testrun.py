@@ -23,11 +23,12 @@ from ..packet import Packet
 from . import contract as C
 from .build import build
 from .compiler import Program, compile_table
-from .datapath import open_map
+from .datapath import MacStats, mac_number, open_map, read_mac_stats
 from .verifier import explain
 
 # skb->cb[0] carries the input port into the test build, cb[1] the health register.
 _SKB_CB_OFFSET = 48            # offsetof(struct __sk_buff, cb)
+_SKB_GSO_SEGS_OFFSET = 164     # offsetof(struct __sk_buff, gso_segs)
 _SKB_SIZE = 192                # sizeof(struct __sk_buff) in the 6.1 headers
 
 
@@ -52,7 +53,7 @@ class TestDatapath:
                  port_names: Mapping[int, str] | None = None,
                  strategy: str = "auto", program: Program | None = None,
                  build_dir: str | None = None, defines: tuple[str, ...] = (),
-                 bpf: Bpf | None = None):
+                 bpf: Bpf | None = None, port_flags: Mapping[int, int] | None = None):
         self.bpf = bpf if bpf is not None else LinuxBpf()
         self.program = program or compile_table(table, port_names, strategy=strategy)
         self._tmp = None
@@ -74,7 +75,7 @@ class TestDatapath:
         numbers = sorted(set(ports)) + [C.OFPP_LOCAL]
         for i, port in enumerate(numbers):
             ifindex = 1000 + i
-            ports_map.update(C.U32.pack(port), C.PORT.pack(ifindex, 0))
+            ports_map.update(C.U32.pack(port), C.PORT.pack(ifindex, (port_flags or {}).get(port, 0)))
             if i < C.MAX_PORTS:
                 flood.update(C.U32.pack(i), C.FLOOD_SLOT.pack(port, ifindex, 0, 0))
         for image in self.program.tables:
@@ -84,8 +85,9 @@ class TestDatapath:
                     m.update(key, val)
 
     def run(self, packet: Packet | bytes, in_port: int | None = None,
-            repeat: int = 1) -> tuple[DatapathResult, int]:
-        """(result, ns per run) for one frame."""
+            repeat: int = 1, gso_segs: int = 0) -> tuple[DatapathResult, int]:
+        """(result, ns per run) for one frame; `gso_segs` > 1: the frame stands for that many
+        segments (a GSO/GRO skb)."""
         if isinstance(packet, Packet):
             frame = packet.to_bytes()
             in_port = packet.in_port if in_port is None else in_port
@@ -93,6 +95,7 @@ class TestDatapath:
             frame = packet
         ctx = bytearray(_SKB_SIZE)
         C.U32.pack_into(ctx, _SKB_CB_OFFSET, in_port or 0)
+        C.U32.pack_into(ctx, _SKB_GSO_SEGS_OFFSET, gso_segs)
         if isinstance(packet, Packet):
             # skb->cb[1]: the health register the production build loads from dp_health.
             C.U32.pack_into(ctx, _SKB_CB_OFFSET + 4, packet[f"reg{C.HEALTH_REG}"])
@@ -101,6 +104,16 @@ class TestDatapath:
         flows = tuple(None if slot == C.MISS_SLOT else self.program.flows_by_slot[slot]
                       for _, slot in trace.matches)
         return DatapathResult(flows, trace.outputs, trace.verdict, r.data), r.duration_ns
+
+    def mac_stats(self) -> dict[str, MacStats]:
+        """What the runs counted per home device (dp_macs; ports flagged PORT_HOME)."""
+        return read_mac_stats(open_map(self.bpf, self.obj.map_fd("dp_macs"), "dp_macs"))
+
+    def pause(self, macs) -> None:
+        """Pause these MACs (dp_paused), as `Datapath.set_paused` does on a running datapath."""
+        m = open_map(self.bpf, self.obj.map_fd("dp_paused"), "dp_paused")
+        for mac in macs:
+            m.update(C.U64.pack(mac_number(mac)), C.U32.pack(0))
 
     def close(self) -> None:
         self.obj.close()

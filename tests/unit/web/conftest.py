@@ -28,6 +28,7 @@ def _console_settings(settings, tmp_path):
     sources._CACHE.clear()
     fakes.BOX = fakes.new_box(str(tmp_path))
     fakes.STATE["leases"] = []
+    fakes.STATE["macs"] = None
     yield
     fakes.BOX = None
 

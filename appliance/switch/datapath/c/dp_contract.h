@@ -70,9 +70,18 @@ struct dp_key {
 
 /* Port number -> device.  DP_PORT_PEER: a veth whose peer sits in another
  * namespace, so a redirect may go straight to the peer's ingress.
- * DP_PORT_INGRESS: deliver to the device's own stack (LOCAL). */
+ * DP_PORT_INGRESS: deliver to the device's own stack (LOCAL).
+ * DP_PORT_HOME: the port faces the home's devices; their traffic is
+ * counted per MAC in dp_macs.  DP_PORT_DNS: the box's DNS server is
+ * behind it (what a paused device may still reach).  DP_PORT_SKB_COUNT
+ * (on every port when the home port is a veth, as in the lab): count a
+ * GSO skb as one packet, as a veth's own counters do, instead of as the
+ * segments a wire carries. */
 #define DP_PORT_PEER    1
 #define DP_PORT_INGRESS 2   /* LOCAL: into the device's own stack */
+#define DP_PORT_HOME    4
+#define DP_PORT_DNS     8
+#define DP_PORT_SKB_COUNT 16
 struct dp_port {
 	__u32 ifindex;
 	__u32 flags;
@@ -101,6 +110,28 @@ struct dp_stats {
 	__u64 bytes;
 };
 
+/* Per home device, by MAC (48-bit number as in dp_key), one value per CPU.
+ * tx: frames the device sent, counted as they enter a home port (dropped
+ * or not); rx: unicast frames to it that entered another port and left
+ * towards a home port (an output to it, or NORMAL).  Lengths are
+ * skb->len at tc ingress: the Ethernet frame without FCS, as the device's
+ * own interface counters count it.  An entry is made only by a frame a
+ * device sends on a home port; the LRU map evicts the longest silent one. */
+#define DP_MAX_MACS        4096
+struct dp_mac_stats {
+	__u64 tx_packets;
+	__u64 tx_bytes;
+	__u64 rx_packets;
+	__u64 rx_bytes;
+	__u64 last_tx_ns;        /* CLOCK_MONOTONIC of the last frame it sent */
+};
+
+/* Paused home devices, by MAC: their frames are dropped both ways except
+ * ARP, neighbour discovery (ICMPv6 133-137), DHCP and DHCPv6, and DNS
+ * that the flows send to a DP_PORT_DNS port (the box's DNS server) and its
+ * answers from there.  The value is unused (0). */
+#define DP_MAX_PAUSED      1024
+
 /* The box's health register (OpenFlow reg15), loaded at pipeline entry
  * from dp_health: bit i is set while service i's heartbeat is fresh, i.e.
  * bpf_ktime_get_ns() (CLOCK_MONOTONIC) < fresh_until[i].  The watchdog
@@ -118,6 +149,7 @@ enum dp_misc_counter {
 	DP_MISC_PACKETS = 0,      /* frames the program ran on */
 	DP_MISC_LOOP_DROPS = 1,   /* frames dropped by the hop guard */
 	DP_MISC_EVENT_DROPS = 2,  /* controller events lost (ring full) */
+	DP_MISC_PAUSE_DROPS = 3,  /* frames of paused devices dropped */
 	DP_MISC_MAX = 4,
 };
 

@@ -92,6 +92,20 @@ struct {
 	__type(value, struct dp_health);
 } dp_health SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, DP_MAX_MACS);
+	__type(key, __u64);              /* MAC */
+	__type(value, struct dp_mac_stats);
+} dp_macs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DP_MAX_PAUSED);
+	__type(key, __u64);              /* MAC */
+	__type(value, __u32);
+} dp_paused SEC(".maps");
+
 #ifdef DP_TEST
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -115,6 +129,14 @@ struct dp_state {
 	__u32 pend_flags;
 	__u32 pend_port;
 	__u32 regs[DP_N_REGS];      /* OpenFlow registers; only as many as the flows use */
+	__u64 mac_dst;              /* dl_dst as received, for dp_macs */
+	__u32 wire_bytes;           /* the frame(s) as the wire carries them */
+	__u32 wire_packets;
+	__u32 in_flags;             /* the input port's DP_PORT_* */
+	__u8 in_home;               /* entered on a DP_PORT_HOME port */
+	__u8 to_home;               /* an output went towards a home port (or NORMAL) */
+	__u8 pause_dns;             /* DNS from a paused device: only to a DP_PORT_DNS port */
+	__u8 off_dns;               /* an output went elsewhere than a DP_PORT_DNS port */
 #ifdef DP_TEST
 	struct dp_trace *trace;
 #endif
@@ -395,6 +417,10 @@ static __always_inline void dp_set_pending(struct __sk_buff *skb, struct dp_stat
 					   __u32 port, __u32 ifindex, __u32 flags)
 {
 	dp_flush(skb, st);
+	if (flags & DP_PORT_HOME)
+		st->to_home = 1;
+	if (!(flags & DP_PORT_DNS))
+		st->off_dns = 1;
 	st->pend_kind = DP_PEND_PORT;
 	st->pend_port = port;
 	st->pend_ifindex = ifindex;
@@ -434,6 +460,10 @@ static __always_inline void dp_output_in_port(struct __sk_buff *skb, struct dp_s
 static __always_inline void dp_normal(struct __sk_buff *skb, struct dp_state *st)
 {
 	dp_flush(skb, st);
+	/* The bridge sends a frame for a home device's MAC to the home port
+	 * it learned it on. */
+	st->to_home = 1;
+	st->off_dns = 1;
 	st->pend_kind = DP_PEND_NORMAL;
 #ifdef DP_TEST
 	dp_trace_out(st, DP_OFPP_NORMAL);
@@ -562,6 +592,144 @@ static __always_inline void dp_strip_vlan(struct __sk_buff *skb, struct dp_state
 	}
 }
 
+/* The headers a GSO/GRO skb repeats in each of its segments on the wire
+ * (Ethernet, 802.1Q in the data, IP, TCP or UDP); 0 when it cannot tell. */
+static __always_inline __u32 dp_gso_header_len(struct __sk_buff *skb)
+{
+	__u8 b[2];
+	__u32 off = 14, l4;
+	__u16 proto;
+	__u8 l4proto;
+
+	if (bpf_skb_load_bytes(skb, 12, b, 2) < 0)
+		return 0;
+	proto = ((__u16)b[0] << 8) | b[1];
+	if (proto == ETH_P_8021Q) {
+		if (bpf_skb_load_bytes(skb, 16, b, 2) < 0)
+			return 0;
+		proto = ((__u16)b[0] << 8) | b[1];
+		off = 18;
+	}
+	if (proto == ETH_P_IP) {
+		if (bpf_skb_load_bytes(skb, off, b, 2) < 0)
+			return 0;
+		l4 = off + (b[0] & 0x0f) * 4;
+		if (bpf_skb_load_bytes(skb, off + 9, b, 1) < 0)
+			return 0;
+	} else if (proto == ETH_P_IPV6) {
+		l4 = off + 40;
+		if (bpf_skb_load_bytes(skb, off + 6, b, 1) < 0)
+			return 0;
+	} else {
+		return 0;
+	}
+	l4proto = b[0];
+	if (l4proto == IPPROTO_UDP)
+		return l4 + 8;
+	if (l4proto != IPPROTO_TCP)
+		return 0;
+	if (bpf_skb_load_bytes(skb, l4 + 12, b, 1) < 0)
+		return 0;
+	return l4 + (b[0] >> 4) * 4;
+}
+
+/* An skb may be many frames (GRO merged them on a NIC, or a veth passes a
+ * GSO one on): count what the wire carries, every segment with its own
+ * headers, as a NIC's own counters do; on a virtual home side
+ * (DP_PORT_SKB_COUNT) count the skb, as the devices' veths do. */
+static __always_inline void dp_wire_size(struct __sk_buff *skb, struct dp_state *st)
+{
+	__u32 segs = skb->gso_segs;
+
+	st->wire_packets = 1;
+	st->wire_bytes = skb->len;
+	if (segs > 1 && segs <= 0xffff && !(st->in_flags & DP_PORT_SKB_COUNT)) {
+		st->wire_packets = segs;
+		st->wire_bytes = skb->len + (segs - 1) * dp_gso_header_len(skb);
+	}
+}
+
+/* A group bit (multicast, broadcast) in the first octet: not one device. */
+static __always_inline int dp_mac_unicast(__u64 mac)
+{
+	return mac && !((mac >> 40) & 1);
+}
+
+/* tx of a frame a device sent on a home port; makes its entry. */
+static __always_inline void dp_mac_tx(struct dp_state *st)
+{
+	__u64 mac = st->key.dl_src;
+	struct dp_mac_stats *m;
+
+	if (!st->in_home || !dp_mac_unicast(mac))
+		return;
+	m = bpf_map_lookup_elem(&dp_macs, &mac);
+	if (!m) {
+		struct dp_mac_stats zero = {};
+		bpf_map_update_elem(&dp_macs, &mac, &zero, BPF_NOEXIST);
+		m = bpf_map_lookup_elem(&dp_macs, &mac);
+		if (!m)
+			return;
+	}
+	m->tx_packets += st->wire_packets;
+	m->tx_bytes += st->wire_bytes;
+	m->last_tx_ns = bpf_ktime_get_ns();
+}
+
+/* rx of a frame for a known device that leaves towards the home side. */
+static __always_inline void dp_mac_rx(struct dp_state *st)
+{
+	__u64 mac = st->mac_dst;
+	struct dp_mac_stats *m;
+
+	if (st->in_home || !st->to_home || !dp_mac_unicast(mac))
+		return;
+	m = bpf_map_lookup_elem(&dp_macs, &mac);
+	if (!m)
+		return;
+	m->rx_packets += st->wire_packets;
+	m->rx_bytes += st->wire_bytes;
+}
+
+/* A paused device (dp_paused): its frames both ways are dropped here,
+ * before the flows, except what keeps it on the network and lets it be
+ * resumed (ARP, neighbour discovery, DHCP, DHCPv6) and DNS with the box,
+ * which runs the flows and is dropped at the end unless they sent it only
+ * to the box's DNS port.  Returns a verdict, or -1 to go on. */
+static __always_inline int dp_pause_begin(struct dp_state *st)
+{
+	struct dp_key *k = &st->key;
+	__u64 mac = st->in_home ? k->dl_src : st->mac_dst;
+	int l4 = k->nw_proto == IPPROTO_UDP || k->nw_proto == IPPROTO_TCP;
+
+	if (!dp_mac_unicast(mac) || !bpf_map_lookup_elem(&dp_paused, &mac))
+		return -1;
+	if (k->dl_type == ETH_P_ARP)
+		return -1;
+	if (k->dl_type == ETH_P_IPV6 && k->nw_proto == 58 &&
+	    k->icmp_type >= 133 && k->icmp_type <= 137)
+		return -1;
+	if (st->in_home) {
+		if (k->nw_proto == IPPROTO_UDP && (k->tp_dst == 67 || k->tp_dst == 547))
+			return -1;
+		if (l4 && k->tp_dst == 53) {
+			st->pause_dns = 1;
+			return -1;
+		}
+	} else {
+		if (k->nw_proto == IPPROTO_UDP && (k->tp_src == 67 || k->tp_src == 547))
+			return -1;
+		if (l4 && k->tp_src == 53 && (st->in_flags & DP_PORT_DNS))
+			return -1;
+	}
+	dp_misc_add(DP_MISC_PAUSE_DROPS);
+#ifdef DP_TEST
+	if (st->trace)
+		st->trace->verdict = TC_ACT_SHOT;
+#endif
+	return TC_ACT_SHOT;
+}
+
 static __always_inline int dp_finish(struct __sk_buff *skb, struct dp_state *st)
 {
 	int verdict = TC_ACT_SHOT;
@@ -570,6 +738,13 @@ static __always_inline int dp_finish(struct __sk_buff *skb, struct dp_state *st)
 		verdict = TC_ACT_REDIRECT;
 	else if (st->pend_kind == DP_PEND_NORMAL)
 		verdict = TC_ACT_OK;
+	if (st->pause_dns && st->off_dns) {
+		/* A paused device's DNS the flows did not send to the box. */
+		dp_misc_add(DP_MISC_PAUSE_DROPS);
+		verdict = TC_ACT_SHOT;
+	}
+	if (verdict != TC_ACT_SHOT)
+		dp_mac_rx(st);
 #ifdef DP_TEST
 	if (st->trace)
 		st->trace->verdict = verdict;
@@ -655,10 +830,20 @@ static __always_inline int dp_begin(struct __sk_buff *skb, struct dp_state *st)
 	st->regs[DP_HEALTH_REG] = dp_health_bits();
 #endif
 #endif
+	{
+		__u32 port = st->in_port;
+		struct dp_port *p = bpf_map_lookup_elem(&dp_ports, &port);
+		st->in_flags = p ? p->flags : 0;
+		st->in_home = (st->in_flags & DP_PORT_HOME) != 0;
+	}
 	ret = dp_parse(skb, &st->key);
 	if (ret < 0)
 		return TC_ACT_SHOT;
-	return -1;
+	st->mac_dst = st->key.dl_dst;
+	if (st->in_home || dp_mac_unicast(st->mac_dst))
+		dp_wire_size(skb, st);
+	dp_mac_tx(st);
+	return dp_pause_begin(st);
 }
 
 #endif

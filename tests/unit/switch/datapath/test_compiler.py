@@ -76,16 +76,25 @@ def test_contract_sizes_match_the_header():
     assert C.TRACE_SIZE == 912 and C.EVENT_SIZE == 144
     assert int(defines["DP_HEALTH_REG"]) == C.HEALTH_REG
     assert int(defines["DP_HEALTH_SERVICES"]) * 8 == C.HEALTH.size
+    assert int(defines["DP_PORT_HOME"]) == C.PORT_HOME
+    assert int(defines["DP_MAX_MACS"]) == C.MAX_MACS
+    assert int(defines["DP_PORT_DNS"]) == C.PORT_DNS
+    assert int(defines["DP_PORT_SKB_COUNT"]) == C.PORT_SKB_COUNT
+    assert int(re.search(r"DP_MISC_PAUSE_DROPS = (\d+)", text).group(1)) == C.MISC_PAUSE_DROPS
+    mac_fields = re.search(r"struct dp_mac_stats \{(.*?)\};", text, re.S).group(1)
+    assert len(re.findall(r"__u64 \w+;", mac_fields)) * 8 == C.MAC_STATS.size
 
 
 def test_the_datapaths_map_specs_match_the_runtime_header():
     # What the kernel's fake is told about the runtime's maps (it cannot read the ELF).
     text = (HEADER.parent / "dp_runtime.h").read_text()
-    kinds = {"HASH": bpf.HASH, "ARRAY": bpf.ARRAY, "PERCPU_ARRAY": bpf.PERCPU_ARRAY, "RINGBUF": bpf.RINGBUF}
+    kinds = {"HASH": bpf.HASH, "ARRAY": bpf.ARRAY, "PERCPU_ARRAY": bpf.PERCPU_ARRAY, "RINGBUF": bpf.RINGBUF,
+             "LRU_PERCPU_HASH": bpf.LRU_PERCPU_HASH}
     sizes = {"__u32": 4, "__u64": 8, "struct dp_port": C.PORT.size, "struct dp_flood_slot": C.FLOOD_SLOT.size,
              "struct dp_stats": C.STATS.size, "struct dp_trace": C.TRACE_SIZE,
-             "struct dp_health": C.HEALTH.size}
-    names = {"DP_MAX_PORTS": C.MAX_PORTS, "DP_STATS_SLOTS": STATS_SLOTS, "DP_MISC_MAX": C.MISC_MAX}
+             "struct dp_health": C.HEALTH.size, "struct dp_mac_stats": C.MAC_STATS.size}
+    names = {"DP_MAX_PORTS": C.MAX_PORTS, "DP_STATS_SLOTS": STATS_SLOTS, "DP_MISC_MAX": C.MISC_MAX,
+             "DP_MAX_MACS": C.MAX_MACS, "DP_MAX_PAUSED": C.MAX_PAUSED}
     found = {}
     for body, name in re.findall(r"struct \{\n(.*?)\} (\w+) SEC\(\"\.maps\"\);", text, re.S):
         fields = dict(re.findall(r"__(?:uint|type)\((\w+), ([^)]+)\);", body))

@@ -61,9 +61,10 @@ class Kernel:
     def ifindex(self, name: str) -> int:
         return next(d.ifindex for d in self.devices.devices(BOX) if d.name == name)
 
-    def datapath(self, state_dir, name: str = "br0") -> Datapath:
+    def datapath(self, state_dir, name: str = "br0", home_ports=("downlink",)) -> Datapath:
         return Datapath(name, netns=BOX, pin_root=PIN_ROOT, state_dir=state_dir, local_device="br0",
-                        bpf=self.bpf, tc=self.tc, devices=self.devices, build=write_source)
+                        home_ports=home_ports, bpf=self.bpf, tc=self.tc, devices=self.devices,
+                        build=write_source)
 
 
 def bridge(text: str = TABLE):
@@ -100,7 +101,7 @@ def test_apply_runs_the_program_on_every_port_and_binds_the_ports(tmp_path):
     # LOCAL is the bridge, delivered to its own stack.
     ports = pinned_map(k, dp, "dp_ports")
     by_port = {C.U32.unpack(key)[0]: C.PORT.unpack(val) for key, val in ports.data.items()}
-    assert by_port == {1: (k.ifindex("uplink"), 0), 2: (k.ifindex("downlink"), 0),
+    assert by_port == {1: (k.ifindex("uplink"), 0), 2: (k.ifindex("downlink"), C.PORT_HOME),
                        3: (k.ifindex("admin"), C.PORT_PEER), 4: (k.ifindex("vgw"), C.PORT_PEER),
                        5: (k.ifindex("vproxy"), C.PORT_PEER),
                        C.OFPP_LOCAL: (k.ifindex("br0"), C.PORT_INGRESS)}
@@ -236,3 +237,81 @@ def test_detach_after_the_namespace_went_still_removes_the_pins(tmp_path):
     k.devices.del_netns(BOX)          # the devices go, and their filters with them
     dp.detach()
     assert k.bpf.pinned == {} and k.bpf.dirs == set() and not dp.attached()
+
+
+def count_mac(k: Kernel, dp: Datapath, mac: int, cpu: int, tx=(0, 0), rx=(0, 0), seen: int = 0) -> None:
+    """What the program counts for one device on one CPU (c/dp_runtime.h: dp_mac_tx, dp_mac_rx)."""
+    pinned_map(k, dp, "dp_macs").set(C.U64.pack(mac), C.MAC_STATS.pack(*tx, *rx, seen), cpu=cpu)
+
+
+def test_per_device_counters_sum_the_cpus_and_survive_a_recompile(tmp_path):
+    k = Kernel()
+    dp = k.datapath(tmp_path)
+    dp.apply(bridge())
+    count_mac(k, dp, 0x02AA00000001, 0, tx=(3, 300), rx=(5, 7000), seen=10)
+    count_mac(k, dp, 0x02AA00000001, 1, tx=(1, 60), rx=(2, 3000), seen=20)
+    count_mac(k, dp, 0x02AA00000002, 1, tx=(1, 42), seen=5)
+    dp.apply(bridge(TABLE + "priority=5,tcp,actions=drop\n"))    # a new program, the same map
+    stats = dp.mac_stats()
+    assert set(stats) == {"02:aa:00:00:00:01", "02:aa:00:00:00:02"}
+    one = stats["02:aa:00:00:00:01"]
+    assert (one.tx_packets, one.tx_bytes, one.rx_packets, one.rx_bytes, one.last_tx_ns) == (4, 360, 7, 10000, 20)
+    # A console reading them, or forgetting one, leaves no fd open.
+    before = k.bpf.open_fds()
+    assert dp.forget_mac("02:AA:00:00:00:02") and set(dp.mac_stats()) == {"02:aa:00:00:00:01"}
+    assert k.bpf.open_fds() == before
+
+
+def test_per_device_counters_are_bounded(tmp_path):
+    k = Kernel()
+    dp = k.datapath(tmp_path)
+    dp.apply(bridge())
+    for n in range(C.MAX_MACS + 10):
+        count_mac(k, dp, 0x020000000000 + n, 0, tx=(1, 60))
+    stats = dp.mac_stats()
+    assert len(stats) == C.MAX_MACS and "02:00:00:00:00:00" not in stats   # the longest silent went
+
+
+def test_no_datapath_no_device_counters(tmp_path):
+    dp = Kernel().datapath(tmp_path)
+    assert dp.mac_stats() == {} and not dp.forget_mac("02:aa:00:00:00:01")
+
+
+def test_pausing_writes_the_running_programs_map_and_survives_a_recompile(tmp_path):
+    k = Kernel()
+    dp = k.datapath(tmp_path)
+    assert not dp.set_paused({"02:aa:00:00:00:01"}) and dp.paused() == set()   # nothing runs yet
+    dp.apply(bridge())
+    assert dp.set_paused({"02:AA:00:00:00:01", "02:aa:00:00:00:02"})
+    assert pinned_map(k, dp, "dp_paused").data == {C.U64.pack(0x02AA00000001): C.U32.pack(0),
+                                                   C.U64.pack(0x02AA00000002): C.U32.pack(0)}
+    dp.apply(bridge(TABLE + "priority=5,tcp,actions=drop\n"))
+    assert dp.paused() == {"02:aa:00:00:00:01", "02:aa:00:00:00:02"}
+    dp.set_paused({"02:aa:00:00:00:02"})
+    assert dp.paused() == {"02:aa:00:00:00:02"}
+    with pytest.raises(ValueError, match="at most 1024"):
+        dp.set_paused({f"02:00:00:00:{n >> 8:02x}:{n & 0xff:02x}" for n in range(C.MAX_PAUSED + 1)})
+
+
+def test_the_box_dns_port_is_marked(tmp_path):
+    k = Kernel()
+    dp = Datapath("br0", netns=BOX, pin_root=PIN_ROOT, state_dir=tmp_path, local_device="br0",
+                  home_ports=("downlink",), dns_ports=("vproxy",), bpf=k.bpf, tc=k.tc, devices=k.devices,
+                  build=write_source)
+    dp.apply(bridge())
+    flags = {C.U32.unpack(key)[0]: C.PORT.unpack(val)[1] for key, val in pinned_map(k, dp, "dp_ports").data.items()}
+    assert flags[2] == C.PORT_HOME and flags[5] == C.PORT_PEER | C.PORT_DNS and flags[1] == 0
+
+
+def test_a_home_side_of_veths_is_counted_per_skb_on_every_port(tmp_path):
+    # The lab's home port is a veth, whose far end counts a GSO skb as one packet.
+    k = Kernel()
+    dp = k.datapath(tmp_path, home_ports=("admin",))
+    dp.apply(bridge())
+    flags = {C.U32.unpack(key)[0]: C.PORT.unpack(val)[1] for key, val in pinned_map(k, dp, "dp_ports").data.items()
+             if C.U32.unpack(key)[0] != C.OFPP_LOCAL}
+    assert all(f & C.PORT_SKB_COUNT for f in flags.values()) and flags[3] & C.PORT_HOME
+    # A NIC on the home side (the box): segments, as the wire carries them.
+    dp = k.datapath(tmp_path / "nic")
+    dp.apply(bridge())
+    assert not any(C.PORT.unpack(v)[1] & C.PORT_SKB_COUNT for v in pinned_map(k, dp, "dp_ports").data.values())

@@ -1,0 +1,170 @@
+"""Every device seen on the home side: the console's rows joined with what the box says now.
+
+Seen: the datapath counted a frame the device sent on the home port
+(dp_macs), or the DHCP server holds a lease for it. Addresses: Kea's and
+dhcpkit's leases and the static leases. Name: the one the user gave, else
+the static lease's hostname, else the hostname the device gave DHCP.
+Online: it sent a frame in the last ONLINE_SECONDS. Counters: the
+datapath's, since it began counting the device (a reboot, an unload of the
+datapath or a forget starts them again at zero).
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from appliance.box.status import Reading
+from appliance.web import sources
+from appliance.web.devices import oui
+from appliance.web.devices.models import Device
+
+ONLINE_SECONDS = 300
+# last_seen is written when it moved on by this much: a page load is not a database write.
+LAST_SEEN_STEP = timedelta(seconds=30)
+_MAC = re.compile(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$")
+COUNTERS = ("rx_bytes", "rx_packets", "tx_bytes", "tx_packets")
+
+
+def normal_mac(text: str) -> str | None:
+    """`aa:bb:cc:dd:ee:ff` for a MAC in either case, with colons or dashes; None otherwise."""
+    text = text.strip().lower()
+    return text.replace("-", ":") if _MAC.match(text) else None
+
+
+@dataclass
+class DeviceView:
+    mac: str
+    name: str
+    name_source: str               # "user", "static", "dhcp" or "" (none)
+    vendor: str
+    private: bool                  # a locally administered (random) MAC
+    ipv4: list[str] = field(default_factory=list)
+    ipv6: list[str] = field(default_factory=list)
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    online: bool = False
+    paused: bool = False           # its frames are dropped (all but DHCP, DNS to the box, ARP, ND)
+    counted: bool = False          # the running datapath has counters for it
+    rx_bytes: int = 0
+    rx_packets: int = 0
+    tx_bytes: int = 0
+    tx_packets: int = 0
+
+
+def _seen_at(last_tx_ns: int, now: datetime) -> datetime:
+    """Wall time of a CLOCK_MONOTONIC instant (bpf_ktime_get_ns; Python's monotonic is the same clock)."""
+    ago = max(0, time.monotonic_ns() - last_tx_ns) / 1e9
+    return now - timedelta(seconds=ago)
+
+
+def _lease_rows(leases: Reading) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for row in leases.value if leases.ok else []:
+        mac = normal_mac(str(row.get("mac") or ""))
+        if mac and not row.get("state"):      # Kea's 0: the lease is held (not declined, not expired)
+            out.setdefault(mac, []).append(row)
+    return out
+
+
+def sync(counters: Reading, leases: Reading) -> None:
+    """Rows for devices seen for the first time; last_seen moved on for those that sent frames."""
+    now = timezone.now()
+    seen: dict[str, datetime] = {}
+    if counters.ok:
+        for mac, st in counters.value.items():
+            if st.last_tx_ns:
+                seen[mac] = _seen_at(st.last_tx_ns, now)
+    for mac in _lease_rows(leases):
+        seen.setdefault(mac, now)
+    known = dict(Device.objects.filter(mac__in=list(seen)).values_list("mac", "last_seen"))
+    new = [Device(mac=m, first_seen=t, last_seen=t) for m, t in seen.items() if m not in known]
+    if new:
+        # Another worker may add the same device at the same moment: the unique MAC keeps one.
+        Device.objects.bulk_create(new, ignore_conflicts=True)
+    if counters.ok:
+        for mac, t in seen.items():
+            if mac in known and mac in counters.value and t - known[mac] > LAST_SEEN_STEP:
+                Device.objects.filter(mac=mac, last_seen__lt=t).update(last_seen=t)
+
+
+def devices() -> tuple[list[DeviceView], str | None]:
+    """All devices, and why the counters are missing (None when the datapath answered)."""
+    counters = sources.device_counters()
+    leases = sources.leases()
+    sources.cached("devices-sync", lambda: sync(counters, leases))
+    from appliance.web.dhcp.models import StaticLease
+
+    static = {normal_mac(s.mac): s for s in StaticLease.objects.all()}
+    by_mac = _lease_rows(leases)
+    paused = sources.get().paused_devices()
+    now = timezone.now()
+    views = []
+    for d in Device.objects.all():
+        v = _view(d, counters.value.get(d.mac) if counters.ok else None, static.get(d.mac),
+                  by_mac.get(d.mac, []), now)
+        v.paused = d.mac in paused
+        views.append(v)
+    return views, counters.problem
+
+
+def device(mac: str) -> DeviceView | None:
+    mac = normal_mac(mac) or ""
+    return next((v for v in devices()[0] if v.mac == mac), None)
+
+
+def _view(d: Device, st, static, leases: list[dict], now: datetime) -> DeviceView:
+    v = DeviceView(mac=d.mac, name="", name_source="", vendor=oui.vendor(d.mac), private=oui.is_private(d.mac),
+                   first_seen=d.first_seen, last_seen=d.last_seen)
+    hostnames = [r["hostname"] for r in leases if r.get("hostname")]
+    for source, name in (("user", d.name), ("static", static.hostname if static else ""),
+                         ("dhcp", hostnames[0] if hostnames else "")):
+        if name:
+            v.name, v.name_source = name, source
+            break
+    addresses = [r["ip"] for r in leases] + ([static.ip, static.ip6] if static else [])
+    for a in dict.fromkeys(a for a in addresses if a):
+        try:
+            ip = ipaddress.ip_address(a)
+        except ValueError:
+            continue
+        (v.ipv4 if ip.version == 4 else v.ipv6).append(str(ip))
+    if st is not None:
+        v.counted = True
+        for k in COUNTERS:
+            setattr(v, k, getattr(st, k))
+        if st.last_tx_ns:
+            v.last_seen = max(v.last_seen, _seen_at(st.last_tx_ns, now))
+            v.online = now - v.last_seen < timedelta(seconds=ONLINE_SECONDS)
+    return v
+
+
+def rename(mac: str, name: str) -> DeviceView | None:
+    mac = normal_mac(mac) or ""
+    if not Device.objects.filter(mac=mac).update(name=name.strip()):
+        return None
+    return device(mac)
+
+
+def pause(mac: str, paused: bool) -> Reading:
+    """Pause or resume a device: the datapath drops its frames from the next one on (no apply)."""
+    return sources.get().pause_device(normal_mac(mac) or "", paused)
+
+
+def forget(mac: str) -> bool:
+    """Drop the console's row and the datapath's counters. A device still on the network (its
+    lease, its frames) comes back at the next look, as new: no name, seen from now."""
+    mac = normal_mac(mac) or ""
+    deleted, _ = Device.objects.filter(mac=mac).delete()
+    if not deleted:
+        return False
+    if mac in sources.get().paused_devices():
+        sources.get().pause_device(mac, False)   # a forgotten device is not kept paused
+    sources.get().forget_device_counters(mac)
+    for key in ("device_counters", "devices-sync"):
+        sources._CACHE.pop(key, None)
+    return True

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from appliance.web.devices import views
+
+app_name = "devices"
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("<str:mac>/rename/", views.rename, name="rename"),
+    path("<str:mac>/forget/", views.forget, name="forget"),
+    path("<str:mac>/pause/", views.pause, name="pause"),
+]

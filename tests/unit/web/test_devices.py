@@ -1,0 +1,201 @@
+"""The devices page and API: who is on the home side, named, with the datapath's counters."""
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from appliance.switch.datapath.datapath import MacStats
+from appliance.web.audit.models import AuditEntry
+from appliance.web.devices import oui
+from appliance.web.devices.models import Device
+from tests.support import webfakes as fakes
+
+pytestmark = pytest.mark.django_db
+TV, PHONE, LAPTOP = "3c:5a:b4:00:00:01", "7a:11:22:33:44:55", "00:1a:11:00:00:02"
+
+
+@pytest.fixture(autouse=True)
+def registry(tmp_path, monkeypatch):
+    """A small IEEE registry: a MA-L block with a MA-S block inside it."""
+    (tmp_path / "oui.csv").write_text("Registry,Assignment,Organization Name,Organization Address\n"
+                                      'MA-L,3C5AB4,"Google, Inc.",Mountain View US\n'
+                                      "MA-L,001A11,Big Vendor,Somewhere\n")
+    (tmp_path / "oui36.csv").write_text("Registry,Assignment,Organization Name,Organization Address\n"
+                                        "MA-S,001A11000,Small Maker,Elsewhere\n")
+    monkeypatch.setattr(oui, "REGISTRY_DIR", tmp_path)
+    oui.registry.cache_clear()
+    yield
+    oui.registry.cache_clear()
+
+
+def counters(mac, rx=(0, 0), tx=(0, 0), ago: float = 1.0):
+    return MacStats(mac, rx[1], rx[0], tx[1], tx[0], time.monotonic_ns() - int(ago * 1e9))
+
+
+def home(leases=(), macs=None):
+    fakes.STATE["leases"] = list(leases)
+    fakes.STATE["macs"] = macs
+
+
+def lease(ip, mac, hostname=""):
+    return {"ip": ip, "mac": mac, "hostname": hostname, "expires": 1, "state": 0}
+
+
+def by_mac(rows):
+    return {r["mac"]: r for r in rows}
+
+
+def test_devices_list_the_home_side_with_vendor_name_addresses_and_counters(api):
+    home([lease("192.168.1.70", TV, "livingroom-tv"), lease("2001:db8::70", TV),
+          lease("192.168.1.71", PHONE, "pixel")],
+         {TV: counters(TV, rx=(20_000_000, 14_000), tx=(600_000, 9_000)),
+          LAPTOP: counters(LAPTOP, tx=(60, 1), ago=3600)})
+    r = api.get("/api/devices/")
+    assert r.status_code == 200
+    got = by_mac(r.data)
+    assert set(got) == {TV, PHONE, LAPTOP}
+    tv = got[TV]
+    assert (tv["name"], tv["name_source"], tv["vendor"]) == ("livingroom-tv", "dhcp", "Google, Inc.")
+    assert tv["ipv4"] == ["192.168.1.70"] and tv["ipv6"] == ["2001:db8::70"]
+    assert (tv["rx_bytes"], tv["rx_packets"], tv["tx_bytes"], tv["tx_packets"]) == (20_000_000, 14_000, 600_000, 9_000)
+    assert tv["online"] and tv["counted"]
+    # A random ("private") MAC has no vendor; a device only in the leases has no counters yet.
+    assert (got[PHONE]["vendor"], got[PHONE]["private"], got[PHONE]["counted"]) == ("", True, False)
+    # The longest registry block wins; an hour of silence is offline, last seen an hour ago.
+    assert got[LAPTOP]["vendor"] == "Small Maker" and not got[LAPTOP]["online"]
+    silent = datetime.now(timezone.utc) - datetime.fromisoformat(got[LAPTOP]["last_seen"].replace("Z", "+00:00"))
+    assert timedelta(minutes=59) < silent < timedelta(minutes=61)
+    assert api.get(f"/api/devices/{TV.upper()}/").data["name"] == "livingroom-tv"
+
+
+def test_a_static_lease_names_and_addresses_a_device(api, client_admin):
+    from appliance.web.dhcp.models import StaticLease
+    StaticLease.objects.create(mac=LAPTOP, ip="192.168.1.20", hostname="desk", ip6="2001:db8::20")
+    home(macs={LAPTOP: counters(LAPTOP, tx=(60, 1))})
+    d = api.get(f"/api/devices/{LAPTOP}/").data
+    assert (d["name"], d["name_source"], d["ipv4"], d["ipv6"]) == ("desk", "static", ["192.168.1.20"], ["2001:db8::20"])
+
+
+def test_rename_and_give_the_lease_name_back(api):
+    home([lease("192.168.1.70", TV, "livingroom-tv")], {})
+    r = api.patch(f"/api/devices/{TV}/", {"name": "  Kitchen TV "}, format="json")
+    assert r.status_code == 200 and (r.data["name"], r.data["name_source"]) == ("Kitchen TV", "user")
+    assert by_mac(api.get("/api/devices/").data)[TV]["name"] == "Kitchen TV"
+    assert AuditEntry.objects.filter(action="rename-device", target=TV).exists()
+    r = api.patch(f"/api/devices/{TV}/", {"name": ""}, format="json")
+    assert (r.data["name"], r.data["name_source"]) == ("livingroom-tv", "dhcp")
+
+
+@pytest.mark.parametrize("body,problem", [({"name": "x" * 64}, "no more than 63"),
+                                          ({"name": "bad\nname"}, "control character"),
+                                          ({"name": ["list"]}, "Not a valid string"),
+                                          ({"name": "tab\there"}, "control character"),
+                                          ({"name": 5}, "Not a valid string")])
+def test_a_bad_name_is_refused_naming_the_field(api, body, problem):
+    home([lease("192.168.1.70", TV, "tv")], {})
+    r = api.patch(f"/api/devices/{TV}/", body, format="json")
+    assert r.status_code == 400 and problem in str(r.data["name"])
+
+
+def test_forget_drops_the_name_and_the_counters(api):
+    home(macs={TV: counters(TV, tx=(60, 1))})
+    api.patch(f"/api/devices/{TV}/", {"name": "tv"}, format="json")
+    fakes.STATE["macs"] = {}                      # the device went quiet (and the map forgot it)
+    fakes.STATE["macs"][TV] = counters(TV, tx=(60, 1))
+    assert api.delete(f"/api/devices/{TV}/").status_code == 204
+    assert TV not in fakes.STATE["macs"] and not Device.objects.filter(mac=TV).exists()
+    assert api.get("/api/devices/").data == []
+    assert api.delete(f"/api/devices/{TV}/").status_code == 404
+    assert api.get("/api/devices/not-a-mac/").status_code == 404
+
+
+def test_an_unknown_field_is_refused_by_name(api):
+    home([lease("192.168.1.70", TV, "tv")], {})
+    r = api.patch(f"/api/devices/{TV}/", {"name": "tv", "group": "kids"}, format="json")
+    assert r.status_code == 400 and set(r.data) == {"group"}
+
+
+def test_the_schema_says_what_a_patch_may_carry(api):
+    body = api.get("/api/schema/?format=json").json()["paths"]["/api/devices/{mac}/"]["patch"]["requestBody"]
+    schema = body["content"]["application/json"]["schema"]
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["name"]["maxLength"] == 63
+
+
+def paused_on_the_box():
+    from appliance.box.switchload import DatapathLoader
+    return DatapathLoader.of(fakes.BOX).paused()
+
+
+def test_pause_and_resume_are_kept_by_the_box(api):
+    home([lease("192.168.1.70", TV, "tv"), lease("192.168.1.71", PHONE, "pixel")], {})
+    r = api.patch(f"/api/devices/{TV}/", {"paused": True}, format="json")
+    assert r.status_code == 200 and r.data["paused"]
+    assert paused_on_the_box() == {TV}
+    assert {m: d["paused"] for m, d in by_mac(api.get("/api/devices/").data).items()} == {TV: True, PHONE: False}
+    assert AuditEntry.objects.filter(action="pause-device", target=TV).exists()
+    r = api.patch(f"/api/devices/{TV}/", {"paused": False, "name": "telly"}, format="json")
+    assert (r.data["paused"], r.data["name"]) == (False, "telly") and paused_on_the_box() == set()
+    for bad in ("sometimes", 1, "true"):
+        r = api.patch(f"/api/devices/{TV}/", {"paused": bad}, format="json")
+        assert r.status_code == 400 and "paused" in r.data
+    assert api.patch(f"/api/devices/{TV}/", {}, format="json").data["name"] == "telly"   # nothing to change
+
+
+def test_a_forgotten_device_is_not_kept_paused(api):
+    home([lease("192.168.1.70", TV, "tv")], {})
+    api.patch(f"/api/devices/{TV}/", {"paused": True}, format="json")
+    assert api.delete(f"/api/devices/{TV}/").status_code == 204
+    assert paused_on_the_box() == set()
+
+
+def test_a_forgotten_device_that_is_still_there_comes_back_as_new(api):
+    home([lease("192.168.1.70", TV, "tv")], {})
+    api.patch(f"/api/devices/{TV}/", {"name": "mine"}, format="json")
+    assert api.delete(f"/api/devices/{TV}/").status_code == 204
+    back = by_mac(api.get("/api/devices/").data)[TV]
+    assert (back["name"], back["name_source"]) == ("tv", "dhcp")
+
+
+def test_without_a_datapath_the_devices_are_listed_without_counters(api, client_admin):
+    home([lease("192.168.1.70", TV, "tv")], None)
+    (tv,) = api.get("/api/devices/").data
+    assert not tv["counted"] and tv["rx_bytes"] == 0 and not tv["online"]
+    page = client_admin.get("/devices/").content.decode()
+    assert "No traffic counters: datapath not loaded" in page and TV in page
+
+
+def test_no_registry_no_vendor(api, tmp_path, monkeypatch):
+    monkeypatch.setattr(oui, "REGISTRY_DIR", tmp_path / "absent")
+    home(macs={TV: counters(TV, tx=(60, 1))})
+    assert api.get(f"/api/devices/{TV}/").data["vendor"] == ""
+
+
+def test_console_lists_renames_and_forgets(client_admin):
+    home([lease("192.168.1.70", TV, "livingroom-tv")], {TV: counters(TV, rx=(2 * 1024 * 1024, 1500))})
+    page = client_admin.get("/devices/").content.decode()
+    assert "livingroom-tv" in page and "Google, Inc." in page and "192.168.1.70" in page and "2.0\xa0MB" in page
+    assert 'href="/devices/"' in page       # a tab of the console
+    r = client_admin.post(f"/devices/{TV}/rename/", {"name": "x" * 64})
+    assert r.status_code == 400
+    r = client_admin.post(f"/devices/{TV}/rename/", {"name": "Kitchen TV"})
+    assert r.status_code == 302 and "Kitchen TV" in client_admin.get("/devices/").content.decode()
+    r = client_admin.post(f"/devices/{TV}/pause/", {"paused": "1"}, follow=True)
+    page = r.content.decode()
+    assert "paused (the datapath is not running: from its next start)" in page and ">Resume<" in page
+    assert paused_on_the_box() == {TV}
+    client_admin.post(f"/devices/{TV}/pause/", {"paused": "0"})
+    assert paused_on_the_box() == set()
+    assert client_admin.get(f"/devices/{TV}/forget/").status_code == 200
+    assert client_admin.post(f"/devices/{TV}/forget/", {}).status_code == 400      # no confirm: nothing forgotten
+    assert Device.objects.filter(mac=TV).exists()
+    fakes.STATE["leases"] = []
+    assert client_admin.post(f"/devices/{TV}/forget/", {"confirm": "1"}).status_code == 302
+    assert "No device seen yet" in client_admin.get("/devices/").content.decode()
+    assert client_admin.get("/devices/02:00:00:00:00:99/rename/").status_code == 404
+
+
+def test_the_pages_need_a_login(client, admin, doc):
+    for url in ("/devices/", f"/devices/{TV}/rename/", f"/devices/{TV}/forget/", f"/devices/{TV}/pause/"):
+        r = client.get(url)
+        assert r.status_code == 302 and "/login" in r["Location"]

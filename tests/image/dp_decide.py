@@ -1,11 +1,12 @@
 """Where the box's live datapath sends a home client's DNS query now (run with the box's venv, as root).
 
-    python dp_decide.py [--netns NS] [--until-open SECONDS]
+    python dp_decide.py [--netns NS] [--until-open SECONDS] [--then COMMAND]
 
 NS: a lab box's namespace (the image's box has none). With --until-open it
 asks again every 0.1 s until the query no longer meets a flow that needs the
 health register (the datapath fell open), at most SECONDS, and says after how
-long (measured here, not across ssh) since the wall-clock time --since.
+long (measured here, not across ssh) since the wall-clock time --since, or
+since COMMAND (--then), run once this process is ready, ended.
 
 One frame, a DNS query from a client on the downlink to the gateway, is run
 through the program attached to the box's ports (its pin) with
@@ -21,6 +22,7 @@ import ipaddress
 import json
 import os
 import struct
+import subprocess
 import time
 
 from appliance.box import locate
@@ -41,10 +43,17 @@ def main() -> int:
     ap.add_argument("--netns", default=None)
     ap.add_argument("--until-open", type=float, default=None)
     ap.add_argument("--since", type=float, default=None, help="wall-clock time `after` counts from")
+    ap.add_argument("--then", default=None,
+                    help="a shell command run once this is ready to decide; `after` counts from its end")
     opts = ap.parse_args()
     decide = Decider(opts.netns)
     start = time.time() if opts.since is None else opts.since
     out = decide()
+    if opts.then is not None:
+        # Here, not before this process: under emulation its start alone takes seconds.
+        subprocess.run(opts.then, shell=True, check=True)
+        start = time.time()
+        out = decide()
     while opts.until_open is not None and any("reg15" in f for f in out["moved"]):
         if time.time() - start > opts.until_open:
             break

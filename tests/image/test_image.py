@@ -7,6 +7,7 @@ printed (boot to console-ready), never asserted.
 """
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -245,12 +246,14 @@ def test_the_console_shows_the_units_state(box):
     assert panel(running) == running
 
 
-def decide(box, then: str = "", until_open: float | None = None) -> dict:
+def decide(box, then: str | None = None, until_open: float | None = None) -> dict:
     """Where the live datapath sends a client's DNS query now (`dp_decide.py`, run in the box),
-    after the command `then`; with `until_open`, asked again until it falls open (timed in the box)."""
-    wait = f" --until-open {until_open} --since $T0" if until_open is not None else ""
-    return json.loads(box.ssh(f"{then}set -a; . /etc/appliance/environment; set +a; "
-                              f"cd /opt/appliance && .venv/bin/python /root/dp_decide.py{wait}").stdout)
+    after the command `then` (run by it once it is ready); with `until_open`, asked again until
+    it falls open (timed in the box, from the end of `then`)."""
+    wait = f" --until-open {until_open}" if until_open is not None else ""
+    run = f" --then {shlex.quote(then)}" if then else ""
+    return json.loads(box.ssh(f"set -a; . /etc/appliance/environment; set +a; "
+                              f"cd /opt/appliance && .venv/bin/python /root/dp_decide.py{wait}{run}").stdout)
 
 
 def steered(decision: dict) -> bool:
@@ -273,7 +276,7 @@ def test_the_datapath_falls_open_on_6_1_when_the_watchdog_stops(box):
     assert first["moved"] and first["health"] & 1
     try:
         # It writes nothing on the way out: the heartbeat just stops.
-        now = decide(box, then="systemctl stop appliance-svc-watchdog; T0=$(date +%s.%N); ", until_open=10)
+        now = decide(box, then="systemctl stop appliance-svc-watchdog", until_open=10)
         print(f"\nimage-test: the datapath fell open {now['after']:.1f} s after the watchdog stopped", flush=True)
         assert not steered(now), f"still steered to vproxy 10 s after the watchdog stopped: {now}"
         assert now["moved"], "the query met no flow at all"

@@ -177,6 +177,11 @@ def console_session(box) -> str:
 def test_novnc_only_behind_the_console_login(box):
     key = console_session(box)
     curl = "curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1:6443/vnc.html"
+    # After a reboot (the test before), noVNC's proxy may still be starting under emulation.
+    deadline = time.monotonic() + 120
+    while ":6443" not in box.ssh("ss -Htln 'sport = :6443'").stdout:
+        assert time.monotonic() < deadline, "noVNC's proxy never listened on 6443"
+        time.sleep(2)
     assert box.ssh(curl).stdout == "403"
     assert box.ssh(f"{curl} -H 'Cookie: __Host-sessionid=not-a-session'").stdout == "403"
     assert box.ssh(f"{curl} -H 'Cookie: __Host-sessionid={key}'").stdout == "200"

@@ -259,12 +259,14 @@ def test_a_service_that_never_answers_rolls_the_apply_back_and_is_named(home):
                                   "s.bind(('127.0.0.1', 7894)); s.listen(); time.sleep(600)"])
     try:
         assert poll(lambda: PROCS.listening(vproxy, "tcp", 7894), 10)
-        res = box.apply(parse_settings(settings_data(dns=DNS, relay={"listen": "127.0.0.1:7894"})))
+        said: list[str] = []
+        res = box.apply(parse_settings(settings_data(dns=DNS, relay={"listen": "127.0.0.1:7894"})),
+                        progress=said.append)
     finally:
         squatter.kill()
         squatter.wait()
     print(f"\napply with a relay that cannot listen: {res.error}")
-    assert not res.ok and res.restored
+    assert not res.ok and res.restored, "\n".join(said[-15:])
     assert "service relay is not ready" in res.error and "Address already in use" in res.error
     assert box.applied_plan() == before
     assert recovered(lab, box), dig(lab, lab.spec.client(1), "www.blocked.test")

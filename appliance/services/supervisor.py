@@ -353,6 +353,12 @@ class Supervisor:
 
 # ---------------------------------------------------------------- the monitor
 
+# A service that dies this often while starting will not answer in time: named at once rather
+# than at the timeout. Not once: a port its predecessor held a moment ago frees within the
+# monitor's first back-offs (0.5, 1, 2 s).
+DEATHS_NOT_READY = 3
+
+
 def wait_ready(spec: ServiceSpec, deadline: float, status, processes: Processes,
                prober: Callable[[Probe], ProbeResult] = check) -> str | None:
     """Wait until every socket in `spec.ready` ("tcp/53") listens in the service's
@@ -378,8 +384,8 @@ def wait_ready(spec: ServiceSpec, deadline: float, status, processes: Processes,
                 return f"it failed before {', '.join(pending)} listened"
             # A service that dies before it listens will not answer in time either: a slow
             # one gets the whole timeout, a failing one is named at once.
-            if ours(st) and st.restarts > restarts:
-                return f"it exited before {', '.join(pending)} listened"
+            if ours(st) and st.restarts >= restarts + DEATHS_NOT_READY:
+                return f"it exited {st.restarts - restarts} times before {', '.join(pending)} listened"
             time.sleep(0.05)
     if pending:
         return f"{', '.join(pending)} not listening after {spec.ready_timeout:g}s"
@@ -394,8 +400,8 @@ def wait_ready(spec: ServiceSpec, deadline: float, status, processes: Processes,
         st = status(spec.name)
         if st.state == FAILED:
             return f"it failed ({spec.probe.describe()}: {res.detail})"
-        if ours(st) and st.restarts > restarts:
-            return f"it exited before it answered ({spec.probe.describe()}: {res.detail})"
+        if ours(st) and st.restarts >= restarts + DEATHS_NOT_READY:
+            return f"it exited {st.restarts - restarts} times before it answered ({spec.probe.describe()}: {res.detail})"
         time.sleep(0.1)
 
 

@@ -176,7 +176,8 @@ def console_session(box) -> str:
 
 def test_novnc_only_behind_the_console_login(box):
     key = console_session(box)
-    curl = "curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1:6443/vnc.html"
+    # On the admin address only (test_console_and_novnc_listen_on_the_admin_address_and_loopback_only).
+    curl = f"curl -sk -o /dev/null -w '%{{http_code}}' https://{vm.ADMIN}:6443/vnc.html"
     # After a reboot (the test before), noVNC's proxy may still be starting under emulation.
     deadline = time.monotonic() + 120
     while ":6443" not in box.ssh("ss -Htln 'sport = :6443'").stdout:

@@ -106,13 +106,14 @@ class DpBox:
         self.namespaces = []
 
 
-def drain(sock: socket.socket) -> list[bytes]:
-    """Frames waiting on a non-blocking capture socket, incoming only."""
+def drain(sock: socket.socket, outgoing: bool = False) -> list[bytes]:
+    """Frames waiting on a non-blocking capture socket: those it received, or (`outgoing`)
+    those its end transmitted."""
     out = []
     while True:
         try:
             data, addr = sock.recvfrom(65535)
         except BlockingIOError:
             return out
-        if addr[2] != socket.PACKET_OUTGOING:
+        if (addr[2] == socket.PACKET_OUTGOING) == outgoing:
             out.append(data)

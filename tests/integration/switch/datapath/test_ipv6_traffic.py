@@ -25,7 +25,7 @@ from appliance.switch.bridge import seed_bridge
 from appliance.switch.datapath.datapath import Datapath
 from appliance.switch.flows import FlowTable
 from appliance.switch.parser import parse_flows
-from tests.support.dpbox import DpBox
+from tests.support.dpbox import DpBox, drain
 from tests.support.ovs import OvsOracle, ovs_available
 
 pytestmark = pytest.mark.skipif(not ovs_available(), reason="Open vSwitch is not installed")
@@ -80,14 +80,7 @@ def oracle():
 
 def sent_frames(sock: socket.socket) -> list[bytes]:
     """Frames the far end transmitted (its outgoing side of the capture)."""
-    out = []
-    while True:
-        try:
-            data, addr = sock.recvfrom(65535)
-        except BlockingIOError:
-            return out
-        if addr[2] == socket.PACKET_OUTGOING:
-            out.append(data)
+    return drain(sock, outgoing=True)
 
 
 def udp6_frame(label: int, dport: int) -> bytes:

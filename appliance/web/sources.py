@@ -52,22 +52,20 @@ class LiveSources:
 
     def flush_fake_ips(self) -> Reading:
         """Forget the DNS server's unpinned fake-IP mappings: {"removed": n, "kept": pinned}."""
-        try:
-            from appliance.services.dns.control import DnsControl
-
-            with DnsControl(self.box.layout.dns_socket, timeout=5) as c:
-                return Reading(c.flush_fake_ips())
-        except Exception as e:  # noqa: BLE001 - no socket, no server
-            return Reading(problem=f"DNS not running ({e})")
+        return self._dns_call(lambda c: c.flush_fake_ips())
 
     def dns_log(self, **filters) -> Reading:
         """The DNS server's query log, newest first (`QueryLog.search`: client, domain, action,
         since, limit)."""
+        return self._dns_call(lambda c: c.query_log(**filters))
+
+    def _dns_call(self, ask) -> Reading:
+        """`ask(control)` on the box's DNS control socket, or why the DNS server did not answer."""
         try:
             from appliance.services.dns.control import DnsControl
 
             with DnsControl(self.box.layout.dns_socket, timeout=5) as c:
-                return Reading(c.query_log(**filters))
+                return Reading(ask(c))
         except Exception as e:  # noqa: BLE001 - no socket, no server
             return Reading(problem=f"DNS not running ({e})")
 

@@ -162,6 +162,14 @@ class Layout:
         return f"{self.state_dir}/health/events.jsonl"
 
     @property
+    def series_dir(self) -> str:
+        """Time series for the console's charts (`appliance.services.timeseries`), a file per writer."""
+        return f"{self.state_dir}/series"
+
+    def series_file(self, writer: str) -> str:
+        return f"{self.series_dir}/{writer}.sqlite"
+
+    @property
     def runtime(self) -> tuple[str, ...]:
         """What the box's services leave in `run_dir`; teardown removes it (state stays)."""
         return (self.kea.run_dir, self.dns_socket, self.relay_socket, self.services_dir,

@@ -84,13 +84,24 @@ class Layout:
                         socket=f"{self.run_dir}/dhcp/kea4.sock", run_dir=f"{self.run_dir}/dhcp")
 
     @property
+    def dhcp6_dir(self) -> str:
+        """The DHCPv6 server's own state (it runs as its own user, apart from Kea's files)."""
+        return f"{self.state_dir}/dhcp6"
+
+    @property
+    def dhcp6_run_dir(self) -> str:
+        return f"{self.run_dir}/dhcp6"
+
+    @property
     def dhcp6(self) -> Dhcp6Paths:
-        """The DHCPv6 server's files: settings, dhcpkit's config and static leases, the leasequery
-        store, the modem's last RA (state); status, socket and pid (runtime, in the Kea run dir)."""
-        return Dhcp6Paths(config=f"{self.dhcp_dir}/dhcp6.json", dhcpkit=f"{self.dhcp_dir}/dhcpkit.conf",
-                          assignments=f"{self.dhcp_dir}/static6.csv", leases=f"{self.dhcp_dir}/leases6.sqlite",
-                          ra=f"{self.dhcp_dir}/modem-ra.json", status=f"{self.run_dir}/dhcp/dhcp6-status.json",
-                          socket=f"{self.run_dir}/dhcp/dhcp6.sock", pid_file=f"{self.run_dir}/dhcp/dhcp6.pid")
+        """The DHCPv6 server's files: its settings (the plan's, beside Kea's); dhcpkit's config and
+        static leases, the leasequery store, the modem's last RA (its own state); status, socket and
+        pid (its own runtime)."""
+        d, run = self.dhcp6_dir, self.dhcp6_run_dir
+        return Dhcp6Paths(config=f"{self.dhcp_dir}/dhcp6.json", dhcpkit=f"{d}/dhcpkit.conf",
+                          assignments=f"{d}/static6.csv", leases=f"{d}/leases6.sqlite",
+                          ra=f"{d}/modem-ra.json", status=f"{run}/dhcp6-status.json",
+                          socket=f"{run}/dhcp6.sock", pid_file=f"{run}/dhcp6.pid")
 
     @property
     def dns_dir(self) -> str:
@@ -172,6 +183,6 @@ class Layout:
     @property
     def runtime(self) -> tuple[str, ...]:
         """What the box's services leave in `run_dir`; teardown removes it (state stays)."""
-        return (self.kea.run_dir, self.dns_socket, self.relay_socket, self.services_dir,
+        return (self.kea.run_dir, self.dhcp6_run_dir, self.dns_socket, self.relay_socket, self.services_dir,
                 self.watchdog_config, self.modem_watch_config, self.modem_watch_link, self.health_status,
                 self.notify_config)

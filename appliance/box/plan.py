@@ -49,7 +49,7 @@ from appliance.kernel.desired import (  # noqa: F401 - BridgePort is part of a p
 from appliance.services.dhcp import config as kea
 from appliance.services.dhcp import dhcpkit_config as dhcpkit
 from appliance.services.dns.settings import DnsSettings
-from appliance.services.identity import DNS, KEA, NOTIFY, RELAY, VPROXY_GID
+from appliance.services.identity import DHCP6, DNS, KEA, NOTIFY, RELAY, VPROXY_GID
 from appliance.services.health.heartbeat import pin_path
 from appliance.services.health.probes import Probe
 from appliance.services.health.watchdog import WatchdogConfig, WatchedService
@@ -238,7 +238,8 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
     return Plan(
         kernel=kernel_objects(settings, gw_mac, uplink_mac, relay),
         switch=switch,
-        directories=(layout.dhcp_dir, dhcp.paths.run_dir, layout.dns_dir, layout.dns_lists_dir),
+        directories=(layout.dhcp_dir, dhcp.paths.run_dir, layout.dhcp6_dir, layout.dhcp6_run_dir,
+                     layout.dns_dir, layout.dns_lists_dir),
         files=files,
         services=services,
         run_dir=layout.run_dir,
@@ -247,6 +248,10 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
             # Kea's leases, read by the DNS server for local names; its control socket.
             (layout.dhcp_dir, KEA.uid, KEA.gid, 0o755),
             (dhcp.paths.run_dir, KEA.uid, KEA.gid, 0o750),
+            # dhcpkit's rendered config, leasequery store and the modem's RA (read by the DNS
+            # server: the home's prefix); its status, socket and pid.
+            (layout.dhcp6_dir, DHCP6.uid, DHCP6.gid, 0o755),
+            (layout.dhcp6_run_dir, DHCP6.uid, DHCP6.gid, 0o755),
             # The fake-IP store: the DNS server writes it, the relay reads it.
             (layout.dns_dir, DNS.uid, VPROXY_GID, 0o750),
             (layout.dns_lists_dir, 0, VPROXY_GID, 0o750),
@@ -400,8 +405,9 @@ def dhcp6_service(dhcp6: dhcpkit.Dhcp6Settings, layout: Layout) -> tuple[ConfigF
         name="dhcp6",
         argv=(layout.python, "-m", "appliance.services.dhcp.dhcp6", "--config", dhcp6.paths.config),
         netns=GW_NS,
-        cwd=layout.dhcp_dir,
+        cwd=layout.dhcp6_dir,
         revision=config.digest,
+        identity=DHCP6,
         # An Information-request as a client's, through dhcpkit's workers, then
         # the server's word (it may stand aside for the modem); two misses
         # before the modem's DHCPv6 is let in, as for Kea.

@@ -12,6 +12,8 @@ socket), and each keeps only the capabilities it uses:
 - relay: the TPROXY socket and the fast path's conntrack, nftables and sysctls
   in its namespace (NET_ADMIN), transparent UDP (NET_RAW), low ports.
 - dhcp4 (Kea): raw DHCP sockets (NET_RAW) on port 67 (NET_BIND_SERVICE).
+- dhcp6 (dhcpkit): port 547 (NET_BIND_SERVICE); the raw ICMPv6 socket that
+  hears the modem's RAs (NET_RAW).
 - notify: none (it reads the events file and sends alerts; its URLs may hold secrets).
 
 systemd applies an identity with `User=`, `AmbientCapabilities=` and
@@ -57,5 +59,7 @@ RELAY = Identity("appliance-relay", 64532, VPROXY_GROUP, VPROXY_GID,
                  ("CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE"))
 KEA = Identity("appliance-kea", 64533, "appliance-kea", 64533,
                ("CAP_NET_RAW", "CAP_NET_BIND_SERVICE"))
+DHCP6 = Identity("appliance-dhcp6", 64535, "appliance-dhcp6", 64535,
+                 ("CAP_NET_RAW", "CAP_NET_BIND_SERVICE"))
 # The notifier reads the events file and talks to notification services: no capability at all.
 NOTIFY = Identity("appliance-notify", 64534, "appliance-notify", 64534)

@@ -57,7 +57,7 @@ def _write(path: str, text: str, mode: int | None = None) -> bool:
 def load_ra(path: str) -> RouterAdvert | None:
     try:
         return RouterAdvert.from_json(json.loads(Path(path).read_text()))
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or unreadable: wait for the next RA
         return None
 
 
@@ -66,16 +66,16 @@ class Follower:
 
     def __init__(self, settings: Dhcp6Settings):
         self.settings = settings
-        self.ra = load_ra(settings.paths.ra)
-        if self.ra is not None:  # kept by a version that wrote it for root alone
-            os.chmod(settings.paths.ra, RA_MODE)
+        # A version that ran as root kept the RA beside the settings: taken
+        # over once, so the DNS keeps the home's prefix until the next RA.
+        self.ra = load_ra(settings.paths.ra) or load_ra(str(Path(settings.paths.config).with_name("modem-ra.json")))
         self.aside: str | None = None
 
     def render(self) -> bool:
         """Render dhcpkit's files and the status for the current RA; whether dhcpkit's must be reloaded."""
         serving, self.aside = following(self.settings, self.ra)
         changed = _write(serving.paths.assignments, assignments_csv(serving))
-        changed |= _write(serving.paths.dhcpkit, dhcpkit_config(serving))
+        changed |= _write(serving.paths.dhcpkit, dhcpkit_config(serving, os.getuid(), os.getgid()))
         _write(serving.paths.status, json.dumps({
             "aside": self.aside, "stateful": serving.stateful, "dns": list(serving.dns_servers),
             "ra": self.ra.to_json() if self.ra else None}) + "\n")

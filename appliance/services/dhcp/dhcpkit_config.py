@@ -148,15 +148,17 @@ def assignments_csv(dhcp6: Dhcp6Settings) -> str:
     return "\n".join(rows) + "\n"
 
 
-def dhcpkit_config(dhcp6: Dhcp6Settings) -> str:
-    """The ZConfig text `ipv6-dhcpd` reads."""
+def dhcpkit_config(dhcp6: Dhcp6Settings, uid: int = 0, gid: int = 0) -> str:
+    """The ZConfig text `ipv6-dhcpd` reads, for a server running as `uid`:`gid`."""
     mac = dhcp6.server_mac.lower()
     lines = [
         "# Made by the box from its settings; changes here are lost on the next apply.",
-        # The namespace is the box's own; the leasequery store and the
-        # control socket live in root-owned directories.
-        "user root",
-        "group root",
+        # The user the server already runs as, by number (dhcpkit_fixes: the
+        # lab has no passwd entry for it); dhcpkit then changes nothing.
+        f"user {uid}",
+        f"group {gid}",
+        f"control-socket-user {uid}",
+        f"control-socket-group {gid}",
         f"pid-file {dhcp6.paths.pid_file}",
         f"control-socket {dhcp6.paths.socket}",
         f"workers {dhcp6.workers}",

@@ -23,6 +23,15 @@ fixes one tells us to drop it.
    module first puts the real `typing` back.
 4. dhcpkit finds its parts through `pkg_resources` (setuptools < 81, pinned
    in pyproject.toml); nothing to patch.
+5. dhcpkit expects to start as root and drop to a user it finds by name
+   (`user_name`/`group_name` datatypes, `pwd.getpwnam`), and its
+   `restore_privileges` looks the running user up with `pwd.getpwuid`.
+   The box starts it as its own user already (systemd `User=`, or setpriv
+   in the lab, with the two capabilities it needs as ambient ones), and the
+   lab's namespaces share the host's /etc/passwd, which has no such user:
+   both lookups raise KeyError. The config names the user by number; a
+   number with no passwd entry stands for itself, and a server that is not
+   root has nothing to restore (its capabilities are ambient, not lent).
 
 And one addition the box needs: static assignments matched by the
 link-layer address in the client's DUID (DUID-LL, DUID-LLT), as the box's
@@ -32,6 +41,9 @@ client is on the link, so the same id is also looked up from its DUID.
 """
 from __future__ import annotations
 
+import grp
+import os
+import pwd
 import sqlite3
 import sys
 import typing
@@ -42,6 +54,8 @@ import dhcpkit  # noqa: F401 - replaces sys.modules["typing"]: put back below, b
 
 sys.modules["typing"] = typing
 
+from dhcpkit.common import privileges  # noqa: E402
+from dhcpkit.common.server import config_datatypes  # noqa: E402
 from dhcpkit.ipv6.duids import LinkLayerDUID, LinkLayerTimeDUID  # noqa: E402
 from dhcpkit.ipv6.options import ClientIdOption  # noqa: E402
 from dhcpkit.ipv6.server.extensions.leasequery.sqlite import LeasequerySqliteStore  # noqa: E402
@@ -55,6 +69,9 @@ UPSTREAM = {
     "apply_async": NonBlockingPool.apply_async,
     "open_database": LeasequerySqliteStore.open_database,
     "csv_create": CSVStaticAssignmentHandlerFactory.create,
+    "user_name": config_datatypes.user_name,
+    "group_name": config_datatypes.group_name,
+    "restore_privileges": privileges.restore_privileges,
 }
 
 
@@ -123,8 +140,42 @@ def csv_create(self) -> LinkLayerStaticAssignments:
                                       self.prefix_preferred_lifetime, self.prefix_valid_lifetime)
 
 
+def user_name(value: str) -> pwd.struct_passwd:
+    """dhcpkit's `user_name`, which also takes a user id that has no passwd entry."""
+    if not value.isdigit():
+        return UPSTREAM["user_name"](value)
+    try:
+        return pwd.getpwuid(int(value))
+    except KeyError:
+        return pwd.struct_passwd((value, "x", int(value), int(value), "", "/nonexistent", "/usr/sbin/nologin"))
+
+
+def group_name(value: str) -> grp.struct_group:
+    """dhcpkit's `group_name`, which also takes a group id that has no group entry."""
+    if not value.isdigit():
+        return UPSTREAM["group_name"](value)
+    try:
+        return grp.getgrgid(int(value))
+    except KeyError:
+        return grp.struct_group((value, "x", int(value), []))
+
+
+def restore_privileges() -> None:
+    """dhcpkit's `restore_privileges`, a no-op for a server started as its own user."""
+    if os.getuid() != 0:
+        return
+    UPSTREAM["restore_privileges"]()
+
+
 def apply() -> None:
     """Install the fixes (idempotent)."""
+    # Before dhcpkit's main is imported: it binds restore_privileges by name.
+    config_datatypes.user_name = user_name
+    config_datatypes.group_name = group_name
+    privileges.restore_privileges = restore_privileges
+    main = sys.modules.get("dhcpkit.ipv6.server.main")
+    if main is not None:
+        main.restore_privileges = restore_privileges
     NonBlockingPool.apply_async = apply_async
     LeasequerySqliteStore.open_database = open_database
     CSVStaticAssignmentHandlerFactory.create = csv_create

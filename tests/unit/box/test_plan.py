@@ -157,7 +157,7 @@ def test_dns_without_a_section_forwards_to_the_modem_and_follows_the_document():
     assert {"192.168.1.0/24", "100.96.0.0/11", "2001:2::/48"} <= set(d.rebind.networks)
     assert d.fake_ip.network6 == "2001:2::/48"
     # ...nor the home's IPv6 prefix, read from the modem's RA that the DHCPv6 service keeps.
-    assert d.rebind.prefixes_file == "/s/dhcp/modem-ra.json"
+    assert d.rebind.prefixes_file == "/s/dhcp6/modem-ra.json"
 
 
 def test_dns_local_names_take_a_static_lease_ipv6_address_only_when_ipv6_passes():

@@ -10,6 +10,7 @@ import pytest
 from appliance.box.plan import GW_NS, Observed, plan
 from appliance.box.settings import default_settings, parse_settings, to_data
 from appliance.kernel.desired import Address, Sysctls
+from appliance.services.identity import DHCP6
 from appliance.services.dhcp.dhcpkit_config import Dhcp6Settings
 from appliance.switch.classifier import classify
 from appliance.switch.flows import FlowTable
@@ -59,7 +60,11 @@ def test_the_service_runs_in_gw_as_the_modem(the_plan):
     assert svc.netns == GW_NS and svc.argv[1:] == ("-m", "appliance.services.dhcp.dhcp6", "--config",
                                                    "/var/lib/appliance/dhcp/dhcp6.json")
     assert svc.probe.kind == "dhcp6" and svc.probe.bit == 3 and svc.probe.target == "[::1]:547"
-    assert svc.probe.name == "/run/appliance/dhcp/dhcp6-status.json"
+    assert svc.probe.name == "/run/appliance/dhcp6/dhcp6-status.json"
+    # As its own user, in its own directories (nothing of Kea's to touch).
+    assert svc.identity == DHCP6 and svc.cwd == "/var/lib/appliance/dhcp6"
+    assert ("/var/lib/appliance/dhcp6", DHCP6.uid, DHCP6.gid, 0o755) in the_plan.owners
+    assert ("/run/appliance/dhcp6", DHCP6.uid, DHCP6.gid, 0o755) in the_plan.owners
     config = next(f for f in the_plan.files if f.path == "/var/lib/appliance/dhcp/dhcp6.json")
     assert svc.revision == config.digest
     d6 = Dhcp6Settings.from_json(json.loads(config.content))

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from appliance.box.layout import Layout
+from appliance.services.identity import DHCP6
 from appliance.box.plan import dhcp6_service
 from appliance.services.dhcp.dhcpkit_config import Dhcp6Settings, StaticLease6, duid_ll
 from appliance.services.dhcp.leases6 import read_leases
@@ -92,8 +93,13 @@ class Gateway:
         for ns, dev in ((self.gw, "gw0"), (self.gw, "lo"), (self.client, "lo"), (self.client, "br0"),
                         (self.modem, "lan0"), (self.modem, "lo")):
             ip("-n", ns, "link", "set", dev, "up")
-        for d in {Path(f.path).parent for f in self.files} | {Path(self.settings.paths.status).parent}:
+        self.tmp.chmod(0o711)  # the server's own user reaches its directories inside
+        for d in {Path(f.path).parent for f in self.files}:
             d.mkdir(parents=True, exist_ok=True)
+        # The server's own directories, as the apply makes them (the plan's owners).
+        for d in {Path(self.settings.paths.status).parent, Path(self.settings.paths.leases).parent}:
+            d.mkdir(parents=True, exist_ok=True)
+            os.chown(d, DHCP6.uid, DHCP6.gid)
         for f in self.files:
             Path(f.path).write_text(f.content)
         self.script.write_text(SCRIPT)

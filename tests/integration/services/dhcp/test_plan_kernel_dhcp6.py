@@ -59,8 +59,13 @@ def gw():
     try:
         first = reconcile(k, objects)
         second = reconcile(k, objects)
+        tmp.chmod(0o711)  # the server's own user reaches its directories inside
         for d in p.directories:
             Path(d).mkdir(parents=True, exist_ok=True)
+        for d, uid, gid, mode in p.owners:  # as the apply makes them
+            Path(d).mkdir(parents=True, exist_ok=True)
+            os.chown(d, uid, gid)
+            os.chmod(d, mode)
         for f in p.files:
             Path(f.path).write_text(f.content)
         yield {"names": names, "first": first, "second": second, "sup": sup, "spec": spec, "tmp": tmp}

@@ -277,11 +277,25 @@ def test_the_modems_ra_is_kept_readable_by_the_dns_service(tmp_path):
         follower.heard(MODEM_LL, router_advert(managed=False, prefixes=("2001:db8:1::/64",)))
         ra = follower.settings.paths.ra
         assert stat.S_IMODE(os.stat(ra).st_mode) == 0o644  # the DNS service's user reads its prefixes
-        os.chmod(ra, 0o600)  # as an older version left it
-        Follower(follower.settings)
-        assert stat.S_IMODE(os.stat(ra).st_mode) == 0o644
     finally:
         os.umask(old)
+
+
+def test_an_ra_kept_beside_the_settings_by_a_root_version_is_taken_over(tmp_path):
+    import json
+    import os
+
+    from appliance.services.dhcp.dhcp6 import Follower
+    from appliance.services.dhcp.ra import parse_ra, router_advert
+
+    from dataclasses import replace
+
+    s = settings(tmp_path, dns_servers=(), static_leases=())
+    os.makedirs(tmp_path / "v6")
+    s = replace(s, paths=replace(s.paths, ra=str(tmp_path / "v6" / "ra.json")))
+    kept = parse_ra(MODEM_LL, router_advert(managed=False, prefixes=("2001:db8:7::/64",)))
+    (tmp_path / "modem-ra.json").write_text(json.dumps(kept.to_json()))
+    assert Follower(s).ra == kept
 
 
 def test_the_console_reads_why_the_server_stands_aside(tmp_path):
@@ -295,3 +309,35 @@ def test_the_console_reads_why_the_server_stands_aside(tmp_path):
     assert dhcp6_aside(str(status)) is None
     status.write_text(json.dumps({"aside": "the modem's RA asks for DHCPv6 addresses (M flag) ..."}))
     assert dhcp6_aside(str(status)).startswith("the modem's RA asks")
+
+
+# ---------------------------------------------------------------- running as its own user (fix 5)
+
+def test_the_config_names_the_running_user_by_number(tmp_path):
+    text = dhcpkit_config(settings(tmp_path), 64535, 64535)
+    assert "user 64535\ngroup 64535\ncontrol-socket-user 64535\ncontrol-socket-group 64535\n" in text
+
+
+def test_a_user_id_without_a_passwd_entry_stands_for_itself():
+    import pwd
+
+    from dhcpkit.common.server import config_datatypes
+
+    free = next(uid for uid in range(64900, 65000) if not _has_passwd(uid))
+    with pytest.raises(ValueError, match="not found"):
+        dhcpkit_fixes.UPSTREAM["user_name"](str(free))  # upstream: a name only
+    dhcpkit_fixes.apply()
+    user = config_datatypes.user_name(str(free))
+    assert (user.pw_uid, user.pw_name) == (free, str(free))
+    assert config_datatypes.group_name(str(free)).gr_gid == free
+    assert config_datatypes.user_name("root") == pwd.getpwnam("root")  # names still resolve
+
+
+def _has_passwd(uid: int) -> bool:
+    import pwd
+    try:
+        pwd.getpwuid(uid)
+        return True
+    except KeyError:
+        return False
+

@@ -408,6 +408,7 @@ def dhcp6_service(dhcp6: dhcpkit.Dhcp6Settings, layout: Layout) -> tuple[ConfigF
         cwd=layout.dhcp6_dir,
         revision=config.digest,
         identity=DHCP6,
+        writable=(layout.dhcp6_dir, layout.dhcp6_run_dir),
         # An Information-request as a client's, through dhcpkit's workers, then
         # the server's word (it may stand aside for the modem); two misses
         # before the modem's DHCPv6 is let in, as for Kea.

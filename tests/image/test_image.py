@@ -208,6 +208,7 @@ def test_redis_on_a_unix_socket_with_a_password(box):
     ("appliance-svc-dns", "appliance-dns", "cap_net_bind_service cap_bpf"),
     ("appliance-svc-relay", "appliance-relay", "cap_net_admin cap_net_bind_service cap_net_raw"),
     ("appliance-svc-dhcp4", "appliance-kea", "cap_net_bind_service cap_net_raw"),
+    ("appliance-svc-dhcp6", "appliance-dhcp6", "cap_net_bind_service cap_net_raw"),
 ])
 def test_box_units_run_unprivileged_with_their_capabilities(box, unit, user, caps):
     props = dict(line.split("=", 1) for line in box.ssh(

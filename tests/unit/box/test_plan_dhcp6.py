@@ -63,6 +63,7 @@ def test_the_service_runs_in_gw_as_the_modem(the_plan):
     assert svc.probe.name == "/run/appliance/dhcp6/dhcp6-status.json"
     # As its own user, in its own directories (nothing of Kea's to touch).
     assert svc.identity == DHCP6 and svc.cwd == "/var/lib/appliance/dhcp6"
+    assert svc.writable == ("/var/lib/appliance/dhcp6", "/run/appliance/dhcp6")  # on the image: all it may write
     assert ("/var/lib/appliance/dhcp6", DHCP6.uid, DHCP6.gid, 0o755) in the_plan.owners
     assert ("/run/appliance/dhcp6", DHCP6.uid, DHCP6.gid, 0o755) in the_plan.owners
     config = next(f for f in the_plan.files if f.path == "/var/lib/appliance/dhcp/dhcp6.json")

@@ -73,6 +73,7 @@ SITES6 = {
     "www.proxied.test": "2001:db8:ffff::12",
 }
 ZONES = ("example.test", "blocked.test", "proxied.test")
+UDP_ECHO_PORT = 9001  # the web server's UDP echo (QUIC and games to the test sites)
 
 UPLINK_NIC, DOWNLINK_NIC = "enp5s0", "enp1s0"
 UPLINK_MAC, DOWNLINK_MAC = "52:54:00:00:05:00", "52:54:00:00:01:00"
@@ -263,7 +264,9 @@ def processes(spec: LabSpec, rundir: str) -> list[LabProcess]:
         zone_args.append(f"--local=/{zone}/")  # authoritative: unknown names get NXDOMAIN
         zone_args.append(f"--host-record={zone},{SITES['www.' + zone]},{SITES6['www.' + zone]}")
     return [
-        LabProcess("web", s.internet, (py, "-m", "appliance.lab.web", "--port", "80"), ready=("tcp/80",)),
+        LabProcess("web", s.internet, (py, "-m", "appliance.lab.web", "--port", "80",
+                                       "--udp-echo", str(UDP_ECHO_PORT), *SITES.values(), *SITES6.values()),
+                   ready=("tcp/80", f"udp/{UDP_ECHO_PORT}")),
         LabProcess("dns", s.internet, (
             "dnsmasq", "--keep-in-foreground", "--user=root", "--group=root", "--conf-file=/dev/null",
             f"--pid-file={rundir}/dns.pid", "--no-resolv", "--no-hosts", "--bind-interfaces",

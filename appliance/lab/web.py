@@ -4,13 +4,19 @@ The page names the site it was asked for, so a test can tell which site
 (and which path through the network) answered. `/bytes/N` streams N
 pseudo-random bytes (for download tests); `/whoami` answers the address the
 connection came from (behind the modem's NAT: the modem's WAN address);
-`/health` answers "ok".
+`/health` answers "ok". With `--udp-echo PORT ADDRESS...`, UDP datagrams
+to that port of those addresses come back with an ``echo:`` prefix (QUIC
+and games to the test sites, over IPv4 and IPv6), from the address they
+were sent to: a socket per address, since a wildcard socket answers from
+the address routing picks, which the modem's NAT would not match.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import selectors
 import socket
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CHUNK = hashlib.sha256(b"lab").digest() * 2048  # 64 KiB, the same in every run
@@ -62,8 +68,25 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--port", type=int, default=80)
     ap.add_argument("--bind", default=None, help="default: IPv4 and IPv6 where the namespace has IPv6")
+    ap.add_argument("--udp-echo", nargs="+", default=None, metavar="PORT ADDRESS")
     args = ap.parse_args(argv)
-    server_for(args.bind, args.port).serve_forever()
+    server = server_for(args.bind, args.port)
+    if args.udp_echo:
+        port, *addresses = args.udp_echo
+        threading.Thread(target=udp_echo, args=(int(port), addresses), daemon=True).start()
+    server.serve_forever()
+
+
+def udp_echo(port: int, addresses: list[str]) -> None:
+    sel = selectors.DefaultSelector()
+    for address in addresses:
+        sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((address, port))
+        sel.register(sock, selectors.EVENT_READ)
+    while True:
+        for key, _ in sel.select():
+            data, peer = key.fileobj.recvfrom(65535)
+            key.fileobj.sendto(b"echo:" + data, peer)
 
 
 class _DualStackServer(ThreadingHTTPServer):

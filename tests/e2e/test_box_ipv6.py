@@ -6,6 +6,7 @@ get fake IPv6 addresses the relay serves, and the box itself says nothing
 in IPv6 towards the modem.
 """
 import ipaddress
+import sys
 import time
 
 import pytest
@@ -22,6 +23,7 @@ DNS = {
     "rules": [
         {"match": "suffix", "value": "blocked.test", "then": {"action": "block"}},
         {"match": "suffix", "value": "proxied.test", "then": {"action": "fake-ip", "route": "direct"}},
+        {"match": "suffix", "value": "rejected.test", "then": {"action": "fake-ip", "route": "reject"}},
     ],
 }
 
@@ -106,6 +108,33 @@ def test_a_proxied_name_gets_a_fake_ipv6_address_and_curl_reaches_the_page(home)
     captured = _capture(lab, lab.spec.modem, "lan0", 0.5, fetch)
     assert "internet page for www.proxied.test" in frames[0]
     assert not [f for f in captured if "2001:2:" in f], "a frame to the fake range reached the modem"
+
+
+def _udp6(lab, client, address: str, port: int) -> str:
+    """One datagram from the client to [address]:port: the reply, "refused" (ICMPv6) or "timeout"."""
+    code = ("import socket,sys; s=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.settimeout(5); "
+            f"s.connect(({address!r}, {port}));\n"
+            "try:\n s.send(b'hello'); print(s.recv(2048).decode())\n"
+            "except ConnectionRefusedError: print('refused')\n"
+            "except socket.timeout: print('timeout')")
+    return lab.run(client, [sys.executable, "-c", code]).stdout.strip()
+
+
+def test_udp_to_a_fake_ipv6_address_is_relayed_and_a_route_without_udp_refused_at_once(home):
+    lab, box, _ = home
+    c = lab.spec.client(1)
+    fake = answers(dig6(lab, c, "www.proxied.test"))
+    assert len(fake) == 1 and ipaddress.ip_address(fake[0]) in FAKE6, fake
+    replies = []
+    captured = _capture(lab, lab.spec.modem, "lan0", 0.5,
+                        lambda: replies.append(_udp6(lab, c, fake[0], topology.UDP_ECHO_PORT)))
+    assert replies == ["echo:hello"]  # from the fake address the client sent to (connected socket)
+    assert not [f for f in captured if "2001:2:" in f], "a frame to the fake range reached the modem"
+    rejected = answers(dig6(lab, c, "www.rejected.test"))
+    assert len(rejected) == 1 and ipaddress.ip_address(rejected[0]) in FAKE6, rejected
+    started = time.monotonic()
+    assert _udp6(lab, c, rejected[0], topology.UDP_ECHO_PORT) == "refused"  # ICMPv6 port unreachable
+    assert time.monotonic() - started < 3, "the refusal came by timeout, not at once"
 
 
 def test_curl_over_ipv6_goes_through_the_modem(home):

@@ -52,11 +52,11 @@ def chain(settings: RelaySettings, home_interfaces: list[str], name: str = "fake
 def chain6(settings: RelaySettings, home_interfaces: list[str], fake_range6: str,
            name: str = "fake_range") -> str:
     """The same chain for an ip6 table: the IPv6 fake range to the relay's IPv6
-    socket (TCP only; bound to [::] on the listen port)."""
+    sockets (TCP and UDP, bound to [::] on the listen port)."""
     _, port = settings.listen_address()
     return "\n".join([
         f"  chain {name} {{", "    type filter hook prerouting priority dstnat + 10; policy accept;",
-        f"    {_iif(home_interfaces)}ip6 daddr {fake_range6} meta l4proto tcp tproxy to :{port} accept",
+        f"    {_iif(home_interfaces)}ip6 daddr {fake_range6} meta l4proto {{ tcp, udp }} tproxy to :{port} accept",
         "  }"])
 
 

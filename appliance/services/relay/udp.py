@@ -17,6 +17,15 @@ Replies go back from a socket bound to the fake address and port (the fake
 range is a local route, so no IP_TRANSPARENT is needed there, and a
 non-transparent socket is never chosen by TPROXY, so client datagrams keep
 arriving at the one listener).
+
+IPv6 fake addresses (`fake_range6`, with `ipv6.policy: invisible`) have a
+listener of their own on [::] (IPV6_TRANSPARENT, IPV6_RECVORIGDSTADDR). A
+datagram to a fake IPv6 address is carried under its IPv4 twin (one pool
+serves both families: the directory, the pins and the table know the
+twin), upstream over IPv4 as for TCP; replies leave from the IPv6 address
+the client sent to. IPv6 binds only to addresses on an interface (a local
+route is not enough, unlike IPv4), so those reply sockets take
+IPV6_FREEBIND, which is not transparency: TPROXY still never picks them.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ import logging
 import socket
 import struct
 
+from appliance.services.dns.fakeip import twin4
+
 from .table import Connection
 from .upstream import UpstreamError, _socks_address, open_tcp, socks5_handshake
 
@@ -35,6 +46,10 @@ log = logging.getLogger("appliance.relay")
 IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
 IP_RECVORIGDSTADDR = getattr(socket, "IP_RECVORIGDSTADDR", 20)
 IP_ORIGDSTADDR = IP_RECVORIGDSTADDR
+IPV6_TRANSPARENT = 75  # linux/in6.h
+IPV6_RECVORIGDSTADDR = 74
+IPV6_ORIGDSTADDR = IPV6_RECVORIGDSTADDR
+IPV6_FREEBIND = 78
 DATAGRAMS_PER_WAKEUP = 64
 MAX_QUEUED = 32  # datagrams held while a session's upstream is being opened
 
@@ -61,6 +76,29 @@ def port_unreachable(client: tuple[str, int], fake: tuple[str, int], payload: by
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0xC0, 20 + len(icmp), 0, 0, 64, 1, 0, src, dst)
     ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
     return ip + icmp
+
+
+def port_unreachable6(client: tuple[str, int], fake: tuple[str, int], payload: bytes) -> bytes:
+    """The IPv6 packet fake -> client: ICMPv6 type 1 code 4 (port unreachable) quoting the datagram."""
+    src, dst = socket.inet_pton(socket.AF_INET6, fake[0]), socket.inet_pton(socket.AF_INET6, client[0])
+    udp_len = 8 + len(payload)
+    quoted = (struct.pack("!IHBB16s16s", 6 << 28, udp_len, 17, 64, dst, src)
+              + struct.pack("!HHHH", client[1], fake[1], udp_len, 0) + payload)
+    quoted = quoted[:1232 - 8]  # RFC 4443: the error fits the IPv6 minimum MTU
+    icmp = struct.pack("!BBHI", 1, 4, 0, 0) + quoted
+    pseudo = src + dst + struct.pack("!I3xB", len(icmp), 58)
+    icmp = icmp[:2] + struct.pack("!H", checksum(pseudo + icmp)) + icmp[4:]
+    return struct.pack("!IHBB16s16s", 6 << 28, len(icmp), 58, 64, src, dst) + icmp
+
+
+def original_destination(anc) -> tuple[str, int] | None:
+    """The (address, port) a TPROXY'd datagram was sent to, from its ancillary data (either family)."""
+    for level, kind, value in anc:
+        if level == socket.SOL_IP and kind == IP_ORIGDSTADDR and len(value) >= 8:
+            return socket.inet_ntoa(value[4:8]), struct.unpack("!H", value[2:4])[0]
+        if level == socket.IPPROTO_IPV6 and kind == IPV6_ORIGDSTADDR and len(value) >= 24:
+            return socket.inet_ntop(socket.AF_INET6, value[8:24]), struct.unpack("!H", value[2:4])[0]
+    return None
 
 
 def _ipv4_literal(text: str) -> bool:
@@ -90,12 +128,13 @@ def parse_socks_udp(data: bytes) -> bytes | None:
 
 
 class UdpSession:
-    __slots__ = ("udp", "conn", "client", "fake", "sock", "control", "queue", "last",
+    __slots__ = ("udp", "conn", "client", "fake", "seen", "sock", "control", "queue", "last",
                  "up", "down", "closed", "header", "pinned")
 
-    def __init__(self, udp: "UdpRelay", conn: Connection):
+    def __init__(self, udp: "UdpRelay", conn: Connection, seen: tuple[str, int] | None = None):
         self.udp, self.conn = udp, conn
         self.client, self.fake = conn.client, conn.fake
+        self.seen = seen or conn.fake  # where the client sent to: the fake IPv6 address, or the IPv4 one
         self.sock: socket.socket | None = None
         self.control: socket.socket | None = None
         self.queue: list[bytes] | None = []
@@ -139,7 +178,7 @@ class UdpSession:
                 if data is None:
                     continue
             self.last = self.udp.loop.time()
-            if self.udp.reply(self.fake, self.client, data):
+            if self.udp.reply(self.seen, self.client, data):
                 self.down += len(data)
 
     def close(self, state: str = "closed", error: str | None = None) -> None:
@@ -162,8 +201,10 @@ class UdpRelay:
         self.loop = relay.loop
         self.sessions: dict[tuple, UdpSession] = {}
         self.listener: socket.socket | None = None
+        self.listener6: socket.socket | None = None
         self._reply_socks: dict[tuple[str, int], socket.socket] = {}
         self._raw: socket.socket | None = None
+        self._raw6: socket.socket | None = None
         self._no_udp: set[str] = set()  # proxies that answered "command not supported"
 
     def start(self) -> None:
@@ -174,13 +215,24 @@ class UdpRelay:
         sock.bind(self.relay.settings.listen_address())
         sock.setblocking(False)
         self.listener = sock
-        self.loop.add_reader(sock.fileno(), self._on_datagram)
+        self.loop.add_reader(sock.fileno(), self._on_datagram, sock)
+        if self.relay.settings.fake_range6 is not None:
+            sock6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            sock6.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock6.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+            sock6.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVORIGDSTADDR, 1)
+            sock6.bind(("::", self.relay.settings.listen_address()[1]))
+            sock6.setblocking(False)
+            self.listener6 = sock6
+            self.loop.add_reader(sock6.fileno(), self._on_datagram, sock6)
 
     def stop(self) -> None:
-        if self.listener is not None:
-            self.loop.remove_reader(self.listener.fileno())
-            self.listener.close()
-            self.listener = None
+        for listener in (self.listener, self.listener6):
+            if listener is not None:
+                self.loop.remove_reader(listener.fileno())
+                listener.close()
+        self.listener = self.listener6 = None
         for session in list(self.sessions.values()):
             session.close("closed", "relay stopping")
         for sock in self._reply_socks.values():
@@ -188,38 +240,43 @@ class UdpRelay:
         self._reply_socks.clear()
 
     # -- incoming -------------------------------------------------------------
-    def _on_datagram(self) -> None:
+    def _on_datagram(self, listener: socket.socket) -> None:
+        settings = self.relay.settings
         for _ in range(DATAGRAMS_PER_WAKEUP):
             try:
-                data, anc, _flags, client = self.listener.recvmsg(65535, 64)
+                data, anc, _flags, client = listener.recvmsg(65535, 64)
             except BlockingIOError:
                 return
             except OSError:
                 continue
-            fake = None
-            for level, kind, value in anc:
-                if level == socket.SOL_IP and kind == IP_ORIGDSTADDR and len(value) >= 8:
-                    port, = struct.unpack("!H", value[2:4])
-                    fake = (socket.inet_ntoa(value[4:8]), port)
-            if fake is None or not self.relay.allowed(client[0]):
+            client = client[:2]
+            seen = original_destination(anc)
+            if seen is None or not self.relay.allowed(client[0]):
                 continue
+            fake = seen
+            if listener is self.listener6:
+                # Carried under its IPv4 twin, as a TCP connection to a fake IPv6 address is.
+                twin = twin4(seen[0], settings.fake_range, settings.fake_range6)
+                if twin is None:
+                    continue
+                fake = (twin, seen[1])
             if ipaddress.IPv4Address(fake[0]) not in self.relay.fake_range:
                 continue
             session = self.sessions.get((client, fake))
             if session is None:
-                session = self._open(client, fake, data)
+                session = self._open(client, fake, data, seen)
                 if session is None:
                     continue
             session.send(data)
 
-    def _open(self, client, fake, data: bytes) -> UdpSession | None:
+    def _open(self, client, fake, data: bytes, seen=None) -> UdpSession | None:
         relay = self.relay
         if len(self.sessions) >= relay.settings.max_connections:
-            self.refuse(client, fake, data, "connection cap reached")
+            self.refuse(client, seen or fake, data, "connection cap reached")
             return None
         # The row is filled in once the directory has answered; datagrams queue meanwhile.
         conn = relay.table.open("udp", client, fake, None, "-")
-        session = UdpSession(self, conn)
+        session = UdpSession(self, conn, seen)
         self.sessions[(client, fake)] = session
         self.loop.create_task(self._connect(session))
         return session
@@ -233,7 +290,7 @@ class UdpRelay:
         first = (session.queue or [b""])[0]
         if target is None:
             session.close("refused", f"no domain for fake address {conn.fake[0]}")
-            self.refuse(conn.client, conn.fake, first, session.conn.error)
+            self.refuse(conn.client, session.seen, first, session.conn.error)
             return
         conn.domain, conn.route = target.domain, target.route
         route = target.route
@@ -241,7 +298,7 @@ class UdpRelay:
         if route != "direct" and not (proxy and proxy.type == "socks5" and proxy.udp
                                       and proxy.name not in self._no_udp):
             session.close("refused", f"route {route} carries no UDP")
-            self.refuse(conn.client, conn.fake, first, f"{target.domain}: {session.conn.error}")
+            self.refuse(conn.client, session.seen, first, f"{target.domain}: {session.conn.error}")
             return
         relay.directory.pin(conn.fake[0])
         session.pinned = True
@@ -274,7 +331,7 @@ class UdpRelay:
                         conn.fake[1], conn.route, reason)
             queued = session.queue or [b""]
             session.close("failed", reason)
-            self.refuse(conn.client, conn.fake, queued[0], None)
+            self.refuse(conn.client, session.seen, queued[0], None)
             return
         if session.closed:
             sock.close()
@@ -293,11 +350,16 @@ class UdpRelay:
 
     # -- outgoing -------------------------------------------------------------
     def reply(self, fake: tuple[str, int], client: tuple[str, int], data: bytes) -> bool:
+        """Send `data` to `client` from `fake` (the address the client sent to, IPv4 or IPv6)."""
         sock = self._reply_socks.get(fake)
         if sock is None:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            six = ":" in fake[0]
+            sock = socket.socket(socket.AF_INET6 if six else socket.AF_INET, socket.SOCK_DGRAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            if six:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
             sock.setblocking(False)
             try:
                 sock.bind(fake)
@@ -316,11 +378,21 @@ class UdpRelay:
         """ICMP port unreachable from the fake address: the client gives up UDP at once."""
         if reason:
             log.info("udp %s:%d -> %s:%d refused (ICMP): %s", *client, *fake, reason)
-        if self._raw is None:
-            self._raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-            self._raw.setblocking(False)
+        six = ":" in fake[0]
+        raw = self._raw6 if six else self._raw
+        if raw is None:
+            # IPPROTO_RAW: the header is ours (the source is the fake address, not vproxy's).
+            raw = socket.socket(socket.AF_INET6 if six else socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            raw.setblocking(False)
+            if six:
+                self._raw6 = raw
+            else:
+                self._raw = raw
         try:
-            self._raw.sendto(port_unreachable(client, fake, data), (client[0], 0))
+            if six:
+                raw.sendto(port_unreachable6(client, fake, data), (client[0], 0))
+            else:
+                raw.sendto(port_unreachable(client, fake, data), (client[0], 0))
         except OSError as exc:
             log.warning("udp: ICMP to %s failed: %s", client[0], exc.strerror or exc)
 
@@ -331,8 +403,8 @@ class UdpRelay:
         if session.pinned:
             self.relay.directory.unpin(session.fake[0])
         self.relay.table.close(session.conn, state, error)
-        if not any(k[1] == session.fake for k in self.sessions):
-            sock = self._reply_socks.pop(session.fake, None)
+        if not any(other.seen == session.seen for other in self.sessions.values()):
+            sock = self._reply_socks.pop(session.seen, None)
             if sock is not None:
                 sock.close()
 

@@ -217,6 +217,6 @@ def test_the_relay_settings_take_an_ipv6_fake_range_or_name_it():
     from appliance.services.relay.nft import chain6
     from appliance.services.relay.settings import RelaySettings
     s = RelaySettings.model_validate({"fake_range6": "2001:2::/48"})
-    assert "ip6 daddr 2001:2::/48 meta l4proto tcp tproxy to :7893" in chain6(s, ["vproxy0"], s.fake_range6)
+    assert "ip6 daddr 2001:2::/48 meta l4proto { tcp, udp } tproxy to :7893" in chain6(s, ["vproxy0"], s.fake_range6)
     with pytest.raises(ValueError, match="not an IPv6 network"):
         RelaySettings.model_validate({"fake_range6": "100.96.0.0/11"})

@@ -27,6 +27,8 @@ import os
 import time
 from typing import Callable, Iterator, NamedTuple
 
+from .querylog import matches
+
 log = logging.getLogger(__name__)
 
 SEGMENTS = 16  # the oldest segment is at most 1/16 of the log: removing it loses little
@@ -203,8 +205,6 @@ def search(directory: str, client: str | None = None, mac: str | None = None,
            until: float | None = None, limit: int = 100) -> list[tuple]:
     """LogEntry tuples, newest first, from the segments in `directory`: `domain` a part of
     the name, the others exact; `until`: entries before it only."""
-    from .querylog import matches
-
     domain = domain.lower().rstrip(".") if domain else None
     mac = mac.lower() if mac else None
     out: list[tuple] = []

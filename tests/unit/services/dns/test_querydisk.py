@@ -122,3 +122,17 @@ def test_a_torn_last_line_and_odd_names_do_not_break_a_search(tmp_path):
     with open(os.path.join(d, querydisk.segments(d)[0]), "a") as fh:
         fh.write("1780000002.000\t10.0.0.2\t")  # a write the reader caught half-way
     assert [e[2] for e in search(d)] == ["ok.test", "tab here.test"]
+
+
+def test_the_bounds_are_settings_refused_by_field_when_out_of_range():
+    import pytest
+
+    from appliance.services.dns.settings import SettingsError, parse_settings
+
+    ok = parse_settings({"upstreams": [{"url": "udp://192.0.2.1"}]}).query_log
+    assert (ok.max_mb, ok.max_days, ok.dir) == (64, 7, None)  # a document without them: the defaults
+    for bad, field in [({"max_mb": -1}, "query_log.max_mb"), ({"max_days": 0}, "query_log.max_days"),
+                       ({"max_mb": "lots"}, "query_log.max_mb")]:
+        with pytest.raises(SettingsError) as e:
+            parse_settings({"upstreams": [{"url": "udp://192.0.2.1"}], "query_log": bad})
+        assert list(e.value.errors) == [field]

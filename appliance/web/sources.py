@@ -8,6 +8,7 @@ process (`cached`).
 from __future__ import annotations
 
 import importlib
+import math
 import threading
 import time
 
@@ -69,8 +70,9 @@ class LiveSources:
         memory = self._dns_call(lambda c: (c.query_log(limit=limit, **filters), c.query_log_oldest()))
         entries, oldest = memory.value if memory.ok else ([], None)
         if len(entries) < limit:
-            # What memory still holds is not read again from disk.
-            older = querydisk.search(self.box.layout.dns_querylog_dir, until=oldest,
+            # What memory still holds is not read again from disk (whose times are to the ms).
+            until = None if oldest is None else math.floor(oldest * 1000) / 1000
+            older = querydisk.search(self.box.layout.dns_querylog_dir, until=until,
                                      limit=limit - len(entries), **filters)
             entries += [LogEntry._make(e).as_dict() for e in older]
         return Reading(entries, memory.problem)

@@ -4,10 +4,12 @@ from __future__ import annotations
 from appliance.web import sources
 
 
-def top_devices(step: int, since: int, limit: int) -> list[dict]:
+def top_devices(step: int, since: int, limit: int, totals: dict[str, float] | None = None) -> list[dict]:
     """[{mac, name, rx_bytes, tx_bytes}] of the `limit` devices with the most bytes both ways
-    since `since`, from the devices' series (`dev.MAC.rx_bytes`, `dev.MAC.tx_bytes`)."""
-    totals = sources.get().series_totals("dev.", step, since)
+    since `since`, from the devices' series (`dev.MAC.rx_bytes`, `dev.MAC.tx_bytes`);
+    `totals`: those series' sums, when the caller has read them already."""
+    if totals is None:
+        totals = sources.get().series_totals("dev.", step, since)
     by_mac: dict[str, dict] = {}
     for name, value in totals.items():
         mac, _, what = name[len("dev."):].rpartition(".")

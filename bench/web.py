@@ -14,7 +14,9 @@ a temporary database, side by side in one run:
                        the ports from `ip -s link` in the box's namespace (needs root)
 
 Pages: the dashboard (session), the lease list (100 leases on the fakes; the
-lab's own leases on the real box) and the settings document GET (API token).
+lab's own leases on the real box), the settings document GET (API token), and
+issue 18's: the devices page, the DNS query log, the charts page and the
+series API (dns.queries by minute; in the lab after 200 digs).
 Each page is measured with 50 and with 1 connection, each with keep-alive
 and with "Connection: close": the 1-connection close p95 is the service
 time, 50 connections add queueing, and keep-alive shows stalls that close
@@ -111,11 +113,18 @@ def login(stack):
     return re.search(r"SESSION (\S+)", out).group(1), re.search(r"TOKEN (\S+)", out).group(1)
 
 
-def measure_pages(stack, session, token, a, script):
+PAGES = [("dashboard", "/", "session"), ("lease list", "/dhcp/leases/", "session"),
+         ("settings GET (API)", "/api/system/settings/", "token")]
+# Issue 18's pages; an older revision (--before, --baseline) has none of them.
+NEW_PAGES = [("devices", "/devices/", "session"), ("query log", "/dns/log/", "session"),
+             ("charts", "/stats/", "session"),
+             ("series (API)", "/api/stats/series/?name=dns.queries&step=60", "token")]
+
+
+def measure_pages(stack, session, token, a, script, pages=PAGES + NEW_PAGES):
     rows = {}
-    for name, path, header in [("dashboard", "/", f"Cookie: sessionid={session}"),
-                               ("lease list", "/dhcp/leases/", f"Cookie: sessionid={session}"),
-                               ("settings GET (API)", "/api/system/settings/", f"Authorization: Token {token}")]:
+    for name, path, auth in pages:
+        header = f"Cookie: sessionid={session}" if auth == "session" else f"Authorization: Token {token}"
         rows[name] = {(c, close): wrk(stack.url + path, header, a.seconds, c, script, close)
                       for c in (a.connections, 1) for close in (False, True)}
     return rows
@@ -131,7 +140,7 @@ def on_fakes(server, workers, a, script, applies, root=None):
         first = api(stack, token, "POST", "/api/applies/")  # so the dashboard has ports and services to show
         while api(stack, token, "GET", f"/api/applies/{first['id']}/")["state"] in ("queued", "running"):
             time.sleep(0.05)
-        rows = measure_pages(stack, session, token, a, script)
+        rows = measure_pages(stack, session, token, a, script, PAGES if root else PAGES + NEW_PAGES)
         times = []
         if applies:
             pool_id = api(stack, token, "GET", "/api/dhcp/pools/")[0]["id"]
@@ -155,6 +164,10 @@ def in_lab(workers, a, script):
             try:
                 session, token = login(stack)
                 lab.dhcp(lab.spec.client(2))  # a lease for the lease list to show
+                for i in range(200):  # a query log and a minute of counts to read
+                    lab.run(lab.spec.client(2), ["dig", "+time=1", "+tries=1", "@192.168.1.1",
+                                                 "www.example.test" if i % 2 else f"host-{i}.example.test"])
+                time.sleep(11)  # the DNS server writes its counts every 10 s
                 rows = measure_pages(stack, session, token, a, script)
                 pool_id = api(stack, token, "GET", "/api/dhcp/pools/")[0]["id"]
                 pools = [("192.168.1.120", "192.168.1.139"), ("192.168.1.20", "192.168.1.99")]
@@ -224,8 +237,10 @@ def main() -> int:
     print(f"{'page':<20}{'server, box':<20}{f'{n}c req/s':>10}{f'{n}c p95':>14}{f'{n}c close p95':>16}"
           f"{'1c p95':>12}{'1c close p95':>16}{'non-2xx/socket errors':>22}")
     cell = lambda r: f"{r['p95']:.0f} ({r['p95'] / P95_TARGET_MS:.2f})"  # noqa: E731
-    for page in results[0][1]:
+    for page in dict.fromkeys(p for _, rows, _ in results for p in rows):
         for name, rows, _ in results:
+            if page not in rows:
+                continue
             runs = rows[page]
             print(f"{page:<20}{name:<20}{runs[(n, False)]['rps']:>10.0f}{cell(runs[(n, False)]):>14}"
                   f"{cell(runs[(n, True)]):>16}{cell(runs[(1, False)]):>12}{cell(runs[(1, True)]):>16}"

@@ -121,6 +121,11 @@ class Layout:
         return f"{self.dns_dir}/lists"
 
     @property
+    def dns_querylog_dir(self) -> str:
+        """The DNS server's query log on disk (`appliance.services.dns.querydisk`)."""
+        return f"{self.dns_dir}/querylog"
+
+    @property
     def fakeip_db(self) -> str:
         return f"{self.dns_dir}/fakeip.sqlite3"
 

@@ -213,7 +213,7 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
                         name=f"appliance-probe.{dns.local_names.domain}", timeout=0.5, fall=1, rise=2,
                         restart_after=8, bit=HEALTH_DNS, processes=dns.workers),
             identity=DNS,
-            writable=(layout.dns_dir, layout.run_dir),
+            writable=(layout.dns_dir, layout.run_dir, layout.series_dir),
         ),
         ServiceSpec(
             name="relay",
@@ -255,6 +255,9 @@ def plan(settings: Settings, observed: Observed, layout: Layout = Layout()) -> P
             # The fake-IP store: the DNS server writes it, the relay reads it.
             (layout.dns_dir, DNS.uid, VPROXY_GID, 0o750),
             (layout.dns_lists_dir, 0, VPROXY_GID, 0o750),
+            # The charts' series, a file per writer: the DNS server (not root) makes its own;
+            # sticky: no writer removes another's.
+            (layout.series_dir, 0, VPROXY_GID, 0o1775),
             # The control sockets of the DNS server and the relay; sticky: neither removes
             # what is not its own.
             (layout.run_dir, 0, VPROXY_GID, 0o1775),
@@ -464,6 +467,8 @@ def dns_settings(s: Settings, layout: Layout) -> DnsSettings:
         data["allow_clients"] += [n for n in HOME_IPV6 if n not in data["allow_clients"]]
     data["fake_ip"]["db_path"] = layout.fakeip_db
     data["control_socket"] = layout.dns_socket
+    data["query_log"]["dir"] = layout.dns_querylog_dir
+    data["series_file"] = layout.series_file("dns")
     data["lists_dir"] = layout.dns_lists_dir
     # The modem never gets an answer (the second lock behind the flows' DNS guard).
     if f"{s.gateway.ip}/32" not in data["deny_clients"]:

@@ -80,6 +80,14 @@ class Series:
             "SELECT ts, value FROM samples WHERE series = ? AND step = ? AND ts >= ? ORDER BY ts",
             (series, step, int(since))).fetchall()
 
+    def totals(self, prefix: str, step: int, since: float) -> dict[str, float]:
+        """{series: its sum from `since`} of every series under `prefix` (a chart's top N)."""
+        if step not in KEEP:
+            raise ValueError(f"step must be one of {sorted(KEEP)}, not {step}")
+        return dict(self._db.execute(
+            "SELECT series, SUM(value) FROM samples WHERE series >= ? AND series < ? AND step = ?"
+            " AND ts >= ? GROUP BY series", (prefix, prefix + "\U0010ffff", step, int(since))))
+
     def names(self, prefix: str = "") -> list[str]:
         return [r[0] for r in self._db.execute(
             "SELECT DISTINCT series FROM samples WHERE series >= ? AND series < ? ORDER BY series",

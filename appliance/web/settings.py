@@ -159,6 +159,7 @@ INSTALLED_APPS += [
     "appliance.web.dns",
     "appliance.web.relay",
     "appliance.web.devices",
+    "appliance.web.stats",
     "appliance.web.switch",
     "appliance.web.applies",
     "appliance.web.system",

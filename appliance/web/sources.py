@@ -8,6 +8,7 @@ process (`cached`).
 from __future__ import annotations
 
 import importlib
+import math
 import threading
 import time
 
@@ -17,6 +18,10 @@ from appliance.box import status
 from appliance.box.status import FlowDump, Reading
 from appliance.kernel.devices import Devices, LinuxDevices
 from appliance.web import boxes
+
+
+# Which writer's file holds a series, by its name's first part (`Layout.series_file`).
+SERIES_WRITERS = {"dns": "dns", "dev": "devices"}
 
 
 class LiveSources:
@@ -54,10 +59,58 @@ class LiveSources:
         """Forget the DNS server's unpinned fake-IP mappings: {"removed": n, "kept": pinned}."""
         return self._dns_call(lambda c: c.flush_fake_ips())
 
-    def dns_log(self, **filters) -> Reading:
-        """The DNS server's query log, newest first (`QueryLog.search`: client, domain, action,
-        since, limit)."""
-        return self._dns_call(lambda c: c.query_log(**filters))
+    def dns_log(self, limit: int = 100, **filters) -> Reading:
+        """The query log, newest first (client, mac, domain, action, since, limit): the DNS
+        server's memory first, then what is older from its log on disk, read here (a long
+        search never holds up the server's answers). Without the server, the disk alone,
+        with the problem."""
+        from appliance.services.dns import querydisk
+        from appliance.services.dns.querylog import LogEntry
+
+        memory = self._dns_call(lambda c: (c.query_log(limit=limit, **filters), c.query_log_oldest()))
+        entries, oldest = memory.value if memory.ok else ([], None)
+        if len(entries) < limit:
+            # What memory still holds is not read again from disk (whose times are to the ms).
+            until = None if oldest is None else math.floor(oldest * 1000) / 1000
+            older = querydisk.search(self.box.layout.dns_querylog_dir, until=until,
+                                     limit=limit - len(entries), **filters)
+            entries += [LogEntry._make(e).as_dict() for e in older]
+        return Reading(entries, memory.problem)
+
+    def series(self, name: str, step: int, since: float) -> list[tuple[int, float]]:
+        """One time series' buckets from `since` (`appliance.services.timeseries`), [] when its
+        writer has not written yet. `name`'s first part says whose: dns.* or dev.* (devices)."""
+        store = self._series_store(name)
+        if store is None:
+            return []
+        try:
+            return store.read(name, step, since)
+        finally:
+            store.close()
+
+    def series_totals(self, prefix: str, step: int, since: float) -> dict[str, float]:
+        """Each series under `prefix`: its sum from `since`."""
+        store = self._series_store(prefix)
+        if store is None:
+            return {}
+        try:
+            return store.totals(prefix, step, since)
+        finally:
+            store.close()
+
+    def _series_store(self, name: str):
+        import os
+        import sqlite3
+
+        from appliance.services.timeseries import Series
+
+        path = self.box.layout.series_file(SERIES_WRITERS[name.split(".", 1)[0]])
+        if not os.path.exists(path):
+            return None
+        try:
+            return Series(path, readonly=True)
+        except sqlite3.Error:
+            return None
 
     def _dns_call(self, ask) -> Reading:
         """`ask(control)` on the box's DNS control socket, or why the DNS server did not answer."""

@@ -160,6 +160,27 @@ def test_screenshots_of_every_page(page, shot):
         assert f">{action}<" in body, action
 
 
+def test_the_charts_draw_the_boxs_series_and_follow_them_without_a_reload(page, stack, shot):
+    from appliance.services.timeseries import Series
+
+    # What the box's DNS server writes (its series file in the box's state), two minutes ago.
+    store = Series(str(stack.tmp / "box" / "state" / "series" / "dns.sqlite"))
+    try:
+        store.add({"dns.queries": 30, "dns.blocked": 6, "dns.forwarded": 24}, now=time.time() - 120)
+        page.goto("/stats/")
+        page.wait_for_selector("#chart-dns canvas")
+        page.wait_for_selector("#chart-blocked-share canvas")
+        total = "document.getElementById('chart-dns').dataset.total || ''"
+        page.wait_for_function(f"({total}).startsWith('30,6,24,')")
+        assert "20%" in page.locator("#dns-totals").inner_text()
+        # A new minute's answers come to the open page (it polls every 10 s).
+        store.add({"dns.queries": 12}, now=time.time())
+        page.wait_for_function(f"({total}).startsWith('42,')", timeout=25000)
+    finally:
+        store.close()
+    shot(page, "charts")
+
+
 def fake_state(stack):
     with open(stack.tmp / "box" / "fakes.pickle", "rb") as f:
         kernel, switch, services, fs = pickle.load(f)

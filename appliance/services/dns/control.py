@@ -19,7 +19,7 @@ import socket
 from collections import Counter
 from typing import Any
 
-OPS = {"stats", "query_log", "fake_ip_table", "flush_fake_ips", "lookup_fake_ip", "pin", "unpin",
+OPS = {"stats", "query_log", "query_log_oldest", "fake_ip_table", "flush_fake_ips", "lookup_fake_ip", "pin", "unpin",
        "lists", "upstreams", "local_names", "relay"}
 
 
@@ -86,6 +86,9 @@ class DnsControl:
 
     def query_log(self, **filters: Any) -> list[dict]:
         return self.call("query_log", **filters)
+
+    def query_log_oldest(self) -> float | None:
+        return self.call("query_log_oldest")
 
     def fake_ip_table(self, limit: int | None = 1000) -> list[dict]:
         return self.call("fake_ip_table", limit=limit)

@@ -1,19 +1,24 @@
 """The query log, bounded by entries and age, and the statistics over it.
 
-Kept in memory only (AdGuard Home's on-disk log is what fills flash); the
-oldest entries fall off when the log is full or too old. Statistics over the
+The newest entries are kept in memory (what the console reads first); the
+oldest fall off when the log is full or too old. Statistics over the
 retained window (top domains, top clients, blocked share) are kept as running
-counters, so reading them does not scan the log.
+counters, so reading them does not scan the log. Every settled batch also
+goes to the `sinks`: the log on disk (`querydisk.DiskLog`, bounded by size
+and age) and the per-minute counts for the charts (`series.DnsSeries`).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter, deque
 from operator import itemgetter
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import dns.rdatatype
+
+log = logging.getLogger(__name__)
 
 
 class LogEntry(NamedTuple):
@@ -25,13 +30,21 @@ class LogEntry(NamedTuple):
     rcode: int
     cached: bool
     origin: str  # the rule or list that decided
+    mac: str = ""  # the client's MAC when the box knows it (neighbour table, DHCP lease)
 
     def as_dict(self) -> dict:
         return {
-            "time": self.time, "client": self.client, "qname": self.qname,
+            "time": self.time, "client": self.client, "mac": self.mac or None, "qname": self.qname,
             "qtype": dns.rdatatype.to_text(self.qtype) if 0 <= self.qtype < 65536 else str(self.qtype),
             "action": self.action, "rcode": self.rcode, "cached": self.cached, "origin": self.origin,
         }
+
+
+def matches(entry: tuple, client: str | None, mac: str | None, domain: str | None,
+            action: str | None) -> bool:
+    """The search's filters on one entry (LogEntry fields): `domain` a lower-case substring."""
+    return (not client or entry[1] == client) and (not action or entry[4] == action) and \
+        (not domain or domain in entry[2]) and (not mac or entry[8] == mac)
 
 
 class QueryLog:
@@ -45,9 +58,17 @@ class QueryLog:
 
     SETTLE_EVERY = 1.0
 
+    MACS_FOR = 60.0  # seconds a client's MAC is remembered (the ARP table is a file read)
+
     def __init__(self, max_entries: int = 20000, max_age: float = 86400,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 mac_of: Callable[[str], Optional[str]] | None = None):
         self.max_entries = max_entries
+        self._mac_of = mac_of
+        self._macs: dict[str, str] = {}
+        self._macs_at = 0.0
+        # Called with every settled batch (LogEntry tuples, MAC included), before the memory's bounds.
+        self.sinks: list[Callable[[list[tuple]], None]] = []
         self.max_age = max_age
         self._clock = clock
         self.pending: list[tuple] = []
@@ -82,8 +103,13 @@ class QueryLog:
         """Count the pending entries into the log and its counters; trim it."""
         pending = self.pending
         if pending:
-            batch = pending[:]
+            batch = self._with_macs(pending[:])
             pending.clear()
+            for sink in self.sinks:
+                try:
+                    sink(batch)
+                except Exception:  # noqa: BLE001 - a full disk costs the disk log, never the answers
+                    log.exception("query log sink %s failed", getattr(sink, "__qualname__", sink))
             self._total += len(batch)
             blocked = [e[2] for e in batch if e[4] == "block"]
             self._total_blocked += len(blocked)
@@ -97,6 +123,21 @@ class QueryLog:
                 self._actions.update(map(itemgetter(4), batch))
                 self._blocked_domains.update(blocked)
         self._trim(self._clock())
+
+    def _with_macs(self, batch: list[tuple]) -> list[tuple]:
+        now = self._clock()
+        if now - self._macs_at > self.MACS_FOR:
+            self._macs, self._macs_at = {}, now
+        macs = self._macs
+        mac_of = self._mac_of
+        for client in {e[1] for e in batch} - macs.keys():
+            macs[client] = (mac_of(client) if mac_of else None) or ""
+        return [e + (macs[e[1]],) for e in batch]
+
+    def oldest(self) -> float | None:
+        """The time of the oldest entry in memory (older ones are only on disk), None when empty."""
+        self.settle()
+        return self._entries[0][0] if self._entries else None
 
     def _trim(self, now: float) -> None:
         entries = self._entries
@@ -119,20 +160,16 @@ class QueryLog:
 
     def search(self, client: str | None = None, domain: str | None = None,
                action: str | None = None, since: float | None = None,
-               limit: int = 100) -> list[dict]:
-        """Newest first. `domain` is a substring; `client` and `action` are exact."""
+               limit: int = 100, mac: str | None = None) -> list[dict]:
+        """Newest first. `domain` is a substring; `client`, `mac` and `action` are exact."""
         self.settle()
         domain = domain.lower().rstrip(".") if domain else None
+        mac = mac.lower() if mac else None
         out = []
         for entry in reversed(self._entries):
-            when, who, qname, _, what, _, _, _ = entry
-            if since is not None and when < since:
+            if since is not None and entry[0] < since:
                 break
-            if client and who != client:
-                continue
-            if action and what != action:
-                continue
-            if domain and domain not in qname:
+            if not matches(entry, client, mac, domain, action):
                 continue
             out.append(LogEntry._make(entry).as_dict())
             if len(out) >= limit:

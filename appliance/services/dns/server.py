@@ -28,6 +28,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import sqlite3
 import struct
 import time
 from typing import Callable, Iterable
@@ -36,7 +37,9 @@ from .fakeip import WRITE_EVERY, FakeIpPool
 from .lists import ListStore, read_lists
 from .localnames import LeaseSource, LocalNames, kea_lease_file
 from .policy import Policy
+from .querydisk import DiskLog
 from .querylog import QueryLog
+from .series import FLUSH_EVERY as SERIES_FLUSH_EVERY, DnsSeries
 from .ratelimit import RateLimiter
 from .neighbours import NeighbourTable
 from .rebind import PREFIXES_EVERY, read_ra_prefixes
@@ -183,7 +186,9 @@ class DnsService:
         self._lease_sources = list(lease_sources or [])
         self.localnames = self._build_local_names(settings)
         q = settings.query_log
-        self.querylog = QueryLog(q.max_entries, q.max_age)
+        self.querylog = QueryLog(q.max_entries, q.max_age, mac_of=self._mac_of)
+        self.disklog = self._disk_log(settings)
+        self.series = self._series(settings)
         self.resolver = Resolver(settings, self.policy, build_upstreams(settings), self.fakeips,
                                  self.localnames, self.querylog, neighbour_mac=self.neighbours.mac_of)
         self.refresh_lan_prefixes()
@@ -208,6 +213,38 @@ class DnsService:
             sources.append(kea_lease_file(ln.leases_file))
         return LocalNames(ln.domain, sources, [(h.hostname, h.ip, h.mac) for h in ln.static],
                           self.neighbours.ipv6)
+
+    def _mac_of(self, client: str) -> str | None:
+        ip = client.split("%")[0]
+        return self.neighbours.mac_of(client) or self.localnames.mac_of(ip)
+
+    def _group_of(self, client: str) -> str | None:
+        """The client's group's name for the charts; None while there are no groups."""
+        groups = self.resolver.policy.groups
+        return groups[self.resolver.client_group(client)].name if len(groups) > 1 else None
+
+    def _disk_log(self, settings: DnsSettings) -> DiskLog | None:
+        q = settings.query_log
+        if not q.dir or not q.max_mb:
+            return None
+        try:
+            disk = DiskLog(q.dir, q.max_mb * 1024 * 1024, q.max_days * 86400)
+        except OSError as exc:
+            log.error("no query log on disk in %s: %s", q.dir, exc)
+            return None
+        self.querylog.sinks.append(disk.write)
+        return disk
+
+    def _series(self, settings: DnsSettings) -> DnsSeries | None:
+        if not settings.series_file:
+            return None
+        try:
+            series = DnsSeries(settings.series_file, self._group_of)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("no per-minute counts in %s: %s", settings.series_file, exc)
+            return None
+        self.querylog.sinks.append(series.count)
+        return series
 
     def admit(self, client: str) -> bool:
         if not self.access.allowed(client):
@@ -240,6 +277,8 @@ class DnsService:
             self._every(self.settings.local_names.refresh, self.refresh_local_names)))
         self._periodic.append(loop.create_task(self._every(PREFIXES_EVERY, self.refresh_lan_prefixes)))
         self._periodic.append(loop.create_task(self._every(QueryLog.SETTLE_EVERY, self.querylog.settle)))
+        if self.series is not None:
+            self._periodic.append(loop.create_task(self._every(SERIES_FLUSH_EVERY, self.series.flush)))
         self._refresh_lists(self.settings)
         if shared:
             from .workers import Workers
@@ -363,6 +402,11 @@ class DnsService:
             task.cancel()
         self.resolver.upstreams.close()
         self.fakeips.close()
+        self.querylog.settle()  # the last second's entries, to disk and the series
+        if self.series is not None:
+            self.series.close()
+        if self.disklog is not None:
+            self.disklog.close()
 
     # -- reload ---------------------------------------------------------------
     async def reload(self, settings: DnsSettings) -> list[str]:
@@ -396,6 +440,11 @@ class DnsService:
         self.limiter = rate_limiter(settings, self.processes)
         self.querylog.max_entries = settings.query_log.max_entries
         self.querylog.max_age = settings.query_log.max_age
+        if settings.query_log != old.query_log:
+            if self.disklog is not None:
+                self.querylog.sinks.remove(self.disklog.write)
+                self.disklog.close()
+            self.disklog = self._disk_log(settings)
         self.resolver.swap_policy(policy, settings)
         self.refresh_lan_prefixes()
         self.reloads += 1
@@ -435,12 +484,21 @@ class DnsService:
             "relay_up": self.resolver.fake_ips_on,
             "rebind_lan_prefixes": list(self.resolver.lan_prefixes),  # from the modem's RA
             "last_reload_error": self.last_reload_error,
+            "query_log_disk": None if self.disklog is None else {
+                "bytes": self.disklog.size(), "unwritten": self.disklog.unwritten,
+                "error": self.disklog.last_error},
+            "series_error": None if self.series is None else self.series.last_error,
         })
         return out
 
     def query_log(self, client: str | None = None, domain: str | None = None,
-                  action: str | None = None, since: float | None = None, limit: int = 100) -> list[dict]:
-        return self.querylog.search(client, domain, action, since, limit)
+                  action: str | None = None, since: float | None = None, limit: int = 100,
+                  mac: str | None = None) -> list[dict]:
+        return self.querylog.search(client, domain, action, since, limit, mac)
+
+    def query_log_oldest(self) -> float | None:
+        """Where the log in memory begins: older entries are in the log on disk only."""
+        return self.querylog.oldest()
 
     def fake_ip_table(self, limit: int | None = 1000) -> list[dict]:
         return self.fakeips.table(limit)

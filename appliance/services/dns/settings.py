@@ -424,8 +424,14 @@ class RebindSettings(_Model):
 
 
 class QueryLogSettings(_Model):
-    max_entries: int = Field(default=20000, ge=0, le=5_000_000)
-    max_age: int = Field(default=86400, ge=0, description="seconds")
+    max_entries: int = Field(default=20000, ge=0, le=5_000_000, description="entries kept in memory")
+    max_age: int = Field(default=86400, ge=0, description="seconds an entry is kept in memory")
+    max_mb: int = Field(
+        default=64, ge=0, le=65536,
+        description="megabytes the log on disk may take (0: no log on disk); it never takes the"
+                    " data partition's last 5% or 64 MB either: the oldest files go first")
+    max_days: int = Field(default=7, ge=1, le=366, description="days an entry is kept on disk")
+    dir: str | None = Field(default=None, description="where the log on disk is written (the box sets it)")
 
 
 def _hostport(value: str, default_port: int = 53) -> tuple[str, int]:
@@ -477,6 +483,8 @@ class DnsSettings(_Model):
     query_log: QueryLogSettings = Field(default_factory=QueryLogSettings)
     rebind: RebindSettings = Field(default_factory=RebindSettings)
     control_socket: str | None = "/run/appliance/dns.sock"
+    series_file: str | None = Field(
+        default=None, description="the per-minute counts for the console's charts (the box sets it)")
     tcp_idle_timeout: float = Field(default=10, gt=0)
     tcp_max_clients: int = Field(default=512, ge=1, description="open TCP connections, all clients")
     tcp_max_per_client: int = Field(default=16, ge=1, description="open TCP connections of one address")

@@ -11,15 +11,19 @@ MAX_LIMIT = 1000
 _ACTION = re.compile(r"^[a-z][a-z-]{0,31}$")
 _NUMBER = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")  # JSON's, as the schema's
 _NO_CONTROL = re.compile(r"^[^\x00-\x1f\x7f]+$")
+_MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$")
 
 PARAMETERS = [
     OpenApiParameter("client", {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
                      description="the client's address, exactly"),
+    OpenApiParameter("mac", {"type": "string", "pattern": _MAC.pattern},
+                     description="the device's MAC (colons or dashes, any case)"),
     OpenApiParameter("domain", {"type": "string", "minLength": 1, "maxLength": 253, "pattern": _NO_CONTROL.pattern},
                      description="a part of the name asked"),
     OpenApiParameter("action", {"type": "string", "pattern": _ACTION.pattern},
                      description="what the box did: block, direct, fake-ip, rewrite, local, refused..."),
-    OpenApiParameter("since", {"type": "number", "minimum": 0}, description="Unix time: entries at or after it"),
+    OpenApiParameter("since", {"type": "number", "minimum": 0}, description="Unix time: entries at or after it"
+                     " (the log on disk is searched past the server's memory, `dns.query_log`)"),
     OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
                      description=f"entries to list (1-{MAX_LIMIT}, default 100)"),
 ]
@@ -39,6 +43,12 @@ def filters(params) -> tuple[dict, dict[str, list[str]]]:
             out["client"] = str(address)
         except ValueError:
             errors["client"] = [f"{client!r} is not an IPv4 or IPv6 address"]
+    if "mac" in params:
+        mac = params["mac"]
+        if _MAC.match(mac):
+            out["mac"] = mac.lower().replace("-", ":")
+        else:
+            errors["mac"] = [f"{mac!r} is not a MAC (six hex pairs, colons or dashes)"]
     if "domain" in params:
         domain = params["domain"]
         if len(domain) <= 253 and _NO_CONTROL.match(domain):

@@ -23,7 +23,7 @@ ACTIONS = ("block", "direct", "fake-ip", "rewrite", "local", "refused")
 @login_required
 def query_log(request):
     """The query log, searched by client, a part of the name, action and the last minutes."""
-    params = {k: v.strip() for k, v in request.GET.items() if k in ("client", "domain", "action", "limit")
+    params = {k: v.strip() for k, v in request.GET.items() if k in ("client", "mac", "domain", "action", "limit")
               and v.strip()}
     minutes = request.GET.get("minutes", "").strip()
     errors: dict[str, list[str]] = {}
@@ -36,10 +36,10 @@ def query_log(request):
     errors.update(more)
     reading = sources.get().dns_log(**found) if not errors else None
     entries = [{**e, "when": dt.datetime.fromtimestamp(e["time"]), "rcode_text": dns.rcode.to_text(e["rcode"])}
-               for e in (reading.value or [])] if reading is not None and reading.ok else []
+               for e in (reading.value or [])] if reading is not None else []
     return render(request, "dns/log.html", {
         "entries": entries, "errors": errors, "problem": reading.problem if reading is not None else None,
-        "q": {**{k: request.GET.get(k, "") for k in ("client", "domain", "action", "minutes")},
+        "q": {**{k: request.GET.get(k, "") for k in ("client", "mac", "domain", "action", "minutes")},
               "limit": found.get("limit", 100)},
         "actions": ACTIONS})
 

@@ -471,6 +471,26 @@ def test_services_get_their_own_users_and_secrets_their_owners_alone():
     assert owners[p.run_dir] == (0, 0o1775)
 
 
+
+def test_the_dns_server_writes_its_series_and_disk_log_where_its_user_may_and_the_console_reads():
+    import json
+
+    from appliance.box.layout import Layout
+    from appliance.services.identity import DNS, VPROXY_GID
+
+    layout = Layout(state_dir="/var/lib/appliance", run_dir="/run/appliance")
+    p = plan(settings(dns={"upstreams": [{"url": "udp://192.168.1.1"}], "query_log": {"max_mb": 10, "max_days": 3}}),
+             OBSERVED, layout)
+    dns = json.loads(next(f for f in p.files if f.path == layout.dns_config).content)
+    assert dns["series_file"] == "/var/lib/appliance/series/dns.sqlite"
+    assert dns["query_log"] == {**dns["query_log"], "dir": "/var/lib/appliance/dns/querylog", "max_mb": 10, "max_days": 3}
+    owners = {path: (uid, gid, mode) for path, uid, gid, mode in p.owners}
+    # The DNS user makes its own file in the series directory; no writer removes another's.
+    assert owners[layout.series_dir] == (0, VPROXY_GID, 0o1775)
+    assert owners[layout.dns_dir][0] == DNS.uid  # the log's directory is made inside its own
+    assert layout.series_dir in next(s for s in p.services if s.name == "dns").writable
+
+
 # -- dns.intercept: all (issue 17 item 3)
 
 def _intercepting(**dns):

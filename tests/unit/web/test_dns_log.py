@@ -1,6 +1,7 @@
 """The DNS pages a home reads: the statistics as tables and the query log, searched from the
 console and the API, from a real DnsService answering real queries on its control socket."""
 import asyncio
+import time
 
 import dns.message
 import dns.rcode
@@ -78,3 +79,40 @@ def test_without_the_dns_service_the_log_says_so(api, client_admin):
     r = api.get("/api/dns/log/")
     assert r.status_code == 200 and r.data["running"] is False and "DNS not running" in r.data["problem"]
     assert "DNS not running" in client_admin.get("/dns/log/").content.decode()
+
+
+def _on_disk(entries):
+    """What the DNS server wrote to its log on disk (`querydisk.DiskLog`) at the box's path."""
+    from appliance.services.dns.querydisk import DiskLog, Room
+    from tests.support import webfakes
+    disk = DiskLog(webfakes.BOX.layout.dns_querylog_dir, 1 << 20, 86400,
+                   room=lambda _p: Room(free=100 << 30, total=200 << 30))
+    disk.write(entries)
+    disk.close()
+
+
+def test_a_search_goes_on_into_the_log_on_disk_past_the_servers_memory(api, asked):
+    memory = asked.querylog.search(limit=10)
+    oldest = memory[-1]["time"]
+    mac = "02:00:00:00:00:46"
+    _on_disk([(oldest - 7200, "192.168.1.70", "old.ads.test", 1, "block", 3, True, "rules.0", mac),
+              (oldest - 60, "192.168.1.71", "www.example.test", 1, "direct", 0, False, "", ""),
+              # what memory still holds is on disk too: listed once
+              *((e["time"], e["client"], e["qname"], 1, e["action"], e["rcode"], e["cached"], e["origin"], "")
+                for e in memory)])
+    r = api.get("/api/dns/log/")
+    assert [e["qname"] for e in r.data["entries"]] == [
+        "pixel.ads.test", "nas.home.test", "tracker.ads.test", "www.example.test", "old.ads.test"]
+    r = api.get("/api/dns/log/", {"action": "block", "since": str(oldest - 3600)})
+    assert [e["qname"] for e in r.data["entries"]] == ["pixel.ads.test", "tracker.ads.test"]
+    r = api.get("/api/dns/log/", {"mac": mac.upper().replace(":", "-")})
+    assert [(e["qname"], e["mac"]) for e in r.data["entries"]] == [("old.ads.test", mac)]
+    assert api.get("/api/dns/log/", {"mac": "02:00:00"}).status_code == 400
+
+
+def test_without_the_dns_service_the_log_on_disk_is_still_searched(api, client_admin):
+    _on_disk([(time.time() - 60, "192.168.1.70", "kept.test", 1, "direct", 0, False, "", "")])
+    r = api.get("/api/dns/log/")
+    assert r.data["running"] is False and [e["qname"] for e in r.data["entries"]] == ["kept.test"]
+    page = client_admin.get("/dns/log/").content.decode()
+    assert "DNS not running" in page and "kept.test" in page

@@ -23,10 +23,12 @@ class DnsStatsView(APIView):
 
 
 class DnsLogView(APIView):
-    """The query log, newest first: each entry's time (Unix), client address, name, type, what
-    the box did (`action`), the rule or list that decided (`origin`), the answer's rcode and
-    whether the answer cache gave it. Filtered by client, a part of the name, action and time;
-    `running: false` with the problem when the DNS service is not running."""
+    """The query log, newest first: each entry's time (Unix), client address, the device's MAC
+    (`mac`, null when unknown), name, type, what the box did (`action`), the rule or list that
+    decided (`origin`), the answer's rcode and whether the answer cache gave it. Filtered by
+    client, device, a part of the name, action and time. The DNS server's memory is searched
+    first, then its log on disk (`dns.query_log.max_mb`, `max_days`); `running: false` with
+    the problem when the DNS service is not running (the log on disk is still searched)."""
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT}, parameters=querylog.PARAMETERS)
     def get(self, request):

@@ -74,6 +74,8 @@ class Server:
             "cache": {"servfail_after": 1.0},
             "control_socket": self.sock,
             "fake_ip": {"db_path": str(tmp / "fakeip.sqlite3")},
+            "series_file": str(tmp / "series" / "dns.sqlite"),
+            "query_log": {"dir": str(tmp / "querylog")},
             "rules": [{"match": "suffix", "value": "video.test", "then": {"action": "fake-ip"}}],
         }
         self.path = tmp / "dns.yaml"
@@ -144,6 +146,27 @@ def test_both_processes_answer_and_the_log_has_every_query(server):
     with server.control() as c:
         logged = {row["qname"] for row in c.query_log(limit=1000)}
     assert set(names) <= logged
+
+
+def test_every_processs_answers_are_counted_per_minute_and_written_to_disk(server):
+    from appliance.services.dns import querydisk
+    from appliance.services.timeseries import MINUTE, Series
+
+    names = [f"n{i}.test" for i in range(1, 41)]
+    for name in names:
+        assert ask(server.port, name).rcode() == dns.rcode.NOERROR
+    poll(lambda: server.stats()["workers"] and server.stats()["queries_total"] >= 40, "log entries missing")
+    logged = {e[2] for e in querydisk.search(str(server.tmp / "querylog"), limit=1000)}
+    assert set(names) <= logged
+
+    def counted():
+        store = Series(str(server.tmp / "series" / "dns.sqlite"), readonly=True)
+        try:
+            return sum(v for _, v in store.read("dns.queries", MINUTE, 0))
+        finally:
+            store.close()
+    poll(lambda: counted() >= 40, "the answers never reached the series file", seconds=25)
+    assert server.stats()["workers"][0]["fast"] + server.stats()["workers"][0]["slow"] > 0  # both answered
 
 
 def test_a_name_is_answered_by_one_process_so_its_cache_serves_every_source_port(server, upstream):

@@ -1,0 +1,37 @@
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import render
+
+from appliance.services.timeseries import HOUR, KEEP, MINUTE
+from appliance.web import sources
+from appliance.web.stats import charts
+
+# The page's ranges: (label, bucket seconds, seconds back).
+RANGES = {"hour": ("last hour", MINUTE, HOUR), "day": ("last day", MINUTE, KEEP[MINUTE]),
+          "month": ("last month", HOUR, KEEP[HOUR])}
+DNS_SERIES = ("dns.queries", "dns.blocked", "dns.forwarded", "dns.cached", "dns.fake_ip")
+
+
+@login_required
+def index(request):
+    """Charts of the DNS answers and the devices' bytes; the figures as a table too (without
+    scripts, and for a screen reader). The page's script polls the series API every 10 s."""
+    import time
+
+    key = request.GET.get("range", "hour")
+    if key not in RANGES:
+        key = "hour"
+    label, step, back = RANGES[key]
+    now = int(time.time())
+    since = now - back
+    src = sources.get()
+    # One read of each file for the tables (a sum per series), not one per series.
+    dns = src.series_totals("dns.", step, since)
+    totals = {name.split(".", 1)[1]: dns.get(name, 0.0) for name in DNS_SERIES}
+    devices = src.series_totals("dev.", step, since)
+    share = totals["blocked"] / totals["queries"] if totals["queries"] else 0.0
+    return render(request, "stats/index.html", {
+        "range": key, "ranges": [(k, v[0]) for k, v in RANGES.items()], "label": label, "step": step,
+        "back": back, "dns": totals, "blocked_share": share,
+        "devices": charts.top_devices(step, since, 5, devices),
+        "all_bytes": {w: devices.get(f"dev.all.{w}", 0.0) for w in ("rx_bytes", "tx_bytes")},
+    })

@@ -21,12 +21,13 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # datetime.weekday() o
 PERIODS = ("day", "month")
 TIME_PATTERN = "^([01][0-9]|2[0-3]):[0-5][0-9]$"
 GROUP_MAX = 32
-# No control characters (C0, DEL, C1), as in a device's name.
-GROUP_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# No control characters (C0, DEL, C1), as in a device's name, and no "/" (a group is a URL's part).
+GROUP_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f/]*$"
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f/]")
 _TIME = re.compile(TIME_PATTERN)
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 MAX_SCHEDULES = 8
+BUDGET_MAX = 10 ** 15   # a petabyte: more is a typo
 
 
 class PolicyError(ValueError):
@@ -38,7 +39,7 @@ class PolicyError(ValueError):
 
 
 def minute_of(text: str, where: str) -> int:
-    if not isinstance(text, str) or not _TIME.match(text):
+    if not isinstance(text, str) or not _TIME.fullmatch(text):
         raise PolicyError(where, "a time of day as HH:MM (00:00 to 23:59)")
     return int(text[:2]) * 60 + int(text[3:])
 
@@ -112,8 +113,8 @@ class Budget:
         if extra:
             raise PolicyError(f"{where}.{extra[0]}", "not a field of a budget (bytes, period)")
         b = data.get("bytes")
-        if not isinstance(b, int) or isinstance(b, bool) or b < 1:
-            raise PolicyError(f"{where}.bytes", "a whole number of bytes, at least 1")
+        if not isinstance(b, int) or isinstance(b, bool) or not 1 <= b <= BUDGET_MAX:
+            raise PolicyError(f"{where}.bytes", f"a whole number of bytes from 1 to {BUDGET_MAX}")
         if data.get("period") not in PERIODS:
             raise PolicyError(f"{where}.period", f"one of {', '.join(PERIODS)}")
         return cls(b, data["period"])
@@ -175,7 +176,7 @@ class Policy:
         devices = {}
         for mac, d in (data.get("devices") or {}).items():
             where = f"devices.{mac}"
-            if not _MAC.match(mac) or not isinstance(d, dict):
+            if not _MAC.fullmatch(mac) or not isinstance(d, dict):
                 raise PolicyError(where, "a lower-case MAC with an object")
             group = check_group(d.get("group", ""), f"{where}.group")
             schedules = schedules_from_json(d.get("schedules", []), f"{where}.schedules")
@@ -192,7 +193,7 @@ class Policy:
 
 def check_group(name, where: str) -> str:
     if not isinstance(name, str) or len(name) > GROUP_MAX or _CONTROL.search(name):
-        raise PolicyError(where, f"a name of at most {GROUP_MAX} characters, no control characters")
+        raise PolicyError(where, f"a name of at most {GROUP_MAX} characters, no control character or '/'")
     return name
 
 

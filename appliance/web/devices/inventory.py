@@ -6,7 +6,10 @@ dhcpkit's leases and the static leases. Name: the one the user gave, else
 the static lease's hostname, else the hostname the device gave DHCP.
 Online: it sent a frame in the last ONLINE_SECONDS. Counters: the
 datapath's, since it began counting the device (a reboot, an unload of the
-datapath or a forget starts them again at zero).
+datapath or a forget starts them again at zero). Group, schedules and budget:
+the box's policy file, which the devices service enforces
+(`appliance.services.devices`); who a schedule has off now and what each
+device used this day and month: that service's word.
 """
 from __future__ import annotations
 

@@ -117,7 +117,8 @@ class DeviceUpdateSerializer(serializers.Serializer):
 
 
 class GroupUpdateSerializer(serializers.Serializer):
-    schedules = serializers.JSONField()
+    # A PUT replaces: a body without schedules (or none) leaves the group none.
+    schedules = serializers.JSONField(required=False, default=list)
 
     def validate_schedules(self, value):
         return _policy_field(lambda v: schedules_from_json(v, "schedules"), value, "schedules")
@@ -178,7 +179,6 @@ UPDATE_SCHEMA = {
 GROUP_UPDATE_SCHEMA = {
     "type": "object",
     "properties": {"schedules": {**SCHEDULES_SCHEMA, "description": "the group's schedules, in place of those "
-                                                                     "it had; [] none"}},
-    "required": ["schedules"],
+                                                                     "it had; [] or left out: none"}},
     "additionalProperties": False,
 }

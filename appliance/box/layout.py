@@ -178,6 +178,31 @@ class Layout:
         return f"{self.state_dir}/health/events.jsonl"
 
     @property
+    def devices_dir(self) -> str:
+        """The devices service's state and what the console asked of the devices (`appliance.services.devices`)."""
+        return f"{self.state_dir}/devices"
+
+    @property
+    def devices_policy(self) -> str:
+        """Groups, schedules and budgets: written by the console, read by the devices service."""
+        return f"{self.devices_dir}/policy.json"
+
+    @property
+    def devices_state(self) -> str:
+        """The devices service's memory: known MACs, the counters' baseline, usage per period."""
+        return f"{self.devices_dir}/state.json"
+
+    @property
+    def devices_scheduled(self) -> str:
+        """The MACs a schedule has off now (the devices service's word; every datapath load adds them)."""
+        return f"{self.devices_dir}/scheduled.json"
+
+    @property
+    def devices_config(self) -> str:
+        """Where the devices service reads and writes (`appliance.services.devices`)."""
+        return f"{self.run_dir}/devices.json"
+
+    @property
     def series_dir(self) -> str:
         """Time series for the console's charts (`appliance.services.timeseries`), a file per writer."""
         return f"{self.state_dir}/series"
@@ -190,4 +215,4 @@ class Layout:
         """What the box's services leave in `run_dir`; teardown removes it (state stays)."""
         return (self.kea.run_dir, self.dhcp6_run_dir, self.dns_socket, self.relay_socket, self.services_dir,
                 self.watchdog_config, self.modem_watch_config, self.modem_watch_link, self.health_status,
-                self.notify_config)
+                self.notify_config, self.devices_config)

@@ -49,7 +49,8 @@ from appliance.kernel.desired import (  # noqa: F401 - BridgePort is part of a p
 from appliance.services.dhcp import config as kea
 from appliance.services.dhcp import dhcpkit_config as dhcpkit
 from appliance.services.dns.settings import DnsSettings
-from appliance.services.identity import DHCP6, DNS, KEA, NOTIFY, RELAY, VPROXY_GID
+from appliance.services.devices.service import DevicesConfig
+from appliance.services.identity import DEVICES, DHCP6, DNS, KEA, NOTIFY, RELAY, VPROXY_GID
 from appliance.services.health.heartbeat import pin_path
 from appliance.services.health.probes import Probe
 from appliance.services.health.watchdog import WatchdogConfig, WatchedService
@@ -284,6 +285,7 @@ def notify_service(s: Settings, layout: Layout) -> tuple[ConfigFile, ServiceSpec
 WATCHDOG = "watchdog"
 DHCP6_SERVER_PORT = 547
 MODEM_WATCH = "modem-watch"
+DEVICES_SERVICE = "devices"
 
 
 def _digest(*parts: str) -> str:
@@ -326,6 +328,34 @@ def with_watchdog(p: Plan, settings: Settings, layout: Layout, host_ns: str | No
     return dataclasses.replace(
         p, files=(*(f for f in p.files if f.path != config_file.path), config_file),
         services=(*(svc for svc in p.services if svc.name != WATCHDOG), spec))
+
+
+def with_devices(p: Plan, layout: Layout, host_ns: str | None, pin_root: str = PIN_ROOT) -> Plan:
+    """The placed plan with the devices service (`appliance.services.devices`): new devices,
+    traffic series, budgets and schedules, from the datapath's pinned per-device maps.
+
+    It runs where the apply runs (the BPF filesystem with the pins; `ip netns exec` hides it).
+    """
+    pins = os.path.dirname(pin_path(pin_root, host_ns, p.switch.bridge))
+    config = DevicesConfig(pin_dir=pins, paused=f"{layout.datapath_dir}/paused.json",
+                           policy=layout.devices_policy, state=layout.devices_state,
+                           scheduled=layout.devices_scheduled, events=layout.health_events,
+                           series=layout.series_file("devices"))
+    config_file = ConfigFile(layout.devices_config, json.dumps(config.to_json(), indent=1) + "\n")
+    spec = ServiceSpec(
+        name=DEVICES_SERVICE,
+        argv=(layout.python, "-m", "appliance.services.devices", "--config", config_file.path),
+        netns=None,
+        cwd=layout.state_dir,
+        revision=config_file.digest,
+        # A hung service would leave a schedule unenforced: its runner kills it (it says WATCHDOG=1 each tick).
+        watchdog_sec=10.0,
+        identity=DEVICES,
+        writable=(layout.devices_dir, os.path.dirname(layout.health_events), layout.series_dir),
+    )
+    return dataclasses.replace(
+        p, files=(*(f for f in p.files if f.path != config_file.path), config_file),
+        services=(*(svc for svc in p.services if svc.name != DEVICES_SERVICE), spec))
 
 
 def with_modem_watch(p: Plan, settings: Settings, layout: Layout, host_ns: str | None,

@@ -171,6 +171,7 @@ class Box:
         observed = observed or self.observe(settings, self.applied())
         placed = place(planner.plan(settings, observed, self.layout), self.placement)
         runner = getattr(self.services, "kind", "supervisor")
+        placed = planner.with_devices(placed, self.layout, self.placement.host_ns)
         watched = planner.with_modem_watch(placed, settings, self.layout, self.placement.host_ns, runner=runner)
         return planner.with_watchdog(watched, settings, self.layout, self.placement.host_ns, runner=runner)
 

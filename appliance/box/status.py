@@ -21,6 +21,8 @@ from appliance.box.runtime import Box
 from appliance.box.switchload import DatapathLoader
 from appliance.kernel.base import KernelError
 from appliance.kernel.devices import Devices
+from appliance.services.devices import store as devices_store
+from appliance.services.devices.policy import Policy
 from appliance.services.dhcp import pool
 from appliance.services.dhcp.kea import KeaControl, KeaError
 from appliance.services.dhcp.leases6 import read_leases
@@ -309,6 +311,26 @@ def pause_device(box: Box, mac: str, paused: bool) -> Reading:
     except (OSError, ValueError) as e:
         return Reading(problem=f"cannot {'pause' if paused else 'resume'} {mac}: {e}")
     return Reading({"mac": mac, "paused": paused, "enforced": enforced})
+
+
+def device_policy(box: Box) -> Policy:
+    """Groups, schedules and budgets of the home's devices (what the console set)."""
+    return devices_store.read(box.layout.devices_policy)
+
+
+def change_device_policy(box: Box, how) -> Policy:
+    """Write `how(policy)` for the devices service, which acts on it within a second (no apply)."""
+    return devices_store.change(box.layout.devices_policy, how)
+
+
+def scheduled_devices(box: Box) -> set[str]:
+    """The MACs a schedule has off now, as the devices service last decided."""
+    return DatapathLoader.of(box).scheduled()
+
+
+def device_usage(box: Box) -> dict[str, dict[str, int]]:
+    """MAC -> bytes this day and this month (the devices service's count, saved every few seconds)."""
+    return devices_store.usage(box.layout.devices_state)
 
 
 def applied_bridge(box: Box, name: str | None = None) -> AppliedBridge | None:

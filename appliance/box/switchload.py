@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import appliance.switch.datapath as datapath_pkg
 
+from appliance import durable
 from appliance.box.layout import PIN_ROOT
 from appliance.kernel import Kernel
 from appliance.switch.bridge import Bridge
@@ -36,7 +35,8 @@ def _runtime_digest() -> str:
 
 
 class DatapathLoader:
-    def __init__(self, kernel: Kernel, state_dir: str, netns: str | None, pin_root: str = PIN_ROOT):
+    def __init__(self, kernel: Kernel, state_dir: str, netns: str | None, pin_root: str = PIN_ROOT,
+                 scheduled_file: str | None = None):
         self.kernel = kernel
         self.state_dir = Path(state_dir)
         self.netns = netns
@@ -45,6 +45,9 @@ class DatapathLoader:
         self.stamp = self.state_dir / "loaded.json"
         # The paused devices (MACs), kept here so that a reboot's first load pauses them again.
         self.paused_file = self.state_dir / "paused.json"
+        # The devices a schedule has off now: the devices service's word (`appliance.services.devices`),
+        # paused by every load too, so an apply never lets them through until the service's next tick.
+        self.scheduled_file = Path(scheduled_file) if scheduled_file else None
 
     def datapath(self, bridge: str) -> Datapath:
         """The box's datapath of `bridge` (for counters, trace, detach), attached or not."""
@@ -54,7 +57,8 @@ class DatapathLoader:
 
     @classmethod
     def of(cls, box) -> "DatapathLoader":
-        return cls(box.kernel, box.layout.datapath_dir, box.placement.host_ns)
+        return cls(box.kernel, box.layout.datapath_dir, box.placement.host_ns,
+                   scheduled_file=box.layout.devices_scheduled)
 
     @staticmethod
     def bridge_of(switch) -> Bridge:
@@ -78,36 +82,37 @@ class DatapathLoader:
         except (FileNotFoundError, json.JSONDecodeError):
             loaded = None
         if loaded == digest and dp.attached():
-            dp.set_paused(self.paused())
+            dp.set_paused(self.enforced())
             return []
         bridge = self.bridge_of(switch)
         res = dp.apply(bridge, {p.name: p.link for p in switch.ports})
-        dp.set_paused(self.paused())
+        dp.set_paused(self.enforced())
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.stamp.write_text(json.dumps({"digest": digest}))
         return [f"~ datapath {switch.bridge}: {len(bridge.flows)} flows on {len(res.devices)} ports"
                 f" (+{res.added} -{res.removed} flows)"]
 
     def paused(self) -> set[str]:
-        """The MACs of the paused devices (kept across reboots)."""
-        try:
-            return set(json.loads(self.paused_file.read_text()).get("macs", []))
-        except (FileNotFoundError, json.JSONDecodeError, AttributeError):
-            return set()
+        """The MACs of the devices paused until resumed (kept across reboots)."""
+        return _macs(self.paused_file)
+
+    def scheduled(self) -> set[str]:
+        """The MACs a schedule has off now, as the devices service last wrote them."""
+        return _macs(self.scheduled_file) if self.scheduled_file else set()
+
+    def enforced(self) -> set[str]:
+        """What dp_paused holds: paused until resumed, or off by a schedule."""
+        return self.paused() | self.scheduled()
 
     def set_paused(self, bridge: str | None, macs) -> bool:
         """Keep `macs` as the paused devices and hand them to the running datapath of `bridge`
         at once (no apply). False when none runs (or no bridge is applied): the next load does."""
         macs = sorted(set(macs))
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".paused.")
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"macs": macs}, fh)
-        os.replace(tmp, self.paused_file)
+        durable.write_atomic(str(self.paused_file), json.dumps({"macs": macs}))
         if bridge is None:
             return False
         dp = self.datapath(bridge)
-        return dp.attached() and dp.set_paused(macs)
+        return dp.attached() and dp.set_paused(set(macs) | self.scheduled())
 
     def unload(self, switch) -> list[str]:
         dp = self.datapath(switch.bridge)
@@ -128,3 +133,10 @@ class DatapathLoader:
                 continue  # the datapath took it with its own directory
             except OSError:
                 break  # not empty: another bridge or box uses it
+
+
+def _macs(path: Path) -> set[str]:
+    try:
+        return set(json.loads(path.read_text()).get("macs", []))
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, AttributeError):
+        return set()

@@ -15,6 +15,9 @@ socket), and each keeps only the capabilities it uses:
 - dhcp6 (dhcpkit): port 547 (NET_BIND_SERVICE); the raw ICMPv6 socket that
   hears the modem's RAs (NET_RAW).
 - notify: none (it reads the events file and sends alerts; its URLs may hold secrets).
+- devices: root (the datapath's pins and the box's state files are root's, 0600 and 0644) with
+  CAP_BPF alone: it reads and writes pinned maps and its own files, nothing else of root's
+  (no DAC override, no NET_ADMIN, no entering namespaces).
 
 systemd applies an identity with `User=`, `AmbientCapabilities=` and
 `CapabilityBoundingSet=` (`ServiceSpec.systemd_unit`); the supervisor (the
@@ -63,3 +66,6 @@ DHCP6 = Identity("appliance-dhcp6", 64535, "appliance-dhcp6", 64535,
                  ("CAP_NET_RAW", "CAP_NET_BIND_SERVICE"))
 # The notifier reads the events file and talks to notification services: no capability at all.
 NOTIFY = Identity("appliance-notify", 64534, "appliance-notify", 64534)
+# The devices service: the pinned per-device maps (CAP_BPF: Debian disables unprivileged BPF),
+# as the owner of the root-owned pins and state files; no other capability.
+DEVICES = Identity("root", 0, "root", 0, ("CAP_BPF",))

@@ -147,6 +147,20 @@ class LiveSources:
         """Pause or resume a device in the datapath, at once (`status.pause_device`)."""
         return status.pause_device(self.box, mac, paused)
 
+    def device_policy(self):
+        """Groups, schedules and budgets (`status.device_policy`)."""
+        return status.device_policy(self.box)
+
+    def change_device_policy(self, how):
+        """Write `how(policy)`; the devices service acts on it within a second, no apply."""
+        return status.change_device_policy(self.box, how)
+
+    def scheduled_devices(self) -> set[str]:
+        return status.scheduled_devices(self.box)
+
+    def device_usage(self) -> dict:
+        return status.device_usage(self.box)
+
     def flows(self) -> FlowDump:
         return status.flows(self.box)
 

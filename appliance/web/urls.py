@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from appliance.web.core import views
 
+
 api = [
     path("", include("appliance.web.console.api.urls")),
     path("network/", include(("appliance.web.network.api.urls", "network-api"))),
@@ -12,6 +13,7 @@ api = [
     path("relay/", include(("appliance.web.relay.api.urls", "relay-api"))),
     path("devices/", include(("appliance.web.devices.api.urls", "devices-api"))),
     path("stats/", include(("appliance.web.stats.api.urls", "stats-api"))),
+    path("device-groups/", include(("appliance.web.devices.api.group_urls", "device-groups-api"))),
     path("switch/", include(("appliance.web.switch.api.urls", "switch-api"))),
     path("", include("appliance.web.applies.api.urls")),
     path("audit/", include("appliance.web.audit.api.urls")),

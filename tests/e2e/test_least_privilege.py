@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.services.identity import DHCP6, DNS, KEA, RELAY
+from appliance.services.identity import DEVICES, DHCP6, DNS, KEA, RELAY
 from tests.support.boxlab import box_in_lab, settings_data
 
 # Bits of CapEff (linux/capability.h).
@@ -29,7 +29,8 @@ def applied(tmp_path_factory):
         yield lab, box
 
 
-@pytest.mark.parametrize("name, identity", [("dns", DNS), ("relay", RELAY), ("dhcp4", KEA), ("dhcp6", DHCP6)])
+@pytest.mark.parametrize("name, identity", [("dns", DNS), ("relay", RELAY), ("dhcp4", KEA), ("dhcp6", DHCP6),
+                                            ("devices", DEVICES)])
 def test_each_service_runs_as_its_own_user_with_its_capabilities(applied, name, identity):
     lab, box = applied
     pid = box.services.status(name).pid

@@ -127,6 +127,23 @@ def read_mac_stats(m: Map) -> dict[str, MacStats]:
     return out
 
 
+def read_paused(m: Map) -> set[str]:
+    """dp_paused as MAC texts."""
+    return {mac_text(C.U64.unpack(k)[0]) for k in m.keys()}
+
+
+def write_paused(m: Map, macs) -> None:
+    """Make dp_paused hold exactly `macs` (added first, then the others removed)."""
+    wanted = {C.U64.pack(mac_number(mac)) for mac in macs}
+    if len(wanted) > C.MAX_PAUSED:
+        raise ValueError(f"at most {C.MAX_PAUSED} devices can be paused")
+    for key in wanted:
+        m.update(key, C.U32.pack(0))
+    for key in m.keys():
+        if key not in wanted:
+            m.delete(key)
+
+
 @dataclass
 class _State:
     slots: dict[str, int] = field(default_factory=dict)      # flow identity -> slot
@@ -409,7 +426,7 @@ class Datapath:
         if m is None:
             return set()
         try:
-            return {mac_text(C.U64.unpack(k)[0]) for k in m.keys()}
+            return read_paused(m)
         finally:
             m.close()
 
@@ -420,14 +437,7 @@ class Datapath:
         if m is None:
             return False
         try:
-            wanted = {C.U64.pack(mac_number(mac)) for mac in macs}
-            if len(wanted) > C.MAX_PAUSED:
-                raise ValueError(f"at most {C.MAX_PAUSED} devices can be paused")
-            for key in wanted:
-                m.update(key, C.U32.pack(0))
-            for key in m.keys():
-                if key not in wanted:
-                    m.delete(key)
+            write_paused(m, macs)
             return True
         finally:
             m.close()

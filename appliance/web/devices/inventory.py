@@ -6,10 +6,14 @@ dhcpkit's leases and the static leases. Name: the one the user gave, else
 the static lease's hostname, else the hostname the device gave DHCP.
 Online: it sent a frame in the last ONLINE_SECONDS. Counters: the
 datapath's, since it began counting the device (a reboot, an unload of the
-datapath or a forget starts them again at zero).
+datapath or a forget starts them again at zero). Group, schedules and budget:
+the box's policy file, which the devices service enforces
+(`appliance.services.devices`); who a schedule has off now and what each
+device used this day and month: that service's word.
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 import time
@@ -19,6 +23,7 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 
 from appliance.box.status import Reading
+from appliance.services.devices.policy import DevicePolicy, Policy
 from appliance.web import sources
 from appliance.web.devices import oui
 from appliance.web.devices.models import Device
@@ -48,7 +53,13 @@ class DeviceView:
     first_seen: datetime | None = None
     last_seen: datetime | None = None
     online: bool = False
-    paused: bool = False           # its frames are dropped (all but DHCP, DNS to the box, ARP, ND)
+    paused: bool = False           # paused until resumed: its frames are dropped (all but DHCP, DNS to the box, ARP, ND)
+    scheduled_off: bool = False    # a schedule (its own or its group's) has it off now: dropped the same way
+    group: str = ""
+    schedules: list[dict] = field(default_factory=list)   # {"days": [...], "start": "HH:MM", "end": "HH:MM"}
+    budget: dict | None = None     # {"bytes": n, "period": "day" | "month"}
+    used_today: int = 0            # bytes both ways, as the devices service counted them
+    used_month: int = 0
     counted: bool = False          # the running datapath has counters for it
     rx_bytes: int = 0
     rx_packets: int = 0
@@ -101,13 +112,20 @@ def devices() -> tuple[list[DeviceView], str | None]:
 
     static = {normal_mac(s.mac): s for s in StaticLease.objects.all()}
     by_mac = _lease_rows(leases)
-    paused = sources.get().paused_devices()
+    src = sources.get()
+    paused, scheduled = src.paused_devices(), src.scheduled_devices()
+    policy, usage = src.device_policy(), src.device_usage()
     now = timezone.now()
     views = []
     for d in Device.objects.all():
         v = _view(d, counters.value.get(d.mac) if counters.ok else None, static.get(d.mac),
                   by_mac.get(d.mac, []), now)
-        v.paused = d.mac in paused
+        v.paused, v.scheduled_off = d.mac in paused, d.mac in scheduled
+        p = policy.of(d.mac)
+        v.group, v.schedules = p.group, [s.to_json() for s in p.schedules]
+        v.budget = p.budget.to_json() if p.budget else None
+        used = usage.get(d.mac, {})
+        v.used_today, v.used_month = used.get("day", 0), used.get("month", 0)
         views.append(v)
     return views, counters.problem
 
@@ -155,6 +173,44 @@ def pause(mac: str, paused: bool) -> Reading:
     return sources.get().pause_device(normal_mac(mac) or "", paused)
 
 
+def set_policy(mac: str, changes: dict) -> None:
+    """Change a device's `group`, `schedules` (a list of Schedule) or `budget` (a Budget or None);
+    the devices service acts on it within a second (no apply)."""
+    def how(policy: Policy) -> Policy:
+        return policy.with_device(mac, dataclasses.replace(policy.of(mac), **changes))
+    sources.get().change_device_policy(how)
+
+
+def groups() -> list[dict]:
+    """Every group: its name, schedules and devices (a group is a name on devices, and/or schedules)."""
+    policy = sources.get().device_policy()
+    return [{"name": g, "schedules": [s.to_json() for s in policy.groups.get(g, ())],
+             "devices": policy.members(g)} for g in policy.group_names()]
+
+
+def group(name: str) -> dict | None:
+    return next((g for g in groups() if g["name"] == name), None)
+
+
+def set_group_schedules(name: str, schedules: tuple) -> dict:
+    sources.get().change_device_policy(lambda p: p.with_group(name, tuple(schedules)))
+    return group(name) or {"name": name, "schedules": [], "devices": []}
+
+
+def delete_group(name: str) -> bool:
+    """Drop a group's schedules and take its devices out of it."""
+    if group(name) is None:
+        return False
+
+    def how(policy: Policy) -> Policy:
+        policy = policy.with_group(name, ())
+        for mac in policy.members(name):
+            policy = policy.with_device(mac, dataclasses.replace(policy.of(mac), group=""))
+        return policy
+    sources.get().change_device_policy(how)
+    return True
+
+
 def forget(mac: str) -> bool:
     """Drop the console's row and the datapath's counters. A device still on the network (its
     lease, its frames) comes back at the next look, as new: no name, seen from now."""
@@ -164,6 +220,8 @@ def forget(mac: str) -> bool:
         return False
     if mac in sources.get().paused_devices():
         sources.get().pause_device(mac, False)   # a forgotten device is not kept paused
+    if not sources.get().device_policy().of(mac).empty:
+        sources.get().change_device_policy(lambda p: p.with_device(mac, DevicePolicy()))   # nor scheduled
     sources.get().forget_device_counters(mac)
     for key in ("device_counters", "devices-sync"):
         sources._CACHE.pop(key, None)

@@ -5,15 +5,59 @@ from django.shortcuts import redirect, render
 
 from appliance.web.audit.log import record
 from appliance.web.devices import inventory
-from appliance.web.devices.forms import RenameForm
+from appliance.services.devices.policy import Schedule
+from appliance.web import sources
+from appliance.web.devices.forms import DevicePolicyForm, RenameForm, ScheduleForm
+
+
+def _described(schedules: list[dict]) -> list[str]:
+    return [Schedule.from_json(s).describe() for s in schedules]
 
 
 @login_required
 def index(request):
     views, problem = inventory.devices()
     views.sort(key=lambda v: (not v.online, (v.name or v.mac).lower()))
-    return render(request, "devices/index.html", {"devices": views, "problem": problem,
+    for v in views:
+        v.schedule_text = _described(v.schedules)
+        v.budget_used = (v.used_today if v.budget["period"] == "day" else v.used_month) if v.budget else 0
+    groups = inventory.groups()
+    for g in groups:
+        g["schedule_text"] = _described(g["schedules"])
+    return render(request, "devices/index.html", {"devices": views, "problem": problem, "groups": groups,
                                                   "online_minutes": inventory.ONLINE_SECONDS // 60})
+
+
+@login_required
+def policy(request, mac):
+    """A device's group, (first) schedule and data budget."""
+    found = _found(mac)
+    kept = sources.get().device_policy().of(found.mac)
+    form = DevicePolicyForm(request.POST if request.method == "POST" else None, policy=kept)
+    if request.method == "POST" and form.is_valid():
+        inventory.set_policy(found.mac, {"group": form.cleaned_data["group"], "schedules": form.schedules(),
+                                         "budget": form.budget()})
+        record(request.user, "device-policy", found.mac, "group, schedules, budget")
+        messages.success(request, f"{found.name or found.mac}: kept; in effect within 2 seconds.")
+        return redirect("devices:index")
+    return render(request, "devices/policy.html",
+                  {"form": form, "title": f"Group, schedule and budget of {found.name or found.mac}",
+                   "more": len(form.rest)}, status=400 if request.method == "POST" else 200)
+
+
+@login_required
+def group(request, name):
+    """A group's (first) schedule; the group is a name given to devices."""
+    kept = sources.get().device_policy().groups.get(name, ())
+    form = ScheduleForm(request.POST if request.method == "POST" else None, schedules=kept)
+    if request.method == "POST" and form.is_valid():
+        inventory.set_group_schedules(name, form.schedules())
+        record(request.user, "group-schedules", name, f"{len(form.schedules())} schedules")
+        messages.success(request, f"Group {name}: kept; in effect within 2 seconds.")
+        return redirect("devices:index")
+    return render(request, "devices/policy.html", {"form": form, "title": f"Schedule of the group {name}",
+                                                   "more": len(form.rest)},
+                  status=400 if request.method == "POST" else 200)
 
 
 def _found(mac: str):

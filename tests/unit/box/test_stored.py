@@ -76,10 +76,12 @@ def test_a_box_applied_by_the_old_code_keeps_working(box):
     assert "plan" not in json.loads(box.fs.read(box.layout.state_file))
 
     assert box.applied_settings() == settings()
-    # The old code's plan, made again: all of today's but the watchdog, which it did not have.
+    # The old code's plan, made again: all of today's but the devices service and the watchdog,
+    # which it did not have.
     old, new = box.applied_plan(), box.plan(settings())
-    assert [s.name for s in new.services if s not in old.services] == ["watchdog"]
-    assert [f.path for f in new.files if f not in old.files] == [box.layout.watchdog_config]
+    assert [s.name for s in new.services if s not in old.services] == ["devices", "watchdog"]
+    assert [f.path for f in new.files if f not in old.files] == [box.layout.devices_config,
+                                                                 box.layout.watchdog_config]
     assert (old.kernel, old.switch) == (new.kernel, new.switch)
     res = box.apply(settings())
     # (what "the old code" made here was made by today's, the watchdog included: nothing to change)
@@ -89,6 +91,7 @@ def test_a_box_applied_by_the_old_code_keeps_working(box):
     assert json.loads(box.fs.read(box.layout.state_file))["format"] == stored.FORMAT  # now kept with its plan
     box.fs.write(box.layout.state_file, V1_STATE.read_text())
     box.services.remove("watchdog")  # which the old code never started
+    box.services.remove("devices")
     box.teardown()
     assert snapshot(box.kernel) == before, "the NICs are back in the factory bridge, nothing else is left"
     assert box._services.running == {} and box.applied_settings() is None

@@ -12,7 +12,7 @@ from appliance.lab.lab import Lab
 from appliance.lab.topology import LabSpec
 
 PROGRAMS = {
-    sys.executable: FakeProgram(listens=("tcp/80",)),  # the lab's web server
+    sys.executable: FakeProgram(listens=("tcp/80", "udp/9001")),  # the lab's web server and its UDP echo
     "dnsmasq": FakeProgram(listens=("udp/53", "udp/67", "udp/547")),
 }
 

@@ -111,8 +111,8 @@ def test_forget_drops_the_name_and_the_counters(api):
 
 def test_an_unknown_field_is_refused_by_name(api):
     home([lease("192.168.1.70", TV, "tv")], {})
-    r = api.patch(f"/api/devices/{TV}/", {"name": "tv", "group": "kids"}, format="json")
-    assert r.status_code == 400 and set(r.data) == {"group"}
+    r = api.patch(f"/api/devices/{TV}/", {"name": "tv", "owner": "kids"}, format="json")
+    assert r.status_code == 400 and set(r.data) == {"owner"}
 
 
 def test_the_schema_says_what_a_patch_may_carry(api):
@@ -199,3 +199,105 @@ def test_the_pages_need_a_login(client, admin, doc):
     for url in ("/devices/", f"/devices/{TV}/rename/", f"/devices/{TV}/forget/", f"/devices/{TV}/pause/"):
         r = client.get(url)
         assert r.status_code == 302 and "/login" in r["Location"]
+
+
+# ---------------------------------------------------------------- groups, schedules, budgets (issue 18 item 2)
+
+BEDTIME = {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "21:00", "end": "07:00"}
+
+
+def policy_on_the_box():
+    from appliance.services.devices import store
+    return store.read(fakes.BOX.layout.devices_policy)
+
+
+def test_a_device_gets_a_group_schedules_and_a_budget_kept_by_the_box_for_its_devices_service(api):
+    home([lease("192.168.1.70", TV, "tv")], {})
+    r = api.patch(f"/api/devices/{TV}/", {"group": "Kids", "schedules": [BEDTIME],
+                                          "budget": {"bytes": 2_000_000_000, "period": "day"}}, format="json")
+    assert r.status_code == 200, r.data
+    assert (r.data["group"], r.data["schedules"], r.data["budget"]) == (
+        "Kids", [BEDTIME], {"bytes": 2_000_000_000, "period": "day"})
+    kept = policy_on_the_box().of(TV)
+    assert kept.group == "Kids" and kept.schedules[0].describe() == "off 21:00-07:00 starting Mon-Fri"
+    assert AuditEntry.objects.filter(action="device-policy", target=TV).exists()
+    r = api.patch(f"/api/devices/{TV}/", {"budget": None, "schedules": []}, format="json")
+    assert (r.data["group"], r.data["schedules"], r.data["budget"]) == ("Kids", [], None)
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"schedules": [{**BEDTIME, "days": ["monday"]}]}, "schedules"),
+    ({"schedules": [{**BEDTIME, "start": "21:00\n"}]}, "schedules"),
+    ({"schedules": [{**BEDTIME, "why": "bed"}]}, "schedules"),
+    ({"schedules": BEDTIME}, "schedules"),
+    ({"budget": {"bytes": 0, "period": "day"}}, "budget"),
+    ({"budget": {"bytes": 10, "period": "week"}}, "budget"),
+    ({"group": "a/b"}, "group"),
+    ({"group": "x" * 33}, "group"),
+])
+def test_a_bad_group_schedule_or_budget_is_refused_naming_the_field(api, body, field):
+    home([lease("192.168.1.70", TV, "tv")], {})
+    r = api.patch(f"/api/devices/{TV}/", body, format="json")
+    assert r.status_code == 400 and set(r.data) == {field}, r.data
+    assert policy_on_the_box().of(TV).empty
+
+
+def test_a_group_schedule_applies_to_the_groups_devices_and_the_service_says_who_is_off(api, client_admin):
+    from appliance.durable import write_atomic
+    home([lease("192.168.1.70", TV, "tv"), lease("192.168.1.71", PHONE, "pixel")], {})
+    api.patch(f"/api/devices/{TV}/", {"group": "Kids"}, format="json")
+    r = api.put("/api/device-groups/Kids/", {"schedules": [BEDTIME]}, format="json")
+    assert r.status_code == 200 and r.data == {"name": "Kids", "schedules": [BEDTIME], "devices": [TV]}
+    assert api.get("/api/device-groups/").data == [r.data]
+    assert api.put("/api/device-groups/Kids/", {"schedules": [BEDTIME], "devices": []}, format="json").status_code == 400
+    # The devices service's word on who a schedule has off now.
+    write_atomic(fakes.BOX.layout.devices_scheduled, '{"macs": ["%s"]}' % TV)
+    got = by_mac(api.get("/api/devices/").data)
+    assert (got[TV]["scheduled_off"], got[TV]["paused"], got[PHONE]["scheduled_off"]) == (True, False, False)
+    page = client_admin.get("/devices/").content.decode()
+    assert "off by its schedule" in page and "Kids" in page and "off 21:00-07:00 starting Mon-Fri" in page
+    assert api.delete("/api/device-groups/Kids/").status_code == 204
+    assert by_mac(api.get("/api/devices/").data)[TV]["group"] == ""
+    assert api.get("/api/device-groups/Kids/").status_code == 404
+
+
+def test_a_forgotten_device_loses_its_schedules(api):
+    home([lease("192.168.1.70", TV, "tv")], {})
+    api.patch(f"/api/devices/{TV}/", {"schedules": [BEDTIME]}, format="json")
+    assert api.delete(f"/api/devices/{TV}/").status_code == 204
+    assert policy_on_the_box().of(TV).empty
+
+
+def test_what_a_device_used_today_is_the_devices_services_count(api):
+    import json
+    from datetime import datetime
+    from appliance.durable import write_atomic
+    home([lease("192.168.1.70", TV, "tv")], {})
+    now = datetime.now()
+    write_atomic(fakes.BOX.layout.devices_state, json.dumps({"usage": {TV: {
+        "day": [now.strftime("%Y-%m-%d"), 1234], "month": [now.strftime("%Y-%m"), 99999]}}}))
+    tv = by_mac(api.get("/api/devices/").data)[TV]
+    assert (tv["used_today"], tv["used_month"]) == (1234, 99999)
+
+
+def test_the_console_sets_a_devices_group_schedule_and_budget_and_a_groups_schedule(client_admin):
+    home([lease("192.168.1.70", TV, "tv")], {})
+    client_admin.get("/devices/")     # the device's row
+    assert client_admin.get(f"/devices/{TV}/policy/").status_code == 200
+    r = client_admin.post(f"/devices/{TV}/policy/", {"group": "Kids", "days": ["sat", "sun"], "start": "22:30",
+                                                    "end": "08:00", "budget_mb": "500", "budget_period": "month"})
+    assert r.status_code == 302, r.content.decode()[-2000:]
+    kept = policy_on_the_box().of(TV)
+    assert (kept.group, [s.describe() for s in kept.schedules], kept.budget.bytes, kept.budget.period) == (
+        "Kids", ["off 22:30-08:00 starting Sat, Sun"], 500_000_000, "month")
+    r = client_admin.post(f"/devices/{TV}/policy/", {"group": "Kids", "days": ["mon"], "start": "", "end": "07:00"})
+    assert r.status_code == 400 and "a time of day" in r.content.decode()
+    r = client_admin.post("/devices/groups/Kids/", {"days": ["mon", "tue", "wed", "thu", "fri"],
+                                                    "start": "21:00", "end": "07:00"})
+    assert r.status_code == 302
+    assert [s.describe() for s in policy_on_the_box().groups["Kids"]] == ["off 21:00-07:00 starting Mon-Fri"]
+    page = client_admin.get("/devices/").content.decode()
+    assert 'data-group="Kids"' in page and "\xa0bytes of 476.8\xa0MB this month" in page
+    # No day ticked: no schedule.
+    client_admin.post(f"/devices/{TV}/policy/", {"group": "", "days": [], "start": "", "end": ""})
+    assert policy_on_the_box().of(TV).empty

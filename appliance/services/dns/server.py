@@ -200,6 +200,8 @@ class DnsService:
         self._list_refresh: list[asyncio.Task] = []
         self.last_reload_error: str | None = None
         self.reloads = 0
+        self.kernel_cache = None  # a started kernel_cache.KernelCache
+        self.kernel_cache_status = "off"
 
     def _build_local_names(self, settings: DnsSettings) -> LocalNames:
         ln = settings.local_names
@@ -241,11 +243,42 @@ class DnsService:
         self._periodic.append(loop.create_task(self._every(PREFIXES_EVERY, self.refresh_lan_prefixes)))
         self._periodic.append(loop.create_task(self._every(QueryLog.SETTLE_EVERY, self.querylog.settle)))
         self._refresh_lists(self.settings)
+        self._start_kernel_cache()
         if shared:
             from .workers import Workers
 
             self.workers = Workers(self, bound)
             await self.workers.start(self.processes - 1)
+
+    def _start_kernel_cache(self) -> None:
+        s = self.settings
+        if s.kernel_cache != "on" or not s.kernel_cache_device:
+            self.kernel_cache_status = "off" if s.kernel_cache != "on" else "off: no device"
+            return
+        import tempfile
+        from pathlib import Path
+
+        from .kernel_cache import KernelCache, Unavailable
+
+        cache = KernelCache(s.kernel_cache_device, s.kernel_cache_answer_as, s.fake_ip.network,
+                            Path(tempfile.mkdtemp(prefix="appliance-dns-kc-")))
+        try:
+            cache.start()
+        except Unavailable as exc:
+            self.kernel_cache_status = f"unavailable, the server answers everything: {exc}"
+            log.warning("kernel cache %s", self.kernel_cache_status)
+            return
+        finally:
+            import shutil
+
+            shutil.rmtree(cache.build_dir, ignore_errors=True)
+        self.kernel_cache = cache
+        self.kernel_cache_status = f"on ({cache.attach_mode} on {s.kernel_cache_device})"
+        self.resolver.kernel = cache.writer(0)
+
+    def kernel_fds(self) -> tuple[int, ...]:
+        """The maps a worker writes its answers into (none while the kernel cache is off)."""
+        return self.kernel_cache.fds() if self.kernel_cache is not None else ()
 
     def bound_ports(self) -> list[int]:
         return [t.get_extra_info("sockname")[1] for t in self._transports]
@@ -363,6 +396,10 @@ class DnsService:
             task.cancel()
         self.resolver.upstreams.close()
         self.fakeips.close()
+        if self.kernel_cache is not None:
+            self.resolver.kernel = None
+            self.kernel_cache.close()
+            self.kernel_cache = None
 
     # -- reload ---------------------------------------------------------------
     async def reload(self, settings: DnsSettings) -> list[str]:
@@ -435,7 +472,27 @@ class DnsService:
             "relay_up": self.resolver.fake_ips_on,
             "rebind_lan_prefixes": list(self.resolver.lan_prefixes),  # from the modem's RA
             "last_reload_error": self.last_reload_error,
+            "kernel_cache": self.kernel_cache_stats(top),
         })
+        return out
+
+    def kernel_cache_stats(self, top: int = 10) -> dict:
+        """The kernel's answers, aggregated (the query log has no line for each)."""
+        out: dict = {"status": self.kernel_cache_status}
+        cache = self.kernel_cache
+        if cache is None:
+            return out
+        try:
+            out.update(cache.stats())
+            clients = cache.client_hits()
+        except OSError as exc:
+            out["error"] = str(exc)
+            return out
+        out["top_clients"] = sorted(clients.items(), key=lambda kv: -kv[1])[:top]
+        fills = self.resolver.kernel.fills if self.resolver.kernel is not None else 0
+        if self.workers is not None:
+            fills += sum(c.get("kernel_fills", 0) for c in self.workers.counters())
+        out["fills"] = fills
         return out
 
     def query_log(self, client: str | None = None, domain: str | None = None,
@@ -448,6 +505,7 @@ class DnsService:
     def flush_fake_ips(self) -> dict:
         """Forget every fake-IP mapping no live connection pins (`FakeIpPool.forget_unpinned`)."""
         result = self.fakeips.forget_unpinned()
+        self.resolver.forget_kernel_answers()
         log.info("fake IPs flushed: %(removed)d mappings forgotten, %(kept)d pinned ones kept", result)
         return result
 

@@ -141,12 +141,21 @@ struct {
 	__type(value, __u64);             /* answers the kernel gave it */
 } kc_client_hits SEC(".maps");
 
-/* Scratch for the key: 260 bytes would crowd the 512-byte stack. */
+/* The question and OPT as received, and the key: 530 bytes would not fit
+ * the 512-byte stack.  The question is read from this copy, not from the
+ * packet: a packet pointer moved by a variable is refused to a loader
+ * without CAP_PERFMON (the DNS server has CAP_BPF and CAP_NET_ADMIN). */
+#define KC_RAW (KC_NAME_MAX + 4 + OPT_LEN)
+struct kc_scratch {
+	struct kc_key key;
+	__u8 raw[KC_RAW + 1];
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct kc_key);
+	__type(value, struct kc_scratch);
 } kc_scratch SEC(".maps");
 
 static __always_inline int count(__u32 what, int verdict)
@@ -231,21 +240,29 @@ int kernel_cache(struct __sk_buff *skb)
 		return count(KC_NO_CLIENT, TC_ACT_OK);
 
 	__u32 zero = 0;
-	struct kc_key *key = bpf_map_lookup_elem(&kc_scratch, &zero);
-	if (!key)
+	struct kc_scratch *scratch = bpf_map_lookup_elem(&kc_scratch, &zero);
+	if (!scratch)
 		return TC_ACT_OK;
+	struct kc_key *key = &scratch->key;
+	__u8 *raw = scratch->raw;
 	__builtin_memset(key, 0, sizeof(*key));
 	key->group = client->group;
+	__u64 raw_len = dns_len - 12;
+	asm volatile("" : "+r"(raw_len));
+	if (raw_len < 5 || raw_len > KC_RAW)
+		return count(KC_NOT_PLAIN, TC_ACT_OK);
+	if (bpf_skb_load_bytes(skb, DNS_AT + 12, raw, raw_len))
+		return count(KC_NOT_PLAIN, TC_ACT_OK);
 
 	/* The name, byte by byte: a length byte (1-63; a pointer or a reserved
 	 * type sends the query up), then that many bytes, lower-cased. */
 	__u32 label_left = 0, name_len = 0;
 	__u64 qsum = 0;   /* the question as sent, for the answer's checksum */
-	__u8 *p = dns + 12;
+#pragma unroll
 	for (int i = 0; i < KC_NAME_MAX; i++) {
-		if ((void *)(p + i + 1) > end)
+		if (i >= raw_len)
 			return count(KC_NOT_PLAIN, TC_ACT_OK);
-		__u8 b = p[i];
+		__u8 b = raw[i];
 		qsum += (i & 1) ? b : (__u32)b << 8;
 		if (label_left) {
 			if (b >= 'A' && b <= 'Z')
@@ -261,32 +278,26 @@ int kernel_cache(struct __sk_buff *skb)
 		}
 		key->name[i] = b;
 	}
-	if (!name_len)
+	if (!name_len || name_len > KC_NAME_MAX)
 		return count(KC_NOT_PLAIN, TC_ACT_OK);
 	__u32 qlen = name_len + 4;
-	if (12 + qlen > dns_len)
-		return count(KC_NOT_PLAIN, TC_ACT_OK);
 	if (edns) {
-		if (12 + qlen + OPT_LEN != dns_len)
+		if (qlen + OPT_LEN != raw_len)
 			return count(KC_NOT_PLAIN, TC_ACT_OK);
-	} else if (12 + qlen != dns_len) {
+	} else if (qlen != raw_len) {
 		return count(KC_NOT_PLAIN, TC_ACT_OK);
 	}
-	/* bounded for the verifier: name_len <= 255 */
-	__u8 *q = dns + 12 + (name_len & 0xff);
-	if ((void *)(q + 4 + OPT_LEN) > end && edns)
+	/* after the name: read at a variable offset by the helper (see kc_scratch) */
+	__u8 q[4 + OPT_LEN];
+	if (bpf_skb_load_bytes(skb, DNS_AT + 12 + name_len, q, edns ? sizeof(q) : 4))
 		return count(KC_NOT_PLAIN, TC_ACT_OK);
-	if ((void *)(q + 4) > end)
-		return count(KC_NOT_PLAIN, TC_ACT_OK);
-	key->qtype = bpf_ntohs(*(__u16 *)q);
-	key->qclass = bpf_ntohs(*(__u16 *)(q + 2));
+	key->qtype = ((__u16)q[0] << 8) | q[1];
+	key->qclass = ((__u16)q[2] << 8) | q[3];
 	__u32 tail = fold((__u32)key->qtype + key->qclass);
 	qsum += (name_len & 1) ? rot8(tail) : tail;
 	__u32 client_size = 512;
 	if (edns) {
 		__u8 *o = q + 4;
-		if ((void *)(o + OPT_LEN) > end)
-			return count(KC_NOT_PLAIN, TC_ACT_OK);
 		/* root owner, type OPT, extended RCODE 0, version 0, no DO, no options */
 		if (o[0] || o[1] || o[2] != 41 || o[5] || o[6] || o[7] || o[8] || o[9] || o[10])
 			return count(KC_NOT_PLAIN, TC_ACT_OK);
@@ -313,7 +324,10 @@ int kernel_cache(struct __sk_buff *skb)
 			   bpf_htons(a->ar + (edns ? 1 : 0))};
 	__u32 ttl_count = a->ttl_count;
 	__u32 an = a->an, ns = a->ns, ar_out = a->ar + (edns ? 1 : 0);
-	__u64 body_sum = edns ? a->sum_edns : a->sum_plain;
+	__u64 body_sum = a->sum_plain, with_opt = a->sum_edns;
+	asm volatile("" : "+r"(with_opt));
+	if (edns)
+		body_sum = with_opt;
 	__u64 ttl_sum = 0;
 	__u32 qid = bpf_ntohs(*(__u16 *)dns);
 

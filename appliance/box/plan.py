@@ -457,6 +457,10 @@ def dns_settings(s: Settings, layout: Layout) -> DnsSettings:
         data["allow_clients"] += [n for n in HOME_IPV6 if n not in data["allow_clients"]]
     data["fake_ip"]["db_path"] = layout.fakeip_db
     data["control_socket"] = layout.dns_socket
+    # The home's queries reach vproxy on vproxy0: the kernel cache answers there, as the
+    # address the query was sent to (the gateway's, or any with dns.intercept all).
+    data["kernel_cache_device"] = VPROXY_DEV
+    data["kernel_cache_answer_as"] = ["0.0.0.0/0" if data["intercept"] == "all" else f"{s.gateway.ip}/32"]
     data["lists_dir"] = layout.dns_lists_dir
     # The modem never gets an answer (the second lock behind the flows' DNS guard).
     if f"{s.gateway.ip}/32" not in data["deny_clients"]:

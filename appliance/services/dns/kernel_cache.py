@@ -26,14 +26,11 @@ everything itself, saying why in its stats.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
 import os
 import socket
 import struct
-import subprocess
-import tempfile
 from pathlib import Path
 
 from .wire import NOERROR, NXDOMAIN, QR, RA, Prepared
@@ -42,8 +39,6 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).resolve().parent / "c" / "kernel_cache.c"
 PROGRAM = "kernel_cache"
-CLANG = os.environ.get("APPLIANCE_CLANG", "clang")
-_ARCH_INCLUDE = f"/usr/include/{os.uname().machine}-linux-gnu"
 
 # As in kernel_cache.c.
 NAME_MAX = 255
@@ -63,7 +58,6 @@ U64 = struct.Struct("<Q")
 
 # A filter priority of its own on 6.1 (no tcx): beside the datapath's 0xC001.
 FILTER_PRIO = 0xC00D
-FILTER_HANDLE = 1
 FILTER_NAME = "appliance-dns-cache"
 
 
@@ -200,25 +194,13 @@ def config_value(answer_as: list[str], fake_network: str | None) -> bytes:
 
 
 def build(out_dir: Path) -> Path:
-    """The object for this source and clang (reused while both are the same)."""
-    source = SOURCE.read_bytes()
-    digest = hashlib.sha256(source + CLANG.encode()).hexdigest()[:16]
-    obj = out_dir / f"kernel-cache-{digest}.o"
-    if obj.exists():
-        return obj
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.mktemp(dir=out_dir, suffix=".o")
+    """The object for this source (reused while the source and clang's flags are the same)."""
+    from appliance.switch.datapath.build import BuildError, build as clang_build
+
     try:
-        proc = subprocess.run([CLANG, "-O2", "-g", "-target", "bpf", "-Wall", "-I", _ARCH_INCLUDE,
-                               "-c", str(SOURCE), "-o", tmp], capture_output=True, text=True)
-    except OSError as exc:
-        raise Unavailable(f"cannot run {CLANG}: {exc}") from None
-    if proc.returncode != 0:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise Unavailable(f"clang failed: {proc.stderr.strip()[-500:]}")
-    os.replace(tmp, obj)
-    return obj
+        return clang_build(SOURCE.read_text(), out_dir)
+    except (BuildError, OSError) as exc:
+        raise Unavailable(f"not built: {str(exc)[-500:]}") from None
 
 
 class KernelCache:
@@ -269,39 +251,16 @@ class KernelCache:
         log.info("kernel cache on %s (%s)", self.device, self.attach_mode)
 
     def _attach_filter(self, prog_fd: int) -> None:
-        import errno
+        from appliance.kernel.tc import LinuxTc
 
-        from pyroute2 import IPRoute
-        from pyroute2.netlink.exceptions import NetlinkError
-
-        from appliance.kernel.tc import ETH_P_ALL, PARENT_INGRESS
-
-        with IPRoute() as ipr:
-            try:
-                ipr.tc("add", "clsact", self.ifindex)
-            except NetlinkError as e:
-                if e.code != errno.EEXIST:
-                    raise
-            ipr.tc("replace-filter", "bpf", self.ifindex, FILTER_HANDLE, parent=PARENT_INGRESS,
-                   fd=prog_fd, name=FILTER_NAME, direct_action=True, prio=FILTER_PRIO,
-                   protocol=ETH_P_ALL)
+        LinuxTc(False).filter_attach(None, self.ifindex, prog_fd, FILTER_PRIO, FILTER_NAME)
         self._filter = True
 
     def _detach_filter(self) -> None:
-        import errno
+        from appliance.kernel.tc import LinuxTc
 
-        from pyroute2 import IPRoute
-        from pyroute2.netlink.exceptions import NetlinkError
-
-        from appliance.kernel.tc import ETH_P_ALL, PARENT_INGRESS
-
-        with IPRoute() as ipr:
-            try:
-                ipr.tc("del-filter", "bpf", self.ifindex, FILTER_HANDLE, parent=PARENT_INGRESS,
-                       prio=FILTER_PRIO, protocol=ETH_P_ALL)
-            except NetlinkError as e:
-                if e.code not in (errno.ENOENT, errno.EINVAL, errno.ENODEV):
-                    raise
+        # (the clsact qdisc goes too when nothing else uses it)
+        LinuxTc(False).filter_detach(None, self.ifindex, FILTER_PRIO)
 
     def map_fd(self, name: str) -> int:
         return self._obj.map_fd(name)

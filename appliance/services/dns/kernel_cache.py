@@ -175,6 +175,15 @@ class Writer:
             self._clients[client] = (group, expires)
 
 
+def _name_text(wire: bytes) -> str:
+    labels, pos = [], 0
+    while pos < len(wire) and wire[pos]:
+        length = wire[pos]
+        labels.append(wire[pos + 1:pos + 1 + length].decode("ascii", "replace"))
+        pos += 1 + length
+    return ".".join(labels)
+
+
 def config_value(answer_as: list[str], fake_network: str | None) -> bytes:
     dests, masks = [], []
     for item in answer_as[:DESTS]:
@@ -295,6 +304,23 @@ class KernelCache:
             if raw:
                 out[socket.inet_ntoa(key)] = sum(U64.unpack_from(raw, i * 8)[0]
                                                  for i in range(len(raw) // 8))
+        return out
+
+    def name_hits(self) -> dict[tuple[str, int], int]:
+        """Answers the kernel gave each (name, qtype), all groups together."""
+        from appliance.kernel import libbpf
+
+        ncpu = libbpf.num_possible_cpus()
+        fd = self.map_fd("kc_name_hits")
+        out: dict[tuple[str, int], int] = {}
+        for key in libbpf.map_keys(fd, KEY.size):
+            raw = libbpf.map_lookup(fd, key, 8 * ncpu)
+            if not raw:
+                continue
+            _, qtype, _, wire = KEY.unpack(key)
+            name = _name_text(wire)
+            out[(name, qtype)] = out.get((name, qtype), 0) + sum(
+                U64.unpack_from(raw, i * 8)[0] for i in range(len(raw) // 8))
         return out
 
     def close(self) -> None:

@@ -485,10 +485,13 @@ class DnsService:
         try:
             out.update(cache.stats())
             clients = cache.client_hits()
+            names = cache.name_hits()
         except OSError as exc:
             out["error"] = str(exc)
             return out
         out["top_clients"] = sorted(clients.items(), key=lambda kv: -kv[1])[:top]
+        out["top_names"] = [{"name": name, "qtype": qtype, "hits": n} for (name, qtype), n in
+                            sorted(names.items(), key=lambda kv: -kv[1])[:top]]
         fills = self.resolver.kernel.fills if self.resolver.kernel is not None else 0
         if self.workers is not None:
             fills += sum(c.get("kernel_fills", 0) for c in self.workers.counters())

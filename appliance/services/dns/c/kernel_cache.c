@@ -141,6 +141,13 @@ struct {
 	__type(value, __u64);             /* answers the kernel gave it */
 } kc_client_hits SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct kc_key);       /* the question answered, its group */
+	__type(value, __u64);             /* answers the kernel gave it */
+} kc_name_hits SEC(".maps");
+
 /* The question and OPT as received, and the key: 530 bytes would not fit
  * the 512-byte stack.  The question is read from this copy, not from the
  * packet: a packet pointer moved by a variable is refused to a loader
@@ -415,6 +422,13 @@ int kernel_cache(struct __sk_buff *skb)
 	} else {
 		__u64 one = 1;
 		bpf_map_update_elem(&kc_client_hits, &saddr, &one, BPF_NOEXIST);
+	}
+	hits = bpf_map_lookup_elem(&kc_name_hits, key);
+	if (hits) {
+		*hits += 1;
+	} else {
+		__u64 one = 1;
+		bpf_map_update_elem(&kc_name_hits, key, &one, BPF_NOEXIST);
 	}
 	count(KC_HITS, 0);
 	return bpf_redirect(skb->ifindex, 0);

@@ -304,6 +304,10 @@ def test_ttls_count_down_and_an_expired_entry_goes_to_the_server(server, lab):
     later, = ask(lab, query(name, 1))
     assert hits(server) == before + 1
     assert ttl - 3 <= ttl_free(later)[1][0] <= ttl - 2
+    # The kernel's answers are counted per client and per name (the stats, not the query log).
+    kernel = server.kernel()
+    assert dict(kernel["top_clients"])[CLI] >= 2
+    assert any(n["name"] == name and n["qtype"] == 1 and n["hits"] >= 2 for n in kernel["top_names"])
 
     # short.test lives 2 seconds: after that the kernel sends it up, the server asks upstream.
     first, = ask(lab, query("short.test", 1))

@@ -29,7 +29,8 @@ In the lab (`tests/e2e/boxlab.py`): dnsperf in a client namespace asks the
 gateway 192.168.1.1, first before the box is applied (the modem's dnsmasq
 answers, forwarding to the internet's zone), then after (the box answers
 from netns vproxy, forwarding to the modem): cached (the lab's site names,
-TTL 300), uncached (never-seen names, NXDOMAIN from the zone: both forward
+TTL 300; the box with `dns.kernel_cache` on, the default, then off; `--cached-only`:
+only these rows), uncached (never-seen names, NXDOMAIN from the zone: both forward
 every query), fake known and fake new (the box only). Latency of the cached
 rows is taken at half the modem's saturation rate. IPv6: the cached rows
 again with the client asking the modem's global address 2001:db8:1::1 from

@@ -68,6 +68,11 @@ class AccessList:
         return verdict
 
 
+def _kernel_cache_setting(settings: DnsSettings) -> tuple:
+    return (settings.kernel_cache, settings.kernel_cache_device, tuple(settings.kernel_cache_answer_as),
+            settings.fake_ip.network)
+
+
 def build_upstreams(settings: DnsSettings) -> UpstreamSet:
     return UpstreamSet([
         Upstream(u.url, u.address, u.server_name, u.ca_file, u.timeout, u.name)
@@ -396,10 +401,14 @@ class DnsService:
             task.cancel()
         self.resolver.upstreams.close()
         self.fakeips.close()
+        self._stop_kernel_cache()
+
+    def _stop_kernel_cache(self) -> None:
         if self.kernel_cache is not None:
             self.resolver.kernel = None
             self.kernel_cache.close()
             self.kernel_cache = None
+        self.kernel_cache_status = "off"
 
     # -- reload ---------------------------------------------------------------
     async def reload(self, settings: DnsSettings) -> list[str]:
@@ -434,6 +443,11 @@ class DnsService:
         self.querylog.max_entries = settings.query_log.max_entries
         self.querylog.max_age = settings.query_log.max_age
         self.resolver.swap_policy(policy, settings)
+        if _kernel_cache_setting(settings) != _kernel_cache_setting(old):
+            # Workers keep writing into the maps they were started with until they restart; the
+            # new program's maps are filled by this process alone meanwhile.
+            self._stop_kernel_cache()
+            self._start_kernel_cache()
         self.refresh_lan_prefixes()
         self.reloads += 1
         self.last_reload_error = None

@@ -173,6 +173,8 @@ class DnsWorker:
         self.access = AccessList(settings.allow_clients, settings.deny_clients)
         self.limiter = rate_limiter(settings, self.processes)
         resolver.swap_policy(policy, settings)
+        if settings.kernel_cache != "on":
+            resolver.kernel = None  # the main process has taken the program away
         self.refresh_lan_prefixes()
 
     def stop(self) -> None:

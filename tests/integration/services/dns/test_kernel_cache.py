@@ -258,8 +258,7 @@ def server(lab, request):
     finally:
         srv.stop()
     # Nothing left on the device once the server is gone.
-    assert "appliance-dns-cache" not in sh("tc", "filter", "show", "dev", "vp0", "ingress",
-                                           ns=NS["vp"], check=False)
+    assert programs_on_vp0() == 0
 
 
 CORPUS = [
@@ -344,3 +343,31 @@ def test_unusual_queries_go_to_the_server(server, lab):
     before = hits(server)
     ask(lab, compressed, truncated, with_tc, two_questions, opt_option)
     assert hits(server) == before
+
+
+def programs_on_vp0() -> int:
+    """Programs at ingress of vp0: tcx links and clsact filters."""
+    from appliance.kernel.setns import in_netns
+    from appliance.kernel.tc import LinuxTc
+
+    def count():
+        import socket
+
+        index = socket.if_nametoindex("vp0")
+        tc = LinuxTc()
+        tcx = len(tc.tcx_programs(None, index)) if tc.tcx_supported() else 0
+        return tcx + len(tc.filters(None, index))
+
+    return in_netns(NS["vp"], count)
+
+
+def test_turned_off_by_a_reload_the_program_leaves_the_device(server, lab):
+    before = hits(server)
+    ask(lab, query("www.a.test", 1))
+    poll(lambda: ask(lab, query("www.a.test", 1)) and hits(server) > before, timeout=5)
+    assert programs_on_vp0() == 1
+    server.reload(kernel_cache="off")
+    assert server.kernel() == {"status": "off"}
+    answer, = ask(lab, query("www.a.test", 1))
+    assert answer is not None and ttl_free(answer)[1]  # the server answers it
+    assert programs_on_vp0() == 0

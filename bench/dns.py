@@ -92,7 +92,14 @@ def throughput(ns, server, port, data, seconds) -> dict:
 
 def latency(ns, server, port, data, rate, seconds) -> dict:
     out = dnsperf(ns, server, port, data, "-l", seconds, "-Q", rate, "-v")
-    samples = sorted(float(line.split()[-1]) for line in out.splitlines() if line.startswith("> "))
+    samples = []
+    for line in out.splitlines():
+        if line.startswith("> "):
+            try:
+                samples.append(float(line.split()[-1]))
+            except ValueError:  # "> T ...": timed out, counted as dnsperf's 5 s timeout
+                samples.append(5.0)
+    samples.sort()
     if not samples:
         return {"p50_ms": float("nan"), "p99_ms": float("nan")}
     return {"p50_ms": statistics.median(samples) * 1000,

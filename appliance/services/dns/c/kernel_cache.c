@@ -32,7 +32,6 @@
 #define KC_TTLS 64            /* TTLs an entry rewrites at most */
 #define KC_WRITERS 64         /* the main process and its workers */
 #define KC_DESTS 4
-#define KC_CSUM_WORDS 760     /* 16-bit words checksummed: a 1500-byte UDP datagram */
 
 #define DNS_QR 0x8000
 #define DNS_OPCODE 0x7800

@@ -29,7 +29,8 @@ In the lab (`tests/e2e/boxlab.py`): dnsperf in a client namespace asks the
 gateway 192.168.1.1, first before the box is applied (the modem's dnsmasq
 answers, forwarding to the internet's zone), then after (the box answers
 from netns vproxy, forwarding to the modem): cached (the lab's site names,
-TTL 300), uncached (never-seen names, NXDOMAIN from the zone: both forward
+TTL 300; the box with `dns.kernel_cache` on, the default, then off; `--cached-only`:
+only these rows), uncached (never-seen names, NXDOMAIN from the zone: both forward
 every query), fake known and fake new (the box only). Latency of the cached
 rows is taken at half the modem's saturation rate. IPv6: the cached rows
 again with the client asking the modem's global address 2001:db8:1::1 from
@@ -91,7 +92,14 @@ def throughput(ns, server, port, data, seconds) -> dict:
 
 def latency(ns, server, port, data, rate, seconds) -> dict:
     out = dnsperf(ns, server, port, data, "-l", seconds, "-Q", rate, "-v")
-    samples = sorted(float(line.split()[-1]) for line in out.splitlines() if line.startswith("> "))
+    samples = []
+    for line in out.splitlines():
+        if line.startswith("> "):
+            try:
+                samples.append(float(line.split()[-1]))
+            except ValueError:  # "> T ...": timed out, counted as dnsperf's 5 s timeout
+                samples.append(5.0)
+    samples.sort()
     if not samples:
         return {"p50_ms": float("nan"), "p99_ms": float("nan")}
     return {"p50_ms": statistics.median(samples) * 1000,
@@ -292,16 +300,17 @@ def lab_rows(args, tmp: Path, names: Names, rows: list) -> None:
         base = "the modem's dnsmasq"
         modem = row(rows, "lab cached: the modem's dnsmasq", base, client, gw, 53, cached, cached, half, s, ls)
         gw6 = topology.MODEM_LAN6_IP
-        if not args.no_ipv6:
+        if not args.no_ipv6 and not args.cached_only:
             # The modem's own dnsmasq over IPv6 too (what the home gets without the box), right
             # after the same workload over IPv4, against it.
             lab.slaac(client)
             wait_answer(53, "www.example.test", client, gw6)
             row(rows, "lab cached over IPv6: the modem's dnsmasq", modem["label"], client, gw6, 53,
                 cached, cached, half, s, ls)["base_qps"] = modem["qps"]
-        modem_unc = row(rows, "lab uncached: the modem's dnsmasq", base, client, gw, 53,
-                        names.unique("q{}.example.test"),
-                        names.unique("q{}.example.test", int(args.rate * ls) + 1000), args.rate, s, ls)
+        if not args.cached_only:
+            modem_unc = row(rows, "lab uncached: the modem's dnsmasq", base, client, gw, 53,
+                            names.unique("q{}.example.test"),
+                            names.unique("q{}.example.test", int(args.rate * ls) + 1000), args.rate, s, ls)
         result = box.apply(parse_settings(settings_data(dns=dns)))
         if not result.ok:
             raise RuntimeError(f"the box did not apply: {result.error}")
@@ -309,7 +318,24 @@ def lab_rows(args, tmp: Path, names: Names, rows: list) -> None:
         print("lab, the box answers:", file=sys.stderr)
         dnsperf(client, gw, 53, cached, "-n", 2)
         dnsperf(client, gw, 53, fake, "-n", 2)
-        v4 = row(rows, "lab cached: the box", base, client, gw, 53, cached, cached, half, s, ls)
+        v4 = row(rows, "lab cached: the box, kernel cache on", base, client, gw, 53, cached, cached,
+                 half, s, ls)
+        # The same box with dns.kernel_cache off: every cached answer from the server itself.
+        result = box.apply(parse_settings(settings_data(dns={**dns, "kernel_cache": "off"})))
+        if not result.ok:
+            raise RuntimeError(f"the box did not apply: {result.error}")
+        wait_answer(53, "www.example.test", client, gw)
+        dnsperf(client, gw, 53, cached, "-n", 2)
+        row(rows, "lab cached: the box, kernel cache off", base, client, gw, 53, cached, cached, half, s, ls)
+        if args.cached_only:
+            for r in rows:
+                if r["label"].startswith("lab") and "base_qps" not in r:
+                    r["base_qps"] = modem["qps"]
+            return
+        result = box.apply(parse_settings(settings_data(dns=dns)))
+        if not result.ok:
+            raise RuntimeError(f"the box did not apply: {result.error}")
+        wait_answer(53, "www.example.test", client, gw)
         if not args.no_ipv6:
             # IPv6 through the box: the client asks the modem's global address from its SLAAC
             # address, right after the same workload over IPv4, against it.
@@ -344,6 +370,10 @@ def main() -> int:
                         help="also run the loopback rows of this server from that checkout")
     parser.add_argument("--no-lab", action="store_true", help="loopback rows only")
     parser.add_argument("--no-ipv6", action="store_true", help="IPv4 rows only")
+    parser.add_argument("--no-loopback", action="store_true", help="lab rows only")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="in the lab, only the cached rows (the modem, the box with its kernel"
+                             " cache on and off)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/dns.py needs root (network namespaces)", file=sys.stderr)
@@ -352,7 +382,8 @@ def main() -> int:
     rows: list[dict] = []
     try:
         names = Names(tmp)
-        loopback(args, tmp, names, rows)
+        if not args.no_loopback:
+            loopback(args, tmp, names, rows)
         if not args.no_lab:
             lab_rows(args, tmp, names, rows)
     finally:
@@ -377,6 +408,8 @@ def main() -> int:
     extra += f" --compare-root {args.compare_root}" if args.compare_root else ""
     extra += " --no-lab" if args.no_lab else ""
     extra += " --no-ipv6" if args.no_ipv6 else ""
+    extra += " --no-loopback" if args.no_loopback else ""
+    extra += " --cached-only" if args.cached_only else ""
     print(f"\nreproduce: sudo .venv/bin/python bench/dns.py --seconds {args.seconds:g} "
           f"--rate {args.rate} --new-rate {args.new_rate}{extra}")
     return 0

@@ -499,6 +499,10 @@ def dns_settings(s: Settings, layout: Layout) -> DnsSettings:
     data["control_socket"] = layout.dns_socket
     data["query_log"]["dir"] = layout.dns_querylog_dir
     data["series_file"] = layout.series_file("dns")
+    # The home's queries reach vproxy on vproxy0: the kernel cache answers there, as the
+    # address the query was sent to (the gateway's, or any with dns.intercept all).
+    data["kernel_cache_device"] = VPROXY_DEV
+    data["kernel_cache_answer_as"] = ["0.0.0.0/0" if data["intercept"] == "all" else f"{s.gateway.ip}/32"]
     data["lists_dir"] = layout.dns_lists_dir
     # The modem never gets an answer (the second lock behind the flows' DNS guard).
     if f"{s.gateway.ip}/32" not in data["deny_clients"]:

@@ -36,7 +36,7 @@ class FakeTc:
         return any(d.ifindex == ifindex for d in self.devices.devices(netns))
 
     # clsact
-    def filter_attach(self, netns, ifindex, prog_fd) -> None:
+    def filter_attach(self, netns, ifindex, prog_fd, prio=None, name=None) -> None:
         self.calls.append(("filter_attach", netns, ifindex))
         prog = self.bpf.program(prog_fd)
         if not self._exists(netns, ifindex):
@@ -48,7 +48,7 @@ class FakeTc:
         self.filter_list[(netns, ifindex)] = sorted(
             others + [Filter(PRIO, HANDLE, "bpf", FILTER_NAME, prog.id)], key=lambda f: f.prio)
 
-    def filter_detach(self, netns, ifindex) -> None:
+    def filter_detach(self, netns, ifindex, prio=None) -> None:
         self.calls.append(("filter_detach", netns, ifindex))
         left = [f for f in self.filter_list.pop((netns, ifindex), [])
                 if (f.prio, f.handle) != (PRIO, HANDLE)]

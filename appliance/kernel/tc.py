@@ -124,7 +124,8 @@ class LinuxTc:
         except (NetlinkError, OSError) as e:
             raise KernelError(f"netns {netns or '(own)'}: {what}: {e}") from e
 
-    def filter_attach(self, netns, ifindex, prog_fd) -> None:
+    def filter_attach(self, netns, ifindex, prog_fd, prio: int = PRIO, name: str = FILTER_NAME) -> None:
+        """`prio`, `name`: another program's own filter beside the datapath's."""
         def attach(ipr: IPRoute) -> None:
             try:
                 ipr.tc("add", "clsact", ifindex)
@@ -132,14 +133,14 @@ class LinuxTc:
                 if e.code != errno.EEXIST:
                     raise
             ipr.tc("replace-filter", "bpf", ifindex, HANDLE, parent=PARENT_INGRESS,
-                   fd=prog_fd, name=FILTER_NAME, direct_action=True, prio=PRIO,
+                   fd=prog_fd, name=name, direct_action=True, prio=prio,
                    protocol=ETH_P_ALL)
         self._netlink(netns, f"tc filter on ifindex {ifindex}", attach)
 
-    def filter_detach(self, netns, ifindex) -> None:
+    def filter_detach(self, netns, ifindex, prio: int = PRIO) -> None:
         def detach(ipr: IPRoute) -> None:
             try:
-                ipr.tc("del-filter", "bpf", ifindex, HANDLE, parent=PARENT_INGRESS, prio=PRIO,
+                ipr.tc("del-filter", "bpf", ifindex, HANDLE, parent=PARENT_INGRESS, prio=prio,
                        protocol=ETH_P_ALL)
             except NetlinkError as e:
                 if e.code not in (errno.ENOENT, errno.EINVAL, errno.ENODEV):

@@ -56,8 +56,10 @@ class Identity:
 
 
 VPROXY_GROUP, VPROXY_GID = "appliance-vproxy", 64530
+# CAP_NET_ADMIN: the kernel answer cache (dns.kernel_cache) is a tc program on vproxy0
+# the server loads and attaches itself (CAP_BPF alone cannot load a tc program).
 DNS = Identity("appliance-dns", 64531, VPROXY_GROUP, VPROXY_GID,
-               ("CAP_NET_BIND_SERVICE", "CAP_BPF"))
+               ("CAP_NET_BIND_SERVICE", "CAP_BPF", "CAP_NET_ADMIN"))
 RELAY = Identity("appliance-relay", 64532, VPROXY_GROUP, VPROXY_GID,
                  ("CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE"))
 KEA = Identity("appliance-kea", 64533, "appliance-kea", 64533,

@@ -49,6 +49,7 @@ import dns.rrset
 
 from .cache import AnswerCache
 from .fakeip import FakeIpPool, twin6
+from .kernel_cache import cacheable as kernel_cacheable
 from .localnames import LocalNames
 from .neighbours import NeighbourTable, eui64_mac
 from .policy import NO_MATCH, Decision, Policy
@@ -158,6 +159,9 @@ class Resolver:
         self._tasks: set[asyncio.Task] = set()
         self.fast_hits = 0
         self.slow_answers = 0
+        # The kernel answer cache's writer (kernel_cache.Writer), None while it is off: forwarded
+        # answers this process serves from its cache are replayed by the kernel from then on.
+        self.kernel = None
         # False while the relay is down (the box's watchdog says so): names a
         # rule sends to a fake address are answered with their real one, for
         # a short while at a time, so nothing waits on a relay that is not there.
@@ -171,6 +175,7 @@ class Resolver:
             return False
         self.fake_ips_on = up
         self._decided = {}
+        self.forget_kernel_answers()
         return True
 
     def _use(self, settings: DnsSettings) -> None:
@@ -202,6 +207,7 @@ class Resolver:
             self.cache.drop_where(lambda key, entry: key[1] != TYPE_A and bool(entry.an)
                                   and self._rebinds(key[0], entry))
             self._decided = {}
+            self.forget_kernel_answers()
         return True
 
     # -- state changes --------------------------------------------------------
@@ -212,9 +218,24 @@ class Resolver:
             self._use(settings)
         self._decided = {}
         self._groups = {}
+        self.forget_kernel_answers()
 
     def forget_fast_answers(self) -> None:
         self._decided = {}
+        self.forget_kernel_answers()
+
+    def forget_kernel_answers(self) -> None:
+        """The kernel stops replaying what this process answered (and where it placed clients)."""
+        if self.kernel is not None:
+            self.kernel.forget()
+            self._groups = {}
+
+    def _kernel_fill(self, group: int, entry: Decided, answer: Prepared) -> None:
+        # Only the plain forwarded case: a decision that holds (no rate-limit, relay-down or
+        # pool-full variant with its own expiry or TTL cap) and an answer the cache keeps.
+        if (entry.expires == NEVER and not entry.ttl_cap and self.cache.size > 0
+                and kernel_cacheable(answer)):
+            self.kernel.fill(group, entry.upstream, answer, self._opt, self._edns_max)
 
     def client_group(self, client: str, now: float | None = None) -> int:
         if now is None:
@@ -240,8 +261,12 @@ class Resolver:
             self._groups = {}
         # Unknown MAC (or only guessed): decide again soon, the answer will
         # have taught the neighbour table the MAC.
-        lifetime = GROUP_LIFETIME if (mac and sure) or not self.policy.needs_mac() else 1.0
+        placed = (mac and sure) or not self.policy.needs_mac()
+        lifetime = GROUP_LIFETIME if placed else 1.0
         self._groups[client] = (group, now + lifetime)
+        if placed and self.kernel is not None:
+            # An unknown MAC is not placed: the kernel sends that client's queries up.
+            self.kernel.client(client, group, now + lifetime)
         return group
 
     # -- entry points ---------------------------------------------------------
@@ -279,6 +304,8 @@ class Resolver:
                                               (q, client, addr, out, udp, entry), answer)
                                 return
                             body = answer.body_at(int(now - answer.stored))
+                            if self.kernel is not None:
+                                self._kernel_fill(group, entry, answer)
                         else:
                             answer = entry.answer
                             body = answer.body if not answer.ttls else answer.body_at(
@@ -521,6 +548,8 @@ class Resolver:
             return
         out.send(render(q.qid, q.flags, q.question, q.edns, answer, _forwarded_body(entry, answer, age),
                         self._opt, udp_limit(q.edns, self._edns_max) if udp else 0), addr)
+        if self.kernel is not None and not note and not cached and udp and ":" not in client:
+            self._kernel_fill(self.client_group(client), entry, answer)
         origin = entry.origin if not note else (f"{entry.origin} ({note})" if entry.origin else note)
         self._record((self._wall(), client, entry.qname, q.qtype, entry.action, answer.rcode, cached,
                       origin))

@@ -71,6 +71,11 @@ class AccessList:
         return verdict
 
 
+def _kernel_cache_setting(settings: DnsSettings) -> tuple:
+    return (settings.kernel_cache, settings.kernel_cache_device, tuple(settings.kernel_cache_answer_as),
+            settings.fake_ip.network)
+
+
 def build_upstreams(settings: DnsSettings) -> UpstreamSet:
     return UpstreamSet([
         Upstream(u.url, u.address, u.server_name, u.ca_file, u.timeout, u.name)
@@ -205,6 +210,8 @@ class DnsService:
         self._list_refresh: list[asyncio.Task] = []
         self.last_reload_error: str | None = None
         self.reloads = 0
+        self.kernel_cache = None  # a started kernel_cache.KernelCache
+        self.kernel_cache_status = "off"
 
     def _build_local_names(self, settings: DnsSettings) -> LocalNames:
         ln = settings.local_names
@@ -280,11 +287,42 @@ class DnsService:
         if self.series is not None:
             self._periodic.append(loop.create_task(self._every(SERIES_FLUSH_EVERY, self.series.flush)))
         self._refresh_lists(self.settings)
+        self._start_kernel_cache()
         if shared:
             from .workers import Workers
 
             self.workers = Workers(self, bound)
             await self.workers.start(self.processes - 1)
+
+    def _start_kernel_cache(self) -> None:
+        s = self.settings
+        if s.kernel_cache != "on" or not s.kernel_cache_device:
+            self.kernel_cache_status = "off" if s.kernel_cache != "on" else "off: no device"
+            return
+        import tempfile
+        from pathlib import Path
+
+        from .kernel_cache import KernelCache, Unavailable
+
+        cache = KernelCache(s.kernel_cache_device, s.kernel_cache_answer_as, s.fake_ip.network,
+                            Path(tempfile.mkdtemp(prefix="appliance-dns-kc-")))
+        try:
+            cache.start()
+        except Unavailable as exc:
+            self.kernel_cache_status = f"unavailable, the server answers everything: {exc}"
+            log.warning("kernel cache %s", self.kernel_cache_status)
+            return
+        finally:
+            import shutil
+
+            shutil.rmtree(cache.build_dir, ignore_errors=True)
+        self.kernel_cache = cache
+        self.kernel_cache_status = f"on ({cache.attach_mode} on {s.kernel_cache_device})"
+        self.resolver.kernel = cache.writer(0)
+
+    def kernel_fds(self) -> tuple[int, ...]:
+        """The maps a worker writes its answers into (none while the kernel cache is off)."""
+        return self.kernel_cache.fds() if self.kernel_cache is not None else ()
 
     def bound_ports(self) -> list[int]:
         return [t.get_extra_info("sockname")[1] for t in self._transports]
@@ -407,6 +445,14 @@ class DnsService:
             self.series.close()
         if self.disklog is not None:
             self.disklog.close()
+        self._stop_kernel_cache()
+
+    def _stop_kernel_cache(self) -> None:
+        if self.kernel_cache is not None:
+            self.resolver.kernel = None
+            self.kernel_cache.close()
+            self.kernel_cache = None
+        self.kernel_cache_status = "off"
 
     # -- reload ---------------------------------------------------------------
     async def reload(self, settings: DnsSettings) -> list[str]:
@@ -446,6 +492,11 @@ class DnsService:
                 self.disklog.close()
             self.disklog = self._disk_log(settings)
         self.resolver.swap_policy(policy, settings)
+        if _kernel_cache_setting(settings) != _kernel_cache_setting(old):
+            # Workers keep writing into the maps they were started with until they restart; the
+            # new program's maps are filled by this process alone meanwhile.
+            self._stop_kernel_cache()
+            self._start_kernel_cache()
         self.refresh_lan_prefixes()
         self.reloads += 1
         self.last_reload_error = None
@@ -488,7 +539,30 @@ class DnsService:
                 "bytes": self.disklog.size(), "unwritten": self.disklog.unwritten,
                 "error": self.disklog.last_error},
             "series_error": None if self.series is None else self.series.last_error,
+            "kernel_cache": self.kernel_cache_stats(top),
         })
+        return out
+
+    def kernel_cache_stats(self, top: int = 10) -> dict:
+        """The kernel's answers, aggregated (the query log has no line for each)."""
+        out: dict = {"status": self.kernel_cache_status}
+        cache = self.kernel_cache
+        if cache is None:
+            return out
+        try:
+            out.update(cache.stats())
+            clients = cache.client_hits()
+            names = cache.name_hits()
+        except OSError as exc:
+            out["error"] = str(exc)
+            return out
+        out["top_clients"] = sorted(clients.items(), key=lambda kv: -kv[1])[:top]
+        out["top_names"] = [{"name": name, "qtype": qtype, "hits": n} for (name, qtype), n in
+                            sorted(names.items(), key=lambda kv: -kv[1])[:top]]
+        fills = self.resolver.kernel.fills if self.resolver.kernel is not None else 0
+        if self.workers is not None:
+            fills += sum(c.get("kernel_fills", 0) for c in self.workers.counters())
+        out["fills"] = fills
         return out
 
     def query_log(self, client: str | None = None, domain: str | None = None,
@@ -506,6 +580,7 @@ class DnsService:
     def flush_fake_ips(self) -> dict:
         """Forget every fake-IP mapping no live connection pins (`FakeIpPool.forget_unpinned`)."""
         result = self.fakeips.forget_unpinned()
+        self.resolver.forget_kernel_answers()
         log.info("fake IPs flushed: %(removed)d mappings forgotten, %(kept)d pinned ones kept", result)
         return result
 

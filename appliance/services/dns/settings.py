@@ -494,6 +494,19 @@ class DnsSettings(_Model):
                     " (or the stale answer)",
     )
     open_files: int = Field(default=65536, ge=1024, description="descriptor limit the server asks for")
+    kernel_cache: Literal["on", "off"] = Field(
+        default="on",
+        description="'on': the server's cached answers to plain UDP/IPv4 queries are replayed by a"
+                    " BPF program at tc ingress of kernel_cache_device (forwarded names only, per"
+                    " client group, TTLs counted down, dropped on every policy change); where it"
+                    " cannot load the server answers everything and its stats say why")
+    kernel_cache_device: str | None = Field(
+        default=None, description="the device the home's queries reach this namespace on (the box"
+                                  " sets it); none: no kernel cache")
+    kernel_cache_answer_as: list[str] = Field(
+        default_factory=list, max_length=4,
+        description="IPv4 destinations (networks) the kernel answers as: the gateway's address, or"
+                    " 0.0.0.0/0 with dns.intercept all (never the fake-IP range)")
     workers: int | None = Field(
         default=None, ge=1, le=16,
         description="processes answering UDP queries on the same address (SO_REUSEPORT);"
@@ -508,6 +521,17 @@ class DnsSettings(_Model):
         if not value:
             raise ValueError("listen on at least one address")
         return value
+
+    @field_validator("kernel_cache_answer_as")
+    @classmethod
+    def _answer_as(cls, value: list[str]) -> list[str]:
+        out = []
+        for item in value:
+            net = ipaddress.ip_network(item, strict=False)
+            if net.version != 4:
+                raise ValueError(f"{item}: the kernel cache answers IPv4 only")
+            out.append(str(net))
+        return out
 
     @field_validator("allow_clients", "deny_clients")
     @classmethod

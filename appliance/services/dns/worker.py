@@ -74,6 +74,11 @@ class DnsWorker:
         self.refresh_lan_prefixes()
         self.access = AccessList(settings.allow_clients, settings.deny_clients)
         self.limiter = rate_limiter(settings, self.processes)
+        if start.get("kernel_fds"):
+            from .kernel_cache import Writer
+
+            # Inherited from the main process: this worker's answers go into the same maps.
+            self.resolver.kernel = Writer(*start["kernel_fds"], self.wid)
 
     def _local_names(self, settings: DnsSettings) -> LocalNames:
         ln = settings.local_names
@@ -122,7 +127,8 @@ class DnsWorker:
         resolver = self.resolver
         counters = {"wid": self.wid, "pid": os.getpid(), "fast": resolver.fast_hits,
                     "slow": resolver.slow_answers, "cache": len(resolver.cache),
-                    "dropped": dict(log_batch.dropped)}
+                    "dropped": dict(log_batch.dropped),
+                    "kernel_fills": resolver.kernel.fills if resolver.kernel is not None else 0}
         pending = log_batch.pending
         entries = pending[:]
         pending.clear()  # the same list: the resolver keeps its `append` bound
@@ -167,6 +173,8 @@ class DnsWorker:
         self.access = AccessList(settings.allow_clients, settings.deny_clients)
         self.limiter = rate_limiter(settings, self.processes)
         resolver.swap_policy(policy, settings)
+        if settings.kernel_cache != "on":
+            resolver.kernel = None  # the main process has taken the program away
         self.refresh_lan_prefixes()
 
     def stop(self) -> None:

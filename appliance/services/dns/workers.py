@@ -83,7 +83,7 @@ class Workers:
         service = self.service
         return ("start", {"wid": worker.wid, "settings": service.settings,
                           "lists": service.lists_store.parsed, "bound": self.bound,
-                          "processes": service.processes})
+                          "processes": service.processes, "kernel_fds": service.kernel_fds()})
 
     async def _spawn(self, worker: _Worker) -> None:
         loop = asyncio.get_running_loop()
@@ -99,7 +99,7 @@ class Workers:
                 [sys.executable, "-m", "appliance.services.dns.worker",
                  "--control", str(control_child.fileno()), "--datagrams", str(datagrams_child.fileno()),
                  "--log-level", level],
-                pass_fds=(control_child.fileno(), datagrams_child.fileno()))
+                pass_fds=(control_child.fileno(), datagrams_child.fileno(), *self.service.kernel_fds()))
         finally:
             control_child.close()
             datagrams_child.close()

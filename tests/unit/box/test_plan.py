@@ -562,3 +562,21 @@ def test_a_notification_url_apprise_does_not_know_is_refused_naming_it():
     with pytest.raises(SettingsError) as e:
         settings(alerts={"urls": ["ntfy://ntfy.example/t", "bogus-scheme://x"]})
     assert list(e.value.errors) == ["alerts.urls[1]"]
+
+
+def test_the_kernel_cache_answers_on_vproxy0_as_the_gateway_or_any_address_with_intercept_all():
+    from appliance.box.plan import Layout, dns_settings
+    from appliance.services.dns.settings import SettingsError, parse_settings as parse_dns
+
+    layout = Layout(state_dir="/s", run_dir="/r")
+    d = dns_settings(settings(), layout)
+    assert (d.kernel_cache, d.kernel_cache_device, d.kernel_cache_answer_as) == ("on", "vproxy0", ["192.168.1.1/32"])
+    everywhere = dns_settings(settings(dns={"upstreams": [{"url": "udp://192.168.1.1"}], "intercept": "all",
+                                            "kernel_cache": "off"}), layout)
+    assert everywhere.kernel_cache == "off" and everywhere.kernel_cache_answer_as == ["0.0.0.0/0"]
+    with pytest.raises(SettingsError) as refused:
+        parse_dns({"upstreams": [{"url": "udp://192.168.1.1"}], "kernel_cache_answer_as": ["2001:db8::/64"]})
+    assert "kernel_cache_answer_as" in refused.value.errors
+    with pytest.raises(SettingsError) as refused:
+        parse_dns({"upstreams": [{"url": "udp://192.168.1.1"}], "kernel_cache": "maybe"})
+    assert "kernel_cache" in refused.value.errors

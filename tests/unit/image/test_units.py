@@ -104,8 +104,8 @@ def test_a_unit_with_an_identity_runs_unprivileged_and_sandboxed():
     text = unit_text(spec(name="dns", identity=DNS, writable=("/var/lib/appliance/box/dns", "/run/appliance")))
     lines = text.splitlines()
     for line in ("User=appliance-dns", "Group=appliance-vproxy",
-                 "CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_BPF",
-                 "AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_BPF", "NoNewPrivileges=yes",
+                 "CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_BPF CAP_NET_ADMIN",
+                 "AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_BPF CAP_NET_ADMIN", "NoNewPrivileges=yes",
                  "ProtectSystem=strict", "PrivateTmp=yes", "SystemCallFilter=@system-service",
                  "ReadWritePaths=-/var/lib/appliance/box/dns -/run/appliance", "LimitNOFILE=65536"):
         assert line in lines, line

@@ -1,0 +1,344 @@
+"""The kernel answer cache (`dns.kernel_cache`): the server's cached answers replayed at tc ingress.
+
+```
+ query --> tc ingress of the device (c/kernel_cache.c)
+             plain UDP/IPv4 query, client placed, fresh entry --> answer built in the skb,
+                                                                  sent back out (bpf_redirect)
+             anything else -----------------------------------> up to the server, untouched
+ server (each process, its own writer id):
+   answered a cacheable forwarded question from its cache --> kc_answers[(group, qtype, qclass,
+                                                               wire name)] = records, TTL offsets,
+                                                               stored/expiry (CLOCK_MONOTONIC)
+   placed a client in a group                              --> kc_clients[ip] = group, expiry
+   policy, local names, prefixes, relay, flush changed     --> kc_gens[writer] += 1: every entry
+                                                               it wrote is dead at once
+```
+
+Policy stays in the server: the kernel answers only what the server
+answered, and only while the process that wrote the entry has not changed
+its mind since (its generation). `KernelCache` (main process) builds,
+loads and attaches the program and holds its maps; `Writer` is what every
+process (main and workers, which get the map fds when they start) writes
+through. Where the program cannot be loaded (no clang, an old kernel, no
+privilege), `KernelCache.start` raises `Unavailable` and the server answers
+everything itself, saying why in its stats.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+import struct
+from pathlib import Path
+
+from .wire import NOERROR, NXDOMAIN, QR, RA, Prepared
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).resolve().parent / "c" / "kernel_cache.c"
+PROGRAM = "kernel_cache"
+
+# As in kernel_cache.c.
+NAME_MAX = 255
+BODY_MAX = 1024
+TTLS = 64
+WRITERS = 64
+DESTS = 4
+STATS = ("hits", "misses", "expired", "client_unplaced", "not_plain", "too_big")
+
+KEY = struct.Struct(f"<IHH{NAME_MAX + 1}s")
+_ANSWER_HEAD = struct.Struct("<QQIIHHHHHHHHII")
+ANSWER_SIZE = _ANSWER_HEAD.size + 2 * TTLS + 4 * TTLS + BODY_MAX
+CLIENT = struct.Struct("<IIIIQ")
+CONFIG = struct.Struct(f"<{DESTS}I{DESTS}IIIII")
+U32 = struct.Struct("<I")
+U64 = struct.Struct("<Q")
+
+# A filter priority of its own on 6.1 (no tcx): beside the datapath's 0xC001.
+FILTER_PRIO = 0xC00D
+FILTER_NAME = "appliance-dns-cache"
+
+
+class Unavailable(RuntimeError):
+    """The program could not be built, loaded or attached: the server answers everything."""
+
+
+def _word_sum(data: bytes) -> int:
+    """One's complement sum of big-endian 16-bit words (a last odd byte as a high half), folded."""
+    if len(data) & 1:
+        data += b"\0"
+    total = sum(struct.unpack(f">{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def answer_value(answer: Prepared, opt: bytes, edns_max: int, writer: int, gen: int) -> bytes | None:
+    """The map value for an answer as `wire.render` sends it, or None where the kernel cannot send it."""
+    body = answer.body
+    if len(answer.ttls) > TTLS or len(body) + len(opt) > BODY_MAX or not body:
+        return None
+    zeroed = bytearray(body)
+    for offset, _ in answer.ttls:
+        zeroed[offset:offset + 4] = b"\0\0\0\0"
+    stored_ns = int(answer.stored * 1e9)
+    expires_ns = int((answer.stored + answer.lifetime) * 1e9)
+    offs = [o for o, _ in answer.ttls] + [0] * (TTLS - len(answer.ttls))
+    ttls = [t for _, t in answer.ttls] + [0] * (TTLS - len(answer.ttls))
+    head = _ANSWER_HEAD.pack(stored_ns, expires_ns, writer, gen, QR | RA | answer.rcode,
+                             answer.an, answer.ns, answer.ar, len(body), len(answer.ttls),
+                             edns_max, 0, _word_sum(bytes(zeroed)), _word_sum(bytes(zeroed) + opt))
+    return (head + struct.pack(f"<{TTLS}H", *offs) + struct.pack(f"<{TTLS}I", *ttls)
+            + (body + opt).ljust(BODY_MAX, b"\0"))
+
+
+def answer_key(group: int, question_key: bytes) -> bytes | None:
+    """(group, qtype, qclass, name) from a lower-cased question (name + qtype + qclass)."""
+    name = question_key[:-4]
+    if len(name) > NAME_MAX:
+        return None
+    qtype, qclass = struct.unpack(">HH", question_key[-4:])
+    return KEY.pack(group, qtype, qclass, name)
+
+
+def cacheable(answer: Prepared) -> bool:
+    """What the kernel may replay: an answer, or a negative answer with its SOA's TTL (RFC 2308)."""
+    if answer.lifetime <= 0:
+        return False
+    if answer.rcode == NOERROR and answer.an:
+        return True
+    return answer.rcode in (NOERROR, NXDOMAIN) and answer.negative_ttl is not None
+
+
+class Writer:
+    """One process's writes into the kernel's maps (its own generation)."""
+
+    FILLED_MAX = 50000
+
+    def __init__(self, answers_fd: int, clients_fd: int, gens_fd: int, writer: int):
+        from appliance.kernel import libbpf
+
+        self._bpf = libbpf
+        self.answers_fd, self.clients_fd, self.gens_fd = answers_fd, clients_fd, gens_fd
+        self.writer = writer
+        self.gen = 0
+        self.fills = 0
+        self.errors = 0
+        self._filled: dict[bytes, Prepared] = {}
+        self._clients: dict[str, tuple[int, float]] = {}
+        self.forget()
+
+    def forget(self) -> None:
+        """Every entry this process wrote is dead from the next packet on."""
+        self.gen += 1
+        self._filled = {}
+        self._clients = {}
+        self._update(self.gens_fd, U32.pack(self.writer), U32.pack(self.gen))
+
+    def _update(self, fd: int, key: bytes, value: bytes) -> bool:
+        try:
+            self._bpf.map_update(fd, key, value)
+            return True
+        except OSError as exc:
+            self.errors += 1
+            if self.errors < 5:
+                log.warning("kernel cache: write failed: %s", exc)
+            return False
+
+    def fill(self, group: int, question_key: bytes, answer: Prepared, opt: bytes, edns_max: int) -> None:
+        key = answer_key(group, question_key)
+        if key is None or self._filled.get(key) is answer:
+            return
+        value = answer_value(answer, opt, edns_max, self.writer, self.gen)
+        if value is None:
+            return
+        if len(self._filled) >= self.FILLED_MAX:
+            self._filled = {}
+        if self._update(self.answers_fd, key, value):
+            self._filled[key] = answer
+            self.fills += 1
+
+    def client(self, client: str, group: int, expires: float) -> None:
+        """`client` (an IPv4 address) is in `group` until `expires` (monotonic seconds)."""
+        if ":" in client or self._clients.get(client) == (group, expires):
+            return
+        try:
+            raw = socket.inet_aton(client)
+        except OSError:
+            return
+        if len(self._clients) >= self.FILLED_MAX:
+            self._clients = {}
+        if self._update(self.clients_fd, raw, CLIENT.pack(group, self.writer, self.gen, 0,
+                                                          int(expires * 1e9))):
+            self._clients[client] = (group, expires)
+
+
+def _name_text(wire: bytes) -> str:
+    labels, pos = [], 0
+    while pos < len(wire) and wire[pos]:
+        length = wire[pos]
+        labels.append(wire[pos + 1:pos + 1 + length].decode("ascii", "replace"))
+        pos += 1 + length
+    return ".".join(labels)
+
+
+def config_value(answer_as: list[str], fake_network: str | None) -> bytes:
+    dests, masks = [], []
+    for item in answer_as[:DESTS]:
+        net = ipaddress.ip_network(item, strict=False)
+        dests.append(U32.unpack(net.network_address.packed)[0])
+        masks.append(U32.unpack(net.netmask.packed)[0])
+    count = len(dests)
+    dests += [0] * (DESTS - count)
+    masks += [0] * (DESTS - count)
+    fake = fake_mask = 0
+    if fake_network:
+        net = ipaddress.ip_network(fake_network, strict=False)
+        if net.version == 4:
+            fake = U32.unpack(net.network_address.packed)[0]
+            fake_mask = U32.unpack(net.netmask.packed)[0]
+    return CONFIG.pack(*dests, *masks, count, fake, fake_mask, 0)
+
+
+def build(out_dir: Path) -> Path:
+    """The object for this source (reused while the source and clang's flags are the same)."""
+    from appliance.switch.datapath.build import BuildError, build as clang_build
+
+    try:
+        return clang_build(SOURCE.read_text(), out_dir)
+    except (BuildError, OSError) as exc:
+        raise Unavailable(f"not built: {str(exc)[-500:]}") from None
+
+
+class KernelCache:
+    """The program and its maps, attached at tc ingress of `device` (in this process's netns)."""
+
+    def __init__(self, device: str, answer_as: list[str], fake_network: str | None,
+                 build_dir: Path, tcx: bool | None = None):
+        self.device = device
+        self.answer_as = answer_as
+        self.fake_network = fake_network
+        self.build_dir = build_dir
+        self.tcx = tcx
+        self._obj = None
+        self._link_fd = -1
+        self._filter = False
+        self.ifindex = 0
+        self.attach_mode = ""
+
+    def start(self) -> None:
+        from appliance.kernel import libbpf
+        from appliance.kernel.tc import LinuxTc
+
+        try:
+            self.ifindex = socket.if_nametoindex(self.device)
+        except OSError:
+            raise Unavailable(f"no device {self.device}") from None
+        obj_path = build(self.build_dir)
+        try:
+            self._obj = libbpf.LinuxBpf().load(str(obj_path), (PROGRAM,))
+        except OSError as exc:
+            raise Unavailable(f"the kernel refused the program: {str(exc)[:300]}") from None
+        prog = self._obj.prog_fd(PROGRAM)
+        try:
+            libbpf.map_update(self.map_fd("kc_config"), U32.pack(0),
+                              config_value(self.answer_as, self.fake_network))
+            tcx = LinuxTc(self.tcx).tcx_supported()
+            if tcx:
+                # A link held by this process only: it goes with the process, so a dead server
+                # leaves no program answering for it.
+                self._link_fd = libbpf.link_create(prog, self.ifindex, libbpf.BPF_TCX_INGRESS)
+                self.attach_mode = "tcx"
+            else:
+                self._attach_filter(prog)
+                self.attach_mode = "tc clsact"
+        except Exception as exc:
+            self.close()
+            raise Unavailable(f"cannot attach to {self.device}: {exc}") from None
+        log.info("kernel cache on %s (%s)", self.device, self.attach_mode)
+
+    def _attach_filter(self, prog_fd: int) -> None:
+        from appliance.kernel.tc import LinuxTc
+
+        LinuxTc(False).filter_attach(None, self.ifindex, prog_fd, FILTER_PRIO, FILTER_NAME)
+        self._filter = True
+
+    def _detach_filter(self) -> None:
+        from appliance.kernel.tc import LinuxTc
+
+        # (the clsact qdisc goes too when nothing else uses it)
+        LinuxTc(False).filter_detach(None, self.ifindex, FILTER_PRIO)
+
+    def map_fd(self, name: str) -> int:
+        return self._obj.map_fd(name)
+
+    def fds(self) -> tuple[int, int, int]:
+        """What a writer needs: the answers', clients' and generations' map fds."""
+        return self.map_fd("kc_answers"), self.map_fd("kc_clients"), self.map_fd("kc_gens")
+
+    def writer(self, writer: int = 0) -> Writer:
+        return Writer(*self.fds(), writer)
+
+    def stats(self) -> dict:
+        from appliance.kernel import libbpf
+
+        ncpu = libbpf.num_possible_cpus()
+        out = {}
+        fd = self.map_fd("kc_stats")
+        for index, name in enumerate(STATS):
+            raw = libbpf.map_lookup(fd, U32.pack(index), 8 * ncpu) or b""
+            out[name] = sum(U64.unpack_from(raw, i * 8)[0] for i in range(len(raw) // 8))
+        return out
+
+    def client_hits(self) -> dict[str, int]:
+        """Answers the kernel gave each client (IPv4), since the program was loaded."""
+        from appliance.kernel import libbpf
+
+        ncpu = libbpf.num_possible_cpus()
+        fd = self.map_fd("kc_client_hits")
+        out = {}
+        for key in libbpf.map_keys(fd, 4):
+            raw = libbpf.map_lookup(fd, key, 8 * ncpu)
+            if raw:
+                out[socket.inet_ntoa(key)] = sum(U64.unpack_from(raw, i * 8)[0]
+                                                 for i in range(len(raw) // 8))
+        return out
+
+    def name_hits(self) -> dict[tuple[str, int], int]:
+        """Answers the kernel gave each (name, qtype), all groups together."""
+        from appliance.kernel import libbpf
+
+        ncpu = libbpf.num_possible_cpus()
+        fd = self.map_fd("kc_name_hits")
+        out: dict[tuple[str, int], int] = {}
+        for key in libbpf.map_keys(fd, KEY.size):
+            raw = libbpf.map_lookup(fd, key, 8 * ncpu)
+            if not raw:
+                continue
+            _, qtype, _, wire = KEY.unpack(key)
+            name = _name_text(wire)
+            out[(name, qtype)] = out.get((name, qtype), 0) + sum(
+                U64.unpack_from(raw, i * 8)[0] for i in range(len(raw) // 8))
+        return out
+
+    def close(self) -> None:
+        from appliance.kernel import libbpf
+
+        if self._link_fd >= 0:
+            try:
+                libbpf.link_detach(self._link_fd)
+            except OSError:
+                pass
+            os.close(self._link_fd)
+            self._link_fd = -1
+        if self._filter:
+            try:
+                self._detach_filter()
+            except Exception as exc:  # noqa: BLE001 - the device may be gone with its filter
+                log.warning("kernel cache: filter not removed: %s", exc)
+            self._filter = False
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None

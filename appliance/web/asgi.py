@@ -37,5 +37,8 @@ application = ProtocolTypeRouter({
 # sight, so a full collection walks only what requests made since (it walked
 # ~150,000 objects of Django, DRF and the app, a pause of every request thread).
 get_resolver().url_patterns  # every view module imported now, not by the first request
+# The IEEE registry (42,000 vendors) read now, not by the first devices page, and frozen with the rest.
+from appliance.web.devices import oui  # noqa: E402
+oui.registry(oui.REGISTRY_DIR)
 gc.collect()
 gc.freeze()

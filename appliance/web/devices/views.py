@@ -1,10 +1,11 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
+from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
 
 from appliance.web.audit.log import record
-from appliance.web.devices import inventory
+from appliance.web.devices import inventory, table
 from appliance.services.devices.policy import Schedule
 from appliance.web import sources
 from appliance.web.devices.forms import DevicePolicyForm, RenameForm, ScheduleForm
@@ -24,8 +25,9 @@ def index(request):
     groups = inventory.groups()
     for g in groups:
         g["schedule_text"] = _described(g["schedules"])
-    return render(request, "devices/index.html", {"devices": views, "problem": problem, "groups": groups,
-                                                  "online_minutes": inventory.ONLINE_SECONDS // 60})
+    return render(request, "devices/index.html", {
+        "devices": views, "problem": problem, "groups": groups,
+        "rows": table.rows(views, get_token(request), inventory.ONLINE_SECONDS // 60)})
 
 
 @login_required

@@ -195,6 +195,26 @@ def test_console_lists_renames_and_forgets(client_admin):
     assert client_admin.get("/devices/02:00:00:00:00:99/rename/").status_code == 404
 
 
+def test_a_hostile_hostname_is_shown_as_text_and_the_rows_forms_work(admin, doc):
+    """A device on the LAN picks its DHCP hostname: the page shows it, never runs it; the row's
+    pause form carries a CSRF token the console accepts."""
+    import re
+    from django.test import Client
+    evil = '<script>alert(1)</script>"><img src=x>'
+    home([lease("192.168.1.70", TV, evil)], {TV: counters(TV)})
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(admin)
+    page = browser.get("/devices/").content.decode()
+    assert "<script>alert(1)" not in page and "<img src=x>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&gt;&lt;img src=x&gt;" in page
+    form = re.search(rf'<form method="post" action="(/devices/{TV}/pause/)".*?name="csrfmiddlewaretoken" '
+                     r'value="([^"]+)".*?name="paused" value="1"', page)
+    assert form, page
+    r = browser.post(form.group(1), {"csrfmiddlewaretoken": form.group(2), "paused": "1"})
+    assert r.status_code == 302 and paused_on_the_box() == {TV}
+    assert browser.post(form.group(1), {"paused": "0"}).status_code == 403     # no token: refused
+
+
 def test_the_pages_need_a_login(client, admin, doc):
     for url in ("/devices/", f"/devices/{TV}/rename/", f"/devices/{TV}/forget/", f"/devices/{TV}/pause/"):
         r = client.get(url)

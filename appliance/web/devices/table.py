@@ -51,7 +51,9 @@ def _vendor(d) -> str:
 def _traffic(d, direction: str) -> str:
     if not d.counted:
         return "-"
-    return (f'{_e(filesizeformat(getattr(d, f"{direction}_bytes")))} '
+    n = int(getattr(d, f"{direction}_bytes"))
+    # The exact count on hover: "20.0 MB" alone cannot be checked against the device's own counters.
+    return (f'<span class="bytes" title="{n:,} bytes">{_e(filesizeformat(n))}</span> '
             f'<span class="small">{int(getattr(d, f"{direction}_packets"))} packets</span>')
 
 
@@ -82,7 +84,7 @@ def _row(d, urls: dict[str, str], csrf: str, online_minutes: int) -> str:
     return (f'<tr data-mac="{mac}"><td>{_state(d, online_minutes)}</td><td>{_name(d)}</td><td>{_vendor(d)}</td>'
             f'<td><code>{mac}</code></td><td>{addresses}</td>'
             f'<td>{_when(d.first_seen, "%Y-%m-%d %H:%M")}</td><td>{_when(d.last_seen, "%Y-%m-%d %H:%M:%S")}</td>'
-            f'<td class="num">{_traffic(d, "rx")}</td><td class="num">{_traffic(d, "tx")}</td>'
+            f'<td class="num rx">{_traffic(d, "rx")}</td><td class="num tx">{_traffic(d, "tx")}</td>'
             f'<td>{_policy(d)}</td><td>{_actions(d, urls, csrf)}</td></tr>')
 
 

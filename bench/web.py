@@ -159,8 +159,8 @@ def in_lab(workers, a, script):
     try:
         with box_in_lab(tmp, "w", clients=2, apply=settings_data()) as (lab, box):
             stack = Stack(step_delay=0, fakes=False, server="uvicorn", workers=workers, env={
-                "APPLIANCE_HOST_NETNS": lab.spec.box, "APPLIANCE_BOX_STATE": f"{tmp}/state",
-                "APPLIANCE_BOX_RUN": f"{tmp}/run"}).start()
+                "APPLIANCE_HOST_NETNS": lab.spec.box, "APPLIANCE_BOX_STATE": box.layout.state_dir,
+                "APPLIANCE_BOX_RUN": box.layout.run_dir}).start()
             try:
                 session, token = login(stack)
                 lab.dhcp(lab.spec.client(2))  # a lease for the lease list to show

@@ -1,6 +1,7 @@
 import datetime as dt
 
 import dns.rcode
+import dns.rdatatype
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
@@ -11,10 +12,27 @@ from appliance.web.dns import forms, models, querylog
 from appliance.web.sections import SectionEditView
 
 
+def kernel_answers(stats: dict | None, client: str = "", domain: str = "") -> dict | None:
+    """What the kernel answer cache (`dns.kernel_cache`) answered, for the pages: its status,
+    counts, and the top names and clients (narrowed to a searched client or part of a name).
+    The kernel's answers are counted, not logged one by one."""
+    kc = (stats or {}).get("kernel_cache")
+    if not kc:
+        return None
+    names = [{**n, "type": dns.rdatatype.to_text(n["qtype"])} for n in kc.get("top_names", ())
+             if domain.lower() in n["name"].lower()]
+    clients = [c for c in kc.get("top_clients", ()) if not client or c[0] == client]
+    status = kc.get("status", "off")
+    return {"status": status, "on": status.startswith("on"), "unavailable": status.startswith("unavailable"),
+            "hits": kc.get("hits", 0), "misses": kc.get("misses", 0), "fills": kc.get("fills", 0),
+            "error": kc.get("error"), "names": names, "clients": clients}
+
+
 @login_required
 def index(request):
-    return render(request, "dns/index.html", {"reading": sources.get().dns(),
-                                              "service": models.DnsService.objects.first()})
+    reading = sources.get().dns()
+    return render(request, "dns/index.html", {"reading": reading, "service": models.DnsService.objects.first(),
+                                              "kernel": kernel_answers(reading.value if reading.ok else None)})
 
 
 ACTIONS = ("block", "direct", "fake-ip", "rewrite", "local", "refused")
@@ -35,13 +53,15 @@ def query_log(request):
     found, more = querylog.filters(params)
     errors.update(more)
     reading = sources.get().dns_log(**found) if not errors else None
+    stats = sources.get().dns()
+    kernel = kernel_answers(stats.value if stats.ok else None, found.get("client", ""), found.get("domain", ""))
     entries = [{**e, "when": dt.datetime.fromtimestamp(e["time"]), "rcode_text": dns.rcode.to_text(e["rcode"])}
                for e in (reading.value or [])] if reading is not None else []
     return render(request, "dns/log.html", {
         "entries": entries, "errors": errors, "problem": reading.problem if reading is not None else None,
         "q": {**{k: request.GET.get(k, "") for k in ("client", "mac", "domain", "action", "minutes")},
               "limit": found.get("limit", 100)},
-        "actions": ACTIONS})
+        "actions": ACTIONS, "kernel": kernel})
 
 
 @login_required

@@ -116,3 +116,35 @@ def test_without_the_dns_service_the_log_on_disk_is_still_searched(api, client_a
     assert r.data["running"] is False and [e["qname"] for e in r.data["entries"]] == ["kept.test"]
     page = client_admin.get("/dns/log/").content.decode()
     assert "DNS not running" in page and "kept.test" in page
+
+
+KERNEL = {"status": "on (tcx on vproxy0)", "hits": 1234, "misses": 56, "fills": 7,
+          "top_clients": [["192.168.1.70", 1000], ["192.168.1.71", 234]],
+          "top_names": [{"name": "www.video.test", "qtype": 1, "hits": 900},
+                        {"name": "www.video.test", "qtype": 28, "hits": 300},
+                        {"name": "mail.example.test", "qtype": 1, "hits": 34}]}
+
+
+def test_kernel_answers_are_shown_as_counts_beside_the_log(client_admin, asked, monkeypatch):
+    """The kernel cache's answers are not in the log line by line: the pages show its counts,
+    narrowed like the search."""
+    monkeypatch.setattr(asked, "kernel_cache_stats", lambda top=10: KERNEL)
+    page = client_admin.get("/dns/log/", {"domain": "video"}).content.decode()
+    assert "gave 1234 answers" in page
+    names = page[page.index('id="kernel-names"'):page.index('id="kernel-clients"')]
+    assert "www.video.test</td><td>A</td><td>900" in names and "<td>AAAA</td><td>300" in names
+    assert "mail.example.test" not in names
+    page = client_admin.get("/dns/log/", {"client": "192.168.1.71"}).content.decode()
+    clients = page[page.index('id="kernel-clients"'):]
+    assert "192.168.1.71</td><td>234" in clients and "192.168.1.70" not in clients
+    summary = client_admin.get("/dns/").content.decode()
+    assert "on (tcx on vproxy0): 1234 answered in the kernel, 56 passed up, 7 answers stored" in summary
+    assert 'id="dns-kernel-names"' in summary
+
+
+def test_a_kernel_cache_that_could_not_load_is_said(client_admin, asked):
+    asked.kernel_cache_status = "unavailable, the server answers everything: no BTF"
+    for url in ("/dns/", "/dns/log/"):
+        page = client_admin.get(url).content.decode()
+        assert '<span class="warn">unavailable, the server answers everything: no BTF</span>' in page \
+            or '<p class="warn">unavailable, the server answers everything: no BTF</p>' in page, url

@@ -298,6 +298,32 @@ def test_the_datapath_falls_open_on_6_1_when_the_watchdog_stops(box):
         time.sleep(1)
 
 
+KERNEL_CACHE = """
+import json
+from appliance.box import status
+from appliance.web import boxes
+r = status.dns(boxes.get_box())
+print("KC", json.dumps(r.value.get("kernel_cache") if r.ok else {"problem": r.problem}))
+"""
+
+
+def test_the_kernel_answer_cache_loads_on_6_1(box):
+    """Debian's 6.1 verifier takes the DNS server's kernel answer cache (on tc, no tcx), and the
+    reading the console's DNS page shows says so (or why not)."""
+    box.put("/root/kc.py", KERNEL_CACHE)
+    deadline = time.monotonic() + 120  # the DNS server (re)started by the reboot's apply
+    while True:
+        out = box.ssh("appliance-manage shell < /root/kc.py", check=False).stdout
+        kc = json.loads(out.split("KC", 1)[1]) if "KC" in out else None
+        if kc and "status" in kc:
+            break
+        assert time.monotonic() < deadline, f"no kernel cache reading from the DNS server: {out} {kc}"
+        time.sleep(2)
+    print(f"\nimage-test: kernel answer cache: {kc['status']}", flush=True)
+    assert kc["status"] == "on (tc clsact on vproxy0)", kc
+    assert "bpf" in box.ssh("ip netns exec vproxy tc filter show dev vproxy0 ingress").stdout
+
+
 def test_upgrade_to_the_next_image_keeps_everything(box):
     host_key = box.ssh("cat /var/lib/appliance/ssh/ssh_host_ed25519_key.pub").stdout
     box.stop()

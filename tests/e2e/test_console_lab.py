@@ -15,8 +15,7 @@ import pytest
 
 from appliance.lab import topology
 from tests.support.boxlab import box_in_lab, settings_data
-from tests.support.stack import Stack
-from tests.support.console import PASSWORD, apply_and_watch, lines_of, wait_state
+from tests.support.console import apply_and_watch, first_admin, lab_stack, lines_of, wait_state
 
 NEW_POOL = ("192.168.1.120", "192.168.1.139")  # apart from the old .20-.99 and the modem's .100-.200
 
@@ -29,16 +28,8 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stack(home):
-    """The console (Redis, Celery, the ASGI server) managing the lab's box, not fakes."""
-    lab, box = home
-    s = Stack(confirm_timeout=30, step_delay=0, fakes=False, env={
-        "APPLIANCE_HOST_NETNS": lab.spec.box, "APPLIANCE_BOX_STATE": box.layout.state_dir,
-        "APPLIANCE_BOX_RUN": box.layout.run_dir})
-    try:
-        s.start()
+    with lab_stack(*home) as s:
         yield s
-    finally:
-        s.cleanup()
 
 
 def in_pool(ip, pool):
@@ -49,14 +40,7 @@ def in_pool(ip, pool):
 # this thread, and is torn down after the browser has closed.
 def test_pool_change_applied_in_the_lab_and_the_new_lease_appears_live(home, stack, page, shot):
     lab, box = home
-    page.goto("/")
-    assert page.url.endswith("/setup/")
-    page.fill("#id_code", stack.setup_code)  # as `make demo` prints it
-    page.fill("#id_username", "admin")
-    page.fill("#id_password", PASSWORD)
-    page.fill("#id_password2", PASSWORD)
-    page.click("#setup-form button")
-    page.wait_for_url("**/network/wizard/")
+    first_admin(page, stack)
 
     # The console starts from what the box runs.
     page.goto("/dhcp/")

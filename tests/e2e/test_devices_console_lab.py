@@ -17,8 +17,7 @@ import pytest
 
 from appliance.lab import topology
 from tests.support.boxlab import box_in_lab, settings_data
-from tests.support.console import PASSWORD
-from tests.support.stack import Stack
+from tests.support.console import first_admin, lab_stack
 
 DNS = {"upstreams": [{"url": "udp://192.168.1.1"}],
        "rules": [{"match": "suffix", "value": "proxied.test", "then": {"action": "fake-ip", "route": "direct"}}]}
@@ -37,15 +36,8 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stack(home):
-    lab, box = home
-    s = Stack(confirm_timeout=30, step_delay=0, fakes=False, env={
-        "APPLIANCE_HOST_NETNS": lab.spec.box, "APPLIANCE_BOX_STATE": box.layout.state_dir,
-        "APPLIANCE_BOX_RUN": box.layout.run_dir})
-    try:
-        s.start()
+    with lab_stack(*home) as s:
         yield s
-    finally:
-        s.cleanup()
 
 
 def wait_until(what, timeout: float, message: str):
@@ -91,13 +83,7 @@ def test_the_devices_page_counts_pauses_and_resumes_the_labs_clients(home, stack
     lab, box = home
     one, two = lab.spec.client(1), lab.spec.client(2)
     mac1, mac2 = topology.client_mac(1), topology.client_mac(2)
-    page.goto("/")
-    page.fill("#id_code", stack.setup_code)
-    page.fill("#id_username", "admin")
-    page.fill("#id_password", PASSWORD)
-    page.fill("#id_password2", PASSWORD)
-    page.click("#setup-form button")
-    page.wait_for_url("**/network/wizard/")
+    first_admin(page, stack)
 
     wait_until(lambda: curl_ok(lab, one) and curl_ok(lab, two), 20, "the clients cannot reach the lab's internet")
     page.goto("/devices/")

@@ -1,5 +1,7 @@
-"""What the console's end-to-end tests share: the admin's password, how to watch an apply in the
-browser, and a `Visitor` that signs in and reads pages without one."""
+"""What the console's end-to-end tests share: the admin's password, the console managing a lab's
+box, the first admin made in the browser, how to watch an apply in the browser, and a `Visitor`
+that signs in and reads pages without one."""
+import contextlib
 import json
 import re
 import ssl
@@ -9,6 +11,34 @@ import urllib.request
 from http.cookiejar import CookieJar
 
 PASSWORD = "a long passphrase for e2e"
+
+
+@contextlib.contextmanager
+def lab_stack(lab, box):
+    """The console (Redis, Celery, the ASGI server) managing the lab's box, not fakes, as
+    `make demo` runs it (appliance/lab/demo.py)."""
+    from tests.support.stack import Stack
+
+    s = Stack(confirm_timeout=30, step_delay=0, fakes=False, env={
+        "APPLIANCE_HOST_NETNS": lab.spec.box, "APPLIANCE_BOX_STATE": box.layout.state_dir,
+        "APPLIANCE_BOX_RUN": box.layout.run_dir})
+    try:
+        s.start()
+        yield s
+    finally:
+        s.cleanup()
+
+
+def first_admin(page, stack):
+    """The first visit: the setup code (as `make demo` prints it) and the admin, then the wizard."""
+    page.goto("/")
+    assert page.url.endswith("/setup/")
+    page.fill("#id_code", stack.setup_code)
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", PASSWORD)
+    page.fill("#id_password2", PASSWORD)
+    page.click("#setup-form button")
+    page.wait_for_url("**/network/wizard/")
 
 
 def wait_state(page, states, timeout=30000):

@@ -211,6 +211,12 @@ def ports() -> Reading:
     return cached("ports", lambda: get().ports())
 
 
+def dns() -> Reading:
+    """The DNS server's statistics (the kernel answer cache's among them), at most a second old:
+    the DNS page and every query-log search read them."""
+    return cached("dns", lambda: get().dns())
+
+
 def device_counters() -> Reading:
     """The datapath's per-device counters, at most a second old."""
     return cached("device_counters", lambda: get().device_counters())

@@ -16,12 +16,12 @@ import time
 import pytest
 
 from appliance.lab import topology
+from tests.e2e.test_devices_lab import curl_ok, wait_until
 from tests.support.boxlab import box_in_lab, settings_data
 from tests.support.console import first_admin, lab_stack
 
 DNS = {"upstreams": [{"url": "udp://192.168.1.1"}],
        "rules": [{"match": "suffix", "value": "proxied.test", "then": {"action": "fake-ip", "route": "direct"}}]}
-SITE = "http://198.51.100.10/whoami"
 SIZE = 20_000_000
 
 
@@ -38,19 +38,6 @@ def home(tmp_path_factory):
 def stack(home):
     with lab_stack(*home) as s:
         yield s
-
-
-def wait_until(what, timeout: float, message: str):
-    deadline = time.monotonic() + timeout
-    while not (got := what()):
-        assert time.monotonic() < deadline, message
-        time.sleep(0.2)
-    return got
-
-
-def curl_ok(lab, client) -> bool:
-    res = lab.run(client, ["curl", "-s", "-m", "2", "-o", "/dev/null", "-w", "%{http_code}", SITE])
-    return res.stdout.strip() == "200"
 
 
 def interface_rx_bytes(lab, client) -> int:

@@ -103,11 +103,13 @@ def dig_answers(lab, client) -> bool:
     return "status: NOERROR" in res.stdout
 
 
-def wait_until(what, timeout: float, message: str) -> None:
+def wait_until(what, timeout: float, message: str):
+    """What `what()` returned once it was true, polled until `timeout`."""
     deadline = time.monotonic() + timeout
-    while not what():
+    while not (got := what()):
         assert time.monotonic() < deadline, message
         time.sleep(0.2)
+    return got
 
 
 def test_each_client_is_counted_by_its_mac(home):

@@ -30,7 +30,7 @@ def kernel_answers(stats: dict | None, client: str = "", domain: str = "") -> di
 
 @login_required
 def index(request):
-    reading = sources.get().dns()
+    reading = sources.dns()
     return render(request, "dns/index.html", {"reading": reading, "service": models.DnsService.objects.first(),
                                               "kernel": kernel_answers(reading.value if reading.ok else None)})
 
@@ -53,7 +53,7 @@ def query_log(request):
     found, more = querylog.filters(params)
     errors.update(more)
     reading = sources.get().dns_log(**found) if not errors else None
-    stats = sources.get().dns()
+    stats = sources.dns()
     kernel = kernel_answers(stats.value if stats.ok else None, found.get("client", ""), found.get("domain", ""))
     entries = [{**e, "when": dt.datetime.fromtimestamp(e["time"]), "rcode_text": dns.rcode.to_text(e["rcode"])}
                for e in (reading.value or [])] if reading is not None else []

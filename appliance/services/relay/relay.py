@@ -184,6 +184,7 @@ class Relay:
         self.started = time.time()
         self.rejected_sources = 0
         self._sweeper: asyncio.Task | None = None
+        self._fastpath_restart: asyncio.Task | None = None
         self.fastpath = FastPath(self)
 
     # -- lifecycle ------------------------------------------------------------
@@ -246,6 +247,9 @@ class Relay:
             await self.control.stop()
         for session in list(self.sessions.values()):
             session.abort("relay stopping")
+        if self._fastpath_restart is not None:
+            # A restart under way would make its tables again after this stop.
+            await asyncio.gather(self._fastpath_restart, return_exceptions=True)
         await self.fastpath.stop()
         if self._own_directory:
             self.directory.close()
@@ -272,7 +276,7 @@ class Relay:
                 settings.fast_path.enabled and (settings.allow_clients, settings.deny_clients,
                                                 settings.fake_range6, settings.direct6)
                 != (old.allow_clients, old.deny_clients, old.fake_range6, old.direct6)):
-            self.loop.create_task(self._restart_fastpath())
+            self._fastpath_restart = self.loop.create_task(self._restart_fastpath())
         if settings.control_socket != old.control_socket:
             log.warning("control_socket changed; it moves at the next restart")
         log.info("relay settings reloaded: routes %s, max_connections %d",

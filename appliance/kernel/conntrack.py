@@ -71,8 +71,8 @@ class LinuxConntrack:
 
     async def entries(self, mark, dst=None):
         # The mark is filtered in the kernel, and so is an IPv4 destination (since 5.8); an
-        # IPv6 one only here: the kernel's IPv6 tuple filter matched nothing (6.18, as tested
-        # in tests/integration/kernel/test_conntrack_contract.py). No `dst`: both families.
+        # IPv6 one only here: a dump with an IPv6 tuple filter returned no entry at all,
+        # matching or not (pyroute2 0.9.7, kernel 6.18). No `dst`: both families.
         fams = FAMILIES if dst is None else (_family(dst),)
         out = []
         for family in fams:

@@ -322,12 +322,31 @@ def test_ipv6_later_connections_bypass_the_relay_intact_and_show_in_its_table(la
     assert lab.query("stats")["totals"]["accepted"] == accepted
 
 
-def test_an_ipv6_entry_goes_after_ttl_and_both_tables_go_with_the_relay(lab):
+def closed_kernel_connections6(lab, fake):
+    """conntrack's closed (ENDED mark) IPv6 entries of NATed connections to `fake` (in vproxy)."""
+    code = textwrap.dedent(f"""
+        import asyncio, socket
+        from pyroute2.netlink.nfnetlink.nfctsocket import AsyncNFCTSocket
+        async def main():
+            ct, n = AsyncNFCTSocket(nfgen_family=socket.AF_INET6), 0
+            async for m in await ct.dump(mark=0x7e1b):
+                n += m.get_attr("CTA_TUPLE_ORIG").get_attr("CTA_TUPLE_IP").get_attr("CTA_IP_V6_DST") == {fake!r}
+            print(n)
+        asyncio.run(main())
+    """)
+    return int(lab.sh("vproxy", [relaylab.PYTHON, "-c", code]).stdout)
+
+
+def test_an_ipv6_entry_goes_after_ttl_with_its_closed_connections_and_both_tables_go_with_the_relay(lab):
     with short_ttl(lab):
         fake = warm6(lab, "pin.test")
+        for _ in range(3):
+            assert curl(lab, "http://pin.test/whoami", "-6").stdout.strip() == relaylab.WAN_IP6
+        assert closed_kernel_connections6(lab, fake) >= 3
         wait_for(lambda: fake not in mapped6(lab), "the IPv6 entry removed after ttl", seconds=8)
         twin = lab.resolve("pin.test")
         wait_for(lambda: dns_pins(lab, twin) == 0, "its IPv4 twin unpinned after ttl")
+        assert closed_kernel_connections6(lab, fake) == 0
     lab.stop("relay")
     try:
         assert mapped(lab) == "" and mapped6(lab) == ""  # a relay that stops takes both tables

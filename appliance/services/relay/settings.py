@@ -151,7 +151,8 @@ class RelaySettings(_Model):
         default=False,
         description="IPv6 clients' `direct` connections go out over IPv6 (the name's AAAA; its A "
                     "when it has none), so the kernel fast path can map their fake IPv6 address "
-                    "too; needs a routable IPv6 source address in the relay's namespace",
+                    "too; needs a routable IPv6 source address in the relay's namespace (the box has "
+                    "none in vproxy and keeps this off)",
     )
     allow_clients: list[str] = Field(
         default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],

@@ -466,6 +466,10 @@ def relay_settings(s: Settings, layout: Layout) -> RelaySettings:
     data["fakeip_db"] = layout.fakeip_db
     data["control_socket"] = layout.relay_socket
     data["fast_path"]["interfaces"] = [VPROXY_DEV]
+    # vproxy has no IPv6 address the modem routes to (its IPv6 stays on the home
+    # side: "IPv6" in DESIGN.md), so IPv6 clients' direct connections leave over
+    # IPv4, and the fast path's ip6 table has nothing to map.
+    data["direct6"] = False
     if not data["resolvers"]:
         data["resolvers"] = [str(s.gateway.ip)]
     if str(s.gateway.ip) not in data["deny_clients"]:

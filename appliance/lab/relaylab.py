@@ -22,8 +22,9 @@ from pathlib import Path
 from appliance.kernel.base import Completed, Kernel
 from appliance.lab.lab import RUN_ROOT, Lab
 from appliance.lab.relaytopology import (  # noqa: F401 - the lab's addresses, for its tests and bench
-    CLIENT_IP, DEAD_PORT, FAKE_RANGE, HOME_IP, HTTP_IP, IPERF_PORT, MODEM_IP, PASSWORD, PYTHON, ROUTES,
-    SOCKS_IP, TEST_PORT, UDP_ECHO_PORT, UP_IP, USER, WAN_IP, WEB_IP, RelaySpec,
+    CLIENT_IP, CLIENT_IP6, DEAD_PORT, FAKE_RANGE, FAKE_RANGE6, HOME_IP, HTTP_IP, IPERF_PORT, MODEM_IP,
+    PASSWORD, PYTHON, ROUTES, SOCKS_IP, TEST_PORT, UDP_ECHO_PORT, UP_IP, USER, WAN_IP, WAN_IP6, WEB_IP,
+    WEB_IP6, RelaySpec,
 )
 from appliance.services.relay.control import query
 

@@ -18,6 +18,12 @@
 - ``modem`` (192.168.1.1, inside the home allow list on purpose) stands for
   the uplink side and must not reach the relay.
 
+Client, vproxy and internet speak IPv6 too (fd77::/64 at home, 2001:db8:113::/64
+on the wan side; the modem does not): the fake IPv6 range (`FAKE_RANGE6`)
+is TPROXYed to the relay as in the box, dnsmasq answers AAAA as well, and
+the relay connects IPv6 clients over IPv6 (`direct6`), so the kernel fast
+path's ip6 table has something to map.
+
 `RelaySpec` gives the kernel objects (built by `appliance.kernel.reconcile`),
 the files and the processes; `relaylab.RelayLab` brings it up with `Lab`.
 Pure: no I/O here.
@@ -47,6 +53,9 @@ CLIENT_IP, HOME_IP = "10.77.0.2", "10.77.0.1"
 WAN_IP, WEB_IP, SOCKS_IP, HTTP_IP = "203.0.113.1", "203.0.113.10", "203.0.113.20", "203.0.113.21"
 MODEM_IP, UP_IP = "192.168.1.1", "192.168.1.8"
 FAKE_RANGE = "100.96.0.0/11"
+CLIENT_IP6, HOME_IP6 = "fd77::2", "fd77::1"
+WAN_IP6, WEB_IP6 = "2001:db8:113::1", "2001:db8:113::10"
+FAKE_RANGE6 = "2001:2::/48"
 TEST_PORT, UDP_ECHO_PORT, IPERF_PORT, DEAD_PORT = 9000, 9001, 5201, 1081
 RELAY_PORT = 7893
 USER, PASSWORD = "relayuser", "s3cret-" + secrets.token_hex(4)
@@ -77,7 +86,11 @@ class RelaySpec:
     def objects(self) -> list[Object]:
         client, vproxy, internet, modem = (self.ns(r) for r in ROLES)
         objs: list[Object] = [Namespace(n) for n in self.namespaces]
-        objs += [Sysctls(n, (("net.ipv6.conf.all.disable_ipv6", "1"),)) for n in self.namespaces]
+        # IPv6 with fixed addresses: no DAD (usable at once), no RAs; none for the modem.
+        objs += [Sysctls(n, (("net.ipv6.conf.all.accept_dad", "0"), ("net.ipv6.conf.default.accept_dad", "0"),
+                             ("net.ipv6.conf.all.accept_ra", "0"), ("net.ipv6.conf.default.accept_ra", "0")))
+                 for n in (client, vproxy, internet)]
+        objs.append(Sysctls(modem, (("net.ipv6.conf.all.disable_ipv6", "1"),)))
         objs += [
             Veth(vproxy, "home", client, "eth0"),
             Veth(vproxy, "wan", internet, "eth0"),
@@ -88,17 +101,26 @@ class RelaySpec:
             Address(client, "eth0", f"{CLIENT_IP}/24"),
             *(Address(internet, "eth0", f"{ip}/24") for ip in (WEB_IP, SOCKS_IP, HTTP_IP)),
             Address(modem, "eth0", f"{MODEM_IP}/24"),
+            Address(vproxy, "home", f"{HOME_IP6}/64"),
+            Address(vproxy, "wan", f"{WAN_IP6}/64"),
+            Address(client, "eth0", f"{CLIENT_IP6}/64"),
+            Address(internet, "eth0", f"{WEB_IP6}/64"),
             RouteEntry(client, Route("default", via=HOME_IP)),
             RouteEntry(internet, Route("default", via=WAN_IP)),
+            RouteEntry(client, Route("::/0", via=HOME_IP6)),
+            RouteEntry(internet, Route("::/0", via=WAN_IP6)),
             RouteEntry(modem, Route("default", via=UP_IP)),
         ]
         # vproxy as the box's plan makes it (`services/relay/nft.py`): the
         # fake range local, TPROXY from the home side only.
-        settings = RelaySettings(fake_range=FAKE_RANGE)
+        settings = RelaySettings(fake_range=FAKE_RANGE, fake_range6=FAKE_RANGE6)
         objs += [
             RouteEntry(vproxy, Route(FAKE_RANGE, dev="lo", type="local", table="local")),
+            RouteEntry(vproxy, Route(FAKE_RANGE6, dev="lo", type="local", table="local")),
             NftTable(vproxy, "ip", "relay", nft.chain(settings, ["home"])),
-            Sysctls(vproxy, (("net.ipv4.ip_forward", "1"), ("net.ipv4.conf.all.rp_filter", "2"),
+            NftTable(vproxy, "ip6", "relay", nft.chain6(settings, ["home"], FAKE_RANGE6)),
+            Sysctls(vproxy, (("net.ipv4.ip_forward", "1"), ("net.ipv6.conf.all.forwarding", "1"),
+                             ("net.ipv4.conf.all.rp_filter", "2"),
                              ("net.ipv4.conf.default.rp_filter", "2"),
                              ("net.ipv4.ip_local_port_range", "{} {}".format(*nft.LOCAL_PORTS)))),
         ]
@@ -139,7 +161,8 @@ class RelaySpec:
         return {"listen": [f"{HOME_IP}:53"], "allow_clients": ["10.0.0.0/8"],
                 "deny_clients": [f"{MODEM_IP}/32"], "upstreams": [{"url": f"udp://{WEB_IP}"}],
                 "control_socket": p["dns_control"],
-                "fake_ip": {"network": FAKE_RANGE, "db_path": p["db"], "max_entries": 16},
+                "fake_ip": {"network": FAKE_RANGE, "network6": FAKE_RANGE6, "db_path": p["db"],
+                            "max_entries": 16},
                 "rules": rules}
 
     def relay_settings(self, rundir: str) -> dict:
@@ -147,6 +170,8 @@ class RelaySpec:
         return {
             "listen": f"127.0.0.1:{RELAY_PORT}",
             "fake_range": FAKE_RANGE,
+            "fake_range6": FAKE_RANGE6,
+            "direct6": True,
             "allow_clients": ["10.0.0.0/8", "192.168.0.0/16"],
             "deny_clients": [f"{MODEM_IP}/32"],
             "resolvers": [WEB_IP],
@@ -173,7 +198,7 @@ class RelaySpec:
                        ready=(f"tcp/{TEST_PORT}", f"udp/{UDP_ECHO_PORT}")),
             LabProcess("dnsmasq", internet, (
                 "dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", f"--listen-address={WEB_IP}",
-                "--bind-interfaces", "--address=/test/" + WEB_IP, "--user=root", f"--pid-file={d}/dnsmasq.pid",
+                "--bind-interfaces", "--address=/test/" + WEB_IP, "--address=/test/" + WEB_IP6, "--user=root", f"--pid-file={d}/dnsmasq.pid",
             ), ready=("udp/53", "tcp/53")),
             LabProcess("danted", internet, ("danted", "-f", f"{d}/danted.conf", "-N", "1", "-p", f"{d}/danted.pid"),
                        ready=("tcp/1080",)),

@@ -30,6 +30,14 @@ short HTTP exchanges); the per-domain and per-client counters still count
 it, from the kernel's own counters per (client, fake address) in the
 relay's table (`nft.COUNTER_SETS`), read at the same time.
 
+IPv6 is the same design in a table of family ip6 of the same name
+(`nft.families`), when the relay connects IPv6 clients over IPv6
+(`direct6`): a fake IPv6 address is offered with the real IPv6 address the
+relay reached, and is masqueraded to vproxy's own IPv6 address. The DNS
+server knows a fake IPv6 address by its IPv4 twin (one pool), so pins and
+domain names go by the twin; the kernel's rows show the address the client
+used.
+
 Conntrack, nftables and the sysctls are reached through `appliance.kernel`
 (`Conntrack`, `Nftables`, `Kernel`), Linux unless `FastPath` is given others.
 """
@@ -45,6 +53,7 @@ from appliance.kernel.base import Kernel, KernelError
 from appliance.kernel.conntrack import TCP, TCP_CLOSE, TCP_TIME_WAIT, Conntrack, LinuxConntrack
 from appliance.kernel.linux import LinuxKernel
 from appliance.kernel.nftables import LinuxNftables, Nftables
+from appliance.services.dns.fakeip import twin4
 
 from . import nft
 from .table import Connection
@@ -111,8 +120,9 @@ class FastPath:
         await self._forget_ended()  # a dead predecessor's
         self.running = True
         self._poller = asyncio.ensure_future(self._poll())
-        log.info("fast path on: direct routes NATed by table ip %s for %gs after each resolve",
-                 self.settings.fast_path.table, self.settings.fast_path.ttl)
+        log.info("fast path on: direct routes NATed by table %s %s for %gs after each resolve",
+                 "/".join(f.table for f in nft.families(self.settings)), self.settings.fast_path.table,
+                 self.settings.fast_path.ttl)
 
     async def stop(self) -> None:
         if not self.running:
@@ -128,7 +138,7 @@ class FastPath:
         await self._nft(nft.delete_table(self.settings))
         await self._forget_ended()
         for fake in retired:
-            self.relay.directory.unpin(fake)
+            self.relay.directory.unpin(self._name(fake))
         for conn in list(self.flows.values()):
             self.relay.table.close(conn, "closed", "fast path stopped")
         self.flows.clear()
@@ -137,9 +147,20 @@ class FastPath:
             self.ct = None
 
     # -- entries --------------------------------------------------------------
+    def _name(self, fake: str) -> str:
+        """The address the DNS server knows `fake` by: a fake IPv6 address's IPv4 twin."""
+        if ":" not in fake or self.settings.fake_range6 is None:
+            return fake
+        return twin4(fake, self.settings.fake_range, self.settings.fake_range6) or fake
+
+    def serves(self, fake: str, real: str) -> bool:
+        """Whether the kernel can map `fake` to `real`: same family, and a table for it."""
+        fam = nft.family_of(fake)
+        return nft.family_of(real) is fam and fam in nft.families(self.settings)
+
     async def offer(self, fake: str, real: str, domain: str) -> None:
         """The relay resolved `fake` (a direct route) to `real`: NAT it from now on."""
-        if not self.running or fake in self.busy:
+        if not self.running or fake in self.busy or not self.serves(fake, real):
             return  # being mapped or unmapped right now: the next connection offers again
         entry = self.entries.get(fake)
         if entry is not None and entry.real == real:
@@ -148,13 +169,13 @@ class FastPath:
         try:
             if entry is None:
                 # Pin first: the DNS server must not recycle an address the kernel maps.
-                self.relay.directory.pin(fake)
+                self.relay.directory.pin(self._name(fake))
             ttl = self.settings.fast_path.ttl
             script = nft.add_entry(self.settings, fake, real, ttl + KERNEL_GRACE,
                                    replace=entry is not None)
             if not await self._nft(script):
                 if entry is None:
-                    self.relay.directory.unpin(fake)
+                    self.relay.directory.unpin(self._name(fake))
                 return
             if entry is not None:
                 entry.timer.cancel()
@@ -175,7 +196,7 @@ class FastPath:
         try:
             await self._nft(nft.remove_entry(self.settings, fake), quiet=True)
             await self._forget_ended(fake)
-            self.relay.directory.unpin(fake)
+            self.relay.directory.unpin(self._name(fake))
         finally:
             self.busy.discard(fake)
 
@@ -209,6 +230,7 @@ class FastPath:
             log.exception("fast path: clearing closed connections failed")
 
     def _remember(self, fake: str, domain: str) -> None:
+        fake = self._name(fake)
         self.domains[fake] = domain
         self.domains.move_to_end(fake)
         while len(self.domains) > MAX_REMEMBERED:
@@ -248,9 +270,10 @@ class FastPath:
             conn = self.flows.get(entry.id)
             if conn is None:
                 fake, real = entry.dst, entry.reply_src
-                conn = table.open("tcp", entry.src, fake, self.domains.get(fake[0]), "direct",
-                                  counted=False)
-                conn.real, conn.state, conn.path = f"{real[0]}:{real[1]}", "open", "kernel"
+                conn = table.open("tcp", entry.src, fake, self.domains.get(self._name(fake[0])),
+                                  "direct", counted=False)
+                host = f"[{real[0]}]" if ":" in real[0] else real[0]
+                conn.real, conn.state, conn.path = f"{host}:{real[1]}", "open", "kernel"
                 if entry.start:
                     conn.started = entry.start
                 self.flows[entry.id] = conn
@@ -270,9 +293,13 @@ class FastPath:
 
     async def read_counters(self) -> None:
         """Add what the kernel counted since the last read to the relay's counters."""
+        counters: dict[str, dict] = {name: {} for name in nft.COUNTER_SETS}
         try:
-            counters = await self.nftables.set_counters("ip", self.settings.fast_path.table,
-                                                        nft.COUNTER_SETS)
+            for fam in nft.families(self.settings):
+                got = await self.nftables.set_counters(fam.table, self.settings.fast_path.table,
+                                                       nft.COUNTER_SETS)
+                for name in nft.COUNTER_SETS:  # keys of the two families never meet
+                    counters[name].update(got[name])
         except KernelError as exc:
             self.failures += 1
             log.error("fast path: nft failed: %s", str(exc)[:300])
@@ -292,7 +319,7 @@ class FastPath:
         table = self.relay.table
         for (client, fake), (conns, up, down) in deltas.items():
             table.by_client.add(client, up, down, conns)
-            table.by_domain.add(self.domains.get(fake, fake), up, down, conns)
+            table.by_domain.add(self.domains.get(self._name(fake), fake), up, down, conns)
             table.totals["fast_path"] += conns
 
     def stats(self) -> dict:

@@ -15,6 +15,9 @@ TPROXY has already tied to a local socket).
 
 from __future__ import annotations
 
+import ipaddress
+from dataclasses import dataclass
+
 from .settings import RelaySettings
 
 # Conntrack mark of the connections the fast path NATs: the masquerade rule,
@@ -77,39 +80,66 @@ LOCAL_PORTS = (61000, 65535)
 COUNTER_SETS = ("conns", "up", "down")
 COUNTER_KEYS = 65536
 COUNTER_IDLE = "1h"  # an element unused this long goes; the relay has long read it
-PAIR = "ct original ip saddr . ct original ip daddr"  # (client, fake address)
 
 
-def fast_path_table(settings: RelaySettings) -> str:
-    """An `nft -f` script that (re)creates the relay's own table, empty.
+@dataclass(frozen=True)
+class Family:
+    """What differs between the IPv4 and the IPv6 table: names, not design."""
 
-    The map ``fast`` (fake address -> real address) is filled by the relay;
-    a TCP connection from a served client on a home-side interface to a
-    mapped address is marked and DNATed to the real one (same port), then
-    masqueraded to vproxy's own address so the answers come back through
-    vproxy's conntrack and reach the client from the fake address.
-    """
-    fp = settings.fast_path
-    t = fp.table
+    table: str    # nft family: "ip", "ip6"
+    addr: str     # nft address type
+    proto: str    # the address match ("ip daddr", "ct original ip saddr")
+
+    @property
+    def pair(self) -> str:  # (client, fake address)
+        return f"ct original {self.proto} saddr . ct original {self.proto} daddr"
+
+
+IPV4 = Family("ip", "ipv4_addr", "ip")
+IPV6 = Family("ip6", "ipv6_addr", "ip6")
+PAIR = IPV4.pair
+
+
+def family_of(address: str) -> Family:
+    return IPV6 if ipaddress.ip_address(address).version == 6 else IPV4
+
+
+def families(settings: RelaySettings) -> tuple[Family, ...]:
+    """The tables the fast path keeps: IPv6 too when the relay connects IPv6
+    clients over IPv6 (`direct6`); only then can a fake IPv6 map to a real one."""
+    return (IPV4, IPV6) if settings.fake_range6 is not None and settings.direct6 else (IPV4,)
+
+
+def _sources(settings: RelaySettings, fam: Family) -> str:
+    if fam is IPV6:
+        # IPv6 clients are whatever the modem's prefix is today: as for the ip6
+        # TPROXY rule, the home-side interfaces are the filter (`interfaces`).
+        return ""
     src = f"ip saddr {{ {', '.join(settings.allow_clients)} }} " if settings.allow_clients else ""
     if settings.deny_clients:
         src += f"ip saddr != {{ {', '.join(settings.deny_clients)} }} "
+    return src
+
+
+def _table(settings: RelaySettings, fam: Family) -> list[str]:
+    fp = settings.fast_path
+    t, f, a, p = fp.table, fam.table, fam.addr, fam.proto
     mark = f"0x{FAST_PATH_CT_MARK:x}"
     # "add; delete; define" in one transaction: the table exists exactly once afterwards,
     # and a dead predecessor's entries are gone.
-    return "\n".join([
-        f"add table ip {t}",
-        f"delete table ip {t}",
-        f"table ip {t} {{",
-        "  map fast { type ipv4_addr : ipv4_addr; flags timeout; }",
+    return [
+        f"add table {f} {t}",
+        f"delete table {f} {t}",
+        f"table {f} {t} {{",
+        f"  map fast {{ type {a} : {a}; flags timeout; }}",
         # The map's keys again, as a set: a kernel before 6.4 refuses a lookup of a map's keys
         # as a match ("ip daddr @fast": EINVAL on Debian's 6.1), and the mark must be set only
         # for an address the map holds (a miss in `dnat ... map` comes after the mark).
-        "  set fast_keys { type ipv4_addr; flags timeout; }",
+        f"  set fast_keys {{ type {a}; flags timeout; }}",
         "  chain fast_dnat {",
         "    type nat hook prerouting priority dstnat; policy accept;",
-        f"    {_iif(fp.interfaces)}{src}meta l4proto tcp ip daddr @fast_keys "
-        f"ct mark set {mark} dnat ip to ip daddr map @fast",
+        f"    {_iif(fp.interfaces)}{_sources(settings, fam)}meta l4proto tcp {p} daddr @fast_keys "
+        f"ct mark set {mark} dnat {p} to {p} daddr map @fast",
         "  }",
         "  chain fast_snat {",
         "    type nat hook postrouting priority srcnat; policy accept;",
@@ -117,37 +147,65 @@ def fast_path_table(settings: RelaySettings) -> str:
         "  }",
         # Exact bytes and connections per (client, fake address), short
         # connections included: the relay adds them to its counters.
-        *(f"  set {name} {{ type ipv4_addr . ipv4_addr; size {COUNTER_KEYS}; "
+        *(f"  set {name} {{ type {a} . {a}; size {COUNTER_KEYS}; "
           f"flags dynamic, timeout; timeout {COUNTER_IDLE}; counter; }}" for name in COUNTER_SETS),
         "  chain fast_count {",
         "    type filter hook forward priority filter; policy accept;",
-        f"    {FAST_PATH_MATCH} ct state new update @conns {{ {PAIR} }}",
-        f"    {FAST_PATH_MATCH} ct direction original update @up {{ {PAIR} }}",
-        f"    {FAST_PATH_MATCH} ct direction reply update @down {{ {PAIR} }}",
+        f"    {FAST_PATH_MATCH} ct state new update @conns {{ {fam.pair} }}",
+        f"    {FAST_PATH_MATCH} ct direction original update @up {{ {fam.pair} }}",
+        f"    {FAST_PATH_MATCH} ct direction reply update @down {{ {fam.pair} }}",
         f"    ct mark {mark} tcp flags & (fin | rst) != 0 ct mark set 0x{FAST_PATH_CT_MARK_ENDED:x}",
         "  }",
         "}",
-        "",
-    ])
+    ]
+
+
+def fast_path_table(settings: RelaySettings) -> str:
+    """An `nft -f` script that (re)creates the relay's own tables, empty.
+
+    The map ``fast`` (fake address -> real address) is filled by the relay;
+    a TCP connection from a served client on a home-side interface to a
+    mapped address is marked and DNATed to the real one (same port), then
+    masqueraded to vproxy's own address so the answers come back through
+    vproxy's conntrack and reach the client from the fake address. One
+    table per family (`families`), the same rules in each: a fake IPv6
+    address maps to a real IPv6 one (nft cannot translate between the two),
+    and an ip6 table of the same name never meets an ip one. A family not
+    served is deleted, so no earlier relay's table of it stays behind.
+    """
+    served = families(settings)
+    lines = [line for fam in served for line in _table(settings, fam)]
+    for fam in (IPV4, IPV6):
+        if fam not in served:
+            lines += _delete(settings, fam)
+    return "\n".join(lines) + "\n"
+
+
+def _delete(settings: RelaySettings, fam: Family) -> list[str]:
+    t = settings.fast_path.table
+    return [f"add table {fam.table} {t}", f"delete table {fam.table} {t}"]
 
 
 def delete_table(settings: RelaySettings) -> str:
-    t = settings.fast_path.table
-    return f"add table ip {t}\ndelete table ip {t}\n"
+    """Both families' tables, whether they exist or not."""
+    return "\n".join(_delete(settings, IPV4) + _delete(settings, IPV6)) + "\n"
 
 
 def add_entry(settings: RelaySettings, fake: str, real: str, timeout: float,
               replace: bool = False) -> str:
     """Map `fake` to `real` for `timeout` seconds (`replace`: it maps elsewhere now)."""
-    t = settings.fast_path.table
+    fam = family_of(fake)
+    if family_of(real) is not fam:
+        raise ValueError(f"{fake} -> {real}: the kernel NATs within one family only")
+    t = f"{fam.table} {settings.fast_path.table}"
     seconds = max(1, round(timeout))
-    old = f"delete element ip {t} fast {{ {fake} }}\ndelete element ip {t} fast_keys {{ {fake} }}\n" \
+    old = f"delete element {t} fast {{ {fake} }}\ndelete element {t} fast_keys {{ {fake} }}\n" \
         if replace else ""
     # In one transaction with the map's element: the key and its mapping come and go together.
-    return (old + f"add element ip {t} fast {{ {fake} timeout {seconds}s : {real} }}\n"
-            f"add element ip {t} fast_keys {{ {fake} timeout {seconds}s }}\n")
+    return (old + f"add element {t} fast {{ {fake} timeout {seconds}s : {real} }}\n"
+            f"add element {t} fast_keys {{ {fake} timeout {seconds}s }}\n")
 
 
 def remove_entry(settings: RelaySettings, fake: str) -> str:
-    t = settings.fast_path.table
-    return f"delete element ip {t} fast {{ {fake} }}\ndelete element ip {t} fast_keys {{ {fake} }}\n"
+    t = f"{family_of(fake).table} {settings.fast_path.table}"
+    return f"delete element {t} fast {{ {fake} }}\ndelete element {t} fast_keys {{ {fake} }}\n"

@@ -98,10 +98,11 @@ IPV6_TRANSPARENT = 75  # linux/in6.h
 class TcpSession:
     """A relayed TCP connection: both sockets, both pumps, its table row."""
 
-    __slots__ = ("relay", "conn", "client", "upstream", "up", "down", "last", "early", "closed")
+    __slots__ = ("relay", "conn", "client", "upstream", "up", "down", "last", "early", "closed", "fake6")
 
-    def __init__(self, relay: "Relay", conn: Connection, client: socket.socket):
+    def __init__(self, relay: "Relay", conn: Connection, client: socket.socket, fake6: str | None = None):
         self.relay, self.conn, self.client = relay, conn, client
+        self.fake6 = fake6  # the fake IPv6 address the client used (conn.fake is its IPv4 twin)
         self.upstream: socket.socket | None = None
         self.up = self.down = None
         self.last = relay.loop.time()
@@ -183,6 +184,7 @@ class Relay:
         self.started = time.time()
         self.rejected_sources = 0
         self._sweeper: asyncio.Task | None = None
+        self._fastpath_restart: asyncio.Task | None = None
         self.fastpath = FastPath(self)
 
     # -- lifecycle ------------------------------------------------------------
@@ -245,6 +247,9 @@ class Relay:
             await self.control.stop()
         for session in list(self.sessions.values()):
             session.abort("relay stopping")
+        if self._fastpath_restart is not None:
+            # A restart under way would make its tables again after this stop.
+            await asyncio.gather(self._fastpath_restart, return_exceptions=True)
         await self.fastpath.stop()
         if self._own_directory:
             self.directory.close()
@@ -268,9 +273,10 @@ class Relay:
             self.udp.stop()
             self.udp.start()
         if settings.fast_path != old.fast_path or (
-                settings.fast_path.enabled and (settings.allow_clients, settings.deny_clients)
-                != (old.allow_clients, old.deny_clients)):
-            self.loop.create_task(self._restart_fastpath())
+                settings.fast_path.enabled and (settings.allow_clients, settings.deny_clients,
+                                                settings.fake_range6, settings.direct6)
+                != (old.allow_clients, old.deny_clients, old.fake_range6, old.direct6)):
+            self._fastpath_restart = self.loop.create_task(self._restart_fastpath())
         if settings.control_socket != old.control_socket:
             log.warning("control_socket changed; it moves at the next restart")
         log.info("relay settings reloaded: routes %s, max_connections %d",
@@ -288,6 +294,7 @@ class Relay:
         for _ in range(ACCEPTS_PER_WAKEUP):
             try:
                 sock, client = listener.accept()
+                fake6 = None
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -310,7 +317,8 @@ class Relay:
                 continue
             if listener is self.listener6:
                 # Its IPv4 twin names the mapping: directory, pins and table as for IPv4.
-                twin = twin4(fake[0], self.settings.fake_range, self.settings.fake_range6)
+                fake6 = fake[0]
+                twin = twin4(fake6, self.settings.fake_range, self.settings.fake_range6)
                 fake = (twin or "0.0.0.0", fake[1])
             if ipaddress.IPv4Address(fake[0]) not in self.fake_range:
                 log.warning("refused %s:%d -> %s:%d: not a fake address", *client, *fake)
@@ -323,14 +331,15 @@ class Relay:
                 reset(sock)
                 continue
             self.pending += 1
-            self.loop.create_task(self._serve(sock, client, fake))
+            self.loop.create_task(self._serve(sock, client, fake, fake6))
 
     def _resume_accept(self, listener: socket.socket | None = None) -> None:
         listener = listener or self.listener
         if listener is not None and listener in (self.listener, self.listener6):
             self.loop.add_reader(listener.fileno(), self._on_accept, listener)
 
-    async def _serve(self, sock: socket.socket, client: tuple[str, int], fake: tuple[str, int]) -> None:
+    async def _serve(self, sock: socket.socket, client: tuple[str, int], fake: tuple[str, int],
+                     fake6: str | None = None) -> None:
         try:
             target = await self.directory.lookup(fake[0])
         except Exception:  # noqa: BLE001 - a bug must not kill the relay
@@ -353,7 +362,7 @@ class Relay:
                 self._refuse(sock, conn, f"unknown route {target.route!r} (no such proxy)")
                 return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        session = TcpSession(self, conn, sock)
+        session = TcpSession(self, conn, sock, fake6)
         self.sessions[conn.id] = session
         self.directory.pin(fake[0])
         await self._connect(session, proxy)
@@ -370,8 +379,8 @@ class Relay:
         host, port = conn.domain, conn.fake[1]
         try:
             if proxy is None:
-                real = await self.resolver.resolve(host)
-                conn.real = f"{real}:{port}"
+                real = await self._resolve_direct(host, session.fake6 is not None)
+                conn.real = f"[{real}]:{port}" if ":" in real else f"{real}:{port}"
                 upstream = await open_tcp(self.loop, (real, port), self.settings.connect_timeout)
                 early = b""
             elif proxy.type == "socks5":
@@ -405,8 +414,21 @@ class Relay:
                 return
         session.start(upstream)
         if proxy is None:
-            # Later connections to this name need no relay: let the kernel NAT them.
-            self.loop.create_task(self.fastpath.offer(conn.fake[0], real, conn.domain))
+            # Later connections to this name need no relay: let the kernel NAT them
+            # (within the family the relay connected over: a real IPv6 address for
+            # the fake IPv6 one the client used, a real IPv4 one for the IPv4 twin).
+            fake = session.fake6 if ":" in real else conn.fake[0]
+            self.loop.create_task(self.fastpath.offer(fake, real, conn.domain))
+
+    async def _resolve_direct(self, host: str, client6: bool) -> str:
+        """The real address a direct route connects to: IPv6 for an IPv6 client with
+        `direct6` when the name has one, else IPv4."""
+        if client6 and self.settings.direct6:
+            try:
+                return await self.resolver.resolve(host, 6)
+            except ResolveError:
+                pass  # no AAAA: over IPv4, as without direct6
+        return await self.resolver.resolve(host)
 
     def _session_closed(self, session: TcpSession, state: str, error: str | None) -> None:
         if self.sessions.pop(session.conn.id, None) is None:

@@ -3,7 +3,8 @@
 The relay must not ask the box's own DNS server (it would answer with the
 fake address again), so it asks the configured upstream resolvers (the
 modem, in the box) with dnspython, or the system resolver when none are
-configured. Answers are cached for their TTL (at least `MIN_TTL` so a burst
+configured: A records, or AAAA for an IPv6 client when the relay connects
+those over IPv6 (`direct6`). Answers are cached for their TTL (at least `MIN_TTL` so a burst
 of connections to one site costs one query) and lookups of one name in
 flight are shared.
 """
@@ -30,8 +31,8 @@ class Resolver:
         self.servers = servers
         self.timeout = timeout
         self._clock = clock
-        self._cache: dict[str, tuple[float, list[str]]] = {}
-        self._pending: dict[str, asyncio.Future] = {}
+        self._cache: dict[tuple[str, int], tuple[float, list[str]]] = {}
+        self._pending: dict[tuple[str, int], asyncio.Future] = {}
         self._resolver = None
         if servers:
             import dns.asyncresolver
@@ -44,31 +45,33 @@ class Resolver:
             resolver.cache = None
             self._resolver = resolver
 
-    async def resolve(self, name: str) -> str:
-        """One IPv4 address of `name` (random among the answers)."""
+    async def resolve(self, name: str, version: int = 4) -> str:
+        """One IPv4 (`version` 6: IPv6) address of `name` (random among the answers)."""
         now = self._clock()
-        cached = self._cache.get(name)
+        key = (name, version)
+        cached = self._cache.get(key)
         if cached and cached[0] > now:
             return random.choice(cached[1])
-        pending = self._pending.get(name)
+        pending = self._pending.get(key)
         if pending is None:
-            pending = asyncio.ensure_future(self._query(name))
-            self._pending[name] = pending
-            pending.add_done_callback(lambda _f: self._pending.pop(name, None))
+            pending = asyncio.ensure_future(self._query(name, version))
+            self._pending[key] = pending
+            pending.add_done_callback(lambda _f: self._pending.pop(key, None))
         addresses = await asyncio.shield(pending)
         return random.choice(addresses)
 
-    async def _query(self, name: str) -> list[str]:
+    async def _query(self, name: str, version: int = 4) -> list[str]:
+        what = f"IPv{version} address"
         if self._resolver is not None:
             import dns.exception
             import dns.resolver
 
             try:
-                answer = await self._resolver.resolve(name, "A")
+                answer = await self._resolver.resolve(name, "A" if version == 4 else "AAAA")
             except dns.resolver.NXDOMAIN:
                 raise ResolveError(f"{name}: no such domain (NXDOMAIN)") from None
             except dns.resolver.NoAnswer:
-                raise ResolveError(f"{name}: no IPv4 address") from None
+                raise ResolveError(f"{name}: no {what}") from None
             except dns.exception.Timeout:
                 raise ResolveError(f"{name}: resolvers did not answer within {self.timeout:g}s") from None
             except dns.exception.DNSException as exc:
@@ -79,15 +82,15 @@ class Resolver:
             loop = asyncio.get_running_loop()
             try:
                 infos = await asyncio.wait_for(
-                    loop.getaddrinfo(name, None, family=socket.AF_INET, type=socket.SOCK_STREAM),
+                    loop.getaddrinfo(name, None, family=socket.AF_INET if version == 4 else socket.AF_INET6, type=socket.SOCK_STREAM),
                     self.timeout)
             except (socket.gaierror, asyncio.TimeoutError) as exc:
                 raise ResolveError(f"{name}: {exc or 'timed out'}") from None
             addresses = sorted({info[4][0] for info in infos})
             ttl = MIN_TTL
         if not addresses:
-            raise ResolveError(f"{name}: no IPv4 address")
-        self._cache[name] = (self._clock() + min(max(ttl, MIN_TTL), MAX_TTL), addresses)
+            raise ResolveError(f"{name}: no {what}")
+        self._cache[(name, version)] = (self._clock() + min(max(ttl, MIN_TTL), MAX_TTL), addresses)
         if len(self._cache) > 10000:
             self._cache.clear()
         return addresses

@@ -122,7 +122,7 @@ class FastPathSettings(_Model):
                     "next connection is relayed and resolves the name again",
     )
     table: str = Field(default="appliance_relay", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,31}$",
-                       description="the nftables table (family ip) the relay owns in its namespace")
+                       description="the nftables tables (families ip and ip6) the relay owns in its namespace")
     poll: float = Field(default=2.0, gt=0, le=60,
                         description="seconds between conntrack reads for the connection table")
 
@@ -147,6 +147,13 @@ class RelaySettings(_Model):
     # connections to it are taken by a second TPROXY socket, from any IPv6
     # source on the home-side interfaces (None: IPv4 only).
     fake_range6: str | None = None
+    direct6: bool = Field(
+        default=False,
+        description="IPv6 clients' `direct` connections go out over IPv6 (the name's AAAA; its A "
+                    "when it has none), so the kernel fast path can map their fake IPv6 address "
+                    "too; needs a routable IPv6 source address in the relay's namespace (the box has "
+                    "none in vproxy and keeps this off)",
+    )
     allow_clients: list[str] = Field(
         default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
         description="sources served; every other source is reset at once",

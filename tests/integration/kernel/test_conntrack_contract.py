@@ -1,8 +1,8 @@
 """`Conntrack`: the same assertions on `FakeConntrack` and on the running kernel (`LinuxConntrack`).
 
 On the kernel side two TCP connections over loopback in a scratch
-namespace, to 127.0.0.1 and to 127.0.0.2, get a conntrack mark from an
-nftables rule and carry 1000 bytes each way; on the fake side `add()` makes
+namespace, to 127.0.0.1 and to 127.0.0.2 (and to ::1 for IPv6), get a
+conntrack mark from an nftables rule and carry 1000 bytes each way; on the fake side `add()` makes
 the entries traffic would have made.
 """
 from __future__ import annotations
@@ -27,6 +27,12 @@ table ip kc {{
     ct mark set 0x{MARK:x}
   }}
 }}
+table ip6 kc {{
+  chain out {{
+    type filter hook output priority 0; policy accept;
+    ct mark set 0x{MARK:x}
+  }}
+}}
 """
 
 
@@ -40,16 +46,19 @@ class Side:
             self.ct = LinuxConntrack(ns)
             sh(ns, "sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1")
             sh(ns, "nft", "-f", "-", input=MARKING)
+            # The scratch namespace has IPv6 off; ::1 on lo is all it needs here.
+            sh(ns, "sysctl", "-qw", "net.ipv6.conf.lo.disable_ipv6=0")
 
     def connect(self, server_ip: str) -> tuple[tuple[str, int], tuple[str, int]]:
         """A TCP connection that carried 1000 bytes each way: (client, server) addresses."""
         if self.kind == "fake":
-            client = ("127.0.0.1", 40000 + len(self.ct.table))
+            client = ("::1" if ":" in server_ip else "127.0.0.1", 40000 + len(self.ct.table))
             self.ct.add(CtEntry(0, TCP, client, (server_ip, PORT), (server_ip, PORT), mark=MARK,
                                 bytes_orig=1000 + 6 * 52, bytes_reply=1000 + 6 * 52,
                                 tcp_state=TCP_ESTABLISHED))
             return client, (server_ip, PORT)
-        listener = in_netns(self.ns, socket.socket)
+        family = socket.AF_INET6 if ":" in server_ip else socket.AF_INET
+        listener = in_netns(self.ns, socket.socket, family)
         listener.bind((server_ip, PORT))
         listener.listen(1)
         client = in_netns(self.ns, socket.create_connection, (server_ip, PORT))
@@ -62,7 +71,7 @@ class Side:
             got = 0
             while got < 1000:
                 got += len(s.recv(1000 - got))
-        return client.getsockname(), (server_ip, PORT)
+        return client.getsockname()[:2], (server_ip, PORT)
 
     def close(self) -> None:
         for s in self.sockets:
@@ -122,4 +131,20 @@ def test_no_entry_for_a_connection_never_made(side):
     async def go():
         assert await side.ct.get(TCP, ("127.0.0.1", 1), ("127.0.0.9", 9)) is None
         assert await side.ct.entries(MARK) == []
+    run(side, go())
+
+
+def test_ipv6_entries_beside_ipv4_ones(side):
+    one = side.connect("127.0.0.1")
+    six = side.connect("::1")
+
+    async def go():
+        assert sorted((e.src, e.dst) for e in await side.ct.entries(MARK)) == sorted([one, six])
+        [entry] = await side.ct.entries(MARK, "::1")
+        assert (entry.src, entry.reply_src, entry.tcp_state) == (six[0], six[1], TCP_ESTABLISHED)
+        assert entry.bytes_orig > 1000
+        assert (await side.ct.get(TCP, *six)).id == entry.id
+        assert await side.ct.delete(TCP, *six) is True
+        assert await side.ct.get(TCP, *six) is None
+        assert [e.src for e in await side.ct.entries(MARK)] == [one[0]]
     run(side, go())

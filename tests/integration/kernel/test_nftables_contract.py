@@ -87,3 +87,29 @@ def test_deleting_the_table_twice_is_harmless_and_then_it_is_gone(nftables):
         elements(nftables)
     with pytest.raises(KernelError):
         run(nftables.set_counters("ip", "kc_relay", nft.COUNTER_SETS))
+
+
+SETTINGS6 = parse_settings({"fake_range6": "2001:2::/48", "direct6": True,
+                            "fast_path": {"table": "kc_relay", "interfaces": ["home"]}})
+FAKE6, REAL6, CLIENT6 = "2001:2::7", "2001:db8:113::10", "fd77::2"
+
+
+def test_the_ip6_table_maps_counts_and_goes_with_the_ip_one(nftables):
+    run(nftables.run(nft.fast_path_table(SETTINGS6)))
+    run(nftables.run(nft.add_entry(SETTINGS6, FAKE6, REAL6, 60) + nft.add_entry(SETTINGS6, FAKE, REAL, 60)))
+    assert run(nftables.map_elements("ip6", "kc_relay", "fast")) == {FAKE6: REAL6}
+    assert elements(nftables) == {FAKE: REAL}
+    run(nftables.run(f"add element ip6 kc_relay down {{ {CLIENT6} . {FAKE6} counter packets 9 bytes 9000 }}\n"))
+    got = run(nftables.set_counters("ip6", "kc_relay", nft.COUNTER_SETS))
+    assert got == {"conns": {}, "up": {}, "down": {(CLIENT6, FAKE6): Counter(9, 9000)}}
+    run(nftables.run(nft.remove_entry(SETTINGS6, FAKE6)))
+    assert run(nftables.map_elements("ip6", "kc_relay", "fast")) == {}
+    # A relay started without direct6 leaves no ip6 table of a predecessor behind.
+    run(nftables.run(nft.fast_path_table(SETTINGS)))
+    with pytest.raises(KernelError):
+        run(nftables.map_elements("ip6", "kc_relay", "fast"))
+    run(nftables.run(nft.fast_path_table(SETTINGS6)))
+    run(nftables.run(nft.delete_table(SETTINGS)))
+    for family in ("ip", "ip6"):
+        with pytest.raises(KernelError):
+            run(nftables.map_elements(family, "kc_relay", "fast"))

@@ -270,3 +270,85 @@ def test_a_relay_started_with_the_fast_path_off_removes_its_predecessors_table(l
         lab.stop("relay")
         lab.write_config()
         lab.start_relay()
+
+
+# -- IPv6: the same fast path in the ip6 table -------------------------------------------
+
+def mapped6(lab) -> str:
+    res = lab.sh("vproxy", ["nft", "list", "map", "ip6", "appliance_relay", "fast"], check=False)
+    return res.stdout if res.returncode == 0 else ""
+
+
+def warm6(lab, domain):
+    """One relayed IPv6 connection (the relay connects over IPv6: `direct6`), then
+    wait until the kernel maps the fake IPv6 address."""
+    out = lab.sh("client", ["dig", "+short", "+time=2", "+tries=2", "AAAA", domain]).stdout.split()
+    fake = out[-1]
+    for _ in range(5):
+        assert curl(lab, f"http://{domain}/whoami", "-6").stdout.strip() == relaylab.WAN_IP6
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            if fake in mapped6(lab):
+                return fake
+            time.sleep(0.1)
+    raise AssertionError(f"{fake} never reached the ip6 fast-path map")
+
+
+def test_ipv6_later_connections_bypass_the_relay_intact_and_show_in_its_table(lab):
+    import hashlib
+
+    from appliance.lab.web import CHUNK
+
+    fake = warm6(lab, "direct.test")
+    assert relaylab.WEB_IP6 in mapped6(lab)  # a fake IPv6 address maps to a real IPv6 one
+    before = settled_counters(lab)["domains"]["direct.test"]
+    accepted = lab.query("stats")["totals"]["accepted"]
+    size = 30000000
+    # 30 MB at 30 MB/s: open for about a second, so a conntrack read sees it.
+    res = lab.sh("client", ["sh", "-c", "curl -6 -sS -m 30 --limit-rate 30M "
+                            "http://direct.test/bytes/30000000 | sha256sum"])
+    expected = hashlib.sha256((CHUNK * (size // len(CHUNK) + 1))[:size]).hexdigest()
+    assert res.stdout.split()[0] == expected
+    assert lab.query("stats")["totals"]["accepted"] == accepted  # the relay never saw it
+    row = wait_for(lambda: [r for r in rows(lab, "direct.test", "kernel")
+                            if r["fake_ip"] == fake and r["bytes_down"] >= size], "the IPv6 kernel row")[-1]
+    assert row["real"] == f"[{relaylab.WEB_IP6}]:80" and row["route"] == "direct"
+    assert row["client"].startswith(relaylab.CLIENT_IP6 + ":")
+    after = wait_for(lambda: (d := lab.query("counters")["domains"]["direct.test"])["bytes_down"]
+                     - before["bytes_down"] >= size and d, "30 MB more in the per-domain counters")
+    assert after["connections"] - before["connections"] == 1
+    # Masqueraded to vproxy's own IPv6 address, as IPv4 to its IPv4 one.
+    assert curl(lab, "http://direct.test/whoami", "-6").stdout.strip() == relaylab.WAN_IP6
+    assert lab.query("stats")["totals"]["accepted"] == accepted
+
+
+def closed_kernel_connections6(lab, fake):
+    """conntrack's closed (ENDED mark) IPv6 entries of NATed connections to `fake` (in vproxy)."""
+    code = textwrap.dedent(f"""
+        import asyncio, socket
+        from pyroute2.netlink.nfnetlink.nfctsocket import AsyncNFCTSocket
+        async def main():
+            ct, n = AsyncNFCTSocket(nfgen_family=socket.AF_INET6), 0
+            async for m in await ct.dump(mark=0x7e1b):
+                n += m.get_attr("CTA_TUPLE_ORIG").get_attr("CTA_TUPLE_IP").get_attr("CTA_IP_V6_DST") == {fake!r}
+            print(n)
+        asyncio.run(main())
+    """)
+    return int(lab.sh("vproxy", [relaylab.PYTHON, "-c", code]).stdout)
+
+
+def test_an_ipv6_entry_goes_after_ttl_with_its_closed_connections_and_both_tables_go_with_the_relay(lab):
+    with short_ttl(lab):
+        fake = warm6(lab, "pin.test")
+        for _ in range(3):
+            assert curl(lab, "http://pin.test/whoami", "-6").stdout.strip() == relaylab.WAN_IP6
+        assert closed_kernel_connections6(lab, fake) >= 3
+        wait_for(lambda: fake not in mapped6(lab), "the IPv6 entry removed after ttl", seconds=8)
+        twin = lab.resolve("pin.test")
+        wait_for(lambda: dns_pins(lab, twin) == 0, "its IPv4 twin unpinned after ttl")
+        assert closed_kernel_connections6(lab, fake) == 0
+    lab.stop("relay")
+    try:
+        assert mapped(lab) == "" and mapped6(lab) == ""  # a relay that stops takes both tables
+    finally:
+        lab.start_relay()

@@ -237,3 +237,92 @@ def test_a_failed_counter_read_is_counted_not_fatal():
         assert fp.stats()["nft_failures"] == 1
         await fp.stop()
     run(go())
+
+
+# -- IPv6 -----------------------------------------------------------------------------
+
+CLIENT6 = ("2001:db8:1::c", 40000)
+FAKE6, REAL6 = "2001:2::7", "2001:db8:ffff::10"  # FAKE6 is FAKE's twin
+SIX = {"fake_range6": "2001:2::/48", "direct6": True}
+
+
+class Relay6(Relay):
+    def __init__(self, loop, **fast_path):
+        super().__init__(loop, **fast_path)
+        self.settings = parse_settings({**SIX, "fast_path": {"poll": 60, **fast_path}})
+
+
+def test_an_ipv6_offer_maps_in_the_ip6_table_and_pins_the_ipv4_twin_then_forgets_it():
+    k = Kernel()
+
+    async def go():
+        relay = Relay6(asyncio.get_running_loop(), ttl=1)
+        fp = k.fast_path(relay)
+        await fp.start()
+        try:
+            assert set(k.nft.tables) == {("ip", TABLE), ("ip6", TABLE)}
+            await fp.offer(FAKE6, REAL6, "direct.test")
+            assert await k.nft.map_elements("ip6", TABLE, "fast") == {FAKE6: REAL6}
+            assert await k.mapped() == {}  # the IPv4 map is the IPv4 twin's own
+            assert relay.directory.count[FAKE] == 1  # the DNS server knows it by the twin
+            # A fake IPv6 address never maps to a real IPv4 one (nor the reverse).
+            await fp.offer("2001:2::8", REAL, "other.test")
+            await fp.offer("100.96.0.8", REAL6, "other.test")
+            assert set(fp.entries) == {FAKE6}
+            deadline = time.monotonic() + 5
+            while relay.directory.count[FAKE] and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert relay.directory.count[FAKE] == 0
+            assert await k.nft.map_elements("ip6", TABLE, "fast") == {}
+        finally:
+            await fp.stop()
+        assert k.nft.tables == {}  # both families' tables gone
+    run(go())
+
+
+def test_without_direct6_there_is_no_ip6_table_and_a_predecessors_goes():
+    k = Kernel()
+
+    async def go():
+        await k.fast_path(Relay6(asyncio.get_running_loop())).start()  # then it died
+        relay = Relay(asyncio.get_running_loop())
+        relay.settings = parse_settings({"fake_range6": "2001:2::/48", "fast_path": {"poll": 60}})
+        fp = k.fast_path(relay)
+        await fp.start()
+        try:
+            assert set(k.nft.tables) == {("ip", TABLE)}
+            await fp.offer(FAKE6, REAL6, "direct.test")
+            assert fp.entries == {} and relay.directory.count[FAKE] == 0
+        finally:
+            await fp.stop()
+    run(go())
+
+
+def test_ipv6_kernel_connections_and_counters_reach_the_table():
+    k = Kernel()
+
+    async def go():
+        relay = Relay6(asyncio.get_running_loop())
+        fp = k.fast_path(relay)
+        await fp.start()
+        try:
+            await fp.offer(FAKE6, REAL6, "direct.test")
+            k.ct.add(kernel_row(src=CLIENT6, dst=(FAKE6, 80), reply_src=(REAL6, 80),
+                                bytes_orig=700, bytes_reply=40000))
+            await fp.read_flows()
+            [row] = relay.table.live()
+            assert (row["path"], row["domain"], row["fake_ip"], row["real"]) == \
+                ("kernel", "direct.test", FAKE6, f"[{REAL6}]:80")
+            pair4, pair6 = f"{CLIENT[0]} . {FAKE}", f"{CLIENT6[0]} . {FAKE6}"
+            await k.nft.run(f"add element ip {TABLE} conns {{ {pair4} counter packets 1 bytes 60 }}\n"
+                            f"add element ip6 {TABLE} conns {{ {pair6} counter packets 2 bytes 160 }}\n"
+                            f"add element ip6 {TABLE} down {{ {pair6} counter packets 30 bytes 40000 }}\n")
+            await fp.read_counters()
+            counters = relay.table.counters()
+            assert counters["domains"]["direct.test"]["connections"] == 1 + 2  # the kernel row is not counted twice
+            assert counters["domains"]["direct.test"]["bytes_down"] == 40000
+            assert counters["clients"][CLIENT6[0]]["bytes_down"] == 40000
+            assert counters["totals"]["fast_path"] == 3
+        finally:
+            await fp.stop()
+    run(go())

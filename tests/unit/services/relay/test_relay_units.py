@@ -220,3 +220,35 @@ def test_the_relay_settings_take_an_ipv6_fake_range_or_name_it():
     assert "ip6 daddr 2001:2::/48 meta l4proto { tcp, udp } tproxy to :7893" in chain6(s, ["vproxy0"], s.fake_range6)
     with pytest.raises(ValueError, match="not an IPv6 network"):
         RelaySettings.model_validate({"fake_range6": "100.96.0.0/11"})
+
+
+def test_fast_path_for_ipv6_is_an_ip6_table_of_the_same_shape():
+    s = parse_settings({"fake_range6": "2001:2::/48", "direct6": True,
+                        "fast_path": {"interfaces": ["vproxy0"], "table": "fp"}})
+    text = nft.fast_path_table(s)
+    four, six = text.split("add table ip6 fp\n")
+    assert four.startswith("add table ip fp\ndelete table ip fp\n")
+    assert six.startswith("delete table ip6 fp\ntable ip6 fp {\n")
+    # The home-side interface is the IPv6 filter (the modem's prefix changes); a fake
+    # IPv6 address maps to a real IPv6 one, masqueraded to vproxy's own IPv6 address.
+    assert ('iifname { "vproxy0" } meta l4proto tcp ip6 daddr @fast_keys '
+            "ct mark set 0x7e1a dnat ip6 to ip6 daddr map @fast") in six
+    assert "map fast { type ipv6_addr : ipv6_addr; flags timeout; }" in six
+    assert "masquerade to :1024-60999" in six
+    assert "set conns { type ipv6_addr . ipv6_addr;" in six
+    assert "update @down { ct original ip6 saddr . ct original ip6 daddr }" in six
+    assert nft.add_entry(s, "2001:2::9", "2001:db8::10", 360) == \
+        "add element ip6 fp fast { 2001:2::9 timeout 360s : 2001:db8::10 }\n" \
+        "add element ip6 fp fast_keys { 2001:2::9 timeout 360s }\n"
+    assert nft.remove_entry(s, "2001:2::9") == \
+        "delete element ip6 fp fast { 2001:2::9 }\ndelete element ip6 fp fast_keys { 2001:2::9 }\n"
+    with pytest.raises(ValueError):
+        nft.add_entry(s, "2001:2::9", "203.0.113.10", 360)
+    assert nft.delete_table(s) == "add table ip fp\ndelete table ip fp\nadd table ip6 fp\ndelete table ip6 fp\n"
+
+
+def test_without_direct6_the_fast_path_removes_any_ip6_table():
+    # IPv6 clients then go out over IPv4: nothing for an ip6 table to map.
+    s = parse_settings({"fake_range6": "2001:2::/48", "fast_path": {"table": "fp"}})
+    assert nft.families(s) == (nft.IPV4,)
+    assert nft.fast_path_table(s).endswith("}\nadd table ip6 fp\ndelete table ip6 fp\n")

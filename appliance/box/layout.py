@@ -133,6 +133,11 @@ class Layout:
     def datapath_dir(self) -> str:
         return f"{self.state_dir}/datapath"
 
+    @property
+    def datapath_paused(self) -> str:
+        """The devices paused until resumed (the console writes it; the datapath, devices and DNS read it)."""
+        return f"{self.datapath_dir}/paused.json"
+
     # -- runtime
     @property
     def dns_socket(self) -> str:

@@ -337,7 +337,7 @@ def with_devices(p: Plan, layout: Layout, host_ns: str | None, pin_root: str = P
     It runs where the apply runs (the BPF filesystem with the pins; `ip netns exec` hides it).
     """
     pins = os.path.dirname(pin_path(pin_root, host_ns, p.switch.bridge))
-    config = DevicesConfig(pin_dir=pins, paused=f"{layout.datapath_dir}/paused.json",
+    config = DevicesConfig(pin_dir=pins, paused=layout.datapath_paused,
                            policy=layout.devices_policy, state=layout.devices_state,
                            scheduled=layout.devices_scheduled, events=layout.health_events,
                            series=layout.series_file("devices"))
@@ -508,6 +508,8 @@ def dns_settings(s: Settings, layout: Layout) -> DnsSettings:
     data["kernel_cache_device"] = VPROXY_DEV
     data["kernel_cache_answer_as"] = ["0.0.0.0/0" if data["intercept"] == "all" else f"{s.gateway.ip}/32"]
     data["lists_dir"] = layout.dns_lists_dir
+    # The devices the datapath has off (paused, or by a schedule) get every name blocked too.
+    data["paused_files"] = [layout.datapath_paused, layout.devices_scheduled]
     # The modem never gets an answer (the second lock behind the flows' DNS guard).
     if f"{s.gateway.ip}/32" not in data["deny_clients"]:
         data["deny_clients"] = [*data["deny_clients"], f"{s.gateway.ip}/32"]

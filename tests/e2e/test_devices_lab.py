@@ -4,9 +4,9 @@ with real clients.
 Two lab clients get their leases from the box and reach the lab's internet
 through it. The box's datapath counts each by MAC; pausing client 1
 (`status.pause_device`, what the console's Pause button and the API call)
-makes its curl fail from its next frame on while client 2's works, and
-leaves it its lease renewal and DNS answers from the box; a re-apply keeps
-the pause; resuming gives it the internet back. A group schedule, on a
+makes its curl fail from its next frame on while client 2's works, the
+box's DNS answer its every name as blocked, and leaves it its lease
+renewal; a re-apply keeps the pause; resuming gives it the internet back. A group schedule, on a
 clock the test moves (the devices service's `APPLIANCE_CLOCK_OFFSET_FILE`),
 switches client 1 off at its minute; a device with a MAC the box never saw
 is an event in the box's events file and an alert at a webhook on the lab's
@@ -98,9 +98,20 @@ def curl_ok(lab, client) -> bool:
     return res.stdout.strip() == "200"
 
 
-def dig_answers(lab, client) -> bool:
-    res = lab.run(client, ["dig", "+time=2", "+tries=2", "@192.168.1.1", "www.example.test"])
-    return "status: NOERROR" in res.stdout
+def dig_status(lab, client) -> str:
+    """The rcode the box's DNS (as the modem, 192.168.1.1) gives the client for a public name."""
+    res = lab.run(client, ["dig", "+time=1", "+tries=1", "@192.168.1.1", "www.example.test"])
+    for line in res.stdout.splitlines():
+        if "status:" in line:
+            return line.split("status:")[1].split(",")[0].strip()
+    return "no answer"
+
+
+def dns_turns(lab, client, want: str, message: str) -> float:
+    """Seconds until the client's answer is `want` (polled every 0.2 s, at most 10 s)."""
+    start = time.monotonic()
+    wait_until(lambda: dig_status(lab, client) == want, 10, message)
+    return time.monotonic() - start
 
 
 def wait_until(what, timeout: float, message: str):
@@ -137,9 +148,14 @@ def test_a_paused_client_loses_the_internet_keeps_dhcp_and_dns_and_resumes(home)
         assert not curl_ok(lab, one)
         assert curl_ok(lab, two)
         assert status.paused_devices(box) == {mac}
-        # What a paused device keeps: its lease (renewed from the box) and answers from the box's DNS.
+        # Its questions are answered at once, every name blocked (the box's block_mode, NXDOMAIN):
+        # apps say "no network" instead of waiting on connections that time out.
+        took = dns_turns(lab, one, "NXDOMAIN", "a paused client's names were not blocked by the box's DNS")
+        print(f"\npause: client 1's names blocked {took:.2f} s after the pause")
+        assert took <= 2.0
+        assert dig_status(lab, two) == "NOERROR"
+        # What a paused device keeps: its lease (renewed from the box).
         assert lab.dhcp(one).address
-        wait_until(lambda: dig_answers(lab, one), 10, "a paused client got no DNS answer from the box")
         assert not curl_ok(lab, one)
         # An apply keeps it paused (the map is pinned; the box loads it again with the datapath).
         res = box.apply(parse_settings(SETTINGS))
@@ -148,6 +164,9 @@ def test_a_paused_client_loses_the_internet_keeps_dhcp_and_dns_and_resumes(home)
     finally:
         done = status.pause_device(box, mac, False)
     assert done.ok and done.value["enforced"], done
+    took = dns_turns(lab, one, "NOERROR", "client 1's names stayed blocked after the resume")
+    print(f"resume: client 1's names back {took:.2f} s after the resume")
+    assert took <= 2.0
     wait_until(lambda: curl_ok(lab, one), 10, "client 1 did not get the internet back after the resume")
     assert status.paused_devices(box) == set()
 
@@ -180,6 +199,7 @@ def test_a_group_schedule_switches_a_client_off_at_its_minute_while_another_work
         assert -0.5 <= late <= 2.0, f"switched off {late:+.2f} s from 21:00:00"
         assert not curl_ok(lab, one)
         assert curl_ok(lab, two)
+        dns_turns(lab, one, "NXDOMAIN", "client 1's names were not blocked while its schedule had it off")
         # Off by its schedule, not paused by hand: nothing to resume, and it ends by itself.
         assert status.scheduled_devices(box) == {mac} and status.paused_devices(box) == set()
         home.set_clock(next_monday(20, 59, 57) + timedelta(hours=10).total_seconds())   # Tuesday 06:59:57
@@ -188,6 +208,7 @@ def test_a_group_schedule_switches_a_client_off_at_its_minute_while_another_work
         print(f"schedule: client 1 back {time.monotonic() - ends:+.2f} s after 07:00")
         assert time.monotonic() - ends <= 2.0
         wait_until(lambda: curl_ok(lab, one), 10, "client 1 did not get the internet back at 07:00")
+        dns_turns(lab, one, "NOERROR", "client 1's names stayed blocked after its schedule ended")
     finally:
         status.change_device_policy(box, lambda p: Policy())
         home.set_clock(time.time())

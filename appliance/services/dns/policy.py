@@ -41,6 +41,20 @@ class GroupPolicy:
     block_mode: str
 
 
+PAUSED_GROUP = "paused"
+PAUSED_RULE = Rule("suffix", "", BlockAction(action="block"), "device paused")
+
+
+class EveryName:
+    """A matcher every name matches (the paused group's chain)."""
+
+    def __init__(self, rule: Rule):
+        self.rule = rule
+
+    def match(self, name: str) -> Rule:
+        return self.rule
+
+
 def _rules_matcher(rules: list[RuleSettings], prefix: str) -> DomainMatcher:
     return DomainMatcher(
         Rule(r.match, r.value, r.then, f"{prefix}.{i}") for i, r in enumerate(rules)
@@ -99,6 +113,9 @@ class Policy:
                     self._by_net.append((ipaddress.ip_network(client), gi + 1))
         # Most specific network first, so a host entry beats a subnet entry.
         self._by_net.sort(key=lambda item: -item[0].prefixlen)
+        # Last: the devices that are off (paused, or by a schedule) get every name blocked.
+        self.groups.append(GroupPolicy(PAUSED_GROUP, (EveryName(PAUSED_RULE),), settings.block_mode))
+        self.paused = len(self.groups) - 1
         self.keep_real = keep_real_matcher(
             settings.fake_ip.keep_real, settings.fake_ip.builtin_filter,
             settings.local_names.domain,

@@ -167,7 +167,16 @@ class Resolver:
         # a short while at a time, so nothing waits on a relay that is not there.
         self.fake_ips_on = True
         self.lan_prefixes: tuple[str, ...] = ()
+        self.off_macs: frozenset[str] = frozenset()  # devices paused or off by a schedule
         self._use(settings)
+
+    def set_off_devices(self, macs: frozenset[str]) -> None:
+        """The devices answered as blocked from the next query on (their groups are decided again)."""
+        self.off_macs = macs
+        self._groups = {}
+        # The kernel forgets where it placed clients: a device just paused must not be
+        # answered from its old group's cached answers there.
+        self.forget_kernel_answers()
 
     def set_relay_up(self, up: bool) -> bool:
         """Fake addresses on (the relay is up) or off; True if that changed anything."""
@@ -245,7 +254,8 @@ class Resolver:
             return known[0]
         mac = None
         sure = True
-        if self.policy.needs_mac():
+        by_mac = self.policy.needs_mac() or bool(self.off_macs)
+        if by_mac:
             # The neighbour tables first (ARP, IPv6 ND); a client that never
             # resolved us (it resolves the gateway, which is the modem) is known
             # by its DHCP lease, or, over IPv6, maybe by its EUI-64 address.
@@ -253,18 +263,22 @@ class Resolver:
             if mac is None and ":" in client:
                 mac = eui64_mac(client.split("%")[0])
                 sure = False
-        try:
-            group = self.policy.group_of(client, mac)
-        except ValueError:
-            group = 0
+        if mac is not None and mac in self.off_macs:
+            group = self.policy.paused
+        else:
+            try:
+                group = self.policy.group_of(client, mac)
+            except ValueError:
+                group = 0
         if len(self._groups) > 10000:
             self._groups = {}
         # Unknown MAC (or only guessed): decide again soon, the answer will
         # have taught the neighbour table the MAC.
-        placed = (mac and sure) or not self.policy.needs_mac()
+        placed = (mac and sure) or not by_mac
         lifetime = GROUP_LIFETIME if placed else 1.0
         self._groups[client] = (group, now + lifetime)
-        if placed and self.kernel is not None:
+        # The kernel never answers an off device: its questions all come up here.
+        if placed and self.kernel is not None and group != self.policy.paused:
             # An unknown MAC is not placed: the kernel sends that client's queries up.
             self.kernel.client(client, group, now + lifetime)
         return group
@@ -383,7 +397,9 @@ class Resolver:
                 now: float) -> Decided | None:
         qname = q.name
         qtype = q.qtype
-        if q.qclass == CLASS_IN:
+        if group == self.policy.paused:
+            decision = self.policy.decide(group, qname)  # blocked, whatever it asks
+        elif q.qclass == CLASS_IN:
             local = self._local(qname, qtype)
             if local is not None:
                 return self._keep(group, q, Decided(ANSWER, "local", "local names", q, qname, local))

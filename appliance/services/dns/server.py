@@ -42,6 +42,7 @@ from .querylog import QueryLog
 from .series import FLUSH_EVERY as SERIES_FLUSH_EVERY, DnsSeries
 from .ratelimit import RateLimiter
 from .neighbours import NeighbourTable
+from .paused import OFF_EVERY, OffDevices
 from .rebind import PREFIXES_EVERY, read_ra_prefixes
 from .resolver import Resolver
 from . import steer
@@ -197,6 +198,8 @@ class DnsService:
         self.resolver = Resolver(settings, self.policy, build_upstreams(settings), self.fakeips,
                                  self.localnames, self.querylog, neighbour_mac=self.neighbours.mac_of)
         self.refresh_lan_prefixes()
+        self.off_devices = OffDevices(settings.paused_files)
+        self.refresh_off_devices()
         self.processes = process_count(settings)
         self.access = AccessList(settings.allow_clients, settings.deny_clients)
         self.limiter = rate_limiter(settings, self.processes)
@@ -227,8 +230,10 @@ class DnsService:
 
     def _group_of(self, client: str) -> str | None:
         """The client's group's name for the charts; None while there are no groups."""
-        groups = self.resolver.policy.groups
-        return groups[self.resolver.client_group(client)].name if len(groups) > 1 else None
+        policy = self.resolver.policy
+        index = self.resolver.client_group(client)
+        # Two groups are always there (default, paused): a name only when the user made groups.
+        return policy.groups[index].name if len(policy.groups) > 2 or index == policy.paused else None
 
     def _disk_log(self, settings: DnsSettings) -> DiskLog | None:
         q = settings.query_log
@@ -283,6 +288,7 @@ class DnsService:
         self._periodic.append(loop.create_task(
             self._every(self.settings.local_names.refresh, self.refresh_local_names)))
         self._periodic.append(loop.create_task(self._every(PREFIXES_EVERY, self.refresh_lan_prefixes)))
+        self._periodic.append(loop.create_task(self._every(OFF_EVERY, self.refresh_off_devices)))
         self._periodic.append(loop.create_task(self._every(QueryLog.SETTLE_EVERY, self.querylog.settle)))
         if self.series is not None:
             self._periodic.append(loop.create_task(self._every(SERIES_FLUSH_EVERY, self.series.flush)))
@@ -426,6 +432,11 @@ class DnsService:
             log.info("rebinding networks: the home's IPv6 prefixes are now %s",
                      ", ".join(self.resolver.lan_prefixes) or "none")
 
+    def refresh_off_devices(self) -> None:
+        if self.off_devices.refresh():
+            self.resolver.set_off_devices(self.off_devices.macs)
+            log.info("devices off (every name blocked): %s", ", ".join(sorted(self.off_devices.macs)) or "none")
+
     async def stop(self) -> None:
         if self.workers is not None:
             await self.workers.stop()
@@ -498,6 +509,11 @@ class DnsService:
             self._stop_kernel_cache()
             self._start_kernel_cache()
         self.refresh_lan_prefixes()
+        if settings.paused_files != self.off_devices.paths:
+            self.off_devices = OffDevices(settings.paused_files)
+            self.off_devices.refresh()
+            self.resolver.set_off_devices(self.off_devices.macs)
+        self.refresh_off_devices()
         self.reloads += 1
         self.last_reload_error = None
         self._refresh_lists(settings)

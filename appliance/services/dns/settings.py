@@ -507,6 +507,12 @@ class DnsSettings(_Model):
         default_factory=list, max_length=4,
         description="IPv4 destinations (networks) the kernel answers as: the gateway's address, or"
                     " 0.0.0.0/0 with dns.intercept all (never the fake-IP range)")
+    paused_files: list[str] = Field(
+        default_factory=list, max_length=4,
+        description="files of devices that are off now ({\"macs\": [...]}: the console's paused"
+                    " devices, the ones a schedule has off; the box sets them): every question of"
+                    " such a device is answered as blocked (block_mode), local names included;"
+                    " re-read within half a second of a change")
     workers: int | None = Field(
         default=None, ge=1, le=16,
         description="processes answering UDP queries on the same address (SO_REUSEPORT);"

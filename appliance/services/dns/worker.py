@@ -29,6 +29,7 @@ import uvloop
 
 from .localnames import LocalNames, kea_lease_file
 from .neighbours import NeighbourTable
+from .paused import OFF_EVERY, OffDevices
 from .rebind import PREFIXES_EVERY, read_ra_prefixes
 from .policy import Policy
 from .resolver import Resolver
@@ -72,6 +73,8 @@ class DnsWorker:
                                  None, self.localnames, self.querylog, handoff=self.handoff,
                                  neighbour_mac=self.neighbours.mac_of)
         self.refresh_lan_prefixes()
+        self.off_devices = OffDevices(settings.paused_files)
+        self.refresh_off_devices()
         self.access = AccessList(settings.allow_clients, settings.deny_clients)
         self.limiter = rate_limiter(settings, self.processes)
         if start.get("kernel_fds"):
@@ -101,6 +104,7 @@ class DnsWorker:
         self._every(FLUSH_EVERY, self.flush)
         self._every(self.settings.local_names.refresh, self.refresh_local_names)
         self._every(PREFIXES_EVERY, self.refresh_lan_prefixes)
+        self._every(OFF_EVERY, self.refresh_off_devices)
 
     def _every(self, seconds: float, action) -> None:
         loop = asyncio.get_running_loop()
@@ -159,6 +163,10 @@ class DnsWorker:
         path = self.settings.rebind.prefixes_file
         self.resolver.set_lan_prefixes(read_ra_prefixes(path) if path else ())
 
+    def refresh_off_devices(self) -> None:
+        if self.off_devices.refresh():
+            self.resolver.set_off_devices(self.off_devices.macs)
+
     def use_policy(self, settings: DnsSettings, lists: dict) -> None:
         old = self.settings
         policy = Policy(settings, lists)
@@ -176,6 +184,11 @@ class DnsWorker:
         if settings.kernel_cache != "on":
             resolver.kernel = None  # the main process has taken the program away
         self.refresh_lan_prefixes()
+        if settings.paused_files != self.off_devices.paths:
+            self.off_devices = OffDevices(settings.paused_files)
+            self.off_devices.refresh()
+            self.resolver.set_off_devices(self.off_devices.macs)
+        self.refresh_off_devices()
 
     def stop(self) -> None:
         for timer in self._timers.values():

@@ -70,6 +70,8 @@ EMPTY_FOR_FAKE = {TYPE_AAAA, dns.rdatatype.HTTPS, dns.rdatatype.SVCB}
 FIXED_LIFETIME = 10.0  # seconds a decision that may soon change is remembered
 FAST_MIN = 1000  # at least this many decisions are remembered (else the cache size)
 GROUP_LIFETIME = 30.0  # seconds a client's group (its MAC may change) is remembered
+# ... and while its MAC is unknown: the answer just sent teaches the neighbour table the MAC.
+UNPLACED_LIFETIME = 0.25
 NEVER = float("inf")
 
 ANSWER, FORWARD = 0, 1
@@ -275,7 +277,7 @@ class Resolver:
         # Unknown MAC (or only guessed): decide again soon, the answer will
         # have taught the neighbour table the MAC.
         placed = (mac and sure) or not by_mac
-        lifetime = GROUP_LIFETIME if placed else 1.0
+        lifetime = GROUP_LIFETIME if placed else UNPLACED_LIFETIME
         self._groups[client] = (group, now + lifetime)
         # The kernel never answers an off device: its questions all come up here.
         if placed and self.kernel is not None and group != self.policy.paused:

@@ -434,6 +434,9 @@ class DnsService:
 
     def refresh_off_devices(self) -> None:
         if self.off_devices.refresh():
+            # Off devices are found by MAC: the leases as they are now (a lease taken since the
+            # last read, by a device the kernel cache answered so far, is in no neighbour table).
+            self.refresh_local_names()
             self.resolver.set_off_devices(self.off_devices.macs)
             log.info("devices off (every name blocked): %s", ", ".join(sorted(self.off_devices.macs)) or "none")
 

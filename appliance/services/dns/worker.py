@@ -165,6 +165,9 @@ class DnsWorker:
 
     def refresh_off_devices(self) -> None:
         if self.off_devices.refresh():
+            # Off devices are found by MAC: the leases as they are now (a lease taken since the
+            # last read, by a device the kernel cache answered so far, is in no neighbour table).
+            self.refresh_local_names()
             self.resolver.set_off_devices(self.off_devices.macs)
 
     def use_policy(self, settings: DnsSettings, lists: dict) -> None:

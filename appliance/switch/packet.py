@@ -221,20 +221,65 @@ def _parse_l3(f: dict[str, int], eth_type: int, b: bytes) -> None:
         f["nw_src"] = int.from_bytes(b[12:16], "big")
         f["nw_dst"] = int.from_bytes(b[16:20], "big")
         (frag,) = struct.unpack_from("!H", b, 6)
-        if frag & 0x1FFF:
-            return  # a later fragment has no transport header
+        if frag & 0x3FFF:
+            return  # a fragment, the first one too (OVS's frag handling "normal"), has no transport fields
         _parse_l4(f, b[9], b[ihl:])
         return
     if eth_type == ETH_TYPE_IPV6:
         if len(b) < 40:
             return
-        f["nw_tos"] = ((int.from_bytes(b[0:2], "big") >> 4) & 0xFF) & 0xFC
-        f["ipv6_label"] = int.from_bytes(b[0:4], "big") & 0xFFFFF
-        f["nw_proto"] = b[6]
-        f["nw_ttl"] = b[7]
         f["ipv6_src"] = int.from_bytes(b[8:24], "big")
         f["ipv6_dst"] = int.from_bytes(b[24:40], "big")
-        _parse_l4(f, b[6], b[40:], ipv6=True)
+        walked = _ipv6_ext_headers(b)
+        if walked is None:
+            return  # an extension header cut off: the addresses alone (OVS: truncated)
+        proto, off, fragment = walked
+        f["nw_tos"] = ((int.from_bytes(b[0:2], "big") >> 4) & 0xFF) & 0xFC
+        f["ipv6_label"] = int.from_bytes(b[0:4], "big") & 0xFFFFF
+        f["nw_ttl"] = b[7]
+        f["nw_proto"] = proto
+        if fragment:
+            return  # a fragment has no transport fields (OVS's frag handling "normal")
+        # ND behind an extension header: its type, not its fields (the datapath's bound).
+        _parse_l4(f, proto, b[off:], ipv6=off == 40)
+
+
+# IPv6 extension headers OVS walks past (parse_ipv6_ext_hdrs): hop-by-hop,
+# routing, destination options (8-byte units), AH (4-byte units), fragment.
+IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_FRAGMENT, IPPROTO_AH, IPPROTO_DSTOPTS = 0, 43, 44, 51, 60
+IPV6_EXT_HEADERS = frozenset({IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_FRAGMENT, IPPROTO_AH, IPPROTO_DSTOPTS})
+# The datapath reads a bounded head of the frame: at most 6 extension headers,
+# and the transport header starting at most 96 bytes after the IPv6 header's
+# start (dp_runtime.h's DP_IPV6_EXTS, DP_EXT_END); past that, as cut off
+# (OVS reads on: the one place the reference follows the datapath, not OVS).
+IPV6_EXTS, IPV6_EXT_END = 6, 96
+
+
+def _ipv6_ext_headers(b: bytes) -> tuple[int, int, bool] | None:
+    """(the transport protocol, its offset, a fragment?) after the extension headers of the IPv6
+    packet `b`; (44, offset, True) for a later fragment; None when a header is cut off or out of
+    reach."""
+    proto, off, fragment = b[6], 40, False
+    for _ in range(IPV6_EXTS):
+        if proto not in IPV6_EXT_HEADERS:
+            break
+        if off > IPV6_EXT_END or len(b) < off + 8:
+            return None
+        nxt, size = b[off], b[off + 1]
+        if proto == IPPROTO_FRAGMENT:
+            offlg = int.from_bytes(b[off + 2:off + 4], "big")
+            off += 8
+            if offlg & 0xFFF8:
+                return IPPROTO_FRAGMENT, off, True
+            fragment = fragment or offlg != 0   # a first fragment (an atomic one is none)
+        elif proto == IPPROTO_AH:
+            off += (size + 2) * 4
+        else:
+            off += (size + 1) * 8
+        proto = nxt
+    if proto in IPV6_EXT_HEADERS or off > IPV6_EXT_END:
+        return None
+    return proto, off, fragment
 
 
 def _parse_l4(f: dict[str, int], proto: int, b: bytes, ipv6: bool = False) -> None:

@@ -27,15 +27,20 @@
 
 /* The most the parser reads: Ethernet + 802.1Q + IPv6 + a neighbour
  * solicitation/advertisement (18 + 40 + 24 = 82 bytes) and its options up
- * to DP_PARSE_BYTES, five 8-byte options (Linux sends one; IPv4 with
- * options and its ports, 18 + 60 + 4, fits too). */
-#define DP_PARSE_BYTES 128
+ * to five 8-byte options (Linux sends one; IPv4 with options and its
+ * ports, 18 + 60 + 4, fits too); IPv6 extension headers up to DP_EXT_END
+ * and an ICMPv6 header behind them (18 + 124 + 8 for the verifier). */
+#define DP_PARSE_BYTES 152
 /* ND options start 24 bytes after the ICMPv6 header and are multiples of
  * 8 bytes: the last one read starts at DP_ND_OPT_LAST, so every read stays
  * within DP_PARSE_BYTES (18 + 40 + 56 + 8 = 122) for the verifier on the
  * stack copy as well as on the packet. */
 #define DP_ND_OPT_LAST 56
 #define DP_ND_OPTS 5
+/* IPv6 extension headers walked, and where the transport header may start
+ * at the latest (bytes after the IPv6 header's start). */
+#define DP_IPV6_EXTS 6
+#define DP_EXT_END 96
 
 #ifndef DP_STATS_SLOTS
 #define DP_STATS_SLOTS 1024
@@ -225,7 +230,7 @@ static __always_inline void dp_parse_nd(struct dp_key *k, __u8 *l3, __u8 *end)
 static __always_inline int dp_parse_from(struct __sk_buff *skb, struct dp_key *k,
 					 __u8 *data, __u8 *end)
 {
-	__u8 *l3, *l4;
+	__u8 *l3, *l4, nd = 0;
 	__u16 proto;
 	__u32 ihl;
 
@@ -276,22 +281,77 @@ static __always_inline int dp_parse_from(struct __sk_buff *skb, struct dp_key *k
 		k->nw_proto = l3[9];
 		k->nw_src = dp_load_be32(l3 + 12);
 		k->nw_dst = dp_load_be32(l3 + 16);
-		/* A later fragment has no transport header. */
-		if ((((__u16)l3[6] << 8) | l3[7]) & 0x1fff)
+		/* A fragment, the first one too, has no transport fields: OVS's
+		 * frag handling "normal" zeroes the ports of every fragment. */
+		if ((((__u16)l3[6] << 8) | l3[7]) & 0x3fff)
 			return 0;
 		l4 = l3 + ihl;
 	} else if (proto == ETH_P_IPV6) {
+		__u32 off = 40, i;
+		__u8 nh, later = 0, frag = 0, *ext;
+
 		if (l3 + 40 > end)
 			return 0;
-		k->nw_tos = ((((__u16)l3[0] << 8) | l3[1]) >> 4) & 0xfc;
-		k->ipv6_label = dp_load_be32(l3) & 0xfffff;
-		k->nw_proto = l3[6];
-		k->nw_ttl = l3[7];
 		k->ipv6_src[0] = dp_load_be64(l3 + 8);
 		k->ipv6_src[1] = dp_load_be64(l3 + 16);
 		k->ipv6_dst[0] = dp_load_be64(l3 + 24);
 		k->ipv6_dst[1] = dp_load_be64(l3 + 32);
-		l4 = l3 + 40;
+		/* Extension headers, as OVS's parse_ipv6_ext_hdrs: the transport
+		 * header is the one after them (a DNS query behind a destination
+		 * option is still udp6,tp_dst=53).  A fragment has no transport
+		 * fields (OVS's frag handling "normal" zeroes them in the first
+		 * one too); a later one is nw_proto 44.  An extension header cut
+		 * off, or one ending past DP_EXT_END, leaves the addresses alone
+		 * read (OVS: a truncated header), as do more than DP_IPV6_EXTS. */
+		nh = l3[6];
+#pragma unroll
+		for (i = 0; i < DP_IPV6_EXTS; i++) {
+			if (nh != 0 && nh != 43 && nh != 60 && nh != 51 && nh != 44)
+				break;
+			if (off > DP_EXT_END)
+				return 0;
+			asm volatile("%[o] &= 0x7c" : [o] "+r"(off));   /* as below */
+			ext = l3 + off;
+			if (ext + 8 > end)
+				return 0;
+			if (nh == 44) {
+				__u16 offlg = ((__u16)ext[2] << 8) | ext[3];
+
+				nh = ext[0];
+				off += 8;
+				if (offlg & 0xfff8) {
+					later = 1;
+					break;
+				}
+				if (offlg)   /* a first fragment (an atomic one is none) */
+					frag = 1;
+			} else if (nh == 51) {
+				nh = ext[0];
+				off += ((__u32)ext[1] + 2) * 4;
+			} else {
+				nh = ext[0];
+				off += ((__u32)ext[1] + 1) * 8;
+			}
+		}
+		if (!later && (nh == 0 || nh == 43 || nh == 60 || nh == 51 || nh == 44 ||
+			       off > DP_EXT_END))
+			return 0;
+		k->nw_tos = ((((__u16)l3[0] << 8) | l3[1]) >> 4) & 0xfc;
+		k->ipv6_label = dp_load_be32(l3) & 0xfffff;
+		k->nw_ttl = l3[7];
+		if (later) {
+			k->nw_proto = 44;
+			return 0;
+		}
+		k->nw_proto = nh;
+		if (frag)
+			return 0;
+		nd = off == 40;
+		/* off is a multiple of 4 up to DP_EXT_END: the mask changes
+		 * nothing but keeps the verifier's bound (DP_PARSE_BYTES has room
+		 * for 18 + 124 + 8), which clang's moves lose. */
+		asm volatile("%[o] &= 0x7c" : [o] "+r"(off));
+		l4 = l3 + off;
 	} else {
 		return 0;
 	}
@@ -311,7 +371,8 @@ static __always_inline int dp_parse_from(struct __sk_buff *skb, struct dp_key *k
 			return 0;
 		k->icmp_type = l4[0];
 		k->icmp_code = l4[1];
-		if (proto == ETH_P_IPV6 && l4[1] == 0 && (l4[0] == 135 || l4[0] == 136))
+		/* ND behind an extension header: its type, not its fields. */
+		if (nd && l4[1] == 0 && (l4[0] == 135 || l4[0] == 136))
 			dp_parse_nd(k, l3, end);
 	}
 	return 0;

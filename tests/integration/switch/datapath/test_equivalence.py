@@ -299,3 +299,20 @@ def test_neighbour_discovery_agrees_on_whole_and_cut_frames(strategy, defines):
                 cut = frame[:keep]
                 for in_port in (1, 3):
                     check(dp, table, Packet.from_bytes(cut, in_port=in_port), cut)
+
+
+@pytest.mark.parametrize("strategy,defines", [
+    ("linear", ()), ("hashed", ()), ("linear", ("DP_PARSE_COPY",)), ("hashed", ("DP_PARSE_COPY",)),
+], ids=["linear", "hashed", "linear-copy", "hashed-copy"])
+def test_ipv6_extension_headers_agree_on_whole_and_cut_frames(strategy, defines):
+    """The transport fields behind IPv6 extension headers, later fragments and headers cut off,
+    read by the program (on the packet and on the stack copy) as by the reference, also where
+    the datapath stops short of OVS (seven headers, a transport header past its 128 bytes)."""
+    from tests.support.ipv6ext import EXT_TABLE, ext_frames
+    table = FlowTable(parse_flows(EXT_TABLE))
+    with TestDatapath(table, PORTS, strategy=strategy, defines=defines) as dp:
+        for _, frame in ext_frames(beyond_ovs=True):
+            for keep in {len(frame), len(frame) - 3, 14 + 40 + 6, 14 + 40 + 12, 14 + 40 + 30}:
+                cut = frame[:keep]
+                for in_port in (1, 3):
+                    check(dp, table, Packet.from_bytes(cut, in_port=in_port), cut)

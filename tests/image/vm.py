@@ -31,7 +31,7 @@ UPLINK, DOWNLINK = "ens3", "ens4"  # pc machine, slots 3 and 4
 OVMF = "/usr/share/ovmf/OVMF.fd"
 
 SETTINGS = f"""\
-version: 1
+version: 2
 ports: {{uplink: {UPLINK}, downlink: {DOWNLINK}}}
 gateway: {{ip: 192.168.1.1, mac: "{MODEM_MAC}"}}
 lan: {{prefix: 192.168.1.0/24}}

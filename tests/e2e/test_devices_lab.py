@@ -110,12 +110,7 @@ def dig_status(lab, client) -> str:
 def dns_turns(lab, client, want: str, message: str) -> float:
     """Seconds until the client's answer is `want` (polled every 0.2 s, at most 10 s)."""
     start = time.monotonic()
-    seen = []
-
-    def turned() -> bool:
-        seen.append((dig_status(lab, client), round(time.monotonic() - start, 2)))
-        return seen[-1][0] == want
-    wait_until(turned, 10, message)
+    wait_until(lambda: dig_status(lab, client) == want, 10, message)
     return time.monotonic() - start
 
 

@@ -12,9 +12,9 @@ the whole day) switches client 1 off within 2 s (no internet, every name blocked
 "off by its schedule" on the page) and clearing it brings it back; a MAC the box never saw shows
 on the audit log as a new device.
 """
-import subprocess
 import json
 import re
+import subprocess
 import time
 
 import pytest

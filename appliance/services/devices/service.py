@@ -32,6 +32,7 @@ from datetime import datetime
 
 from appliance import durable
 from appliance.kernel.clock import boot_id
+from appliance.services.devices.macfile import read_macs
 from appliance.services.devices.policy import Policy, PolicyError, scheduled_off
 from appliance.services.devices.tracker import LEARN_SECONDS, Tracker
 from appliance.services.health import record
@@ -131,15 +132,6 @@ class DeviceMaps:
             return True
         finally:
             m.close()
-
-
-def read_macs(path: str) -> set[str]:
-    """{"macs": [...]} files (paused.json, scheduled.json); empty when absent or unreadable."""
-    try:
-        with open(path) as f:
-            return set(json.load(f).get("macs", []))
-    except (OSError, ValueError, AttributeError):
-        return set()
 
 
 def read_policy(path: str) -> Policy:

@@ -11,19 +11,11 @@ to read them again.
 """
 from __future__ import annotations
 
-import json
 import os
 
+from appliance.services.devices.macfile import read_macs
+
 OFF_EVERY = 0.5  # seconds between looks at the files (a pause is felt within 2 s, devices tick included)
-
-
-def read_macs(path: str) -> set[str]:
-    """{"macs": [...]} files; empty when absent or unreadable (nobody paused)."""
-    try:
-        with open(path) as f:
-            return {str(m).lower() for m in json.load(f).get("macs", [])}
-    except (OSError, ValueError, AttributeError, TypeError):
-        return set()
 
 
 class OffDevices:

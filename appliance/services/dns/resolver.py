@@ -646,14 +646,21 @@ class Resolver:
             lifetime = FIXED_LIFETIME
             if q.qtype != TYPE_CNAME:
                 found, note = await self._lookup(target, q.qtype)
+                rcode = found.rcode
+                lifetime = (found.stored + found.lifetime - self._clock()) if not note else 0
                 if found.rcode == dns.rcode.NOERROR or found.an:
                     key = name_wire(target) + struct.pack(">HH", q.qtype, CLASS_IN)
-                    records = dns.message.from_wire(
-                        HEADER.pack(0, QR, 1, found.an, found.ns, found.ar) + key + found.body)
-                    response.answer.extend(records.answer)
-                if found.rcode != dns.rcode.NOERROR:
-                    response.set_rcode(found.rcode)
-                lifetime = (found.stored + found.lifetime - self._clock()) if not note else 0
+                    try:
+                        records = dns.message.from_wire(
+                            HEADER.pack(0, QR, 1, found.an, found.ns, found.ar) + key + found.body)
+                        response.answer.extend(records.answer)
+                    except dns.exception.DNSException as e:
+                        # The forwarding path checks only what it relays (compression
+                        # pointers are not followed); copying records needs them whole.
+                        log.warning("rewrite of %s: the answer for %s is malformed (%s)", qname, target, e)
+                        rcode, lifetime = dns.rcode.SERVFAIL, 0
+                if rcode != dns.rcode.NOERROR:
+                    response.set_rcode(rcode)
             answer = prepare(response.to_wire())
             answer.stored = self._clock()
             entry = Decided(ANSWER, "rewrite", decision.origin, q, qname, answer,

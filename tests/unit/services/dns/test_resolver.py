@@ -47,6 +47,8 @@ class ScriptedUpstream(Upstream):
         if self.mode == "slow":
             await asyncio.sleep(timeout)
             raise asyncio.TimeoutError
+        if self.mode == "bad-pointer":
+            return bad_pointer_answer(wire)
         r = dns.message.make_response(query)
         q = query.question[0]
         if q.name.to_text().startswith("nx."):
@@ -59,6 +61,18 @@ class ScriptedUpstream(Upstream):
         return r.to_wire(max_size=65535)
 
 
+def bad_pointer_answer(query: bytes) -> bytes:
+    """An A answer whose authority record's owner points into the middle of a label.
+
+    The records are whole and the counts right, so the answer can be relayed
+    as it came; the owner only breaks when the name is followed."""
+    qid = query[:2]
+    question = query[12:12 + query[12:].index(b"\0") + 5]
+    a = b"\xc0\x0c" + b"\x00\x01\x00\x01" + b"\x00\x00\x00\x3c" + b"\x00\x04" + bytes([192, 0, 2, 7])
+    ns = b"\xc0\x0d" + b"\x00\x02\x00\x01" + b"\x00\x00\x00\x3c" + b"\x00\x02" + b"\xc0\x0c"
+    return qid + b"\x81\x80\x00\x01\x00\x01\x00\x01\x00\x00" + question + a + ns
+
+
 DOC = {
     "upstreams": [{"url": "udp://192.0.2.53"}],
     "cache": {"stale_after": 0.05, "servfail_after": 0.3},
@@ -67,6 +81,7 @@ DOC = {
         {"match": "suffix", "value": "null.example", "then": {"action": "block", "mode": "null"}},
         {"match": "suffix", "value": "video.example", "then": {"action": "fake-ip", "route": "proxyA"}},
         {"match": "exact", "value": "rw.example", "then": {"action": "rewrite", "answer": ["10.1.1.1", "fd00::1"]}},
+        {"match": "exact", "value": "cn.example", "then": {"action": "rewrite", "answer": ["x.example"]}},
     ],
     "groups": [{"name": "kids", "clients": ["192.168.1.50"],
                 "rules": [{"match": "suffix", "value": "video.example", "then": {"action": "block"}}]}],
@@ -312,3 +327,15 @@ def test_intercept_all_answers_firefoxs_canary_nxdomain_whatever_the_block_mode(
     assert ask(resolver, "use-application-dns.net").rcode() == dns.rcode.NXDOMAIN
     assert upstream.calls == 0
     assert ask(resolver, "dns.google").answer[0][0].to_text() == "0.0.0.0"  # blocked the group's way
+
+
+def test_a_rewrite_whose_target_answers_a_broken_name_is_servfail_and_the_server_goes_on(env):
+    resolver, upstream, clock = env
+    upstream.mode = "bad-pointer"
+    r = ask(resolver, "cn.example")
+    assert r.rcode() == dns.rcode.SERVFAIL
+    assert [rrset.rdtype for rrset in r.answer] == [dns.rdatatype.CNAME]
+    upstream.mode = "ok"
+    clock.t += 61  # the target's own answer is cached for its TTL, as it came
+    r = ask(resolver, "cn.example")  # the rewrite's failure itself is not kept
+    assert r.rcode() == dns.rcode.NOERROR and addresses(r)[0].startswith("192.0.2.")

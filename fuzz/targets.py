@@ -300,7 +300,7 @@ MODULES = {
                   "appliance.services.dns.rules", "dns.message", "dns.name", "dns.rdata", "dns.edns"],
     "dns_answer": ["appliance.services.dns.wire", "appliance.services.dns.resolver", "appliance.services.dns.upstream",
                    "appliance.services.dns.cache", "dns.message", "dns.name", "dns.rdata"],
-    "settings": ["appliance.box.settings", "appliance.services.dns.settings", "appliance.services.relay.settings",
+    "settings": ["appliance.yaml12", "appliance.box.settings", "appliance.services.dns.settings", "appliance.services.relay.settings",
                  "appliance.switch.parser", "yaml", "json"],
     "kea_leases": ["appliance.services.dns.localnames", "csv"],
     "relay_reply": ["appliance.services.relay.upstream", "appliance.services.relay.udp"],

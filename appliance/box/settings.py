@@ -27,6 +27,7 @@ from appliance.box.flows import custom_flow_errors
 from appliance.box.layout import RESERVED_LINK_NAMES
 from appliance.services.dns.settings import DnsSettings
 from appliance.services.relay.settings import RelaySettings
+from appliance.yaml12 import load_yaml
 
 NON_FIELD = "__all__"  # Django's key for errors that belong to no one field
 
@@ -530,29 +531,9 @@ def parse_settings(data: Any, *, nics: Collection[str] | None = None) -> Setting
 
 # ---------------------------------------------------------------- JSON and YAML
 
-class _Yaml12Loader(yaml.SafeLoader):
-    """SafeLoader without YAML 1.1's base-60 integers.
-
-    Under YAML 1.1 an unquoted MAC such as 18:00:00:00:00:12 is an integer;
-    people write MACs unquoted, so only decimal, hex and octal stay numbers.
-    """
-
-
-_Yaml12Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers
-            if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0x[0-9a-fA-F]+|0o[0-7]+)$"), list("-+0123456789"))
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$"),
-    list("-+0123456789."))
-
-
 def from_yaml(text: str, *, nics: Collection[str] | None = None) -> Settings:
     try:
-        data = yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+        data = load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

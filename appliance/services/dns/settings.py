@@ -605,9 +605,11 @@ def load_settings_file(path: str | Path) -> DnsSettings:
     """Read YAML (or JSON, a subset) from a file and validate it."""
     import yaml
 
+    from appliance.yaml12 import load_yaml
+
     text = Path(path).read_text()
     try:
-        data = yaml.safe_load(text) if not str(path).endswith(".json") else json.loads(text)
+        data = load_yaml(text) if not str(path).endswith(".json") else json.loads(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise SettingsError({"(file)": f"{path}: {exc}"}) from None
     return parse_settings(data or {})

@@ -295,12 +295,14 @@ def load_settings_file(path: str | Path) -> RelaySettings:
     """Read YAML (or JSON) from a file and validate it."""
     import yaml
 
+    from appliance.yaml12 import load_yaml
+
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise SettingsError({"(file)": f"{path}: {exc.strerror}"}) from None
     try:
-        data = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+        data = json.loads(text) if str(path).endswith(".json") else load_yaml(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise SettingsError({"(file)": f"{path}: {exc}"}) from None
     return parse_settings(data or {})

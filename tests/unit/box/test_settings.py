@@ -48,6 +48,17 @@ def test_yaml_unquoted_mac_is_a_mac_not_a_base60_number():
     assert from_yaml(text).gateway.mac == "18:00:00:00:00:e8"
 
 
+def test_yaml_integers_are_yaml_1_2_and_a_bad_one_names_its_field():
+    text = to_yaml(parse_settings(base()))
+    assert "lease_time: 86400" in text
+    assert from_yaml(text.replace("lease_time: 86400", "lease_time: 07200")).dhcp.lease_time == 7200
+    assert from_yaml(text.replace("lease_time: 86400", "lease_time: 0o7020")).dhcp.lease_time == 3600
+    assert from_yaml(text.replace("lease_time: 86400", "lease_time: 0xe10")).dhcp.lease_time == 3600
+    with pytest.raises(SettingsError) as e:
+        from_yaml(text.replace("prefix: 192.168.1.0/24", "prefix: 096"))
+    assert "lan.prefix" in e.value.errors
+
+
 def test_mac_is_normalised():
     s = parse_settings(with_("vproxy.mac", "D6-00-00-00-00-BF"))
     assert s.vproxy.mac == "d6:00:00:00:00:bf"

@@ -152,6 +152,15 @@ struct {
  * packet: a packet pointer moved by a variable is refused to a loader
  * without CAP_PERFMON (the DNS server has CAP_BPF and CAP_NET_ADMIN). */
 #define KC_RAW (KC_NAME_MAX + 4 + OPT_LEN)
+
+/* Bound a helper's length on the very register the call takes.  The C checks
+ * before it are on a copy clang may spill to the stack; 6.1's verifier does
+ * not carry what a branch learnt to a spilled copy (6.8 and later do), and
+ * refuses the call ("R4 min value is outside of the allowed memory range").
+ * The values are already checked, so this never changes one. */
+#define KC_BOUND(n, lo, hi) \
+	asm volatile("if %0 >= %1 goto +1; %0 = %1; if %0 <= %2 goto +1; %0 = %2" \
+		     : "+r"(n) : "i"(lo), "i"(hi))
 struct kc_scratch {
 	struct kc_key key;
 	__u8 raw[KC_RAW + 1];
@@ -257,7 +266,9 @@ int kernel_cache(struct __sk_buff *skb)
 	asm volatile("" : "+r"(raw_len));
 	if (raw_len < 5 || raw_len > KC_RAW)
 		return count(KC_NOT_PLAIN, TC_ACT_OK);
-	if (bpf_skb_load_bytes(skb, DNS_AT + 12, raw, raw_len))
+	__u64 n_raw = raw_len;
+	KC_BOUND(n_raw, 5, KC_RAW);
+	if (bpf_skb_load_bytes(skb, DNS_AT + 12, raw, n_raw))
 		return count(KC_NOT_PLAIN, TC_ACT_OK);
 
 	/* The name, byte by byte: a length byte (1-63; a pointer or a reserved
@@ -346,6 +357,7 @@ int kernel_cache(struct __sk_buff *skb)
 	asm volatile("" : "+r"(n));
 	if (n == 0 || n > KC_BODY_MAX)
 		return TC_ACT_SHOT;
+	KC_BOUND(n, 1, KC_BODY_MAX);
 	if (bpf_skb_store_bytes(skb, at, a->body, n, 0))
 		return TC_ACT_SHOT;
 	for (int i = 0; i < KC_TTLS; i++) {

@@ -305,7 +305,8 @@ int kernel_cache(struct __sk_buff *skb)
 		return count(KC_NOT_PLAIN, TC_ACT_OK);
 	}
 	/* after the name: read at a variable offset by the helper (see kc_scratch) */
-	__u8 q[4 + OPT_LEN];
+	/* zeroed: 6.1 without CAP_PERFMON may not read stack a helper might not have written */
+	__u8 q[4 + OPT_LEN] = {};
 	if (bpf_skb_load_bytes(skb, DNS_AT + 12 + name_len, q, edns ? sizeof(q) : 4))
 		return count(KC_NOT_PLAIN, TC_ACT_OK);
 	key->qtype = ((__u16)q[0] << 8) | q[1];
@@ -360,17 +361,22 @@ int kernel_cache(struct __sk_buff *skb)
 	KC_BOUND(n, 1, KC_BODY_MAX);
 	if (bpf_skb_store_bytes(skb, at, a->body, n, 0))
 		return TC_ACT_SHOT;
+	/* Unrolled: each entry at a constant offset.  As a loop, Debian 6.1's
+	 * verifier without CAP_PERFMON walked clang's pointer through the arrays
+	 * past the value's end, or past 64 iterations, and refused the program. */
+#pragma clang loop unroll(full)
 	for (int i = 0; i < KC_TTLS; i++) {
-		if (i >= ttl_count)
-			break;
-		__u32 ttl = a->ttl[i];
-		__u32 v = ttl > age ? ttl - (__u32)age : 0;
-		__u32 left = bpf_htonl(v);
-		__u32 off = a->ttl_off[i];
-		if (bpf_skb_store_bytes(skb, at + off, &left, 4, 0))
-			return TC_ACT_SHOT;
-		__u32 part = fold((v >> 16) + (v & 0xffff));
-		ttl_sum += ((qlen + off) & 1) ? rot8(part) : part;
+		/* no break: with one, clang sees a runtime trip count and keeps the loop */
+		if (i < ttl_count) {
+			__u32 ttl = a->ttl[i];
+			__u32 v = ttl > age ? ttl - (__u32)age : 0;
+			__u32 left = bpf_htonl(v);
+			__u32 off = a->ttl_off[i];
+			if (bpf_skb_store_bytes(skb, at + off, &left, 4, 0))
+				return TC_ACT_SHOT;
+			__u32 part = fold((v >> 16) + (v & 0xffff));
+			ttl_sum += ((qlen + off) & 1) ? rot8(part) : part;
+		}
 	}
 	if (bpf_skb_store_bytes(skb, DNS_AT + 2, counts, sizeof(counts), 0))
 		return TC_ACT_SHOT;

@@ -24,6 +24,7 @@ Devices are named by ifindex in the namespace `netns` (None: our own).
 """
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import socket
@@ -120,7 +121,7 @@ class LinuxTc:
             with IPRoute() as ipr:
                 return fn(ipr, *args)
         try:
-            return in_netns(netns, call)
+            return _outside_event_loop(lambda: in_netns(netns, call))
         except (NetlinkError, OSError) as e:
             raise KernelError(f"netns {netns or '(own)'}: {what}: {e}") from e
 
@@ -210,6 +211,32 @@ class LinuxTc:
         if not self.tcx_supported():
             return []
         return in_netns(netns, libbpf.prog_query, ifindex, BPF_TCX_INGRESS)
+
+
+def _outside_event_loop(fn):
+    """`fn()`, on a thread of its own when this one runs an asyncio loop.
+
+    pyroute2's synchronous IPRoute drives an event loop of its own and fails
+    with "this event loop is already running" inside a running one: the DNS
+    server attaching its clsact filter on 6.1 (no tcx) did."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn()
+    result: list = []
+
+    def run():
+        try:
+            result.append((True, fn()))
+        except BaseException as e:  # re-raised on the caller's thread
+            result.append((False, e))
+    t = threading.Thread(target=run, name="netlink")
+    t.start()
+    t.join()
+    ok, value = result[0]
+    if not ok:
+        raise value
+    return value
 
 
 def _filters(ipr: IPRoute, ifindex: int) -> list[Filter]:

@@ -129,3 +129,27 @@ def test_hostile_queries_never_get_an_answer_the_server_would_not_give(program):
                                       1232 if q.edns < 0 or q.edns > 1232 else q.edns), dns.hex()
             answered += 1
     assert answered  # some mutations (the ID, letter case, RD) are still the same question
+
+
+def test_the_clsact_fallback_attaches_from_the_servers_event_loop(netns):
+    """As the DNS server starts it on 6.1 (no tcx): from inside its running asyncio loop."""
+    import asyncio
+
+    from appliance.kernel.setns import in_netns
+
+    subprocess.run(["ip", "-n", netns, "link", "add", "e0", "type", "veth", "peer", "name", "e1"], check=True)
+    subprocess.run(["ip", "-n", netns, "link", "set", "e0", "up"], check=True)
+
+    async def start(cache):
+        cache.start()
+
+    with tempfile.TemporaryDirectory() as build:
+        cache = KernelCache("e0", [f"{GW}/32"], "198.18.0.0/15", Path(build), tcx=False)
+        in_netns(netns, lambda: asyncio.run(start(cache)))
+        try:
+            assert cache.attach_mode == "tc clsact"
+            shown = subprocess.run(["tc", "-n", netns, "filter", "show", "dev", "e0", "ingress"],
+                                   capture_output=True, text=True).stdout
+            assert "appliance-dns-cache" in shown
+        finally:
+            in_netns(netns, cache.close)

@@ -53,8 +53,10 @@ from tests.support.stack import ROOT, Stack  # noqa: E402
 
 BEFORE = "dc822c0"  # the console before the speed work: one daphne, every reading per request
 
-P95_TARGET_MS = 100.0
-APPLY_TARGET_S = 3.0
+# Issue 18's targets: p95 under 50 ms with keep-alive at 50 connections, a DHCP-pool apply on the
+# real lab box under 1 s.
+P95_TARGET_MS = 50.0
+APPLY_TARGET_S = 1.0
 
 LUA = """
 done = function(summary, latency, requests)
@@ -233,7 +235,7 @@ def main() -> int:
 
     n = a.connections
     print(f"\nconsole under wrk: {n} connections, {a.seconds} s each, {os.cpu_count()} cores")
-    print("p95 in ms (and p95/target, target 100 ms); keep-alive as browsers do, and Connection: close")
+    print(f"p95 in ms (and p95/target, target {P95_TARGET_MS:.0f} ms); keep-alive as browsers do, and Connection: close")
     print(f"{'page':<20}{'server, box':<20}{f'{n}c req/s':>10}{f'{n}c p95':>14}{f'{n}c close p95':>16}"
           f"{'1c p95':>12}{'1c close p95':>16}{'non-2xx/socket errors':>22}")
     cell = lambda r: f"{r['p95']:.0f} ({r['p95'] / P95_TARGET_MS:.2f})"  # noqa: E731
@@ -245,7 +247,7 @@ def main() -> int:
             print(f"{page:<20}{name:<20}{runs[(n, False)]['rps']:>10.0f}{cell(runs[(n, False)]):>14}"
                   f"{cell(runs[(n, True)]):>16}{cell(runs[(1, False)]):>12}{cell(runs[(1, True)]):>16}"
                   f"{str(sum(r['status'] for r in runs.values())) + '/' + str(sum(r['socket'] for r in runs.values())):>22}")
-    print(f"\nApply -> applied, DHCP-pool change, {a.applies} runs each (target {APPLY_TARGET_S:.0f} s)")
+    print(f"\nApply -> applied, DHCP-pool change, {a.applies} runs each (target {APPLY_TARGET_S:g} s)")
     print(f"{'row':<32}{'median s':>9}{'max s':>8}{'median/target':>15}{'max/target':>12}")
     labels = {"fakes": "apply (fake box: queue+worker)", "lab": "apply (real box in the lab)"}
     for name, _, times in results:

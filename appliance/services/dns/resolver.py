@@ -661,7 +661,15 @@ class Resolver:
                         rcode, lifetime = dns.rcode.SERVFAIL, 0
                 if rcode != dns.rcode.NOERROR:
                     response.set_rcode(rcode)
-            answer = prepare(response.to_wire())
+            try:
+                wire = response.to_wire()
+            except dns.exception.TooBig:
+                # The target's answer fit in one message, but not behind the CNAME.
+                log.warning("rewrite of %s: the answer for %s does not fit behind the CNAME", qname, target)
+                del response.answer[1:]
+                response.set_rcode(dns.rcode.SERVFAIL)
+                lifetime, wire = 0, response.to_wire()
+            answer = prepare(wire)
             answer.stored = self._clock()
             entry = Decided(ANSWER, "rewrite", decision.origin, q, qname, answer,
                             expires=answer.stored + lifetime)

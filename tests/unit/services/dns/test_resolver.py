@@ -1,6 +1,7 @@
 """The resolver end to end, with upstreams standing in for the network."""
 
 import asyncio
+import struct
 
 import dns.flags
 import dns.message
@@ -49,6 +50,8 @@ class ScriptedUpstream(Upstream):
             raise asyncio.TimeoutError
         if self.mode == "bad-pointer":
             return bad_pointer_answer(wire)
+        if self.mode == "full":  # an answer as big as a DNS message can be
+            return full_answer(wire)
         r = dns.message.make_response(query)
         q = query.question[0]
         if q.name.to_text().startswith("nx."):
@@ -71,6 +74,16 @@ def bad_pointer_answer(query: bytes) -> bytes:
     a = b"\xc0\x0c" + b"\x00\x01\x00\x01" + b"\x00\x00\x00\x3c" + b"\x00\x04" + bytes([192, 0, 2, 7])
     ns = b"\xc0\x0d" + b"\x00\x02\x00\x01" + b"\x00\x00\x00\x3c" + b"\x00\x02" + b"\xc0\x0c"
     return qid + b"\x81\x80\x00\x01\x00\x01\x00\x01\x00\x00" + question + a + ns
+
+
+def full_answer(query: bytes) -> bytes:
+    """An A answer of 4094 records: for x.example 65531 bytes, which fit in a message, not behind a CNAME."""
+    qid = query[:2]
+    question = query[12:12 + query[12:].index(b"\0") + 5]
+    n = 4094
+    a = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04"
+    records = b"".join(a + struct.pack(">I", 0x0B000000 + i) for i in range(n))
+    return qid + b"\x81\x80\x00\x01" + struct.pack(">HHH", n, 0, 0) + question + records
 
 
 DOC = {
@@ -338,4 +351,17 @@ def test_a_rewrite_whose_target_answers_a_broken_name_is_servfail_and_the_server
     upstream.mode = "ok"
     clock.t += 61  # the target's own answer is cached for its TTL, as it came
     r = ask(resolver, "cn.example")  # the rewrite's failure itself is not kept
+    assert r.rcode() == dns.rcode.NOERROR and addresses(r)[0].startswith("192.0.2.")
+
+
+def test_a_rewrite_whose_target_answer_does_not_fit_behind_the_cname_is_servfail_not_silence(env):
+    # Found by `make fuzz` (dns_answer): the client got no answer at all and waited for its timeout.
+    resolver, upstream, clock = env
+    upstream.mode = "full"
+    r = ask(resolver, "cn.example", udp=False)
+    assert r.rcode() == dns.rcode.SERVFAIL
+    assert [rrset.rdtype for rrset in r.answer] == [dns.rdatatype.CNAME]
+    upstream.mode = "ok"
+    clock.t += 61
+    r = ask(resolver, "cn.example", udp=False)  # the failure is not kept
     assert r.rcode() == dns.rcode.NOERROR and addresses(r)[0].startswith("192.0.2.")

@@ -73,14 +73,16 @@ def fuzz(target: str, runs: int, max_time: int, hang_ms: float) -> dict:
     args = [f"-runs={runs}", f"-max_total_time={max_time}", f"-artifact_prefix={work}/",
             "-timeout=10", "-rss_limit_mb=4096", "-max_len=4096", "-print_final_stats=1",
             str(work / "new"), str(seeds)]
-    t0 = time.monotonic()
+    t0, started = time.monotonic(), time.time()
     res = subprocess.run([sys.executable, __file__, "--child", target, "--hang-ms", str(hang_ms), "--", *args],
                          capture_output=True, text=True, cwd=TOP)
     took = time.monotonic() - t0
     (work / "log.txt").write_text(res.stdout + res.stderr)
     text = res.stderr
     m = re.search(r"stat::number_of_executed_units:\s*(\d+)", text) or re.search(r"Done (\d+) runs", text)
-    crashes = sorted(p.name for p in work.glob("crash-*")) + sorted(p.name for p in work.glob("timeout-*"))
+    # Only this run's: a crash kept from an earlier run (to replay it while fixing) is not found again.
+    crashes = sorted(p.name for pattern in ("crash-*", "timeout-*") for p in work.glob(pattern)
+                     if p.stat().st_mtime >= started)
     hangs = len(list(work.glob("hang-*")))
     before = len(list(seeds.iterdir()))
     # Only the inputs that reach code the saved corpus does not: a corpus that stays small.

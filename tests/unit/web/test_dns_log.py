@@ -68,6 +68,15 @@ def test_console_log_page_lists_and_filters(client_admin, asked):
     assert "minutes: " in bad and "is not a whole number of minutes" in bad
 
 
+def test_a_hostile_name_in_the_log_is_shown_as_text(client_admin, asked):
+    # Any device on the home side chooses the names it asks for.
+    assert _ask(asked, '<img src=x onerror="alert(1)">.ads.test', "192.168.1.72").rcode() == dns.rcode.NXDOMAIN
+    page = client_admin.get("/dns/log/", {"client": "192.168.1.72"}).content.decode()
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;.ads.test" in page
+    assert "<img" not in page
+    assert "no query matches" in client_admin.get("/dns/log/", {"client": "192.168.1.99"}).content.decode()
+
+
 def test_dns_page_shows_tables_not_a_dictionary(client_admin, asked):
     page = client_admin.get("/dns/").content.decode()
     assert 'id="dns-summary"' in page and 'id="dns-top-blocked"' in page

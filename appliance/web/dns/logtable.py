@@ -4,7 +4,7 @@ Why not the template: a search shows up to a few hundred rows, and Django's
 template engine spent 3.4 ms on a hundred (nine cells each), a third of the
 page in the lab. Every value from the log (names and clients come from the
 home's devices) goes through `escape`, as the template's autoescape did;
-tests/unit/web/test_query_log.py reads the page.
+tests/unit/web/test_dns_log.py reads the page.
 """
 from __future__ import annotations
 

@@ -58,7 +58,8 @@ def query_log(request):
     entries = [{**e, "when": dt.datetime.fromtimestamp(e["time"]), "rcode_text": dns.rcode.to_text(e["rcode"])}
                for e in (reading.value or [])] if reading is not None else []
     return render(request, "dns/log.html", {
-        "entries": entries, "rows": logtable.rows(entries), "errors": errors, "problem": reading.problem if reading is not None else None,
+        "entries": entries, "rows": logtable.rows(entries), "errors": errors,
+        "problem": reading.problem if reading is not None else None,
         "q": {**{k: request.GET.get(k, "") for k in ("client", "mac", "domain", "action", "minutes")},
               "limit": found.get("limit", 100)},
         "actions": ACTIONS, "kernel": kernel})

@@ -17,9 +17,17 @@ structures, chosen per table:
   .entries), filled by the loader; the C only knows the masks.
 
 Action lists are deduplicated per table and become the cases of a switch.
-`resubmit` and `goto_table` are inlined (the called table's function is
-emitted first), so a resubmit loop cannot be expressed: it is rejected with
-the flow that closes the loop named.  Same table in, same C out.
+A jump that ends an action list (`goto_table`, or a `resubmit` as the last
+action) is a tail call: the table returns the next table's number and one
+chain (`dp_from_T`: table T, then every table its tail jumps reach, in call
+order) runs it.  Each table's code then appears once in the chain however
+many flows jump to it; inlining it at every jump multiplied the program,
+and the verifier's work, by the fan-out of every table (a generated
+three-table, 17-flow table needed more than the verifier's 10^6
+instructions).  A `resubmit` in the middle of a list must come back to the
+actions after it, so it calls the target's chain inline.  A resubmit loop
+cannot be expressed: it is rejected with the flow that closes the loop
+named.  Same table in, same C out.
 """
 from __future__ import annotations
 
@@ -195,7 +203,9 @@ def _pack_tuple_key(tid: int, layout, values: Mapping[str, int], size: int) -> b
 # ------------------------------------------------------------------- actions
 
 def _action_code(act: FL.Action, flow: Flow, table: int, slot: int,
-                 port_names) -> list[str]:
+                 port_names, tail: bool = False) -> list[str]:
+    """The C of one action; `tail`: it is the list's last, so a jump there
+    returns the next table to the chain instead of calling it."""
     t = type(act)
     if t is FL.Output:
         return [f"dp_output(skb, st, {act.port});"]
@@ -232,13 +242,13 @@ def _action_code(act: FL.Action, flow: Flow, table: int, slot: int,
         return ["dp_strip_vlan(skb, st);"]
     if t is FL.Resubmit:
         target = table if act.table is None else act.table
+        jump = f"next = {target};" if tail else f"dp_from_{target}(skb, st);"
         if act.port is None:
-            return [f"dp_table_{target}(skb, st);"]
+            return [jump]
         # in_port=PORT for that lookup only: the table puts the real one back.
-        return [f"st->key.in_port = {act.port};",
-                f"dp_table_{target}(skb, st);"]
+        return [f"st->key.in_port = {act.port};", jump]
     if t is FL.GotoTable:
-        return [f"dp_table_{act.table}(skb, st);"]
+        return [f"next = {act.table};" if tail else f"dp_from_{act.table}(skb, st);"]
     raise CompileError(flow, f"the datapath has no action {act.to_ofctl(port_names)}", port_names)
 
 
@@ -264,6 +274,19 @@ def check_vlan_pushes(flow: Flow, port_names=None) -> None:
             tagged = True
         elif t is FL.Resubmit or t is FL.GotoTable:
             tagged = None  # the other table may have changed the tag
+
+
+def _tail_calls(flow: Flow) -> list[int]:
+    """The table the flow's last action jumps to, if it is a jump."""
+    calls = _calls(flow)
+    last = flow.actions[-1] if flow.actions else None
+    return calls[-1:] if isinstance(last, (FL.Resubmit, FL.GotoTable)) else []
+
+
+def _inner_calls(flow: Flow) -> list[int]:
+    """Tables the flow resubmits to and then comes back from."""
+    calls = _calls(flow)
+    return calls[:-1] if _tail_calls(flow) else calls
 
 
 def _calls(flow: Flow) -> list[int]:
@@ -307,6 +330,25 @@ def _table_order(table: FlowTable, port_names) -> list[int]:
     return order
 
 
+def _chains(by_table: Mapping[int, list[Flow]], order: list[int]) -> dict[int, list[int]]:
+    """Table 0 and every table a mid-list resubmit calls -> the tables its
+    tail jumps reach, callers before callees (`order` has callees first)."""
+    rank = {t: i for i, t in enumerate(reversed(order))}
+    # Tables table 0 never reaches are not compiled: neither are their calls.
+    heads = {0} | {c for t in order for f in by_table.get(t, []) for c in _inner_calls(f)}
+    chains = {}
+    for head in sorted(heads, key=rank.__getitem__):
+        seen, todo = set(), [head]
+        while todo:
+            for f in by_table.get(todo.pop(), []):
+                for u in _tail_calls(f):
+                    if u not in seen:
+                        seen.add(u)
+                        todo.append(u)
+        chains[head] = sorted(seen, key=rank.__getitem__)
+    return chains
+
+
 # -------------------------------------------------------------------- tables
 
 def _flow_comment(flow: Flow, port_names) -> str:
@@ -325,8 +367,9 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
         if f.actions not in action_ids:
             lines: list[str] = []
             check_vlan_pushes(f, port_names)
-            for a in f.actions:
-                lines += _action_code(a, f, t, slots[f.key], port_names)
+            for i, a in enumerate(f.actions):
+                lines += _action_code(a, f, t, slots[f.key], port_names,
+                                      tail=i == len(f.actions) - 1)
             # The controller action names the slot; keep such lists per flow.
             key = f.actions if not any(isinstance(a, FL.Controller) for a in f.actions) \
                 else (f.actions, slots[f.key])
@@ -351,10 +394,11 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
             owners[i] = flows_
 
     out = [f"/* OpenFlow table {t}: {len(flows)} flows, {strategy} lookup. */",
-           f"static __always_inline void dp_table_{t}(struct __sk_buff *skb, struct dp_state *st)",
+           f"static __always_inline int dp_table_{t}(struct __sk_buff *skb, struct dp_state *st)",
            "{",
            "\tconst struct dp_key *k = &st->key;",
            "\t__u32 slot = 0, action = 0;",
+           "\tint next = DP_NO_TABLE;",
            ""]
     image = TableImage(t, strategy)
     if strategy == "linear":
@@ -368,7 +412,7 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
             out.append("\t}")
         out.append("\tst->key.in_port = st->in_port;")
         out.append(f"\tdp_miss(st, {t});")
-        out.append("\treturn;")
+        out.append("\treturn DP_NO_TABLE;")
     else:
         rank_of = {id(f): i for i, f in enumerate(ranked)}
         tuples: dict[tuple, Tuple] = {}
@@ -451,7 +495,7 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
                 "\tst->key.in_port = st->in_port;",
                 "\tif (best == 0xffffffff) {",
                 f"\t\tdp_miss(st, {t});",
-                "\t\treturn;",
+                "\t\treturn DP_NO_TABLE;",
                 "\t}"]
     out += ["hit:",
             "\tst->key.in_port = st->in_port;" if strategy == "linear" else "",
@@ -462,12 +506,12 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
         out.append(f"\tcase {i}:")
         out += ["\t\t" + ln for ln in lines]
         out.append("\t\tbreak;")
-    out += ["\t}", "}", ""]
+    out += ["\t}", "\treturn next;", "}", ""]
     if strategy == "linear":
         # `k` and the labels are used by every shape of table; silence the
         # unused warnings of an empty one.
-        out.insert(5, "\t(void)k;")
-        owners = {i + (i >= 5): fl for i, fl in owners.items()}
+        out.insert(6, "\t(void)k;")
+        owners = {i + (i >= 6): fl for i, fl in owners.items()}
     return out, image, owners
 
 
@@ -502,7 +546,12 @@ def compile_table(table: FlowTable, port_names: Mapping[int, str] | None = None,
              # Only a table that matches reg15 pays for loading the health map.
              f"#define DP_N_REGS {max(regs) + 1 if regs else 1}",
              '#include "dp_runtime.h"',
+             "",
+             "#define DP_NO_TABLE (-1)",
              ""]
+    chains = _chains(by_table, order)
+    lines += [f"static __always_inline void dp_from_{t}(struct __sk_buff *skb, struct dp_state *st);"
+              for t in chains] + [""]
     images = []
     line_flows: dict[int, tuple[Flow, ...]] = {}
     for t in order:
@@ -517,6 +566,14 @@ def compile_table(table: FlowTable, port_names: Mapping[int, str] | None = None,
         line_flows.update({len(lines) + i + 1: fl for i, fl in owners.items() if fl})
         lines += code
         images.append(image)
+    for t, reach in chains.items():
+        lines += [f"/* Table {t}, then where its tail jumps lead. */",
+                  f"static __always_inline void dp_from_{t}(struct __sk_buff *skb, struct dp_state *st)",
+                  "{",
+                  f"\tint next = dp_table_{t}(skb, st);",
+                  ""]
+        lines += [f"\tif (next == {u})\n\t\tnext = dp_table_{u}(skb, st);" for u in reach]
+        lines += ["\t(void)next;", "}", ""]
     lines += ['SEC("tc")',
               "int dp_ingress(struct __sk_buff *skb)",
               "{",
@@ -526,7 +583,7 @@ def compile_table(table: FlowTable, port_names: Mapping[int, str] | None = None,
               "",
               "\tif (verdict >= 0)",
               "\t\treturn verdict;",
-              "\tdp_table_0(skb, st);",
+              "\tdp_from_0(skb, st);",
               "\treturn dp_finish(skb, st);",
               "}",
               "",

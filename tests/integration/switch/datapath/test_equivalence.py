@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from appliance.switch import flows as FL
@@ -205,6 +205,8 @@ def test_seed_table_agrees(strategy, defines):
 @given(st.data())
 def test_generated_tables_agree(data):
     table = data.draw(tables())
+    # The flows themselves, for a failure to be reproduced by hand.
+    note("\n".join(str(f) for f in table))
     COUNTS["tables"] += 1
     for strategy in ("linear", "hashed"):
         with TestDatapath(table, PORTS, strategy=strategy) as dp:
@@ -232,6 +234,44 @@ def test_faucet_pipeline_agrees(strategy):
                              "tp_src": 1, "tp_dst": 2, "nw_ttl": 64, "vlan_tci": tci}
                         frame = Packet(f).to_bytes()
                         check(dp, table, Packet.from_bytes(frame, in_port=in_port), frame)
+
+
+def fan_out_pipeline() -> str:
+    """Four tables where every flow rewrites something and jumps on, as a
+    pipeline of per-port VLANs, source and destination tables does: 5 x 8 x
+    8 ways through to the last table."""
+    macs = [f"02:00:00:00:00:{i:02x}" for i in range(1, 9)]
+    lines = [f"priority=100,in_port={p},actions=mod_vlan_vid:{p * 10},goto_table:1" for p in PORTS[:3]]
+    lines += ["priority=50,dl_vlan=7,actions=strip_vlan,goto_table:1",
+              "priority=0,actions=mod_dl_src:0e:00:00:00:00:01,goto_table:1"]
+    for i, mac in enumerate(macs):
+        jump = "resubmit(,2)" if i % 2 else "goto_table:2"
+        lines.append(f"table=1,priority={10 + i},dl_src={mac},actions=mod_dl_dst:{macs[-1 - i]},{jump}")
+    for i, mac in enumerate(macs):
+        lines.append(f"table=2,priority=10,dl_dst={mac},actions=mod_vlan_vid:{100 + i},goto_table:3")
+    for i, mac in enumerate(macs):
+        out = f"output:{PORTS[i % len(PORTS)]}" if i % 4 else "NORMAL"
+        lines.append(f"table=3,priority=10,dl_src={mac},dl_vlan={100 + i},actions={out}")
+    lines.append("table=3,priority=0,actions=FLOOD")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("strategy", ["linear", "hashed"])
+def test_a_pipeline_whose_every_flow_jumps_on_loads_and_agrees(strategy):
+    """Each table's code once however many flows jump to it: with a copy
+    per jump this pipeline is 320 copies of its last table, past what the
+    verifier accepts."""
+    table = FlowTable(parse_flows(fan_out_pipeline()))
+    macs = [0x020000000000 + i for i in range(1, 10)]
+    with TestDatapath(table, PORTS, strategy=strategy) as dp:
+        for in_port in PORTS:
+            for src in macs:
+                for tci in (0, 0x1007):
+                    f = {"in_port": in_port, "dl_src": src, "dl_dst": macs[0], "dl_type": 0x0800,
+                         "nw_proto": 17, "nw_src": 0x0A000001, "nw_dst": 0x0A000002,
+                         "tp_src": 1, "tp_dst": 2, "nw_ttl": 64, "vlan_tci": tci}
+                    frame = Packet(f).to_bytes()
+                    check(dp, table, Packet.from_bytes(frame, in_port=in_port), frame)
 
 
 def test_report_counts():

@@ -507,6 +507,10 @@ def dns_settings(s: Settings, layout: Layout) -> DnsSettings:
     # address the query was sent to (the gateway's, or any with dns.intercept all).
     data["kernel_cache_device"] = VPROXY_DEV
     data["kernel_cache_answer_as"] = ["0.0.0.0/0" if data["intercept"] == "all" else f"{s.gateway.ip}/32"]
+    if s.ipv6.policy == "invisible":
+        # vproxy sends every IPv6 query it gets to the server (its nftables dnat, the fake
+        # range aside): the flows steer only those to the modem's MAC there.
+        data["kernel_cache_answer_as"].append("::/0")
     data["lists_dir"] = layout.dns_lists_dir
     # The devices the datapath has off (paused, or by a schedule) get every name blocked too.
     data["paused_files"] = [layout.datapath_paused, layout.devices_scheduled]

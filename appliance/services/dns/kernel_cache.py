@@ -2,7 +2,7 @@
 
 ```
  query --> tc ingress of the device (c/kernel_cache.c)
-             plain UDP/IPv4 query, client placed, fresh entry --> answer built in the skb,
+             plain UDP query (IPv4/6), client placed, fresh entry --> answer built in the skb,
                                                                   sent back out (bpf_redirect)
              anything else -----------------------------------> up to the server, untouched
  server (each process, its own writer id):
@@ -46,13 +46,16 @@ BODY_MAX = 1024
 TTLS = 64
 WRITERS = 64
 DESTS = 4
+DESTS6 = 2
 STATS = ("hits", "misses", "expired", "client_unplaced", "not_plain", "too_big")
 
 KEY = struct.Struct(f"<IHH{NAME_MAX + 1}s")
 _ANSWER_HEAD = struct.Struct("<QQIIHHHHHHHHII")
 ANSWER_SIZE = _ANSWER_HEAD.size + 2 * TTLS + 4 * TTLS + BODY_MAX
 CLIENT = struct.Struct("<IIIIQ")
-CONFIG = struct.Struct(f"<{DESTS}I{DESTS}IIIII")
+CONFIG = struct.Struct(f"<{DESTS}I{DESTS}IIIII" + "16s" * (2 * DESTS6 + 2))
+# kc_addr: an IPv6 address, or an IPv4 one mapped (::ffff:a.b.c.d).
+ADDR = 16
 U32 = struct.Struct("<I")
 U64 = struct.Struct("<Q")
 
@@ -161,18 +164,33 @@ class Writer:
             self.fills += 1
 
     def client(self, client: str, group: int, expires: float) -> None:
-        """`client` (an IPv4 address) is in `group` until `expires` (monotonic seconds)."""
-        if ":" in client or self._clients.get(client) == (group, expires):
+        """`client` (an IPv4 or IPv6 address) is in `group` until `expires` (monotonic seconds)."""
+        if self._clients.get(client) == (group, expires):
             return
-        try:
-            raw = socket.inet_aton(client)
-        except OSError:
+        raw = addr_key(client)
+        if raw is None:
             return
         if len(self._clients) >= self.FILLED_MAX:
             self._clients = {}
         if self._update(self.clients_fd, raw, CLIENT.pack(group, self.writer, self.gen, 0,
                                                           int(expires * 1e9))):
             self._clients[client] = (group, expires)
+
+
+def addr_key(address: str) -> bytes | None:
+    """The program's key for a client address; None for what is no address."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    if ip.version == 4:
+        return ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + ip.packed).packed
+    return ip.packed
+
+
+def addr_text(key: bytes) -> str:
+    ip = ipaddress.IPv6Address(key)
+    return str(ip.ipv4_mapped or ip)
 
 
 def _name_text(wire: bytes) -> str:
@@ -184,22 +202,28 @@ def _name_text(wire: bytes) -> str:
     return ".".join(labels)
 
 
-def config_value(answer_as: list[str], fake_network: str | None) -> bytes:
-    dests, masks = [], []
-    for item in answer_as[:DESTS]:
-        net = ipaddress.ip_network(item, strict=False)
-        dests.append(U32.unpack(net.network_address.packed)[0])
-        masks.append(U32.unpack(net.netmask.packed)[0])
-    count = len(dests)
-    dests += [0] * (DESTS - count)
-    masks += [0] * (DESTS - count)
+def config_value(answer_as: list[str], fake_network: str | None,
+                 fake_network6: str | None = None) -> bytes:
+    nets = [ipaddress.ip_network(item, strict=False) for item in answer_as]
+    v4 = [n for n in nets if n.version == 4][:DESTS]
+    v6 = [n for n in nets if n.version == 6][:DESTS6]
+    dests = [U32.unpack(n.network_address.packed)[0] for n in v4] + [0] * (DESTS - len(v4))
+    masks = [U32.unpack(n.netmask.packed)[0] for n in v4] + [0] * (DESTS - len(v4))
+    dests6 = [n.network_address.packed for n in v6] + [bytes(16)] * (DESTS6 - len(v6))
+    masks6 = [n.netmask.packed for n in v6] + [bytes(16)] * (DESTS6 - len(v6))
     fake = fake_mask = 0
-    if fake_network:
-        net = ipaddress.ip_network(fake_network, strict=False)
+    fake6 = fake6_mask = bytes(16)
+    for item in (fake_network, fake_network6):
+        if not item:
+            continue
+        net = ipaddress.ip_network(item, strict=False)
         if net.version == 4:
             fake = U32.unpack(net.network_address.packed)[0]
             fake_mask = U32.unpack(net.netmask.packed)[0]
-    return CONFIG.pack(*dests, *masks, count, fake, fake_mask, 0)
+        else:
+            fake6, fake6_mask = net.network_address.packed, net.netmask.packed
+    return CONFIG.pack(*dests, *masks, len(v4), fake, fake_mask, len(v6),
+                       *dests6, *masks6, fake6, fake6_mask)
 
 
 def build(out_dir: Path) -> Path:
@@ -216,10 +240,11 @@ class KernelCache:
     """The program and its maps, attached at tc ingress of `device` (in this process's netns)."""
 
     def __init__(self, device: str, answer_as: list[str], fake_network: str | None,
-                 build_dir: Path, tcx: bool | None = None):
+                 build_dir: Path, tcx: bool | None = None, fake_network6: str | None = None):
         self.device = device
         self.answer_as = answer_as
         self.fake_network = fake_network
+        self.fake_network6 = fake_network6
         self.build_dir = build_dir
         self.tcx = tcx
         self._obj = None
@@ -244,7 +269,7 @@ class KernelCache:
         prog = self._obj.prog_fd(PROGRAM)
         try:
             libbpf.map_update(self.map_fd("kc_config"), U32.pack(0),
-                              config_value(self.answer_as, self.fake_network))
+                              config_value(self.answer_as, self.fake_network, self.fake_network6))
             tcx = LinuxTc(self.tcx).tcx_supported()
             if tcx:
                 # A link held by this process only: it goes with the process, so a dead server
@@ -293,16 +318,16 @@ class KernelCache:
         return out
 
     def client_hits(self) -> dict[str, int]:
-        """Answers the kernel gave each client (IPv4), since the program was loaded."""
+        """Answers the kernel gave each client, since the program was loaded."""
         from appliance.kernel import libbpf
 
         ncpu = libbpf.num_possible_cpus()
         fd = self.map_fd("kc_client_hits")
         out = {}
-        for key in libbpf.map_keys(fd, 4):
+        for key in libbpf.map_keys(fd, ADDR):
             raw = libbpf.map_lookup(fd, key, 8 * ncpu)
             if raw:
-                out[socket.inet_ntoa(key)] = sum(U64.unpack_from(raw, i * 8)[0]
+                out[addr_text(key)] = sum(U64.unpack_from(raw, i * 8)[0]
                                                  for i in range(len(raw) // 8))
         return out
 

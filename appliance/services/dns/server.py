@@ -311,7 +311,8 @@ class DnsService:
         from .kernel_cache import KernelCache, Unavailable
 
         cache = KernelCache(s.kernel_cache_device, s.kernel_cache_answer_as, s.fake_ip.network,
-                            Path(tempfile.mkdtemp(prefix="appliance-dns-kc-")))
+                            Path(tempfile.mkdtemp(prefix="appliance-dns-kc-")),
+                            fake_network6=s.fake_ip.network6)
         try:
             cache.start()
         except Unavailable as exc:

@@ -504,9 +504,11 @@ class DnsSettings(_Model):
         default=None, description="the device the home's queries reach this namespace on (the box"
                                   " sets it); none: no kernel cache")
     kernel_cache_answer_as: list[str] = Field(
-        default_factory=list, max_length=4,
-        description="IPv4 destinations (networks) the kernel answers as: the gateway's address, or"
-                    " 0.0.0.0/0 with dns.intercept all (never the fake-IP range)")
+        default_factory=list, max_length=6,
+        description="destinations (networks) the kernel answers as: the gateway's address, or"
+                    " 0.0.0.0/0 with dns.intercept all (at most 4); over IPv6 (at most 2), ::/0 where every"
+                    " IPv6 query reaching the device is meant for this server (never the fake-IP"
+                    " ranges)")
     paused_files: list[str] = Field(
         default_factory=list, max_length=4,
         description="files of devices that are off now ({\"macs\": [...]}: the console's paused"
@@ -533,10 +535,11 @@ class DnsSettings(_Model):
     def _answer_as(cls, value: list[str]) -> list[str]:
         out = []
         for item in value:
-            net = ipaddress.ip_network(item, strict=False)
-            if net.version != 4:
-                raise ValueError(f"{item}: the kernel cache answers IPv4 only")
-            out.append(str(net))
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        if sum(1 for n in out if ":" in n) > 2:
+            raise ValueError("at most 2 IPv6 networks")
+        if sum(1 for n in out if ":" not in n) > 4:
+            raise ValueError("at most 4 IPv4 networks")
         return out
 
     @field_validator("allow_clients", "deny_clients")

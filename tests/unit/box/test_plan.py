@@ -570,12 +570,16 @@ def test_the_kernel_cache_answers_on_vproxy0_as_the_gateway_or_any_address_with_
 
     layout = Layout(state_dir="/s", run_dir="/r")
     d = dns_settings(settings(), layout)
-    assert (d.kernel_cache, d.kernel_cache_device, d.kernel_cache_answer_as) == ("on", "vproxy0", ["192.168.1.1/32"])
+    # Over IPv6 every query vproxy gets is the server's (its dnat sends them all there).
+    assert (d.kernel_cache, d.kernel_cache_device, d.kernel_cache_answer_as) == (
+        "on", "vproxy0", ["192.168.1.1/32", "::/0"])
+    assert dns_settings(settings(ipv6={"policy": "drop"}), layout).kernel_cache_answer_as == ["192.168.1.1/32"]
     everywhere = dns_settings(settings(dns={"upstreams": [{"url": "udp://192.168.1.1"}], "intercept": "all",
                                             "kernel_cache": "off"}), layout)
-    assert everywhere.kernel_cache == "off" and everywhere.kernel_cache_answer_as == ["0.0.0.0/0"]
+    assert everywhere.kernel_cache == "off" and everywhere.kernel_cache_answer_as == ["0.0.0.0/0", "::/0"]
     with pytest.raises(SettingsError) as refused:
-        parse_dns({"upstreams": [{"url": "udp://192.168.1.1"}], "kernel_cache_answer_as": ["2001:db8::/64"]})
+        parse_dns({"upstreams": [{"url": "udp://192.168.1.1"}],
+                   "kernel_cache_answer_as": ["2001:db8::/64", "2001:db8:1::/64", "::/0"]})
     assert "kernel_cache_answer_as" in refused.value.errors
     with pytest.raises(SettingsError) as refused:
         parse_dns({"upstreams": [{"url": "udp://192.168.1.1"}], "kernel_cache": "maybe"})

@@ -1,7 +1,7 @@
 /* The DNS server's answers replayed by the kernel (dns.kernel_cache).
  *
  * At tc ingress of the device the home's queries reach netns vproxy on, a
- * plain UDP/IPv4 query (one question, no other records but a bare EDNS 0
+ * plain UDP query over IPv4 or IPv6 (no extension headers) (one question, no other records but a bare EDNS 0
  * OPT: no options, no DO bit) is looked up by (client group, qtype,
  * qclass, lower-cased wire name).  A fresh entry is what the server sent
  * for that question: its records and TTL offsets, written by the server
@@ -22,6 +22,7 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/udp.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
@@ -32,6 +33,7 @@
 #define KC_TTLS 64            /* TTLs an entry rewrites at most */
 #define KC_WRITERS 64         /* the main process and its workers */
 #define KC_DESTS 4
+#define KC_DESTS6 2
 
 #define DNS_QR 0x8000
 #define DNS_OPCODE 0x7800
@@ -41,8 +43,8 @@
 
 #define L2 14
 #define L3 20
+#define L3_6 40
 #define L4 8
-#define DNS_AT (L2 + L3 + L4)
 
 struct kc_key {
 	__u32 group;
@@ -69,6 +71,11 @@ struct kc_answer {
 	__u8 body[KC_BODY_MAX];
 };
 
+/* A client's address: IPv6, or IPv4 mapped (::ffff:a.b.c.d), as sent. */
+struct kc_addr {
+	__u32 w[4];
+} __attribute__((aligned(8)));   /* read as two words: the verifier wants stack reads aligned */
+
 struct kc_client {
 	__u32 group;
 	__u32 writer;
@@ -78,14 +85,19 @@ struct kc_client {
 };
 
 /* Which destinations the kernel answers as: the gateway's address
- * (dns.intercept: gateway) or any but the fake range (all). */
+ * (dns.intercept: gateway) or any but the fake range (all); over IPv6 the
+ * box answers every address it is sent DNS to (::/0) but the fake range. */
 struct kc_config {
 	__u32 dest[KC_DESTS];       /* network order */
 	__u32 dest_mask[KC_DESTS];  /* 0 = unused slot unless dest is 0 too: 0/0 is "any" */
 	__u32 dests;
 	__u32 fake;                 /* never answered as (the relay's range) */
 	__u32 fake_mask;
-	__u32 pad;
+	__u32 dests6;
+	__u64 dest6[KC_DESTS6][2];  /* the address's bytes as sent, read as two words */
+	__u64 dest6_mask[KC_DESTS6][2];
+	__u64 fake6[2];
+	__u64 fake6_mask[2];        /* all zero: no IPv6 fake range */
 };
 
 enum kc_stat {
@@ -108,7 +120,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
-	__type(key, __u32);               /* client IPv4, network order */
+	__type(key, struct kc_addr);      /* the client's address */
 	__type(value, struct kc_client);
 } kc_clients SEC(".maps");
 
@@ -136,7 +148,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
 	__uint(max_entries, 4096);
-	__type(key, __u32);               /* client IPv4 */
+	__type(key, struct kc_addr);      /* the client */
 	__type(value, __u64);             /* answers the kernel gave it */
 } kc_client_hits SEC(".maps");
 
@@ -204,6 +216,38 @@ static __always_inline int answers_as(__u32 daddr)
 	return 0;
 }
 
+static __always_inline int in6(const __u64 *a, const __u64 *net, const __u64 *mask)
+{
+	return (a[0] & mask[0]) == net[0] && (a[1] & mask[1]) == net[1];
+}
+
+static __always_inline int answers_as6(const __u64 *daddr)
+{
+	__u32 zero = 0;
+	struct kc_config *c = bpf_map_lookup_elem(&kc_config, &zero);
+	if (!c)
+		return 0;
+	if ((c->fake6_mask[0] | c->fake6_mask[1]) && in6(daddr, c->fake6, c->fake6_mask))
+		return 0;
+	for (int i = 0; i < KC_DESTS6; i++) {
+		if (i >= c->dests6)
+			break;
+		if (in6(daddr, c->dest6[i], c->dest6_mask[i]))
+			return 1;
+	}
+	return 0;
+}
+
+/* The big-endian words of an address, as a checksum adds them. */
+static __always_inline __u32 addr_sum(const struct kc_addr *a)
+{
+	__u32 sum = 0;
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		sum += bpf_ntohs(a->w[i] & 0xffff) + bpf_ntohs(a->w[i] >> 16);
+	return sum;
+}
+
 /* x * 256 mod 0xffff: a part summed from an even offset, placed at an odd one */
 static __always_inline __u32 rot8(__u32 x)
 {
@@ -224,32 +268,65 @@ int kernel_cache(struct __sk_buff *skb)
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
-	struct iphdr *ip = data + L2;
-	struct udphdr *udp = data + L2 + L3;
-	__u8 *dns = data + DNS_AT;
+	struct kc_addr src = {}, dst = {};
+	__u32 l3, dns_len;
 
-	if ((void *)(dns + 12) > end)
+	if ((void *)(eth + 1) > end)
 		return TC_ACT_OK;
-	if (eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5 || ip->version != 4 ||
-	    ip->protocol != IPPROTO_UDP || (ip->frag_off & bpf_htons(0x3fff)) ||
-	    udp->dest != bpf_htons(53))
+	/* Each family read at its own constant offsets: a packet pointer moved
+	 * by a variable is refused without CAP_PERFMON (see kc_scratch). */
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data + L2;
+		struct udphdr *udp = data + L2 + L3;
+
+		if ((void *)(udp + 1) > end)
+			return TC_ACT_OK;
+		if (ip->ihl != 5 || ip->version != 4 || ip->protocol != IPPROTO_UDP ||
+		    (ip->frag_off & bpf_htons(0x3fff)) || udp->dest != bpf_htons(53))
+			return TC_ACT_OK;
+		__u32 ip_len = bpf_ntohs(ip->tot_len);
+		dns_len = bpf_ntohs(udp->len);
+		if (dns_len < L4 + 17 || dns_len + L3 != ip_len || ip_len + L2 > skb->len)
+			return count(KC_NOT_PLAIN, TC_ACT_OK);
+		if (!answers_as(ip->daddr))
+			return TC_ACT_OK;
+		src.w[2] = dst.w[2] = bpf_htonl(0xffff);
+		src.w[3] = ip->saddr;
+		dst.w[3] = ip->daddr;
+		l3 = L3;
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + L2;
+		struct udphdr *udp = data + L2 + L3_6;
+
+		if ((void *)(udp + 1) > end)
+			return TC_ACT_OK;
+		if (ip6->version != 6 || ip6->nexthdr != IPPROTO_UDP || udp->dest != bpf_htons(53))
+			return TC_ACT_OK;
+		__u32 payload = bpf_ntohs(ip6->payload_len);
+		dns_len = bpf_ntohs(udp->len);
+		if (dns_len < L4 + 17 || dns_len != payload || payload + L3_6 + L2 > skb->len)
+			return count(KC_NOT_PLAIN, TC_ACT_OK);
+		__builtin_memcpy(&src, &ip6->saddr, 16);
+		__builtin_memcpy(&dst, &ip6->daddr, 16);
+		if (!answers_as6((__u64 *)&dst))
+			return TC_ACT_OK;
+		l3 = L3_6;
+	} else {
 		return TC_ACT_OK;
-	__u32 ip_len = bpf_ntohs(ip->tot_len);
-	__u32 dns_len = bpf_ntohs(udp->len);
-	if (dns_len < L4 + 17 || dns_len + L3 != ip_len || ip_len + L2 > skb->len)
-		return count(KC_NOT_PLAIN, TC_ACT_OK);
+	}
 	dns_len -= L4;
-	if (!answers_as(ip->daddr))
+	__u32 dns_at = L2 + l3 + L4;
+	__u8 dns[12];
+	if (bpf_skb_load_bytes(skb, dns_at, dns, sizeof(dns)))
 		return TC_ACT_OK;
 
-	__u16 qflags = bpf_ntohs(*(__u16 *)(dns + 2));
-	if ((qflags & (DNS_QR | DNS_OPCODE | DNS_TC)) || *(__u16 *)(dns + 4) != bpf_htons(1) ||
-	    *(__u16 *)(dns + 6) || *(__u16 *)(dns + 8) || bpf_ntohs(*(__u16 *)(dns + 10)) > 1)
+	__u16 qflags = ((__u16)dns[2] << 8) | dns[3];
+	if ((qflags & (DNS_QR | DNS_OPCODE | DNS_TC)) || dns[4] || dns[5] != 1 ||
+	    dns[6] || dns[7] || dns[8] || dns[9] || dns[10] || dns[11] > 1)
 		return count(KC_NOT_PLAIN, TC_ACT_OK);
-	int edns = *(__u16 *)(dns + 10) != 0;
+	int edns = dns[11] != 0;
 
-	__u32 saddr = ip->saddr;
-	struct kc_client *client = bpf_map_lookup_elem(&kc_clients, &saddr);
+	struct kc_client *client = bpf_map_lookup_elem(&kc_clients, &src);
 	__u64 now = bpf_ktime_get_ns();
 	if (!client || client->expires_ns <= now || !writer_current(client->writer, client->gen))
 		return count(KC_NO_CLIENT, TC_ACT_OK);
@@ -268,7 +345,7 @@ int kernel_cache(struct __sk_buff *skb)
 		return count(KC_NOT_PLAIN, TC_ACT_OK);
 	__u64 n_raw = raw_len;
 	KC_BOUND(n_raw, 5, KC_RAW);
-	if (bpf_skb_load_bytes(skb, DNS_AT + 12, raw, n_raw))
+	if (bpf_skb_load_bytes(skb, dns_at + 12, raw, n_raw))
 		return count(KC_NOT_PLAIN, TC_ACT_OK);
 
 	/* The name, byte by byte: a length byte (1-63; a pointer or a reserved
@@ -307,7 +384,7 @@ int kernel_cache(struct __sk_buff *skb)
 	/* after the name: read at a variable offset by the helper (see kc_scratch) */
 	/* zeroed: 6.1 without CAP_PERFMON may not read stack a helper might not have written */
 	__u8 q[4 + OPT_LEN] = {};
-	if (bpf_skb_load_bytes(skb, DNS_AT + 12 + name_len, q, edns ? sizeof(q) : 4))
+	if (bpf_skb_load_bytes(skb, dns_at + 12 + name_len, q, edns ? sizeof(q) : 4))
 		return count(KC_NOT_PLAIN, TC_ACT_OK);
 	key->qtype = ((__u16)q[0] << 8) | q[1];
 	key->qclass = ((__u16)q[2] << 8) | q[3];
@@ -333,7 +410,7 @@ int kernel_cache(struct __sk_buff *skb)
 	__u32 copy = body_len + (edns ? OPT_LEN : 0);
 	__u32 limit = edns ? (client_size < a->edns_max ? client_size : a->edns_max) : 512;
 	__u32 new_dns = 12 + qlen + copy;
-	if (copy == 0 || copy > KC_BODY_MAX || new_dns > limit || new_dns + L2 + L3 + L4 > 1500)
+	if (copy == 0 || copy > KC_BODY_MAX || new_dns > limit || new_dns + dns_at > 1500)
 		return count(KC_TOO_BIG, TC_ACT_OK);
 
 	__u64 age = (now - a->stored_ns) / 1000000000ULL;
@@ -347,12 +424,12 @@ int kernel_cache(struct __sk_buff *skb)
 	if (edns)
 		body_sum = with_opt;
 	__u64 ttl_sum = 0;
-	__u32 qid = bpf_ntohs(*(__u16 *)dns);
+	__u32 qid = ((__u32)dns[0] << 8) | dns[1];
 
 	/* From here on the query is the answer: the frame grows to its size. */
-	if (bpf_skb_change_tail(skb, DNS_AT + new_dns, 0))
+	if (bpf_skb_change_tail(skb, dns_at + new_dns, 0))
 		return TC_ACT_OK;
-	__u32 at = DNS_AT + 12 + qlen;
+	__u32 at = dns_at + 12 + qlen;
 	/* checked again where the verifier needs it (clang may keep an unchecked copy) */
 	__u64 n = copy;
 	asm volatile("" : "+r"(n));
@@ -378,52 +455,68 @@ int kernel_cache(struct __sk_buff *skb)
 			ttl_sum += ((qlen + off) & 1) ? rot8(part) : part;
 		}
 	}
-	if (bpf_skb_store_bytes(skb, DNS_AT + 2, counts, sizeof(counts), 0))
+	if (bpf_skb_store_bytes(skb, dns_at + 2, counts, sizeof(counts), 0))
 		return TC_ACT_SHOT;
-	if (bpf_skb_pull_data(skb, DNS_AT + new_dns))
+	if (bpf_skb_pull_data(skb, dns_at + new_dns))
 		return TC_ACT_SHOT;
 
 	data = (void *)(long)skb->data;
 	end = (void *)(long)skb->data_end;
 	eth = data;
-	ip = data + L2;
-	udp = data + L2 + L3;
-	if ((void *)(udp + 1) > end)
-		return TC_ACT_SHOT;
+	struct udphdr *udp;
+	if (l3 == L3_6) {
+		struct ipv6hdr *ip6 = data + L2;
+
+		udp = data + L2 + L3_6;
+		if ((void *)(udp + 1) > end)
+			return TC_ACT_SHOT;
+		/* version 6, traffic class and flow label 0, as from a new socket */
+		*(__u32 *)ip6 = bpf_htonl(0x60000000);
+		ip6->payload_len = bpf_htons(L4 + new_dns);
+		ip6->hop_limit = 64;
+		__builtin_memcpy(&ip6->saddr, &dst, 16);
+		__builtin_memcpy(&ip6->daddr, &src, 16);
+	} else {
+		struct iphdr *ip = data + L2;
+
+		udp = data + L2 + L3;
+		if ((void *)(udp + 1) > end)
+			return TC_ACT_SHOT;
+		ip->daddr = src.w[3];
+		ip->saddr = dst.w[3];
+		ip->tot_len = bpf_htons(L3 + L4 + new_dns);
+		ip->id = 0;
+		ip->frag_off = bpf_htons(0x4000);   /* DF, as Linux sends a UDP answer */
+		ip->ttl = 64;
+		ip->tos = 0;
+		ip->check = 0;
+		__u64 isum = 0;
+		__u16 *w = (__u16 *)ip;
+#pragma unroll
+		for (int i = 0; i < L3 / 2; i++)
+			isum += w[i];
+		ip->check = ~fold(isum);
+	}
 	__u8 mac[ETH_ALEN];
 	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
 	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
-
-	__u32 daddr = ip->daddr;
-	ip->daddr = ip->saddr;
-	ip->saddr = daddr;
-	ip->tot_len = bpf_htons(L3 + L4 + new_dns);
-	ip->id = 0;
-	ip->frag_off = bpf_htons(0x4000);   /* DF, as Linux sends a UDP answer */
-	ip->ttl = 64;
-	ip->tos = 0;
-	ip->check = 0;
-	__u64 sum = 0;
-	__u16 *w = (__u16 *)ip;
-#pragma unroll
-	for (int i = 0; i < L3 / 2; i++)
-		sum += w[i];
-	ip->check = ~fold(sum);
 
 	__u16 sport = udp->source;
 	udp->source = udp->dest;
 	udp->dest = sport;
 	udp->len = bpf_htons(L4 + new_dns);
 	/* The UDP checksum from its parts, in big-endian words: the pseudo
-	 * header and UDP header, the DNS header, the question (summed while it
-	 * was read), the stored records and OPT (TTLs at zero, summed by the
+	 * header (the same sum for either family: addresses, protocol, length)
+	 * and UDP header, the DNS header, the question (summed while it was
+	 * read), the stored records and OPT (TTLs at zero, summed by the
 	 * server), the TTLs as sent.  Bytes at an odd offset count as their
 	 * word's low half: a part that starts there counts rotated by 8 bits. */
-	sum = qsum;
-	sum += bpf_ntohs(ip->saddr & 0xffff) + bpf_ntohs(ip->saddr >> 16) +
-	       bpf_ntohs(ip->daddr & 0xffff) + bpf_ntohs(ip->daddr >> 16) + IPPROTO_UDP +
+	__u64 sum = qsum;
+	sum += addr_sum(&src) + addr_sum(&dst) + IPPROTO_UDP +
 	       2 * (L4 + new_dns) + bpf_ntohs(udp->source) + bpf_ntohs(udp->dest);
+	if (l3 == L3)
+		sum -= 2 * 0xffff;   /* the mapped prefix's ffff words are no part of IPv4's */
 	sum += qid + bpf_ntohs(rflags) + 1 + an + ns + ar_out;
 	__u32 odd = qlen & 1;
 	__u64 records = fold(body_sum);
@@ -433,12 +526,12 @@ int kernel_cache(struct __sk_buff *skb)
 	__u16 check = ~fold(sum);
 	udp->check = bpf_htons(check ? check : 0xffff);
 
-	__u64 *hits = bpf_map_lookup_elem(&kc_client_hits, &saddr);
+	__u64 *hits = bpf_map_lookup_elem(&kc_client_hits, &src);
 	if (hits) {
 		*hits += 1;
 	} else {
 		__u64 one = 1;
-		bpf_map_update_elem(&kc_client_hits, &saddr, &one, BPF_NOEXIST);
+		bpf_map_update_elem(&kc_client_hits, &src, &one, BPF_NOEXIST);
 	}
 	hits = bpf_map_lookup_elem(&kc_name_hits, key);
 	if (hits) {

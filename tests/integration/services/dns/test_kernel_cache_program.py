@@ -19,6 +19,7 @@ from appliance.services.dns.wire import parse_query, prepare, render, opt_record
 
 TC_ACT_OK, TC_ACT_REDIRECT = 0, 7
 CLIENT, GW = "192.168.79.11", "192.168.79.1"
+CLIENT6, MODEM6, FAKE6 = "2001:db8:79::11", "fe80::1", "2001:db8:7e::/64"
 TAG = f"{os.getpid() % 10000}{random.randint(0, 0xfff):03x}"
 
 
@@ -27,6 +28,31 @@ def frame(dns: bytes, src=CLIENT, dst=GW, sport=40000, dport=53) -> bytes:
     ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
                      socket.inet_aton(src), socket.inet_aton(dst))
     return b"\x02\0\0\0\0\x01" + b"\x02\0\0\0\0\x02" + b"\x08\x00" + ip + udp
+
+
+def frame6(dns: bytes, src=CLIENT6, dst=MODEM6, sport=40000, dport=53, next_header=17) -> bytes:
+    udp = struct.pack(">HHHH", sport, dport, 8 + len(dns), 0) + dns
+    ip = struct.pack(">IHBB16s16s", 6 << 28 | 0x12345, len(udp), next_header, 255,
+                     socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst))
+    return b"\x02\0\0\0\0\x01" + b"\x02\0\0\0\0\x02" + b"\x86\xdd" + ip + udp
+
+
+def ones_complement(data: bytes) -> int:
+    data += b"\0" * (len(data) & 1)
+    total = sum(struct.unpack(f">{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xffff) + (total >> 16)
+    return total
+
+
+def udp_checksum_ok(out: bytes) -> bool:
+    """What the client's stack checks before the answer reaches dig."""
+    if out[12:14] == b"\x86\xdd":
+        src, dst, udp = out[22:38], out[38:54], out[54:]
+    else:
+        src, dst, udp = out[26:30], out[30:34], out[34:]
+    pseudo = src + dst + struct.pack(">IxxxB", len(udp), 17)
+    return ones_complement(pseudo + udp) == 0xffff
 
 
 def query(name: bytes, qtype=1, qid=7, edns=True) -> bytes:
@@ -61,7 +87,8 @@ def program(netns):
     from appliance.kernel.setns import in_netns
 
     with tempfile.TemporaryDirectory() as build:
-        cache = KernelCache("d0", [f"{GW}/32"], "198.18.0.0/15", Path(build), tcx=False)
+        cache = KernelCache("d0", [f"{GW}/32", "::/0"], "198.18.0.0/15", Path(build), tcx=False,
+                            fake_network6=FAKE6)
         in_netns(netns, cache.start)
     try:
         yield cache, LinuxBpf()
@@ -99,6 +126,7 @@ def test_hostile_queries_never_get_an_answer_the_server_would_not_give(program):
     retval, out = run(program, frame(good))
     assert retval == TC_ACT_REDIRECT
     assert out[42:] == render(7, 0x0100, good[12:12 + len(name) + 4], 1232, answer, answer.body, opt, 1232)
+    assert udp_checksum_ok(out) and ones_complement(out[14:34]) == 0xffff
 
     rng = random.Random(17)
     hostile = [good[:n] for n in range(len(good))]                      # every truncation
@@ -153,3 +181,45 @@ def test_the_clsact_fallback_attaches_from_the_servers_event_loop(netns):
             assert "appliance-dns-cache" in shown
         finally:
             in_netns(netns, cache.close)
+
+
+def test_an_ipv6_query_is_answered_as_the_address_it_was_sent_to(program):
+    """Over IPv6 as over IPv4: the server's answer, from the modem's address to the client,
+    with a checksum the client's stack accepts; what the kernel must not answer goes up."""
+    import time
+
+    cache, _ = program
+    name = b"\x03www\x02v6\x04test\x00"
+    writer = cache.writer(2)
+    writer.client(CLIENT6, 0, 1e9)
+    answer = prepare(upstream_answer(name, 28))
+    answer.stored, answer.lifetime = time.monotonic(), 300
+    opt = opt_record(1232)
+    writer.fill(0, name + b"\x00\x1c\x00\x01", answer, opt, 1232)
+
+    for edns in (True, False):
+        good = query(name, qtype=28, qid=9, edns=edns)
+        sent = frame6(good)
+        retval, out = run(program, sent)
+        assert retval == TC_ACT_REDIRECT, edns
+        assert out[62:] == render(9, 0x0100, good[12:12 + len(name) + 4], 1232 if edns else -1, answer,
+                                  answer.body, opt, 1232), edns
+        assert out[0:6] == sent[6:12] and out[6:12] == sent[0:6]
+        assert (out[22:38], out[38:54]) == (sent[38:54], sent[22:38]), "from the modem's address"
+        assert struct.unpack(">H", out[18:20])[0] == len(out) - 54 and out[20] == 17 and out[21] == 64
+        assert udp_checksum_ok(out)
+    assert cache.client_hits()[CLIENT6] >= 2
+
+    good = query(name, qtype=28, qid=9)
+    untouched = [
+        frame6(good, dst="2001:db8:7e::5"),                        # to the fake range: the relay's
+        frame6(good, src="2001:db8:79::12"),                       # a client the server never placed
+        frame6(good, next_header=60),                              # behind an extension header
+        frame6(good, dport=5353),
+    ]
+    whole = frame6(good)
+    # Every truncation BPF_PROG_TEST_RUN takes (it wants the whole IPv6 header).
+    untouched += [whole[:n] for n in range(54, len(whole))]
+    for data in untouched:
+        retval, out = run(program, data)
+        assert retval == TC_ACT_OK and out == data, data.hex()

@@ -138,3 +138,25 @@ def test_the_query_log_records_an_ipv6_client_by_its_address_and_its_groups_rule
         time.sleep(0.3)
     assert {(e["client"], e["action"], e["origin"]) for e in entries} == {(kid, "block", "groups.0.rules.0")}
     assert top.get(kid, 0) >= 1
+
+
+def test_a_name_asked_again_over_ipv6_is_answered_by_the_kernel_as_the_modem(home):
+    """The kernel cache (dns.kernel_cache) answers IPv6 clients too: the same answer, from the
+    modem's address, counted for the client's IPv6 address."""
+    from appliance.services.dns.control import DnsControl
+    lab, box = home
+    c = lab.spec.client(1)
+    me = topology.slaac_address(topology.client_mac(1))
+    deadline = time.monotonic() + 15
+    while True:
+        # Without dig's cookie option: the kernel reads a bare OPT record only, as stub
+        # resolvers send (glibc, systemd-resolved); the server answers the rest.
+        out = lab.run(c, ["dig", "+time=2", "+tries=2", "+nocookie", f"@{topology.MODEM_LAN6_IP}",
+                          "AAAA", "www.example.test"]).stdout
+        assert answers(out) == [SITE6] and f"SERVER: {topology.MODEM_LAN6_IP}" in out, out
+        with DnsControl(f"{box.layout.run_dir}/dns.sock") as dns:
+            kernel = dns.call("stats")["kernel_cache"]
+        if dict((client, n) for client, n in kernel.get("top_clients", ())).get(me, 0) >= 1:
+            break
+        assert time.monotonic() < deadline, f"the kernel never answered {me}: {kernel}"
+        time.sleep(0.2)

@@ -325,6 +325,31 @@ def test_the_kernel_answer_cache_loads_on_6_1(box):
     assert "bpf" in box.ssh("ip netns exec vproxy tc filter show dev vproxy0 ingress").stdout
 
 
+PIPELINE = """
+import sys
+sys.path.insert(0, "/opt/appliance")
+from appliance.switch.flows import FlowTable
+from appliance.switch.parser import parse_flows
+from appliance.switch.datapath.testrun import TestDatapath
+table = FlowTable(parse_flows(open("/root/pipeline.txt").read()))
+for strategy in ("linear", "hashed"):
+    with TestDatapath(table, (1, 2, 3, 4, 5), strategy=strategy) as dp:
+        print("LOADED", strategy, len(dp.program.source.splitlines()), flush=True)
+"""
+
+
+def test_a_four_table_pipeline_loads_on_6_1(box):
+    """Debian's 6.1 verifier takes a four-table pipeline whose every flow jumps on (each
+    table's code once in the program, not once per jump)."""
+    from tests.support.flowgen import fan_out_pipeline
+
+    box.put("/root/pipeline.txt", fan_out_pipeline())
+    box.put("/root/pipeline.py", PIPELINE)
+    out = box.ssh("cd /opt/appliance && .venv/bin/python /root/pipeline.py", check=False)
+    print(f"\nimage-test: {out.stdout.strip()} {out.stderr.strip()[-300:]}", flush=True)
+    assert "LOADED linear" in out.stdout and "LOADED hashed" in out.stdout, out.stderr[-2000:]
+
+
 def test_upgrade_to_the_next_image_keeps_everything(box):
     host_key = box.ssh("cat /var/lib/appliance/ssh/ssh_host_ed25519_key.pub").stdout
     box.stop()

@@ -327,3 +327,23 @@ def rich_table_text(r: random.Random, n: int, n_tables: int = 4) -> str:
             head.append(match)
         lines.append(",".join(head) + " actions=" + ",".join(rich_actions(r, table, n_tables, known)))
     return "\n".join(lines) + "\n"
+
+
+def fan_out_pipeline() -> str:
+    """Four tables where every flow rewrites something and jumps on, as a
+    pipeline of per-port VLANs, source and destination tables does: 5 x 8 x
+    8 ways through to the last table."""
+    macs = [f"02:00:00:00:00:{i:02x}" for i in range(1, 9)]
+    lines = [f"priority=100,in_port={p},actions=mod_vlan_vid:{p * 10},goto_table:1" for p in PORTS[:3]]
+    lines += ["priority=50,dl_vlan=7,actions=strip_vlan,goto_table:1",
+              "priority=0,actions=mod_dl_src:0e:00:00:00:00:01,goto_table:1"]
+    for i, mac in enumerate(macs):
+        jump = "resubmit(,2)" if i % 2 else "goto_table:2"
+        lines.append(f"table=1,priority={10 + i},dl_src={mac},actions=mod_dl_dst:{macs[-1 - i]},{jump}")
+    for i, mac in enumerate(macs):
+        lines.append(f"table=2,priority=10,dl_dst={mac},actions=mod_vlan_vid:{100 + i},goto_table:3")
+    for i, mac in enumerate(macs):
+        out = f"output:{PORTS[i % len(PORTS)]}" if i % 4 else "NORMAL"
+        lines.append(f"table=3,priority=10,dl_src={mac},dl_vlan={100 + i},actions={out}")
+    lines.append("table=3,priority=0,actions=FLOOD")
+    return "\n".join(lines) + "\n"

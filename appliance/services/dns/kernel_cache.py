@@ -265,7 +265,11 @@ class KernelCache:
         try:
             self._obj = libbpf.LinuxBpf().load(str(obj_path), (PROGRAM,))
         except OSError as exc:
-            raise Unavailable(f"the kernel refused the program: {str(exc)[:300]}") from None
+            # The verifier's log ends with its reason: that, not the log's first lines.
+            log_tail = [ln for ln in (getattr(exc, "log", "") or "").splitlines() if ln.strip()][-4:]
+            head = str(exc).splitlines()[0] if str(exc) else repr(exc)
+            raise Unavailable(f"the kernel refused the program: {head[:200]}"
+                              + (": " + " | ".join(log_tail) if log_tail else "")) from None
         prog = self._obj.prog_fd(PROGRAM)
         try:
             libbpf.map_update(self.map_fd("kc_config"), U32.pack(0),

@@ -39,7 +39,14 @@ from appliance.services.health.heartbeat import HealthMap
 from appliance.services.health.probes import Probe, ProbeResult, check
 
 HEALTHY, UNHEALTHY, UNKNOWN = "healthy", "unhealthy", "unknown"
-RESTART_GRACE = 5.0  # after a restart, this long before the next one
+# After a restart, this long before the next one, doubled for each restart
+# the service has not come back healthy from, up to RESTART_GRACE_MAX.  A
+# service that needs longer than the grace to start (a slow board, the 6.1
+# image under emulation: the DNS server compiling its BPF) was otherwise
+# killed every 5 s while it started, until its runner gave up on it (the
+# start limit: 10 deaths within 100 s) and it stayed down.
+RESTART_GRACE = 5.0
+RESTART_GRACE_MAX = 60.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,7 @@ class Health:
     since: float = field(default_factory=time.time)
     restarts: int = 0  # made by the watchdog
     restart_not_before: float = 0.0  # monotonic
+    restart_streak: int = 0  # restarts since it was last healthy
 
     def to_json(self) -> dict:
         return {"state": self.state, "failures": self.failures, "last_failure": self.last_failure,
@@ -159,6 +167,10 @@ class Watchdog:
             h.failures = 0
             if h.state == UNKNOWN or (h.state == UNHEALTHY and h.successes >= p.rise):
                 self._transition(h, HEALTHY, res.detail)
+            if h.state == HEALTHY:
+                # Up: the wait was for its start, and the next restart's starts at 5 s again.
+                h.restart_streak = 0
+                h.restart_not_before = 0.0
             return
         if res.aside:  # the service lets the modem serve: no fault, nothing to restart
             h.failures = h.successes = 0
@@ -195,7 +207,8 @@ class Watchdog:
             if h.name in self._restarting:
                 return
             self._restarting.add(h.name)
-        h.restart_not_before = self.clock() + RESTART_GRACE
+        h.restart_not_before = self.clock() + min(RESTART_GRACE * 2 ** h.restart_streak, RESTART_GRACE_MAX)
+        h.restart_streak += 1
         h.restarts += 1
         self._event(h.name, "restart", f"{h.failures} probes failed in a row ({why}): "
                                        "killed; its runner starts it again")

@@ -71,10 +71,12 @@ struct kc_answer {
 	__u8 body[KC_BODY_MAX];
 };
 
-/* A client's address: IPv6, or IPv4 mapped (::ffff:a.b.c.d), as sent. */
+/* A client's address: IPv6, or IPv4 mapped (::ffff:a.b.c.d), as sent.
+ * Two 8-byte words, written and read whole: 6.1 without CAP_PERFMON
+ * refuses a 4-byte store into a stack slot that holds a spilled value. */
 struct kc_addr {
-	__u32 w[4];
-} __attribute__((aligned(8)));   /* read as two words: the verifier wants stack reads aligned */
+	__u64 d[2];
+};
 
 struct kc_client {
 	__u32 group;
@@ -238,14 +240,22 @@ static __always_inline int answers_as6(const __u64 *daddr)
 	return 0;
 }
 
-/* The big-endian words of an address, as a checksum adds them. */
+/* The big-endian 16-bit words of an address, as a checksum adds them. */
 static __always_inline __u32 addr_sum(const struct kc_addr *a)
 {
 	__u32 sum = 0;
 #pragma unroll
-	for (int i = 0; i < 4; i++)
-		sum += bpf_ntohs(a->w[i] & 0xffff) + bpf_ntohs(a->w[i] >> 16);
+	for (int i = 0; i < 2; i++)
+#pragma unroll
+		for (int b = 0; b < 64; b += 16)
+			sum += bpf_ntohs((__u16)(a->d[i] >> b));
 	return sum;
+}
+
+/* IPv4 `addr` (network order) as ::ffff:addr, in the bytes' order. */
+static __always_inline __u64 mapped_low(__u32 addr)
+{
+	return (__u64)bpf_htonl(0xffff) | ((__u64)addr << 32);
 }
 
 /* x * 256 mod 0xffff: a part summed from an even offset, placed at an odd one */
@@ -290,9 +300,8 @@ int kernel_cache(struct __sk_buff *skb)
 			return count(KC_NOT_PLAIN, TC_ACT_OK);
 		if (!answers_as(ip->daddr))
 			return TC_ACT_OK;
-		src.w[2] = dst.w[2] = bpf_htonl(0xffff);
-		src.w[3] = ip->saddr;
-		dst.w[3] = ip->daddr;
+		src.d[1] = mapped_low(ip->saddr);
+		dst.d[1] = mapped_low(ip->daddr);
 		l3 = L3;
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = data + L2;
@@ -306,9 +315,11 @@ int kernel_cache(struct __sk_buff *skb)
 		dns_len = bpf_ntohs(udp->len);
 		if (dns_len < L4 + 17 || dns_len != payload || payload + L3_6 + L2 > skb->len)
 			return count(KC_NOT_PLAIN, TC_ACT_OK);
-		__builtin_memcpy(&src, &ip6->saddr, 16);
-		__builtin_memcpy(&dst, &ip6->daddr, 16);
-		if (!answers_as6((__u64 *)&dst))
+		src.d[0] = *(__u64 *)&ip6->saddr;
+		src.d[1] = *(__u64 *)((__u8 *)&ip6->saddr + 8);
+		dst.d[0] = *(__u64 *)&ip6->daddr;
+		dst.d[1] = *(__u64 *)((__u8 *)&ip6->daddr + 8);
+		if (!answers_as6(dst.d))
 			return TC_ACT_OK;
 		l3 = L3_6;
 	} else {
@@ -474,16 +485,18 @@ int kernel_cache(struct __sk_buff *skb)
 		*(__u32 *)ip6 = bpf_htonl(0x60000000);
 		ip6->payload_len = bpf_htons(L4 + new_dns);
 		ip6->hop_limit = 64;
-		__builtin_memcpy(&ip6->saddr, &dst, 16);
-		__builtin_memcpy(&ip6->daddr, &src, 16);
+		*(__u64 *)&ip6->saddr = dst.d[0];
+		*(__u64 *)((__u8 *)&ip6->saddr + 8) = dst.d[1];
+		*(__u64 *)&ip6->daddr = src.d[0];
+		*(__u64 *)((__u8 *)&ip6->daddr + 8) = src.d[1];
 	} else {
 		struct iphdr *ip = data + L2;
 
 		udp = data + L2 + L3;
 		if ((void *)(udp + 1) > end)
 			return TC_ACT_SHOT;
-		ip->daddr = src.w[3];
-		ip->saddr = dst.w[3];
+		ip->daddr = (__u32)(src.d[1] >> 32);
+		ip->saddr = (__u32)(dst.d[1] >> 32);
 		ip->tot_len = bpf_htons(L3 + L4 + new_dns);
 		ip->id = 0;
 		ip->frag_off = bpf_htons(0x4000);   /* DF, as Linux sends a UDP answer */

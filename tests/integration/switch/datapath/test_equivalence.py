@@ -24,6 +24,7 @@ from appliance.switch.flows import Flow, FlowTable, Match
 from appliance.switch.packet import Packet
 from appliance.switch.parser import parse_flows
 from appliance.switch.datapath.testrun import TestDatapath
+from tests.support.flowgen import fan_out_pipeline
 
 
 SEED = Path(__file__).resolve().parents[3] / "data" / "seed-flows.txt"
@@ -234,26 +235,6 @@ def test_faucet_pipeline_agrees(strategy):
                              "tp_src": 1, "tp_dst": 2, "nw_ttl": 64, "vlan_tci": tci}
                         frame = Packet(f).to_bytes()
                         check(dp, table, Packet.from_bytes(frame, in_port=in_port), frame)
-
-
-def fan_out_pipeline() -> str:
-    """Four tables where every flow rewrites something and jumps on, as a
-    pipeline of per-port VLANs, source and destination tables does: 5 x 8 x
-    8 ways through to the last table."""
-    macs = [f"02:00:00:00:00:{i:02x}" for i in range(1, 9)]
-    lines = [f"priority=100,in_port={p},actions=mod_vlan_vid:{p * 10},goto_table:1" for p in PORTS[:3]]
-    lines += ["priority=50,dl_vlan=7,actions=strip_vlan,goto_table:1",
-              "priority=0,actions=mod_dl_src:0e:00:00:00:00:01,goto_table:1"]
-    for i, mac in enumerate(macs):
-        jump = "resubmit(,2)" if i % 2 else "goto_table:2"
-        lines.append(f"table=1,priority={10 + i},dl_src={mac},actions=mod_dl_dst:{macs[-1 - i]},{jump}")
-    for i, mac in enumerate(macs):
-        lines.append(f"table=2,priority=10,dl_dst={mac},actions=mod_vlan_vid:{100 + i},goto_table:3")
-    for i, mac in enumerate(macs):
-        out = f"output:{PORTS[i % len(PORTS)]}" if i % 4 else "NORMAL"
-        lines.append(f"table=3,priority=10,dl_src={mac},dl_vlan={100 + i},actions={out}")
-    lines.append("table=3,priority=0,actions=FLOOD")
-    return "\n".join(lines) + "\n"
 
 
 @pytest.mark.parametrize("strategy", ["linear", "hashed"])

@@ -8,7 +8,8 @@ from appliance.kernel.fake_bpf import FakeBpf
 from appliance.services.health import record
 from appliance.services.health.heartbeat import HealthMap
 from appliance.services.health.probes import Probe, ProbeResult, dns_query
-from appliance.services.health.watchdog import HEALTHY, UNHEALTHY, WatchdogConfig, WatchedService, Watchdog
+from appliance.services.health.watchdog import (HEALTHY, UNHEALTHY, WatchdogConfig,
+                                                WatchedService, Watchdog)
 from appliance.switch.datapath import contract as C
 
 PIN = "/sys/fs/bpf/appliance/host/vswitch/dp_health"
@@ -142,3 +143,37 @@ def test_a_service_standing_aside_clears_its_bit_at_once_and_is_never_restarted(
     assert dog.runner.killed == []
     (event,) = record.read_events(str(tmp_path / "events.jsonl"))
     assert event.what == "unhealthy" and "the modem's RA asks for DHCPv6 addresses" in event.detail
+
+
+def test_a_service_slow_to_start_gets_longer_each_restart_and_is_never_killed_into_its_start_limit(dog):
+    """A DNS server that takes 30 s to answer after each start: restarted after 5 s, then 10,
+    20, 40 s, so it comes up; the waits start again at 5 s once it is healthy. Killed every
+    5 s instead, it died 10 times in 100 s and its runner gave up on it."""
+    now = [1000.0]
+    dog.clock = lambda: now[0]
+    dog.round()
+    dog.probes.up.discard("dns")
+    kills = []
+    for _ in range(400):  # a round every 0.5 s
+        now[0] += 0.5
+        dog.round()
+        if dog.health["dns"].restarts > len(kills):  # (counted as the kill is ordered)
+            kills.append(now[0])
+        if len(kills) == 5:
+            break
+    assert wait_killed(dog, 5) == ["dns"] * 5
+    gaps = [round(b - a) for a, b in zip(kills, kills[1:])]
+    assert gaps == [5, 10, 20, 40], kills
+    assert len([t for t in kills if t > kills[-1] - 100]) <= 5, "never 10 deaths within the runner's 100 s"
+    dog.probes.up.add("dns")
+    for _ in range(2):
+        now[0] += 0.5
+        dog.round()
+    assert dog.health["dns"].state == HEALTHY
+    dog.probes.up.discard("dns")
+    start = now[0]
+    while dog.health["dns"].restarts == 5:
+        now[0] += 0.5
+        dog.round()
+        assert now[0] - start < 60, "healthy again: the first restart comes as soon as before"
+    assert now[0] - start == pytest.approx(1.5)  # restart_after=3 failures, no grace left over

@@ -1,9 +1,9 @@
 /* The DNS server's answers replayed by the kernel (dns.kernel_cache).
  *
  * At tc ingress of the device the home's queries reach netns vproxy on, a
- * plain UDP query over IPv4 or IPv6 (no extension headers) (one question, no other records but a bare EDNS 0
- * OPT: no options, no DO bit) is looked up by (client group, qtype,
- * qclass, lower-cased wire name).  A fresh entry is what the server sent
+ * plain UDP query over IPv4 or IPv6 without extension headers (one
+ * question, no other records but a bare EDNS 0 OPT: no options, no DO bit)
+ * is looked up by (client group, qtype, qclass, lower-cased wire name).  A fresh entry is what the server sent
  * for that question: its records and TTL offsets, written by the server
  * (kernel_cache.py) when it answered from its cache.  The answer is built
  * in the query's own skb, as the server's `wire.render` would: the query's

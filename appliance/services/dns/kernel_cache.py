@@ -183,9 +183,7 @@ def addr_key(address: str) -> bytes | None:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return None
-    if ip.version == 4:
-        return ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + ip.packed).packed
-    return ip.packed
+    return b"\0" * 10 + b"\xff\xff" + ip.packed if ip.version == 4 else ip.packed
 
 
 def addr_text(key: bytes) -> str:

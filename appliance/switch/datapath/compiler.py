@@ -240,15 +240,13 @@ def _action_code(act: FL.Action, flow: Flow, table: int, slot: int,
         return ["dp_push_vlan(skb, st);"]
     if t is FL.StripVlan:
         return ["dp_strip_vlan(skb, st);"]
-    if t is FL.Resubmit:
+    if t is FL.Resubmit or t is FL.GotoTable:
         target = table if act.table is None else act.table
         jump = f"next = {target};" if tail else f"dp_from_{target}(skb, st);"
-        if act.port is None:
+        if t is FL.GotoTable or act.port is None:
             return [jump]
         # in_port=PORT for that lookup only: the table puts the real one back.
         return [f"st->key.in_port = {act.port};", jump]
-    if t is FL.GotoTable:
-        return [f"next = {act.table};" if tail else f"dp_from_{act.table}(skb, st);"]
     raise CompileError(flow, f"the datapath has no action {act.to_ofctl(port_names)}", port_names)
 
 
@@ -276,17 +274,13 @@ def check_vlan_pushes(flow: Flow, port_names=None) -> None:
             tagged = None  # the other table may have changed the tag
 
 
-def _tail_calls(flow: Flow) -> list[int]:
-    """The table the flow's last action jumps to, if it is a jump."""
+def _split_calls(flow: Flow) -> tuple[list[int], list[int]]:
+    """(tables the flow resubmits to and comes back from, the table its last
+    action jumps to if that is a jump)."""
     calls = _calls(flow)
-    last = flow.actions[-1] if flow.actions else None
-    return calls[-1:] if isinstance(last, (FL.Resubmit, FL.GotoTable)) else []
-
-
-def _inner_calls(flow: Flow) -> list[int]:
-    """Tables the flow resubmits to and then comes back from."""
-    calls = _calls(flow)
-    return calls[:-1] if _tail_calls(flow) else calls
+    if flow.actions and isinstance(flow.actions[-1], (FL.Resubmit, FL.GotoTable)):
+        return calls[:-1], calls[-1:]
+    return calls, []
 
 
 def _calls(flow: Flow) -> list[int]:
@@ -335,13 +329,13 @@ def _chains(by_table: Mapping[int, list[Flow]], order: list[int]) -> dict[int, l
     tail jumps reach, callers before callees (`order` has callees first)."""
     rank = {t: i for i, t in enumerate(reversed(order))}
     # Tables table 0 never reaches are not compiled: neither are their calls.
-    heads = {0} | {c for t in order for f in by_table.get(t, []) for c in _inner_calls(f)}
+    heads = {0} | {c for t in order for f in by_table.get(t, []) for c in _split_calls(f)[0]}
     chains = {}
     for head in sorted(heads, key=rank.__getitem__):
         seen, todo = set(), [head]
         while todo:
             for f in by_table.get(todo.pop(), []):
-                for u in _tail_calls(f):
+                for u in _split_calls(f)[1]:
                     if u not in seen:
                         seen.add(u)
                         todo.append(u)

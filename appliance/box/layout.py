@@ -10,8 +10,9 @@ so the console, the CLI and the services always agree on them.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from appliance.services.dhcp.config import KEA_HOOKS_DIR, KeaPaths
 from appliance.services.dhcp.dhcpkit_config import Dhcp6Paths
@@ -33,6 +34,23 @@ RUN_ROOT = "/run/appliance"
 PIN_ROOT = "/sys/fs/bpf/appliance"  # one directory per box below it (`host` or its namespace)
 
 
+def interpreter() -> str:
+    """This Python under one name, whichever of its names started the process.
+
+    A service's command line is part of its revision, and the console's worker
+    (started by `celery`, whose script says `python3`) and the CLI or the boot
+    (`python`) are the same interpreter under two names: spelled as they were
+    started, every console apply after a CLI one restarted every service.
+    """
+    canonical = os.path.join(sys.prefix, "bin", "python3")
+    try:
+        if os.path.samefile(canonical, sys.executable):
+            return canonical
+    except OSError:
+        pass
+    return sys.executable
+
+
 def derived_mac(name: str) -> str:
     """A stable, locally administered unicast MAC for a port the seed leaves unfixed."""
     h = hashlib.sha256(f"appliance-port:{name}".encode()).digest()
@@ -46,7 +64,7 @@ class Layout:
     state_dir: str = STATE_ROOT
     run_dir: str = RUN_ROOT
     kea_hooks_dir: str = KEA_HOOKS_DIR
-    python: str = sys.executable  # runs the box's own services (DNS, relay)
+    python: str = field(default_factory=interpreter)  # runs the box's own services (DNS, relay)
 
     # -- state
     @property

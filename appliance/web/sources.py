@@ -177,14 +177,18 @@ _CACHE: dict = {}
 _READING: dict = {}  # key -> lock held by the one thread taking a new reading
 
 
-def cached(key: str, read):
+def cached(key: str, read, stamp=None):
     """`read()`, or what it returned less than APPLIANCE_LIVE_SECONDS ago in this process.
 
     While one thread takes a new reading, the others keep serving the last
-    one instead of asking the box all at once.
+    one instead of asking the box all at once. With a `stamp` (anything
+    comparable that changes when what `read` reads changes: files' mtimes) a
+    reading taken under another stamp is never served.
     """
     seconds = getattr(settings, "APPLIANCE_LIVE_SECONDS", 1.0)
     hit = _CACHE.get(key)
+    if hit is not None and hit[2] != stamp:
+        hit = None
     if hit is not None and time.monotonic() - hit[0] < seconds:
         return hit[1]
     lock = _READING.setdefault(key, threading.Lock())
@@ -192,10 +196,11 @@ def cached(key: str, read):
         return hit[1]
     try:
         again = _CACHE.get(key)
-        if again is not None and again is not hit and time.monotonic() - again[0] < seconds:
+        if (again is not None and again is not hit and again[2] == stamp
+                and time.monotonic() - again[0] < seconds):
             return again[1]  # another thread read it while this one waited
         value = read()
-        _CACHE[key] = (time.monotonic(), value)
+        _CACHE[key] = (time.monotonic(), value, stamp)
         return value
     finally:
         lock.release()

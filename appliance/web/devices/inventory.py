@@ -14,12 +14,14 @@ device used this day and month: that service's word.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.core.cache import cache
 from django.utils import timezone
 
 from appliance.box.status import Reading
@@ -33,6 +35,7 @@ ONLINE_SECONDS = 300
 LAST_SEEN_STEP = timedelta(seconds=30)
 _MAC = re.compile(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$")
 COUNTERS = ("rx_bytes", "rx_packets", "tx_bytes", "tx_packets")
+GENERATION_KEY = "appliance:devices-generation"
 
 
 def normal_mac(text: str) -> str | None:
@@ -130,6 +133,29 @@ def devices() -> tuple[list[DeviceView], str | None]:
     return views, counters.problem
 
 
+def stamp() -> tuple:
+    """Moves whenever a user changes a device (from any worker process) or the settings document
+    (static leases name devices): what the devices page's shared rows are kept under."""
+    from appliance.web import document
+    try:
+        generation = cache.get(GENERATION_KEY, 0)
+    except Exception:  # noqa: BLE001 - no Redis: rows kept for the live period only
+        generation = None
+    return generation, document.revision()
+
+
+def _changes(change):
+    """`change` changes devices: the shared rows are built again after it, even if it failed half way."""
+    @functools.wraps(change)
+    def changing(*args, **kwargs):
+        try:
+            return change(*args, **kwargs)
+        finally:
+            cache.add(GENERATION_KEY, 0, timeout=None)
+            cache.incr(GENERATION_KEY)
+    return changing
+
+
 def device(mac: str) -> DeviceView | None:
     mac = normal_mac(mac) or ""
     return next((v for v in devices()[0] if v.mac == mac), None)
@@ -161,6 +187,7 @@ def _view(d: Device, st, static, leases: list[dict], now: datetime) -> DeviceVie
     return v
 
 
+@_changes
 def rename(mac: str, name: str) -> DeviceView | None:
     mac = normal_mac(mac) or ""
     if not Device.objects.filter(mac=mac).update(name=name.strip()):
@@ -168,11 +195,13 @@ def rename(mac: str, name: str) -> DeviceView | None:
     return device(mac)
 
 
+@_changes
 def pause(mac: str, paused: bool) -> Reading:
     """Pause or resume a device: the datapath drops its frames from the next one on (no apply)."""
     return sources.get().pause_device(normal_mac(mac) or "", paused)
 
 
+@_changes
 def set_policy(mac: str, changes: dict) -> None:
     """Change a device's `group`, `schedules` (a list of Schedule) or `budget` (a Budget or None);
     the devices service acts on it within a second (no apply)."""
@@ -192,11 +221,13 @@ def group(name: str) -> dict | None:
     return next((g for g in groups() if g["name"] == name), None)
 
 
+@_changes
 def set_group_schedules(name: str, schedules: tuple) -> dict:
     sources.get().change_device_policy(lambda p: p.with_group(name, tuple(schedules)))
     return group(name) or {"name": name, "schedules": [], "devices": []}
 
 
+@_changes
 def delete_group(name: str) -> bool:
     """Drop a group's schedules and take its devices out of it."""
     if group(name) is None:
@@ -211,6 +242,7 @@ def delete_group(name: str) -> bool:
     return True
 
 
+@_changes
 def forget(mac: str) -> bool:
     """Drop the console's row and the datapath's counters. A device still on the network (its
     lease, its frames) comes back at the next look, as new: no name, seen from now."""

@@ -171,7 +171,17 @@ def test_no_registry_no_vendor(api, tmp_path, monkeypatch):
     assert api.get(f"/api/devices/{TV}/").data["vendor"] == ""
 
 
-def test_console_lists_renames_and_forgets(client_admin):
+@pytest.fixture(params=[0, 60], ids=["uncached", "rows-kept-60s"])
+def live_seconds(request, settings):
+    """The devices page's rows are shared by every viewer for the live period: a change made in
+    the console still shows on the very next load."""
+    settings.APPLIANCE_LIVE_SECONDS = request.param
+    from appliance.web import sources
+    sources._CACHE.pop("devices-page", None)
+    return request.param
+
+
+def test_console_lists_renames_and_forgets(client_admin, live_seconds):
     home([lease("192.168.1.70", TV, "livingroom-tv")], {TV: counters(TV, rx=(2 * 1024 * 1024, 1500))})
     page = client_admin.get("/devices/").content.decode()
     assert "livingroom-tv" in page and "Google, Inc." in page and "192.168.1.70" in page and "2.0\xa0MB" in page
@@ -190,12 +200,14 @@ def test_console_lists_renames_and_forgets(client_admin):
     assert client_admin.post(f"/devices/{TV}/forget/", {}).status_code == 400      # no confirm: nothing forgotten
     assert Device.objects.filter(mac=TV).exists()
     fakes.STATE["leases"] = []
+    from appliance.web import sources
+    sources._CACHE.pop("leases", None)      # the lease gone from Kea's last reading too
     assert client_admin.post(f"/devices/{TV}/forget/", {"confirm": "1"}).status_code == 302
     assert "No device seen yet" in client_admin.get("/devices/").content.decode()
     assert client_admin.get("/devices/02:00:00:00:00:99/rename/").status_code == 404
 
 
-def test_a_hostile_hostname_is_shown_as_text_and_the_rows_forms_work(admin, doc):
+def test_a_hostile_hostname_is_shown_as_text_and_the_rows_forms_work(admin, doc, live_seconds):
     """A device on the LAN picks its DHCP hostname: the page shows it, never runs it; the row's
     pause form carries a CSRF token the console accepts."""
     import re
@@ -213,6 +225,30 @@ def test_a_hostile_hostname_is_shown_as_text_and_the_rows_forms_work(admin, doc)
     r = browser.post(form.group(1), {"csrfmiddlewaretoken": form.group(2), "paused": "1"})
     assert r.status_code == 302 and paused_on_the_box() == {TV}
     assert browser.post(form.group(1), {"paused": "0"}).status_code == 403     # no token: refused
+
+
+def test_two_viewers_of_the_shared_rows_each_get_a_token_of_their_own(admin, doc, settings):
+    """The rows are built once for every viewer; each viewer's forms carry that viewer's CSRF
+    token, which the console accepts from that viewer only."""
+    import re
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+    settings.APPLIANCE_LIVE_SECONDS = 60
+    home([lease("192.168.1.70", TV, "tv")], {TV: counters(TV)})
+    other = get_user_model().objects.create_superuser("other", "", "another long passphrase")
+    browsers = []
+    for user in (admin, other):
+        b = Client(enforce_csrf_checks=True)
+        b.force_login(user)
+        page = b.get("/devices/").content.decode()
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        browsers.append((b, token))
+    (first, first_token), (second, second_token) = browsers
+    assert first_token != second_token
+    assert second.post(f"/devices/{TV}/pause/", {"csrfmiddlewaretoken": first_token, "paused": "1"}).status_code == 403
+    assert second.post(f"/devices/{TV}/pause/", {"csrfmiddlewaretoken": second_token, "paused": "1"}).status_code == 302
+    assert paused_on_the_box() == {TV}
+    assert ">Resume<" in first.get("/devices/").content.decode(), "the other viewer sees the pause at once"
 
 
 def test_the_pages_need_a_login(client, admin, doc):
@@ -300,7 +336,7 @@ def test_what_a_device_used_today_is_the_devices_services_count(api):
     assert (tv["used_today"], tv["used_month"]) == (1234, 99999)
 
 
-def test_the_console_sets_a_devices_group_schedule_and_budget_and_a_groups_schedule(client_admin):
+def test_the_console_sets_a_devices_group_schedule_and_budget_and_a_groups_schedule(client_admin, live_seconds):
     home([lease("192.168.1.70", TV, "tv")], {})
     client_admin.get("/devices/")     # the device's row
     assert client_admin.get(f"/devices/{TV}/policy/").status_code == 200

@@ -221,6 +221,9 @@ APPLIANCE_LOGIN_LOCKOUT_SECONDS = int(os.environ.get("APPLIANCE_LOGIN_LOCKOUT_SE
 APPLIANCE_LOGIN_LOCKOUT_MAX_SECONDS = int(os.environ.get("APPLIANCE_LOGIN_LOCKOUT_MAX_SECONDS", "86400"))
 # The first run's one-time code (appliance.web.console.setupcode): a root-only file with the console's
 # state, and where the local console's login prompt shows it (an agetty issue file, on the image).
+# Rewritten by every change a user makes to a device: the devices page's shared rows are kept under it.
+APPLIANCE_DEVICES_GENERATION_FILE = os.environ.get("APPLIANCE_DEVICES_GENERATION_FILE",
+                                                   str(STATE_DIR / "devices.generation"))
 APPLIANCE_SETUP_CODE_FILE = os.environ.get("APPLIANCE_SETUP_CODE_FILE", str(STATE_DIR / "setup-code"))
 APPLIANCE_SETUP_ISSUE = os.environ.get("APPLIANCE_SETUP_ISSUE", "")
 # Request bodies: refused with 413 by the server past this, before a byte is read (appliance.web.wsgibridge);

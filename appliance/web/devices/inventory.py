@@ -16,12 +16,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import ipaddress
+import os
 import re
+import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.core.cache import cache
+from django.conf import settings
 from django.utils import timezone
 
 from appliance.box.status import Reading
@@ -35,7 +38,6 @@ ONLINE_SECONDS = 300
 LAST_SEEN_STEP = timedelta(seconds=30)
 _MAC = re.compile(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$")
 COUNTERS = ("rx_bytes", "rx_packets", "tx_bytes", "tx_packets")
-GENERATION_KEY = "appliance:devices-generation"
 
 
 def normal_mac(text: str) -> str | None:
@@ -135,12 +137,14 @@ def devices() -> tuple[list[DeviceView], str | None]:
 
 def stamp() -> tuple:
     """Moves whenever a user changes a device (from any worker process) or the settings document
-    (static leases name devices): what the devices page's shared rows are kept under."""
+    (static leases name devices): what the devices page's shared rows are kept under. A small
+    file, not the cache: a Redis round trip on every page load held a busy worker's requests up."""
     from appliance.web import document
     try:
-        generation = cache.get(GENERATION_KEY, 0)
-    except Exception:  # noqa: BLE001 - no Redis: rows kept for the live period only
-        generation = None
+        with open(settings.APPLIANCE_DEVICES_GENERATION_FILE) as f:
+            generation = f.read()
+    except OSError:
+        generation = ""
     return generation, document.revision()
 
 
@@ -151,9 +155,17 @@ def _changes(change):
         try:
             return change(*args, **kwargs)
         finally:
-            cache.add(GENERATION_KEY, 0, timeout=None)
-            cache.incr(GENERATION_KEY)
+            _bump(settings.APPLIANCE_DEVICES_GENERATION_FILE)
     return changing
+
+
+def _bump(path: str) -> None:
+    # A new random value, not a count: two workers bumping at once still leave a value neither
+    # had. No fsync: after a power cut the rows it stamps are gone too.
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}"
+    with open(tmp, "w") as f:
+        f.write(secrets.token_hex(8))
+    os.replace(tmp, path)
 
 
 def device(mac: str) -> DeviceView | None:

@@ -13,6 +13,7 @@ def _console_settings(settings, tmp_path):
     settings.APPLIANCE_SOURCES = "tests.support.webfakes:make_sources"
     settings.APPLIANCE_AUTHORIZED_KEYS = str(tmp_path / "authorized_keys")
     settings.APPLIANCE_SETUP_CODE_FILE = str(tmp_path / "setup-code")
+    settings.APPLIANCE_DEVICES_GENERATION_FILE = str(tmp_path / "devices.generation")
     settings.APPLIANCE_SETUP_ISSUE = ""
     settings.APPLIANCE_CONFIRM_TIMEOUT = 30
     settings.APPLIANCE_LIVE_SECONDS = 0  # the tests change the fakes and look at once

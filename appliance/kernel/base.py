@@ -7,7 +7,7 @@ be diffed against what `observe` returns.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import ContextManager, Protocol, Sequence
 
 
 class KernelError(RuntimeError):
@@ -73,6 +73,9 @@ class Processes(Protocol):
 
 
 class Kernel(Processes, Protocol):
+    def batch(self) -> ContextManager[None]:
+        """A context in which this thread's calls may share per-namespace resources (sockets)."""
+
     # namespaces
     def list_netns(self) -> list[str]: ...
     def add_netns(self, name: str) -> None: ...

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import itertools
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import Iterator
 
 from appliance.kernel.base import KernelError, Link, Route
 from appliance.kernel.fake_process import FakeProcesses
@@ -34,6 +36,10 @@ class FakeKernel(FakeProcesses):
         self._ifindex = itertools.count(2)
         self._mac = itertools.count(1)
         self.ns[_OWN].links["lo"] = Link("lo", "device", "00:00:00:00:00:00", True, ifindex=1)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        yield  # nothing shared: every call is a dict lookup
 
     def _has_netns(self, ns: str) -> bool:
         return ns in self.ns

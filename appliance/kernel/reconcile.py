@@ -159,6 +159,11 @@ def _apply_one(v: _View, obj: Object, changes: list[str]) -> None:
 
 
 def reconcile(kernel: Kernel, objects: Iterable[Object], progress: Progress | None = None) -> list[str]:
+    with kernel.batch():
+        return _reconcile(kernel, objects, progress)
+
+
+def _reconcile(kernel: Kernel, objects: Iterable[Object], progress: Progress | None) -> list[str]:
     view = _View(kernel)
     changes: list[str] = []
     up_rank = _RANK["links up"]
@@ -179,6 +184,11 @@ def reconcile(kernel: Kernel, objects: Iterable[Object], progress: Progress | No
 
 def remove(kernel: Kernel, objects: Iterable[Object]) -> list[str]:
     """Remove what the objects describe; namespaces last (they take their links along)."""
+    with kernel.batch():
+        return _remove(kernel, objects)
+
+
+def _remove(kernel: Kernel, objects: Iterable[Object]) -> list[str]:
     changes = []
     present = set(kernel.list_netns())
     for obj in reversed(ordered(objects)):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import ipaddress
+import logging
 import os
 import re
 import secrets
@@ -29,7 +30,7 @@ from django.utils import timezone
 
 from appliance.box.status import Reading
 from appliance.services.devices.policy import DevicePolicy, Policy
-from appliance.web import sources
+from appliance.web import document, sources
 from appliance.web.devices import oui
 from appliance.web.devices.models import Device
 
@@ -38,6 +39,7 @@ ONLINE_SECONDS = 300
 LAST_SEEN_STEP = timedelta(seconds=30)
 _MAC = re.compile(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$")
 COUNTERS = ("rx_bytes", "rx_packets", "tx_bytes", "tx_packets")
+log = logging.getLogger(__name__)
 
 
 def normal_mac(text: str) -> str | None:
@@ -139,7 +141,6 @@ def stamp() -> tuple:
     """Moves whenever a user changes a device (from any worker process) or the settings document
     (static leases name devices): what the devices page's shared rows are kept under. A small
     file, not the cache: a Redis round trip on every page load held a busy worker's requests up."""
-    from appliance.web import document
     try:
         with open(settings.APPLIANCE_DEVICES_GENERATION_FILE) as f:
             generation = f.read()
@@ -163,9 +164,12 @@ def _bump(path: str) -> None:
     # A new random value, not a count: two workers bumping at once still leave a value neither
     # had. No fsync: after a power cut the rows it stamps are gone too.
     tmp = f"{path}.{os.getpid()}.{threading.get_ident()}"
-    with open(tmp, "w") as f:
-        f.write(secrets.token_hex(8))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(secrets.token_hex(8))
+        os.replace(tmp, path)
+    except OSError as e:  # a full or read-only state directory: the change stands, shown within the period
+        log.warning("devices page generation not moved on: %s", e)
 
 
 def device(mac: str) -> DeviceView | None:

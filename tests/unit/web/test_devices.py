@@ -251,6 +251,17 @@ def test_two_viewers_of_the_shared_rows_each_get_a_token_of_their_own(admin, doc
     assert ">Resume<" in first.get("/devices/").content.decode(), "the other viewer sees the pause at once"
 
 
+def test_a_rename_stands_when_the_pages_generation_file_cannot_be_written(client_admin, settings, tmp_path):
+    """The generation only tells other workers to rebuild the rows: a state directory that takes
+    no write does not turn a done rename into an error."""
+    settings.APPLIANCE_DEVICES_GENERATION_FILE = str(tmp_path / "no-such-dir" / "devices.generation")
+    home([lease("192.168.1.70", TV, "tv")], {TV: counters(TV)})
+    client_admin.get("/devices/")
+    r = client_admin.post(f"/devices/{TV}/rename/", {"name": "Kitchen TV"})
+    assert r.status_code == 302 and Device.objects.get(mac=TV).name == "Kitchen TV"
+    assert "Kitchen TV" in client_admin.get("/devices/").content.decode()
+
+
 def test_the_pages_need_a_login(client, admin, doc):
     for url in ("/devices/", f"/devices/{TV}/rename/", f"/devices/{TV}/forget/", f"/devices/{TV}/pause/"):
         r = client.get(url)

@@ -182,7 +182,7 @@ def cached(key: str, read, stamp=None):
 
     While one thread takes a new reading, the others keep serving the last
     one instead of asking the box all at once. With a `stamp` (anything
-    comparable that changes when what `read` reads changes: files' mtimes) a
+    comparable that changes when what `read` reads changes: a generation) a
     reading taken under another stamp is never served.
     """
     seconds = getattr(settings, "APPLIANCE_LIVE_SECONDS", 1.0)

@@ -241,11 +241,24 @@ def obj_get(path: str) -> int:
 # predates bpf_program__attach_tcx, but its bpf_link_create passes any
 # attach type through, and a tcx link needs nothing beyond the ifindex.
 BPF_TCX_INGRESS = 46
+BPF_TCX_EGRESS = 47
+BPF_F_BEFORE = 1 << 3  # with no relative program: first on the hook
 
 
-def link_create(prog_fd: int, ifindex: int, attach_type: int) -> int:
-    """bpf_link_create on a device; resolves `ifindex` in the calling thread's netns."""
-    return _check(_link_create(prog_fd, ifindex, attach_type, None), "bpf_link_create")
+class _LinkCreateOpts(ctypes.Structure):
+    # struct bpf_link_create_opts up to `flags`: every libbpf since 0.x knows these two and
+    # checks that what a caller's `sz` covers beyond them is zero.
+    _fields_ = [("sz", c_size_t), ("flags", c_uint32), ("_pad", c_uint32)]
+
+
+def link_create(prog_fd: int, ifindex: int, attach_type: int, flags: int = 0) -> int:
+    """bpf_link_create on a device; resolves `ifindex` in the calling thread's netns.
+    `flags`: BPF_F_BEFORE puts the program before those already on the hook."""
+    opts = None
+    if flags:
+        opts = _LinkCreateOpts(sz=ctypes.sizeof(_LinkCreateOpts), flags=flags)
+        opts = ctypes.byref(opts)
+    return _check(_link_create(prog_fd, ifindex, attach_type, opts), "bpf_link_create")
 
 
 def link_update(link_fd: int, prog_fd: int) -> None:

@@ -42,6 +42,7 @@ from appliance.kernel.bpf import BpfError, LinkInfo
 from appliance.kernel.setns import in_netns
 
 PARENT_INGRESS = 0xFFFFFFF2   # TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS)
+PARENT_EGRESS = 0xFFFFFFF3    # TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_EGRESS)
 PRIO = 0xC001                 # ours; other filters can sit before or after
 HANDLE = 1
 ETH_P_ALL = 0x0003
@@ -125,29 +126,31 @@ class LinuxTc:
         except (NetlinkError, OSError) as e:
             raise KernelError(f"netns {netns or '(own)'}: {what}: {e}") from e
 
-    def filter_attach(self, netns, ifindex, prog_fd, prio: int = PRIO, name: str = FILTER_NAME) -> None:
-        """`prio`, `name`: another program's own filter beside the datapath's."""
+    def filter_attach(self, netns, ifindex, prog_fd, prio: int = PRIO, name: str = FILTER_NAME,
+                      parent: int = PARENT_INGRESS) -> None:
+        """`prio`, `name`: another program's own filter beside the datapath's; `parent`:
+        PARENT_EGRESS for the egress hook."""
         def attach(ipr: IPRoute) -> None:
             try:
                 ipr.tc("add", "clsact", ifindex)
             except NetlinkError as e:
                 if e.code != errno.EEXIST:
                     raise
-            ipr.tc("replace-filter", "bpf", ifindex, HANDLE, parent=PARENT_INGRESS,
+            ipr.tc("replace-filter", "bpf", ifindex, HANDLE, parent=parent,
                    fd=prog_fd, name=name, direct_action=True, prio=prio,
                    protocol=ETH_P_ALL)
         self._netlink(netns, f"tc filter on ifindex {ifindex}", attach)
 
-    def filter_detach(self, netns, ifindex, prio: int = PRIO) -> None:
+    def filter_detach(self, netns, ifindex, prio: int = PRIO, parent: int = PARENT_INGRESS) -> None:
         def detach(ipr: IPRoute) -> None:
             try:
-                ipr.tc("del-filter", "bpf", ifindex, HANDLE, parent=PARENT_INGRESS, prio=prio,
+                ipr.tc("del-filter", "bpf", ifindex, HANDLE, parent=parent, prio=prio,
                        protocol=ETH_P_ALL)
             except NetlinkError as e:
                 if e.code not in (errno.ENOENT, errno.EINVAL, errno.ENODEV):
                     raise
-            if _filters(ipr, ifindex):
-                return
+            if _filters(ipr, ifindex) or _filters(ipr, ifindex, PARENT_EGRESS):
+                return  # the qdisc still holds another program's filter
             try:
                 ipr.tc("del", "clsact", ifindex)
             except NetlinkError as e:
@@ -239,10 +242,10 @@ def _outside_event_loop(fn):
     return value
 
 
-def _filters(ipr: IPRoute, ifindex: int) -> list[Filter]:
+def _filters(ipr: IPRoute, ifindex: int, parent: int = PARENT_INGRESS) -> list[Filter]:
     out = []
     try:
-        msgs = ipr.get_filters(index=ifindex, parent=PARENT_INGRESS)
+        msgs = ipr.get_filters(index=ifindex, parent=parent)
     except NetlinkError as e:
         if e.code in (errno.EINVAL, errno.ENOENT, errno.ENODEV):
             return []   # no clsact qdisc (or no device)

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).resolve().parent / "c" / "nat64.c"
 INGRESS, EGRESS = "nat64_ingress", "nat64_egress"
-STATS = ("to4", "to6", "not_mapped", "no_shadow", "dropped", "failed")
+STATS = ("to4", "to6", "not_mapped", "no_shadow", "dropped", "failed", "not_ours")
 CONFIG = struct.Struct("<IIIII12s")
 CLIENT = struct.Struct("<4sI")
 SHADOW = struct.Struct("<16s6s2x")

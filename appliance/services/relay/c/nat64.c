@@ -18,6 +18,13 @@
  *     ingress).  What cannot be translated there is dropped: an IPv4 frame
  *     to a shadow address must never reach the home.
  *
+ * A connection is translated from its SYN on (n64_flows, per client
+ * address and port and fake address and port): one the relay took before
+ * the address was mapped keeps going to the relay, and one translated keeps
+ * being translated after the relay unmaps the address (its conntrack entry
+ * keeps the NAT binding, as an IPv4 client's does).  A SYN not translated
+ * forgets its tuple, so a reused port never inherits an old decision.
+ *
  * Everything else goes on untouched (TC_ACT_UNSPEC: the next program, such
  * as the DNS kernel cache, still sees it).  The shadow addresses are the
  * relay's (nat64.py): one IPv4 address per IPv6 client, from a range only
@@ -65,7 +72,17 @@ struct n64_shadow {
 	__u8 pad[2];
 };
 
-enum { ST_TO4, ST_TO6, ST_NOT_MAPPED, ST_NO_SHADOW, ST_DROPPED, ST_FAILED, ST_N };
+struct n64_flow {
+	__u32 client6[4];
+	__u32 fake6_low;   /* the fake address's last 32 bits */
+	__u16 sport;
+	__u16 dport;
+};
+
+enum { ST_TO4, ST_TO6, ST_NOT_MAPPED, ST_NO_SHADOW, ST_DROPPED, ST_FAILED, ST_NOT_OURS, ST_N };
+
+#define TCP_SYN 0x02
+#define TCP_ACK 0x10
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -94,6 +111,13 @@ struct {
 	__type(key, __u32);       /* shadow address, network order */
 	__type(value, struct n64_shadow);
 } n64_shadows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct n64_flow);
+	__type(value, __u8);
+} n64_flows SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -130,8 +154,10 @@ int nat64_ingress(struct __sk_buff *skb)
 	struct n64_client *client;
 	struct n64_shadow *shadow;
 	struct iphdr ip4 = {};
+	struct n64_flow flow = {};
 	__u32 zero = 0, offset, fake4, old[8], now[2];
 	__be16 proto = bpf_htons(ETH_P_IP);
+	__u8 flags, one = 1;
 	__s64 diff;
 
 	if (data + L2 + IP6_LEN + 20 > end)
@@ -149,8 +175,19 @@ int nat64_ingress(struct __sk_buff *skb)
 	if (offset >= cfg->size4)
 		return TC_ACT_UNSPEC;
 	fake4 = bpf_htonl(cfg->net4 + offset);
-	if (!bpf_map_lookup_elem(&n64_fakes, &fake4)) {
-		count(ST_NOT_MAPPED);  /* the relay takes it (and maps it, for a direct route) */
+	__builtin_memcpy(flow.client6, &ip6->saddr, 16);
+	flow.fake6_low = ip6->daddr.in6_u.u6_addr32[3];
+	__builtin_memcpy(&flow.sport, data + L2 + IP6_LEN, 4);  /* both ports */
+	flags = *(__u8 *)(data + L2 + IP6_LEN + 13);
+	if ((flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
+		if (!bpf_map_lookup_elem(&n64_fakes, &fake4)) {
+			/* The relay takes it (and maps the address, for a direct route). */
+			bpf_map_delete_elem(&n64_flows, &flow);
+			count(ST_NOT_MAPPED);
+			return TC_ACT_UNSPEC;
+		}
+	} else if (!bpf_map_lookup_elem(&n64_flows, &flow)) {
+		count(ST_NOT_OURS);  /* a connection the relay holds */
 		return TC_ACT_UNSPEC;
 	}
 	client = bpf_map_lookup_elem(&n64_clients, &ip6->saddr);
@@ -170,6 +207,8 @@ int nat64_ingress(struct __sk_buff *skb)
 	}
 	/* The replies go to the MAC the client sends from. */
 	__builtin_memcpy(shadow->mac, eth->h_source, 6);
+	if ((flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+		bpf_map_update_elem(&n64_flows, &flow, &one, BPF_ANY);
 
 	ip4.version = 4;
 	ip4.ihl = 5;

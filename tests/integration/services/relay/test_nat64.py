@@ -60,6 +60,8 @@ HOLDER = textwrap.dedent("""
             out = n.shadow_for(args[0])
         elif cmd == "map":
             out = n.map_fake(*args)
+        elif cmd == "unmap":
+            out = n.unmap_fake(*args)
         elif cmd == "stats":
             out = n.stats()
         else:
@@ -190,6 +192,31 @@ def test_an_ipv6_client_reaches_an_ipv4_server_through_the_kernel_once_mapped(ne
         before = stats["no_shadow"]
         assert fetch(net, STRANGER6, timeout=3).returncode != 0
         assert holder.ask("stats")["no_shadow"] > before
+    finally:
+        holder.close()
+
+
+def test_a_translated_download_outlives_the_mapping_and_the_next_connection_is_the_relays(net):
+    holder = Holder(net["r"], "auto", net["build"])
+    try:
+        holder.ask("shadow", CLIENT6)
+        holder.ask("map", FAKE4, SERVER4)
+        slow = subprocess.Popen(
+            ["ip", "netns", "exec", net["c"], "curl", "-sS", "-g", "--interface", CLIENT6,
+             "--limit-rate", f"{SIZE // 3}", "-m", "30", "-o", "-", f"http://[{FAKE6}]:{PORT}/file"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while holder.ask("stats")["to6"] < 3:  # under way, through the kernel
+            assert time.monotonic() < deadline and slow.poll() is None, "the download never started"
+            time.sleep(0.05)
+        holder.ask("unmap", FAKE4)  # the relay's ttl ran out mid-download
+        out, err = slow.communicate(timeout=40)
+        assert slow.returncode == 0, err
+        assert hashlib.sha256(out).hexdigest() == net["sha"]
+        # A new connection is no longer translated (the relay would take it).
+        before = holder.ask("stats")["not_mapped"]
+        assert fetch(net, CLIENT6, timeout=3).returncode != 0
+        assert holder.ask("stats")["not_mapped"] > before
     finally:
         holder.close()
 

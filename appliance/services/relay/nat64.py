@@ -16,7 +16,7 @@ and egress of vproxy's home-side device (`c/nat64.c`):
                                               vproxy0 tc egress: IPv6 fake6 -> client
 ```
 
-A shadow address stands for one IPv6 client inside vproxy only (RFC 6052's
+A shadow address stands for one IPv6 client inside vproxy only (RFC 7757's
 SIIT-EAM, as a CLAT does): the IPv4 fast path then sees an IPv4 client,
 its conntrack tells the client's connections apart and picks the
 masquerade ports. `shadow_for(client6)` hands one out from

@@ -197,6 +197,16 @@ def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
     return v.raw
 
 
+def percpu_counters(fd: int, names: tuple[str, ...]) -> dict[str, int]:
+    """A per-CPU array of u64 counters (index i named names[i]), each summed over the CPUs."""
+    ncpu = num_possible_cpus()
+    out = {}
+    for index, name in enumerate(names):
+        raw = map_lookup(fd, index.to_bytes(4, "little"), 8 * ncpu) or b""
+        out[name] = sum(int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8))
+    return out
+
+
 def map_delete(fd: int, key: bytes) -> bool:
     k = ctypes.create_string_buffer(key, len(key))
     if _map_delete(fd, k) < 0:
@@ -254,11 +264,9 @@ class _LinkCreateOpts(ctypes.Structure):
 def link_create(prog_fd: int, ifindex: int, attach_type: int, flags: int = 0) -> int:
     """bpf_link_create on a device; resolves `ifindex` in the calling thread's netns.
     `flags`: BPF_F_BEFORE puts the program before those already on the hook."""
-    opts = None
-    if flags:
-        opts = _LinkCreateOpts(sz=ctypes.sizeof(_LinkCreateOpts), flags=flags)
-        opts = ctypes.byref(opts)
-    return _check(_link_create(prog_fd, ifindex, attach_type, opts), "bpf_link_create")
+    opts = _LinkCreateOpts(sz=ctypes.sizeof(_LinkCreateOpts), flags=flags) if flags else None
+    return _check(_link_create(prog_fd, ifindex, attach_type, ctypes.byref(opts) if opts else None),
+                  "bpf_link_create")
 
 
 def link_update(link_fd: int, prog_fd: int) -> None:

@@ -311,13 +311,7 @@ class KernelCache:
     def stats(self) -> dict:
         from appliance.kernel import libbpf
 
-        ncpu = libbpf.num_possible_cpus()
-        out = {}
-        fd = self.map_fd("kc_stats")
-        for index, name in enumerate(STATS):
-            raw = libbpf.map_lookup(fd, U32.pack(index), 8 * ncpu) or b""
-            out[name] = sum(U64.unpack_from(raw, i * 8)[0] for i in range(len(raw) // 8))
-        return out
+        return libbpf.percpu_counters(self.map_fd("kc_stats"), STATS)
 
     def client_hits(self) -> dict[str, int]:
         """Answers the kernel gave each client, since the program was loaded."""

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import socket
 import struct
 from collections import OrderedDict
@@ -49,7 +50,6 @@ CONFIG = struct.Struct("<IIIII12s")
 CLIENT = struct.Struct("<4sI")
 SHADOW = struct.Struct("<16s6s2x")
 U32 = struct.Struct("<I")
-U64 = struct.Struct("<Q")
 
 # Before the DNS kernel cache's 0xC00D on 6.1 (clsact): this program passes what is not its own
 # on (TC_ACT_UNSPEC), that one ends the walk.
@@ -153,8 +153,6 @@ class Nat64:
         log.info("IPv6 translator on %s (%s)", self.device, self.attach_mode)
 
     def close(self) -> None:
-        import os
-
         from appliance.kernel import libbpf
         from appliance.kernel.tc import LinuxTc
 
@@ -210,21 +208,7 @@ class Nat64:
         self._shadows[client6] = shadow
         return str(ipaddress.IPv4Address(shadow))
 
-    def client_of(self, shadow: str) -> str | None:
-        """The IPv6 client a shadow address stands for (for the connection table)."""
-        value = int(ipaddress.IPv4Address(shadow))
-        for client6, known in self._shadows.items():
-            if known == value:
-                return client6
-        return None
-
     def stats(self) -> dict:
         from appliance.kernel import libbpf
 
-        ncpu = libbpf.num_possible_cpus()
-        fd = self._obj.map_fd("n64_stats")
-        out = {}
-        for index, name in enumerate(STATS):
-            raw = libbpf.map_lookup(fd, U32.pack(index), 8 * ncpu) or b""
-            out[name] = sum(U64.unpack_from(raw, i * 8)[0] for i in range(len(raw) // 8))
-        return out
+        return libbpf.percpu_counters(self._obj.map_fd("n64_stats"), STATS)

@@ -60,8 +60,9 @@ VPROXY_GROUP, VPROXY_GID = "appliance-vproxy", 64530
 # the server loads and attaches itself (CAP_BPF alone cannot load a tc program).
 DNS = Identity("appliance-dns", 64531, VPROXY_GROUP, VPROXY_GID,
                ("CAP_NET_BIND_SERVICE", "CAP_BPF", "CAP_NET_ADMIN"))
+# CAP_BPF and CAP_NET_ADMIN: the IPv6 clients' translator (relay.nat64), a tc program on vproxy0.
 RELAY = Identity("appliance-relay", 64532, VPROXY_GROUP, VPROXY_GID,
-                 ("CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE"))
+                 ("CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE", "CAP_BPF"))
 KEA = Identity("appliance-kea", 64533, "appliance-kea", 64533,
                ("CAP_NET_RAW", "CAP_NET_BIND_SERVICE"))
 DHCP6 = Identity("appliance-dhcp6", 64535, "appliance-dhcp6", 64535,

@@ -117,6 +117,42 @@ def test_a_proxied_name_gets_a_fake_ipv6_address_and_curl_reaches_the_page(home)
     assert not [f for f in captured if "2001:2:" in f], "a frame to the fake range reached the modem"
 
 
+def test_later_ipv6_connections_to_a_direct_name_are_carried_by_the_kernel_translated(home):
+    from appliance.services.relay.control import query
+
+    lab, box, _ = home
+    c = lab.spec.client(1)
+    sock = f"{box.layout.run_dir}/relay.sock"
+    assert query(sock, "stats")["fast_path"]["ipv6_translator"].startswith("on ")
+    fake = answers(dig6(lab, c, "www.proxied.test"))
+    assert len(fake) == 1 and ipaddress.ip_address(fake[0]) in FAKE6, fake
+    url = ["--resolve", f"www.proxied.test:80:[{fake[0]}]", "http://www.proxied.test"]
+    # The relay's connection (the name resolved) maps the address for the kernel.
+    res = lab.run(c, ["curl", "-6", "-sS", "-m", "10", "-o", "/dev/null", *url[:2], url[2] + "/"])
+    assert res.returncode == 0, f"curl exited {res.returncode}: {res.stderr.strip()} ({state6(lab, c)})"
+    deadline = time.monotonic() + 10
+    while query(sock, "stats")["fast_path"]["entries"] < 1:
+        assert time.monotonic() < deadline, "the relay never handed the name to the kernel"
+        time.sleep(0.1)
+    relayed = query(sock, "stats")["totals"]["accepted"]
+    # 40 MB at 10 MB/s: open across several of the relay's conntrack reads (every 2 s).
+    res = lab.run(c, ["curl", "-6", "-sS", "-m", "30", "--limit-rate", "10M", "-o", "/dev/null",
+                      "-w", "%{size_download}", *url[:2], url[2] + "/bytes/40000000"])
+    assert res.stdout == "40000000", f"{res.stdout} {res.stderr.strip()} ({state6(lab, c)})"
+    deadline = time.monotonic() + 10
+    while not (rows := [r for r in query(sock, "history")
+                        if r["path"] == "kernel" and r["bytes_down"] >= 40000000]):
+        assert time.monotonic() < deadline, "the kernel's connection never reached the table"
+        time.sleep(0.3)
+    assert query(sock, "stats")["totals"]["accepted"] == relayed  # the relay never saw it
+    # The row names the client's IPv6 address and the fake IPv6 address it used, not the stand-ins.
+    client = rows[-1]["client"].rsplit(":", 1)[0]
+    assert ipaddress.ip_address(client).version == 6, rows[-1]
+    assert rows[-1]["fake_ip"] == fake[0] and rows[-1]["domain"] == "www.proxied.test", rows[-1]
+    assert query(sock, "counters")["clients"][client]["bytes_down"] >= 40000000
+    assert query(sock, "stats")["fast_path"]["ipv6_translated"]["to4"] > 0
+
+
 def _udp6(lab, client, address: str, port: int) -> str:
     """One datagram from the client to [address]:port: the reply, "refused" (ICMPv6) or "timeout"."""
     code = ("import socket,sys; s=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.settimeout(5); "

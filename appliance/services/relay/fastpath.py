@@ -30,7 +30,15 @@ short HTTP exchanges); the per-domain and per-client counters still count
 it, from the kernel's own counters per (client, fake address) in the
 relay's table (`nft.COUNTER_SETS`), read at the same time.
 
-IPv6 is the same design in a table of family ip6 of the same name
+An IPv6 client relayed over IPv4 (the box: vproxy has no IPv6 address the
+modem routes) takes the IPv4 fast path through a translator at tc of the
+home-side interface (`nat64.py`, `RelaySettings.translates6`): an offer from
+such a client hands it a shadow IPv4 address and maps the fake IPv4 address
+in the translator as well as in nft; the kernel's rows and counters name
+the IPv6 client and the fake IPv6 address it used, not their stand-ins.
+Where the translator cannot be built or loaded, IPv6 clients stay relayed.
+
+IPv6 is also the same design in a table of family ip6 of the same name
 (`nft.families`), when the relay connects IPv6 clients over IPv6
 (`direct6`): a fake IPv6 address is offered with the real IPv6 address the
 relay reached, and is masqueraded to vproxy's own IPv6 address. The DNS
@@ -53,7 +61,7 @@ from appliance.kernel.base import Kernel, KernelError
 from appliance.kernel.conntrack import TCP, TCP_CLOSE, TCP_TIME_WAIT, Conntrack, LinuxConntrack
 from appliance.kernel.linux import LinuxKernel
 from appliance.kernel.nftables import LinuxNftables, Nftables
-from appliance.services.dns.fakeip import twin4
+from appliance.services.dns.fakeip import twin4, twin6
 
 from . import nft
 from .table import Connection
@@ -85,6 +93,9 @@ class FastPath:
         self.entries: dict[str, Entry] = {}
         self.domains: OrderedDict[str, str] = OrderedDict()
         self.flows: dict[int, Connection] = {}  # conntrack id -> its live row
+        self.ct_keys: dict[int, tuple] = {}  # conntrack id -> its (src, dst) as conntrack has them
+        self.nat64 = None  # the IPv6 clients' translator, while it runs
+        self.nat64_status = "off"
         self.busy: set[str] = set()
         self.last_counts: dict[str, dict[tuple[str, str], int]] = {}
         self.running = False
@@ -116,6 +127,8 @@ class FastPath:
                 self.kernel.set_sysctls(None, {key: "1"})
             except KernelError as exc:
                 log.warning("%s not set (%s): the table's kernel rows lack it", key.rsplit(".", 1)[1], exc)
+        if self.settings.translates6():
+            await self._start_nat64()
         self.ct = self.conntrack
         await self._forget_ended()  # a dead predecessor's
         self.running = True
@@ -124,6 +137,29 @@ class FastPath:
                  "/".join(f.table for f in nft.families(self.settings)), self.settings.fast_path.table,
                  self.settings.fast_path.ttl)
 
+    async def _start_nat64(self) -> None:
+        import shutil
+        import tempfile
+        from pathlib import Path
+
+        from .nat64 import Nat64, Unavailable
+
+        fp = self.settings.fast_path
+        build_dir = Path(tempfile.mkdtemp(prefix="appliance-relay-nat64-"))
+        nat64 = Nat64(fp.interfaces[0], self.settings.fake_range, self.settings.fake_range6,
+                      fp.shadow_range, build_dir)
+        try:
+            # clang takes a second or two: not on the event loop.
+            await asyncio.get_running_loop().run_in_executor(None, nat64.start)
+        except Unavailable as exc:
+            self.nat64_status = f"unavailable, IPv6 clients are relayed: {exc}"
+            log.warning("IPv6 translator %s", self.nat64_status)
+            return
+        finally:
+            shutil.rmtree(build_dir, ignore_errors=True)
+        self.nat64 = nat64
+        self.nat64_status = f"on ({nat64.attach_mode} on {nat64.device}, shadows {fp.shadow_range})"
+
     async def stop(self) -> None:
         if not self.running:
             return
@@ -131,6 +167,8 @@ class FastPath:
         if self._poller:
             self._poller.cancel()
         retired = [fake for fake in list(self.entries) if self._drop(fake)]
+        if self.nat64 is not None:
+            self.nat64.close()  # translated connections end with it, as NATed ones do below
         try:
             await self.read_counters()  # what the kernel counted since the last read
         except Exception:  # noqa: BLE001 - stopping goes on
@@ -142,6 +180,8 @@ class FastPath:
         for conn in list(self.flows.values()):
             self.relay.table.close(conn, "closed", "fast path stopped")
         self.flows.clear()
+        self.ct_keys.clear()
+        self.nat64 = None
         if self.ct is not None:
             self.ct.close()
             self.ct = None
@@ -158,10 +198,15 @@ class FastPath:
         fam = nft.family_of(fake)
         return nft.family_of(real) is fam and fam in nft.families(self.settings)
 
-    async def offer(self, fake: str, real: str, domain: str) -> None:
-        """The relay resolved `fake` (a direct route) to `real`: NAT it from now on."""
+    async def offer(self, fake: str, real: str, domain: str, client: str | None = None) -> None:
+        """The relay resolved `fake` (a direct route) to `real` for `client`: NAT it from now on."""
         if not self.running or fake in self.busy or not self.serves(fake, real):
             return  # being mapped or unmapped right now: the next connection offers again
+        if self.nat64 is not None and client is not None and ":" in client:
+            try:
+                self.nat64.shadow_for(client)  # its next connections can be translated
+            except OSError as exc:
+                log.error("fast path: no shadow address for %s: %s", client, exc)
         entry = self.entries.get(fake)
         if entry is not None and entry.real == real:
             return
@@ -179,6 +224,11 @@ class FastPath:
                 return
             if entry is not None:
                 entry.timer.cancel()
+            if self.nat64 is not None and ":" not in fake:
+                try:  # after nft: a translated packet must find the DNAT
+                    self.nat64.map_fake(fake, real)
+                except OSError as exc:
+                    log.error("fast path: %s not mapped for IPv6 clients: %s", fake, exc)
             timer = self.relay.loop.call_later(ttl, self._expire, fake)
             self.entries[fake] = Entry(real, domain, timer)
             self._remember(fake, domain)
@@ -205,6 +255,11 @@ class FastPath:
         if entry is None:
             return False
         entry.timer.cancel()
+        if self.nat64 is not None and ":" not in fake:
+            try:  # before nft: new IPv6 connections go to the relay, translated ones go on
+                self.nat64.unmap_fake(fake)
+            except OSError:
+                pass  # never mapped (its map_fake failed)
         return True
 
     async def _forget_ended(self, fake: str | None = None) -> None:
@@ -269,23 +324,28 @@ class FastPath:
             seen.add(entry.id)
             conn = self.flows.get(entry.id)
             if conn is None:
-                fake, real = entry.dst, entry.reply_src
-                conn = table.open("tcp", entry.src, fake, self.domains.get(self._name(fake[0])),
+                client, fake, real = entry.src, entry.dst, entry.reply_src
+                client6 = self.nat64.client_of(client[0]) if self.nat64 is not None else None
+                if client6 is not None:  # a translated IPv6 client: what it used, not its stand-ins
+                    client = (client6, client[1])
+                    fake = (twin6(fake[0], self.settings.fake_range, self.settings.fake_range6), fake[1])
+                conn = table.open("tcp", client, fake, self.domains.get(self._name(fake[0])),
                                   "direct", counted=False)
                 host = f"[{real[0]}]" if ":" in real[0] else real[0]
                 conn.real, conn.state, conn.path = f"{host}:{real[1]}", "open", "kernel"
                 if entry.start:
                     conn.started = entry.start
                 self.flows[entry.id] = conn
+                self.ct_keys[entry.id] = (entry.src, entry.dst)
             conn.up, conn.down = entry.bytes_orig, entry.bytes_reply
         for ct_id in [i for i in self.flows if i not in seen]:
             conn = self.flows.pop(ct_id)
-            await self._final_bytes(conn)
+            await self._final_bytes(conn, *self.ct_keys.pop(ct_id))
             table.close(conn, "closed")
 
-    async def _final_bytes(self, conn: Connection) -> None:
+    async def _final_bytes(self, conn: Connection, src, dst) -> None:
         try:
-            entry = await self.ct.get(TCP, conn.client, conn.fake)
+            entry = await self.ct.get(TCP, src, dst)
         except KernelError:  # the last read's bytes stand
             return
         if entry is not None:  # else gone already
@@ -318,11 +378,17 @@ class FastPath:
         self.last_counts = now
         table = self.relay.table
         for (client, fake), (conns, up, down) in deltas.items():
+            if self.nat64 is not None:
+                client = self.nat64.client_of(client) or client
             table.by_client.add(client, up, down, conns)
             table.by_domain.add(self.domains.get(self._name(fake), fake), up, down, conns)
             table.totals["fast_path"] += conns
 
     def stats(self) -> dict:
-        return {"enabled": self.running, "entries": len(self.entries),
-                "connections": len(self.flows), "nft_failures": self.failures}
+        out = {"enabled": self.running, "entries": len(self.entries),
+               "connections": len(self.flows), "nft_failures": self.failures,
+               "ipv6_translator": self.nat64_status}
+        if self.nat64 is not None:
+            out["ipv6_translated"] = self.nat64.stats()
+        return out
 

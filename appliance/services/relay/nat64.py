@@ -20,10 +20,11 @@ A shadow address stands for one IPv6 client inside vproxy only (RFC 7757's
 SIIT-EAM, as a CLAT does): the IPv4 fast path then sees an IPv4 client,
 its conntrack tells the client's connections apart and picks the
 masquerade ports. `shadow_for(client6)` hands one out from
-`shadow_network`, reusing the least recently handed one when the range is
-full. The range must be routed to vproxy0 through a permanent neighbour (no
-ARP for it ever reaches the home) with an MTU 20 bytes under the device's
-(an IPv4 packet grows by 20 bytes as IPv6): `routes()` says which.
+`shadow_network` (at most `MAX_CLIENTS`), reusing the least recently handed
+one when the range is full. `start` routes the range to the device through
+a permanent neighbour (no ARP for it ever reaches the home) with an MTU 20
+bytes under the device's (an IPv4 packet grows by 20 bytes as IPv6), and
+`close` removes both.
 
 Like the DNS kernel cache, the programs are attached by this process (a
 tcx link it holds; a clsact filter where the kernel has no tcx) and go with
@@ -34,6 +35,7 @@ IPv6 clients' connections keep going through the relay.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import logging
 import os
 import socket
@@ -59,6 +61,9 @@ FILTER_NAME = "appliance-nat64"
 NEXT_HOP = "169.254.100.1"
 NEXT_HOP_MAC = "02:00:5e:64:64:01"
 HEADER_GROWTH = 20  # IPv6's header over IPv4's
+MAX_CLIENTS = 4096  # n64_clients' and n64_shadows' max_entries
+RTNH_F_ONLINK = 4
+NUD_PERMANENT = 0x80
 
 
 class Unavailable(RuntimeError):
@@ -77,11 +82,14 @@ def config_value(fake_network: str, fake_network6: str, shadow_network: str) -> 
                        int(shadow.network_address), int(shadow.netmask), net6.network_address.packed[:12])
 
 
-def routes(shadow_network: str, mtu: int = 1500) -> dict:
-    """What vproxy's namespace needs for the replies: the shadow range's route and neighbour."""
-    return {"route": {"dst": shadow_network, "gateway": NEXT_HOP, "onlink": True,
-                      "mtu": mtu - HEADER_GROWTH},
-            "neighbour": {"address": NEXT_HOP, "lladdr": NEXT_HOP_MAC}}
+def _route(ip, verb: str, shadow_network: str, ifindex: int, mtu: int) -> None:
+    """The replies' way to the egress program: the shadow range via a neighbour never resolved."""
+    if verb == "replace":
+        ip.neigh("replace", dst=NEXT_HOP, lladdr=NEXT_HOP_MAC, ifindex=ifindex, state=NUD_PERMANENT)
+    ip.route(verb, dst=shadow_network, gateway=NEXT_HOP, oif=ifindex, flags=RTNH_F_ONLINK,
+             metrics={"mtu": mtu - HEADER_GROWTH})
+    if verb == "del":
+        ip.neigh("del", dst=NEXT_HOP, ifindex=ifindex)
 
 
 def build(out_dir: Path) -> Path:
@@ -111,7 +119,9 @@ class Nat64:
         self._filters: list[int] = []
         # client6 (text) -> shadow (int), least recently handed first
         self._shadows: OrderedDict[str, int] = OrderedDict()
-        self._free = (int(a) for a in self.shadow_network.hosts())
+        self._free = itertools.islice((int(a) for a in self.shadow_network.hosts()), MAX_CLIENTS)
+        self._by_shadow: dict[int, str] = {}
+        self._routed = 0  # the MTU the route was made with; 0: none
 
     # -- life -------------------------------------------------------------------
     def start(self) -> None:
@@ -150,7 +160,22 @@ class Nat64:
         except Exception as exc:
             self.close()
             raise Unavailable(f"cannot attach to {self.device}: {exc}") from None
-        log.info("IPv6 translator on %s (%s)", self.device, self.attach_mode)
+        try:
+            self._make_route()
+        except Exception as exc:
+            self.close()
+            raise Unavailable(f"no route for the shadow range {self.shadow_network}: {exc}") from None
+        log.info("IPv6 translator on %s (%s), IPv6 clients shadowed by %s", self.device,
+                 self.attach_mode, self.shadow_network)
+
+    def _make_route(self) -> None:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ip:
+            link = ip.get_links(self.ifindex)[0]
+            mtu = link.get_attr("IFLA_MTU") or 1500
+            _route(ip, "replace", str(self.shadow_network), self.ifindex, mtu)
+        self._routed = mtu
 
     def close(self) -> None:
         from appliance.kernel import libbpf
@@ -169,6 +194,16 @@ class Nat64:
             except Exception as exc:  # noqa: BLE001 - the device may be gone with its filters
                 log.warning("translator filter not removed from %s: %s", self.device, exc)
         self._filters = []
+        if self._routed:
+            from pyroute2 import IPRoute
+            from pyroute2.netlink.exceptions import NetlinkError
+
+            try:
+                with IPRoute() as ip:
+                    _route(ip, "del", str(self.shadow_network), self.ifindex, self._routed)
+            except NetlinkError as exc:  # the device may be gone with its routes
+                log.warning("shadow route not removed from %s: %s", self.device, exc)
+            self._routed = 0
         if self._obj is not None:
             self._obj.close()
             self._obj = None
@@ -198,6 +233,7 @@ class Nat64:
         if shadow is None:
             # Full: the least recently handed address moves to this client.
             old_client, shadow = self._shadows.popitem(last=False)
+            del self._by_shadow[shadow]
             libbpf.map_delete(self._obj.map_fd("n64_clients"), socket.inet_pton(socket.AF_INET6, old_client))
         raw6 = socket.inet_pton(socket.AF_INET6, client6)
         raw4 = shadow.to_bytes(4, "big")
@@ -206,7 +242,15 @@ class Nat64:
         libbpf.map_update(self._obj.map_fd("n64_shadows"), raw4, SHADOW.pack(raw6, b"\0" * 6))
         libbpf.map_update(self._obj.map_fd("n64_clients"), raw6, CLIENT.pack(raw4, 0))
         self._shadows[client6] = shadow
+        self._by_shadow[shadow] = client6
         return str(ipaddress.IPv4Address(shadow))
+
+    def client_of(self, address: str) -> str | None:
+        """The IPv6 client a shadow address stands for (None: not a shadow handed out)."""
+        try:
+            return self._by_shadow.get(int(ipaddress.IPv4Address(address)))
+        except ValueError:
+            return None
 
     def stats(self) -> dict:
         from appliance.kernel import libbpf

@@ -115,7 +115,11 @@ def _sources(settings: RelaySettings, fam: Family) -> str:
         # IPv6 clients are whatever the modem's prefix is today: as for the ip6
         # TPROXY rule, the home-side interfaces are the filter (`interfaces`).
         return ""
-    src = f"ip saddr {{ {', '.join(settings.allow_clients)} }} " if settings.allow_clients else ""
+    allowed = settings.allow_clients
+    if allowed and settings.translates6():
+        # The IPv6 clients' stand-ins (`nat64.py`), which exist only inside this namespace.
+        allowed = [*allowed, settings.fast_path.shadow_range]
+    src = f"ip saddr {{ {', '.join(allowed)} }} " if allowed else ""
     if settings.deny_clients:
         src += f"ip saddr != {{ {', '.join(settings.deny_clients)} }} "
     return src

@@ -274,8 +274,8 @@ class Relay:
             self.udp.start()
         if settings.fast_path != old.fast_path or (
                 settings.fast_path.enabled and (settings.allow_clients, settings.deny_clients,
-                                                settings.fake_range6, settings.direct6)
-                != (old.allow_clients, old.deny_clients, old.fake_range6, old.direct6)):
+                                                settings.fake_range, settings.fake_range6, settings.direct6)
+                != (old.allow_clients, old.deny_clients, old.fake_range, old.fake_range6, old.direct6)):
             self._fastpath_restart = self.loop.create_task(self._restart_fastpath())
         if settings.control_socket != old.control_socket:
             log.warning("control_socket changed; it moves at the next restart")
@@ -418,7 +418,7 @@ class Relay:
             # (within the family the relay connected over: a real IPv6 address for
             # the fake IPv6 one the client used, a real IPv4 one for the IPv4 twin).
             fake = session.fake6 if ":" in real else conn.fake[0]
-            self.loop.create_task(self.fastpath.offer(fake, real, conn.domain))
+            self.loop.create_task(self.fastpath.offer(fake, real, conn.domain, conn.client[0]))
 
     async def _resolve_direct(self, host: str, client6: bool) -> str:
         """The real address a direct route connects to: IPv6 for an IPv6 client with

@@ -125,6 +125,14 @@ class FastPathSettings(_Model):
                        description="the nftables tables (families ip and ip6) the relay owns in its namespace")
     poll: float = Field(default=2.0, gt=0, le=60,
                         description="seconds between conntrack reads for the connection table")
+    shadow_range: str | None = Field(
+        default="100.95.0.0/16",
+        description="IPv4 addresses that stand for IPv6 clients inside the relay's namespace, so "
+                    "the fast path carries their connections too, translated to IPv4 (`nat64.py`; "
+                    "with fake_range6, without direct6, on one interface); they never leave the "
+                    "namespace, but a real server in this range is unreachable through the fast "
+                    "path; null: IPv6 clients' connections are always relayed",
+    )
 
     @field_validator("interfaces")
     @classmethod
@@ -133,6 +141,19 @@ class FastPathSettings(_Model):
             if not _IFNAME.match(name):
                 raise ValueError(f"{name!r} is not an interface name")
         return value
+
+    @field_validator("shadow_range")
+    @classmethod
+    def _shadow(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            net = ipaddress.IPv4Network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not an IPv4 network: {exc}") from None
+        if net.num_addresses < 4:
+            raise ValueError(f"{value!r} has no room for a client (a /30 at least)")
+        return str(net)
 
 
 class RelaySettings(_Model):
@@ -230,6 +251,9 @@ class RelaySettings(_Model):
 
     @model_validator(mode="after")
     def _unique(self) -> "RelaySettings":
+        shadow = self.fast_path.shadow_range
+        if shadow is not None and ipaddress.IPv4Network(shadow).overlaps(ipaddress.IPv4Network(self.fake_range)):
+            raise ValueError(f"fast_path.shadow_range: {shadow} overlaps fake_range {self.fake_range}")
         seen: set[str] = set()
         for i, proxy in enumerate(self.proxies):
             if proxy.name in seen:
@@ -238,6 +262,13 @@ class RelaySettings(_Model):
         return self
 
     # -- derived ------------------------------------------------------------
+    def translates6(self) -> bool:
+        """Whether the fast path carries IPv6 clients by translating them to IPv4 (`nat64.py`):
+        they are relayed over IPv4 (no `direct6`) and the translator has its one device."""
+        fp = self.fast_path
+        return (fp.enabled and self.fake_range6 is not None and not self.direct6
+                and fp.shadow_range is not None and len(fp.interfaces) == 1)
+
     def listen_address(self) -> tuple[str, int]:
         return _hostport(self.listen)
 

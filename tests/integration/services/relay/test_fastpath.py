@@ -253,7 +253,7 @@ def test_a_restarted_relay_starts_with_an_empty_map(lab):
     lab.start_relay()
     assert "elements" not in mapped(lab)  # ...until its successor starts
     assert lab.query("stats")["fast_path"] == {"enabled": True, "entries": 0, "connections": 0,
-                                               "nft_failures": 0}
+                                               "nft_failures": 0, "ipv6_translator": "off"}
     assert curl(lab, "http://direct.test/whoami").stdout.strip() == WAN_IP
 
 

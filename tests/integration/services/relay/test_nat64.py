@@ -141,11 +141,6 @@ def net(tmp_path_factory):
               chain pre {{ type nat hook prerouting priority dstnat; ip daddr {FAKE4} dnat to {SERVER4}; }}
               chain post {{ type nat hook postrouting priority srcnat; oifname "r1" masquerade; }}
             }}"""))
-        need = nat64.routes(SHADOW_NET)
-        sh(r, "ip", "neigh", "replace", need["neighbour"]["address"], "lladdr",
-           need["neighbour"]["lladdr"], "dev", "r0", "nud", "permanent")
-        sh(r, "ip", "route", "add", SHADOW_NET, "via", need["route"]["gateway"], "dev", "r0", "onlink",
-           "mtu", str(need["route"]["mtu"]))
         server = subprocess.Popen(["ip", "netns", "exec", s, sys.executable, "-m", "http.server",
                                    "-b", SERVER4, str(PORT)], cwd=served,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -234,7 +229,13 @@ def test_nothing_ipv4_for_a_shadow_address_reaches_the_home(net):
 
 def test_the_translator_goes_with_its_process(net):
     holder = Holder(net["r"], "clsact", net["build"])
+    # The replies' route: 20 bytes under the device's MTU, through a neighbour never resolved.
+    route = sh(net["r"], "ip", "route", "show", SHADOW_NET).stdout
+    assert f"via {nat64.NEXT_HOP} dev r0" in route and "onlink" in route and "mtu 1480" in route
+    assert "PERMANENT" in sh(net["r"], "ip", "neigh", "show", nat64.NEXT_HOP, "dev", "r0").stdout
     holder.close()
+    assert sh(net["r"], "ip", "route", "show", SHADOW_NET).stdout.strip() == ""
+    assert sh(net["r"], "ip", "neigh", "show", nat64.NEXT_HOP, "dev", "r0").stdout.strip() == ""
     filters = sh(net["r"], "tc", "filter", "show", "dev", "r0", "ingress").stdout
     filters += sh(net["r"], "tc", "filter", "show", "dev", "r0", "egress").stdout
     assert "nat64" not in filters

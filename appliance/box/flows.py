@@ -41,6 +41,7 @@ P_UPLINK_DHCP6_SERVER_DROP = 985
 P_UPLINK_DHCP6_CLIENT_DROP = 984
 P_UPLINK_DHCP_SERVER_DROP = 981
 P_UPLINK_DHCP_CLIENT_DROP = 980
+P_VGW_NA_DROP = 976  # gw0 never answers for the modem's link-local address: the modem does
 P_VGW_IPV6 = 975  # gw0's own IPv6 (DHCPv6 replies, its ND and MLD) goes to the home only
 P_VPROXY_ARP_GW_DROP = 970
 P_VPROXY_IPV6 = 965  # vproxy's own IPv6 (ND, MLD, answers) goes to the home side only
@@ -189,6 +190,12 @@ def box_flows(*, gateway_ip: IPv4Address, gateway_mac: str, admin_mac: str, vpro
             _match("udp6", in_port="uplink", tp_src=547, tp_dst=546, healthy=dhcp6_ok))
         add("DHCPv6 requests from the modem side are not served", P_UPLINK_DHCP6_CLIENT_DROP,
             _match("udp6", in_port="uplink", tp_src=546, tp_dst=547))
+        # gw0 holds the modem's link-local address (its DHCPv6 replies come from it), so its
+        # kernel answers a client's neighbour solicitation for it as well as the modem, but
+        # without the router flag: a client that hears that answer drops its default route
+        # until the modem's next RA (RFC 4861 7.2.5), minutes on a real modem.
+        add("gw0 never sends neighbour advertisements: the modem answers for its own address, "
+            "as a router", P_VGW_NA_DROP, _match("icmp6", in_port="vgw", icmp_type=136))
         add("gw0 speaks IPv6 (DHCPv6 replies, its neighbour discovery, MLD) to the home only: "
             "never as the modem towards the modem", P_VGW_IPV6, _match("ipv6", in_port="vgw"), _out("downlink"))
         add("DHCPv6 server -> client goes to the home side only", P_DHCP6_TO_CLIENT,

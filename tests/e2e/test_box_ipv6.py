@@ -80,6 +80,26 @@ def test_slaac_and_the_modem_as_router_before_and_after_the_apply(home):
     assert topology.MODEM_LAN_MAC in router_and_address(lab, c)[2]
 
 
+def test_a_client_checking_its_router_is_there_keeps_its_default_route(home):
+    """Neighbour unreachability detection: a client whose entry for the modem has gone stale
+    sends it a unicast neighbour solicitation before using it again. Only the modem answers, as a
+    router: gw0 (which holds the modem's link-local address for its DHCPv6 replies) answered too,
+    without the router flag, and the client dropped its default route until the next RA."""
+    lab, _, _ = home
+    c = lab.spec.client(1)
+    lab.slaac(c)
+    ll, mac = topology.MODEM_LINK_LOCAL, topology.MODEM_LAN_MAC
+    lab.run(c, ["ip", "-6", "neigh", "replace", ll, "lladdr", mac, "dev", "eth0", "nud", "stale", "router"])
+    # Traffic through the router: STALE -> DELAY -> (5 s) PROBE -> the answers -> REACHABLE.
+    lab.run(c, ["ping", "-6", "-c1", "-W2", topology.SITES6["www.example.test"]])
+    deadline = time.monotonic() + 15
+    while "REACHABLE" not in (neigh := lab.run(c, ["ip", "-6", "neigh", "show", ll, "dev", "eth0"]).stdout):
+        assert time.monotonic() < deadline, f"the probe of the router was never answered: {neigh}"
+        time.sleep(0.2)
+    assert "router" in neigh, neigh
+    assert f"via {ll}" in lab.run(c, ["ip", "-6", "route", "show", "default"]).stdout, state6(lab, c)
+
+
 def test_dns_over_ipv6_to_the_modem_is_answered_by_the_box(home):
     lab, _, _ = home
     c = lab.spec.client(1)

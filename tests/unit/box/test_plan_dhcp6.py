@@ -101,6 +101,8 @@ MODEM_SIDE_SOLICIT = ("in_port=uplink,udp6,dl_src=02:99:00:00:00:01,dl_dst=33:33
                       "ipv6_src=fe80::99,ipv6_dst=ff02::1:2,tp_src=546,tp_dst=547")
 GW0_ND = (f"in_port=vgw,icmp6,dl_src={GW_MAC},dl_dst=33:33:ff:33:44:55,ipv6_src={GW_LL},"
           "ipv6_dst=ff02::1:ff33:4455")
+GW0_NA = (f"in_port=vgw,icmp6,icmp_type=136,icmp_code=0,dl_src={GW_MAC},dl_dst={CLIENT},ipv6_src={GW_LL},"
+          f"ipv6_dst={CLIENT_LL},nd_target={GW_LL}")
 CLIENT_NA = (f"in_port=downlink,icmp6,dl_src={CLIENT},dl_dst={GW_MAC},ipv6_src={CLIENT_LL},ipv6_dst={GW_LL}")
 
 
@@ -113,6 +115,8 @@ CLIENT_NA = (f"in_port=downlink,icmp6,dl_src={CLIENT},dl_dst={GW_MAC},ipv6_src={
     ("reg15=0xf,", MODEM_SIDE_SOLICIT, []),
     # gw0's own neighbour discovery never reaches the modem; the answers reach gw0 (and the modem).
     ("reg15=0xf,", GW0_ND, ["downlink"]),
+    # gw0 never answers for the modem's address (the modem does, with the router flag).
+    ("reg15=0xf,", GW0_NA, []),
     ("reg15=0xf,", CLIENT_NA, ["uplink", "vgw"]),
     # Unhealthy or standing aside (bit 3 clear): the modem's DHCPv6 serves the home.
     ("reg15=0x7,", SOLICIT, ["uplink"]),

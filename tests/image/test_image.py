@@ -325,6 +325,33 @@ def test_the_kernel_answer_cache_loads_on_6_1(box):
     assert "bpf" in box.ssh("ip netns exec vproxy tc filter show dev vproxy0 ingress").stdout
 
 
+RELAY_FAST_PATH = """
+import json
+from appliance.box import status
+from appliance.web import boxes
+r = status.relay(boxes.get_box())
+print("FP", json.dumps(r.value.get("fast_path") if r.ok else {"problem": r.problem}))
+"""
+
+
+def test_the_ipv6_translator_loads_on_6_1(box):
+    """Debian's 6.1 verifier takes the relay's IPv6-to-IPv4 translator (on tc, no tcx), so IPv6
+    clients' connections to fake addresses can take the kernel fast path; its route is made."""
+    box.put("/root/fp.py", RELAY_FAST_PATH)
+    deadline = time.monotonic() + 120  # the relay (re)started by the boot's apply
+    while True:
+        out = box.ssh("appliance-manage shell < /root/fp.py", check=False).stdout
+        fp = json.loads(out.split("FP", 1)[1]) if "FP" in out else None
+        if fp and fp.get("ipv6_translator", "off") != "off":
+            break
+        assert time.monotonic() < deadline, f"no translator reading from the relay: {out} {fp}"
+        time.sleep(2)
+    print(f"\nimage-test: IPv6 translator: {fp['ipv6_translator']}", flush=True)
+    assert fp["ipv6_translator"] == "on (tc clsact on vproxy0, shadows 100.95.0.0/16)", fp
+    assert "appliance-nat64" in box.ssh("ip netns exec vproxy tc filter show dev vproxy0 egress").stdout
+    assert "mtu 1480" in box.ssh("ip netns exec vproxy ip route show 100.95.0.0/16").stdout
+
+
 PIPELINE = """
 import sys
 sys.path.insert(0, "/opt/appliance")

@@ -112,6 +112,8 @@ class FastPath:
         if not self.settings.fast_path.enabled:
             # A predecessor's table (with the fast path on) must not outlive this start.
             await self._nft(nft.delete_table(self.settings), quiet=True)
+            if len(self.settings.fast_path.interfaces) == 1:
+                self._remove_nat64_leftovers()
             return
         if not await self._nft(nft.fast_path_table(self.settings)):
             log.error("fast path off: its nftables table could not be made")
@@ -129,6 +131,8 @@ class FastPath:
                 log.warning("%s not set (%s): the table's kernel rows lack it", key.rsplit(".", 1)[1], exc)
         if self.settings.translates6():
             await self._start_nat64()
+        elif len(self.settings.fast_path.interfaces) == 1:
+            self._remove_nat64_leftovers()
         self.ct = self.conntrack
         await self._forget_ended()  # a dead predecessor's
         self.running = True
@@ -136,6 +140,15 @@ class FastPath:
         log.info("fast path on: direct routes NATed by table %s %s for %gs after each resolve",
                  "/".join(f.table for f in nft.families(self.settings)), self.settings.fast_path.table,
                  self.settings.fast_path.ttl)
+
+    def _remove_nat64_leftovers(self) -> None:
+        from .nat64 import remove_leftovers
+
+        try:
+            remove_leftovers(self.settings.fast_path.interfaces[0])
+        except Exception as exc:  # noqa: BLE001 - not translating either way
+            log.warning("a predecessor's IPv6 translator may be left on %s: %s",
+                        self.settings.fast_path.interfaces[0], exc)
 
     async def _start_nat64(self) -> None:
         import shutil

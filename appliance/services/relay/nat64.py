@@ -101,6 +101,40 @@ def build(out_dir: Path) -> Path:
         raise Unavailable(f"not built: {str(exc)[-500:]}") from None
 
 
+def remove_leftovers(device: str) -> None:
+    """Take off what a killed relay's translator left on `device` (in this netns): its clsact
+    filters (a filter outlives its process, a tcx link does not) and its route and neighbour.
+    A successor that translates replaces them; one that does not must not leave IPv6 clients'
+    connections translated onto a fast path that no longer maps them."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    from appliance.kernel.tc import PARENT_EGRESS, PARENT_INGRESS, LinuxTc
+
+    try:
+        ifindex = socket.if_nametoindex(device)
+    except OSError:
+        return
+    tc = LinuxTc(False)
+    for parent in (PARENT_INGRESS, PARENT_EGRESS):
+        try:
+            tc.filter_detach(None, ifindex, FILTER_PRIO, parent=parent)
+        except Exception:  # noqa: BLE001 - none there
+            pass
+    with IPRoute() as ip:
+        for route in ip.get_routes(family=socket.AF_INET, oif=ifindex):
+            if route.get_attr("RTA_GATEWAY") == NEXT_HOP:
+                try:
+                    ip.route("del", dst=f"{route.get_attr('RTA_DST')}/{route['dst_len']}",
+                             gateway=NEXT_HOP, oif=ifindex)
+                except NetlinkError:
+                    pass
+        try:
+            ip.neigh("del", dst=NEXT_HOP, ifindex=ifindex)
+        except NetlinkError:
+            pass
+
+
 class Nat64:
     """The translator on `device` (in this process's netns) and its maps."""
 

@@ -239,3 +239,19 @@ def test_the_translator_goes_with_its_process(net):
     filters = sh(net["r"], "tc", "filter", "show", "dev", "r0", "ingress").stdout
     filters += sh(net["r"], "tc", "filter", "show", "dev", "r0", "egress").stdout
     assert "nat64" not in filters
+
+
+def test_a_killed_translators_filters_and_route_are_taken_off_by_a_successor_that_does_not_translate(net):
+    """On clsact a filter outlives its process: a relay started without the translator (settings
+    changed) must not leave IPv6 clients translated onto a fast path that no longer maps them."""
+    holder = Holder(net["r"], "clsact", net["build"])
+    holder.proc.kill()
+    holder.proc.wait()
+    assert "appliance-nat64" in sh(net["r"], "tc", "filter", "show", "dev", "r0", "egress").stdout
+    assert sh(net["r"], "ip", "route", "show", SHADOW_NET).stdout.strip()
+    sh(net["r"], sys.executable, "-c", "from appliance.services.relay import nat64; nat64.remove_leftovers('r0')", cwd=ROOT)
+    filters = sh(net["r"], "tc", "filter", "show", "dev", "r0", "ingress").stdout
+    filters += sh(net["r"], "tc", "filter", "show", "dev", "r0", "egress").stdout
+    assert "nat64" not in filters
+    assert sh(net["r"], "ip", "route", "show", SHADOW_NET).stdout.strip() == ""
+    assert sh(net["r"], "ip", "neigh", "show", nat64.NEXT_HOP, "dev", "r0").stdout.strip() == ""

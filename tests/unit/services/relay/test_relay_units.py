@@ -42,6 +42,9 @@ def test_defaults_are_valid_and_name_the_builtin_routes():
     ({"resolvers": ["192.0.2.1:99999"]}, "resolvers", "not 1-65535"),
     ({"fast_path": {"ttl": 0}}, "fast_path.ttl", "greater than or equal to 1"),
     ({"fast_path": {"interfaces": ["eth0; drop"]}}, "fast_path.interfaces", "not an interface name"),
+    ({"fast_path": {"shadow_range": "100.96.0.0/16"}}, "fast_path.shadow_range", "overlaps fake_range"),
+    ({"fast_path": {"shadow_range": "100.95.0.1/16"}}, "fast_path.shadow_range", "host bits"),
+    ({"fast_path": {"shadow_range": "100.95.0.0/31"}}, "fast_path.shadow_range", "no room"),
 ])
 def test_errors_name_the_field(doc, field, words):
     with pytest.raises(SettingsError) as err:
@@ -75,6 +78,22 @@ def test_fast_path_serves_only_served_clients_and_keeps_clear_of_the_relays_port
     assert nft.add_entry(s, "100.96.0.9", "203.0.113.10", 360) == \
         "add element ip fp fast { 100.96.0.9 timeout 360s : 203.0.113.10 }\n" \
         "add element ip fp fast_keys { 100.96.0.9 timeout 360s }\n"
+
+
+def test_ipv6_clients_translated_by_the_fast_path_are_served_by_their_shadow_range():
+    base = {"allow_clients": ["192.168.1.0/24"], "fake_range6": "2001:2::/48",
+            "fast_path": {"interfaces": ["vproxy0"], "table": "fp"}}
+    served = "ip saddr { 192.168.1.0/24, 100.95.0.0/16 } "
+    s = parse_settings(base)
+    assert s.translates6() and served in nft.fast_path_table(s)
+    # Not translating: IPv6 clients connected over IPv6 (direct6), no shadow range, no single
+    # interface to attach to, no IPv6 fake range.
+    for doc in ({**base, "direct6": True},
+                {**base, "fast_path": {**base["fast_path"], "shadow_range": None}},
+                {**base, "fast_path": {**base["fast_path"], "interfaces": []}},
+                {**base, "fake_range6": None}):
+        s = parse_settings(doc)
+        assert not s.translates6() and "100.95.0.0/16" not in nft.fast_path_table(s), doc
 
 
 # -- packets --------------------------------------------------------------------------

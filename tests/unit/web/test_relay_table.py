@@ -36,8 +36,12 @@ class TableOnly:
     def counters(self):
         return self.table.counters()
 
+    translator = {"ipv6_translator": "on (tc clsact on vproxy0, shadows 100.95.0.0/16)",
+                  "ipv6_translated": {"to4": 120, "to6": 340}}
+
     def stats(self):
-        return {"live_tcp": 1, "live_udp": 0, "fast_path": {"enabled": True, "entries": 1, "connections": 1}}
+        return {"live_tcp": 1, "live_udp": 0,
+                "fast_path": {"enabled": True, "entries": 1, "connections": 1, **self.translator}}
 
 
 @pytest.fixture
@@ -76,3 +80,15 @@ def test_relay_page_shows_the_table(client_admin, relay_socket):
     assert "route reject" in page and "www.example.test" in page
     # The relay's statistics as a table, not a dictionary.
     assert 'id="relay-stats"' in page and "on: 1 connections" in page and "{&#x27;" not in page
+
+
+def test_relay_page_says_whether_ipv6_clients_take_the_fast_path_and_why_not(client_admin, relay_socket):
+    page = client_admin.get("/relay/").content.decode()
+    assert "on (tc clsact on vproxy0, shadows 100.95.0.0/16): 120 packets to IPv4, 340 back" in page
+    on, TableOnly.translator = TableOnly.translator, {
+        "ipv6_translator": "unavailable, IPv6 clients are relayed: no device vproxy0"}
+    try:
+        page = client_admin.get("/relay/").content.decode()
+    finally:
+        TableOnly.translator = on
+    assert '<span class="warn">unavailable, IPv6 clients are relayed: no device vproxy0</span>' in page

@@ -31,6 +31,13 @@
  * vproxy uses.  The twin of fake IPv4 address net4 + k is fake6 prefix + k
  * (the DNS server's one pool: fakeip.twin6), with the prefix at most /96.
  *
+ * The headers and keys are built in a per-CPU scratch map (n64_scratch),
+ * not on the stack: Debian's 6.1 verifier, without CAP_PERFMON (the relay
+ * has CAP_BPF and CAP_NET_ADMIN only), refuses a store smaller than 8 bytes
+ * into a stack slot it holds a spilled value for ("attempt to corrupt
+ * spilled pointer on stack"), which field-by-field headers do all the time.
+ * The few stack values left are whole 8-byte words.
+ *
  * Checksums: the IPv4 header's is computed; the TCP checksum is adjusted
  * for the pseudo-header's addresses only (its length and protocol words sum
  * the same in both families), which bpf_l4_csum_replace does for
@@ -79,6 +86,19 @@ struct n64_flow {
 	__u16 dport;
 };
 
+struct n64_scratch {
+	struct n64_flow flow;
+	__u32 fake4;
+	__u32 now[2];
+	__u32 old[8];
+	struct iphdr ip4;
+	struct ipv6hdr ip6;
+	__u8 mac[6];
+	__be16 proto;
+	__u8 one;
+	__u8 pad[7];
+};
+
 enum { ST_TO4, ST_TO6, ST_NOT_MAPPED, ST_NO_SHADOW, ST_DROPPED, ST_FAILED, ST_NOT_OURS, ST_N };
 
 #define TCP_SYN 0x02
@@ -121,14 +141,21 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct n64_scratch);
+} n64_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, ST_N);
 	__type(key, __u32);
 	__type(value, __u64);
 } n64_stats SEC(".maps");
 
-static __always_inline void count(__u32 what)
+static __always_inline void count(__u64 what)
 {
-	__u64 *n = bpf_map_lookup_elem(&n64_stats, &what);
+	__u64 *n = bpf_map_lookup_elem(&n64_stats, &what);  /* the key: its first 4 bytes */
 
 	if (n)
 		*n += 1;
@@ -153,11 +180,11 @@ int nat64_ingress(struct __sk_buff *skb)
 	struct n64_config *cfg;
 	struct n64_client *client;
 	struct n64_shadow *shadow;
-	struct iphdr ip4 = {};
-	struct n64_flow flow = {};
-	__u32 zero = 0, offset, fake4, old[8], now[2];
-	__be16 proto = bpf_htons(ETH_P_IP);
-	__u8 flags, one = 1;
+	struct n64_scratch *s;
+	struct iphdr *ip4;
+	__u64 zero = 0;
+	__u32 offset;
+	__u8 flags;
 	__s64 diff;
 
 	if (data + L2 + IP6_LEN + 20 > end)
@@ -174,19 +201,22 @@ int nat64_ingress(struct __sk_buff *skb)
 	offset = bpf_ntohl(ip6->daddr.in6_u.u6_addr32[3]);
 	if (offset >= cfg->size4)
 		return TC_ACT_UNSPEC;
-	fake4 = bpf_htonl(cfg->net4 + offset);
-	__builtin_memcpy(flow.client6, &ip6->saddr, 16);
-	flow.fake6_low = ip6->daddr.in6_u.u6_addr32[3];
-	__builtin_memcpy(&flow.sport, data + L2 + IP6_LEN, 4);  /* both ports */
+	s = bpf_map_lookup_elem(&n64_scratch, &zero);
+	if (!s)
+		return TC_ACT_UNSPEC;
+	s->fake4 = bpf_htonl(cfg->net4 + offset);
+	__builtin_memcpy(s->flow.client6, &ip6->saddr, 16);
+	s->flow.fake6_low = ip6->daddr.in6_u.u6_addr32[3];
+	__builtin_memcpy(&s->flow.sport, data + L2 + IP6_LEN, 4);  /* both ports */
 	flags = *(__u8 *)(data + L2 + IP6_LEN + 13);
 	if ((flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
-		if (!bpf_map_lookup_elem(&n64_fakes, &fake4)) {
+		if (!bpf_map_lookup_elem(&n64_fakes, &s->fake4)) {
 			/* The relay takes it (and maps the address, for a direct route). */
-			bpf_map_delete_elem(&n64_flows, &flow);
+			bpf_map_delete_elem(&n64_flows, &s->flow);
 			count(ST_NOT_MAPPED);
 			return TC_ACT_UNSPEC;
 		}
-	} else if (!bpf_map_lookup_elem(&n64_flows, &flow)) {
+	} else if (!bpf_map_lookup_elem(&n64_flows, &s->flow)) {
 		count(ST_NOT_OURS);  /* a connection the relay holds */
 		return TC_ACT_UNSPEC;
 	}
@@ -207,31 +237,37 @@ int nat64_ingress(struct __sk_buff *skb)
 	}
 	/* The replies go to the MAC the client sends from. */
 	__builtin_memcpy(shadow->mac, eth->h_source, 6);
-	if ((flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
-		bpf_map_update_elem(&n64_flows, &flow, &one, BPF_ANY);
+	if ((flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
+		s->one = 1;
+		bpf_map_update_elem(&n64_flows, &s->flow, &s->one, BPF_ANY);
+	}
 
-	ip4.version = 4;
-	ip4.ihl = 5;
-	ip4.tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
-	ip4.tot_len = bpf_htons(bpf_ntohs(ip6->payload_len) + IP4_LEN);
-	ip4.frag_off = bpf_htons(IP_DF);
-	ip4.ttl = ip6->hop_limit;
-	ip4.protocol = IPPROTO_TCP;
-	ip4.saddr = client->shadow;
-	ip4.daddr = fake4;
-	ip4.check = fold(bpf_csum_diff(0, 0, (__be32 *)&ip4, IP4_LEN, 0));
+	ip4 = &s->ip4;
+	ip4->version = 4;
+	ip4->ihl = 5;
+	ip4->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+	ip4->tot_len = bpf_htons(bpf_ntohs(ip6->payload_len) + IP4_LEN);
+	ip4->id = 0;
+	ip4->frag_off = bpf_htons(IP_DF);
+	ip4->ttl = ip6->hop_limit;
+	ip4->protocol = IPPROTO_TCP;
+	ip4->check = 0;
+	ip4->saddr = client->shadow;
+	ip4->daddr = s->fake4;
+	ip4->check = fold(bpf_csum_diff(0, 0, (__be32 *)ip4, IP4_LEN, 0));
 
-	__builtin_memcpy(old, &ip6->saddr, 32);
-	now[0] = ip4.saddr;
-	now[1] = ip4.daddr;
-	diff = bpf_csum_diff(old, 32, now, 8, 0);
+	__builtin_memcpy(s->old, &ip6->saddr, 32);
+	s->now[0] = ip4->saddr;
+	s->now[1] = ip4->daddr;
+	diff = bpf_csum_diff(s->old, 32, s->now, 8, 0);
 
 	if (bpf_skb_change_proto(skb, bpf_htons(ETH_P_IP), 0)) {
 		count(ST_FAILED);
 		return TC_ACT_UNSPEC;  /* unchanged: the relay takes it */
 	}
-	if (bpf_skb_store_bytes(skb, L2, &ip4, IP4_LEN, BPF_F_RECOMPUTE_CSUM) ||
-	    bpf_skb_store_bytes(skb, 12, &proto, 2, 0) ||
+	s->proto = bpf_htons(ETH_P_IP);
+	if (bpf_skb_store_bytes(skb, L2, ip4, IP4_LEN, BPF_F_RECOMPUTE_CSUM) ||
+	    bpf_skb_store_bytes(skb, 12, &s->proto, 2, 0) ||
 	    bpf_l4_csum_replace(skb, L2 + IP4_LEN + TCP_CHECK, 0, diff, BPF_F_PSEUDO_HDR)) {
 		count(ST_FAILED);
 		return TC_ACT_SHOT;  /* half translated: nothing sane to pass on */
@@ -249,10 +285,10 @@ int nat64_egress(struct __sk_buff *skb)
 	struct iphdr *ip4 = data + L2;
 	struct n64_config *cfg;
 	struct n64_shadow *shadow;
-	struct ipv6hdr ip6 = {};
-	__u32 zero = 0, offset, old[2];
-	__u8 mac[6];
-	__be16 proto = bpf_htons(ETH_P_IPV6);
+	struct n64_scratch *s;
+	struct ipv6hdr *ip6;
+	__u64 zero = 0;
+	__u32 offset;
 	__s64 diff;
 
 	if (data + L2 + IP4_LEN > end)
@@ -274,29 +310,35 @@ int nat64_egress(struct __sk_buff *skb)
 	shadow = bpf_map_lookup_elem(&n64_shadows, &ip4->daddr);
 	if (!shadow)
 		goto drop;
+	s = bpf_map_lookup_elem(&n64_scratch, &zero);
+	if (!s)
+		goto drop;
 
-	ip6.version = 6;
-	ip6.priority = ip4->tos >> 4;
-	ip6.flow_lbl[0] = (ip4->tos & 0xF) << 4;
-	ip6.payload_len = bpf_htons(bpf_ntohs(ip4->tot_len) - IP4_LEN);
-	ip6.nexthdr = IPPROTO_TCP;
-	ip6.hop_limit = ip4->ttl;
-	ip6.saddr.in6_u.u6_addr32[0] = cfg->prefix6[0];
-	ip6.saddr.in6_u.u6_addr32[1] = cfg->prefix6[1];
-	ip6.saddr.in6_u.u6_addr32[2] = cfg->prefix6[2];
-	ip6.saddr.in6_u.u6_addr32[3] = bpf_htonl(offset);
-	__builtin_memcpy(&ip6.daddr, shadow->client6, 16);
-	__builtin_memcpy(mac, shadow->mac, 6);
+	ip6 = &s->ip6;
+	__builtin_memset(ip6, 0, IP6_LEN);
+	ip6->version = 6;
+	ip6->priority = ip4->tos >> 4;
+	ip6->flow_lbl[0] = (ip4->tos & 0xF) << 4;
+	ip6->payload_len = bpf_htons(bpf_ntohs(ip4->tot_len) - IP4_LEN);
+	ip6->nexthdr = IPPROTO_TCP;
+	ip6->hop_limit = ip4->ttl;
+	ip6->saddr.in6_u.u6_addr32[0] = cfg->prefix6[0];
+	ip6->saddr.in6_u.u6_addr32[1] = cfg->prefix6[1];
+	ip6->saddr.in6_u.u6_addr32[2] = cfg->prefix6[2];
+	ip6->saddr.in6_u.u6_addr32[3] = bpf_htonl(offset);
+	__builtin_memcpy(&ip6->daddr, shadow->client6, 16);
+	__builtin_memcpy(s->mac, shadow->mac, 6);
 
-	old[0] = ip4->saddr;
-	old[1] = ip4->daddr;
-	diff = bpf_csum_diff(old, 8, (__be32 *)&ip6.saddr, 32, 0);
+	s->now[0] = ip4->saddr;
+	s->now[1] = ip4->daddr;
+	diff = bpf_csum_diff(s->now, 8, (__be32 *)&ip6->saddr, 32, 0);
 
 	if (bpf_skb_change_proto(skb, bpf_htons(ETH_P_IPV6), 0))
 		goto failed;
-	if (bpf_skb_store_bytes(skb, L2, &ip6, IP6_LEN, BPF_F_RECOMPUTE_CSUM) ||
-	    bpf_skb_store_bytes(skb, 0, mac, 6, 0) ||
-	    bpf_skb_store_bytes(skb, 12, &proto, 2, 0) ||
+	s->proto = bpf_htons(ETH_P_IPV6);
+	if (bpf_skb_store_bytes(skb, L2, ip6, IP6_LEN, BPF_F_RECOMPUTE_CSUM) ||
+	    bpf_skb_store_bytes(skb, 0, s->mac, 6, 0) ||
+	    bpf_skb_store_bytes(skb, 12, &s->proto, 2, 0) ||
 	    bpf_l4_csum_replace(skb, L2 + IP6_LEN + TCP_CHECK, 0, diff, BPF_F_PSEUDO_HDR))
 		goto failed;
 	count(ST_TO6);

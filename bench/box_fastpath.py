@@ -16,7 +16,8 @@ transfer costs a 2-core box). Rows:
   connection: IPv4 NATed by vproxy's kernel; IPv6 translated to IPv4 at tc
   of vproxy0 (`appliance/services/relay/nat64.py`) and then the same.
 
-"v4" is each IPv6 row against the IPv4 row of its kind (the issue's "IPv6
+"relayed" counts the downloads the relay itself accepted (the fast-path
+rows must show 0: the kernel carried them). "x its IPv4" is each IPv6 row against the IPv4 row of its kind (the issue's "IPv6
 within 0.9 of IPv4"); "routed" is each row against the routed IPv4 row.
 The machine is shared: throughput swings, CPU per GB less so.
 """
@@ -35,6 +36,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from appliance.box.settings import parse_settings  # noqa: E402
 from appliance.lab import topology  # noqa: E402
+from appliance.services.relay.control import query  # noqa: E402
 from tests.support.boxlab import box_in_lab, settings_data  # noqa: E402
 
 DNS = {"upstreams": [{"url": "udp://192.168.1.1"}],
@@ -76,6 +78,7 @@ def main() -> int:
         return 1
     size = args.mb * 1_000_000
     results: dict[str, list[tuple[float, float]]] = {}
+    relayed: dict[str, int] = {}
     with box_in_lab(Path(tempfile.mkdtemp(prefix="box-fastpath-")), "f", clients=1) as (lab, box):
         c = lab.spec.client(1)
         lab.dhcp(c)
@@ -94,22 +97,26 @@ def main() -> int:
             for name, address in rows.values():
                 download(lab, c, name, address, 1_000_000)  # warm: ARP/ND, and the relay maps the name
             time.sleep(0.5)
+            sock = box.layout.relay_socket
             for _ in range(args.rounds):
                 for label, (name, address) in rows.items():
                     if fast or not label.startswith("routed"):
+                        before = query(sock, "stats")["totals"]["accepted"]
                         results.setdefault(label, []).append(download(lab, c, name, address, size))
+                        relayed[label] = relayed.get(label, 0) + query(sock, "stats")["totals"]["accepted"] - before
     med = {label: (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
            for label, runs in results.items()}
     routed = med["routed IPv4"][0]
     print(f"\n{args.mb} MB downloads through the box, median of {args.rounds} "
           f"(sudo .venv/bin/python bench/box_fastpath.py --mb {args.mb} --rounds {args.rounds})\n")
-    print(f"| {'row':<18} | {'MB/s':>7} | {'x routed':>8} | {'x its IPv4':>10} | {'CPU s/GB':>8} |")
-    print(f"| {'-' * 18} | {'-' * 7}: | {'-' * 8}: | {'-' * 10}: | {'-' * 8}: |")
+    print(f"| {'row':<18} | {'MB/s':>7} | {'x routed':>8} | {'x its IPv4':>10} | {'CPU s/GB':>8} | relayed |")
+    print(f"| {'-' * 18} | {'-' * 6}: | {'-' * 7}: | {'-' * 9}: | {'-' * 7}: | ------: |")
     for label in ("routed IPv4", "routed IPv6", "relayed IPv4", "relayed IPv6",
                   "fast path IPv4", "fast path IPv6"):
         mbs, cpu = med[label]
         v4 = f"{mbs / med[label.replace('IPv6', 'IPv4')][0]:.2f}" if label.endswith("IPv6") else ""
-        print(f"| {label:<18} | {mbs:7.0f} | {mbs / routed:8.2f} | {v4:>10} | {cpu:8.1f} |")
+        print(f"| {label:<18} | {mbs:7.0f} | {mbs / routed:8.2f} | {v4:>10} | {cpu:8.1f} | "
+              f"{relayed[label]:>4}/{len(results[label])} |")
     return 0
 
 

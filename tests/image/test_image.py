@@ -299,6 +299,20 @@ def test_the_datapath_falls_open_on_6_1_when_the_watchdog_stops(box):
         time.sleep(1)
 
 
+def reading(box, script: str, tag: str, ready, what: str) -> dict:
+    """What the console reads from a service (`script` prints `tag` and JSON, through the box's
+    Django shell), once `ready` says the service has answered: the boot's apply (re)starts them."""
+    box.put("/root/reading.py", script)
+    deadline = time.monotonic() + 120
+    while True:
+        out = box.ssh("appliance-manage shell < /root/reading.py", check=False).stdout
+        value = json.loads(out.split(tag, 1)[1]) if tag in out else None
+        if value and ready(value):
+            return value
+        assert time.monotonic() < deadline, f"no reading of {what}: {out} {value}"
+        time.sleep(2)
+
+
 KERNEL_CACHE = """
 import json
 from appliance.box import status
@@ -311,15 +325,7 @@ print("KC", json.dumps(r.value.get("kernel_cache") if r.ok else {"problem": r.pr
 def test_the_kernel_answer_cache_loads_on_6_1(box):
     """Debian's 6.1 verifier takes the DNS server's kernel answer cache (on tc, no tcx), and the
     reading the console's DNS page shows says so (or why not)."""
-    box.put("/root/kc.py", KERNEL_CACHE)
-    deadline = time.monotonic() + 120  # the DNS server (re)started by the reboot's apply
-    while True:
-        out = box.ssh("appliance-manage shell < /root/kc.py", check=False).stdout
-        kc = json.loads(out.split("KC", 1)[1]) if "KC" in out else None
-        if kc and "status" in kc:
-            break
-        assert time.monotonic() < deadline, f"no kernel cache reading from the DNS server: {out} {kc}"
-        time.sleep(2)
+    kc = reading(box, KERNEL_CACHE, "KC", lambda kc: "status" in kc, "the DNS server's kernel cache")
     print(f"\nimage-test: kernel answer cache: {kc['status']}", flush=True)
     assert kc["status"] == "on (tc clsact on vproxy0)", kc
     assert "bpf" in box.ssh("ip netns exec vproxy tc filter show dev vproxy0 ingress").stdout
@@ -337,15 +343,8 @@ print("FP", json.dumps(r.value.get("fast_path") if r.ok else {"problem": r.probl
 def test_the_ipv6_translator_loads_on_6_1(box):
     """Debian's 6.1 verifier takes the relay's IPv6-to-IPv4 translator (on tc, no tcx), so IPv6
     clients' connections to fake addresses can take the kernel fast path; its route is made."""
-    box.put("/root/fp.py", RELAY_FAST_PATH)
-    deadline = time.monotonic() + 120  # the relay (re)started by the boot's apply
-    while True:
-        out = box.ssh("appliance-manage shell < /root/fp.py", check=False).stdout
-        fp = json.loads(out.split("FP", 1)[1]) if "FP" in out else None
-        if fp and fp.get("ipv6_translator", "off") != "off":
-            break
-        assert time.monotonic() < deadline, f"no translator reading from the relay: {out} {fp}"
-        time.sleep(2)
+    fp = reading(box, RELAY_FAST_PATH, "FP", lambda fp: fp.get("ipv6_translator", "off") != "off",
+                 "the relay's IPv6 translator")
     print(f"\nimage-test: IPv6 translator: {fp['ipv6_translator']}", flush=True)
     assert fp["ipv6_translator"] == "on (tc clsact on vproxy0, shadows 100.95.0.0/16)", fp
     assert "appliance-nat64" in box.ssh("ip netns exec vproxy tc filter show dev vproxy0 egress").stdout

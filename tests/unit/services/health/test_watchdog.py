@@ -177,3 +177,41 @@ def test_a_service_slow_to_start_gets_longer_each_restart_and_is_never_killed_in
         dog.round()
         assert now[0] - start < 60, "healthy again: the first restart comes as soon as before"
     assert now[0] - start == pytest.approx(1.5)  # restart_after=3 failures, no grace left over
+
+
+def test_a_wake_starts_the_next_round_at_once_not_an_interval_later(dog, tmp_path):
+    """An apply waits for a round that saw its services: it wakes the watchdog instead of
+    waiting out the interval (30 s here, so only the wake can start the second round)."""
+    import dataclasses
+    import os
+    import stat
+    import threading
+
+    from appliance.services.health.watchdog import wake
+
+    path = str(tmp_path / "watchdog.wake")
+    dog.config = dataclasses.replace(dog.config, interval=30.0, wake=path)
+    rounds = []
+    one_round = dog.round
+    dog.round = lambda: (one_round(), rounds.append(time.monotonic()))
+    stop = threading.Event()
+    runner = threading.Thread(target=dog.run, args=(stop,))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not rounds or not os.path.exists(path):
+            assert time.monotonic() < deadline, "no first round"
+            time.sleep(0.01)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600  # root's alone
+        assert wake(path) and wake(path)  # two wakes before it reads them: one round
+        deadline = time.monotonic() + 5
+        while len(rounds) < 2:
+            assert time.monotonic() < deadline, "the wake started no round"
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        wake(path)
+        runner.join(5)
+    assert not runner.is_alive()
+    assert len(rounds) in (2, 3)  # the two wakes, and the one that let it see `stop`, as few rounds
+    assert not wake(str(tmp_path / "nobody.wake"))  # no watchdog there: the apply just waits

@@ -122,7 +122,7 @@ class LinuxTc:
             with IPRoute() as ipr:
                 return fn(ipr, *args)
         try:
-            return _outside_event_loop(lambda: in_netns(netns, call))
+            return outside_event_loop(lambda: in_netns(netns, call))
         except (NetlinkError, OSError) as e:
             raise KernelError(f"netns {netns or '(own)'}: {what}: {e}") from e
 
@@ -216,7 +216,7 @@ class LinuxTc:
         return in_netns(netns, libbpf.prog_query, ifindex, BPF_TCX_INGRESS)
 
 
-def _outside_event_loop(fn):
+def outside_event_loop(fn):
     """`fn()`, on a thread of its own when this one runs an asyncio loop.
 
     pyroute2's synchronous IPRoute drives an event loop of its own and fails

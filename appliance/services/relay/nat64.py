@@ -62,8 +62,6 @@ NEXT_HOP = "169.254.100.1"
 NEXT_HOP_MAC = "02:00:5e:64:64:01"
 HEADER_GROWTH = 20  # IPv6's header over IPv4's
 MAX_CLIENTS = 4096  # n64_clients' and n64_shadows' max_entries
-RTNH_F_ONLINK = 4
-NUD_PERMANENT = 0x80
 
 
 class Unavailable(RuntimeError):
@@ -82,16 +80,6 @@ def config_value(fake_network: str, fake_network6: str, shadow_network: str) -> 
                        int(shadow.network_address), int(shadow.netmask), net6.network_address.packed[:12])
 
 
-def _route(ip, verb: str, shadow_network: str, ifindex: int, mtu: int) -> None:
-    """The replies' way to the egress program: the shadow range via a neighbour never resolved."""
-    if verb == "replace":
-        ip.neigh("replace", dst=NEXT_HOP, lladdr=NEXT_HOP_MAC, ifindex=ifindex, state=NUD_PERMANENT)
-    ip.route(verb, dst=shadow_network, gateway=NEXT_HOP, oif=ifindex, flags=RTNH_F_ONLINK,
-             metrics={"mtu": mtu - HEADER_GROWTH})
-    if verb == "del":
-        ip.neigh("del", dst=NEXT_HOP, ifindex=ifindex)
-
-
 def build(out_dir: Path) -> Path:
     from appliance.switch.datapath.build import BuildError, build as clang_build
 
@@ -106,33 +94,16 @@ def remove_leftovers(device: str) -> None:
     filters (a filter outlives its process, a tcx link does not) and its route and neighbour.
     A successor that translates replaces them; one that does not must not leave IPv6 clients'
     connections translated onto a fast path that no longer maps them."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-
+    from appliance.kernel import onlink
     from appliance.kernel.tc import PARENT_EGRESS, PARENT_INGRESS, LinuxTc
 
     try:
         ifindex = socket.if_nametoindex(device)
     except OSError:
         return
-    tc = LinuxTc(False)
     for parent in (PARENT_INGRESS, PARENT_EGRESS):
-        try:
-            tc.filter_detach(None, ifindex, FILTER_PRIO, parent=parent)
-        except Exception:  # noqa: BLE001 - none there
-            pass
-    with IPRoute() as ip:
-        for route in ip.get_routes(family=socket.AF_INET, oif=ifindex):
-            if route.get_attr("RTA_GATEWAY") == NEXT_HOP:
-                try:
-                    ip.route("del", dst=f"{route.get_attr('RTA_DST')}/{route['dst_len']}",
-                             gateway=NEXT_HOP, oif=ifindex)
-                except NetlinkError:
-                    pass
-        try:
-            ip.neigh("del", dst=NEXT_HOP, ifindex=ifindex)
-        except NetlinkError:
-            pass
+        LinuxTc(False).filter_detach(None, ifindex, FILTER_PRIO, parent=parent)
+    onlink.remove(ifindex, NEXT_HOP)
 
 
 class Nat64:
@@ -155,7 +126,7 @@ class Nat64:
         self._shadows: OrderedDict[str, int] = OrderedDict()
         self._free = itertools.islice((int(a) for a in self.shadow_network.hosts()), MAX_CLIENTS)
         self._by_shadow: dict[int, str] = {}
-        self._routed = 0  # the MTU the route was made with; 0: none
+        self._routed = False
 
     # -- life -------------------------------------------------------------------
     def start(self) -> None:
@@ -203,13 +174,10 @@ class Nat64:
                  self.attach_mode, self.shadow_network)
 
     def _make_route(self) -> None:
-        from pyroute2 import IPRoute
+        from appliance.kernel import onlink
 
-        with IPRoute() as ip:
-            link = ip.get_links(self.ifindex)[0]
-            mtu = link.get_attr("IFLA_MTU") or 1500
-            _route(ip, "replace", str(self.shadow_network), self.ifindex, mtu)
-        self._routed = mtu
+        onlink.replace(self.ifindex, str(self.shadow_network), NEXT_HOP, NEXT_HOP_MAC, HEADER_GROWTH)
+        self._routed = True
 
     def close(self) -> None:
         from appliance.kernel import libbpf
@@ -229,15 +197,14 @@ class Nat64:
                 log.warning("translator filter not removed from %s: %s", self.device, exc)
         self._filters = []
         if self._routed:
-            from pyroute2 import IPRoute
-            from pyroute2.netlink.exceptions import NetlinkError
+            from appliance.kernel import onlink
+            from appliance.kernel.base import KernelError
 
             try:
-                with IPRoute() as ip:
-                    _route(ip, "del", str(self.shadow_network), self.ifindex, self._routed)
-            except NetlinkError as exc:  # the device may be gone with its routes
+                onlink.remove(self.ifindex, NEXT_HOP)
+            except KernelError as exc:  # the device may be gone with its routes
                 log.warning("shadow route not removed from %s: %s", self.device, exc)
-            self._routed = 0
+            self._routed = False
         if self._obj is not None:
             self._obj.close()
             self._obj = None

@@ -255,3 +255,23 @@ def test_a_killed_translators_filters_and_route_are_taken_off_by_a_successor_tha
     assert "nat64" not in filters
     assert sh(net["r"], "ip", "route", "show", SHADOW_NET).stdout.strip() == ""
     assert sh(net["r"], "ip", "neigh", "show", nat64.NEXT_HOP, "dev", "r0").stdout.strip() == ""
+
+
+def test_the_relay_can_start_and_close_the_translator_from_its_event_loop(net):
+    """The relay stops its fast path on its asyncio loop, where pyroute2's own loop cannot run:
+    the route and the filters must still go."""
+    code = textwrap.dedent(f"""
+        import asyncio, pathlib, sys
+        from appliance.services.relay.nat64 import Nat64
+        async def main():
+            n = Nat64("r0", {FAKE4_NET!r}, {FAKE6_NET!r}, {SHADOW_NET!r}, pathlib.Path({str(net["build"])!r}), tcx=False)
+            n.start()
+            print(n.attach_mode, flush=True)
+            n.close()
+        asyncio.run(main())
+    """)
+    res = sh(net["r"], sys.executable, "-c", code, cwd=ROOT)
+    assert res.stdout.strip() == "tc clsact", res.stderr[-2000:]
+    assert sh(net["r"], "ip", "route", "show", SHADOW_NET).stdout.strip() == ""
+    filters = sh(net["r"], "tc", "filter", "show", "dev", "r0", "egress").stdout
+    assert "nat64" not in filters

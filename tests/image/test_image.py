@@ -207,7 +207,8 @@ def test_redis_on_a_unix_socket_with_a_password(box):
 @pytest.mark.parametrize("unit, user, caps", [
     # CAP_NET_ADMIN: the DNS server attaches its kernel answer cache (tc) itself.
     ("appliance-svc-dns", "appliance-dns", "cap_net_bind_service cap_bpf cap_net_admin"),
-    ("appliance-svc-relay", "appliance-relay", "cap_net_admin cap_net_bind_service cap_net_raw"),
+    # CAP_BPF with CAP_NET_ADMIN: the relay attaches its IPv6 translator (tc) itself.
+    ("appliance-svc-relay", "appliance-relay", "cap_bpf cap_net_admin cap_net_bind_service cap_net_raw"),
     ("appliance-svc-dhcp4", "appliance-kea", "cap_net_bind_service cap_net_raw"),
     ("appliance-svc-dhcp6", "appliance-dhcp6", "cap_net_bind_service cap_net_raw"),
 ])

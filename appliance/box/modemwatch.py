@@ -9,7 +9,11 @@ admin port after a link change, until the gateway spoke), then:
 - the MAC kept differs from the one applied -> the applied settings are
   applied again (`Box.follow_gateway`, under the box's apply lock, so
   also while the console waits for a confirm: its rollback then plans
-  with the kept MAC too); a failure is recorded and tried again.
+  with the kept MAC too); a failure is recorded and tried again. A
+  re-apply still running after `APPLY_DEADLINE` ends the process (its
+  runner starts it again): the kernel frees the apply lock with it, so a
+  hung call (a netlink dump that never ended was seen once under load)
+  cannot keep the box from every later apply.
 
     python -m appliance.box.modemwatch --config RUN/modem-watch.json
 """
@@ -18,8 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
+import threading
 import time
 
 from appliance.box import locate
@@ -33,12 +39,17 @@ from appliance.services.health import record
 log = logging.getLogger("modem-watch")
 SERVICE = "gateway"
 RETRY_AFTER = 10.0  # s: a failed re-apply is tried again after this
+APPLY_DEADLINE = 120.0  # s: an apply takes about 1 s; a cold first one under load, seconds
+EXIT_HUNG = 75  # EX_TEMPFAIL
 CHECK_EVERY = 10.0  # s: the applied MAC compared with the kept one even without news
 
 
 class ModemWatch:
-    def __init__(self, cfg: WatchConfig, box: Box, tap, devices=None):
+    def __init__(self, cfg: WatchConfig, box: Box, tap, devices=None, on_hang=None,
+                 deadline: float = APPLY_DEADLINE):
         self.cfg, self.box, self.tap = cfg, box, tap
+        self.on_hang = on_hang or self._exit_hung
+        self.deadline = deadline
         self.devices = devices or LinuxDevices()
         kept = box.learned_gateway()
         applied = box.applied()
@@ -101,8 +112,16 @@ class ModemWatch:
         if time.monotonic() >= self.next_check:
             self.follow()
 
+    def _exit_hung(self) -> None:
+        self.event("re-apply-hung", f"no end after {self.deadline:g} s; the watch restarts")
+        logging.shutdown()
+        os._exit(EXIT_HUNG)
+
     def follow(self) -> None:
         self.next_check = time.monotonic() + CHECK_EVERY
+        self.timer = timer = threading.Timer(self.deadline, self.on_hang)
+        timer.daemon = True
+        timer.start()
         try:
             res = self.box.follow_gateway(progress=lambda line: log.info("apply: %s", line))
         except Exception as e:  # noqa: BLE001 - recorded; tried again
@@ -110,6 +129,8 @@ class ModemWatch:
             self.event("re-apply-failed", error)
             self.next_check = time.monotonic() + RETRY_AFTER
             return
+        finally:
+            timer.cancel()
         if res is None:
             return
         mac = self.learner.current

@@ -118,18 +118,13 @@ class Applier:
 
     def _steered(self, plan, progress: Progress, timeout: float = HEALTH_WAIT) -> None:
         """Wait (briefly) until the watchdog has seen every service answer since now."""
-        probe = next((s.probe for s in plan.services if s.probe is not None and s.probe.kind == "watchdog"), None)
+        status_file = next((s.probe.target for s in plan.services
+                            if s.probe is not None and s.probe.kind == "watchdog"), None)
         # A runner that runs nothing (the fakes) has no watchdog to wait for.
-        if probe is None or getattr(self.services, "kind", None) is None:
+        if status_file is None or getattr(self.services, "kind", None) is None:
             return
-        status_file = probe.target
         progress("step 5/5: health: the watchdog sees the services answer")
         since = time.monotonic()
-        if probe.name:
-            # Its next round now, not up to an interval later: a round seen sooner.
-            from appliance.services.health.watchdog import wake
-
-            wake(probe.name)
         why = "the watchdog has written no status"
         while time.monotonic() < since + timeout:
             try:
@@ -141,7 +136,7 @@ class Applier:
                 if not sick:
                     return
                 why = "not answering yet: " + ", ".join(sick)
-            time.sleep(0.02)  # a read of a small file
+            time.sleep(0.1)
         progress(f"health: {why}; the modem serves the home for them meanwhile (failsafe)")
 
     def apply(self, new, old=None, progress: Progress | None = None) -> ApplyResult:

@@ -176,11 +176,6 @@ class Layout:
         return f"{self.run_dir}/watchdog.json"
 
     @property
-    def watchdog_wake(self) -> str:
-        """The watchdog's wake socket: an apply asks it for a round at once."""
-        return f"{self.run_dir}/watchdog.wake"
-
-    @property
     def modem_watch_config(self) -> str:
         """What the modem watch listens on (`appliance.box.modem`)."""
         return f"{self.run_dir}/modem-watch.json"
@@ -242,5 +237,5 @@ class Layout:
     def runtime(self) -> tuple[str, ...]:
         """What the box's services leave in `run_dir`; teardown removes it (state stays)."""
         return (self.kea.run_dir, self.dhcp6_run_dir, self.dns_socket, self.relay_socket, self.services_dir,
-                self.watchdog_config, self.watchdog_wake, self.modem_watch_config, self.modem_watch_link, self.health_status,
+                self.watchdog_config, self.modem_watch_config, self.modem_watch_link, self.health_status,
                 self.notify_config, self.devices_config)

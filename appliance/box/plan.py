@@ -307,7 +307,7 @@ def with_watchdog(p: Plan, settings: Settings, layout: Layout, host_ns: str | No
         services=watched, heartbeat=pin_path(pin_root, host_ns, p.switch.bridge),
         status=layout.health_status, events=layout.health_events,
         runner={"kind": "systemd"} if runner == "systemd" else {"kind": "supervisor", "dir": layout.services_dir},
-        dns_control=layout.dns_socket, relay="relay", failsafe=settings.failsafe, wake=layout.watchdog_wake)
+        dns_control=layout.dns_socket, relay="relay", failsafe=settings.failsafe)
     config_file = ConfigFile(layout.watchdog_config, json.dumps(config.to_json(), indent=1) + "\n")
     spec = ServiceSpec(
         name=WATCHDOG,
@@ -319,7 +319,7 @@ def with_watchdog(p: Plan, settings: Settings, layout: Layout, host_ns: str | No
         netns=None,
         cwd=layout.state_dir,
         revision=config_file.digest,
-        probe=Probe("watchdog", layout.health_status, name=layout.watchdog_wake, timeout=1.0),
+        probe=Probe("watchdog", layout.health_status, timeout=1.0),
         # A hung watchdog is killed by its runner; the datapath needs no one (stale heartbeats fall open).
         watchdog_sec=5.0,
         # Root (its probes enter the namespaces), but it writes only its status and events.

@@ -55,7 +55,7 @@ class Probe:
     kind: str
     target: str  # dns: "ADDRESS:PORT"; kea, relay: control socket; watchdog: status file
     netns: str | None = None  # where a network probe runs: the service's namespace
-    name: str = ""  # dns: the question; kea: the address whose lease is looked up; watchdog: its wake socket
+    name: str = ""  # dns: the question; kea: the address whose lease is looked up
     timeout: float = 0.5
     fall: int = 1
     rise: int = 2

@@ -14,9 +14,8 @@ one process of its own rather than a probe in each supervisor monitor:
   `WATCHDOG=1` every round), which the supervisor's monitor implements too,
   and the datapath needs no one: without heartbeats it falls open by itself.
 
-Every `interval` seconds, or at once when something arrives on the `wake`
-socket (an apply waiting to see its services answer): all probes at once
-(each bounded by its own timeout), then the verdicts (`Probe.fall`, `rise`, `restart_after`), the
+Every `interval` seconds: all probes at once (each bounded by its own
+timeout), then the verdicts (`Probe.fall`, `rise`, `restart_after`), the
 heartbeat (`heartbeat.HealthMap`), the relay's state told to the DNS server
 (relay down: real addresses instead of fake ones), the status file, and an
 event for every transition.
@@ -27,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import socket
 import threading
@@ -69,14 +67,12 @@ class WatchdogConfig:
     failsafe: str = "open"
     interval: float = 0.25
     stale_after: float = 3.0
-    wake: str = ""  # a datagram socket (root's): anything sent to it starts the next round at once
 
     def to_json(self) -> dict:
         return {"services": [{"name": s.name, "probe": s.probe.to_json()} for s in self.services],
                 "heartbeat": self.heartbeat, "status": self.status, "events": self.events,
                 "runner": dict(self.runner), "dns_control": self.dns_control, "relay": self.relay,
-                "failsafe": self.failsafe, "interval": self.interval, "stale_after": self.stale_after,
-                "wake": self.wake}
+                "failsafe": self.failsafe, "interval": self.interval, "stale_after": self.stale_after}
 
     @classmethod
     def from_json(cls, data: dict) -> "WatchdogConfig":
@@ -260,61 +256,14 @@ class Watchdog:
     def run(self, stop: threading.Event) -> None:
         self._event("watchdog", "watchdog-start",
                     f"watching {', '.join(self.health)}; failsafe {self.config.failsafe}")
-        wake = open_wake(self.config.wake) if self.config.wake else None
         first = True
-        try:
-            while not stop.is_set():
-                started = self.clock()
-                self.round()
-                sd_notify("READY=1\nWATCHDOG=1" if first else "WATCHDOG=1")
-                first = False
-                pause = max(0.0, self.config.interval - (self.clock() - started))
-                if wake is None:
-                    stop.wait(pause)
-                elif select.select([wake], [], [], pause)[0]:
-                    drain(wake)  # a burst of wakes is one round
-        finally:
-            if wake is not None:
-                wake.close()
+        while not stop.is_set():
+            started = self.clock()
+            self.round()
+            sd_notify("READY=1\nWATCHDOG=1" if first else "WATCHDOG=1")
+            first = False
+            stop.wait(max(0.0, self.config.interval - (self.clock() - started)))
         self._pool.shutdown(wait=False)
-
-
-def open_wake(path: str) -> socket.socket | None:
-    """The wake socket, root's alone (0600): a round costs every probe, nobody else may ask for one."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    try:
-        old = os.umask(0o177)
-        try:
-            sock.bind(path)
-        finally:
-            os.umask(old)
-    except OSError:
-        sock.close()
-        return None  # rounds keep their interval
-    sock.setblocking(False)
-    return sock
-
-
-def drain(sock: socket.socket) -> None:
-    while True:
-        try:
-            sock.recv(64)
-        except BlockingIOError:
-            return
-
-
-def wake(path: str) -> bool:
-    """Ask the watchdog at `path` for a round now; whether it heard."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        try:
-            s.sendto(b"wake", path)
-        except OSError:
-            return False  # not running, or an older one without the socket
-    return True
 
 
 def sd_notify(message: str) -> None:

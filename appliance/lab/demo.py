@@ -130,5 +130,8 @@ def run(prefix: str, clients: int, port: int, redis_port: int, out=print, apply:
             if processes.alive(pid):
                 processes.stop(pid, timeout=10, group=True)
         box.teardown()
+        # The lab's box goes with the lab: its state (leases, fake IPs, learned modem) is of
+        # namespaces that no longer exist, and a host must not keep a stray box directory.
+        shutil.rmtree(box.layout.state_dir, ignore_errors=True)
         lab.down(progress=None)
-        out("demo: stopped, box torn down, lab down")
+        out("demo: stopped, box torn down with its state, lab down")

@@ -451,7 +451,9 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
         owners = {i + len(decl): fl for i, fl in owners.items()}
         out += [f"\tstruct dp_tuple_key_{t} tk;",
                 "\tstruct dp_tuple_val *v;",
-                "\t__u32 best = 0xffffffff;",
+                # With a hashed tuple the verifier cannot know best anyway;
+                # an unknown start lets its hit/miss paths merge (dp_runtime.h).
+                f"\t__u32 best = {'dp_no_rank' if hashed else '0xffffffff'};",
                 ""]
         for sig, tp in tuples.items():
             desc = ",".join(n if m == FIELD_BY_NAME[n].full_mask else f"{n}/0x{m:x}"

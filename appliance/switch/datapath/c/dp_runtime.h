@@ -122,6 +122,39 @@ struct {
 
 enum { DP_PEND_NONE = 0, DP_PEND_PORT = 1, DP_PEND_NORMAL = 2 };
 
+/* "No flow yet" for a tuple-space probe.  Read from .data, which the
+ * verifier cannot see into, rather than written as a constant: a constant
+ * made every probe's comparisons decidable, so each of the 2^tuples hit/miss
+ * paths carried a distinct precise `best` and none could be pruned (a
+ * generated 17-flow, three-table table took past 10^6 instructions). */
+__u32 dp_no_rank = 0xffffffff;
+
+/* What the actions have sent so far.  Kept in a per-CPU map, not in
+ * dp_state on the stack: the verifier knows every stack value exactly, so
+ * each combination of pending output and flags that an action list can
+ * leave was a distinct state for every table after it, and a table that
+ * resubmits twice multiplied them (a generated 17-flow, three-table table
+ * took more than 10^6 instructions).  Map memory it does not track, so
+ * those paths merge.  tc programs do not nest on a CPU: a clone sent to a
+ * port's ingress is queued, not run inside this one. */
+struct dp_out {
+	__u32 pend_kind;
+	__u32 pend_ifindex;
+	__u32 pend_flags;
+	__u32 pend_port;
+	__u32 pend_mark;            /* bits added to skb->mark for the clone */
+	__u8 to_home;               /* an output went towards a home port (or NORMAL) */
+	__u8 off_dns;               /* an output went elsewhere than a DP_PORT_DNS port */
+	__u8 pad[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dp_out);
+} dp_outs SEC(".maps");
+
 struct dp_state {
 	struct dp_key key;          /* headers as the actions have left them;
 				     * key.in_port is the port lookups use, which
@@ -129,19 +162,14 @@ struct dp_state {
 	__u16 in_port;              /* the real input port, seen by actions */
 	__u32 in_ifindex;
 	__u32 mark;                 /* skb->mark with the hop count advanced */
-	__u32 pend_kind;
-	__u32 pend_ifindex;
-	__u32 pend_flags;
-	__u32 pend_port;
+	struct dp_out *out;
 	__u32 regs[DP_N_REGS];      /* OpenFlow registers; only as many as the flows use */
 	__u64 mac_dst;              /* dl_dst as received, for dp_macs */
 	__u32 wire_bytes;           /* the frame(s) as the wire carries them */
 	__u32 wire_packets;
 	__u32 in_flags;             /* the input port's DP_PORT_* */
 	__u8 in_home;               /* entered on a DP_PORT_HOME port */
-	__u8 to_home;               /* an output went towards a home port (or NORMAL) */
 	__u8 pause_dns;             /* DNS from a paused device: only to a DP_PORT_DNS port */
-	__u8 off_dns;               /* an output went elsewhere than a DP_PORT_DNS port */
 #ifdef DP_TEST
 	struct dp_trace *trace;
 #endif
@@ -455,37 +483,40 @@ static __always_inline void dp_trace_out(struct dp_state *st, __u32 port)
 }
 #endif
 
-/* Send the pending output as a clone, so that another can follow. */
+/* Send the pending output as a clone, so that another can follow.  NORMAL
+ * re-enters the input port marked, so this program lets it through to the
+ * bridge with the headers it has now; dp_normal set that up as an ingress
+ * redirect with pend_mark.  Written with one branch: the verifier walks
+ * this after every output of every action list. */
 static __always_inline void dp_flush(struct __sk_buff *skb, struct dp_state *st)
 {
 #ifndef DP_TEST
-	if (st->pend_kind == DP_PEND_PORT) {
-		skb->mark = st->mark;
-		bpf_clone_redirect(skb, st->pend_ifindex,
-				   (st->pend_flags & DP_PORT_INGRESS) ? BPF_F_INGRESS : 0);
-	} else if (st->pend_kind == DP_PEND_NORMAL) {
-		/* Re-enter the input port marked, so this program lets it
-		 * through to the bridge with the headers it has now. */
-		skb->mark = st->mark | DP_MARK_NORMAL;
-		bpf_clone_redirect(skb, st->in_ifindex, BPF_F_INGRESS);
+	struct dp_out *o = st->out;
+
+	if (o->pend_kind != DP_PEND_NONE) {
+		skb->mark = st->mark | o->pend_mark;
+		bpf_clone_redirect(skb, o->pend_ifindex,
+				   (o->pend_flags / DP_PORT_INGRESS) & BPF_F_INGRESS);
 		skb->mark = st->mark;
 	}
 #endif
-	st->pend_kind = DP_PEND_NONE;
+	st->out->pend_kind = DP_PEND_NONE;
 }
 
 static __always_inline void dp_set_pending(struct __sk_buff *skb, struct dp_state *st,
 					   __u32 port, __u32 ifindex, __u32 flags)
 {
+	struct dp_out *o;
+
 	dp_flush(skb, st);
-	if (flags & DP_PORT_HOME)
-		st->to_home = 1;
-	if (!(flags & DP_PORT_DNS))
-		st->off_dns = 1;
-	st->pend_kind = DP_PEND_PORT;
-	st->pend_port = port;
-	st->pend_ifindex = ifindex;
-	st->pend_flags = flags;
+	o = st->out;
+	o->to_home |= (flags / DP_PORT_HOME) & 1;
+	o->off_dns |= ((flags / DP_PORT_DNS) & 1) ^ 1;
+	o->pend_kind = DP_PEND_PORT;
+	o->pend_port = port;
+	o->pend_ifindex = ifindex;
+	o->pend_flags = flags;
+	o->pend_mark = 0;
 #ifdef DP_TEST
 	dp_trace_out(st, port);
 #endif
@@ -523,9 +554,12 @@ static __always_inline void dp_normal(struct __sk_buff *skb, struct dp_state *st
 	dp_flush(skb, st);
 	/* The bridge sends a frame for a home device's MAC to the home port
 	 * it learned it on. */
-	st->to_home = 1;
-	st->off_dns = 1;
-	st->pend_kind = DP_PEND_NORMAL;
+	st->out->to_home = 1;
+	st->out->off_dns = 1;
+	st->out->pend_kind = DP_PEND_NORMAL;
+	st->out->pend_ifindex = st->in_ifindex;
+	st->out->pend_flags = DP_PORT_INGRESS;
+	st->out->pend_mark = DP_MARK_NORMAL;
 #ifdef DP_TEST
 	dp_trace_out(st, DP_OFPP_NORMAL);
 #endif
@@ -743,7 +777,7 @@ static __always_inline void dp_mac_rx(struct dp_state *st)
 	__u64 mac = st->mac_dst;
 	struct dp_mac_stats *m;
 
-	if (st->in_home || !st->to_home || !dp_mac_unicast(mac))
+	if (st->in_home || !st->out->to_home || !dp_mac_unicast(mac))
 		return;
 	m = bpf_map_lookup_elem(&dp_macs, &mac);
 	if (!m)
@@ -795,11 +829,11 @@ static __always_inline int dp_finish(struct __sk_buff *skb, struct dp_state *st)
 {
 	int verdict = TC_ACT_SHOT;
 
-	if (st->pend_kind == DP_PEND_PORT)
+	if (st->out->pend_kind == DP_PEND_PORT)
 		verdict = TC_ACT_REDIRECT;
-	else if (st->pend_kind == DP_PEND_NORMAL)
+	else if (st->out->pend_kind == DP_PEND_NORMAL)
 		verdict = TC_ACT_OK;
-	if (st->pause_dns && st->off_dns) {
+	if (st->pause_dns && st->out->off_dns) {
 		/* A paused device's DNS the flows did not send to the box. */
 		dp_misc_add(DP_MISC_PAUSE_DROPS);
 		verdict = TC_ACT_SHOT;
@@ -814,11 +848,11 @@ static __always_inline int dp_finish(struct __sk_buff *skb, struct dp_state *st)
 	if (verdict != TC_ACT_REDIRECT)
 		return verdict;
 	skb->mark = st->mark;
-	if (st->pend_flags & DP_PORT_PEER)
-		return bpf_redirect_peer(st->pend_ifindex, 0);
-	if (st->pend_flags & DP_PORT_INGRESS)
-		return bpf_redirect(st->pend_ifindex, BPF_F_INGRESS);
-	return bpf_redirect(st->pend_ifindex, 0);
+	if (st->out->pend_flags & DP_PORT_PEER)
+		return bpf_redirect_peer(st->out->pend_ifindex, 0);
+	if (st->out->pend_flags & DP_PORT_INGRESS)
+		return bpf_redirect(st->out->pend_ifindex, BPF_F_INGRESS);
+	return bpf_redirect(st->out->pend_ifindex, 0);
 #endif
 }
 
@@ -864,6 +898,13 @@ static __always_inline int dp_begin(struct __sk_buff *skb, struct dp_state *st)
 	}
 	st->mark = (mark & ~DP_MARK_HOPS) | ((hops + 1) << DP_MARK_HOPS_SHIFT);
 	st->in_ifindex = skb->ifindex;
+	{
+		__u32 zero = 0;
+		st->out = bpf_map_lookup_elem(&dp_outs, &zero);
+		if (!st->out)
+			return TC_ACT_SHOT;   /* index 0 of a per-CPU array: not reached */
+		__builtin_memset(st->out, 0, sizeof(struct dp_out));
+	}
 #ifdef DP_TEST
 	{
 		__u32 zero = 0;

@@ -129,6 +129,21 @@ def _any_or_null(node):
             _any_or_null(v)
 
 
+def _blank_or_pattern(node):
+    """drf-spectacular writes a blank-allowed field with a pattern as `oneOf: [pattern, maxLength 0]`;
+    a pattern that admits "" (NUL-free text: `^[^\\u0000]*$`) matches it twice, so "" broke
+    `oneOf` although the API takes it. Either will do: `anyOf`."""
+    if isinstance(node, dict):
+        alts = node.get("oneOf")
+        if isinstance(alts, list) and {"type": "string", "maxLength": 0} in alts:
+            node["anyOf"] = node.pop("oneOf")
+        for v in node.values():
+            _blank_or_pattern(v)
+    elif isinstance(node, list):
+        for v in node:
+            _blank_or_pattern(v)
+
+
 def _token_first(result: dict) -> None:
     # Either scheme will do. The token is listed first: it is how an API client authenticates (the
     # session's cookie comes from the console's login page), and a checker that takes the first
@@ -142,6 +157,7 @@ def _token_first(result: dict) -> None:
 
 def postprocess(result, generator, request, public):
     _any_or_null(result)
+    _blank_or_pattern(result)
     _token_first(result)
     return result
 

@@ -287,15 +287,23 @@ class FastPath:
         """
         if self.ct is None:
             return
-        try:
-            for entry in await self.ct.entries(nft.FAST_PATH_CT_MARK_ENDED, fake):
-                if entry.proto == TCP and entry.tcp_state in TCP_CLOSED:
-                    try:
-                        await self.ct.delete(TCP, entry.src, entry.dst)  # False: gone meanwhile
-                    except KernelError:
-                        pass
-        except Exception:  # noqa: BLE001 - a bad read must not end the relay
-            log.exception("fast path: clearing closed connections failed")
+        # Read again until a read finds none left: a closed connection was seen to outlive a
+        # retire under load (a dump the table changed under, or a delete that failed), and
+        # one left behind is the stale binding this is here to prevent.
+        for _ in range(3):
+            try:
+                closed = [e for e in await self.ct.entries(nft.FAST_PATH_CT_MARK_ENDED, fake)
+                          if e.proto == TCP and e.tcp_state in TCP_CLOSED]
+            except Exception:  # noqa: BLE001 - a bad read must not end the relay
+                log.exception("fast path: clearing closed connections failed")
+                continue
+            if not closed:
+                return
+            for entry in closed:
+                try:
+                    await self.ct.delete(TCP, entry.src, entry.dst)  # False: gone meanwhile
+                except KernelError as exc:
+                    log.warning("fast path: closed connection %s not forgotten: %s", entry.dst, exc)
 
     def _remember(self, fake: str, domain: str) -> None:
         fake = self._name(fake)

@@ -48,6 +48,8 @@ from .compiler import STATS_SLOTS, Program, assign_slots, compile_table
 from .verifier import explain
 
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/appliance"
+# struct dp_out (c/dp_runtime.h): five __u32 and two flags, padded to 8 bytes.
+OUT_SIZE = 24
 # The maps c/dp_runtime.h defines (a unit test reads them there too).
 MAPS = {
     "dp_ports": MapSpec(HASH, 4, C.PORT.size, 4096),
@@ -60,6 +62,7 @@ MAPS = {
     "dp_macs": MapSpec(LRU_PERCPU_HASH, 8, C.MAC_STATS.size, C.MAX_MACS),
     "dp_paused": MapSpec(HASH, 8, 4, C.MAX_PAUSED),
     "dp_trace": MapSpec(ARRAY, 4, C.TRACE_SIZE, 1),      # the test build's
+    "dp_outs": MapSpec(PERCPU_ARRAY, 4, OUT_SIZE, 1),     # the pending output, per CPU (not shared)
 }
 # Shared by every program of a bridge: pinned, and reused by the next load.
 # dp_health is written by the box's watchdog (appliance.services.health), by its pin.

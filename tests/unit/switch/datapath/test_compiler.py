@@ -11,7 +11,7 @@ from appliance.kernel import bpf
 from appliance.switch.bridge import seed_bridge
 from appliance.switch.datapath import contract as C
 from appliance.switch.datapath.compiler import STATS_SLOTS, CompileError, assign_slots, compile_table
-from appliance.switch.datapath.datapath import MAPS
+from appliance.switch.datapath.datapath import MAPS, OUT_SIZE
 from appliance.switch.flows import FlowTable
 from appliance.switch.parser import parse_flows
 
@@ -92,7 +92,11 @@ def test_the_datapaths_map_specs_match_the_runtime_header():
              "LRU_PERCPU_HASH": bpf.LRU_PERCPU_HASH}
     sizes = {"__u32": 4, "__u64": 8, "struct dp_port": C.PORT.size, "struct dp_flood_slot": C.FLOOD_SLOT.size,
              "struct dp_stats": C.STATS.size, "struct dp_trace": C.TRACE_SIZE,
-             "struct dp_health": C.HEALTH.size, "struct dp_mac_stats": C.MAC_STATS.size}
+             "struct dp_health": C.HEALTH.size, "struct dp_mac_stats": C.MAC_STATS.size,
+             "struct dp_out": OUT_SIZE}
+    out = re.search(r"struct dp_out \{(.*?)\};", text, re.S).group(1)
+    u32, u8 = re.findall(r"__u32 \w+;", out), re.findall(r"__u8 \w+(?:\[(\d+)\])?;", out)
+    assert 4 * len(u32) + sum(int(n or 1) for n in u8) == OUT_SIZE
     names = {"DP_MAX_PORTS": C.MAX_PORTS, "DP_STATS_SLOTS": STATS_SLOTS, "DP_MISC_MAX": C.MISC_MAX,
              "DP_MAX_MACS": C.MAX_MACS, "DP_MAX_PAUSED": C.MAX_PAUSED}
     found = {}

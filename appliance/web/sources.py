@@ -222,6 +222,23 @@ def dns() -> Reading:
     return cached("dns", lambda: get().dns())
 
 
+# Distinct query-log searches kept by `dns_log` (each is at most a second old anyway).
+SEARCHES_KEPT = 32
+
+
+def dns_log(**filters) -> Reading:
+    """A query-log search (`LiveSources.dns_log`), at most a second old: viewers reloading the
+    same search share one answer of the DNS server a second. A search not seen in the last
+    second goes to the server at once."""
+    key = "dns_log " + repr(sorted(filters.items()))
+    if key not in _CACHE:
+        searches = [k for k in list(_CACHE) if k.startswith("dns_log ")]
+        for old in searches[:max(0, len(searches) - SEARCHES_KEPT + 1)]:
+            _CACHE.pop(old, None)
+            _READING.pop(old, None)
+    return cached(key, lambda: get().dns_log(**filters))
+
+
 def device_counters() -> Reading:
     """The datapath's per-device counters, at most a second old."""
     return cached("device_counters", lambda: get().device_counters())

@@ -38,6 +38,23 @@ def index(request):
 ACTIONS = ("block", "direct", "fake-ip", "rewrite", "local", "refused")
 
 
+_LAST_TABLE: tuple = (None, [], "")
+
+
+def _table(reading) -> tuple[list[dict], str]:
+    """The entries and the table's rows of a reading; built once for a reading that
+    `sources.dns_log` serves to several loads."""
+    global _LAST_TABLE
+    last = _LAST_TABLE
+    if reading is not None and last[0] is reading:
+        return last[1], last[2]
+    entries = [{**e, "when": dt.datetime.fromtimestamp(e["time"]), "rcode_text": dns.rcode.to_text(e["rcode"])}
+               for e in (reading.value or [])] if reading is not None else []
+    rows = logtable.rows(entries)
+    _LAST_TABLE = (reading, entries, rows)
+    return entries, rows
+
+
 @login_required
 def query_log(request):
     """The query log, searched by client, a part of the name, action and the last minutes."""
@@ -47,18 +64,18 @@ def query_log(request):
     errors: dict[str, list[str]] = {}
     if minutes:
         if minutes.isascii() and minutes.isdigit():
-            params["since"] = str(dt.datetime.now().timestamp() - 60 * int(minutes))
+            # Whole seconds: the same search a moment later is the same search (sources.dns_log).
+            params["since"] = str(int(dt.datetime.now().timestamp()) - 60 * int(minutes))
         else:
             errors["minutes"] = [f"{minutes!r} is not a whole number of minutes"]
     found, more = querylog.filters(params)
     errors.update(more)
-    reading = sources.get().dns_log(**found) if not errors else None
+    reading = sources.dns_log(**found) if not errors else None
     stats = sources.dns()
     kernel = kernel_answers(stats.value if stats.ok else None, found.get("client", ""), found.get("domain", ""))
-    entries = [{**e, "when": dt.datetime.fromtimestamp(e["time"]), "rcode_text": dns.rcode.to_text(e["rcode"])}
-               for e in (reading.value or [])] if reading is not None else []
+    entries, rows = _table(reading)
     return render(request, "dns/log.html", {
-        "entries": entries, "rows": logtable.rows(entries), "errors": errors,
+        "entries": entries, "rows": rows, "errors": errors,
         "problem": reading.problem if reading is not None else None,
         "q": {**{k: request.GET.get(k, "") for k in ("client", "mac", "domain", "action", "minutes")},
               "limit": found.get("limit", 100)},

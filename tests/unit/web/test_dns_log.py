@@ -157,3 +157,29 @@ def test_a_kernel_cache_that_could_not_load_is_said(client_admin, asked):
         page = client_admin.get(url).content.decode()
         assert '<span class="warn">unavailable, the server answers everything: no BTF</span>' in page \
             or '<p class="warn">unavailable, the server answers everything: no BTF</p>' in page, url
+
+
+def test_the_log_page_shares_a_search_for_a_second_and_shows_new_queries_after_it(
+        client_admin, asked, settings, monkeypatch):
+    from appliance.web import sources
+
+    settings.APPLIANCE_LIVE_SECONDS = 1.0
+    now = [1000.0]
+    monkeypatch.setattr(sources.time, "monotonic", lambda: now[0])
+    searches = []
+    search = asked.querylog.search
+    monkeypatch.setattr(asked.querylog, "search", lambda *a, **kw: searches.append(a) or search(*a, **kw))
+    monkeypatch.setattr(sources, "_CACHE", {})  # readings of earlier tests, on the real clock
+    monkeypatch.setattr(sources, "_READING", {})
+
+    assert b"pixel.ads.test" in client_admin.get("/dns/log/").content
+    _ask(asked, "late.ads.test", "192.168.1.72")
+    body = client_admin.get("/dns/log/").content
+    assert b"late.ads.test" not in body and len(searches) == 1, "within the second: the same search"
+    assert b"late.ads.test" in client_admin.get("/dns/log/", {"client": "192.168.1.72"}).content, \
+        "another search is asked at once"
+    now[0] += 1.1
+    assert b"late.ads.test" in client_admin.get("/dns/log/").content, "after the second: asked again"
+    for i in range(3 * sources.SEARCHES_KEPT):
+        client_admin.get("/dns/log/", {"domain": f"d{i}"})
+    assert sum(k.startswith("dns_log ") for k in list(sources._CACHE)) <= sources.SEARCHES_KEPT

@@ -239,6 +239,13 @@ def dns_log(**filters) -> Reading:
     return cached(key, lambda: get().dns_log(**filters))
 
 
+def series_totals(prefix: str, step: int, back: int) -> dict[str, float]:
+    """Each series under `prefix` summed over the last `back` seconds (`LiveSources.series_totals`),
+    at most a second old: the charts page's tables, for every viewer of a range."""
+    return cached(f"series_totals {prefix} {step} {back}",
+                  lambda: get().series_totals(prefix, step, int(time.time()) - back))
+
+
 def device_counters() -> Reading:
     """The datapath's per-device counters, at most a second old."""
     return cached("device_counters", lambda: get().device_counters())

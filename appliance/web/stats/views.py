@@ -23,11 +23,11 @@ def index(request):
     label, step, back = RANGES[key]
     now = int(time.time())
     since = now - back
-    src = sources.get()
-    # One read of each file for the tables (a sum per series), not one per series.
-    dns = src.series_totals("dns.", step, since)
+    # One read of each file for the tables (a sum per series), not one per series, and at
+    # most one a second for every viewer of the range.
+    dns = sources.series_totals("dns.", step, back)
     totals = {name.split(".", 1)[1]: dns.get(name, 0.0) for name in DNS_SERIES}
-    devices = src.series_totals("dev.", step, since)
+    devices = sources.series_totals("dev.", step, back)
     share = totals["blocked"] / totals["queries"] if totals["queries"] else 0.0
     return render(request, "stats/index.html", {
         "range": key, "ranges": [(k, v[0]) for k, v in RANGES.items()], "label": label, "step": step,

@@ -79,6 +79,27 @@ def test_the_charts_page_shows_the_figures_and_its_charts(client_admin):
     assert 'data-step="3600"' in month and "<td>40</td>" in month
 
 
+def test_the_charts_page_reads_the_files_once_a_second_for_every_viewer(client_admin, settings, monkeypatch):
+    from appliance.web import sources
+
+    settings.APPLIANCE_LIVE_SECONDS = 1.0
+    now = [1000.0]
+    monkeypatch.setattr(sources.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(sources, "_CACHE", {})
+    monkeypatch.setattr(sources, "_READING", {})
+
+    def queries():
+        page = client_admin.get("/stats/").content.decode()
+        return page.split('id="dns-totals"')[1].split("<td>")[1].split("<")[0]
+
+    write("dns", [(30, {"dns.queries": 40})])
+    assert queries() == "40"
+    write("dns", [(20, {"dns.queries": 2})])
+    assert queries() == "40", "within the second: the same reading"
+    now[0] += 1.1
+    assert queries() == "42", "after it: read again"
+
+
 def test_the_charts_need_a_login(client):
     assert client.get("/stats/").status_code == 302
     assert client.get("/api/stats/series/", {"name": "dns.queries"}).status_code in (401, 403)

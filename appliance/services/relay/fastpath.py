@@ -69,6 +69,7 @@ from .table import Connection
 log = logging.getLogger("appliance.relay")
 
 TCP_CLOSED = {TCP_TIME_WAIT, TCP_CLOSE}
+CLOSING_WAIT = 16.0  # s: how long a retired address's closing connections are waited for
 KERNEL_GRACE = 60  # the kernel's own timeout outlives the relay's timer: the relay removes entries
 MAX_REMEMBERED = 4096  # fake -> domain of expired entries, for flows that outlive them
 LOCAL_PORT_RANGE = "net.ipv4.ip_local_port_range"
@@ -97,6 +98,7 @@ class FastPath:
         self.nat64 = None  # the IPv6 clients' translator, while it runs
         self.nat64_status = "off"
         self.busy: set[str] = set()
+        self._closing: set[asyncio.Task] = set()  # waiting to forget a retired address's closing connections
         self.last_counts: dict[str, dict[tuple[str, str], int]] = {}
         self.running = False
         self.ct: Conntrack | None = None  # while running
@@ -258,7 +260,10 @@ class FastPath:
         self.busy.add(fake)
         try:
             await self._nft(nft.remove_entry(self.settings, fake), quiet=True)
-            await self._forget_ended(fake)
+            if await self._forget_ended(fake):
+                task = asyncio.ensure_future(self._forget_when_closed(fake))
+                self._closing.add(task)  # the loop holds tasks weakly
+                task.add_done_callback(self._closing.discard)
             self.relay.directory.unpin(self._name(fake))
         finally:
             self.busy.discard(fake)
@@ -275,7 +280,7 @@ class FastPath:
                 pass  # never mapped (its map_fake failed)
         return True
 
-    async def _forget_ended(self, fake: str | None = None) -> None:
+    async def _forget_ended(self, fake: str | None = None) -> int:
         """Delete closed (TIME_WAIT, CLOSE) NATed connections to `fake` (None: to any).
 
         Conntrack keeps a closed connection for minutes, and a new SYN on the
@@ -284,26 +289,38 @@ class FastPath:
         the old real address although the map no longer has it, and, if the
         DNS server has since given the fake address to another name, the
         wrong site. Open and half-closed connections keep their entries.
+        Returns how many ended (marked) connections are still closing.
         """
         if self.ct is None:
-            return
-        # Read again until a read finds none left: a closed connection was seen to outlive a
-        # retire under load (a dump the table changed under, or a delete that failed), and
-        # one left behind is the stale binding this is here to prevent.
+            return 0
+        closing = 0
+        # Read again until a read finds none closed left: a dump the table changes under
+        # can come back short, and one left behind is the stale binding this prevents.
         for _ in range(3):
             try:
-                closed = [e for e in await self.ct.entries(nft.FAST_PATH_CT_MARK_ENDED, fake)
-                          if e.proto == TCP and e.tcp_state in TCP_CLOSED]
+                ended = await self.ct.entries(nft.FAST_PATH_CT_MARK_ENDED, fake)
             except Exception:  # noqa: BLE001 - a bad read must not end the relay
                 log.exception("fast path: clearing closed connections failed")
                 continue
+            closed = [e for e in ended if e.proto == TCP and e.tcp_state in TCP_CLOSED]
+            closing = len(ended) - len(closed)
             if not closed:
-                return
+                break
             for entry in closed:
                 try:
                     await self.ct.delete(TCP, entry.src, entry.dst)  # False: gone meanwhile
                 except KernelError as exc:
                     log.warning("fast path: closed connection %s not forgotten: %s", entry.dst, exc)
+        return closing
+
+    async def _forget_when_closed(self, fake: str, delay: float = 0.5) -> None:
+        """A connection still closing when `fake` was retired (its last ACK on the way) ends
+        in TIME_WAIT with the old binding a moment later: forget it then."""
+        while delay <= CLOSING_WAIT and self.running:
+            await asyncio.sleep(delay)
+            if not await self._forget_ended(fake):
+                return
+            delay *= 2
 
     def _remember(self, fake: str, domain: str) -> None:
         fake = self._name(fake)

@@ -320,6 +320,10 @@ def test_audit_pages(client_admin, admin, api):
     # Past the documented maximum is refused, naming the parameter, not silently cut to it.
     r = api.get("/api/audit/entries/?page_size=1000")
     assert r.status_code == 400 and "page_size" in r.data
+    # A page is a whole number from 1, as the schema says: not blank (DRF's page 1), not "last".
+    for page in ("", "last", "0", "-1", "2x"):
+        r = api.get("/api/audit/entries/", {"page": page})
+        assert r.status_code == 400 and "page" in r.data, page
 
 
 # ---------------------------------------------------------------- restore

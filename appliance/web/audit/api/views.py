@@ -20,6 +20,14 @@ class AuditPagination(PageNumberPagination):
             raise ValidationError({"page_size": [f"{text!r} is not a whole number from 1 to {self.max_page_size}"]})
         return int(text)
 
+    def paginate_queryset(self, queryset, request, view=None):
+        # DRF reads a blank page as page 1 and `page=last` as the last: the schema says a whole
+        # number from 1, so anything else is refused naming it.
+        text = request.query_params.get(self.page_query_param)
+        if text is not None and not (text.isascii() and text.isdigit() and int(text) >= 1):
+            raise ValidationError({"page": [f"{text!r} is not a whole number from 1"]})
+        return super().paginate_queryset(queryset, request, view)
+
     def get_schema_operation_parameters(self, view):
         params = super().get_schema_operation_parameters(view)
         for p in params:

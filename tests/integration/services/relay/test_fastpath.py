@@ -243,7 +243,8 @@ def test_an_unmapped_address_keeps_no_closed_connection_that_a_new_one_could_tak
         assert closed_kernel_connections(lab, fake) >= 3
         wait_for(lambda: fake not in mapped(lab), "the entry removed after ttl", seconds=8)
         wait_for(lambda: dns_pins(lab, fake) == 0, "unpinned after ttl")
-        assert closed_kernel_connections(lab, fake) == 0
+        # One still closing at the retire (its last ACK on the way) is forgotten once closed.
+        wait_for(lambda: closed_kernel_connections(lab, fake) == 0, "no ended connection left", seconds=5)
 
 
 def test_a_restarted_relay_starts_with_an_empty_map(lab):

@@ -195,6 +195,15 @@ def test_unmapping_an_address_forgets_its_closed_connections_only():
             assert relay.directory.count[FAKE] == 0
             left = await k.ct.entries(ended)
             assert closed not in left and half in left and other in left
+            # The half-closed one gets its last ACK after the retire: forgotten once closed.
+            k.ct.add(kernel_row(src=(CLIENT[0], 40001), mark=ended, tcp_state=TCP_TIME_WAIT))
+
+            async def still_there():
+                return any(e.src == (CLIENT[0], 40001) for e in await k.ct.entries(ended))
+            deadline = time.monotonic() + 5
+            while await still_there() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert not await still_there() and other in await k.ct.entries(ended)
         finally:
             await fp.stop()
     run(go())

@@ -116,32 +116,25 @@ def _describe_rules(operation: dict, rules: list[str]) -> None:
                                 + "\n".join(f"- {r}" for r in rules)).strip()
 
 
-def _any_or_null(node):
-    """OpenAPI 3.1 as drf-spectacular writes a nullable free-form field is `oneOf: [{}, null]`, which
-    null matches twice (so no value is valid): it is any value."""
-    if isinstance(node, dict):
-        if node.get("oneOf") == [{}, {"type": "null"}]:
-            node.pop("oneOf")
-        for v in node.values():
-            _any_or_null(v)
-    elif isinstance(node, list):
-        for v in node:
-            _any_or_null(v)
+def _mend(node):
+    """Two ways drf-spectacular's OpenAPI 3.1 refuses what the API takes, mended in every node:
 
-
-def _blank_or_pattern(node):
-    """drf-spectacular writes a blank-allowed field with a pattern as `oneOf: [pattern, maxLength 0]`;
-    a pattern that admits "" (NUL-free text: `^[^\\u0000]*$`) matches it twice, so "" broke
-    `oneOf` although the API takes it. Either will do: `anyOf`."""
+    - a nullable free-form field is `oneOf: [{}, null]`, which null matches twice (so no value
+      is valid): it is any value;
+    - a blank-allowed field with a pattern is `oneOf: [pattern, maxLength 0]`, and a pattern that
+      admits "" (NUL-free text: `^[^\\u0000]*$`) matches "" twice: either will do, `anyOf`.
+    """
     if isinstance(node, dict):
         alts = node.get("oneOf")
-        if isinstance(alts, list) and {"type": "string", "maxLength": 0} in alts:
+        if alts == [{}, {"type": "null"}]:
+            node.pop("oneOf")
+        elif isinstance(alts, list) and {"type": "string", "maxLength": 0} in alts:
             node["anyOf"] = node.pop("oneOf")
         for v in node.values():
-            _blank_or_pattern(v)
+            _mend(v)
     elif isinstance(node, list):
         for v in node:
-            _blank_or_pattern(v)
+            _mend(v)
 
 
 def _token_first(result: dict) -> None:
@@ -156,8 +149,7 @@ def _token_first(result: dict) -> None:
 
 
 def postprocess(result, generator, request, public):
-    _any_or_null(result)
-    _blank_or_pattern(result)
+    _mend(result)
     _token_first(result)
     return result
 

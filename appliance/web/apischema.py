@@ -377,6 +377,21 @@ def section_field_schema(model, field: str) -> dict | None:
         options = [o for o in options if o != {"type": "null"}] + [{"type": "string", "maxLength": 0}]
         what = options[0].get("description") or _FORMATS.get(options[0].get("format"), "a value")
         schema = {**rest, "anyOf": options, "description": f"{what}, or blank (not set)"}
+    return _nul_free(schema)
+
+
+NUL_FREE = "^[^\\u0000]*$"
+
+
+def _nul_free(schema: dict) -> dict:
+    """The API's text fields refuse NUL (DRF's CharField does, before any rule of ours): a text
+    schema without a pattern or format of its own says so, or a client the schema lets send NUL gets a 400
+    it was not told of (a schemathesis run found `custom`)."""
+    if schema.get("type") == "string" and not {"pattern", "format", "enum"} & set(schema) \
+            and schema.get("maxLength") != 0:
+        return {**schema, "pattern": NUL_FREE}
+    if "anyOf" in schema:
+        return {**schema, "anyOf": [_nul_free(o) for o in schema["anyOf"]]}
     return schema
 
 

@@ -51,6 +51,8 @@ def test_api_conforms_to_its_schema(case, token):
 
 
 def test_the_schema_carries_the_documents_constraints():
+    import jsonschema
+
     c = SchemaGenerator().get_schema(request=None, public=True)["components"]["schemas"]
     assert c["PatchedDhcpPoolRequest"]["properties"]["start"]["format"] == "ipv4"
     assert c["PatchedDhcpServerRequest"]["properties"]["lease_time"]["minimum"] == 60
@@ -58,7 +60,9 @@ def test_the_schema_carries_the_documents_constraints():
     if "allOf" in policy:  # drf-spectacular names its enums as components
         policy = c[policy["allOf"][0]["$ref"].rsplit("/", 1)[1]]
     assert policy["enum"] == ["invisible", "drop"]
-    assert c["PatchedCustomFlowsRequest"]["properties"]["custom"]["type"] == "string"
+    custom = jsonschema.Draft202012Validator(c["PatchedCustomFlowsRequest"]["properties"]["custom"])
+    assert custom.is_valid("in_port=1,actions=drop") and custom.is_valid("")
+    assert not custom.is_valid(1) and not custom.is_valid("in_port=1\x00")
 
 
 def test_blank_custom_flows_to_lint_are_valid_by_the_schema_as_the_api_takes_them(api):
@@ -77,6 +81,7 @@ def test_blank_custom_flows_to_lint_are_valid_by_the_schema_as_the_api_takes_the
     ("/api/dhcp/pools/{pool}/", {"start": "0"}),
     ("/api/dhcp/server/", {"lease_time": 0}),
     ("/api/switch/custom-flows/", {"custom": True}),
+    ("/api/switch/custom-flows/", {"custom": "in_port=1\x00"}),  # DRF refuses NUL: the schema says so
     ("/api/network/ipv6/", {"policy": "forward"}),
     ("/api/network/ports/", {"uplink": "eth0\n"}),  # JSON Schema's `$` is the end, not before a newline
     ("/api/network/gateway/", {"ip": 3232235777}),  # an address is text, never coerced

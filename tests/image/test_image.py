@@ -393,6 +393,14 @@ def test_a_table_that_resubmits_twice_into_hashed_tables_loads_on_6_1(box):
     load_on_the_box(box, "resubmit-twice", table.read_text(), ("linear", "tuple", "hashed"))
 
 
+def test_a_pipeline_of_eight_retagging_tables_loads_on_6_1(box):
+    """6.1's verifier takes eight goto_table tables whose flows rewrite VIDs and MACs that later
+    tables match on (6.18's refused five as straight-line code before `dp_blind`)."""
+    from tests.support.flowgen import retagging_pipeline
+
+    load_on_the_box(box, "retagging", retagging_pipeline(8), ("linear", "hashed"))
+
+
 def test_upgrade_to_the_next_image_keeps_everything(box):
     host_key = box.ssh("cat /var/lib/appliance/ssh/ssh_host_ed25519_key.pub").stdout
     box.stop()

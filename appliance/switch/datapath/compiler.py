@@ -246,7 +246,7 @@ def _action_code(act: FL.Action, flow: Flow, table: int, slot: int,
         if t is FL.GotoTable or act.port is None:
             return [jump]
         # in_port=PORT for that lookup only: the table puts the real one back.
-        return [f"st->key.in_port = {act.port};", jump]
+        return [f"st->key.in_port = dp_blind(st, {act.port});", jump]
     raise CompileError(flow, f"the datapath has no action {act.to_ofctl(port_names)}", port_names)
 
 

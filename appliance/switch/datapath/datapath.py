@@ -48,8 +48,8 @@ from .compiler import STATS_SLOTS, Program, assign_slots, compile_table
 from .verifier import explain
 
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/appliance"
-# struct dp_out (c/dp_runtime.h): five __u32 and two flags, padded to 8 bytes.
-OUT_SIZE = 24
+# struct dp_out (c/dp_runtime.h): five __u32, two flags and their padding, two __u32 of dp_blind's.
+OUT_SIZE = 32
 # The maps c/dp_runtime.h defines (a unit test reads them there too).
 MAPS = {
     "dp_ports": MapSpec(HASH, 4, C.PORT.size, 4096),

@@ -146,6 +146,7 @@ struct dp_out {
 	__u8 to_home;               /* an output went towards a home port (or NORMAL) */
 	__u8 off_dns;               /* an output went elsewhere than a DP_PORT_DNS port */
 	__u8 pad[2];
+	__u32 blind[2];             /* dp_blind's: a header value passed through memory */
 };
 
 struct {
@@ -618,6 +619,20 @@ static __always_inline void dp_controller(struct __sk_buff *skb, struct dp_state
 #endif
 }
 
+/* `v`, read back from map memory, so the verifier no longer knows it.  A
+ * rewrite sets a header in dp_state to the constant its flow names, and the
+ * verifier kept each flow's constant as a state of its own for every table
+ * after it: 20 mod_vlan_vid flows in each of five goto_table tables that
+ * match on dl_vlan passed its 10^6 instructions.  Unknown values merge. */
+static __always_inline __u64 dp_blind(struct dp_state *st, __u64 v)
+{
+	volatile __u32 *b = st->out->blind;
+
+	b[0] = (__u32)v;
+	b[1] = (__u32)(v >> 32);
+	return ((__u64)b[1] << 32) | b[0];
+}
+
 static __always_inline void dp_store_mac(struct __sk_buff *skb, __u32 off, __u64 mac)
 {
 	__u8 b[6] = { mac >> 40, mac >> 32, mac >> 24, mac >> 16, mac >> 8, mac };
@@ -627,14 +642,14 @@ static __always_inline void dp_store_mac(struct __sk_buff *skb, __u32 off, __u64
 static __always_inline void dp_set_dl_dst(struct __sk_buff *skb, struct dp_state *st, __u64 mac)
 {
 	dp_flush(skb, st);
-	st->key.dl_dst = mac;
+	st->key.dl_dst = dp_blind(st, mac);
 	dp_store_mac(skb, 0, mac);
 }
 
 static __always_inline void dp_set_dl_src(struct __sk_buff *skb, struct dp_state *st, __u64 mac)
 {
 	dp_flush(skb, st);
-	st->key.dl_src = mac;
+	st->key.dl_src = dp_blind(st, mac);
 	dp_store_mac(skb, 6, mac);
 }
 
@@ -651,7 +666,7 @@ static __always_inline void dp_set_vlan_vid(struct __sk_buff *skb, struct dp_sta
 		tci = vid;
 	}
 	bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), tci);
-	st->key.vlan_tci = tci | DP_VLAN_PRESENT;
+	st->key.vlan_tci = dp_blind(st, tci | DP_VLAN_PRESENT);
 }
 
 /* set_field:N->vlan_pcp, mod_vlan_pcp: the PCP of the tag, tagging an
@@ -666,7 +681,7 @@ static __always_inline void dp_set_vlan_pcp(struct __sk_buff *skb, struct dp_sta
 		bpf_skb_vlan_pop(skb);
 	}
 	bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), tci);
-	st->key.vlan_tci = tci | DP_VLAN_PRESENT;
+	st->key.vlan_tci = dp_blind(st, tci | DP_VLAN_PRESENT);
 }
 
 /* push_vlan:0x8100 on a frame the compiler knows is untagged: a tag with
@@ -675,7 +690,7 @@ static __always_inline void dp_push_vlan(struct __sk_buff *skb, struct dp_state 
 {
 	dp_flush(skb, st);
 	bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), 0);
-	st->key.vlan_tci = DP_VLAN_PRESENT;
+	st->key.vlan_tci = dp_blind(st, DP_VLAN_PRESENT);
 }
 
 static __always_inline void dp_strip_vlan(struct __sk_buff *skb, struct dp_state *st)
@@ -683,7 +698,7 @@ static __always_inline void dp_strip_vlan(struct __sk_buff *skb, struct dp_state
 	dp_flush(skb, st);
 	if (st->key.vlan_tci & DP_VLAN_PRESENT) {
 		bpf_skb_vlan_pop(skb);
-		st->key.vlan_tci = 0;
+		st->key.vlan_tci = dp_blind(st, 0);
 	}
 }
 

@@ -25,7 +25,7 @@ from appliance.switch.flows import Flow, FlowTable, Match
 from appliance.switch.packet import Packet
 from appliance.switch.parser import parse_flows
 from appliance.switch.datapath.testrun import TestDatapath
-from tests.support.flowgen import fan_out_pipeline
+from tests.support.flowgen import fan_out_pipeline, retagging_pipeline
 
 
 SEED = Path(__file__).resolve().parents[3] / "data" / "seed-flows.txt"
@@ -282,6 +282,24 @@ def test_a_pipeline_whose_every_flow_jumps_on_loads_and_agrees(strategy):
                          "tp_src": 1, "tp_dst": 2, "nw_ttl": 64, "vlan_tci": tci}
                     frame = Packet(f).to_bytes()
                     check(dp, table, Packet.from_bytes(frame, in_port=in_port), frame)
+
+
+@pytest.mark.parametrize("strategy", ["linear", "hashed"])
+def test_a_pipeline_of_eight_retagging_tables_loads_and_agrees(strategy):
+    """Each flow's rewrite writes a constant of its own (a VID, a MAC) that later tables
+    match on; straight-line code for five such tables was refused by the verifier ("BPF
+    program is too large") until a rewritten header was hidden from it (`dp_blind`)."""
+    table = FlowTable(parse_flows(retagging_pipeline(8)))
+    with TestDatapath(table, PORTS, strategy=strategy) as dp:
+        for in_port in PORTS[:2]:
+            for nw_src in (0x0A000001, 0x0A000301, 0x0A010201, 0x0A070501, 0xC0A80101):
+                for src in (0x020000000000, 0x020000000003, 0x020000000601, 0x0E0000000001):
+                    for tci in (0, 0x1002, 0x1005, 0x3008):
+                        f = {"in_port": in_port, "dl_src": src, "dl_dst": 0x020000000050, "dl_type": 0x0800,
+                             "nw_proto": 17, "nw_src": nw_src, "nw_dst": 0x0A000002,
+                             "tp_src": 1, "tp_dst": 2, "nw_ttl": 64, "vlan_tci": tci}
+                        frame = Packet(f).to_bytes()
+                        check(dp, table, Packet.from_bytes(frame, in_port=in_port), frame)
 
 
 def test_report_counts():

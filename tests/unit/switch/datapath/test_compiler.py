@@ -95,8 +95,8 @@ def test_the_datapaths_map_specs_match_the_runtime_header():
              "struct dp_health": C.HEALTH.size, "struct dp_mac_stats": C.MAC_STATS.size,
              "struct dp_out": OUT_SIZE}
     out = re.search(r"struct dp_out \{(.*?)\};", text, re.S).group(1)
-    u32, u8 = re.findall(r"__u32 \w+;", out), re.findall(r"__u8 \w+(?:\[(\d+)\])?;", out)
-    assert 4 * len(u32) + sum(int(n or 1) for n in u8) == OUT_SIZE
+    u32, u8 = re.findall(r"__u32 \w+(?:\[(\d+)\])?;", out), re.findall(r"__u8 \w+(?:\[(\d+)\])?;", out)
+    assert 4 * sum(int(n or 1) for n in u32) + sum(int(n or 1) for n in u8) == OUT_SIZE
     names = {"DP_MAX_PORTS": C.MAX_PORTS, "DP_STATS_SLOTS": STATS_SLOTS, "DP_MISC_MAX": C.MISC_MAX,
              "DP_MAX_MACS": C.MAX_MACS, "DP_MAX_PAUSED": C.MAX_PAUSED}
     found = {}

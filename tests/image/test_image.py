@@ -393,6 +393,13 @@ def test_a_table_that_resubmits_twice_into_hashed_tables_loads_on_6_1(box):
     load_on_the_box(box, "resubmit-twice", table.read_text(), ("linear", "tuple", "hashed"))
 
 
+def test_a_table_with_nested_resubmits_into_hashed_tables_loads_on_6_1(box):
+    """6.1's verifier takes the generated table whose nested tables' tuple keys passed 512 bytes
+    of stack before the keys moved to per-CPU maps (tests/data/nested-resubmits-flows.txt)."""
+    table = Path(__file__).resolve().parents[1] / "data" / "nested-resubmits-flows.txt"
+    load_on_the_box(box, "nested-resubmits", table.read_text(), ("linear", "tuple", "hashed"))
+
+
 def test_a_pipeline_of_eight_retagging_tables_loads_on_6_1(box):
     """6.1's verifier takes eight goto_table tables whose flows rewrite VIDs and MACs that later
     tables match on (6.18's refused five as straight-line code before `dp_blind`)."""

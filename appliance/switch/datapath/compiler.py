@@ -446,10 +446,22 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
                     f"\t__type(key, struct dp_tuple_key_{t});",
                     "\t__type(value, struct dp_tuple_val);",
                     f"}} dp_flows_{t} SEC(\".maps\");",
+                    "",
+                    # The probe's key, in map memory: on the stack, every table a
+                    # resubmit nests kept its own, and six nested tables passed
+                    # the 512 bytes BPF has (a table's key is dead before its
+                    # actions run, so one per table is enough).
+                    "struct {",
+                    "\t__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);",
+                    "\t__uint(max_entries, 1);",
+                    "\t__type(key, __u32);",
+                    f"\t__type(value, struct dp_tuple_key_{t});",
+                    f"}} dp_tk_{t} SEC(\".maps\");",
                     ""]
         out[0:0] = decl
         owners = {i + len(decl): fl for i, fl in owners.items()}
-        out += [f"\tstruct dp_tuple_key_{t} tk;",
+        out += ["\t__u32 tk_zero = 0;",
+                f"\tstruct dp_tuple_key_{t} *tk = bpf_map_lookup_elem(&dp_tk_{t}, &tk_zero);",
                 "\tstruct dp_tuple_val *v;",
                 # With a hashed tuple the verifier cannot know best anyway;
                 # an unknown start lets its hit/miss paths merge (dp_runtime.h).
@@ -474,16 +486,18 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
                                f"action = {action_id(f)};")
                     out.append("\t}")
                 continue
-            out.append("\t__builtin_memset(&tk, 0, sizeof(tk));")
-            out.append(f"\ttk.mask_id = {tp.id};")
+            out.append("\tif (!tk)")
+            out.append("\t\tgoto found;  /* index 0 of a per-CPU array: not reached */")
+            out.append("\t__builtin_memset(tk, 0, sizeof(*tk));")
+            out.append(f"\ttk->mask_id = {tp.id};")
             masks = dict(sig)
             for name, word, off, width in layouts[sig]:
                 m = _words(name, masks[name])[word]
                 ref = _c_ref(name, word)
                 full = _words(name, FIELD_BY_NAME[name].full_mask)[word]
                 expr = ref if m == full else f"{ref} & {_lit(width, m)}"
-                out.append(f"\t*({_CTYPE[width]} *)&tk.fields[{off}] = {expr};")
-            out.append(f"\tv = bpf_map_lookup_elem(&dp_flows_{t}, &tk);")
+                out.append(f"\t*({_CTYPE[width]} *)&tk->fields[{off}] = {expr};")
+            out.append(f"\tv = bpf_map_lookup_elem(&dp_flows_{t}, tk);")
             out.append("\tif (v && v->rank < best) {")
             out.append("\t\tbest = v->rank; slot = v->slot; action = v->action;")
             out.append("\t}")

@@ -75,8 +75,9 @@ class TraceOutput:
 class Trace:
     """What the test build did to one frame."""
     matches: tuple[tuple[int, int], ...]  # (table, slot or MISS_SLOT)
-    outputs: tuple[TraceOutput, ...]
+    outputs: tuple[TraceOutput, ...]      # the first MAX_TRACE_OUT
     verdict: int
+    n_outputs: int                        # all of them, recorded or not
 
     @classmethod
     def decode(cls, raw: bytes) -> "Trace":
@@ -89,7 +90,7 @@ class Trace:
         for i in range(min(n_outputs, MAX_TRACE_OUT)):
             port, tci, _, src, dst = TRACE_OUT.unpack_from(raw, off + i * TRACE_OUT.size)
             outs.append(TraceOutput(port, tci, src, dst))
-        return cls(matches, tuple(outs), verdict)
+        return cls(matches, tuple(outs), verdict, n_outputs)
 
 
 @dataclass(frozen=True)

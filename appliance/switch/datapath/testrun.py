@@ -38,6 +38,7 @@ class DatapathResult:
     outputs: tuple[C.TraceOutput, ...]         # in order, NORMAL/CONTROLLER included
     verdict: int                               # TC_ACT_* of the production build
     data: bytes                                # the frame as the program left it
+    n_outputs: int = 0                         # all outputs; `outputs` holds the first MAX_TRACE_OUT
 
     @property
     def output_ports(self) -> list[int]:
@@ -103,7 +104,7 @@ class TestDatapath:
         trace = C.Trace.decode(self.trace_map.lookup(C.U32.pack(0)))
         flows = tuple(None if slot == C.MISS_SLOT else self.program.flows_by_slot[slot]
                       for _, slot in trace.matches)
-        return DatapathResult(flows, trace.outputs, trace.verdict, r.data), r.duration_ns
+        return DatapathResult(flows, trace.outputs, trace.verdict, r.data, trace.n_outputs), r.duration_ns
 
     def mac_stats(self) -> dict[str, MacStats]:
         """What the runs counted per home device (dp_macs; ports flagged PORT_HOME)."""

@@ -232,7 +232,7 @@ def test_the_compiler_reads_nd_fields_and_the_label_from_the_key(strategy):
         assert "(k->nd_tll & 0xffffff000000ULL) == 0x180000000000ULL" in prog.source
         assert "(k->ipv6_label & 0xf) == 0x5" in prog.source
     else:
-        assert "*(__u64 *)&tk.fields[0] = k->nd_target[0];" in prog.source
+        assert "*(__u64 *)&tk->fields[0] = k->nd_target[0];" in prog.source
         assert "k->ipv6_label & 0xf;" in prog.source
 
 

@@ -178,7 +178,7 @@ struct dp_trace_out {
 
 struct dp_trace {
 	__u32 n_matches;
-	__u32 n_outputs;
+	__u32 n_outputs;         /* all of them; the first DP_MAX_TRACE_OUT are recorded */
 	__u32 verdict;           /* the TC_ACT_* the production build would return */
 	__u32 pad;
 	struct dp_trace_match matches[DP_MAX_TRACE_MATCH];

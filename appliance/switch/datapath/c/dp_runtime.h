@@ -478,8 +478,9 @@ static __always_inline void dp_trace_out(struct dp_state *st, __u32 port)
 			st->trace->outputs[n].vlan_tci = st->key.vlan_tci;
 			st->trace->outputs[n].dl_src = st->key.dl_src;
 			st->trace->outputs[n].dl_dst = st->key.dl_dst;
-			st->trace->n_outputs = n + 1;
 		}
+		/* Counted past the last one recorded: a trace then says how many it left out. */
+		st->trace->n_outputs = st->trace->n_outputs + 1;
 	}
 }
 #endif

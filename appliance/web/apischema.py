@@ -380,16 +380,19 @@ def section_field_schema(model, field: str) -> dict | None:
     return _nul_free(schema)
 
 
-NUL_FREE = "^[^\\u0000]*$"
+# Text without NUL: as a validator's Python pattern (`fields.StrictCharField`), and as the
+# schema shows it (drf-spectacular writes the validator's so).
+NO_NUL = "^[^\\x00]*$"
+NO_NUL_SCHEMA = "^[^\\u0000]*$"
 
 
 def _nul_free(schema: dict) -> dict:
-    """The API's text fields refuse NUL (DRF's CharField does, before any rule of ours): a text
-    schema without a pattern or format of its own says so, or a client the schema lets send NUL gets a 400
-    it was not told of (a schemathesis run found `custom`)."""
+    """The API's text fields refuse NUL (DRF's CharField does, before any rule of ours): a
+    text schema without a pattern or format of its own says so, or a client the schema lets
+    send NUL gets a 400 it was not told of (a schemathesis run found `custom`)."""
     if schema.get("type") == "string" and not {"pattern", "format", "enum"} & set(schema) \
             and schema.get("maxLength") != 0:
-        return {**schema, "pattern": NUL_FREE}
+        return {**schema, "pattern": NO_NUL_SCHEMA}
     if "anyOf" in schema:
         return {**schema, "anyOf": [_nul_free(o) for o in schema["anyOf"]]}
     return schema

@@ -2,9 +2,7 @@
 from django.core.validators import RegexValidator
 from rest_framework import serializers
 
-from appliance.web.apischema import ecma
-
-NO_NUL = "^[^\\x00]*$"
+from appliance.web.apischema import NO_NUL, ecma
 
 
 def pattern_validator(pattern: str, message: str) -> RegexValidator:

@@ -448,8 +448,8 @@ def _compile_table(t: int, flows: list[Flow], slots: Mapping[tuple, int], port_n
                     f"}} dp_flows_{t} SEC(\".maps\");",
                     "",
                     # The probe's key, in map memory: on the stack, every table a
-                    # resubmit nests kept its own, and six nested tables passed
-                    # the 512 bytes BPF has (a table's key is dead before its
+                    # resubmit nests kept its own, and nested tables passed the
+                    # 512 bytes BPF has (a table's key is dead before its
                     # actions run, so one per table is enough).
                     "struct {",
                     "\t__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);",

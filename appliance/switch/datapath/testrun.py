@@ -38,7 +38,7 @@ class DatapathResult:
     outputs: tuple[C.TraceOutput, ...]         # in order, NORMAL/CONTROLLER included
     verdict: int                               # TC_ACT_* of the production build
     data: bytes                                # the frame as the program left it
-    n_outputs: int = 0                         # all outputs; `outputs` holds the first MAX_TRACE_OUT
+    n_outputs: int                             # all outputs; `outputs` holds the first MAX_TRACE_OUT
 
     @property
     def output_ports(self) -> list[int]:

@@ -117,12 +117,21 @@ def _section_size(object_path: str | Path) -> int:
     return 0
 
 
+# A BPF jump reaches 32,767 instructions; the kernel checks that before the verifier runs.
+TOO_LONG = ("the program is longer than a BPF jump reaches (32,767 instructions): a resubmit in "
+            "the middle of an action list copies the tables it calls at each such resubmit, and "
+            "resubmits nested in those copy again; end action lists with goto_table (or a resubmit "
+            "as the last action), which the datapath compiles once, where the flows allow")
+
+
 def explain(error: BpfError, program: Program, object_path: str | Path,
             port_names=None) -> BpfError:
     """`error` as a VerifierError naming the flows (or `error` itself when
     it is not a verifier rejection)."""
     insn = refused_instruction(error.log or "")
     if insn is None:
+        if "jump out of range" in (error.log or ""):
+            return BpfError(error.what, error.errno, f"{TOO_LONG}\n{error.log}")
         return error
     source = os.path.basename(str(object_path)).split("-")[:2]
     c_name = "-".join(source) + ".c"           # dp-<digest>.c, see build.build

@@ -430,3 +430,21 @@ def test_ipv6_extension_headers_agree_on_whole_and_cut_frames(strategy, defines)
                 cut = frame[:keep]
                 for in_port in (1, 3):
                     check(dp, table, Packet.from_bytes(cut, in_port=in_port), cut)
+
+
+def test_a_table_too_long_for_bpf_jumps_is_refused_saying_why_and_what_to_do():
+    """Nested mid-list resubmits copy their tables at each call: this generated table's hashed
+    build passes 32,767 instructions, which the kernel refuses before verifying ("jump out of
+    range"). The apply's error says what that means; its straight-line build loads."""
+    from appliance.kernel.bpf import BpfError
+    from appliance.switch.datapath.verifier import TOO_LONG
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(parser, "_check_prereqs", lambda mb: None)
+        table = FlowTable(parse_flows((Path(__file__).resolve().parents[3] / "data" / "too-long-flows.txt")
+                                      .read_text()))
+    with pytest.raises(BpfError) as refused:
+        TestDatapath(table, PORTS, strategy="hashed").close()
+    assert TOO_LONG in str(refused.value) and "jump out of range" in str(refused.value)
+    with TestDatapath(table, PORTS, strategy="linear"):
+        pass

@@ -10,6 +10,7 @@ each compiled both as straight-line code and as tuple space search
 """
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,8 @@ from appliance.switch.datapath.testrun import TestDatapath
 from tests.support.flowgen import fan_out_pipeline, retagging_pipeline
 
 
-SEED = Path(__file__).resolve().parents[3] / "data" / "seed-flows.txt"
+DATA = Path(__file__).resolve().parents[3] / "data"
+SEED = DATA / "seed-flows.txt"
 PORTS = (1, 2, 3, 4, 5)
 COUNTS = {"tables": 0, "packets": 0}
 
@@ -218,18 +220,23 @@ def test_generated_tables_agree(data):
                 check(dp, table, data.draw(packets(table)))
 
 
-RESUBMIT_TWICE = Path(__file__).resolve().parents[3] / "data" / "resubmit-twice-flows.txt"
+RESUBMIT_TWICE = DATA / "resubmit-twice-flows.txt"
 
 
-NESTED_RESUBMITS = Path(__file__).resolve().parents[3] / "data" / "nested-resubmits-flows.txt"
+NESTED_RESUBMITS = DATA / "nested-resubmits-flows.txt"
+
+
+def _parse_generated(path: Path) -> FlowTable:
+    """A table as generated: without the prerequisites the parser insists on (the datapath
+    and the classifier must agree on such flows all the same)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(parser, "_check_prereqs", lambda mb: None)
+        return FlowTable(parse_flows(path.read_text()))
 
 
 def _generated(path: Path):
-    """A table as generated: without the prerequisites the parser insists on (the datapath
-    and the classifier must agree on such flows all the same), loaded in every strategy."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(parser, "_check_prereqs", lambda mb: None)
-        table = FlowTable(parse_flows(path.read_text()))
+    """`_parse_generated(path)`, loaded in every strategy."""
+    table = _parse_generated(path)
     dps = {}
     try:
         for s in ("linear", "tuple", "hashed"):
@@ -290,7 +297,16 @@ def test_a_frame_sent_more_often_than_the_trace_records_is_counted_whole():
         check(dp, table, pkt)
 
 
-FAUCET = Path(__file__).resolve().parents[3] / "data" / "faucet-flows.txt"
+FAUCET = DATA / "faucet-flows.txt"
+
+
+def check_udp(dp: TestDatapath, table: FlowTable, in_port: int, src: int, dst: int, tci: int,
+              nw_src: int = 0x0A000001):
+    """`check` on a UDP frame from `src` to `dst` (VLAN tag `tci`, 0: none), sent as bytes."""
+    f = {"in_port": in_port, "dl_src": src, "dl_dst": dst, "dl_type": 0x0800, "nw_proto": 17,
+         "nw_src": nw_src, "nw_dst": 0x0A000002, "tp_src": 1, "tp_dst": 2, "nw_ttl": 64, "vlan_tci": tci}
+    frame = Packet(f).to_bytes()
+    check(dp, table, Packet.from_bytes(frame, in_port=in_port), frame)
 
 
 @pytest.mark.parametrize("strategy", ["linear", "hashed"])
@@ -301,15 +317,8 @@ def test_faucet_pipeline_agrees(strategy):
     hosts = [0x001111000000, 0x002222000000, 0x004444000000, 0x003333000000]
     dsts = hosts + [0xFFFFFFFFFFFF, 0x333300000001, 0x01005E000001, 0x0180C2000003]
     with TestDatapath(table, PORTS, strategy=strategy) as dp:
-        for in_port in PORTS:
-            for src in hosts + [0x0E0000000001]:
-                for dst in dsts:
-                    for tci in (0, 0x1064):
-                        f = {"in_port": in_port, "dl_src": src, "dl_dst": dst, "dl_type": 0x0800,
-                             "nw_proto": 17, "nw_src": 0x0A000001, "nw_dst": 0x0A000002,
-                             "tp_src": 1, "tp_dst": 2, "nw_ttl": 64, "vlan_tci": tci}
-                        frame = Packet(f).to_bytes()
-                        check(dp, table, Packet.from_bytes(frame, in_port=in_port), frame)
+        for in_port, src, dst, tci in itertools.product(PORTS, hosts + [0x0E0000000001], dsts, (0, 0x1064)):
+            check_udp(dp, table, in_port, src, dst, tci)
 
 
 @pytest.mark.parametrize("strategy", ["linear", "hashed"])
@@ -320,14 +329,8 @@ def test_a_pipeline_whose_every_flow_jumps_on_loads_and_agrees(strategy):
     table = FlowTable(parse_flows(fan_out_pipeline()))
     macs = [0x020000000000 + i for i in range(1, 10)]
     with TestDatapath(table, PORTS, strategy=strategy) as dp:
-        for in_port in PORTS:
-            for src in macs:
-                for tci in (0, 0x1007):
-                    f = {"in_port": in_port, "dl_src": src, "dl_dst": macs[0], "dl_type": 0x0800,
-                         "nw_proto": 17, "nw_src": 0x0A000001, "nw_dst": 0x0A000002,
-                         "tp_src": 1, "tp_dst": 2, "nw_ttl": 64, "vlan_tci": tci}
-                    frame = Packet(f).to_bytes()
-                    check(dp, table, Packet.from_bytes(frame, in_port=in_port), frame)
+        for in_port, src, tci in itertools.product(PORTS, macs, (0, 0x1007)):
+            check_udp(dp, table, in_port, src, macs[0], tci)
 
 
 @pytest.mark.parametrize("strategy", ["linear", "hashed"])
@@ -337,15 +340,10 @@ def test_a_pipeline_of_eight_retagging_tables_loads_and_agrees(strategy):
     program is too large") until a rewritten header was hidden from it (`dp_blind`)."""
     table = FlowTable(parse_flows(retagging_pipeline(8)))
     with TestDatapath(table, PORTS, strategy=strategy) as dp:
-        for in_port in PORTS[:2]:
-            for nw_src in (0x0A000001, 0x0A000301, 0x0A010201, 0x0A070501, 0xC0A80101):
-                for src in (0x020000000000, 0x020000000003, 0x020000000601, 0x0E0000000001):
-                    for tci in (0, 0x1002, 0x1005, 0x3008):
-                        f = {"in_port": in_port, "dl_src": src, "dl_dst": 0x020000000050, "dl_type": 0x0800,
-                             "nw_proto": 17, "nw_src": nw_src, "nw_dst": 0x0A000002,
-                             "tp_src": 1, "tp_dst": 2, "nw_ttl": 64, "vlan_tci": tci}
-                        frame = Packet(f).to_bytes()
-                        check(dp, table, Packet.from_bytes(frame, in_port=in_port), frame)
+        for in_port, nw_src, src, tci in itertools.product(
+                PORTS[:2], (0x0A000001, 0x0A000301, 0x0A010201, 0x0A070501, 0xC0A80101),
+                (0x020000000000, 0x020000000003, 0x020000000601, 0x0E0000000001), (0, 0x1002, 0x1005, 0x3008)):
+            check_udp(dp, table, in_port, src, 0x020000000050, tci, nw_src)
 
 
 def test_report_counts():
@@ -439,10 +437,7 @@ def test_a_table_too_long_for_bpf_jumps_is_refused_saying_why_and_what_to_do():
     from appliance.kernel.bpf import BpfError
     from appliance.switch.datapath.verifier import TOO_LONG
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(parser, "_check_prereqs", lambda mb: None)
-        table = FlowTable(parse_flows((Path(__file__).resolve().parents[3] / "data" / "too-long-flows.txt")
-                                      .read_text()))
+    table = _parse_generated(DATA / "too-long-flows.txt")
     with pytest.raises(BpfError) as refused:
         TestDatapath(table, PORTS, strategy="hashed").close()
     assert TOO_LONG in str(refused.value) and "jump out of range" in str(refused.value)

@@ -45,6 +45,10 @@ NAME_MAX = 255
 BODY_MAX = 1024
 TTLS = 64
 WRITERS = 64
+# The main process's second writer: the answers it makes itself (fake IPs, local names,
+# rewrites), forgotten on their own when the fake-IP pool recycles an address. Workers are
+# writers 1 to FIXED_WRITER - 1.
+FIXED_WRITER = WRITERS - 1
 DESTS = 4
 DESTS6 = 2
 STATS = ("hits", "misses", "expired", "client_unplaced", "not_plain", "too_big")
@@ -78,16 +82,22 @@ def _word_sum(data: bytes) -> int:
     return total
 
 
-def answer_value(answer: Prepared, opt: bytes, edns_max: int, writer: int, gen: int) -> bytes | None:
-    """The map value for an answer as `wire.render` sends it, or None where the kernel cannot send it."""
+def answer_value(answer: Prepared, opt: bytes, edns_max: int, writer: int, gen: int,
+                 until: float | None = None, now: float = 0.0) -> bytes | None:
+    """The map value for an answer as `wire.render` sends it, or None where the kernel cannot send it.
+
+    A cached answer lives as long as the server's cache keeps it; an answer the server made
+    itself (no TTL ages) is replayed from `now` until `until`.
+    """
     body = answer.body
     if len(answer.ttls) > TTLS or len(body) + len(opt) > BODY_MAX or not body:
         return None
     zeroed = bytearray(body)
     for offset, _ in answer.ttls:
         zeroed[offset:offset + 4] = b"\0\0\0\0"
-    stored_ns = int(answer.stored * 1e9)
-    expires_ns = int((answer.stored + answer.lifetime) * 1e9)
+    stored = answer.stored if until is None else now
+    stored_ns = int(stored * 1e9)
+    expires_ns = int((answer.stored + answer.lifetime if until is None else until) * 1e9)
     offs = [o for o, _ in answer.ttls] + [0] * (TTLS - len(answer.ttls))
     ttls = [t for _, t in answer.ttls] + [0] * (TTLS - len(answer.ttls))
     head = _ANSWER_HEAD.pack(stored_ns, expires_ns, writer, gen, QR | RA | answer.rcode,
@@ -129,7 +139,7 @@ class Writer:
         self.gen = 0
         self.fills = 0
         self.errors = 0
-        self._filled: dict[bytes, Prepared] = {}
+        self._filled: dict[bytes, tuple[Prepared, float | None]] = {}
         self._clients: dict[str, tuple[int, float]] = {}
         self.forget()
 
@@ -150,17 +160,23 @@ class Writer:
                 log.warning("kernel cache: write failed: %s", exc)
             return False
 
-    def fill(self, group: int, question_key: bytes, answer: Prepared, opt: bytes, edns_max: int) -> None:
+    def fill(self, group: int, question_key: bytes, answer: Prepared, opt: bytes, edns_max: int,
+             until: float | None = None, now: float = 0.0) -> None:
+        """The kernel replays `answer` to `group`'s clients: while the cache keeps it, or, for
+        an answer the server made itself, until `until` (monotonic seconds)."""
         key = answer_key(group, question_key)
-        if key is None or self._filled.get(key) is answer:
+        if key is None:
             return
-        value = answer_value(answer, opt, edns_max, self.writer, self.gen)
+        known = self._filled.get(key)
+        if known is not None and known[0] is answer and (until is None or known[1] > now):
+            return
+        value = answer_value(answer, opt, edns_max, self.writer, self.gen, until, now)
         if value is None:
             return
         if len(self._filled) >= self.FILLED_MAX:
             self._filled = {}
         if self._update(self.answers_fd, key, value):
-            self._filled[key] = answer
+            self._filled[key] = (answer, until)
             self.fills += 1
 
     def client(self, client: str, group: int, expires: float) -> None:

@@ -73,6 +73,10 @@ GROUP_LIFETIME = 30.0  # seconds a client's group (its MAC may change) is rememb
 # ... and while its MAC is unknown: the answer just sent teaches the neighbour table the MAC.
 UNPLACED_LIFETIME = 0.25
 NEVER = float("inf")
+# Seconds the kernel replays an answer the server made itself (a fake address, a local name,
+# a rewrite) before the next query comes up again: the fake-IP pool's LRU sees a name in use
+# at least this often. Every change of what those answers say forgets them at once.
+FIXED_KERNEL_FOR = 10.0
 
 ANSWER, FORWARD = 0, 1
 _HEADER_FROM = HEADER.unpack_from
@@ -95,9 +99,9 @@ class Decided:
         self.qname = qname
         self.qtype = q.qtype
         self.answer = answer  # ANSWER: the records
+        self.upstream = q.key  # the question as the upstream is asked (and the kernel's key)
         if kind == FORWARD:
             self.cache_key = (qname, q.qtype, q.qclass)  # the answer cache's key
-            self.upstream = q.key  # the question as the upstream is asked
         self.fake_key = fake_key  # a fake-IP answer: its address (pool key), touched on use
         self.generation = generation  # ...valid while the pool's generation is this one
         self.expires = expires
@@ -164,6 +168,12 @@ class Resolver:
         # The kernel answer cache's writer (kernel_cache.Writer), None while it is off: forwarded
         # answers this process serves from its cache are replayed by the kernel from then on.
         self.kernel = None
+        # The writer of the answers this process makes itself (fake IPs, local names,
+        # rewrites). The main process's is a second one, forgotten on its own when the fake-IP
+        # pool's generation moves (an address recycled or flushed), so that does not cost the
+        # forwarded answers too; a worker's (it makes no fake addresses) is `kernel`.
+        self.kernel_fixed = None
+        self._fixed_generation = 0
         # False while the relay is down (the box's watchdog says so): names a
         # rule sends to a fake address are answered with their real one, for
         # a short while at a time, so nothing waits on a relay that is not there.
@@ -240,6 +250,14 @@ class Resolver:
         if self.kernel is not None:
             self.kernel.forget()
             self._groups = {}
+        if self.kernel_fixed is not None and self.kernel_fixed is not self.kernel:
+            self.kernel_fixed.forget()
+
+    def _fake_generation_seen(self) -> None:
+        # A recycled address must not be handed out for its old name a moment longer.
+        if self.kernel_fixed is not None and self._fixed_generation != self.fakeips.generation:
+            self.kernel_fixed.forget()
+            self._fixed_generation = self.fakeips.generation
 
     def _kernel_fill(self, group: int, entry: Decided, answer: Prepared) -> None:
         # Only the plain forwarded case: a decision that holds (no rate-limit, relay-down or
@@ -247,6 +265,18 @@ class Resolver:
         if (entry.expires == NEVER and not entry.ttl_cap and self.cache.size > 0
                 and kernel_cacheable(answer)):
             self.kernel.fill(group, entry.upstream, answer, self._opt, self._edns_max)
+
+    def _kernel_fill_fixed(self, group: int, entry: Decided, now: float) -> None:
+        # An answer the server made itself, not a block (blocked queries are logged one by
+        # one), for a decision that holds: replayed for FIXED_KERNEL_FOR, after which the next
+        # query comes up here (a fake address's last use is that fresh at worst).
+        if entry.action != "block" and entry.expires == NEVER and not entry.answer.ttls:
+            if entry.fake_key is not None:
+                self._fake_generation_seen()
+                if entry.generation != self.fakeips.generation:
+                    return
+            self.kernel_fixed.fill(group, entry.upstream, entry.answer, self._opt, self._edns_max,
+                                   now + FIXED_KERNEL_FOR, now)
 
     def client_group(self, client: str, now: float | None = None) -> int:
         if now is None:
@@ -328,6 +358,8 @@ class Resolver:
                                 int(now - answer.stored))
                             if entry.fake_key is not None:
                                 self.fakeips.touch_key(entry.fake_key)
+                            if self.kernel_fixed is not None and udp:
+                                self._kernel_fill_fixed(group, entry, now)
                         self.fast_hits += 1
                         out.send(render(qid, flags, question, edns, answer, body, self._opt,
                                         udp_limit(edns, self._edns_max) if udp else 0), addr)
@@ -379,6 +411,8 @@ class Resolver:
             body = answer.body if not answer.ttls else answer.body_at(int(now - answer.stored))
             if entry.fake_key is not None and not fresh:
                 self.fakeips.touch_key(entry.fake_key)
+            if self.kernel_fixed is not None and udp:
+                self._kernel_fill_fixed(group, entry, now)
         if fresh:
             self.slow_answers += 1
         else:
@@ -434,6 +468,7 @@ class Resolver:
                     return Decided(FORWARD, "direct", decision.origin + " (fake-IP rate limit)", q,
                                    qname, expires=now)
                 ip = self.fakeips.allocate(qname, decision.action.route)
+                self._fake_generation_seen()
                 if ip is not None:
                     answer = ip if qtype == TYPE_A else twin6(ip, fake.network, fake.network6)
                     return self._keep(group, q, Decided(

@@ -308,7 +308,7 @@ class DnsService:
         import tempfile
         from pathlib import Path
 
-        from .kernel_cache import KernelCache, Unavailable
+        from .kernel_cache import FIXED_WRITER, KernelCache, Unavailable
 
         cache = KernelCache(s.kernel_cache_device, s.kernel_cache_answer_as, s.fake_ip.network,
                             Path(tempfile.mkdtemp(prefix="appliance-dns-kc-")),
@@ -326,6 +326,7 @@ class DnsService:
         self.kernel_cache = cache
         self.kernel_cache_status = f"on ({cache.attach_mode} on {s.kernel_cache_device})"
         self.resolver.kernel = cache.writer(0)
+        self.resolver.kernel_fixed = cache.writer(FIXED_WRITER)
 
     def kernel_fds(self) -> tuple[int, ...]:
         """The maps a worker writes its answers into (none while the kernel cache is off)."""
@@ -464,7 +465,7 @@ class DnsService:
 
     def _stop_kernel_cache(self) -> None:
         if self.kernel_cache is not None:
-            self.resolver.kernel = None
+            self.resolver.kernel = self.resolver.kernel_fixed = None
             self.kernel_cache.close()
             self.kernel_cache = None
         self.kernel_cache_status = "off"

@@ -496,10 +496,13 @@ class DnsSettings(_Model):
     open_files: int = Field(default=65536, ge=1024, description="descriptor limit the server asks for")
     kernel_cache: Literal["on", "off"] = Field(
         default="on",
-        description="'on': the server's cached answers to plain UDP/IPv4 queries are replayed by a"
-                    " BPF program at tc ingress of kernel_cache_device (forwarded names only, per"
-                    " client group, TTLs counted down, dropped on every policy change); where it"
-                    " cannot load the server answers everything and its stats say why")
+        description="'on': the server's answers to plain UDP queries (IPv4 and IPv6) are replayed"
+                    " by a BPF program at tc ingress of kernel_cache_device, per client group:"
+                    " cached forwarded answers while the cache keeps them (TTLs counted down),"
+                    " fake addresses, local names and rewrites 10 s at a time, never blocks (they"
+                    " are logged one by one); dropped on every policy change and, for a fake"
+                    " address, when the pool recycles or flushes it; where it cannot load the"
+                    " server answers everything and its stats say why")
     kernel_cache_device: str | None = Field(
         default=None, description="the device the home's queries reach this namespace on (the box"
                                   " sets it); none: no kernel cache")

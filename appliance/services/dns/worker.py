@@ -81,7 +81,9 @@ class DnsWorker:
             from .kernel_cache import Writer
 
             # Inherited from the main process: this worker's answers go into the same maps.
-            self.resolver.kernel = Writer(*start["kernel_fds"], self.wid)
+            # A worker makes no fake addresses (the main process does): its own answers (local
+            # names, rewrites) go through the one writer.
+            self.resolver.kernel = self.resolver.kernel_fixed = Writer(*start["kernel_fds"], self.wid)
 
     def _local_names(self, settings: DnsSettings) -> LocalNames:
         ln = settings.local_names

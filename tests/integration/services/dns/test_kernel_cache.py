@@ -371,3 +371,65 @@ def test_turned_off_by_a_reload_the_program_leaves_the_device(server, lab):
     answer, = ask(lab, query("www.a.test", 1))
     assert answer is not None and ttl_free(answer)[1]  # the server answers it
     assert programs_on_vp0() == 0
+
+
+def _address(wire: bytes) -> str | None:
+    import dns.message
+
+    for rrset in dns.message.from_wire(wire).answer:
+        for item in rrset:
+            return item.to_text()
+    return None
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one process", "two processes"])
+def test_fake_addresses_are_replayed_until_the_pool_recycles_or_forgets_them(lab, workers):
+    """A fake address the server gave is the kernel's answer too, byte for byte, and stops
+    being the moment the pool gives that name's address up: a recycle (the pool is full) or a
+    flush. After that the server answers, with the name's address of now."""
+    server = Server(lab, f"fake{workers}-{random.randint(0, 1 << 30)}", workers,
+                    rules=[{"match": "suffix", "value": "fake.test", "then": {"action": "fake-ip"}}],
+                    fake_ip={"db_path": str(lab["tmp"] / f"fake{workers}-{random.randint(0, 1 << 30)}.db"),
+                             "max_entries": 2})
+    try:
+        def kernel_answer(name: str, qtype: int = 1) -> bytes:
+            first, = ask(lab, query(name, qtype))
+            assert first is not None, name
+            before = hits(server)
+            again = poll(lambda: (a := ask(lab, query(name, qtype))[0]) and hits(server) > before
+                         and a, timeout=5)
+            assert again == first, (name, first.hex(), again.hex())  # the TTL is fixed: every byte
+            return first
+
+        a_old = _address(kernel_answer("a.fake.test"))
+        assert a_old.startswith("100.")
+        kernel_answer("b.fake.test")
+        # A third name recycles the least recently used mapping: a.fake.test's.
+        third, = ask(lab, query("c.fake.test", 1))
+        assert _address(third).startswith("100.")
+        before = hits(server)
+        a_now, = ask(lab, query("a.fake.test", 1))
+        assert hits(server) == before, "the kernel replayed a recycled address"
+        with_server = {e["domain"]: e["ip"] for e in _fake_table(server)}
+        assert _address(a_now) == with_server["a.fake.test"]
+
+        before = hits(server)
+        poll(lambda: ask(lab, query("a.fake.test", 1)) and hits(server) > before, timeout=5)
+        from appliance.services.dns.control import DnsControl
+
+        with DnsControl(server.sock) as c:
+            c.flush_fake_ips()
+        before = hits(server)
+        after_flush, = ask(lab, query("a.fake.test", 1))
+        assert hits(server) == before, "the kernel replayed a flushed address"
+        assert after_flush is not None
+    finally:
+        server.stop()
+    assert programs_on_vp0() == 0
+
+
+def _fake_table(server) -> list[dict]:
+    from appliance.services.dns.control import DnsControl
+
+    with DnsControl(server.sock) as c:
+        return c.fake_ip_table()

@@ -57,7 +57,7 @@ KEY = struct.Struct(f"<IHH{NAME_MAX + 1}s")
 _ANSWER_HEAD = struct.Struct("<QQIIHHHHHHHHII")
 ANSWER_SIZE = _ANSWER_HEAD.size + 2 * TTLS + 4 * TTLS + BODY_MAX
 CLIENT = struct.Struct("<IIIIQ")
-CONFIG = struct.Struct(f"<{DESTS}I{DESTS}IIIII" + "16s" * (2 * DESTS6 + 2))
+CONFIG = struct.Struct(f"<{DESTS}I{DESTS}IIIII" + "16s" * (2 * DESTS6 + 2) + "II")
 # kc_addr: an IPv6 address, or an IPv4 one mapped (::ffff:a.b.c.d).
 ADDR = 16
 U32 = struct.Struct("<I")
@@ -217,7 +217,7 @@ def _name_text(wire: bytes) -> str:
 
 
 def config_value(answer_as: list[str], fake_network: str | None,
-                 fake_network6: str | None = None) -> bytes:
+                 fake_network6: str | None = None, peer: bool = False) -> bytes:
     nets = [ipaddress.ip_network(item, strict=False) for item in answer_as]
     v4 = [n for n in nets if n.version == 4][:DESTS]
     v6 = [n for n in nets if n.version == 6][:DESTS6]
@@ -237,7 +237,7 @@ def config_value(answer_as: list[str], fake_network: str | None,
         else:
             fake6, fake6_mask = net.network_address.packed, net.netmask.packed
     return CONFIG.pack(*dests, *masks, len(v4), fake, fake_mask, len(v6),
-                       *dests6, *masks6, fake6, fake6_mask)
+                       *dests6, *masks6, fake6, fake6_mask, int(peer), 0)
 
 
 def build(out_dir: Path) -> Path:
@@ -287,7 +287,8 @@ class KernelCache:
         prog = self._obj.prog_fd(PROGRAM)
         try:
             libbpf.map_update(self.map_fd("kc_config"), U32.pack(0),
-                              config_value(self.answer_as, self.fake_network, self.fake_network6))
+                              config_value(self.answer_as, self.fake_network, self.fake_network6,
+                                           self._peer_elsewhere()))
             tcx = LinuxTc(self.tcx).tcx_supported()
             if tcx:
                 # A link held by this process only: it goes with the process, so a dead server
@@ -301,6 +302,13 @@ class KernelCache:
             self.close()
             raise Unavailable(f"cannot attach to {self.device}: {exc}") from None
         log.info("kernel cache on %s (%s)", self.device, self.attach_mode)
+
+    def _peer_elsewhere(self) -> bool:
+        from appliance.kernel.devices import LinuxDevices
+        from appliance.kernel.tc import outside_event_loop
+
+        return any(d.ifindex == self.ifindex and d.peer_elsewhere
+                   for d in outside_event_loop(lambda: LinuxDevices().devices(None)))
 
     def _attach_filter(self, prog_fd: int) -> None:
         from appliance.kernel.tc import LinuxTc

@@ -100,6 +100,11 @@ struct kc_config {
 	__u64 dest6_mask[KC_DESTS6][2];
 	__u64 fake6[2];
 	__u64 fake6_mask[2];        /* all zero: no IPv6 fake range */
+	/* The device is a veth whose peer is in another namespace: the answer goes
+	 * straight into the peer's ingress (bpf_redirect_peer), not out through
+	 * the veth and the backlog queue of the CPU. */
+	__u32 peer;
+	__u32 pad;
 };
 
 enum kc_stat {
@@ -554,6 +559,9 @@ int kernel_cache(struct __sk_buff *skb)
 		bpf_map_update_elem(&kc_name_hits, key, &one, BPF_NOEXIST);
 	}
 	count(KC_HITS, 0);
+	struct kc_config *c = bpf_map_lookup_elem(&kc_config, &zero);
+	if (c && c->peer)
+		return bpf_redirect_peer(skb->ifindex, 0);
 	return bpf_redirect(skb->ifindex, 0);
 }
 

@@ -332,6 +332,25 @@ def test_the_kernel_answer_cache_loads_on_6_1(box):
     assert "bpf" in box.ssh("ip netns exec vproxy tc filter show dev vproxy0 ingress").stdout
 
 
+def test_the_kernel_answer_cache_answers_a_client_on_6_1(box):
+    """On 6.1 (clsact, no tcx) the kernel's answer reaches the client, straight into vp0's peer
+    (bpf_redirect_peer), as the server's own answer did: the DNS server from the image, in
+    namespaces of its own (tests/support/kclab.py)."""
+    box.put("/root/kclab.py", (Path(__file__).parents[1] / "support" / "kclab.py").read_text())
+    out = box.ssh("cd /opt/appliance && APPLIANCE_ROOT=/opt/appliance .venv/bin/python /root/kclab.py",
+                  check=False)
+    result = json.loads(out.stdout.strip().splitlines()[-1]) if out.stdout.strip() else {}
+    print(f"\nimage-test: kernel answer to a client: {result}", flush=True)
+    assert result.get("status") == "on (tc clsact on vp0)", out.stderr[-2000:]
+    assert result["after"] == result["before"] + 1, "the second query was not the kernel's"
+    import dns.message
+
+    first, second = (dns.message.from_wire(bytes.fromhex(result[k])) for k in ("first", "second"))
+    assert second.id == first.id and second.flags == first.flags, (first, second)
+    assert [sorted(r.to_text() for r in rrset) for rrset in second.answer] == \
+        [sorted(r.to_text() for r in rrset) for rrset in first.answer], (first, second)
+
+
 RELAY_FAST_PATH = """
 import json
 from appliance.box import status

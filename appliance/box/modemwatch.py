@@ -99,6 +99,16 @@ class ModemWatch:
 
     def round(self) -> None:
         now = time.monotonic()
+        self._round(now)
+        # A round takes an interval even when the tap has a frame at once: under steady
+        # traffic from the gateway (the box's own DNS to it, thousands a second) the rounds,
+        # and their netlink dump of the devices, ran back to back and took half a core. The
+        # frames meanwhile wait in the tap's socket (what does not fit is dropped: a sample).
+        rest = now + self.cfg.interval - time.monotonic()
+        if rest > 0:
+            time.sleep(rest)
+
+    def _round(self, now: float) -> None:
         for s in self.tap.read(self.cfg.interval):
             old = self.learner.current
             new = self.learner.saw(s.mac, s.arp, time.monotonic())

@@ -38,10 +38,14 @@ its SLAAC address (the modem's dnsmasq before the apply, the box after), and
 the box's uncached row, each right after the same server's IPv4 row and
 against it.
 
-This server runs with its query log on and the per-client rate limit
-raised (`per_client_qps` 1e8, burst 1e6) so one benchmarking client is not
-limited; everything else is the default, `workers` included (one process
-per CPU). `--compare-root DIR` also runs the loopback rows of this server
+This server runs with its query log on and the per-client limits raised
+so one benchmarking client is not limited: the rate limit (`per_client_qps`
+1e8, burst 1e6) and the new fake-IP mappings a client may cause
+(`fake_ip.new_per_client` 0: none; at its default of 20 a second, burst
+500, "fake new" past the burst measured the real answers the limit gives,
+i.e. forwarding). Everything else is the default, `workers` included (one
+process per CPU), and the pool's 65,536 mappings: a run of new names past
+that recycles one mapping per name, as a home would at that point. `--compare-root DIR` also runs the loopback rows of this server
 from another checkout (e.g. `git worktree add /tmp/main main`), same run,
 same conditions, rows marked "before". `--server-root DIR` runs only that
 checkout's server.
@@ -151,7 +155,7 @@ allow_clients: ["127.0.0.0/8", "::1/128"]
 upstreams: [{{url: "udp://127.0.0.1:{upstream}"}}]
 control_socket: null
 rate_limit: {HIGH_LIMIT}
-fake_ip: {{db_path: "{tmp}/{name}-fakeip.sqlite3"}}
+fake_ip: {{db_path: "{tmp}/{name}-fakeip.sqlite3", new_per_client: 0}}
 rules: [{{match: suffix, value: fake.bench.test, then: {{action: fake-ip, route: direct}}}}]
 """)
     return path
@@ -282,6 +286,7 @@ def lab_rows(args, tmp: Path, names: Names, rows: list) -> None:
 
     dns = {"upstreams": [{"url": "udp://192.168.1.1"}],
            "rate_limit": {"per_client_qps": 100000000, "burst": 1000000},
+           "fake_ip": {"new_per_client": 0},
            "rules": [{"match": "suffix", "value": "proxied.test",
                       "then": {"action": "fake-ip", "route": "direct"}}]}
     sites = [*topology.SITES, *topology.ZONES]

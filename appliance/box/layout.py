@@ -9,6 +9,7 @@ so the console, the CLI and the services always agree on them.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sys
@@ -34,6 +35,7 @@ RUN_ROOT = "/run/appliance"
 PIN_ROOT = "/sys/fs/bpf/appliance"  # one directory per box below it (`host` or its namespace)
 
 
+@functools.cache  # the console builds a Layout per request; the answer is the process's
 def interpreter() -> str:
     """This Python under one name, whichever of its names started the process.
 

@@ -254,7 +254,8 @@ class Resolver:
             self.kernel_fixed.forget()
 
     def _fake_generation_seen(self) -> None:
-        # A recycled address must not be handed out for its old name a moment longer.
+        # A recycled address must not be handed out for its old name a moment longer (a
+        # flush forgets through `forget_kernel_answers`, and this then only catches up).
         if self.kernel_fixed is not None and self._fixed_generation != self.fakeips.generation:
             self.kernel_fixed.forget()
             self._fixed_generation = self.fakeips.generation
@@ -270,11 +271,9 @@ class Resolver:
         # An answer the server made itself, not a block (blocked queries are logged one by
         # one), for a decision that holds: replayed for FIXED_KERNEL_FOR, after which the next
         # query comes up here (a fake address's last use is that fresh at worst).
+        # (A fake address here is current: its entry was checked against the pool's generation,
+        # and a recycle forgot the writer's entries as it happened, in `_decide`.)
         if entry.action != "block" and entry.expires == NEVER and not entry.answer.ttls:
-            if entry.fake_key is not None:
-                self._fake_generation_seen()
-                if entry.generation != self.fakeips.generation:
-                    return
             self.kernel_fixed.fill(group, entry.upstream, entry.answer, self._opt, self._edns_max,
                                    now + FIXED_KERNEL_FOR, now)
 

@@ -4,8 +4,9 @@ from django.contrib.auth import authenticate, get_user_model, login, logout, upd
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import PasswordChangeForm
 from django.db import IntegrityError, transaction
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from rest_framework.authtoken.models import Token
@@ -214,14 +215,22 @@ def _status() -> dict:
     return out
 
 
+def tiles_html() -> str:
+    """The status tiles, rendered once for every viewer of the same reading (the dashboard
+    and its tiles, polled every 5 s by every open page)."""
+    reading = status()
+    return sources.cached("tiles", lambda: render_to_string("console/tiles.html", {"status": reading}),
+                          stamp=reading)
+
+
 @login_required
 def dashboard(request):
-    return render(request, "console/dashboard.html", {"status": status()})
+    return render(request, "console/dashboard.html", {"tiles": tiles_html()})
 
 
 @login_required
 def tiles(request):
-    return render(request, "console/tiles.html", {"status": status()})
+    return HttpResponse(tiles_html())
 
 
 @login_required

@@ -41,9 +41,10 @@ def _in_ns(ns: str | None, argv: Sequence[str]) -> list[str]:
 
 class LinuxKernel(LinuxProcesses):
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, reuse_sockets: bool = True, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._batch = threading.local()
+        self.reuse_sockets = reuse_sockets
 
     # -- one netlink socket per namespace for a batch of calls ----------------
     @contextmanager
@@ -53,7 +54,7 @@ class LinuxKernel(LinuxProcesses):
         Opening a socket in another namespace costs pyroute2 a helper process
         (about 6 ms); an apply's reconcile opened 25 of them for nothing.
         """
-        if getattr(self._batch, "sockets", None) is not None:
+        if not self.reuse_sockets or getattr(self._batch, "sockets", None) is not None:
             yield  # nested: the outer batch owns the sockets
             return
         self._batch.sockets = {}

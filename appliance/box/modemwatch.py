@@ -165,7 +165,7 @@ def main(argv=None) -> int:
     # A socket per call, not one per namespace for a whole apply: in this long-lived process a
     # re-apply's reused socket sometimes never saw its dump's answer (its event loop's epoll had
     # lost the socket while the kernel held the reply: 1 run in 4-6 of the replaced-modem test
-    # hung until the deadline; none in 10 without reuse). The watch's re-apply is not the one a
+    # hung until the deadline; none in 20 without reuse). The watch's re-apply is not the one a
     # user waits on, so it pays the few ms a socket costs.
     box = locate.box(cfg.host_ns, cfg.state_dir or None, cfg.run_dir or None,
                      env={locate.SERVICES: cfg.runner}, kernel=LinuxKernel(reuse_sockets=False))

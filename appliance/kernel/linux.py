@@ -55,7 +55,7 @@ class LinuxKernel(LinuxProcesses):
         (about 6 ms); an apply's reconcile opened 25 of them for nothing.
         """
         if not self.reuse_sockets or getattr(self._batch, "sockets", None) is not None:
-            yield  # nested: the outer batch owns the sockets
+            yield  # no reuse (a socket per call), or nested: the outer batch owns the sockets
             return
         self._batch.sockets = {}
         try:

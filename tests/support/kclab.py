@@ -149,15 +149,26 @@ def kc_lab(tmp: Path):
         (tmp / "client.py").write_text(CLIENT)
         yield {"tmp": tmp, "procs": procs}
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-        for ns in NS.values():
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        end(procs.values(), NS.values())
+
+
+def stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """Terminate `proc`, killed if it is still there after `grace` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def end(procs, namespaces) -> None:
+    """A namespace lab's teardown: its processes stopped, then its namespaces deleted."""
+    for proc in procs:
+        stop(proc)
+    for ns in namespaces:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 
@@ -212,12 +223,7 @@ class Server:
         poll(lambda: self.stats()["reloads"] > before)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop(self.proc, 10)
         self.log.close()
 
 

@@ -26,6 +26,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.kclab import end
+
 
 GW = "192.168.77.1"
 TAG = f"{os.getpid() % 10000}{random.randint(0, 0xfff):03x}"
@@ -120,15 +122,7 @@ def lab(tmp_path_factory):
         state = {"tmp": tmp, "procs": procs, "lists": lists}
         yield state
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-        for ns in NS.values():
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        end(procs.values(), NS.values())
 
 
 def sha256_of(path):

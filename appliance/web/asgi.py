@@ -40,5 +40,7 @@ get_resolver().url_patterns  # every view module imported now, not by the first 
 # The IEEE registry (42,000 vendors) read now, not by the first devices page, and frozen with the rest.
 from appliance.web.devices import oui  # noqa: E402
 oui.registry(oui.REGISTRY_DIR)
+from appliance.web import warm  # noqa: E402
+warm.warm()  # what the first requests would load while the others wait (warm.py)
 gc.collect()
 gc.freeze()

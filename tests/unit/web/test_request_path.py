@@ -194,3 +194,53 @@ def test_the_bridge_serves_django(admin, doc):
     sent = _asgi_call(get_wsgi_application(), path="/api/system/settings/", headers=[("cookie", cookie),
                                                                                      ("host", "127.0.0.1")])
     assert sent[0]["status"] == 200 and json.loads(sent[1]["body"])["version"] == 2
+
+
+# ---------------------------------------------------------------- a worker's start (warm.py)
+
+FIRST_PAGES = ["/", "/devices/", "/dns/log/", "/stats/", "/dhcp/", "/dhcp/leases/", "/dns/", "/relay/", "/switch/",
+               "/account/", "/api/system/settings/", "/api/devices/"]
+
+# In a fresh process as a console worker starts (the ASGI module imported, nothing served yet):
+# what the pages load on their first request. Run apart, since this test process has long
+# imported everything another test touched.
+FIRST_PAGES_PROBE = r"""
+import json, sys
+import appliance.web.asgi
+from django.contrib.auth import get_user_model
+from django.template import engines
+from django.test import Client
+from appliance.web.console.middleware import seed
+seed()
+c = Client(HTTP_HOST="127.0.0.1")
+c.force_login(get_user_model().objects.create_superuser("a", "", "a long passphrase"))
+loader = engines["django"].engine.template_loaders[0]
+modules, templates = set(sys.modules), set(loader.get_template_cache)
+codes = {p: c.get(p).status_code for p in json.loads(sys.argv[1])}
+print(json.dumps({"codes": codes, "imported": sorted(set(sys.modules) - modules),
+                  "compiled": sorted(set(loader.get_template_cache) - templates)}))
+"""
+
+
+def test_a_fresh_worker_serves_its_first_pages_without_importing_or_compiling(tmp_path):
+    # Each module imported or template compiled on a first request held up every request of the
+    # worker queued behind it: 190 ms for a fresh worker's first dashboard on the lab box.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    (tmp_path / "box").mkdir()
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "appliance.web.settings", "PYTHONPATH": str(root),
+           "APPLIANCE_STATE_DIR": str(tmp_path), "APPLIANCE_DB": str(tmp_path / "db.sqlite3"),
+           "APPLIANCE_BOX_STATE": str(tmp_path / "box"), "APPLIANCE_BOX_RUN": str(tmp_path / "run"),
+           "APPLIANCE_REDIS_URL": "redis://127.0.0.1:1/0",  # down: the banners' check imports redis all the same
+           "DJANGO_SECRET_KEY": "first-pages", "APPLIANCE_BOX_FACTORY": "tests.support.fakebox:make_box",
+           "APPLIANCE_SOURCES": "tests.support.fakebox:make_sources"}
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], env=env, cwd=root, check=True)
+    out = subprocess.run([sys.executable, "-c", FIRST_PAGES_PROBE, json.dumps(FIRST_PAGES)], env=env, cwd=root,
+                         capture_output=True, text=True, check=True).stdout
+    got = json.loads(out.splitlines()[-1])
+    assert got["codes"] == {p: 200 for p in FIRST_PAGES}
+    assert (got["imported"], got["compiled"]) == ([], []), got

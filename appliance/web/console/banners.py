@@ -92,7 +92,14 @@ def backends() -> list[Banner]:
 
 
 def box_banners() -> list[Banner]:
-    """The boot note and the DHCP pool, from the box's readings."""
+    """The boot note and the DHCP pool, from the box's readings: read at most once a second
+    per process, as the readings themselves (every page of every viewer shows them)."""
+    from appliance.web import sources
+
+    return sources.cached("box_banners", _read_box_banners)
+
+
+def _read_box_banners() -> list[Banner]:
     from appliance.web import sources
 
     out = []

@@ -68,22 +68,28 @@ class RebindGuard:
     def __init__(self, extra_networks: Iterable[str] = (), allow: Iterable[str] = (),
                  local_domain: str | None = None):
         nets = [ipaddress.ip_network(n) for n in (*PRIVATE_NETWORKS, *extra_networks)]
-        self._v4 = [n for n in nets if n.version == 4]
-        self._v6 = [n for n in nets if n.version == 6]
+        # (network, mask) as integers: every forwarded answer's addresses are judged, and
+        # ipaddress's objects and `in` cost as much as the rest of the answer's handling.
+        self._v4 = tuple((int(n.network_address), int(n.netmask)) for n in nets if n.version == 4)
+        self._v6 = tuple((int(n.network_address), int(n.netmask)) for n in nets if n.version == 6)
         exempt = [Rule("suffix", s, True, "rebind.allow") for s in allow]
         if local_domain:
             exempt.append(Rule("suffix", local_domain, True, "local_names.domain"))
         self._exempt = DomainMatcher(exempt)
 
     def private(self, rdata: bytes) -> bool:
+        address = int.from_bytes(rdata, "big")
         if len(rdata) == 4:
-            address = ipaddress.IPv4Address(rdata)
-            return any(address in n for n in self._v4)
-        address = ipaddress.IPv6Address(rdata)
-        mapped = address.ipv4_mapped
-        if mapped is not None:
-            return any(mapped in n for n in self._v4)
-        return any(address in n for n in self._v6)
+            nets = self._v4
+        elif address >> 32 == 0xffff:  # ::ffff:a.b.c.d, judged as a.b.c.d
+            address &= 0xffffffff
+            nets = self._v4
+        else:
+            nets = self._v6
+        for net, mask in nets:
+            if address & mask == net:
+                return True
+        return False
 
     def refuses(self, name: str, addresses: list[bytes]) -> bool:
         if not addresses or self._exempt.match(name) is not None:

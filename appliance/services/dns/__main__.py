@@ -16,6 +16,7 @@ import uvloop
 
 from appliance.kernel.limits import raise_open_files
 from appliance.services.entry import service_main
+from . import collector
 from .control import serve_control
 from .server import DnsService
 from .settings import SettingsError, load_settings_file
@@ -57,8 +58,10 @@ async def run(config: str) -> int:
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
+    collections = collector.start()  # full passes on a clock (collector.py)
     print(f"ready ports={','.join(map(str, service.bound_ports()))}", flush=True)
     await stop.wait()
+    collections.cancel()
     if control is not None:
         control.close()
     await service.stop()

@@ -58,10 +58,10 @@ async def run(config: str) -> int:
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    collections = collector.start()  # full passes on a clock (collector.py)
+    full_passes = collector.start()  # the collector on a clock (collector.py)
     print(f"ready ports={','.join(map(str, service.bound_ports()))}", flush=True)
     await stop.wait()
-    collections.cancel()
+    full_passes.cancel()
     if control is not None:
         control.close()
     await service.stop()

@@ -215,7 +215,7 @@ async def run(control_fd: int, datagrams_fd: int) -> int:
         return 1
     worker = DnsWorker(message[1], datagrams)
     worker.start()
-    collections = collector.start()  # full passes on a clock (collector.py)
+    full_passes = collector.start()  # the collector on a clock (collector.py)
     write_message(writer, ("ready", os.getpid()))
     await writer.drain()
     loop = asyncio.get_running_loop()
@@ -237,7 +237,7 @@ async def run(control_fd: int, datagrams_fd: int) -> int:
             except Exception:  # the main process checked it: keep answering by the old one
                 log.exception("worker %d could not use the new policy", worker.wid)
         next_message = loop.create_task(read_message(reader))
-    collections.cancel()
+    full_passes.cancel()
     worker.stop()
     writer.close()
     return 0

@@ -7,7 +7,7 @@ at start. Python starts one whenever enough objects have outlived the young
 passes, which under a stream of new names is every few seconds, and each
 held the event loop 15-25 ms: every query that arrived meanwhile waited
 (dnsperf at 5,000 q/s of never-seen names on loopback: slow answers in
-bursts at exactly those moments, p99.9 20-25 ms).
+bursts at exactly those moments, p99.9 10-25 ms).
 
 The server makes no reference cycles while it answers (no garbage in 3,000
 queries of every kind: tests/unit/services/dns/test_collector.py), so a

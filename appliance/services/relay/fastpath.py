@@ -313,14 +313,18 @@ class FastPath:
                     log.warning("fast path: closed connection %s not forgotten: %s", entry.dst, exc)
         return closing
 
-    async def _forget_when_closed(self, fake: str, delay: float = 0.5) -> None:
+    async def _forget_when_closed(self, fake: str, every: float = 0.5) -> None:
         """A connection still closing when `fake` was retired (its last ACK on the way) ends
-        in TIME_WAIT with the old binding a moment later: forget it then."""
-        while delay <= CLOSING_WAIT and self.running:
-            await asyncio.sleep(delay)
+        in TIME_WAIT with the old binding a moment later: forget it then. Looked at every
+        `every` seconds (a dump of that address's marked connections), not at doubling
+        intervals: one that closed 3.6 s after the retire would keep its binding until the look at
+        7.5 s, while a new connection could take it up."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSING_WAIT
+        while self.running and loop.time() < deadline:
+            await asyncio.sleep(every)
             if not await self._forget_ended(fake):
                 return
-            delay *= 2
 
     def _remember(self, fake: str, domain: str) -> None:
         fake = self._name(fake)

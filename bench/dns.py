@@ -6,7 +6,7 @@ dnsperf measures every row in one run, side by side:
 
 - throughput: queries/s at saturation (`-q 64 -c 4 -T <CPUs>`), its ratio to the
   row's baseline (dnsmasq on loopback, the modem's dnsmasq in the lab);
-- latency: p50/p99 at a fixed offered load (`-Q rate`, from `dnsperf -v`),
+- latency: p50/p99/p99.9 at a fixed offered load (`-Q rate`, from `dnsperf -v`),
   since latency at saturation only measures the queue length.
 
 Loopback, in a private network namespace (two authoritative dnsmasq: one
@@ -112,9 +112,11 @@ def latency(ns, server, port, data, rate, seconds) -> dict:
     samples.sort()
     if not samples:
         return {"p50_ms": float("nan"), "p99_ms": float("nan"), "p999_ms": float("nan")}
-    return {"p50_ms": statistics.median(samples) * 1000,
-            "p99_ms": samples[max(0, int(len(samples) * 0.99) - 1)] * 1000,
-            "p999_ms": samples[max(0, int(len(samples) * 0.999) - 1)] * 1000}
+
+    def ms_at(share: float) -> float:
+        return samples[max(0, int(len(samples) * share) - 1)] * 1000
+
+    return {"p50_ms": statistics.median(samples) * 1000, "p99_ms": ms_at(0.99), "p999_ms": ms_at(0.999)}
 
 
 class Names:
@@ -241,7 +243,7 @@ forward-zone:
             dnsperf(NS, "127.0.0.1", port, fake, "-n", 2)
         s, ls, rate = args.seconds, min(args.seconds, 5), args.rate
         print("loopback:", file=sys.stderr)
-        base = f"dnsmasq"
+        base = "dnsmasq"
 
         def ipv6_twin(v4: dict, port: int, sat: Path, lat: Path) -> None:
             """The same workload over ::1, measured right after its IPv4 row (the same moment

@@ -1,3 +1,5 @@
+import time
+
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 from django.template.loader import render_to_string
@@ -31,8 +33,6 @@ def content_html(key: str) -> str:
 
 
 def _render_content(key: str) -> str:
-    import time
-
     label, step, back = RANGES[key]
     since = int(time.time()) - back
     # One read of each file for the tables (a sum per series), not one per series, and at

@@ -330,12 +330,16 @@ class Upstream:
         return self.target.scheme == "udp"
 
     def channels(self) -> UdpChannels:
-        loop = asyncio.get_running_loop()
-        if self._channels is None or self._channels.loop is not loop:
-            if self._channels is not None:
-                self._channels.close()
-            self._channels = UdpChannels(self.address, self.target.port, loop)
-        return self._channels
+        channels = self._channels
+        # Not asyncio.get_running_loop() per query: it makes a getpid() syscall each time. A
+        # closed loop is the only other one these sockets can belong to (tests run one loop
+        # after another).
+        if channels is None or channels.loop.is_closed():
+            if channels is not None:
+                channels.close()
+            channels = self._channels = UdpChannels(self.address, self.target.port,
+                                                    asyncio.get_running_loop())
+        return channels
 
     async def exchange(self, wire: bytes, timeout: float) -> bytes:
         scheme = self.target.scheme

@@ -57,8 +57,13 @@ def reserve(total: int) -> int:
 
 def line(e: tuple) -> str:
     """One LogEntry tuple (time, client, qname, qtype, action, rcode, cached, origin, mac)."""
-    return (f"{e[0]:.3f}\t{e[1]}\t{e[8]}\t{e[2].translate(_CLEAN)}\t{e[3]}\t{e[4]}\t{e[5]}\t"
-            f"{1 if e[6] else 0}\t{e[7].translate(_CLEAN)}\n")
+    qname, origin = e[2], e[7]
+    # Tabs and line ends are not printable: a printable name needs no translation (the usual).
+    if not qname.isprintable():
+        qname = qname.translate(_CLEAN)
+    if not origin.isprintable():
+        origin = origin.translate(_CLEAN)
+    return f"{e[0]:.3f}\t{e[1]}\t{e[8]}\t{qname}\t{e[3]}\t{e[4]}\t{e[5]}\t{1 if e[6] else 0}\t{origin}\n"
 
 
 def parse(text: str) -> tuple | None:

@@ -91,7 +91,11 @@ class RebindGuard:
                 return True
         return False
 
-    def refuses(self, name: str, addresses: list[bytes]) -> bool:
-        if not addresses or self._exempt.match(name) is not None:
-            return False
-        return any(self.private(a) for a in addresses)
+    def refuses(self, name: str, addresses) -> bool:
+        # The addresses first: nearly every answer has no private one, and then the name
+        # needs no matching.
+        private = self.private
+        for address in addresses:
+            if private(address):
+                return self._exempt.match(name) is None
+        return False

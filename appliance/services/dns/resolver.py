@@ -546,7 +546,9 @@ class Resolver:
 
     def _rebinds(self, name: str, answer: Prepared) -> bool:
         try:
-            refused = self._rebind.refuses(name, answer_addresses(answer))
+            addresses = answer.addresses  # read by `prepare`, or not yet
+            refused = self._rebind.refuses(
+                name, answer_addresses(answer) if addresses is None else addresses)
         except WireError:
             return True  # prepare() read it; records it cannot read again are no answer to give
         if refused:

@@ -155,7 +155,7 @@ class Prepared:
     """
 
     __slots__ = ("rcode", "an", "ns", "ar", "body", "ttls", "answer_ttl", "negative_ttl",
-                 "stored", "lifetime", "_age", "_aged")
+                 "stored", "lifetime", "_age", "_aged", "addresses")
 
     def __init__(self, rcode: int, an: int = 0, ns: int = 0, ar: int = 0, body: bytes = b"",
                  ttls: tuple = (), answer_ttl: int | None = None, negative_ttl: int | None = None):
@@ -169,6 +169,9 @@ class Prepared:
         self.lifetime = 0  # seconds it may be served (the cache sets it)
         self._age = 0
         self._aged = body
+        # The A/AAAA rdata of the answer section when `prepare` read them on its way (the
+        # rebinding guard judges them); None: not read (`answer_addresses`).
+        self.addresses: tuple | None = None
 
     def body_at(self, age: int) -> bytes:
         """The records with every TTL lowered by `age` seconds (never below 0)."""
@@ -271,6 +274,7 @@ def prepare(wire: bytes, question_len: int = 0) -> Prepared:
         raise WireError("question runs past the end")
     total = an + ns + ar
     ttls = []
+    addresses = []
     answer_ttl = None
     negative_ttl = None
     body_end = None
@@ -296,6 +300,8 @@ def prepare(wire: bytes, question_len: int = 0) -> Prepared:
             ttls.append((pos + 4 - start, ttl))
             if index < an:
                 answer_ttl = ttl if answer_ttl is None or ttl < answer_ttl else answer_ttl
+                if (rtype == TYPE_A and rdlen == 4) or (rtype == TYPE_AAAA and rdlen == 16):
+                    addresses.append(wire[pos + 10:rdata_end])
             elif index < an + ns and rtype == TYPE_SOA and rdlen >= 20:
                 minimum = _TTL.unpack_from(wire, rdata_end - 4)[0]
                 negative_ttl = min(ttl, minimum)
@@ -305,7 +311,9 @@ def prepare(wire: bytes, question_len: int = 0) -> Prepared:
     else:
         body = wire[start:body_end]
         ar -= 1
-    return Prepared(flags & 0xF, an, ns, ar, body, tuple(ttls), answer_ttl, negative_ttl)
+    prepared = Prepared(flags & 0xF, an, ns, ar, body, tuple(ttls), answer_ttl, negative_ttl)
+    prepared.addresses = tuple(addresses)
+    return prepared
 
 
 def address_records(addresses: list[str], ttl: int) -> Prepared:

@@ -1,9 +1,13 @@
 """The rebinding guard's address check against Python's own `ipaddress` (an independent oracle)."""
 import ipaddress
 
+import dns.message
+import dns.rdatatype
+import dns.rrset
 from hypothesis import given, strategies as st
 
 from appliance.services.dns.rebind import PRIVATE_NETWORKS, RebindGuard
+from appliance.services.dns.wire import answer_addresses, prepare
 
 EXTRA = ("192.0.2.0/25", "2001:db8:1::/64")  # the LAN's own prefixes, as the resolver adds them
 NETWORKS = [ipaddress.ip_network(n) for n in (*PRIVATE_NETWORKS, *EXTRA)]
@@ -38,3 +42,30 @@ def test_the_edges_of_the_ranges():
                "2001:db8:2::1", "::2"]
     assert [GUARD.private(ipaddress.ip_address(a).packed) for a in inside] == [True] * len(inside)
     assert [GUARD.private(ipaddress.ip_address(a).packed) for a in outside] == [False] * len(outside)
+
+
+# The guard judges the addresses `prepare` collected while it read an upstream's answer: exactly the
+# A and AAAA records of the answer section, as dnspython reads the same wire (not the authority's
+# or the additional section's, which no client connects to).
+v4 = st.integers(0, 0xffffffff).map(lambda i: str(ipaddress.IPv4Address(i)))
+v6 = st.integers(0, (1 << 128) - 1).map(lambda i: str(ipaddress.IPv6Address(i)))
+record = st.one_of(st.tuples(st.just("A"), v4), st.tuples(st.just("AAAA"), v6),
+                   st.tuples(st.just("CNAME"), st.just("other.example.")),
+                   st.tuples(st.just("TXT"), st.just('"1.2.3.4"')))
+
+
+@given(st.lists(record, max_size=6), st.lists(record, max_size=3), st.booleans())
+def test_the_addresses_prepare_reads_are_the_answer_sections_a_and_aaaa_records(answer, extra, edns):
+    query = dns.message.make_query("www.example.", "A", use_edns=0 if edns else None)
+    response = dns.message.make_response(query)
+    for i, (rtype, text) in enumerate(answer):
+        response.answer.append(dns.rrset.from_text(f"n{i}.example.", 300, "IN", rtype, text))
+    for i, (rtype, text) in enumerate(extra):
+        response.additional.append(dns.rrset.from_text(f"x{i}.example.", 300, "IN", rtype, text))
+    wire = response.to_wire()
+    expected = [rd.to_wire() for rrset in dns.message.from_wire(wire).answer for rd in rrset
+                if rd.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)]
+    prepared = prepare(wire)
+    assert list(prepared.addresses) == expected
+    assert answer_addresses(prepared) == expected
+    assert GUARD.refuses("www.example", prepared.addresses) == any(map(oracle, expected))

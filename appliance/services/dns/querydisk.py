@@ -1,7 +1,7 @@
 """The query log on disk: every answer, bounded by size, age and the partition's free space.
 
-A sink of the query log (`QueryLog.sinks`): each settled batch (about a
-second of answers, the workers' too) is appended to the newest segment file
+A sink of the query log (`QueryLog.sinks`): each settled batch (the last
+0.05 s of answers, the workers' too) is appended to the newest segment file
 as tab-separated lines, flushed at once. Segments are `queries-<µs>.log`
 named by their first entry's time, so their names sort by age:
 

@@ -38,6 +38,9 @@ its SLAAC address (the modem's dnsmasq before the apply, the box after), and
 the box's uncached row, each right after the same server's IPv4 row and
 against it.
 
+When queries through the box time out in a latency run, the bench prints the box's health
+transitions and the tails of its DNS server's and watchdog's logs before the lab goes.
+
 This server runs with its query log on and the per-client limits raised
 so one benchmarking client is not limited: the rate limit (`per_client_qps`
 1e8, burst 1e6) and the new fake-IP mappings a client may cause
@@ -103,20 +106,23 @@ def throughput(ns, server, port, data, seconds) -> dict:
 def latency(ns, server, port, data, rate, seconds) -> dict:
     out = dnsperf(ns, server, port, data, "-l", seconds, "-Q", rate, "-v")
     samples = []
+    timeouts = 0
     for line in out.splitlines():
         if line.startswith("> "):
             try:
                 samples.append(float(line.split()[-1]))
             except ValueError:  # "> T ...": timed out, counted as dnsperf's 5 s timeout
                 samples.append(5.0)
+                timeouts += 1
     samples.sort()
     if not samples:
-        return {"p50_ms": float("nan"), "p99_ms": float("nan"), "p999_ms": float("nan")}
+        return {"p50_ms": float("nan"), "p99_ms": float("nan"), "p999_ms": float("nan"), "timeouts": 0}
 
     def ms_at(share: float) -> float:
         return samples[max(0, int(len(samples) * share) - 1)] * 1000
 
-    return {"p50_ms": statistics.median(samples) * 1000, "p99_ms": ms_at(0.99), "p999_ms": ms_at(0.999)}
+    return {"p50_ms": statistics.median(samples) * 1000, "p99_ms": ms_at(0.99), "p999_ms": ms_at(0.999),
+            "timeouts": timeouts}
 
 
 class Names:
@@ -288,6 +294,25 @@ forward-zone:
         subprocess.run(["ip", "netns", "del", NS], capture_output=True)
 
 
+def box_account(box, rows: list) -> None:
+    """When rows through the box had queries time out, what the box said meanwhile (its health
+    transitions, the DNS server's and the watchdog's logs), printed before the lab and its files
+    go."""
+    failed = [r for r in rows if "the box" in r["label"] and r.get("timeouts")]
+    if not failed:
+        return
+    for r in failed:
+        print(f"  {r['label']}: {r['timeouts']} queries of its latency run timed out", file=sys.stderr)
+    layout = box.layout
+    for path in (layout.health_events, f"{layout.services_dir}/dns.stderr",
+                 f"{layout.services_dir}/watchdog.stderr"):
+        try:
+            tail = Path(path).read_text(errors="replace").splitlines()[-20:]
+        except OSError as exc:
+            tail = [f"(not read: {exc})"]
+        print(f"  --- {path}", *("    " + line for line in tail), sep="\n", file=sys.stderr)
+
+
 def lab_rows(args, tmp: Path, names: Names, rows: list) -> None:
     from appliance.box.settings import parse_settings
     from appliance.lab import topology
@@ -357,6 +382,7 @@ def lab_rows(args, tmp: Path, names: Names, rows: list) -> None:
             for r in rows:
                 if r["label"].startswith("lab") and "base_qps" not in r:
                     r["base_qps"] = modem["qps"]
+            box_account(box, rows)
             return
         v4 = row(rows, "lab uncached: the box", base, client, gw, 53, names.unique("q{}.example.test"),
                  names.unique("q{}.example.test", int(args.rate * ls) + 1000), args.rate, s, ls)
@@ -371,6 +397,7 @@ def lab_rows(args, tmp: Path, names: Names, rows: list) -> None:
         for r in rows:
             if r["label"].startswith("lab") and "base_qps" not in r:
                 r["base_qps"] = (modem_unc if "uncached" in r["label"] else modem)["qps"]
+        box_account(box, rows)
 
 
 def main() -> int:

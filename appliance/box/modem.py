@@ -10,11 +10,21 @@ watch (`appliance.box.modemwatch`, a service of the plan) learns it:
 - passively: every frame arriving on the uplink with the gateway's address
   as ARP sender or IPv4 source carries the gateway's MAC (a BPF filter on a
   tap of the uplink NIC; the box sends nothing for it);
-- on a link change only (the uplink's carrier came back, or the NIC was
-  replaced): one ordinary ARP request for the gateway from the admin port,
-  as the admin host the modem already knows (its MAC, its address), which
-  every host sends after a link change. Never from the uplink NIC (it
-  carries a MAC of the box's own making while bridged) nor as the gateway.
+- on a link change (the uplink's carrier came back, or the NIC was
+  replaced), and when IPv4 frames from the gateway's address come with
+  another MAC: one ordinary ARP request for the gateway from the admin
+  port, as the admin host the modem already knows (its MAC, its address),
+  which every host sends after a link change. Never from the uplink NIC
+  (it carries a MAC of the box's own making while bridged) nor as the
+  gateway.
+
+A new MAC is believed on ARP only (the gateway stating its address, or
+answering that request). IPv4 frames alone are not enough: under a flood
+of DNS from a home client right after an apply, the uplink's tap counted
+IPv4 frames from 192.168.1.1 with that client's MAC; believed, the box
+re-applied with the client's MAC as the gateway's, the client was told
+192.168.1.1 is itself, and its IPv4 to the gateway (DNS included) went
+nowhere until its ARP entry was renewed.
 
 `Learner` decides when a MAC seen is the gateway's now; `Learned` is what
 is kept (`Layout.gateway_file`), which `Box.observe` prefers to what the
@@ -27,7 +37,8 @@ import json
 from dataclasses import asdict, dataclass, field
 
 # One ARP frame with the gateway's address as sender is the gateway speaking;
-# IPv4 from its address must be seen this often within WINDOW seconds.
+# IPv4 from its address with another MAC this often within WINDOW seconds is a
+# reason to ask (`Learner.doubt`), never a change by itself.
 IP_SIGHTINGS = 2
 WINDOW = 10.0
 # After a link change, ask at these offsets (s) unless the gateway spoke first.
@@ -93,13 +104,15 @@ class Learner:
     """Sightings of MACs from the gateway's address -> the gateway's MAC, when it changes.
 
     `current` is the MAC the box runs with. A different MAC is believed on
-    one ARP frame (the gateway stating its address) or `IP_SIGHTINGS` IPv4
-    frames within `WINDOW` seconds; a sighting of the current MAC meanwhile
+    one ARP frame (the gateway stating its address). `IP_SIGHTINGS` IPv4
+    frames with another MAC within `WINDOW` seconds raise `doubt` (the
+    watch then asks by ARP); a sighting of the current MAC meanwhile
     forgets the candidates (the old modem still speaks: no change).
     """
 
     current: str | None
     _seen: dict[str, list[float]] = field(default_factory=dict)
+    doubt: bool = False
 
     def saw(self, mac: str, arp: bool, now: float) -> str | None:
         """Record one frame; the new MAC when it is now believed, else None."""
@@ -107,12 +120,15 @@ class Learner:
         if mac == self.current:
             self._seen.clear()
             return None
-        times = [t for t in self._seen.get(mac, []) if now - t <= WINDOW] + [now]
-        self._seen[mac] = times
-        if arp or len(times) >= IP_SIGHTINGS:
+        if arp:
             self.current = mac
             self._seen.clear()
             return mac
+        times = [t for t in self._seen.get(mac, []) if now - t <= WINDOW] + [now]
+        self._seen[mac] = times
+        if len(times) >= IP_SIGHTINGS:
+            self.doubt = True
+            del self._seen[mac]
         return None
 
 
@@ -127,6 +143,7 @@ class LinkWatch:
     ifindex: int | None = None
     changes: int | None = None
     _asks: list[float] = field(default_factory=list)
+    _quiet_until: float = 0.0
 
     def update(self, carrier: bool, ifindex: int | None, now: float, changes: int = 0) -> bool:
         """The link as read now; True when it changed into a usable link (asks are scheduled)."""
@@ -141,6 +158,15 @@ class LinkWatch:
     def heard(self) -> None:
         """The gateway spoke: no more asking."""
         self._asks = []
+
+    def ask(self, now: float) -> bool:
+        """Ask as after a link change (IPv4 came with another MAC), at most once a `WINDOW`:
+        whether asks were scheduled."""
+        if self._asks or now < self._quiet_until:
+            return False
+        self._asks = [now + t for t in PROBE_AT]
+        self._quiet_until = now + WINDOW
+        return True
 
     def due(self, now: float) -> bool:
         """Whether an ask is due now (each scheduled one is due once)."""

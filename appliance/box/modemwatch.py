@@ -121,6 +121,10 @@ class ModemWatch:
                 self.event("mac-changed", f"the gateway {self.cfg.gateway_ip} is at {new} now"
                            f" (was {old or 'unknown'}; seen by {kept.how} on {self.cfg.uplink})")
                 self.next_check = 0.0
+        if self.learner.doubt:
+            self.learner.doubt = False
+            if self.link.ask(now):
+                log.info("IPv4 from %s with another MAC; asking by ARP", self.cfg.gateway_ip)
         self.read_link(now)
         if time.monotonic() >= self.next_check:
             self.follow()

@@ -22,11 +22,13 @@ def test_one_arp_frame_from_the_gateway_address_is_believed():
     assert learner.saw(NEW, arp=True, now=2.0) is None  # nothing new
 
 
-def test_ip_frames_must_be_seen_twice_within_the_window():
+def test_ip_frames_with_another_mac_are_never_believed_two_within_the_window_raise_doubt():
     learner = Learner(OLD)
-    assert learner.saw(NEW, arp=False, now=0.0) is None
-    assert learner.saw(NEW, arp=False, now=WINDOW + 1) is None  # the first one is too old
-    assert learner.saw(NEW, arp=False, now=WINDOW + 2) == NEW
+    assert learner.saw(NEW, arp=False, now=0.0) is None and not learner.doubt
+    assert learner.saw(NEW, arp=False, now=WINDOW + 1) is None and not learner.doubt  # the first is too old
+    assert learner.saw(NEW, arp=False, now=WINDOW + 2) is None and learner.doubt
+    assert learner.current == OLD
+    assert learner.saw(NEW, arp=True, now=WINDOW + 3) == NEW  # the gateway's ARP decides
 
 
 def test_the_current_mac_still_speaking_forgets_the_candidates():
@@ -59,6 +61,17 @@ def test_asks_only_after_a_link_change_and_stops_when_the_gateway_spoke():
     assert link.due(12.0 + PROBE_AT[0]) and not link.due(12.0 + PROBE_AT[0])
     link.heard()
     assert not link.due(100.0)
+
+
+def test_doubt_asks_like_a_link_change_at_most_once_a_window():
+    link = LinkWatch()
+    link.update(True, 7, 0.0)
+    assert link.ask(1.0)
+    assert not link.due(1.0) and link.due(1.0 + PROBE_AT[0])
+    assert not link.ask(2.0)  # asks pending
+    link.heard()
+    assert not link.ask(1.0 + WINDOW - 0.1)  # quiet for a window
+    assert link.ask(1.0 + WINDOW)
 
 
 def test_a_flap_between_two_reads_is_a_link_change():

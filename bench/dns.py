@@ -296,8 +296,8 @@ forward-zone:
 
 def box_account(box, rows: list) -> None:
     """When rows through the box had queries time out, what the box said meanwhile (its health
-    transitions, the DNS server's and the watchdog's logs), printed before the lab and its files
-    go."""
+    transitions, the DNS server's, the watchdog's and the modem watch's logs), printed before the
+    lab and its files go."""
     failed = [r for r in rows if "the box" in r["label"] and r.get("timeouts")]
     if not failed:
         return
@@ -305,7 +305,7 @@ def box_account(box, rows: list) -> None:
         print(f"  {r['label']}: {r['timeouts']} queries of its latency run timed out", file=sys.stderr)
     layout = box.layout
     for path in (layout.health_events, f"{layout.services_dir}/dns.stderr",
-                 f"{layout.services_dir}/watchdog.stderr"):
+                 f"{layout.services_dir}/watchdog.stderr", f"{layout.services_dir}/modem-watch.stderr"):
         try:
             tail = Path(path).read_text(errors="replace").splitlines()[-20:]
         except OSError as exc:

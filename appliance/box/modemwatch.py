@@ -2,7 +2,8 @@
 
 Every `interval`: the frames from the gateway's address that arrived on the
 uplink (a passive tap), the uplink's link state (an ARP request from the
-admin port after a link change, until the gateway spoke), then:
+admin port after a link change, or when IPv4 from the gateway's address
+came with another MAC, until the gateway spoke), then:
 
 - a new MAC believed -> kept (`Layout.gateway_file`) and recorded in the
   box's events (copied into the console's audit log);

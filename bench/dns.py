@@ -38,8 +38,9 @@ its SLAAC address (the modem's dnsmasq before the apply, the box after), and
 the box's uncached row, each right after the same server's IPv4 row and
 against it.
 
-When queries through the box time out in a latency run, the bench prints the box's health
-transitions and the tails of its DNS server's and watchdog's logs before the lab goes.
+When queries through the box time out in a latency run, or the run through the box fails, the
+bench prints the box's health transitions and the tails of its DNS server's, watchdog's and modem
+watch's logs before the lab goes.
 
 This server runs with its query log on and the per-client limits raised
 so one benchmarking client is not limited: the rate limit (`per_client_qps`
@@ -57,6 +58,7 @@ checkout's server.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import re
@@ -294,15 +296,26 @@ forward-zone:
         subprocess.run(["ip", "netns", "del", NS], capture_output=True)
 
 
-def box_account(box, rows: list) -> None:
-    """When rows through the box had queries time out, what the box said meanwhile (its health
-    transitions, the DNS server's, the watchdog's and the modem watch's logs), printed before the
-    lab and its files go."""
+@contextlib.contextmanager
+def box_accounted(box, rows: list):
+    """Around the rows through the box: when some had queries time out, or the run failed (the
+    box never answered after an apply...), what the box said meanwhile (its health transitions,
+    the DNS server's, the watchdog's and the modem watch's logs), printed before the lab and its
+    files go."""
+    try:
+        yield
+    except Exception as exc:
+        print(f"  the run through the box failed: {exc}", file=sys.stderr)
+        _print_box_logs(box)
+        raise
     failed = [r for r in rows if "the box" in r["label"] and r.get("timeouts")]
-    if not failed:
-        return
     for r in failed:
         print(f"  {r['label']}: {r['timeouts']} queries of its latency run timed out", file=sys.stderr)
+    if failed:
+        _print_box_logs(box)
+
+
+def _print_box_logs(box) -> None:
     layout = box.layout
     for path in (layout.health_events, f"{layout.services_dir}/dns.stderr",
                  f"{layout.services_dir}/watchdog.stderr", f"{layout.services_dir}/modem-watch.stderr"):
@@ -327,7 +340,7 @@ def lab_rows(args, tmp: Path, names: Names, rows: list) -> None:
     cached = names.fixed(sites * 20)
     fake = names.fixed([f"k{i}.proxied.test" for i in range(NAMES)])
     s, ls = args.seconds, min(args.seconds, 5)
-    with box_in_lab(tmp / "box", "b", clients=1) as (lab, box):
+    with box_in_lab(tmp / "box", "b", clients=1) as (lab, box), box_accounted(box, rows):
         client = lab.spec.client(1)
         lab.dhcp(client)
         gw = "192.168.1.1"
@@ -382,7 +395,6 @@ def lab_rows(args, tmp: Path, names: Names, rows: list) -> None:
             for r in rows:
                 if r["label"].startswith("lab") and "base_qps" not in r:
                     r["base_qps"] = modem["qps"]
-            box_account(box, rows)
             return
         v4 = row(rows, "lab uncached: the box", base, client, gw, 53, names.unique("q{}.example.test"),
                  names.unique("q{}.example.test", int(args.rate * ls) + 1000), args.rate, s, ls)
@@ -397,7 +409,6 @@ def lab_rows(args, tmp: Path, names: Names, rows: list) -> None:
         for r in rows:
             if r["label"].startswith("lab") and "base_qps" not in r:
                 r["base_qps"] = (modem_unc if "uncached" in r["label"] else modem)["qps"]
-        box_account(box, rows)
 
 
 def main() -> int:

@@ -408,10 +408,11 @@ class Resolver:
         else:
             answer = entry.answer
             body = answer.body if not answer.ttls else answer.body_at(int(now - answer.stored))
-            if entry.fake_key is not None and not fresh:
-                self.fakeips.touch_key(entry.fake_key)
-            if self.kernel_fixed is not None and udp:
-                self._kernel_fill_fixed(group, entry, now)
+            if not fresh:  # the kernel gets a name on its second ask (DESIGN.md: kernel cache)
+                if entry.fake_key is not None:
+                    self.fakeips.touch_key(entry.fake_key)
+                if self.kernel_fixed is not None and udp:
+                    self._kernel_fill_fixed(group, entry, now)
         if fresh:
             self.slow_answers += 1
         else:
@@ -602,8 +603,6 @@ class Resolver:
             return
         out.send(render(q.qid, q.flags, q.question, q.edns, answer, _forwarded_body(entry, answer, age),
                         self._opt, udp_limit(q.edns, self._edns_max) if udp else 0), addr)
-        if self.kernel is not None and not note and not cached and udp and ":" not in client:
-            self._kernel_fill(self.client_group(client), entry, answer)
         origin = entry.origin if not note else (f"{entry.origin} ({note})" if entry.origin else note)
         self._record((self._wall(), client, entry.qname, q.qtype, entry.action, answer.rcode, cached,
                       origin))

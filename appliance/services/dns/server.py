@@ -580,7 +580,7 @@ class DnsService:
         out["top_clients"] = sorted(clients.items(), key=lambda kv: -kv[1])[:top]
         out["top_names"] = [{"name": name, "qtype": qtype, "hits": n} for (name, qtype), n in
                             sorted(names.items(), key=lambda kv: -kv[1])[:top]]
-        fills = self.resolver.kernel.fills if self.resolver.kernel is not None else 0
+        fills = sum(w.fills for w in (self.resolver.kernel, self.resolver.kernel_fixed) if w is not None)
         if self.workers is not None:
             fills += sum(c.get("kernel_fills", 0) for c in self.workers.counters())
         out["fills"] = fills

@@ -227,6 +227,28 @@ def test_fake_addresses_are_replayed_until_the_pool_recycles_or_forgets_them(lab
     assert programs_on_vp0() == 0
 
 
+def test_a_name_asked_once_is_not_written_to_the_kernel(lab):
+    """A burst of names each asked once (a page's third-party names, a scan) costs no map
+    write and pushes nothing out of the kernel's LRU: a name, forwarded or faked, is written
+    when it is asked again, and answered by the kernel from then on."""
+    server = Server(lab, f"once-{random.randint(0, 1 << 30)}", 1,
+                    rules=[{"match": "suffix", "value": "fake.test", "then": {"action": "fake-ip"}}],
+                    fake_ip={"db_path": str(lab["tmp"] / f"once-{random.randint(0, 1 << 30)}.db")})
+    try:
+        fills = server.kernel()["fills"]
+        for name in ("n15.test", "once.fake.test"):
+            assert ask(lab, query(name, 1))[0] is not None, name
+        for name in ("n16.test", "twice.fake.test"):
+            first, = ask(lab, query(name, 1))
+            assert first is not None, name
+            before = hits(server)
+            poll(lambda: ask(lab, query(name, 1)) and hits(server) > before, timeout=5)
+        # One process answers in order: the names asked once were served before these.
+        assert server.kernel()["fills"] == fills + 2
+    finally:
+        server.stop()
+
+
 def _fake_table(server) -> list[dict]:
     from appliance.services.dns.control import DnsControl
 

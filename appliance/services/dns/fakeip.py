@@ -103,6 +103,7 @@ from typing import Callable
 log = logging.getLogger(__name__)
 
 PROBES = 64
+RECYCLED_KEPT = 4096  # recycled addresses waiting for `take_recycled` (more: the generation moves)
 WRITE_EVERY = 0.1  # seconds between write-behind batches (the DNS server's timer)
 BATCH = 512  # changed mappings that start a batch without waiting for the timer
 LAST_USED_EVERY = 30.0  # seconds between writes of last-used times
@@ -201,9 +202,12 @@ class FakeIpPool:
         self._inflight_retired: list[tuple] = []
         self._writer: ThreadPoolExecutor | None = None
         self.recycled = 0
-        # Changes whenever an address may stop meaning its name (recycling, a
-        # flush): answers remembered with an older generation are built again.
+        # Changes when many addresses stop meaning their names at once (a flush):
+        # answers remembered with an older generation are built again. A recycle
+        # changes one address: it goes on `_recycled` for the server to take
+        # (`take_recycled`), and a remembered answer checks its address (`holds`).
         self.generation = 0
+        self._recycled: list[int] = []
         self.flushed = 0
         self.batches = 0  # write-behind batches started
         self.written = 0  # rows committed by them
@@ -421,7 +425,10 @@ class FakeIpPool:
                 self._touched.discard(ip)
                 self._mark(ip)  # written as a delete, or as the address's next mapping
                 self.recycled += 1
-                self.generation += 1
+                if len(self._recycled) >= RECYCLED_KEPT:
+                    self._recycled.clear()  # not taken: forget every answer instead
+                    self.generation += 1
+                self._recycled.append(ip)
                 return ip
         return None
 
@@ -454,6 +461,16 @@ class FakeIpPool:
         self._by_domain[domain] = chosen
         self._mark(chosen)
         return entry.ip
+
+    def holds(self, key: int, domain: str) -> bool:
+        """Whether the address `key` (an integer) is `domain`'s still."""
+        entry = self._by_ip.get(key)
+        return entry is not None and entry.domain == domain
+
+    def take_recycled(self) -> list[int]:
+        """The addresses (integers) recycled since the last call: each now means another name."""
+        taken, self._recycled = self._recycled, []
+        return taken
 
     def touch(self, ip: str) -> None:
         """Mark a mapping used (a remembered fake answer was served again)."""

@@ -140,6 +140,7 @@ class Writer:
         self.fills = 0
         self.errors = 0
         self._filled: dict[bytes, tuple[Prepared, float | None]] = {}
+        self._tagged: dict[int, list[bytes]] = {}  # tag (a fake address) -> the keys filled with it
         self._clients: dict[str, tuple[int, float]] = {}
         self.forget()
 
@@ -147,6 +148,7 @@ class Writer:
         """Every entry this process wrote is dead from the next packet on."""
         self.gen += 1
         self._filled = {}
+        self._tagged = {}
         self._clients = {}
         self._update(self.gens_fd, U32.pack(self.writer), U32.pack(self.gen))
 
@@ -161,9 +163,10 @@ class Writer:
             return False
 
     def fill(self, group: int, question_key: bytes, answer: Prepared, opt: bytes, edns_max: int,
-             until: float | None = None, now: float = 0.0) -> None:
+             until: float | None = None, now: float = 0.0, tag: int | None = None) -> None:
         """The kernel replays `answer` to `group`'s clients: while the cache keeps it, or, for
-        an answer the server made itself, until `until` (monotonic seconds)."""
+        an answer the server made itself, until `until` (monotonic seconds). `tag`: what
+        `forget_tag` takes it away by (a fake address)."""
         key = answer_key(group, question_key)
         if key is None:
             return
@@ -174,10 +177,26 @@ class Writer:
         if value is None:
             return
         if len(self._filled) >= self.FILLED_MAX:
-            self._filled = {}
+            if self._tagged:
+                self.forget()  # a tagged entry no longer known could never be taken away
+            else:
+                self._filled = {}
         if self._update(self.answers_fd, key, value):
             self._filled[key] = (answer, until)
             self.fills += 1
+            if tag is not None:
+                self._tagged.setdefault(tag, []).append(key)
+
+    def forget_tag(self, tag: int) -> None:
+        """The entries filled with `tag` are dead from the next packet on (the others stay)."""
+        for key in self._tagged.pop(tag, ()):
+            self._filled.pop(key, None)
+            try:
+                self._bpf.map_delete(self.answers_fd, key)
+            except OSError as exc:
+                log.warning("kernel cache: delete failed (%s): forgetting every answer", exc)
+                self.forget()
+                return
 
     def client(self, client: str, group: int, expires: float) -> None:
         """`client` (an IPv4 or IPv6 address) is in `group` until `expires` (monotonic seconds)."""

@@ -103,7 +103,8 @@ class Decided:
         if kind == FORWARD:
             self.cache_key = (qname, q.qtype, q.qclass)  # the answer cache's key
         self.fake_key = fake_key  # a fake-IP answer: its address (pool key), touched on use
-        self.generation = generation  # ...valid while the pool's generation is this one
+        self.generation = generation  # ...valid while the pool's generation is this one and
+        # the address is still qname's (`_fake_current`)
         self.expires = expires
         self.ttl_cap = ttl_cap  # FORWARD: every TTL the client sees set to this (0: as cached)
 
@@ -170,8 +171,8 @@ class Resolver:
         self.kernel = None
         # The writer of the answers this process makes itself (fake IPs, local names,
         # rewrites). The main process's is a second one, forgotten on its own when the fake-IP
-        # pool's generation moves (an address recycled or flushed), so that does not cost the
-        # forwarded answers too; a worker's (it makes no fake addresses) is `kernel`.
+        # pool is flushed, so that does not cost the forwarded answers too (a recycled address
+        # takes only its own answers away); a worker's (it makes no fake addresses) is `kernel`.
         self.kernel_fixed = None
         self._fixed_generation = 0
         # False while the relay is down (the box's watchdog says so): names a
@@ -253,12 +254,24 @@ class Resolver:
         if self.kernel_fixed is not None and self.kernel_fixed is not self.kernel:
             self.kernel_fixed.forget()
 
-    def _fake_generation_seen(self) -> None:
-        # A recycled address must not be handed out for its old name a moment longer (a
-        # flush forgets through `forget_kernel_answers`, and this then only catches up).
-        if self.kernel_fixed is not None and self._fixed_generation != self.fakeips.generation:
+    def _fake_current(self, entry: Decided) -> bool:
+        """A remembered fake answer's address is its name's still (no flush, no recycle since)."""
+        pool = self.fakeips
+        return entry.generation == pool.generation and pool.holds(entry.fake_key, entry.qname)
+
+    def _fake_recycled_seen(self) -> None:
+        # A recycled address must not be handed out for its old name a moment longer: the
+        # kernel's answers that carry it go now (the other names' stay; the memo checks each
+        # answer's address on use). A flush forgets through `forget_kernel_answers`, and the
+        # generation check then only catches up.
+        recycled = self.fakeips.take_recycled()
+        if self.kernel_fixed is None:
+            return
+        if self._fixed_generation != self.fakeips.generation:
             self.kernel_fixed.forget()
             self._fixed_generation = self.fakeips.generation
+        for key in recycled:
+            self.kernel_fixed.forget_tag(key)
 
     def _kernel_fill(self, group: int, entry: Decided, answer: Prepared) -> None:
         # Only the plain forwarded case: a decision that holds (no rate-limit, relay-down or
@@ -271,11 +284,11 @@ class Resolver:
         # An answer the server made itself, not a block (blocked queries are logged one by
         # one), for a decision that holds: replayed for FIXED_KERNEL_FOR, after which the next
         # query comes up here (a fake address's last use is that fresh at worst).
-        # (A fake address here is current: its entry was checked against the pool's generation,
-        # and a recycle forgot the writer's entries as it happened, in `_decide`.)
+        # (A fake address here is current: its entry was checked against the pool
+        # (`_fake_current`), and a recycle took the kernel's answers with it as it happened.)
         if entry.action != "block" and entry.expires == NEVER and not entry.answer.ttls:
             self.kernel_fixed.fill(group, entry.upstream, entry.answer, self._opt, self._edns_max,
-                                   now + FIXED_KERNEL_FOR, now)
+                                   now + FIXED_KERNEL_FOR, now, tag=entry.fake_key)
 
     def client_group(self, client: str, now: float | None = None) -> int:
         if now is None:
@@ -338,7 +351,7 @@ class Resolver:
                     group = self.client_group(client, now)
                     entry = self._decided.get((group, question))
                     if entry is not None and now < entry.expires and (
-                            entry.fake_key is None or entry.generation == self.fakeips.generation):
+                            entry.fake_key is None or self._fake_current(entry)):
                         if entry.kind == FORWARD:
                             answer, fresh = self.cache.lookup(entry.cache_key, now)
                             if not fresh:
@@ -393,7 +406,7 @@ class Resolver:
             group = self.client_group(client, now)
         entry = self._decided.get((group, q.question)) if look else None
         fresh = entry is None or now >= entry.expires or (
-            entry.fake_key is not None and entry.generation != self.fakeips.generation)
+            entry.fake_key is not None and not self._fake_current(entry))
         if fresh:
             entry = self._decide(q, data, group, client, addr, out, udp, now)
             if entry is None:
@@ -468,7 +481,7 @@ class Resolver:
                     return Decided(FORWARD, "direct", decision.origin + " (fake-IP rate limit)", q,
                                    qname, expires=now)
                 ip = self.fakeips.allocate(qname, decision.action.route)
-                self._fake_generation_seen()
+                self._fake_recycled_seen()
                 if ip is not None:
                     answer = ip if qtype == TYPE_A else twin6(ip, fake.network, fake.network6)
                     return self._keep(group, q, Decided(

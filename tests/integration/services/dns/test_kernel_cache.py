@@ -206,6 +206,10 @@ def test_fake_addresses_are_replayed_until_the_pool_recycles_or_forgets_them(lab
         # A third name recycles the least recently used mapping: a.fake.test's.
         third, = ask(lab, query("c.fake.test", 1))
         assert _address(third).startswith("100.")
+        # The recycle takes a.fake.test's answers out of the kernel, no other name's.
+        before = hits(server)
+        assert ask(lab, query("b.fake.test", 1))[0] is not None
+        assert hits(server) == before + 1, "a recycle took another name's kernel answer too"
         before = hits(server)
         a_now, = ask(lab, query("a.fake.test", 1))
         assert hits(server) == before, "the kernel replayed a recycled address"

@@ -34,6 +34,26 @@ def test_fake_ip_stable_two_way_and_in_pool(tmp_path):
     assert other.allocate("a.example") == a
 
 
+def test_a_recycled_address_is_named_once_and_no_longer_holds_its_old_name(tmp_path, monkeypatch):
+    import appliance.services.dns.fakeip as fakeip
+
+    pool = FakeIpPool("10.9.0.0/29", max_entries=2)
+    a, b = pool.allocate("a.test"), pool.allocate("b.test")
+    key = int(ipaddress.ip_address(a))
+    assert pool.holds(key, "a.test") and not pool.holds(key, "b.test")
+    generation = pool.generation
+    pool.allocate("c.test")  # recycles a's address: one address changed, not the generation
+    assert pool.take_recycled() == [key] and pool.take_recycled() == []
+    assert not pool.holds(key, "a.test")
+    assert pool.holds(int(ipaddress.ip_address(b)), "b.test")
+    assert pool.generation == generation
+    # Recycles nobody takes are not kept without end: past the limit, every answer is forgotten.
+    monkeypatch.setattr(fakeip, "RECYCLED_KEPT", 3)
+    for i in range(4):
+        pool.allocate(f"n{i}.test")
+    assert pool.generation == generation + 1 and len(pool.take_recycled()) == 1
+
+
 def test_fake_ip_probing_persisted_across_restart(tmp_path):
     db = str(tmp_path / "f.db")
     pool = FakeIpPool("10.9.0.0/29", db)  # 6 usable addresses: collisions certain

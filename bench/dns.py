@@ -31,7 +31,9 @@ answers, forwarding to the internet's zone), then after (the box answers
 from netns vproxy, forwarding to the modem): cached (the lab's site names,
 TTL 300; the box with `dns.kernel_cache` on, the default, then off; `--cached-only`:
 only these rows), uncached (never-seen names, NXDOMAIN from the zone: both forward
-every query), fake known and fake new (the box only). Latency of the cached
+every query), fake known and fake new (the box only), and fake known again
+with the pool full while 50 new fake-IP names a second arrive (each
+recycles an address: a home's steady state once its pool has filled). Latency of the cached
 rows is taken at half the modem's saturation rate. IPv6: the cached rows
 again with the client asking the modem's global address 2001:db8:1::1 from
 its SLAAC address (the modem's dnsmasq before the apply, the box after), and
@@ -326,6 +328,37 @@ def _print_box_logs(box) -> None:
         print(f"  --- {path}", *("    " + line for line in tail), sep="\n", file=sys.stderr)
 
 
+# New fake-IP names a second while the known ones are measured with the pool full: each recycles
+# the least recently used address (a home's steady state once its pool has filled).
+TRICKLE = 50
+
+
+def fill_fake_pool(box, client: str, gw: str, names: Names) -> None:
+    """Ask new fake-IP names until the box's pool is full (the fake new rows may have done it)."""
+    from appliance.services.dns.control import DnsControl
+
+    with DnsControl(f"{box.layout.run_dir}/dns.sock") as c:
+        stats = c.call("stats")
+    missing = stats["fake_ip_capacity"] - stats["fake_ip_entries"]
+    if missing > 0:
+        dnsperf(client, gw, 53, names.unique("p{}.proxied.test", missing + 1000), "-n", 1, "-Q", 5000,
+                timeout=missing / 2000 + 60)
+
+
+@contextlib.contextmanager
+def arriving(client: str, gw: str, data: Path, seconds: float):
+    """New names asked at TRICKLE a second in the background for `seconds`."""
+    proc = subprocess.Popen(["ip", "netns", "exec", client, "dnsperf", "-s", gw, "-d", str(data),
+                             "-Q", str(TRICKLE), "-l", str(seconds)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
 def lab_rows(args, tmp: Path, names: Names, rows: list) -> None:
     from appliance.box.settings import parse_settings
     from appliance.lab import topology
@@ -406,6 +439,10 @@ def lab_rows(args, tmp: Path, names: Names, rows: list) -> None:
         row(rows, "lab fake known: the box", base, client, gw, 53, fake, fake, args.rate, s, ls)
         row(rows, "lab fake new: the box", base, client, gw, 53, names.unique("n{}.proxied.test"),
             names.unique("n{}.proxied.test", int(args.new_rate * ls) + 1000), args.new_rate, s, ls)
+        fill_fake_pool(box, client, gw, names)
+        with arriving(client, gw, names.unique("t{}.proxied.test", int(TRICKLE * (s + ls + 10))), s + ls + 10):
+            row(rows, f"lab fake known, pool full, {TRICKLE} new/s: the box", base, client, gw, 53,
+                fake, fake, args.rate, s, ls)
         for r in rows:
             if r["label"].startswith("lab") and "base_qps" not in r:
                 r["base_qps"] = (modem_unc if "uncached" in r["label"] else modem)["qps"]

@@ -173,14 +173,14 @@ class Writer:
         known = self._filled.get(key)
         if known is not None and known[0] is answer and (until is None or known[1] > now):
             return
-        value = answer_value(answer, opt, edns_max, self.writer, self.gen, until, now)
-        if value is None:
-            return
         if len(self._filled) >= self.FILLED_MAX:
             if self._tagged:
                 self.forget()  # a tagged entry no longer known could never be taken away
             else:
                 self._filled = {}
+        value = answer_value(answer, opt, edns_max, self.writer, self.gen, until, now)
+        if value is None:
+            return
         if self._update(self.answers_fd, key, value):
             self._filled[key] = (answer, until)
             self.fills += 1

@@ -223,3 +223,36 @@ def test_an_ipv6_query_is_answered_as_the_address_it_was_sent_to(program):
     for data in untouched:
         retval, out = run(program, data)
         assert retval == TC_ACT_OK and out == data, data.hex()
+
+
+def test_a_tag_takes_its_own_entries_away_and_an_overflow_takes_them_all(program):
+    """What a recycled fake address does to the kernel's answers: the entries filled with it
+    are gone from the next packet on, the others stay; a writer that can no longer say which
+    entries carry a tag forgets them all rather than leave one alive."""
+    import time
+
+    cache, _ = program
+    # As in the main process: one writer places the clients, another fills the fake answers.
+    cache.writer(3).client(CLIENT, 0, 1e9)
+    writer = cache.writer(2)
+    opt = opt_record(1232)
+    names = [b"\x05fake" + bytes([0x30 + i]) + b"\x04test\x00" for i in range(3)]
+
+    def fill(name: bytes, tag: int) -> None:
+        answer = prepare(upstream_answer(name, 1))
+        answer.stored, answer.lifetime = time.monotonic(), 300
+        writer.fill(0, name + b"\x00\x01\x00\x01", answer, opt, 1232, tag=tag)
+
+    def answered(name: bytes) -> bool:
+        return run(program, frame(query(name)))[0] == TC_ACT_REDIRECT
+
+    for tag, name in enumerate(names):
+        fill(name, tag)
+    assert all(answered(n) for n in names)
+    writer.forget_tag(0)
+    assert not answered(names[0]) and answered(names[1]) and answered(names[2])
+
+    writer.FILLED_MAX = 2  # full: the next fill cannot keep track of the tagged ones
+    fill(names[0], 0)
+    assert answered(names[0])
+    assert not answered(names[1]) and not answered(names[2])

@@ -81,12 +81,15 @@ UNIQUE = 600_000  # never-seen names per list: more than any run asks
 HIGH_LIMIT = "{per_client_qps: 100000000, burst: 1000000}"
 
 
+def dnsperf_argv(ns: str | None, server: str, port: int, data: Path, *extra: object) -> list[str]:
+    argv = ["dnsperf", "-s", server, "-p", str(port), "-d", str(data), *map(str, extra)]
+    return ["ip", "netns", "exec", ns, *argv] if ns else argv
+
+
 def dnsperf(ns: str | None, server: str, port: int, data: Path, *extra: object,
             timeout: float = 180) -> str:
-    argv = ["dnsperf", "-s", server, "-p", str(port), "-d", str(data), *map(str, extra)]
-    if ns:
-        argv = ["ip", "netns", "exec", ns, *argv]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(dnsperf_argv(ns, server, port, data, *extra), capture_output=True,
+                            text=True, timeout=timeout)
     return result.stdout + result.stderr
 
 
@@ -348,8 +351,7 @@ def fill_fake_pool(box, client: str, gw: str, names: Names) -> None:
 @contextlib.contextmanager
 def arriving(client: str, gw: str, data: Path, seconds: float):
     """New names asked at TRICKLE a second in the background for `seconds`."""
-    proc = subprocess.Popen(["ip", "netns", "exec", client, "dnsperf", "-s", gw, "-d", str(data),
-                             "-Q", str(TRICKLE), "-l", str(seconds)],
+    proc = subprocess.Popen(dnsperf_argv(client, gw, 53, data, "-Q", TRICKLE, "-l", seconds),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(1)

@@ -71,22 +71,24 @@ def https():
         s.cleanup()
 
 
-def server_io(stack) -> dict:
-    """Bytes read and written so far by the web server's processes (the supervisor and its workers)."""
+def server_io(stack) -> dict[int, dict[str, int]]:
+    """Bytes read and written so far by each of the web server's processes (the supervisor and its workers)."""
     pgid = stack.procs["web"].pid
-    total = {"rchar": 0, "wchar": 0}
+    found = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
             if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
                 continue
+            counts = {"rchar": 0, "wchar": 0}
             for line in Path(f"/proc/{pid}/io").read_text().splitlines():
                 key, value = line.split(":")
-                if key in total:
-                    total[key] += int(value)
+                if key in counts:
+                    counts[key] = int(value)
+            found[int(pid)] = counts
         except (FileNotFoundError, ProcessLookupError, IndexError):
             continue
-    return total
+    return found
 
 
 def curl(*args) -> str:
@@ -97,16 +99,29 @@ def curl(*args) -> str:
 def test_a_200_mb_post_is_refused_with_413_and_nothing_is_written(plain, server_tmp):
     big = plain.tmp / "200M"
     subprocess.run(["truncate", "-s", "200M", str(big)], check=True)  # sparse: no disk written here either
-    before = server_io(plain)
     url = plain.url + "/system/restore/"
-    # Content-Length declared (curl then waits for "100 Continue", which never comes) ...
-    assert curl("-X", "POST", "--data-binary", f"@{big}", url) == "413"
-    # ... declared and sent at once, without waiting ...
-    assert curl("-X", "POST", "-H", "Expect:", "--data-binary", f"@{big}", url) == "413"
-    # ... and chunked: no length, counted as it comes.
-    assert curl("-X", "POST", "-H", "Transfer-Encoding: chunked", "--data-binary", f"@{big}", url) == "413"
-    after = server_io(plain)
-    read, written = after["rchar"] - before["rchar"], after["wchar"] - before["wchar"]
+
+    def three_posts():
+        # Content-Length declared (curl then waits for "100 Continue", which never comes) ...
+        assert curl("-X", "POST", "--data-binary", f"@{big}", url) == "413"
+        # ... declared and sent at once, without waiting ...
+        assert curl("-X", "POST", "-H", "Expect:", "--data-binary", f"@{big}", url) == "413"
+        # ... and chunked: no length, counted as it comes.
+        assert curl("-X", "POST", "-H", "Transfer-Encoding: chunked", "--data-binary", f"@{big}", url) == "413"
+
+    # The counts are per process, so they hold only if no worker was replaced in between: uvicorn's
+    # supervisor restarts a worker that misses its 5-s health check, and the new one's imports are
+    # megabytes of reads (my guess for the one failure seen, 12 MB under the whole suite's load).
+    # Then the measure is taken again.
+    for _ in range(3):
+        before = server_io(plain)
+        three_posts()
+        after = server_io(plain)
+        if before.keys() == after.keys():
+            break
+    assert before.keys() == after.keys(), f"the server's processes changed at every try: {before} {after}"
+    read = sum(after[pid]["rchar"] - before[pid]["rchar"] for pid in after)
+    written = sum(after[pid]["wchar"] - before[pid]["wchar"] for pid in after)
     assert read < 3 * (MAX_BODY + (1 << 20)), f"{read} bytes read: the 600 MB sent were not"
     assert written < 64 << 10, f"{written} bytes written"
     assert list(server_tmp.iterdir()) == [], "nothing spooled"

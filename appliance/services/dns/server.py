@@ -305,13 +305,12 @@ class DnsService:
         if s.kernel_cache != "on" or not s.kernel_cache_device:
             self.kernel_cache_status = "off" if s.kernel_cache != "on" else "off: no device"
             return
-        import tempfile
-        from pathlib import Path
+        from appliance.switch.datapath.build import scratch_dir
 
         from .kernel_cache import FIXED_WRITER, KernelCache, Unavailable
 
         cache = KernelCache(s.kernel_cache_device, s.kernel_cache_answer_as, s.fake_ip.network,
-                            Path(tempfile.mkdtemp(prefix="appliance-dns-kc-")),
+                            scratch_dir("appliance-dns-kc-"),
                             fake_network6=s.fake_ip.network6)
         try:
             cache.start()

@@ -154,13 +154,13 @@ class FastPath:
 
     async def _start_nat64(self) -> None:
         import shutil
-        import tempfile
-        from pathlib import Path
+
+        from appliance.switch.datapath.build import scratch_dir
 
         from .nat64 import Nat64, Unavailable
 
         fp = self.settings.fast_path
-        build_dir = Path(tempfile.mkdtemp(prefix="appliance-relay-nat64-"))
+        build_dir = scratch_dir("appliance-relay-nat64-")
         nat64 = Nat64(fp.interfaces[0], self.settings.fake_range, self.settings.fake_range6,
                       fp.shadow_range, build_dir)
         try:

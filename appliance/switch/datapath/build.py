@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -66,3 +67,15 @@ def build(source: str, out_dir: str | Path, test: bool = False,
         raise BuildError(f"clang failed on {src}:\n{proc.stderr.strip()}")
     os.replace(tmp, obj)
     return obj
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A fresh `<tmp>/<prefix><pid>-*` directory to build in, for a process that removes it when
+    built. A process killed during its clang run (the fault tests kill services mid-start) cannot;
+    the next caller with the same prefix takes away those of processes no longer alive."""
+    base = Path(tempfile.gettempdir())
+    for old in base.glob(f"{prefix}*-*"):
+        pid = old.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))

@@ -34,3 +34,59 @@ def compile_pattern(text: str):
             reason = reason.decode("utf-8", "replace")
         raise ValueError(f"invalid regex: {reason} (rules use RE2 syntax: no back-references"
                          " or look-around)") from None
+
+
+SET_MEMORY = 16 << 20  # bytes RE2 may use for all of a matcher's regexes at once (program and DFA)
+
+
+class PatternSet:
+    """Many regexes searched in one pass: which of them match a name.
+
+    A list with a hundred regex lines (AdBlock `/.../` rules) searched one
+    pattern after the other cost 190 us for each name the server had not
+    decided before, a quarter of a millisecond of the event loop per new name.
+    RE2::Set runs them as one automaton (about 1 us, whatever their number).
+    Its search says nothing when its DFA runs out of memory: it just finds no
+    match. So the last pattern is the empty one, which matches every name: an
+    answer without it is that failure, and those names are searched one
+    pattern at a time, as they are if the set does not compile at all.
+    """
+
+    def __init__(self, patterns: list[str], compiled: list | None = None):
+        """`compiled`: the same patterns from `compile_pattern`, if the caller has them."""
+        self._single = compiled if compiled is not None else [compile_pattern(p) for p in patterns]
+        self._sentinel = len(patterns)
+        self._set = None
+        self.failures = 0  # searches the set could not answer
+        if not patterns:
+            return
+        options = re2.Options()
+        options.case_sensitive = False
+        options.log_errors = False
+        options.max_mem = SET_MEMORY
+        built = re2.Set.SearchSet(options)
+        try:
+            for p in patterns:
+                built.Add(p)
+            built.Add("")
+            built.Compile()
+        except re2.error:
+            return  # too big for one automaton: one pattern at a time
+        self._set = built._set  # the C++ set: its wrapper's Python costs as much as the search
+
+    @property
+    def combined(self) -> bool:
+        return self._set is not None
+
+    def first(self, name: str, below: int) -> int | None:
+        """The lowest index of a pattern below `below` that `name` matches."""
+        if self._set is not None:
+            found = self._set.Match(name.encode())
+            if found:
+                best = min(found)
+                return best if best < below and best != self._sentinel else None
+            self.failures += 1
+        for index, pattern in enumerate(self._single[:below]):
+            if pattern.search(name):
+                return index
+        return None

@@ -14,10 +14,11 @@ never replaces a working list.
 from __future__ import annotations
 
 import ipaddress
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .pattern import compile_pattern
+from .pattern import PatternSet, compile_pattern
 from .settings import normalize_domain
 
 MATCHES = ("exact", "suffix", "keyword", "regex")
@@ -39,9 +40,17 @@ class DomainMatcher:
         self._exact: dict[str, int] = {}
         self._suffix: dict[str, int] = {}
         self._keyword: list[tuple[int, str]] = []
-        self._regex: list[tuple[int, object]] = []  # RE2 patterns: linear time
+        self._regex: list[tuple[int, str, object]] = []  # (rule index, text, RE2 pattern)
+        self._regex_at: list[int] = []  # their rule indexes, in order
+        self._regexes: PatternSet | None = None  # all of them in one automaton
         for rule in rules:
             self.add(rule)
+        self._combine()
+
+    def _combine(self) -> None:
+        if self._regex and self._regexes is None:
+            self._regexes = PatternSet([text for _, text, _ in self._regex],
+                                       [pattern for _, _, pattern in self._regex])
 
     def add(self, rule: Rule) -> None:
         index = len(self.rules)
@@ -53,7 +62,9 @@ class DomainMatcher:
         elif rule.match == "keyword":
             self._keyword.append((index, rule.value))
         elif rule.match == "regex":
-            self._regex.append((index, compile_pattern(rule.value)))
+            self._regex.append((index, rule.value, compile_pattern(rule.value)))
+            self._regex_at.append(index)
+            self._regexes = None
         else:
             raise ValueError(f"unknown match {rule.match!r}")
 
@@ -78,12 +89,11 @@ class DomainMatcher:
             if word in name:
                 best = index
                 break
-        for index, pattern in self._regex:
-            if index >= best:
-                break
-            if pattern.search(name):
-                best = index
-                break
+        if self._regex_at and self._regex_at[0] < best:
+            self._combine()  # after an `add`
+            found = self._regexes.first(name, bisect_left(self._regex_at, best))
+            if found is not None:
+                best = self._regex_at[found]
         return self.rules[best] if best < len(self.rules) else None
 
 

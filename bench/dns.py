@@ -17,6 +17,9 @@ this server, a caching dnsmasq and Unbound forward to them):
 - forwarded: never-seen names with TTL 0 (every query goes upstream and
   nothing is kept: forwarding alone, dnsmasq's fastest case);
 - never-seen names with TTL 3600 (every query goes upstream and fills the cache);
+  again with 100 regex block rules none of the names match (an AdBlock list's
+  `/.../` lines: every new name is searched against all of them), against
+  the row without them;
 - this server's fake-IP path: names under a fake-ip rule already mapped
   ("fake known"), and never seen ("fake new": parse, policy, a new mapping in
   the pool and its write to the SQLite store).
@@ -76,6 +79,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 NS = f"dnsbench-{os.getpid()}-{random.randint(0, 0xffff):04x}"
 AUTH, AUTH0, OURS, OURS0, DNSMASQ, UNBOUND, BEFORE, BEFORE0 = 5300, 5310, 5301, 5311, 5302, 5303, 5304, 5314
+OURS_RX = 5321  # this server with REGEX_RULES regex rules
+REGEX_RULES = 100
 NAMES = 200
 UNIQUE = 600_000  # never-seen names per list: more than any run asks
 HIGH_LIMIT = "{per_client_qps: 100000000, burst: 1000000}"
@@ -170,21 +175,25 @@ def wait_answer(port: int, name: str, ns: str = NS, server: str = "127.0.0.1") -
     raise RuntimeError(f"nothing answers on {server} port {port}")
 
 
-def our_config(tmp: Path, name: str, port: int, upstream: int, workers: bool) -> Path:
+def our_config(tmp: Path, name: str, port: int, upstream: int, workers: bool, regexes: int = 0) -> Path:
     path = tmp / f"{name}.yaml"
+    # Shaped like AdBlock lists' regex lines; no bench name matches one.
+    extra = "".join(f'\n  - {{match: regex, value: "^banner{i}[a-z0-9-]*\\\\.(ads|track)[0-9]*\\\\.", '
+                    f'then: {{action: block}}}}' for i in range(regexes))
     path.write_text(f"""listen: ["127.0.0.1:{port}", "[::1]:{port}"]
 allow_clients: ["127.0.0.0/8", "::1/128"]
 upstreams: [{{url: "udp://127.0.0.1:{upstream}"}}]
 control_socket: null
 rate_limit: {HIGH_LIMIT}
 fake_ip: {{db_path: "{tmp}/{name}-fakeip.sqlite3", new_per_client: 0}}
-rules: [{{match: suffix, value: fake.bench.test, then: {{action: fake-ip, route: direct}}}}]
+rules:
+  - {{match: suffix, value: fake.bench.test, then: {{action: fake-ip, route: direct}}}}{extra}
 """)
     return path
 
 
-def start_ours(tmp, procs, name, root, port, upstream) -> subprocess.Popen:
-    conf = our_config(tmp, name, port, upstream, root == ROOT)
+def start_ours(tmp, procs, name, root, port, upstream, regexes: int = 0) -> subprocess.Popen:
+    conf = our_config(tmp, name, port, upstream, root == ROOT, regexes)
     proc = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, "-m", "appliance.services.dns",
                              "--config", str(conf), "--log-level", "WARNING"],
                             cwd=root, stdout=subprocess.PIPE, text=True)
@@ -241,6 +250,7 @@ forward-zone:
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         ours = start_ours(tmp, procs, "ours", args.server_root, OURS, AUTH)
         start_ours(tmp, procs, "ours0", args.server_root, OURS0, AUTH0)
+        start_ours(tmp, procs, "oursrx", args.server_root, OURS_RX, AUTH, REGEX_RULES)
         servers = [("this server", OURS, OURS0), ("dnsmasq", DNSMASQ, DNSMASQ), ("unbound", UNBOUND, UNBOUND)]
         if args.compare_root:
             start_ours(tmp, procs, "before", args.compare_root, BEFORE, AUTH)
@@ -279,8 +289,12 @@ forward-zone:
                 ipv6_twin(r, port, names.unique("w{}.fwd0.test"),
                           names.unique("w{}.fwd0.test", int(rate * ls) + 1000))
         for label, port, _ in servers:
-            row(rows, f"loopback never-seen (TTL 3600): {label}", base, NS, "127.0.0.1", port,
-                names.unique("v{}.fwd.test"), names.unique("v{}.fwd.test", int(rate * ls) + 1000), rate, s, ls)
+            r = row(rows, f"loopback never-seen (TTL 3600): {label}", base, NS, "127.0.0.1", port,
+                    names.unique("v{}.fwd.test"), names.unique("v{}.fwd.test", int(rate * ls) + 1000), rate, s, ls)
+            if label == "this server":
+                row(rows, f"loopback never-seen (TTL 3600), {REGEX_RULES} regex rules: {label}", r["label"], NS,
+                    "127.0.0.1", OURS_RX, names.unique("x{}.fwd.test"),
+                    names.unique("x{}.fwd.test", int(rate * ls) + 1000), rate, s, ls)["base_qps"] = r["qps"]
         for label, port, _ in servers[:2 if args.compare_root else 1]:
             r = row(rows, f"loopback fake known: {label}", base, NS, "127.0.0.1", port, fake, fake, rate, s, ls)
             if label == "this server":

@@ -3,7 +3,9 @@
 A `DomainMatcher` holds rules in order (exact, suffix, keyword, regex) and
 returns the first one, in that order, that matches a name. Exact and suffix
 rules are dictionary look-ups (one per label of the name), so a 100,000-line
-blocklist costs no more per query than a ten-line one.
+blocklist costs no more per query than a ten-line one. Regex rules are
+searched together, as one RE2 set (`pattern.PatternSet`): a list's hundred
+`/.../` lines cost about what one does.
 
 `parse_list` turns the text of a rule set or blocklist (hosts, AdBlock
 ``||domain^``, plain, or ``rules`` lines) into entries, and rejects the whole

@@ -292,7 +292,7 @@ forward-zone:
             r = row(rows, f"loopback never-seen (TTL 3600): {label}", base, NS, "127.0.0.1", port,
                     names.unique("v{}.fwd.test"), names.unique("v{}.fwd.test", int(rate * ls) + 1000), rate, s, ls)
             if label == "this server":
-                row(rows, f"loopback never-seen (TTL 3600), {REGEX_RULES} regex rules: {label}", r["label"], NS,
+                row(rows, f"loopback never-seen, {REGEX_RULES} regex rules: {label}", r["label"], NS,
                     "127.0.0.1", OURS_RX, names.unique("x{}.fwd.test"),
                     names.unique("x{}.fwd.test", int(rate * ls) + 1000), rate, s, ls)["base_qps"] = r["qps"]
         for label, port, _ in servers[:2 if args.compare_root else 1]:
@@ -509,7 +509,7 @@ def main() -> int:
               f"{r['avg_ms']:10.2f} {r['rate']:6d} {r['p50_ms']:7.3f} {r['p99_ms']:7.3f} {r['p999_ms']:8.3f}")
     print("x base: against dnsmasq on loopback (fake-IP rows: against the --compare-root server),"
           " against the modem's dnsmasq in the lab; same workload; IPv6 rows: against the same"
-          " server's IPv4 row")
+          " server's IPv4 row; regex rules: against the same server's never-seen row without them")
     extra = "" if args.server_root == ROOT else f" --server-root {args.server_root}"
     extra += f" --compare-root {args.compare_root}" if args.compare_root else ""
     extra += " --no-lab" if args.no_lab else ""

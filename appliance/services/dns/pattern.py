@@ -11,7 +11,11 @@ rule is read, with an error naming the problem.
 
 from __future__ import annotations
 
+import logging
+
 import re2
+
+log = logging.getLogger(__name__)
 
 MAX_PATTERN = 1000  # characters of one regex rule
 MAX_PROGRAM_MEMORY = 1 << 20  # bytes RE2 may use for one compiled rule (its default: 8 MiB)
@@ -71,7 +75,9 @@ class PatternSet:
             built.Add("")
             built.Compile()
         except re2.error:
-            return  # too big for one automaton: one pattern at a time
+            log.warning("%d regex rules are too many for one RE2 set; each name is searched one rule "
+                        "at a time", len(patterns))
+            return
         self._set = built._set  # the C++ set: its wrapper's Python costs as much as the search
 
     @property
@@ -85,6 +91,9 @@ class PatternSet:
             if found:
                 best = min(found)
                 return best if best < below and best != self._sentinel else None
+            if not self.failures:
+                log.warning("regex rules: RE2's set found no answer for %r (out of memory?); "
+                            "such names are searched one rule at a time", name)
             self.failures += 1
         for index, pattern in enumerate(self._single[:below]):
             if pattern.search(name):

@@ -56,9 +56,9 @@ class PatternSet:
     pattern at a time, as they are if the set does not compile at all.
     """
 
-    def __init__(self, patterns: list[str], compiled: list | None = None):
-        """`compiled`: the same patterns from `compile_pattern`, if the caller has them."""
-        self._single = compiled if compiled is not None else [compile_pattern(p) for p in patterns]
+    def __init__(self, patterns: list[str], compiled: list):
+        """`compiled`: the same patterns from `compile_pattern` (the one-by-one search)."""
+        self._single = compiled
         self._sentinel = len(patterns)
         self._set = None
         self.failures = 0  # searches the set could not answer

@@ -140,7 +140,7 @@ class Writer:
         self.fills = 0
         self.errors = 0
         self._filled: dict[bytes, tuple[Prepared, float | None]] = {}
-        self._tagged: dict[int, list[bytes]] = {}  # tag (a fake address) -> the keys filled with it
+        self._tagged: dict[int, set[bytes]] = {}  # tag (a fake address) -> the keys filled with it
         self._clients: dict[str, tuple[int, float]] = {}
         self.forget()
 
@@ -185,7 +185,8 @@ class Writer:
             self._filled[key] = (answer, until)
             self.fills += 1
             if tag is not None:
-                self._tagged.setdefault(tag, []).append(key)
+                # A set: a fake answer is filled again every FIXED_KERNEL_FOR while it is asked.
+                self._tagged.setdefault(tag, set()).add(key)
 
     def forget_tag(self, tag: int) -> None:
         """The entries filled with `tag` are dead from the next packet on (the others stay)."""

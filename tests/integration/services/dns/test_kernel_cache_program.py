@@ -251,6 +251,9 @@ def test_a_tag_takes_its_own_entries_away_and_an_overflow_takes_them_all(program
     assert all(answered(n) for n in names)
     writer.forget_tag(0)
     assert not answered(names[0]) and answered(names[1]) and answered(names[2])
+    for _ in range(5):  # filled again, as every FIXED_KERNEL_FOR while a fake name is asked
+        fill(names[1], 1)
+    assert len(writer._tagged[1]) == 1, "the index grows with every refill"
 
     writer.FILLED_MAX = 2  # full: the next fill cannot keep track of the tagged ones
     fill(names[0], 0)

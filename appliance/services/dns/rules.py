@@ -164,6 +164,13 @@ def _parse_adblock(line: str) -> tuple[bool, tuple[str, str] | None]:
         pattern = body[1:-1]
         compile_pattern(pattern)
         return exception, ("regex", pattern)
+    if body in ("", "|", "||", "*") or len(body) < 3:
+        return exception, None  # AdGuard refuses masks this wide
+    if body.endswith("/*"):
+        body = body[:-2] + "^"  # "example.org/*": the whole host, as AdGuard reads it
+    if "*" in body:
+        pattern = _wildcard_regex(body)
+        return exception, (None if pattern is None else ("regex", pattern))
     if body.startswith("||"):
         body = body[2:]
         match = "suffix"
@@ -175,9 +182,46 @@ def _parse_adblock(line: str) -> tuple[bool, tuple[str, str] | None]:
     body = body.rstrip("|")
     if body.endswith("^"):
         body = body[:-1]
-    if "*" in body or "/" in body:
-        return exception, None  # URL patterns: skip, as AdGuard Home's DNS filter does
+    if "/" in body:
+        return exception, None  # a URL path: nothing a DNS server sees
     return exception, (match, _domain(body))
+
+
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-_")
+
+
+def _wildcard_regex(mask: str) -> str | None:
+    """The RE2 regex of an AdBlock mask with `*`, as AdGuard's DNS filter matches it.
+
+    AdGuard (urlfilter's DNS engine) matches a `||` mask against
+    "http://<name>" with `||` read as "a scheme, then any subdomains", and
+    any other mask against the name alone, anywhere in it unless `|` anchors
+    an end; `*` is any run of characters, dots included, and `^` a separator
+    or the end. None for a mask with a character no host name has (a URL's
+    port or query): it could never match. `||*^` matches every name, as in
+    AdGuard: lists use it to block all but their `@@` exceptions.
+    """
+    start = end = ""
+    if mask.startswith("||"):
+        mask, start = mask[2:], r"^(?:[a-z0-9_.-]+\.)?"
+    elif mask.startswith("|"):
+        mask, start = mask[1:], "^"
+    if mask.endswith("|"):
+        mask, end = mask[:-1], "$"
+    literal = mask.replace("*", "").replace("^", "").lower()
+    if not _HOST_CHARS.issuperset(literal):
+        return None
+    parts = []
+    for char in mask.lower():
+        if char == "*":
+            parts.append(".*")
+        elif char == "^":
+            parts.append(r"(?:[^ a-z0-9.%_-]|$)")
+        else:
+            parts.append("\\." if char == "." else char)
+    pattern = start + "".join(parts) + end
+    compile_pattern(pattern)
+    return pattern
 
 
 def _parse_rule_line(line: str) -> tuple[str, str]:
@@ -201,6 +245,8 @@ def _parse_rule_line(line: str) -> tuple[str, str]:
 def _guess(line: str) -> str:
     if line.startswith(("||", "@@", "|")) or "^" in line or "##" in line:
         return "adblock"
+    if "*" in line.lstrip("*."):
+        return "adblock"  # "ads*.example.com": an AdBlock mask ("*.example.com" is a plain wildcard)
     first = line.split(None, 1)[0]
     try:
         ipaddress.ip_address(first)

@@ -288,7 +288,8 @@ class RuleListSettings(_Model):
     """A rule set or blocklist loaded from a file or URL.
 
     Formats: ``hosts`` (``0.0.0.0 ads.example``, exact names), ``adblock``
-    (``||ads.example^``, the name and its subdomains; ``@@||x^`` excepts),
+    (``||ads.example^``, the name and its subdomains; ``@@||x^`` excepts;
+    ``||ads*.example^`` with ``*`` for any characters, as AdGuard matches it),
     ``plain`` (one domain a line, matched as ``plain_match``), ``rules``
     (``suffix example.com`` / ``exact`` / ``keyword`` / ``regex`` a line),
     ``auto`` (guess per line among hosts, adblock, plain).

@@ -334,13 +334,17 @@ class DnsService:
     def bound_ports(self) -> list[int]:
         return [t.get_extra_info("sockname")[1] for t in self._transports]
 
-    def handoff(self, index: int, data: bytes, addr) -> None:
-        """A worker's query that needs the fake-IP pool: answer it from listener `index`."""
-        listener = self._transports[index]
+    def handoff(self, out, data: bytes, addr) -> None:
+        """A worker's query that needs the fake-IP pool: decide it here, answer through `out`."""
         try:
-            self.resolver.handle(data, addr[0], addr, listener)
+            self.resolver.handle(data, addr[0], addr, out)
         except Exception:
             log.exception("handed-off query from %s failed", addr[0])
+
+    def send_from(self, index: int, wire: bytes, addr) -> None:
+        """Send from listen address `index` (a handed-off query's answer its worker cannot send)."""
+        if index < len(self._transports):
+            self._transports[index].send(wire, addr)
 
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")

@@ -6,7 +6,8 @@ query by its name, `steer.py`), decides by the same policy (settings and
 parsed lists sent by the main process, with every change) and answers the
 names that hash to it from its own cache and upstream sockets. What must stay one is the main
 process's: a query that needs the fake-IP pool is handed to it with the
-client's address (it answers the client itself), and the query log and the
+client's address (it decides and renders the answer, which comes back to
+be sent from here: `workers.py` says why), and the query log and the
 counters go to it in batches every `FLUSH_EVERY` seconds. It reads the DHCP
 leases for local names itself, from the same file. It exits when its
 control stream ends (the main process is gone), on `stop`, or on SIGTERM.
@@ -42,6 +43,7 @@ log = logging.getLogger("appliance.services.dns.worker")
 
 FLUSH_EVERY = 0.05  # seconds between batches of log entries to the main process
 BATCH = 512  # entries a batch holds at most (a datagram stays well under the socket buffer)
+HANDOFF_BATCH = 256  # handed-off queries in one datagram
 
 
 class LogBatch:
@@ -66,6 +68,7 @@ class DnsWorker:
         self.querylog = LogBatch()
         self.listeners: list[UdpListener] = []
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._handoffs: list = []  # (listener index, client address, query) for the main process
         settings = start["settings"]
         self.settings = settings
         self.neighbours = NeighbourTable()
@@ -104,6 +107,7 @@ class DnsWorker:
     def start(self) -> None:
         for index, (host, port) in enumerate(self.bound):
             self.listeners.append(UdpListener(self, udp_socket(host, port, shared=True), index))
+        asyncio.get_running_loop().add_reader(self.datagrams.fileno(), self._answers)
         self._every(FLUSH_EVERY, self.flush)
         self._every(self.settings.local_names.refresh, self.refresh_local_names)
         self._every(PREFIXES_EVERY, self.refresh_lan_prefixes)
@@ -122,12 +126,40 @@ class DnsWorker:
         self._timers[action.__name__] = loop.call_later(seconds, tick)
 
     def handoff(self, data: bytes, addr, out) -> None:
-        try:
-            self.datagrams.send(marshal.dumps(("q", out.index, addr, data)))
-        except (BlockingIOError, InterruptedError):
-            self.querylog.dropped["main process busy"] += 1
-        except OSError:
-            pass  # the main process is gone; this worker ends with its stream
+        # Gathered for one event-loop turn: the main process reads a batch a call.
+        if not self._handoffs:
+            asyncio.get_running_loop().call_soon(self._send_handoffs)
+        self._handoffs.append((out.index, addr, data))
+
+    def _send_handoffs(self) -> None:
+        queries, self._handoffs = self._handoffs, []
+        for start in range(0, len(queries), HANDOFF_BATCH):
+            batch = queries[start:start + HANDOFF_BATCH]
+            try:
+                self.datagrams.send(marshal.dumps(("q", batch)))
+            except (BlockingIOError, InterruptedError):
+                self.querylog.dropped["main process busy"] += len(batch)
+            except OSError:
+                return  # the main process is gone; this worker ends with its stream
+
+    def _answers(self) -> None:
+        """The main process's answers to handed-off queries: sent from here (workers.py says why)."""
+        recv = self.datagrams.recv
+        listeners = self.listeners
+        for _ in range(64):
+            try:
+                data = recv(1 << 22)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            try:
+                message = marshal.loads(data)
+                if message[0] == "a":
+                    for index, addr, wire in message[1]:
+                        listeners[index].send(wire, addr)
+            except (ValueError, EOFError, TypeError, IndexError):
+                log.exception("bad message from the main process")
 
     def flush(self) -> None:
         log_batch = self.querylog

@@ -6,7 +6,8 @@ one, never a mix. Building fails (and the old policy stays) if any rule or
 list is invalid.
 
 Order of decision for a client in group G: G's rules, G's lists (each list's
-AdBlock ``@@`` exceptions before its entries), then - unless G does not
+AdBlock ``@@`` exceptions before its entries, ``$important`` lines before
+both, as AdGuard orders them), then - unless G does not
 inherit - the default group's rules and lists. First match wins. A fake-ip
 decision for a name the keep-real filter covers becomes direct.
 """
@@ -62,11 +63,13 @@ def _rules_matcher(rules: list[RuleSettings], prefix: str) -> DomainMatcher:
 
 
 def list_matchers(name: str, parsed: ParsedList, action: Any) -> tuple[DomainMatcher, ...]:
+    """A list's matchers in AdGuard's order: important exceptions, important lines, exceptions, lines."""
     origin = f"list {name}"
-    matchers = []
-    if parsed.exceptions:
-        matchers.append(DomainMatcher(Rule(m, v, _DIRECT, origin + " (exception)")
-                                      for m, v in parsed.exceptions))
+    parts = ((parsed.important_exceptions, _DIRECT, origin + " (important exception)"),
+             (parsed.important, action, origin + " (important)"),
+             (parsed.exceptions, _DIRECT, origin + " (exception)"))
+    matchers = [DomainMatcher(Rule(m, v, then, said) for m, v in entries)
+                for entries, then, said in parts if entries]
     matchers.append(DomainMatcher(Rule(m, v, action, origin) for m, v in parsed.entries))
     return tuple(matchers)
 

@@ -110,15 +110,23 @@ class ListError(ValueError):
 
 @dataclass
 class ParsedList:
-    """Entries of a list as (match, value); exceptions are AdBlock `@@` lines."""
+    """Entries of a list as (match, value); exceptions are AdBlock `@@` lines.
+
+    AdBlock lines with `$important` are kept apart: they win over the
+    list's plain exceptions, and an important exception over them, as in
+    AdGuard (`list_matchers` orders them so).
+    """
 
     entries: list[tuple[str, str]] = field(default_factory=list)
     exceptions: list[tuple[str, str]] = field(default_factory=list)
     skipped: int = 0  # valid lines this DNS server has no use for (cosmetic rules)
+    important: list[tuple[str, str]] = field(default_factory=list)
+    important_exceptions: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def count(self) -> int:
-        return len(self.entries) + len(self.exceptions)
+        return (len(self.entries) + len(self.exceptions) + len(self.important)
+                + len(self.important_exceptions))
 
 
 # Names a hosts file maps that are not blocking entries.
@@ -149,28 +157,32 @@ def _parse_hosts(line: str) -> list[tuple[str, str]]:
     return [("exact", _domain(n)) for n in parts[1:] if n.lower() not in _HOSTS_IGNORED]
 
 
-def _parse_adblock(line: str) -> tuple[bool, tuple[str, str] | None]:
-    """Returns (is_exception, entry or None when the line is skipped)."""
+def _parse_adblock(line: str) -> tuple[bool, bool, tuple[str, str] | None]:
+    """Returns (is_exception, is_important, entry or None when the line is skipped)."""
     if "##" in line or "#@#" in line or "#?#" in line or "#$#" in line:
-        return False, None  # cosmetic (element hiding): nothing to do for DNS
+        return False, False, None  # cosmetic (element hiding): nothing to do for DNS
     exception = line.startswith("@@")
     body = line[2:] if exception else line
     body, _, modifiers = body.partition("$")
-    if modifiers:
-        names = {m.strip().split("=")[0] for m in modifiers.split(",")}
-        if names - _ADBLOCK_OK_MODIFIERS:
-            return exception, None  # client-, type- or page-specific: not for a DNS server
+    names = {m.strip().split("=")[0] for m in modifiers.split(",")} if modifiers else set()
+    if names - _ADBLOCK_OK_MODIFIERS:
+        return exception, False, None  # client-, type- or page-specific: not for a DNS server
+    return (exception, "important" in names, _adblock_entry(body))
+
+
+def _adblock_entry(body: str) -> tuple[str, str] | None:
+    """(match, value) of an AdBlock mask, its `@@` and `$` taken off; None: nothing for DNS."""
     if body.startswith("/") and body.endswith("/") and len(body) > 2:
         pattern = body[1:-1]
         compile_pattern(pattern)
-        return exception, ("regex", pattern)
+        return ("regex", pattern)
     if body in ("", "|", "||", "*") or len(body) < 3:
-        return exception, None  # AdGuard refuses masks this wide
+        return None  # AdGuard refuses masks this wide
     if body.endswith("/*"):
         body = body[:-2] + "^"  # "example.org/*": the whole host, as AdGuard reads it
     if "*" in body:
         pattern = _wildcard_regex(body)
-        return exception, (None if pattern is None else ("regex", pattern))
+        return None if pattern is None else ("regex", pattern)
     if body.startswith("||"):
         body = body[2:]
         match = "suffix"
@@ -183,8 +195,8 @@ def _parse_adblock(line: str) -> tuple[bool, tuple[str, str] | None]:
     if body.endswith("^"):
         body = body[:-1]
     if "/" in body:
-        return exception, None  # a URL path: nothing a DNS server sees
-    return exception, (match, _domain(body))
+        return None  # a URL path: nothing a DNS server sees
+    return (match, _domain(body))
 
 
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-_")
@@ -268,9 +280,11 @@ def parse_list(text: str, fmt: str = "auto", plain_match: str = "suffix",
             if kind == "hosts":
                 parsed.entries.extend(_parse_hosts(line))
             elif kind == "adblock":
-                exception, entry = _parse_adblock(line)
+                exception, important, entry = _parse_adblock(line)
                 if entry is None:
                     parsed.skipped += 1
+                elif important:
+                    (parsed.important_exceptions if exception else parsed.important).append(entry)
                 else:
                     (parsed.exceptions if exception else parsed.entries).append(entry)
             elif kind == "plain":

@@ -55,7 +55,7 @@ plain.example
 """
     parsed = parse_list(text)
     assert ("suffix", "ads.example") in parsed.entries
-    assert ("suffix", "tracker.example") in parsed.entries
+    assert parsed.important == [("suffix", "tracker.example")]
     assert ("exact", "hosts.example") in parsed.entries
     assert ("exact", "other.example") in parsed.entries
     assert ("suffix", "plain.example") in parsed.entries
@@ -120,6 +120,24 @@ def test_groups_by_ip_and_mac_inherit_and_keep_real():
     assert p.decide(2, "www.video.example").kind == "direct"  # does not inherit
     kept = p.decide(0, "0.pool.ntp.org")
     assert kept.kind == "direct" and "kept real" in kept.origin
+
+
+@pytest.mark.parametrize("lines, blocked", [
+    # AdGuard's order (its docs' `important` examples; the same answers from its engine,
+    # @adguard/tsurlfilter's DnsEngine): an important line beats an exception, wherever it
+    # stands in the list, and an important exception beats it.
+    (["||ads.example^$important", "@@||ads.example^"], True),
+    (["@@||ads.example^", "||ads.example^$important"], True),
+    (["||example^$important", "@@||ads.example^"], True),
+    (["||ads.example^$important", "@@||ads.example^$important"], False),
+    (["||ads.example^", "@@||example^"], False),
+])
+def test_important_lines_beat_exceptions_as_in_adguard(lines, blocked):
+    settings = parse_settings({"upstreams": UP, "lists": [
+        {"name": "ads", "source": "/nonexistent", "format": "adblock"}]})
+    p = Policy(settings, {"ads": parse_list("\n".join(lines), "adblock")})
+    for name in ("ads.example", "x.ads.example"):
+        assert (p.decide(0, name).kind == "block") is blocked, name
 
 
 def test_lists_feed_policy_with_exceptions():

@@ -209,17 +209,17 @@ class Workers:
 
     def _send_answers(self, worker: _Worker) -> None:
         answers, worker.answers = worker.answers, []
-        sock = worker.datagrams
         for start in range(0, len(answers), ANSWERS_BATCH):
             batch = answers[start:start + ANSWERS_BATCH]
-            try:
-                if sock is None:
-                    raise ConnectionError
-                sock.send(marshal.dumps(("a", batch)))
-            except (BlockingIOError, InterruptedError, OSError):
-                send_here = self.service.send_from
-                for index, addr, wire in batch:
-                    send_here(index, wire, addr)
+            if worker.datagrams is not None:  # None: the worker is gone
+                try:
+                    worker.datagrams.send(marshal.dumps(("a", batch)))
+                    continue
+                except OSError:  # its buffer is full, or it died just now
+                    pass
+            send_here = self.service.send_from
+            for index, addr, wire in batch:
+                send_here(index, wire, addr)
 
     async def send_policy(self, settings, lists) -> None:
         """Every worker decides by `settings` and `lists` from its next query on."""

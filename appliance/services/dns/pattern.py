@@ -40,62 +40,99 @@ def compile_pattern(text: str):
                          " or look-around)") from None
 
 
-SET_MEMORY = 16 << 20  # bytes RE2 may use for all of a matcher's regexes at once (program and DFA)
+SET_MEMORY = 16 << 20  # bytes RE2 may use for one set of a matcher's regexes (program and DFA)
+CHUNK = 2000  # regexes in one set: a list's 5,000 AdBlock wildcard lines did not fit in one
+MIN_CHUNK = 16  # a set that does not compile is split down to this, then searched rule by rule
 
 
 class PatternSet:
-    """Many regexes searched in one pass: which of them match a name.
+    """Many regexes searched in a few passes: the first of them a name matches.
 
     A list with a hundred regex lines (AdBlock `/.../` rules) searched one
     pattern after the other cost 190 us for each name the server had not
     decided before, a quarter of a millisecond of the event loop per new name.
-    RE2::Set runs them as one automaton (about 1 us, whatever their number).
-    Its search says nothing when its DFA runs out of memory: it just finds no
-    match. So the last pattern is the empty one, which matches every name: an
-    answer without it is that failure, and those names are searched one
-    pattern at a time, as they are if the set does not compile at all.
+    RE2::Set runs many as one automaton (about 1 us, whatever their number).
+    One set holds at most CHUNK patterns: 5,000 AdBlock wildcard lines did
+    not compile as one set in SET_MEMORY, and searched one by one they took
+    15 ms a name; in sets of two thousand, 2.7 us (20,000: 7.7 us, 42 MB).
+    A set that still does not compile is split in halves, down to MIN_CHUNK
+    patterns searched one at a time. A set's search says nothing when its
+    DFA runs out of memory: it just finds no match. So each set's last pattern is the empty one, which
+    matches every name: an answer without it is that failure, and that set's
+    patterns are searched one at a time for that name.
     """
 
-    def __init__(self, patterns: list[str], compiled: list):
-        """`compiled`: the same patterns from `compile_pattern` (the one-by-one search)."""
-        self._single = compiled
-        self._sentinel = len(patterns)
-        self._set = None
-        self.failures = 0  # searches the set could not answer
-        if not patterns:
-            return
-        options = re2.Options()
-        options.case_sensitive = False
-        options.log_errors = False
-        options.max_mem = SET_MEMORY
-        built = re2.Set.SearchSet(options)
-        try:
-            for p in patterns:
-                built.Add(p)
-            built.Add("")
-            built.Compile()
-        except re2.error:
-            log.warning("%d regex rules are too many for one RE2 set; each name is searched one rule "
-                        "at a time", len(patterns))
-            return
-        self._set = built._set  # the C++ set: its wrapper's Python costs as much as the search
+    def __init__(self, patterns: list[str]):
+        """`patterns`: checked by `compile_pattern` when their rules were read."""
+        self._patterns = patterns
+        self._single: dict[int, object] = {}  # compiled alone, for the one-by-one search, when needed
+        self._sets: list[tuple[int, int, object | None]] = []  # (first index, end, C++ set or None)
+        self.failures = 0  # searches a set could not answer
+        for start in range(0, len(patterns), CHUNK):
+            self._add(patterns, start, min(start + CHUNK, len(patterns)))
+        alone = sum(end - start for start, end, built in self._sets if built is None)
+        if alone:
+            log.warning("%d of %d regex rules do not fit in RE2 sets; they are searched one rule at "
+                        "a time", alone, len(patterns))
+
+    def _add(self, patterns: list[str], start: int, end: int) -> None:
+        built = _compile_set(patterns[start:end])
+        if built is None and end - start > MIN_CHUNK:
+            middle = (start + end) // 2
+            self._add(patterns, start, middle)
+            self._add(patterns, middle, end)
+        else:
+            self._sets.append((start, end, built))
 
     @property
     def combined(self) -> bool:
-        return self._set is not None
+        return all(built is not None for _, _, built in self._sets)
 
     def first(self, name: str, below: int) -> int | None:
         """The lowest index of a pattern below `below` that `name` matches."""
-        if self._set is not None:
-            found = self._set.Match(name.encode())
-            if found:
-                best = min(found)
-                return best if best < below and best != self._sentinel else None
-            if not self.failures:
-                log.warning("regex rules: RE2's set found no answer for %r (out of memory?); "
-                            "such names are searched one rule at a time", name)
-            self.failures += 1
-        for index, pattern in enumerate(self._single[:below]):
-            if pattern.search(name):
-                return index
+        encoded = None
+        for start, end, built in self._sets:
+            if start >= below:
+                return None
+            if built is not None:
+                if encoded is None:
+                    encoded = name.encode()
+                found = built.Match(encoded)
+                if found:
+                    best = min(found)
+                    if best == end - start:  # only the empty pattern: none of this set's
+                        continue
+                    return start + best if start + best < below else None
+                if not self.failures:
+                    log.warning("regex rules: RE2's set found no answer for %r (out of memory?); "
+                                "such names are searched one rule at a time", name)
+                self.failures += 1
+            for index in range(start, min(end, below)):
+                if self._alone(index).search(name):
+                    return index
         return None
+
+    def _alone(self, index: int):
+        # Compiled on first need: kept for every pattern, they doubled a big list's memory
+        # (20,000 wildcard lines: 56 MB in sets, 56 MB more alone).
+        single = self._single.get(index)
+        if single is None:
+            single = self._single[index] = compile_pattern(self._patterns[index])
+        return single
+
+
+def _compile_set(patterns: list[str]):
+    """The C++ RE2 set of `patterns` and a last, empty one; None if RE2 refuses it."""
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False
+    options.max_mem = SET_MEMORY
+    built = re2.Set.SearchSet(options)
+    try:
+        for p in patterns:
+            built.Add(p)
+        built.Add("")
+        built.Compile()
+    except re2.error:
+        return None
+    return built._set  # the C++ set: its wrapper's Python costs as much as the search

@@ -4,8 +4,8 @@ A `DomainMatcher` holds rules in order (exact, suffix, keyword, regex) and
 returns the first one, in that order, that matches a name. Exact and suffix
 rules are dictionary look-ups (one per label of the name), so a 100,000-line
 blocklist costs no more per query than a ten-line one. Regex rules are
-searched together, as one RE2 set (`pattern.PatternSet`): a list's hundred
-`/.../` lines cost about what one does.
+searched together, in RE2 sets of up to 2,000 (`pattern.PatternSet`): a
+list's hundred `/.../` or `*` lines cost about what one does.
 
 `parse_list` turns the text of a rule set or blocklist (hosts, AdBlock
 ``||domain^``, plain, or ``rules`` lines) into entries, and rejects the whole
@@ -42,7 +42,7 @@ class DomainMatcher:
         self._exact: dict[str, int] = {}
         self._suffix: dict[str, int] = {}
         self._keyword: list[tuple[int, str]] = []
-        self._regex: list[tuple[int, str, object]] = []  # (rule index, text, RE2 pattern)
+        self._regex: list[tuple[int, str]] = []  # (rule index, text): checked when read
         self._regex_at: list[int] = []  # their rule indexes, in order
         self._regexes: PatternSet | None = None  # all of them in one automaton
         for rule in rules:
@@ -51,8 +51,7 @@ class DomainMatcher:
 
     def _combine(self) -> None:
         if self._regex and self._regexes is None:
-            self._regexes = PatternSet([text for _, text, _ in self._regex],
-                                       [pattern for _, _, pattern in self._regex])
+            self._regexes = PatternSet([text for _, text in self._regex])
 
     def add(self, rule: Rule) -> None:
         index = len(self.rules)
@@ -64,7 +63,7 @@ class DomainMatcher:
         elif rule.match == "keyword":
             self._keyword.append((index, rule.value))
         elif rule.match == "regex":
-            self._regex.append((index, rule.value, compile_pattern(rule.value)))
+            self._regex.append((index, rule.value))
             self._regex_at.append(index)
             self._regexes = None
         else:

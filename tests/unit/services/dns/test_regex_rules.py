@@ -1,9 +1,10 @@
 """Regex rules searched as one RE2 set give the rule that searching them one by one gives."""
+import pytest
 import re2
 from hypothesis import given, settings, strategies as st
 
 from appliance.services.dns import pattern
-from appliance.services.dns.rules import DomainMatcher, Rule
+from appliance.services.dns.rules import DomainMatcher, Rule, parse_list
 
 LABELS = ["ad", "ads", "cdn", "ntp", "track", "x", "mail", "example", "com", "net", "a1", "b22"]
 OPTIONS = re2.Options()
@@ -66,12 +67,40 @@ def test_a_hundred_regex_rules_are_one_automaton_and_the_first_match_wins():
     assert matcher._regexes.failures == 0
 
 
-def test_regexes_too_big_for_one_automaton_are_searched_one_by_one(monkeypatch):
-    monkeypatch.setattr(pattern, "SET_MEMORY", 64 << 10)  # RE2 then refuses to compile the set
+@pytest.mark.parametrize("memory, combined", [(64 << 10, True), (1 << 10, False)])
+def test_regexes_too_big_for_one_automaton_are_split_then_searched_one_by_one(monkeypatch, memory,
+                                                                             combined):
+    # 64 KiB: RE2 refuses the 60 as one set, and takes them in smaller ones; 1 KiB: not even
+    # MIN_CHUNK of them, which are then searched one at a time.
+    monkeypatch.setattr(pattern, "SET_MEMORY", memory)
     rules = [Rule("regex", rf"^(ad|track)[0-9]*\.{w}[a-z]+\.", "block", f"list.{i}")
              for i, w in enumerate(["one", "two", "three"] * 20)]
     matcher = DomainMatcher(rules)
-    assert not matcher._regexes.combined
+    assert matcher._regexes.combined is combined
+    assert len(matcher._regexes._sets) > 1
     assert matcher.match("ad12.twoxyz.example").origin == "list.1"
     assert matcher.match("track.threeq.example").origin == "list.2"
     assert matcher.match("cdn.one.example") is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(rule, min_size=1, max_size=40), st.lists(name, min_size=1, max_size=20))
+def test_in_sets_of_a_few_the_first_matching_rule_is_still_the_first(kinds, names):
+    # Sets of 3: a name's first match may be in any set, and rules of other kinds between them.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pattern, "CHUNK", 3)
+        rules = [Rule(kind, value, f"action {i}", f"rules.{i}") for i, (kind, value) in enumerate(kinds)]
+        matcher = DomainMatcher(rules)
+    for n in names:
+        assert matcher.match(n) is oracle(rules, n), n
+
+
+def test_five_thousand_adblock_wildcard_lines_are_searched_in_sets():
+    lines = [f"||ad{i}*.tracker{i % 97}.example^" for i in range(5000)]
+    parsed = parse_list("\n".join(lines), "adblock")
+    matcher = DomainMatcher(Rule(m, v, "block", lines[i]) for i, (m, v) in enumerate(parsed.entries))
+    assert matcher._regexes.combined  # one by one, they cost 15 ms a name
+    assert matcher.match("x.ad4321-cdn.tracker53.example").origin == lines[4321]
+    assert matcher.match("ad4999.tracker52.example").origin == lines[4999]
+    assert matcher.match("ad12.tracker12.example").origin == lines[12]
+    assert matcher.match("ad12.tracker14.example") is None

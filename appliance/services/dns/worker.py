@@ -37,7 +37,7 @@ from .policy import Policy
 from .resolver import Resolver
 from .server import AccessList, UdpListener, build_upstreams, rate_limiter, udp_socket
 from .settings import DnsSettings
-from .workers import read_message, write_message
+from .workers import read_message, waiting, write_message
 
 log = logging.getLogger("appliance.services.dns.worker")
 
@@ -144,15 +144,8 @@ class DnsWorker:
 
     def _answers(self) -> None:
         """The main process's answers to handed-off queries: sent from here (workers.py says why)."""
-        recv = self.datagrams.recv
         listeners = self.listeners
-        for _ in range(64):
-            try:
-                data = recv(1 << 22)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
+        for data in waiting(self.datagrams, 64):
             try:
                 message = marshal.loads(data)
                 if message[0] == "a":

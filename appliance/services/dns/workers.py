@@ -62,6 +62,15 @@ def write_message(writer: asyncio.StreamWriter, message) -> None:
     writer.write(_LENGTH.pack(len(data)) + data)
 
 
+def waiting(sock: socket.socket, most: int):
+    """The datagrams waiting on `sock` (non-blocking), at most `most` of them."""
+    for _ in range(most):
+        try:
+            yield sock.recv(1 << 22)
+        except OSError:  # none left (BlockingIOError), or the other end is gone
+            return
+
+
 class _Worker:
     def __init__(self, wid: int):
         self.wid = wid
@@ -184,14 +193,7 @@ class Workers:
 
     def _datagrams(self, worker: _Worker) -> None:
         service = self.service
-        recv = worker.datagrams.recv
-        for _ in range(256):
-            try:
-                data = recv(1 << 22)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
+        for data in waiting(worker.datagrams, 256):
             try:
                 message = marshal.loads(data)
                 if message[0] == "q":

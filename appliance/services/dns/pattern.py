@@ -57,9 +57,10 @@ class PatternSet:
     15 ms a name; in sets of two thousand, 2.7 us (20,000: 7.7 us, 42 MB).
     A set that still does not compile is split in halves, down to MIN_CHUNK
     patterns searched one at a time. A set's search says nothing when its
-    DFA runs out of memory: it just finds no match. So each set's last pattern is the empty one, which
-    matches every name: an answer without it is that failure, and that set's
-    patterns are searched one at a time for that name.
+    DFA runs out of memory: it just finds no match. So each set's last
+    pattern is the empty one, which matches every name: an answer without it
+    is that failure, and that set's patterns are searched one at a time for
+    that name.
     """
 
     def __init__(self, patterns: list[str]):

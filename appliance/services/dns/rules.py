@@ -212,6 +212,7 @@ def _wildcard_regex(mask: str) -> str | None:
     port or query): it could never match. `||*^` matches every name, as in
     AdGuard: lists use it to block all but their `@@` exceptions.
     """
+    mask = mask.lower()
     start = end = ""
     if mask.startswith("||"):
         mask, start = mask[2:], r"^(?:[a-z0-9_.-]+\.)?"
@@ -219,11 +220,11 @@ def _wildcard_regex(mask: str) -> str | None:
         mask, start = mask[1:], "^"
     if mask.endswith("|"):
         mask, end = mask[:-1], "$"
-    literal = mask.replace("*", "").replace("^", "").lower()
+    literal = mask.replace("*", "").replace("^", "")
     if not _HOST_CHARS.issuperset(literal):
         return None
     parts = []
-    for char in mask.lower():
+    for char in mask:
         if char == "*":
             parts.append(".*")
         elif char == "^":

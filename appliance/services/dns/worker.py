@@ -37,7 +37,7 @@ from .policy import Policy
 from .resolver import Resolver
 from .server import AccessList, UdpListener, build_upstreams, rate_limiter, udp_socket
 from .settings import DnsSettings
-from .workers import read_message, waiting, write_message
+from .workers import in_batches, read_message, waiting, write_message
 
 log = logging.getLogger("appliance.services.dns.worker")
 
@@ -133,8 +133,7 @@ class DnsWorker:
 
     def _send_handoffs(self) -> None:
         queries, self._handoffs = self._handoffs, []
-        for start in range(0, len(queries), HANDOFF_BATCH):
-            batch = queries[start:start + HANDOFF_BATCH]
+        for batch in in_batches(queries, HANDOFF_BATCH):
             try:
                 self.datagrams.send(marshal.dumps(("q", batch)))
             except (BlockingIOError, InterruptedError):

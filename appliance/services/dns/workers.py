@@ -62,6 +62,12 @@ def write_message(writer: asyncio.StreamWriter, message) -> None:
     writer.write(_LENGTH.pack(len(data)) + data)
 
 
+def in_batches(items: list, size: int):
+    """`items` in lists of at most `size` (one datagram each)."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
 def waiting(sock: socket.socket, most: int):
     """The datagrams waiting on `sock` (non-blocking), at most `most` of them."""
     for _ in range(most):
@@ -211,8 +217,7 @@ class Workers:
 
     def _send_answers(self, worker: _Worker) -> None:
         answers, worker.answers = worker.answers, []
-        for start in range(0, len(answers), ANSWERS_BATCH):
-            batch = answers[start:start + ANSWERS_BATCH]
+        for batch in in_batches(answers, ANSWERS_BATCH):
             if worker.datagrams is not None:  # None: the worker is gone
                 try:
                     worker.datagrams.send(marshal.dumps(("a", batch)))

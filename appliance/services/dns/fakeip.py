@@ -15,7 +15,8 @@ pins and recycling; a query never waits for SQLite. Every address whose
 mapping changed (new, route changed, recycled) is marked, and
 `write_behind()` (the DNS server calls it every `WRITE_EVERY` seconds, and
 `allocate` as soon as `BATCH` changes wait) hands the current state of the
-marked addresses to one writer thread, which applies it in one transaction:
+marked addresses to the store's writer process (`storewriter.py`, which
+says why a process), which applies it in one transaction:
 after each commit the table equals the mappings of one moment of the pool,
 so it never holds one address for two names. Last-used times change on
 every hit and are written with the next batch at most every
@@ -100,6 +101,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
+from .storewriter import StoreWriter
+
 log = logging.getLogger(__name__)
 
 PROBES = 64
@@ -107,16 +110,9 @@ RECYCLED_KEPT = 4096  # recycled addresses waiting for `take_recycled` (more: th
 WRITE_EVERY = 0.1  # seconds between write-behind batches (the DNS server's timer)
 # Changed mappings that start a batch without waiting for the timer. A batch rewrites every
 # page its rows land on, and new names land on addresses all over the table: batches of 512
-# (one after the other at 16-19k new names a second) kept the writer thread at 42-44% of a core;
+# (one after the other at 16-19k new names a second) kept the writer at 42-44% of a core;
 # the timer's batches of a tenth of a second, 30-33%. This bounds a batch, it does not pace them.
 BATCH = 8192
-# The table and its domain index (about 7 MB at 65,536 names) stay in SQLite's cache, so a batch
-# does not read back the pages it changes (with the default 2 MB: 26% of a core, then 20% with
-# checkpoints every 8,000 WAL pages instead of 1,000: a page changed by many batches is copied
-# into the database once). The WAL file then grows to about 32 MB, and is cut back to that.
-CACHE_KIB = 16 << 10
-CHECKPOINT_PAGES = 8000
-WAL_LIMIT = 32 << 20
 LAST_USED_EVERY = 30.0  # seconds between writes of last-used times
 REGIONS = 4  # epochs cycle through this many parts of the pool (unclean restarts)
 MIN_REGION = 4096  # a smaller pool is one region
@@ -132,42 +128,6 @@ class FakeIpEntry:
     route: str
     created: float
     last_used: float
-
-
-CHUNK = 200  # rows per SQL statement in the writer thread
-
-
-def _write(db: sqlite3.Connection, deletes: list[int], upserts: list[tuple],
-           retired: list[tuple] = (), expired_before: float | None = None) -> None:
-    """One transaction (in the writer thread): the table then matches one moment of the pool.
-
-    Many rows per statement: sqlite3 releases the GIL only while a statement
-    steps, and the thread needs it back after every step; one step per row
-    would let a busy event loop starve the writer.
-    """
-    try:
-        db.execute("BEGIN IMMEDIATE")
-        for i in range(0, len(deletes), CHUNK):
-            part = deletes[i:i + CHUNK]
-            db.execute(f"DELETE FROM fakeip WHERE ip IN ({','.join('?' * len(part))})", part)
-        for i in range(0, len(upserts), CHUNK):
-            part = upserts[i:i + CHUNK]
-            # REPLACE also drops a stale row that still holds the domain at its old
-            # address (that address is in the same batch, deleted or reassigned).
-            db.execute("INSERT OR REPLACE INTO fakeip (ip, domain, route, created, last_used) VALUES "
-                       + ",".join(["(?,?,?,?,?)"] * len(part)),
-                       [value for row in part for value in row])
-        # In the same transaction as the deletes: a flush is on disk whole
-        # (forgotten and kept from other names) or not at all (still mapped).
-        if retired:
-            db.executemany("INSERT OR REPLACE INTO retired (ip, domain, until) VALUES (?, ?, ?)", retired)
-        if expired_before is not None:
-            db.execute("DELETE FROM retired WHERE until < ?", (expired_before,))
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
 
 
 def twin6(ip4: str, network: str, network6: str) -> str:
@@ -233,14 +193,11 @@ class FakeIpPool:
     # -- persistence ---------------------------------------------------------
     def _open(self, path: str) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        # Used by this thread while loading, then only by the writer thread
-        # (one worker: batches are applied in order).
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # This process's connection loads the store and marks it open and closed; the
+        # batches are committed by the writer process (`storewriter`).
+        db = sqlite3.connect(path, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
-        db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
         db.execute(
             "CREATE TABLE IF NOT EXISTS fakeip (ip INTEGER PRIMARY KEY, domain TEXT UNIQUE NOT NULL,"
             " route TEXT NOT NULL, created REAL NOT NULL, last_used REAL NOT NULL)"
@@ -278,6 +235,9 @@ class FakeIpPool:
                 (self._clock(),)).fetchall():
             if self._in_pool(ip) and ip not in self._by_ip:
                 self._retired[ip] = (domain, until)
+        self._store = StoreWriter(path)
+        # One thread hands the batches to the writer process in order and waits for each; it
+        # holds the GIL only to pickle a batch (storewriter.py: why not a writer thread).
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fakeip-store")
 
     def _mark(self, ip: int) -> None:
@@ -337,7 +297,7 @@ class FakeIpPool:
         return changed, touched, deletes, upserts
 
     def write_behind(self, last_used: bool | None = None) -> Future | None:
-        """Start writing the changes to the store in the writer thread; never waits.
+        """Start writing the changes to the store (the writer process); never waits.
 
         Last-used times go along when `last_used` is true, or (None) when
         LAST_USED_EVERY has passed since they were last written. Returns the
@@ -352,7 +312,7 @@ class FakeIpPool:
             return None
         changed, touched, deletes, upserts = self._snapshot(last_used)
         retired, self._retire_pending = self._retire_pending, []
-        future = self._writer.submit(_write, self._db, deletes, upserts, retired, self._clock())
+        future = self._writer.submit(self._store.write, deletes, upserts, retired, self._clock())
         self._inflight = (future, changed, touched)
         self._inflight_retired = retired
         self.batches += 1
@@ -384,6 +344,7 @@ class FakeIpPool:
                 log.error("fake-IP store: closing with %d unsaved changes: %s",
                           len(self._changed) + len(self._touched), exc)
             self._writer.shutdown(wait=True)
+            self._store.close()
             if not self._changed and not self._touched and not self._retire_pending:
                 try:
                     self._db.execute("UPDATE meta SET value = '0' WHERE key = 'open'")

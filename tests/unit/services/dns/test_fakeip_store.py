@@ -5,7 +5,12 @@ socket is down (`StoreReader`), so the checks read it the relay's way.
 """
 
 import asyncio
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 
 import dns.message
 import pytest
@@ -14,6 +19,7 @@ from appliance.services.dns import fakeip
 from appliance.services.dns.fakeip import FakeIpPool
 from appliance.services.dns.server import DnsService
 from appliance.services.dns.settings import parse_settings
+from appliance.services.dns.storewriter import StoreWriteError
 from appliance.services.relay.directory import StoreReader
 
 
@@ -157,24 +163,81 @@ def test_a_crash_loses_only_what_was_not_yet_written(tmp_path):
     pool.close()
 
 
-def test_a_failed_write_is_retried_with_the_current_state(tmp_path, monkeypatch):
+def test_a_write_refused_by_a_lock_is_retried_with_the_current_state(tmp_path):
+    """Another program holds the file locked: the batch fails, the changes stay
+    marked, and the next batch writes their state then."""
     db = str(tmp_path / "f.db")
     pool = FakeIpPool("100.96.0.0/11", db)
-    real = fakeip._write
-
-    def broken(*args):
-        raise sqlite3.OperationalError("disk I/O error")
-
-    monkeypatch.setattr(fakeip, "_write", broken)
     ip = pool.allocate("a.test", "p1")
-    with pytest.raises(sqlite3.OperationalError):
-        pool.flush()
-    assert pool.unsaved() == 1 and pool.last_write_error == "disk I/O error"
-    assert pool.allocate("a.test", "p2") == ip  # changed again while unsaved
-    monkeypatch.setattr(fakeip, "_write", real)
+    pool.flush()  # the writer process is up, the table exists
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        assert pool.allocate("a.test", "p2") == ip  # the route changes
+        with pytest.raises(StoreWriteError, match="locked"):
+            pool.flush()
+        assert pool.unsaved() == 1 and "locked" in pool.last_write_error
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
     pool.flush()
     assert rows(db) == {int(fakeip.ipaddress.IPv4Address(ip)): ("a.test", "p2")}
     pool.close()
+
+
+def test_a_killed_writer_process_is_started_again_and_nothing_is_lost(tmp_path):
+    db = str(tmp_path / "f.db")
+    pool = FakeIpPool("100.96.0.0/11", db)
+    first = pool.allocate("first.test", "p1")
+    pool.flush()
+    writer = pool._store.proc
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait(10)
+    second = pool.allocate("second.test", "p1")
+    with pytest.raises(StoreWriteError, match="writer process ended"):
+        pool.flush()
+    assert pool.unsaved() == 1
+    pool.flush()  # a new writer process
+    assert pool._store.proc.pid != writer.pid
+    assert rows(db) == {int(fakeip.ipaddress.IPv4Address(first)): ("first.test", "p1"),
+                        int(fakeip.ipaddress.IPv4Address(second)): ("second.test", "p1")}
+    pool.close()
+    assert pool._store.proc is None  # closed: the process exited (close waits for it)
+
+
+def test_the_writer_process_ends_with_the_dns_server_process(tmp_path):
+    """SIGKILL of the process that owns the pool leaves no writer process behind."""
+    script = (
+        "import sys, time\n"
+        "from appliance.services.dns.fakeip import FakeIpPool\n"
+        f"pool = FakeIpPool('100.96.0.0/11', {str(tmp_path / 'f.db')!r})\n"
+        "pool.allocate('a.test', 'p1'); pool.flush()\n"
+        "print(pool._store.proc.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        writer = int(owner.stdout.readline())
+        assert os.path.exists(f"/proc/{writer}")
+        owner.kill()
+        owner.wait(10)
+        deadline = time.monotonic() + 10
+        while _running(writer) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(writer)
+    finally:
+        owner.kill()
+        owner.wait()
+        owner.stdout.close()
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a zombie waits for init, which is not this test's)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_last_used_times_reach_the_store(tmp_path):
@@ -203,6 +266,7 @@ def test_fake_ipv6_addresses_are_the_ipv4_ones_twins():
 def crash(pool):
     """The process dies: whatever was not committed is gone, the store is not marked closed."""
     pool._writer.shutdown(wait=True)
+    pool._store.close()
     pool._db.close()
     pool._db = None
 

@@ -1,0 +1,209 @@
+"""The fake-IP store's writer: a process of its own that commits the pool's batches.
+
+`FakeIpPool` hands each write-behind batch (deletes, upserts, retirements)
+to `StoreWriter.write`, which sends it to this module's process and waits
+until it is committed. The process applies the batch in one transaction
+(`transaction`) and answers with nothing, or with SQLite's error.
+
+Why a process and not a thread of the DNS server: a thread shares the
+server's GIL. Every call of the event loop that gives the GIL up (each
+send and receive, RE2's match) let the writer thread take it, and the
+loop then waited for the thread to give it back, a thread wake-up each
+time. Measured with new fake-IP names (one process handling them, answers
+to a sink): 18-28 us a query with the writer thread, 14-15 without a
+store; through the box in the lab, ... (DESIGN.md: fake IPs). A process
+shares no GIL; what is left in the server is one blocking exchange a
+batch, in the pool's dispatch thread, with its GIL given up while it waits.
+
+The process is started at the first batch and again at the next batch
+after it ended (killed, crashed): a batch it did not answer is reported
+as not written, and the pool writes those addresses again with the next
+one (their state then, which is the state that counts). A batch the
+process committed but could not answer is written again the same way:
+every statement of a batch is idempotent. It exits when its socket ends
+(the DNS server closed the store, or is gone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pickle
+import signal
+import socket
+import sqlite3
+import struct
+import subprocess
+import sys
+
+from appliance.kernel.process import start_helper
+
+log = logging.getLogger(__name__)
+
+_LENGTH = struct.Struct(">I")
+CHUNK = 200  # rows per SQL statement
+# The table and its domain index (about 7 MB at 65,536 names) stay in SQLite's cache, so a batch
+# does not read back the pages it changes (with the default 2 MB: 26% of a core, then 20% with
+# checkpoints every 8,000 WAL pages instead of 1,000: a page changed by many batches is copied
+# into the database once). The WAL file then grows to about 32 MB, and is cut back to that.
+CACHE_KIB = 16 << 10
+CHECKPOINT_PAGES = 8000
+WAL_LIMIT = 32 << 20
+# Seconds a batch waits for a lock. Nothing else writes the file (the DNS server's own
+# connection only while it opens and closes the store); a batch that fails is written again
+# with the next.
+BUSY_TIMEOUT = 1.0
+EXIT_WAIT = 5.0  # seconds the process has to finish its batch and exit after its socket ends
+
+
+class StoreWriteError(sqlite3.Error):
+    """A batch that was not committed: SQLite's error, or the writer process's end."""
+
+
+def open_for_writing(path: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+    db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
+    db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
+    return db
+
+
+def transaction(db: sqlite3.Connection, deletes: list[int], upserts: list[tuple],
+                retired: list[tuple] = (), expired_before: float | None = None) -> None:
+    """One batch in one transaction: the table then matches one moment of the pool."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        for i in range(0, len(deletes), CHUNK):
+            part = deletes[i:i + CHUNK]
+            db.execute(f"DELETE FROM fakeip WHERE ip IN ({','.join('?' * len(part))})", part)
+        for i in range(0, len(upserts), CHUNK):
+            part = upserts[i:i + CHUNK]
+            # REPLACE also drops a stale row that still holds the domain at its old
+            # address (that address is in the same batch, deleted or reassigned).
+            db.execute("INSERT OR REPLACE INTO fakeip (ip, domain, route, created, last_used) VALUES "
+                       + ",".join(["(?,?,?,?,?)"] * len(part)),
+                       [value for row in part for value in row])
+        # In the same transaction as the deletes: a flush is on disk whole
+        # (forgotten and kept from other names) or not at all (still mapped).
+        if retired:
+            db.executemany("INSERT OR REPLACE INTO retired (ip, domain, until) VALUES (?, ?, ?)", retired)
+        if expired_before is not None:
+            db.execute("DELETE FROM retired WHERE until < ?", (expired_before,))
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def _send(sock: socket.socket, message) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    sock.sendall(_LENGTH.pack(len(data)) + data)
+
+
+def _receive(sock: socket.socket):
+    head = _exactly(sock, 4)
+    return pickle.loads(_exactly(sock, _LENGTH.unpack(head)[0]))
+
+
+def _exactly(sock: socket.socket, size: int) -> bytes:
+    parts, left = [], size
+    while left:
+        part = sock.recv(min(left, 1 << 20))
+        if not part:
+            raise EOFError("the other side closed the socket")
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+class StoreWriter:
+    """The DNS server's side. `write` is called from one thread at a time (the pool's dispatch)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._sock: socket.socket | None = None
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0  # processes started (more than one: some ended)
+
+    def _start(self) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.proc = start_helper([sys.executable, "-m", __name__, "--fd", str(child.fileno()),
+                                      self.path], pass_fds=(child.fileno(),))
+        except Exception:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        self._sock = parent
+        self.starts += 1
+
+    def write(self, deletes: list[int], upserts: list[tuple], retired: list[tuple] = (),
+              expired_before: float | None = None) -> None:
+        """Commit one batch; raises StoreWriteError when it was not (or may not have been)."""
+        if self._sock is None:
+            self._start()
+        try:
+            _send(self._sock, (deletes, upserts, list(retired), expired_before))
+            error = _receive(self._sock)
+        except (OSError, EOFError, pickle.UnpicklingError) as exc:
+            self._end(kill=True)
+            raise StoreWriteError(f"the store's writer process ended: {exc}") from exc
+        if error is not None:
+            raise StoreWriteError(error)
+
+    def _end(self, kill: bool) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if kill:
+            proc.kill()
+        try:
+            proc.wait(EXIT_WAIT)
+        except subprocess.TimeoutExpired:
+            log.error("fake-IP store's writer process %d did not exit; killed", proc.pid)
+            proc.kill()
+            proc.wait()
+
+    def close(self) -> None:
+        """Let the process finish and exit (its socket ends)."""
+        self._end(kill=False)
+
+
+def serve(sock: socket.socket, path: str) -> int:
+    db = open_for_writing(path)
+    try:
+        while True:
+            try:
+                batch = _receive(sock)
+            except (EOFError, ConnectionError):
+                return 0
+            try:
+                transaction(db, *batch)
+                error = None
+            except sqlite3.Error as exc:
+                error = str(exc)
+            _send(sock, error)
+    finally:
+        db.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fd", type=int, required=True, help="the stream socket to the DNS server")
+    parser.add_argument("path", help="the SQLite file")
+    args = parser.parse_args(argv)
+    # The DNS server ends it (its socket); Ctrl-C in a terminal reaches the server's whole group.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    return serve(socket.socket(fileno=args.fd), args.path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,15 +5,22 @@ to `StoreWriter.write`, which sends it to this module's process and waits
 until it is committed. The process applies the batch in one transaction
 (`transaction`) and answers with nothing, or with SQLite's error.
 
-Why a process and not a thread of the DNS server: a thread shares the
-server's GIL. Every call of the event loop that gives the GIL up (each
-send and receive, RE2's match) let the writer thread take it, and the
+Why a process and not a thread of the DNS server: the thread's SQLite work
+was not the cost, its place was. New fake-IP names through the box in the
+lab (dnsperf at saturation, 64 queries in flight, the same SQLite work in
+both; 3 alternating pairs of runs, 2 rounds each):
+
+- writer thread: 11.5-17.3k q/s (mean 14.7k), the thread at 12-20% of a core;
+- writer process: 15.7-18.5k q/s (mean 17.3k), the process at 15% of a core,
+  the server's dispatch thread at 1%.
+
+With no store at all the server gave 14.2-17.7k against 13.7-15.4k. The
+likely mechanism is the GIL: every call of the event loop that gives it
+up (each send and receive, RE2's match) let the writer thread in, and the
 loop then waited for the thread to give it back, a thread wake-up each
-time. Measured with new fake-IP names (one process handling them, answers
-to a sink): 18-28 us a query with the writer thread, 14-15 without a
-store; through the box in the lab, ... (DESIGN.md: fake IPs). A process
-shares no GIL; what is left in the server is one blocking exchange a
-batch, in the pool's dispatch thread, with its GIL given up while it waits.
+time. A process shares no GIL; what is left in the server is one blocking
+exchange a batch, in the pool's dispatch thread, which holds the GIL only
+to pickle the batch.
 
 The process is started at the first batch and again at the next batch
 after it ended (killed, crashed): a batch it did not answer is reported

@@ -74,6 +74,21 @@ def start_helper(argv: Sequence[str], pass_fds: Sequence[int] = ()) -> subproces
         raise KernelError(f"start {argv[0]}: {e}") from e
 
 
+def end_helper(proc: subprocess.Popen, timeout: float, kill: bool = False) -> bool:
+    """Reap a helper started by `start_helper`, killed first if `kill`; one that has not
+    exited within `timeout` seconds is killed. True if it exited by itself (or was killed
+    as asked)."""
+    if kill:
+        proc.kill()
+    try:
+        proc.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False
+
+
 class LinuxProcesses:
     def __init__(self) -> None:
         # Children started here, so `alive` and `wait` see their exit (and reap them).

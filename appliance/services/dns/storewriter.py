@@ -40,10 +40,9 @@ import signal
 import socket
 import sqlite3
 import struct
-import subprocess
 import sys
 
-from appliance.kernel.process import start_helper
+from appliance.kernel.process import end_helper, start_helper
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +131,7 @@ class StoreWriter:
     def __init__(self, path: str):
         self.path = path
         self._sock: socket.socket | None = None
-        self.proc: subprocess.Popen | None = None
+        self.proc = None  # the process's Popen, while it runs
         self.starts = 0  # processes started (more than one: some ended)
 
     def _start(self) -> None:
@@ -169,14 +168,8 @@ class StoreWriter:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        if kill:
-            proc.kill()
-        try:
-            proc.wait(EXIT_WAIT)
-        except subprocess.TimeoutExpired:
+        if not end_helper(proc, EXIT_WAIT, kill=kill):
             log.error("fake-IP store's writer process %d did not exit; killed", proc.pid)
-            proc.kill()
-            proc.wait()
 
     def close(self) -> None:
         """Let the process finish and exit (its socket ends)."""

@@ -42,6 +42,7 @@ import sqlite3
 import struct
 import sys
 
+from appliance.kernel.base import KernelError
 from appliance.kernel.process import end_helper, start_helper
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ class StoreWriter:
         try:
             self.proc = start_helper([sys.executable, "-m", __name__, "--fd", str(child.fileno()),
                                       self.path], pass_fds=(child.fileno(),))
-        except Exception:
+        except BaseException:
             parent.close()
             raise
         finally:
@@ -151,7 +152,10 @@ class StoreWriter:
               expired_before: float | None = None) -> None:
         """Commit one batch; raises StoreWriteError when it was not (or may not have been)."""
         if self._sock is None:
-            self._start()
+            try:
+                self._start()
+            except KernelError as exc:
+                raise StoreWriteError(f"the store's writer process did not start: {exc}") from exc
         try:
             _send(self._sock, (deletes, upserts, list(retired), expired_before))
             error = _receive(self._sock)
@@ -199,8 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, required=True, help="the stream socket to the DNS server")
     parser.add_argument("path", help="the SQLite file")
     args = parser.parse_args(argv)
-    # The DNS server ends it (its socket); Ctrl-C in a terminal reaches the server's whole group.
+    # The DNS server ends it (its socket). A stop signals the server's whole process group: the
+    # server then closes the store, and its last batch needs this process.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     return serve(socket.socket(fileno=args.fd), args.path)
 

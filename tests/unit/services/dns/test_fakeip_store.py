@@ -231,6 +231,41 @@ def test_the_writer_process_ends_with_the_dns_server_process(tmp_path):
         owner.stdout.close()
 
 
+def test_a_stop_signalled_to_the_whole_group_still_closes_the_store_cleanly(tmp_path):
+    """The supervisor stops a service with SIGTERM to its process group: the writer
+    process outlives it long enough to commit the server's last batch."""
+    db = str(tmp_path / "f.db")
+    script = (
+        "import signal, sys, time\n"
+        "from appliance.services.dns.fakeip import FakeIpPool\n"
+        f"pool = FakeIpPool('100.96.0.0/11', {db!r})\n"
+        "pool.allocate('first.test', 'p1'); pool.flush()\n"
+        "def stop(*_):\n"
+        "    pool.allocate('last.test', 'p1')  # answered just before the stop: unsaved\n"
+        "    pool.close(); sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "print(pool._store.proc.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        int(owner.stdout.readline())
+        os.killpg(owner.pid, signal.SIGTERM)
+        assert owner.wait(20) == 0
+    finally:
+        if owner.poll() is None:
+            os.killpg(owner.pid, signal.SIGKILL)
+            owner.wait()
+        owner.stdout.close()
+    after = FakeIpPool("100.96.0.0/11", db)
+    try:
+        assert after.epoch == 0  # closed cleanly: new names stay in the same region
+        assert {e["domain"] for e in after.table()} == {"first.test", "last.test"}
+    finally:
+        after.close()
+
+
 def _running(pid: int) -> bool:
     """Alive and not a zombie (a zombie waits for init, which is not this test's)."""
     try:

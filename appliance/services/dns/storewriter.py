@@ -41,6 +41,7 @@ import socket
 import sqlite3
 import struct
 import sys
+import time
 
 from appliance.kernel.base import KernelError
 from appliance.kernel.process import end_helper, start_helper
@@ -61,6 +62,7 @@ WAL_LIMIT = 32 << 20
 # with the next.
 BUSY_TIMEOUT = 1.0
 EXIT_WAIT = 5.0  # seconds the process has to finish its batch and exit after its socket ends
+RESTART_PAUSE = 1.0  # seconds before a process that ended is started again (its batches fail)
 
 
 class StoreWriteError(sqlite3.Error):
@@ -134,6 +136,7 @@ class StoreWriter:
         self._sock: socket.socket | None = None
         self.proc = None  # the process's Popen, while it runs
         self.starts = 0  # processes started (more than one: some ended)
+        self._not_before = 0.0  # monotonic time of the next start allowed
 
     def _start(self) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -152,6 +155,9 @@ class StoreWriter:
               expired_before: float | None = None) -> None:
         """Commit one batch; raises StoreWriteError when it was not (or may not have been)."""
         if self._sock is None:
+            if time.monotonic() < self._not_before:
+                raise StoreWriteError("the store's writer process ended; started again within "
+                                      f"{RESTART_PAUSE:g} s")
             try:
                 self._start()
             except KernelError as exc:
@@ -161,6 +167,7 @@ class StoreWriter:
             error = _receive(self._sock)
         except (OSError, EOFError, pickle.UnpicklingError) as exc:
             self._end(kill=True)
+            self._not_before = time.monotonic() + RESTART_PAUSE
             raise StoreWriteError(f"the store's writer process ended: {exc}") from exc
         if error is not None:
             raise StoreWriteError(error)
@@ -181,7 +188,7 @@ class StoreWriter:
 
 
 def serve(sock: socket.socket, path: str) -> int:
-    db = open_for_writing(path)
+    db = None  # opened at the first batch, and again at the next one after it failed to open
     try:
         while True:
             try:
@@ -189,13 +196,16 @@ def serve(sock: socket.socket, path: str) -> int:
             except (EOFError, ConnectionError):
                 return 0
             try:
+                if db is None:
+                    db = open_for_writing(path)
                 transaction(db, *batch)
                 error = None
             except sqlite3.Error as exc:
                 error = str(exc)
             _send(sock, error)
     finally:
-        db.close()
+        if db is not None:
+            db.close()
 
 
 def main(argv: list[str] | None = None) -> int:

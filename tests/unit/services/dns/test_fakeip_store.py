@@ -19,6 +19,7 @@ from appliance.services.dns import fakeip
 from appliance.services.dns.fakeip import FakeIpPool
 from appliance.services.dns.server import DnsService
 from appliance.services.dns.settings import parse_settings
+from appliance.services.dns import storewriter
 from appliance.services.dns.storewriter import StoreWriteError
 from appliance.services.relay.directory import StoreReader
 
@@ -197,12 +198,34 @@ def test_a_killed_writer_process_is_started_again_and_nothing_is_lost(tmp_path):
     with pytest.raises(StoreWriteError, match="writer process ended"):
         pool.flush()
     assert pool.unsaved() == 1
+    time.sleep(storewriter.RESTART_PAUSE)
     pool.flush()  # a new writer process
     assert pool._store.proc.pid != writer.pid
     assert rows(db) == {int(fakeip.ipaddress.IPv4Address(first)): ("first.test", "p1"),
                         int(fakeip.ipaddress.IPv4Address(second)): ("second.test", "p1")}
     pool.close()
     assert pool._store.proc is None  # closed: the process exited (close waits for it)
+
+
+def test_a_store_the_writer_cannot_open_fails_batches_without_restarting_it(tmp_path):
+    """The data directory is gone for a while (unmounted): each batch fails with SQLite's
+    error from the same writer process, and the first batch after it is back writes all."""
+    home = tmp_path / "data"
+    home.mkdir()
+    db = str(home / "f.db")
+    pool = FakeIpPool("100.96.0.0/11", db)  # this process's connection opens it; the writer not yet
+    ip = pool.allocate("a.test", "p1")
+    home.rename(tmp_path / "away")
+    try:
+        for _ in range(3):
+            with pytest.raises(StoreWriteError, match="unable to open"):
+                pool.flush()
+        assert pool._store.starts == 1 and pool.unsaved() == 1
+    finally:
+        (tmp_path / "away").rename(home)
+    pool.flush()
+    assert rows(db) == {int(fakeip.ipaddress.IPv4Address(ip)): ("a.test", "p1")}
+    pool.close()
 
 
 def test_the_writer_process_ends_with_the_dns_server_process(tmp_path):

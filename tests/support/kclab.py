@@ -196,9 +196,16 @@ class Server:
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", NS["vp"], sys.executable, "-m", "appliance.services.dns",
              "--config", str(self.config)], cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-        poll(lambda: os.path.exists(self.sock) and self._stats_or_none(), timeout=20)
-        if workers > 1:
-            poll(lambda: len(self.stats()["workers"]) == workers - 1, timeout=20)
+        try:
+            # 60 s: the image test runs this last, in an emulated VM still busy with its boot.
+            poll(lambda: os.path.exists(self.sock) and self._stats_or_none(), timeout=60)
+            if workers > 1:
+                poll(lambda: len(self.stats()["workers"]) == workers - 1, timeout=20)
+        except AssertionError:
+            self.log.flush()
+            print(f"the DNS server's log ({'running' if self.proc.poll() is None else 'ended'}):\n"
+                  + (self.tmp / "log").read_text(errors="replace")[-3000:], file=sys.stderr)
+            raise
 
     def _stats_or_none(self):
         try:

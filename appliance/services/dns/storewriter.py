@@ -135,7 +135,6 @@ class StoreWriter:
         self.path = path
         self._sock: socket.socket | None = None
         self.proc = None  # the process's Popen, while it runs
-        self.starts = 0  # processes started (more than one: some ended)
         self._not_before = 0.0  # monotonic time of the next start allowed
 
     def _start(self) -> None:
@@ -149,7 +148,6 @@ class StoreWriter:
         finally:
             child.close()
         self._sock = parent
-        self.starts += 1
 
     def write(self, deletes: list[int], upserts: list[tuple], retired: list[tuple] = (),
               expired_before: float | None = None) -> None:

@@ -15,6 +15,7 @@ import time
 import dns.message
 import pytest
 
+from appliance.kernel.process import LinuxProcesses
 from appliance.services.dns import fakeip
 from appliance.services.dns.fakeip import FakeIpPool
 from appliance.services.dns.server import DnsService
@@ -230,74 +231,63 @@ def test_a_store_the_writer_cannot_open_fails_batches_without_restarting_it(tmp_
     pool.close()
 
 
-def test_the_writer_process_ends_with_the_dns_server_process(tmp_path):
-    """SIGKILL of the process that owns the pool leaves no writer process behind."""
+def owner(db: str, on_term: str = "", new_session: bool = False) -> subprocess.Popen:
+    """A process that owns a pool on `db` (as the DNS server does), with a flushed mapping;
+    `on_term`: the body of its SIGTERM handler. Its first line out is its writer's pid."""
     script = (
-        "import sys, time\n"
+        "import signal, sys, time\n"
         "from appliance.services.dns.fakeip import FakeIpPool\n"
-        f"pool = FakeIpPool('100.96.0.0/11', {str(tmp_path / 'f.db')!r})\n"
-        "pool.allocate('a.test', 'p1'); pool.flush()\n"
-        "print(pool._store.proc.pid, flush=True)\n"
+        f"pool = FakeIpPool('100.96.0.0/11', {db!r})\n"
+        "pool.allocate('first.test', 'p1'); pool.flush()\n"
+        + (f"def stop(*_):\n{on_term}signal.signal(signal.SIGTERM, stop)\n" if on_term else "")
+        + "print(pool._store.proc.pid, flush=True)\n"
         "time.sleep(60)\n"
     )
-    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            start_new_session=new_session)
+
+
+def test_the_writer_process_ends_with_the_dns_server_process(tmp_path):
+    """SIGKILL of the process that owns the pool leaves no writer process behind."""
+    proc = owner(str(tmp_path / "f.db"))
     try:
-        writer = int(owner.stdout.readline())
-        assert os.path.exists(f"/proc/{writer}")
-        owner.kill()
-        owner.wait(10)
+        writer = int(proc.stdout.readline())
+        processes = LinuxProcesses()
+        assert processes.alive(writer)
+        proc.kill()
+        proc.wait(10)
         deadline = time.monotonic() + 10
-        while _running(writer) and time.monotonic() < deadline:
+        while processes.alive(writer) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _running(writer)
+        assert not processes.alive(writer)
     finally:
-        owner.kill()
-        owner.wait()
-        owner.stdout.close()
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
 
 
 def test_a_stop_signalled_to_the_whole_group_still_closes_the_store_cleanly(tmp_path):
     """The supervisor stops a service with SIGTERM to its process group: the writer
     process outlives it long enough to commit the server's last batch."""
     db = str(tmp_path / "f.db")
-    script = (
-        "import signal, sys, time\n"
-        "from appliance.services.dns.fakeip import FakeIpPool\n"
-        f"pool = FakeIpPool('100.96.0.0/11', {db!r})\n"
-        "pool.allocate('first.test', 'p1'); pool.flush()\n"
-        "def stop(*_):\n"
+    proc = owner(db, new_session=True, on_term=(
         "    pool.allocate('last.test', 'p1')  # answered just before the stop: unsaved\n"
-        "    pool.close(); sys.exit(0)\n"
-        "signal.signal(signal.SIGTERM, stop)\n"
-        "print(pool._store.proc.pid, flush=True)\n"
-        "time.sleep(60)\n"
-    )
-    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                             start_new_session=True)
+        "    pool.close(); sys.exit(0)\n"))
     try:
-        int(owner.stdout.readline())
-        os.killpg(owner.pid, signal.SIGTERM)
-        assert owner.wait(20) == 0
+        int(proc.stdout.readline())
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(20) == 0
     finally:
-        if owner.poll() is None:
-            os.killpg(owner.pid, signal.SIGKILL)
-            owner.wait()
-        owner.stdout.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stdout.close()
     after = FakeIpPool("100.96.0.0/11", db)
     try:
         assert after.epoch == 0  # closed cleanly: new names stay in the same region
         assert {e["domain"] for e in after.table()} == {"first.test", "last.test"}
     finally:
         after.close()
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (a zombie waits for init, which is not this test's)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_last_used_times_reach_the_store(tmp_path):
